@@ -1,0 +1,113 @@
+"""Typed settings. The library takes a :class:`Settings`; only the faces read the environment."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from tether.durations import parse_duration
+from tether.errors import InvalidRequest
+
+__all__ = ["CONFIG_FILE", "DEFAULT_HOME", "IdpConfig", "Settings"]
+
+CONFIG_FILE = "tether.toml"
+DEFAULT_HOME = Path(".tether")
+_TRUST_DOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,253}[a-z0-9])?")
+
+
+def _duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class IdpConfig(BaseModel):
+    """A trusted human identity provider whose JWTs the admin API accepts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    email_claim: str = "email"
+    groups_claim: str = "groups"
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> IdpConfig:
+        if (self.jwks_file is None) == (self.jwks_url is None):
+            raise ValueError("an [[idp]] needs exactly one of jwks_file or jwks_url")
+        return self
+
+
+class Settings(BaseModel):
+    """Everything the library needs to know, already parsed and checked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path = DEFAULT_HOME
+    db_url: str | None = None
+    trust_domain: str = "tether.local"
+    agent_lifetime_default: Duration = timedelta(days=90)
+    agent_lifetime_max: Duration = timedelta(days=365)
+    unowned_grace: Duration = timedelta(days=7)
+    sweep_interval: Duration = timedelta(seconds=1)
+    admin_groups: tuple[str, ...] = ()
+    idp: tuple[IdpConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if _TRUST_DOMAIN.fullmatch(self.trust_domain) is None:
+            raise ValueError(f"invalid trust_domain {self.trust_domain!r}")
+        if self.agent_lifetime_default > self.agent_lifetime_max:
+            raise ValueError("agent_lifetime_default is longer than agent_lifetime_max")
+        return self
+
+    @property
+    def database_url(self) -> str:
+        """The store's SQLAlchemy URL: ``db_url`` or SQLite in ``home``."""
+        return self.db_url or f"sqlite:///{(self.home / 'tether.db').resolve()}"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.home / "admin.token"
+
+    @classmethod
+    def load(cls, home: Path, **overrides: Any) -> Settings:
+        """Read ``home/tether.toml`` (if present) and apply ``overrides`` on top."""
+        values: dict[str, Any] = {}
+        path = home / CONFIG_FILE
+        if path.exists():
+            try:
+                values = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+                raise InvalidRequest(f"cannot read {path}: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["home"] = home
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise InvalidRequest(f"invalid configuration in {path}: {problems}") from exc
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """``TETHER_HOME`` and ``TETHER_DB`` from the environment (faces only)."""
+        env = os.environ if environ is None else environ
+        home = Path(env.get("TETHER_HOME") or DEFAULT_HOME)
+        return cls.load(home, db_url=env.get("TETHER_DB") or None)

@@ -1,0 +1,117 @@
+"""The :class:`Tether` facade: one store, its registry, event record and authentication."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tether.admin_tokens import AdminTokens
+from tether.callers import Caller
+from tether.config import Settings
+from tether.errors import StoreUnavailable, TetherError, Unauthenticated
+from tether.events import EventLog
+from tether.idp import IdentityProviders
+from tether.registry import Registry
+from tether.store import Store
+
+__all__ = ["InitResult", "Tether", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    home: str
+    database: str
+    revision: str
+    created: bool
+    admin_token: str | None  # shown once, when it was just made
+
+
+class Tether:
+    """A running Tether: open it on :class:`Settings`, close it when done."""
+
+    def __init__(
+        self, settings: Settings, store: Store, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.events = EventLog(store, clock)
+        self.registry = Registry(store, settings, self.events, clock)
+        self.admin_tokens = AdminTokens(store, clock)
+        self.identity_providers = IdentityProviders(settings.idp, settings.admin_groups)
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        migrate: bool = False,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> Tether:
+        """Open the store; with ``migrate`` bring its schema up to date, otherwise
+        refuse a store whose schema is not the one this version expects."""
+        store = Store.open(settings.database_url)
+        try:
+            if migrate:
+                store.migrate()
+            else:
+                current, head = store.current_revision(), store.head_revision()
+                if current != head:
+                    raise StoreUnavailable(
+                        f"the store {store.describe()} is at schema {current or 'none'}, "
+                        f"this Tether needs {head}: run `tether init`"
+                    )
+        except TetherError:
+            store.dispose()
+            raise
+        return cls(settings, store, clock)
+
+    @classmethod
+    def init(cls, settings: Settings) -> tuple[Tether, InitResult]:
+        """Create ``TETHER_HOME`` (mode 0700), migrate the store, and make the admin
+        token if there is none yet (written to ``admin.token`` with mode 0600)."""
+        home = settings.home
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        settings.keys_dir.mkdir(mode=0o700, exist_ok=True)
+        tether = cls.open(settings, migrate=True)
+        token: str | None = None
+        if not tether.admin_tokens.exist():
+            token = tether.admin_tokens.create()
+            path = settings.admin_token_file
+            path.unlink(missing_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(token + "\n")
+        result = InitResult(
+            home=str(home.resolve()),
+            database=tether.store.describe(),
+            revision=tether.store.head_revision(),
+            created=token is not None,
+            admin_token=token,
+        )
+        return tether, result
+
+    def authenticate(self, bearer: str | None) -> Caller:
+        """The caller a bearer token names: the admin, or a person from a trusted IdP."""
+        if not bearer:
+            raise Unauthenticated("missing bearer token")
+        if self.admin_tokens.verify(bearer):
+            return Caller.admin()
+        if not self.identity_providers:
+            raise Unauthenticated("invalid bearer token")
+        return self.identity_providers.authenticate(bearer)
+
+    def close(self) -> None:
+        self.store.dispose()
+
+    def __enter__(self) -> Tether:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

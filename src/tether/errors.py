@@ -1,0 +1,138 @@
+"""Tether's one exception tree.
+
+Every error Tether raises on purpose derives from :class:`TetherError` and knows its wire
+form: the HTTP status, the OAuth / JSON ``error`` code and the CLI exit code.
+
+    TetherError                      500 server_error            exit 1
+    +-- InvalidRequest               400 invalid_request         exit 2
+    |   +-- OwnerRequired            400 invalid_request         exit 2
+    +-- Unauthenticated              401 invalid_token           exit 1
+    +-- Forbidden                    403 access_denied           exit 3
+    +-- NotFound                     404 not_found               exit 1
+    +-- Conflict                     409 conflict                exit 1
+    +-- IllegalTransition            409 invalid_state           exit 3
+    +-- StoreUnavailable             503 temporarily_unavailable exit 1
+
+Exit codes follow DESIGN §4: 0 success, 1 error, 2 usage (bad input), 3 denied or refused,
+4 verification failed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "Conflict",
+    "Forbidden",
+    "IllegalTransition",
+    "InvalidRequest",
+    "NotFound",
+    "OwnerRequired",
+    "StoreUnavailable",
+    "TetherError",
+    "Unauthenticated",
+    "error_for_code",
+]
+
+
+class TetherError(Exception):
+    """The base of every error Tether raises on purpose."""
+
+    status_code: ClassVar[int] = 500
+    error: ClassVar[str] = "server_error"
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+    def to_dict(self) -> dict[str, str]:
+        """The JSON error body: ``{"error": ..., "error_description": ...}``."""
+        return {"error": self.error, "error_description": self.description}
+
+
+class InvalidRequest(TetherError):
+    """The input is malformed or breaks a rule (a bad name, duration, email ...)."""
+
+    status_code = 400
+    error = "invalid_request"
+    exit_code = 2
+
+
+class OwnerRequired(InvalidRequest):
+    """An agent must have an accountable human owner."""
+
+
+class Unauthenticated(TetherError):
+    """No credentials, or credentials that do not verify."""
+
+    status_code = 401
+    error = "invalid_token"
+
+
+class Forbidden(TetherError):
+    """The caller is known but may not do this."""
+
+    status_code = 403
+    error = "access_denied"
+    exit_code = 3
+
+
+class NotFound(TetherError):
+    """No such object, or one the caller may not know exists."""
+
+    status_code = 404
+    error = "not_found"
+
+
+class Conflict(TetherError):
+    """The object already exists (names are never reused)."""
+
+    status_code = 409
+    error = "conflict"
+
+
+class IllegalTransition(TetherError):
+    """A lifecycle change the agent's current state does not allow."""
+
+    status_code = 409
+    error = "invalid_state"
+    exit_code = 3
+
+
+class StoreUnavailable(TetherError):
+    """The store could not be reached or failed mid-operation."""
+
+    status_code = 503
+    error = "temporarily_unavailable"
+
+
+_BY_CODE: dict[str, type[TetherError]] = {
+    cls.error: cls
+    for cls in (
+        TetherError,
+        InvalidRequest,
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        Conflict,
+        IllegalTransition,
+        StoreUnavailable,
+    )
+}
+
+
+def error_for_code(code: str, status: int) -> type[TetherError]:
+    """The error class for a wire ``error`` code (used by the HTTP client)."""
+    cls = _BY_CODE.get(code)
+    if cls is not None:
+        return cls
+    if status == 401:
+        return Unauthenticated
+    if status == 403:
+        return Forbidden
+    if status == 404:
+        return NotFound
+    if 400 <= status < 500:
+        return InvalidRequest
+    return TetherError

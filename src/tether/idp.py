@@ -1,0 +1,119 @@
+"""Human identity providers: their JWTs, verified with their JWKS, name people.
+
+Only EdDSA, ES256 and RS256 are accepted, the key type must match the algorithm, and keys
+come only from the configured JWKS: ``jku``, ``x5u``, ``jwk`` and ``crit`` headers are
+refused, never followed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import jwt
+from jwt import PyJWK
+
+from tether.callers import Caller
+from tether.config import IdpConfig
+from tether.errors import InvalidRequest, Unauthenticated
+from tether.model import parse_email
+
+__all__ = ["ALLOWED_ALGORITHMS", "IdentityProviders"]
+
+ALLOWED_ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256"})
+_FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
+_JWKS_URL_TTL = 300.0
+_LEEWAY = 30
+
+
+class IdentityProviders:
+    """Verifies people's tokens from the ``[[idp]]`` entries of ``tether.toml``."""
+
+    def __init__(self, idps: Sequence[IdpConfig], admin_groups: Sequence[str]) -> None:
+        self._by_issuer = {idp.issuer: idp for idp in idps}
+        self._admin_groups = frozenset(admin_groups)
+        self._jwks: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self._by_issuer)
+
+    def authenticate(self, token: str) -> Caller:
+        """The person a verified IdP token names; raises :class:`Unauthenticated`."""
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("malformed bearer token") from exc
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise Unauthenticated(f"token algorithm {alg!r} is not accepted")
+        refused = _FORBIDDEN_HEADERS.intersection(header)
+        if refused:
+            raise Unauthenticated(f"token header {sorted(refused)[0]!r} is not accepted")
+        idp = self._by_issuer.get(claims.get("iss")) if isinstance(claims.get("iss"), str) else None
+        if idp is None:
+            raise Unauthenticated("token issuer is not a trusted identity provider")
+        key = self._key(idp, header.get("kid"), alg)
+        try:
+            verified = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=idp.audience,
+                issuer=idp.issuer,
+                leeway=_LEEWAY,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"identity token rejected: {exc}") from exc
+        email = verified.get(idp.email_claim)
+        if not isinstance(email, str):
+            raise Unauthenticated(f"identity token has no {idp.email_claim!r} claim")
+        try:
+            person = parse_email(email)
+        except InvalidRequest as exc:
+            raise Unauthenticated(f"identity token email is invalid: {exc}") from exc
+        groups = verified.get(idp.groups_claim, [])
+        is_admin = isinstance(groups, list) and bool(self._admin_groups.intersection(groups))
+        return Caller.user(person, admin=is_admin)
+
+    def _key(self, idp: IdpConfig, kid: Any, alg: str) -> PyJWK:
+        keys = self._jwks_of(idp).get("keys")
+        if not isinstance(keys, list):
+            raise Unauthenticated("identity provider JWKS has no keys")
+        matches = [k for k in keys if isinstance(k, dict) and (kid is None or k.get("kid") == kid)]
+        if len(matches) != 1:
+            raise Unauthenticated("no unique identity provider key for this token's kid")
+        try:
+            key = PyJWK(matches[0], algorithm=alg)
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"identity provider key unusable: {exc}") from exc
+        declared = matches[0].get("alg")
+        if (declared is not None and declared != alg) or key.algorithm_name != alg:
+            raise Unauthenticated("token algorithm does not match the identity provider key")
+        return key
+
+    def _jwks_of(self, idp: IdpConfig) -> dict[str, Any]:
+        with self._lock:
+            cached = self._jwks.get(idp.issuer)
+            if cached is not None and (idp.jwks_url is None or time.monotonic() < cached[0]):
+                return cached[1]
+            try:
+                if idp.jwks_file is not None:
+                    document = json.loads(idp.jwks_file.read_text(encoding="utf-8"))
+                else:
+                    assert idp.jwks_url is not None
+                    response = httpx.get(idp.jwks_url, timeout=5.0)
+                    response.raise_for_status()
+                    document = response.json()
+            except (OSError, ValueError, httpx.HTTPError) as exc:
+                raise Unauthenticated(f"cannot load JWKS of {idp.issuer}: {exc}") from exc
+            if not isinstance(document, dict):
+                raise Unauthenticated(f"JWKS of {idp.issuer} is not a JSON object")
+            self._jwks[idp.issuer] = (time.monotonic() + _JWKS_URL_TTL, document)
+            return document

@@ -1,0 +1,169 @@
+"""Frozen value types shared by the library and its faces."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NewType
+
+from tether.errors import InvalidRequest
+
+__all__ = [
+    "Agent",
+    "AgentId",
+    "AgentKind",
+    "AgentName",
+    "AgentState",
+    "Email",
+    "Event",
+    "parse_agent_ref",
+    "parse_email",
+    "parse_labels",
+    "parse_name",
+]
+
+AgentName = NewType("AgentName", str)
+AgentId = NewType("AgentId", str)
+Email = NewType("Email", str)
+
+
+class AgentKind(enum.StrEnum):
+    CHATBOT = "chatbot"
+    COPILOT = "copilot"
+    CONNECTOR = "connector"
+    MCP_SERVER = "mcp-server"
+    MCP_CLIENT = "mcp-client"
+    AUTONOMOUS = "autonomous"
+    OTHER = "other"
+
+
+class AgentState(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    EXPIRED = "expired"
+    RETIRED = "retired"
+    KILLED = "killed"
+
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(\.[a-z0-9-]+)+")
+_LABEL_KEY = re.compile(r"[a-z0-9]([a-z0-9._/-]{0,62})")
+_MAX_LABELS = 32
+_MAX_LABEL_VALUE = 256
+
+
+def parse_name(text: str) -> AgentName:
+    """Check an agent name: 1-63 of ``a-z 0-9 . _ -``, starting with a letter or digit.
+
+    ``..`` is refused anywhere, so a name is always a safe file name and SPIFFE path segment.
+    """
+    if not isinstance(text, str) or _NAME.fullmatch(text) is None or ".." in text:
+        raise InvalidRequest(
+            f"invalid agent name {text!r}: use 1-63 lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, without '..' or '/'"
+        )
+    return AgentName(text)
+
+
+def parse_email(text: str) -> Email:
+    """Check and normalise (lowercase) an owner's email address."""
+    value = text.strip().lower() if isinstance(text, str) else ""
+    if len(value) > 254 or _EMAIL.fullmatch(value) is None:
+        raise InvalidRequest(f"invalid email address {text!r}: expected name@domain")
+    return Email(value)
+
+
+def parse_agent_ref(text: str, trust_domain: str) -> AgentName:
+    """Accept a full SPIFFE ID ``spiffe://<td>/agent/<name>`` or a bare name."""
+    prefix = f"spiffe://{trust_domain}/agent/"
+    if isinstance(text, str) and text.startswith("spiffe://"):
+        if not text.startswith(prefix):
+            raise InvalidRequest(
+                f"invalid agent ID {text!r}: expected {prefix}<name> (trust domain {trust_domain})"
+            )
+        return parse_name(text[len(prefix) :])
+    return parse_name(text)
+
+
+def parse_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Check label keys (``a-z 0-9 . _ / -``, up to 63) and values (up to 256 chars)."""
+    if len(labels) > _MAX_LABELS:
+        raise InvalidRequest(f"too many labels: at most {_MAX_LABELS}")
+    for key, value in labels.items():
+        if not isinstance(key, str) or _LABEL_KEY.fullmatch(key) is None:
+            raise InvalidRequest(
+                f"invalid label key {key!r}: use 1-63 lowercase letters, digits, '.', '_', '/' "
+                "or '-', starting with a letter or digit"
+            )
+        if not isinstance(value, str) or len(value) > _MAX_LABEL_VALUE:
+            raise InvalidRequest(f"invalid label value for {key!r}: a string of at most 256 chars")
+    return dict(sorted(labels.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """An agent as the registry reports it; ``state`` is already the effective state."""
+
+    id: AgentId
+    name: AgentName
+    kind: AgentKind
+    owner: Email | None
+    purpose: str
+    parent: AgentId | None
+    labels: dict[str, str]
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    state: AgentState
+    unowned_since: datetime | None
+    public_key: str
+    key_rotated_at: datetime
+
+    @property
+    def unowned(self) -> bool:
+        return self.owner is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind.value,
+            "owner": self.owner,
+            "unowned": self.unowned,
+            "purpose": self.purpose,
+            "parent": self.parent,
+            "labels": dict(self.labels),
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "state": self.state.value,
+            "unowned_since": self.unowned_since.isoformat() if self.unowned_since else None,
+            "public_key": self.public_key,
+            "key_rotated_at": self.key_rotated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A recorded change or refusal: who did what to which subject, when and why."""
+
+    seq: int
+    at: datetime
+    type: str
+    actor: str
+    subject: str | None
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at.isoformat(),
+            "type": self.type,
+            "actor": self.actor,
+            "subject": self.subject,
+            "reason": self.reason,
+            "detail": dict(self.detail),
+        }

@@ -1,0 +1,462 @@
+"""The agent registry: identities, owners, lifecycle, expiry and unowned handling.
+
+Every method takes the :class:`Caller` it acts for and enforces object-level rules: a
+non-admin reaches only agents they own; anyone else's agent is "not found" and the
+refusal is recorded. Every change is recorded as an event in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, update
+
+from tether.agent_keys import parse_public_key
+from tether.callers import Caller
+from tether.config import Settings
+from tether.durations import format_duration
+from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound, OwnerRequired
+from tether.events import EventLog
+from tether.lifecycle import TERMINAL, check_transition, effective_state
+from tether.model import (
+    Agent,
+    AgentId,
+    AgentKind,
+    AgentName,
+    AgentState,
+    Email,
+    parse_agent_ref,
+    parse_email,
+    parse_labels,
+    parse_name,
+)
+from tether.store import Store, agents
+
+__all__ = ["AgentSpec", "Registry"]
+
+_MAX_PURPOSE = 1000
+_SWEEPER = Caller.system("lifecycle")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """What a registration asks for, before it is checked."""
+
+    name: str
+    owner: str | None
+    public_key: str
+    kind: str = AgentKind.OTHER.value
+    purpose: str = ""
+    parent: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    expires_in: timedelta | None = None
+
+
+class Registry:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        log: EventLog,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._log = log
+        self._clock = clock
+        self._prefix = f"spiffe://{settings.trust_domain}/agent/"
+
+    # ---- identities -------------------------------------------------------------------
+
+    def agent_id(self, name: str) -> AgentId:
+        return AgentId(self._prefix + name)
+
+    def parse_ref(self, ref: str) -> AgentName:
+        """A SPIFFE ID of this trust domain or a bare name, checked."""
+        return parse_agent_ref(ref, self._settings.trust_domain)
+
+    # ---- reads ------------------------------------------------------------------------
+
+    def get(self, by: Caller, ref: str) -> Agent:
+        name = self.parse_ref(ref)
+        with self._guard(by, "read"), self._store.read() as conn:
+            row = conn.execute(select(agents).where(agents.c.name == name)).first()
+            return self._visible(by, name, row)
+
+    def list(
+        self,
+        by: Caller,
+        *,
+        state: str | None = None,
+        owner: str | None = None,
+        unowned: bool = False,
+    ) -> list[Agent]:
+        wanted = _parse_state(state) if state is not None else None
+        query = select(agents).order_by(agents.c.name)
+        if owner is not None:
+            query = query.where(agents.c.owner == parse_email(owner))
+        if unowned:
+            query = query.where(agents.c.owner.is_(None))
+        if not by.is_admin:
+            query = query.where(agents.c.owner == by.email)
+        with self._store.read() as conn:
+            found = [self._agent(row) for row in conn.execute(query)]
+        return [a for a in found if wanted is None or a.state is wanted]
+
+    # ---- registration -----------------------------------------------------------------
+
+    def register(self, by: Caller, spec: AgentSpec) -> Agent:
+        """Register an agent; nothing is stored unless every rule holds."""
+        if spec.owner is None or not str(spec.owner).strip():
+            raise OwnerRequired(
+                "an agent needs an accountable owner: pass --owner EMAIL "
+                "(registration without an owner is refused)"
+            )
+        name = parse_name(spec.name)
+        owner = parse_email(spec.owner)
+        kind = _parse_kind(spec.kind)
+        labels = parse_labels(spec.labels)
+        purpose = _parse_purpose(spec.purpose)
+        public_key = parse_public_key(spec.public_key)
+        lifetime = self._lifetime(spec.expires_in)
+        if not by.is_admin and not by.owns(owner):
+            self._refuse(by, self.agent_id(name), "register", f"owner {owner} is not the caller")
+            raise Forbidden("you can register agents only with yourself as owner")
+        now = self._clock()
+        expires_at = now + lifetime
+        with self._guard(by, "register"), self._store.write() as conn:
+            if conn.execute(select(agents.c.name).where(agents.c.name == name)).first():
+                raise Conflict(
+                    f"agent name {name} is taken (names are never reused, even after retirement)"
+                )
+            if conn.execute(select(agents.c.name).where(agents.c.public_key == public_key)).first():
+                raise Conflict("public_key is already registered to another agent")
+            parent = self._parent(conn, by, spec.parent, expires_at) if spec.parent else None
+            conn.execute(
+                insert(agents).values(
+                    name=name,
+                    kind=kind.value,
+                    owner=owner,
+                    purpose=purpose,
+                    parent=parent,
+                    labels=labels,
+                    created_by=by.subject,
+                    created_at=now,
+                    expires_at=expires_at,
+                    state=AgentState.ACTIVE.value,
+                    state_changed_at=now,
+                    unowned_since=None,
+                    public_key=public_key,
+                    key_rotated_at=now,
+                )
+            )
+            self._log.append(
+                conn,
+                "agent.registered",
+                actor=by.subject,
+                subject=self.agent_id(name),
+                detail={
+                    "owner": owner,
+                    "kind": kind.value,
+                    "parent": self.agent_id(parent) if parent else None,
+                    "expires_at": expires_at.isoformat(),
+                },
+            )
+            row = conn.execute(select(agents).where(agents.c.name == name)).one()
+        return self._agent(row)
+
+    def _lifetime(self, requested: timedelta | None) -> timedelta:
+        maximum = self._settings.agent_lifetime_max
+        if requested is None:
+            return self._settings.agent_lifetime_default
+        if requested <= timedelta(0):
+            raise InvalidRequest("expires must be a positive duration")
+        if requested > maximum:
+            raise InvalidRequest(
+                f"expires {format_duration(requested)} is longer than the maximum agent "
+                f"lifetime {format_duration(maximum)}"
+            )
+        return requested
+
+    def _parent(
+        self, conn: Connection, by: Caller, ref: str, expires_at: datetime
+    ) -> AgentName:
+        name = self.parse_ref(ref)
+        row = conn.execute(select(agents).where(agents.c.name == name)).first()
+        parent = self._visible(by, name, row)
+        if parent.state is not AgentState.ACTIVE:
+            raise InvalidRequest(f"parent agent {name} is {parent.state.value}, not active")
+        if expires_at > parent.expires_at:
+            raise InvalidRequest(
+                f"a spawned agent cannot outlive its parent: {name} expires at "
+                f"{parent.expires_at.isoformat()}"
+            )
+        return name
+
+    # ---- changes ----------------------------------------------------------------------
+
+    def suspend(self, by: Caller, ref: str, reason: str = "") -> Agent:
+        return self._move(by, ref, AgentState.SUSPENDED, "agent.suspended", reason)
+
+    def resume(self, by: Caller, ref: str, reason: str = "") -> Agent:
+        return self._move(by, ref, AgentState.ACTIVE, "agent.resumed", reason)
+
+    def retire(self, by: Caller, ref: str, reason: str = "") -> Agent:
+        return self._move(by, ref, AgentState.RETIRED, "agent.retired", reason)
+
+    def _move(
+        self, by: Caller, ref: str, target: AgentState, event: str, reason: str
+    ) -> Agent:
+        def change(conn: Connection, agent: Agent) -> dict[str, Any]:
+            check_transition(agent.name, agent.state, target)
+            if target is AgentState.ACTIVE and agent.owner is None:
+                raise InvalidRequest(
+                    f"agent {agent.name} has no owner: set one with `agent set-owner` first"
+                )
+            self._write_state(conn, agent.name, target)
+            return {"from": agent.state.value, "to": target.value}
+
+        return self._change(by, ref, event, reason, change)
+
+    def set_owner(self, by: Caller, ref: str, owner: str, reason: str = "") -> Agent:
+        email = parse_email(owner)
+
+        def change(conn: Connection, agent: Agent) -> dict[str, Any]:
+            _refuse_terminal(agent, "change the owner of")
+            conn.execute(
+                update(agents)
+                .where(agents.c.name == agent.name)
+                .values(owner=email, unowned_since=None)
+            )
+            return {"from": agent.owner, "to": email}
+
+        return self._change(by, ref, "agent.owner_changed", reason, change)
+
+    def update(
+        self,
+        by: Caller,
+        ref: str,
+        *,
+        purpose: str | None = None,
+        labels: dict[str, str] | None = None,
+        reason: str = "",
+    ) -> Agent:
+        values: dict[str, Any] = {}
+        if purpose is not None:
+            values["purpose"] = _parse_purpose(purpose)
+        if labels is not None:
+            values["labels"] = parse_labels(labels)
+        if not values:
+            raise InvalidRequest("nothing to change")
+
+        def change(conn: Connection, agent: Agent) -> dict[str, Any]:
+            _refuse_terminal(agent, "change")
+            conn.execute(update(agents).where(agents.c.name == agent.name).values(**values))
+            return {key: values[key] for key in sorted(values)}
+
+        return self._change(by, ref, "agent.updated", reason, change)
+
+    def rotate_key(self, by: Caller, ref: str, public_key: str, reason: str = "") -> Agent:
+        key = parse_public_key(public_key)
+
+        def change(conn: Connection, agent: Agent) -> dict[str, Any]:
+            if agent.state not in (AgentState.ACTIVE, AgentState.SUSPENDED):
+                raise InvalidRequest(
+                    f"cannot rotate the key of agent {agent.name}: it is {agent.state.value}"
+                )
+            taken = conn.execute(select(agents.c.name).where(agents.c.public_key == key)).first()
+            if taken is not None:
+                raise Conflict("public_key is already registered to an agent")
+            conn.execute(
+                update(agents)
+                .where(agents.c.name == agent.name)
+                .values(public_key=key, key_rotated_at=self._clock())
+            )
+            return {"old_public_key": agent.public_key, "new_public_key": key}
+
+        return self._change(by, ref, "agent.key_rotated", reason, change)
+
+    def offboard_owner(self, by: Caller, owner: str, reason: str = "") -> list[Agent]:
+        """The owner leaves: each of their live agents becomes unowned (and is flagged)."""
+        email = parse_email(owner)
+        if not by.is_admin:
+            self._refuse(by, f"user:{email}", "offboard", "only admins offboard owners")
+            raise Forbidden("only an admin can offboard an owner")
+        now = self._clock()
+        live = [s.value for s in AgentState if s not in TERMINAL]
+        with self._store.write() as conn:
+            names = list(
+                conn.execute(
+                    select(agents.c.name).where(agents.c.owner == email, agents.c.state.in_(live))
+                ).scalars()
+            )
+            for name in names:
+                conn.execute(
+                    update(agents)
+                    .where(agents.c.name == name)
+                    .values(owner=None, unowned_since=now)
+                )
+                self._log.append(
+                    conn,
+                    "agent.unowned",
+                    actor=by.subject,
+                    subject=self.agent_id(name),
+                    reason=reason or f"owner {email} offboarded",
+                    detail={"previous_owner": email},
+                )
+            rows = conn.execute(select(agents).where(agents.c.name.in_(names))).all()
+        return sorted((self._agent(row) for row in rows), key=lambda a: a.name)
+
+    def sweep(self) -> list[Agent]:
+        """Persist what time has done: expiries and unowned suspensions, each as an event."""
+        now = self._clock()
+        changed: list[Agent] = []
+        with self._store.write() as conn:
+            rows = conn.execute(
+                select(agents).where(
+                    agents.c.state.in_([AgentState.ACTIVE.value, AgentState.SUSPENDED.value])
+                )
+            ).all()
+            for row in rows:
+                agent = self._agent(row)
+                stored = AgentState(row.state)
+                if agent.state is stored:
+                    continue
+                self._write_state(conn, agent.name, agent.state)
+                if agent.state is AgentState.EXPIRED:
+                    event, why = "agent.expired", f"lifetime ended at {agent.expires_at.isoformat()}"
+                else:
+                    event = "agent.suspended"
+                    why = (
+                        "unowned for longer than the grace period "
+                        f"({format_duration(self._settings.unowned_grace)})"
+                    )
+                self._log.append(
+                    conn,
+                    event,
+                    actor=_SWEEPER.subject,
+                    subject=agent.id,
+                    reason=why,
+                    detail={"from": stored.value, "to": agent.state.value},
+                )
+                changed.append(agent)
+        return changed
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    def _change(
+        self,
+        by: Caller,
+        ref: str,
+        event: str,
+        reason: str,
+        change: Callable[[Connection, Agent], dict[str, Any]],
+    ) -> Agent:
+        name = self.parse_ref(ref)
+        with self._guard(by, event), self._store.write() as conn:
+            row = conn.execute(
+                select(agents).where(agents.c.name == name).with_for_update()
+            ).first()
+            agent = self._visible(by, name, row)
+            detail = change(conn, agent)
+            self._log.append(
+                conn, event, actor=by.subject, subject=agent.id, reason=reason, detail=detail
+            )
+            row = conn.execute(select(agents).where(agents.c.name == name)).one()
+        return self._agent(row)
+
+    def _write_state(self, conn: Connection, name: str, state: AgentState) -> None:
+        conn.execute(
+            update(agents)
+            .where(agents.c.name == name)
+            .values(state=state.value, state_changed_at=self._clock())
+        )
+
+    def _visible(self, by: Caller, name: AgentName, row: Row[Any] | None) -> Agent:
+        if row is not None and (by.is_admin or by.owns(row.owner)):
+            return self._agent(row)
+        raise _Hidden(name, exists=row is not None)
+
+    @contextmanager
+    def _guard(self, by: Caller, what: str) -> Iterator[None]:
+        """Turn a hidden agent into "not found", recording the refusal once the
+        transaction is over (SQLite allows one writer at a time)."""
+        try:
+            yield
+        except _Hidden as hidden:
+            agent_id = self.agent_id(hidden.name)
+            if hidden.exists:
+                self._refuse(by, agent_id, what, "not the owner")
+            raise NotFound(f"no agent {agent_id}") from None
+
+    def _refuse(self, by: Caller, subject: str, what: str, why: str) -> None:
+        self._log.record(
+            "access.refused", actor=by.subject, subject=subject, reason=why, detail={"op": what}
+        )
+
+    def _agent(self, row: Row[Any]) -> Agent:
+        stored = AgentState(row.state)
+        return Agent(
+            id=self.agent_id(row.name),
+            name=AgentName(row.name),
+            kind=AgentKind(row.kind),
+            owner=Email(row.owner) if row.owner is not None else None,
+            purpose=row.purpose,
+            parent=self.agent_id(row.parent) if row.parent is not None else None,
+            labels=dict(row.labels),
+            created_by=row.created_by,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            state=effective_state(
+                stored,
+                now=self._clock(),
+                expires_at=row.expires_at,
+                unowned_since=row.unowned_since,
+                grace=self._settings.unowned_grace,
+            ),
+            unowned_since=row.unowned_since,
+            public_key=row.public_key,
+            key_rotated_at=row.key_rotated_at,
+        )
+
+
+class _Hidden(Exception):
+    """An agent that does not exist, or that the caller may not know exists."""
+
+    def __init__(self, name: str, *, exists: bool) -> None:
+        super().__init__(name)
+        self.name = name
+        self.exists = exists
+
+
+def _refuse_terminal(agent: Agent, verb: str) -> None:
+    if agent.state in TERMINAL:
+        raise InvalidRequest(f"cannot {verb} agent {agent.name}: it is {agent.state.value}")
+
+
+def _parse_kind(text: str) -> AgentKind:
+    try:
+        return AgentKind(text)
+    except ValueError:
+        kinds = ", ".join(k.value for k in AgentKind)
+        raise InvalidRequest(f"invalid kind {text!r}: one of {kinds}") from None
+
+
+def _parse_state(text: str) -> AgentState:
+    try:
+        return AgentState(text)
+    except ValueError:
+        states = ", ".join(s.value for s in AgentState)
+        raise InvalidRequest(f"invalid state {text!r}: one of {states}") from None
+
+
+def _parse_purpose(text: str) -> str:
+    if not isinstance(text, str) or len(text) > _MAX_PURPOSE:
+        raise InvalidRequest(f"purpose must be text of at most {_MAX_PURPOSE} characters")
+    return text
+
+

@@ -1,0 +1,130 @@
+"""The store: one SQLAlchemy engine, its transactions, and schema migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
+
+from tether.errors import Conflict, InvalidRequest, StoreUnavailable
+
+__all__ = ["Store"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_WRITE = "tether_write"
+# Serialises migrations of several processes sharing one PostgreSQL database.
+_MIGRATION_LOCK = 0x7E7E_0001
+
+
+class Store:
+    """A SQLite file (WAL mode) or a PostgreSQL database behind one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise InvalidRequest(f"invalid database URL: {exc}") from exc
+        if parsed.get_backend_name() == "sqlite":
+            return cls(_sqlite_engine(url))
+        if parsed.get_backend_name() != "postgresql":
+            raise InvalidRequest(
+                f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or "
+                "postgresql+psycopg://"
+            )
+        try:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise InvalidRequest(f"invalid database URL: {exc}") from exc
+        return cls(engine)
+
+    def describe(self) -> str:
+        """The URL with any password hidden, for messages."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction."""
+        with self._translate(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
+        with (
+            self._translate(),
+            self.engine.connect() as conn,
+            conn.execution_options(**{_WRITE: True}).begin(),
+        ):
+            yield conn
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except IntegrityError as exc:
+            raise Conflict(f"conflicting write: {exc.orig}") from exc
+        except DBAPIError as exc:
+            raise StoreUnavailable(f"store error ({self.describe()}): {exc.orig}") from exc
+
+    def migrate(self) -> str:
+        """Bring the schema to the newest migration; returns that revision."""
+        config = _alembic_config()
+        with self._translate(), self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+        return self.head_revision()
+
+    def head_revision(self) -> str:
+        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        assert head is not None
+        return head
+
+    def current_revision(self) -> str | None:
+        with self.read() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine

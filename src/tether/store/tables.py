@@ -1,0 +1,75 @@
+"""The tables. Their shape changes only through the Alembic migrations beside this file."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from tether.store.types import UtcDateTime
+
+__all__ = ["admin_tokens", "agents", "events", "metadata"]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("owner", String(254), nullable=True),
+    Column("purpose", Text, nullable=False),
+    Column("parent", String(63), ForeignKey("agents.name"), nullable=True),
+    Column("labels", JSON, nullable=False),
+    Column("created_by", String(300), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("state_changed_at", UtcDateTime, nullable=False),
+    Column("unowned_since", UtcDateTime, nullable=True),
+    Column("public_key", String(64), nullable=False, unique=True),
+    Column("key_rotated_at", UtcDateTime, nullable=False),
+    Index("ix_agents_owner", "owner"),
+    Index("ix_agents_state", "state"),
+    Index("ix_agents_parent", "parent"),
+)
+
+# The record of every lifecycle change and refusal; the audit issue chains these rows.
+events = Table(
+    "events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("actor", String(300), nullable=False),
+    Column("subject", String(300), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("detail", JSON, nullable=False),
+    Index("ix_events_subject", "subject"),
+    Index("ix_events_type", "type"),
+)
+
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
