@@ -22,7 +22,6 @@ __all__ = [
     "KeyPair",
     "generate_key_pair",
     "parse_public_key",
-    "replace_private_key",
     "write_private_key",
 ]
 
@@ -87,11 +86,3 @@ def write_private_key(path: Path, pem: bytes) -> None:
         raise InvalidRequest(f"cannot write key file {path}: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
-
-
-def replace_private_key(path: Path, pem: bytes) -> None:
-    """Write ``pem`` to ``path`` (mode 0600) atomically, replacing a previous key."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    write_private_key(tmp, pem)
-    os.replace(tmp, path)

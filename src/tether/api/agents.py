@@ -1,0 +1,122 @@
+"""``/v1/agents`` and ``/v1/owners``: the registry over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.api.deps import CallerDep, TetherDep
+from tether.durations import parse_duration
+from tether.errors import InvalidRequest
+from tether.registry import AgentSpec
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["agents"])
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterAgent(_Body):
+    name: str = Field(description="1-63 of a-z 0-9 . _ -")
+    owner: str | None = Field(default=None, description="the accountable human's email")
+    public_key: str = Field(description="Ed25519 public key, base64url (32 bytes) or PEM")
+    kind: str = "other"
+    purpose: str = ""
+    parent: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    expires: str | None = Field(default=None, description="lifetime, e.g. 90d")
+
+
+class ChangeAgent(_Body):
+    owner: str | None = None
+    state: Literal["active", "suspended"] | None = None
+    purpose: str | None = None
+    labels: dict[str, str] | None = None
+    reason: str = ""
+
+
+class RotateKey(_Body):
+    public_key: str
+    reason: str = ""
+
+
+class Offboard(_Body):
+    reason: str = ""
+
+
+@router.get("/v1/agents")
+def list_agents(
+    tether: TetherDep,
+    caller: CallerDep,
+    state: str | None = None,
+    owner: str | None = None,
+    unowned: bool = False,
+) -> dict[str, Any]:
+    found = tether.registry.list(caller, state=state, owner=owner, unowned=unowned)
+    return {"agents": [agent.to_dict() for agent in found]}
+
+
+@router.post("/v1/agents", status_code=201)
+def register_agent(tether: TetherDep, caller: CallerDep, body: RegisterAgent) -> dict[str, Any]:
+    spec = AgentSpec(
+        name=body.name,
+        owner=body.owner,
+        public_key=body.public_key,
+        kind=body.kind,
+        purpose=body.purpose,
+        parent=body.parent,
+        labels=body.labels,
+        expires_in=parse_duration(body.expires) if body.expires is not None else None,
+    )
+    return tether.registry.register(caller, spec).to_dict()
+
+
+@router.post("/v1/agents/{ref:path}/rotate-key")
+def rotate_key(tether: TetherDep, caller: CallerDep, ref: str, body: RotateKey) -> dict[str, Any]:
+    return tether.registry.rotate_key(caller, ref, body.public_key, body.reason).to_dict()
+
+
+@router.get("/v1/agents/{ref:path}")
+def show_agent(tether: TetherDep, caller: CallerDep, ref: str) -> dict[str, Any]:
+    return tether.registry.get(caller, ref).to_dict()
+
+
+@router.patch("/v1/agents/{ref:path}")
+def change_agent(tether: TetherDep, caller: CallerDep, ref: str, body: ChangeAgent) -> dict[str, Any]:
+    registry = tether.registry
+    others = body.owner is not None or body.purpose is not None or body.labels is not None
+    if body.state is not None:
+        if others:
+            raise InvalidRequest("change state on its own, not together with other fields")
+        move = registry.resume if body.state == "active" else registry.suspend
+        return move(caller, ref, body.reason).to_dict()
+    if not others:
+        raise InvalidRequest("nothing to change: give owner, state, purpose or labels")
+    if body.owner is not None and (body.purpose is not None or body.labels is not None):
+        raise InvalidRequest("change the owner on its own, not together with other fields")
+    if body.owner is not None:
+        return registry.set_owner(caller, ref, body.owner, body.reason).to_dict()
+    return registry.update(
+        caller, ref, purpose=body.purpose, labels=body.labels, reason=body.reason
+    ).to_dict()
+
+
+@router.delete("/v1/agents/{ref:path}")
+def retire_agent(
+    tether: TetherDep, caller: CallerDep, ref: str, reason: str = Query(default="")
+) -> dict[str, Any]:
+    return tether.registry.retire(caller, ref, reason).to_dict()
+
+
+@router.post("/v1/owners/{email}/offboard")
+def offboard_owner(
+    tether: TetherDep, caller: CallerDep, email: str, body: Offboard | None = None
+) -> dict[str, Any]:
+    reason = body.reason if body is not None else ""
+    found = tether.registry.offboard_owner(caller, email, reason)
+    return {"owner": email.strip().lower(), "agents": [agent.to_dict() for agent in found]}

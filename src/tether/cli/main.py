@@ -1,0 +1,60 @@
+"""``tether``: the root command, and the one place errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+import typer
+
+from tether.cli import agent, owner, output, server
+from tether.errors import TetherError
+
+__all__ = ["app", "main", "run"]
+
+app = typer.Typer(
+    name="tether",
+    help="Identity-first security for AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(server.init)
+app.command()(server.up)
+app.add_typer(agent.app, name="agent")
+app.add_typer(owner.app, name="owner")
+
+
+def run(argv: list[str]) -> int:
+    """Run one command; returns the exit code (0 ok, 1 error, 2 usage, 3 refused)."""
+    as_json = "--json" in argv
+    try:
+        result = app(args=argv, prog_name="tether", standalone_mode=False)
+    except TetherError as exc:
+        output.error(exc.to_dict(), as_json=as_json)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        output.stderr.print("aborted")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: say so in one line, never a traceback by default
+        if os.environ.get("TETHER_DEBUG"):
+            traceback.print_exc()
+        output.error(
+            {"error": "server_error", "error_description": f"internal error: {exc!r}"},
+            as_json=as_json,
+        )
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))

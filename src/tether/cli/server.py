@@ -1,0 +1,94 @@
+"""``tether init`` and ``tether up``."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from typing import Annotated
+
+import typer
+
+from tether.callers import Caller
+from tether.cli import output
+from tether.cli.context import settings
+from tether.cli.options import Json
+from tether.core import Tether
+
+__all__ = ["init", "up"]
+
+
+def init(json_: Json = False) -> None:
+    """Create TETHER_HOME, bring the store's schema up to date, make the admin token."""
+    tether, result = Tether.init(settings())
+    tether.close()
+    if json_:
+        output.emit(
+            {
+                "home": result.home,
+                "database": result.database,
+                "schema": result.revision,
+                "created": result.created,
+                "admin_token": result.admin_token,
+            }
+        )
+        return
+    output.console.print(f"Tether home: {result.home}\nStore: {result.database} (schema {result.revision})")
+    if result.admin_token:
+        output.console.print(
+            f"Admin token (shown once; also in {settings().admin_token_file}, mode 0600):\n"
+            f"  {result.admin_token}"
+        )
+    else:
+        output.console.print("Already initialised; the admin token is unchanged.")
+
+
+def up(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8700,
+    demo: Annotated[bool, typer.Option("--demo", help="Seed a demo organisation.")] = False,
+) -> None:
+    """Serve the API (initialising TETHER_HOME if it is new)."""
+    import uvicorn
+
+    from tether.api import create_app
+    from tether.demo import seed_demo
+    from tether.sweeper import Sweeper
+
+    config = settings()
+    tether, result = Tether.init(config)
+    if demo:
+        seed_demo(tether)
+    token_file = config.admin_token_file
+    url = f"http://{host}:{port}"
+    token_cmd = f"$(cat {shlex.quote(str(token_file))})"
+    lines = [
+        f"Tether serving {url}  (store: {result.database})",
+        f"Admin token: {result.admin_token}  (shown once; also in {token_file})"
+        if result.admin_token
+        else f"Admin token: in {token_file}",
+    ]
+    if demo:
+        agents = tether.registry.list(Caller.admin())
+        lines.append(
+            f"Demo organisation: {len(agents)} agents of alice, bob and carol@example.com; "
+            "legacy-scraper is unowned, q3-report-bot has expired."
+        )
+    lines += [
+        "",
+        "Try:",
+        f'  curl -s -H "Authorization: Bearer {token_cmd}" {url}/v1/agents',
+        f"  TETHER_URL={url} .venv/bin/tether agent list --unowned",
+        "  .venv/bin/tether agent register my-agent --owner you@example.com --kind copilot "
+        "--expires 30d",
+        "",
+    ]
+    output.console.print("\n".join(lines), markup=False)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    sweeper = Sweeper(tether.registry, config.sweep_interval.total_seconds())
+    sweeper.start()
+    try:
+        uvicorn.run(create_app(tether), host=host, port=port, log_level="warning")
+    finally:
+        sweeper.stop()
+        tether.close()
+

@@ -1,0 +1,123 @@
+"""A typed client for Tether's admin API: over the network, or in-process on a local app.
+
+The CLI speaks only this client, so local mode and ``TETHER_URL`` mode share one path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from tether.errors import TetherError, error_for_code
+
+__all__ = ["Client"]
+
+_TIMEOUT = 30.0
+
+
+class Client:
+    """Calls the admin API; an error response is raised as the matching TetherError."""
+
+    def __init__(self, *, base_url: str, token: str | None, app: Any = None) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._app = app
+        self._http = None if app is not None else httpx.Client(timeout=_TIMEOUT)
+
+    @classmethod
+    def remote(cls, url: str, token: str | None) -> Client:
+        return cls(base_url=url, token=token)
+
+    @classmethod
+    def in_process(cls, app: Any, token: str | None) -> Client:
+        """Talk to an ASGI ``app`` in this process (local mode)."""
+        return cls(base_url="http://tether.local", token=token, app=app)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+    # ---- the API ----------------------------------------------------------------------
+
+    def list_agents(
+        self, *, state: str | None = None, owner: str | None = None, unowned: bool = False
+    ) -> list[dict[str, Any]]:
+        params: dict[str, str] = {}
+        if state is not None:
+            params["state"] = state
+        if owner is not None:
+            params["owner"] = owner
+        if unowned:
+            params["unowned"] = "true"
+        agents: list[dict[str, Any]] = self.request("GET", "/v1/agents", params=params)["agents"]
+        return agents
+
+    def register_agent(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/v1/agents", json=body)
+
+    def get_agent(self, ref: str) -> dict[str, Any]:
+        return self.request("GET", _agent_path(ref))
+
+    def change_agent(self, ref: str, **changes: Any) -> dict[str, Any]:
+        return self.request("PATCH", _agent_path(ref), json=changes)
+
+    def retire_agent(self, ref: str, reason: str = "") -> dict[str, Any]:
+        return self.request("DELETE", _agent_path(ref), params={"reason": reason})
+
+    def rotate_key(self, ref: str, public_key: str, reason: str = "") -> dict[str, Any]:
+        body = {"public_key": public_key, "reason": reason}
+        return self.request("POST", _agent_path(ref) + "/rotate-key", json=body)
+
+    def offboard_owner(self, email: str, reason: str = "") -> dict[str, Any]:
+        path = f"/v1/owners/{quote(email, safe='')}/offboard"
+        return self.request("POST", path, json={"reason": reason})
+
+    # ---- transport --------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        url = self._base_url + path
+        try:
+            if self._http is not None:
+                response = self._http.request(
+                    method, url, json=json, params=params, headers=self._headers
+                )
+            else:
+                response = asyncio.run(self._in_process(method, url, json, params))
+        except httpx.HTTPError as exc:
+            raise TetherError(f"cannot reach Tether at {self._base_url}: {exc}") from exc
+        return _result(response)
+
+    async def _in_process(
+        self, method: str, url: str, json: Any, params: dict[str, str] | None
+    ) -> httpx.Response:
+        transport = httpx.ASGITransport(app=self._app)
+        async with httpx.AsyncClient(transport=transport, timeout=_TIMEOUT) as client:
+            return await client.request(method, url, json=json, params=params, headers=self._headers)
+
+
+def _agent_path(ref: str) -> str:
+    return "/v1/agents/" + quote(ref, safe="")
+
+
+def _result(response: httpx.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.is_success:
+        return body
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        cls = error_for_code(body["error"], response.status_code)
+        raise cls(str(body.get("error_description") or body["error"]))
+    cls = error_for_code("", response.status_code)
+    raise cls(f"HTTP {response.status_code} from Tether")

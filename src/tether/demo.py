@@ -1,0 +1,85 @@
+"""A demo organisation for ``tether up --demo``: owners, agents of every kind, one unowned
+agent and one expired agent. Seeding is idempotent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from tether.agent_keys import generate_key_pair, write_private_key
+from tether.callers import Caller
+from tether.core import Tether
+from tether.errors import NotFound
+from tether.registry import AgentSpec, Registry
+
+__all__ = ["DEMO_AGENTS", "DemoAgent", "seed_demo"]
+
+_SEEDER = Caller.system("demo")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoAgent:
+    name: str
+    owner: str
+    kind: str
+    purpose: str
+    parent: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+DEMO_AGENTS = (
+    DemoAgent("support-bot", "alice@example.com", "chatbot", "Answers customer tickets",
+              labels=(("team", "support"),)),
+    DemoAgent("triage-worker", "alice@example.com", "autonomous",
+              "Sorts incoming tickets for support-bot", parent="support-bot"),
+    DemoAgent("github-connector", "alice@example.com", "connector",
+              "Opens issues and pull requests on GitHub"),
+    DemoAgent("code-copilot", "bob@example.com", "copilot", "Pair-programs in the IDE",
+              labels=(("team", "platform"),)),
+    DemoAgent("desktop-client", "bob@example.com", "mcp-client", "Bob's desktop MCP client"),
+    DemoAgent("files-mcp", "carol@example.com", "mcp-server", "Serves the shared drive over MCP"),
+)
+_UNOWNED = DemoAgent("legacy-scraper", "dave@example.com", "other",
+                     "Scrapes the old wiki; its owner has left")
+_EXPIRED = DemoAgent("q3-report-bot", "carol@example.com", "autonomous",
+                     "Built the Q3 report; its lifetime is over")
+
+
+def _register(registry: Registry, agent: DemoAgent, tether: Tether, lifetime: timedelta) -> None:
+    pair = generate_key_pair()
+    path = tether.settings.keys_dir / f"{agent.name}.pem"
+    path.unlink(missing_ok=True)
+    write_private_key(path, pair.private_pem)
+    registry.register(
+        _SEEDER,
+        AgentSpec(
+            name=agent.name,
+            owner=agent.owner,
+            public_key=pair.public_key,
+            kind=agent.kind,
+            purpose=agent.purpose,
+            parent=agent.parent,
+            labels=dict(agent.labels),
+            expires_in=lifetime,
+        ),
+    )
+
+
+def seed_demo(tether: Tether) -> bool:
+    """Create the demo organisation unless it exists; True when it was created now."""
+    try:
+        tether.registry.get(_SEEDER, DEMO_AGENTS[0].name)
+        return False
+    except NotFound:
+        pass
+    lifetime = tether.settings.agent_lifetime_default
+    for agent in DEMO_AGENTS:
+        _register(tether.registry, agent, tether, lifetime if agent.parent is None else lifetime / 2)
+    _register(tether.registry, _UNOWNED, tether, lifetime)
+    tether.registry.offboard_owner(_SEEDER, _UNOWNED.owner, "demo: dave left the company")
+    # An agent registered 100 days ago for 90 days: expired today.
+    past = tether.clock() - timedelta(days=100)
+    backdated = Registry(tether.store, tether.settings, tether.events, lambda: past)
+    _register(backdated, _EXPIRED, tether, timedelta(days=90))
+    tether.registry.sweep()
+    return True

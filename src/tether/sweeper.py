@@ -1,0 +1,35 @@
+"""A background thread that persists what time does to agents (expiry, unowned grace)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from tether.registry import Registry
+
+__all__ = ["Sweeper"]
+
+log = logging.getLogger("tether.sweeper")
+
+
+class Sweeper:
+    def __init__(self, registry: Registry, interval: float) -> None:
+        self._registry = registry
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tether-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                for agent in self._registry.sweep():
+                    log.info("agent %s is now %s", agent.id, agent.state.value)
+            except Exception:  # a failed sweep is retried next tick; reads stay correct
+                log.exception("sweep failed")
