@@ -23,7 +23,12 @@ _TRUST_DOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,253}[a-z0-9])?")
 
 
 def _duration(value: Any) -> Any:
-    return parse_duration(value) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse_duration(value)
+    except InvalidRequest as exc:
+        raise ValueError(exc.description) from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]

@@ -6,7 +6,6 @@ import os
 import sys
 import traceback
 
-import click
 import typer
 
 from tether.cli import agent, owner, output, server
@@ -35,14 +34,18 @@ def run(argv: list[str]) -> int:
     except TetherError as exc:
         output.error(exc.to_dict(), as_json=as_json)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         output.stderr.print("aborted")
         return 1
+    except typer.TyperException as exc:  # usage errors: unknown command, missing argument
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            output.stderr.print(f"error: {exc}")
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug: say so in one line, never a traceback by default
