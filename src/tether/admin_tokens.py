@@ -13,7 +13,7 @@ from tether.store import Store, admin_tokens
 
 __all__ = ["TOKEN_PREFIX", "AdminTokens"]
 
-TOKEN_PREFIX = "tta_"
+TOKEN_PREFIX = "tta_"  # noqa: S105 - a marker, not a secret
 
 
 def _hash(token: str) -> str:

@@ -52,30 +52,36 @@ class Client:
             params["owner"] = owner
         if unowned:
             params["unowned"] = "true"
-        agents: list[dict[str, Any]] = self.request("GET", "/v1/agents", params=params)["agents"]
+        agents: list[dict[str, Any]] = self._object("GET", "/v1/agents", params=params)["agents"]
         return agents
 
     def register_agent(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/v1/agents", json=body)
+        return self._object("POST", "/v1/agents", json=body)
 
     def get_agent(self, ref: str) -> dict[str, Any]:
-        return self.request("GET", _agent_path(ref))
+        return self._object("GET", _agent_path(ref))
 
     def change_agent(self, ref: str, **changes: Any) -> dict[str, Any]:
-        return self.request("PATCH", _agent_path(ref), json=changes)
+        return self._object("PATCH", _agent_path(ref), json=changes)
 
     def retire_agent(self, ref: str, reason: str = "") -> dict[str, Any]:
-        return self.request("DELETE", _agent_path(ref), params={"reason": reason})
+        return self._object("DELETE", _agent_path(ref), params={"reason": reason})
 
     def rotate_key(self, ref: str, public_key: str, reason: str = "") -> dict[str, Any]:
         body = {"public_key": public_key, "reason": reason}
-        return self.request("POST", _agent_path(ref) + "/rotate-key", json=body)
+        return self._object("POST", _agent_path(ref) + "/rotate-key", json=body)
 
     def offboard_owner(self, email: str, reason: str = "") -> dict[str, Any]:
         path = f"/v1/owners/{quote(email, safe='')}/offboard"
-        return self.request("POST", path, json={"reason": reason})
+        return self._object("POST", path, json={"reason": reason})
 
     # ---- transport --------------------------------------------------------------------
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        body = self.request(method, path, **kwargs)
+        if not isinstance(body, dict):
+            raise TetherError(f"unexpected answer from Tether for {method} {path}")
+        return body
 
     def request(
         self,
@@ -102,7 +108,9 @@ class Client:
     ) -> httpx.Response:
         transport = httpx.ASGITransport(app=self._app)
         async with httpx.AsyncClient(transport=transport, timeout=_TIMEOUT) as client:
-            return await client.request(method, url, json=json, params=params, headers=self._headers)
+            return await client.request(
+                method, url, json=json, params=params, headers=self._headers
+            )
 
 
 def _agent_path(ref: str) -> str:

@@ -28,21 +28,42 @@ class DemoAgent:
 
 
 DEMO_AGENTS = (
-    DemoAgent("support-bot", "alice@example.com", "chatbot", "Answers customer tickets",
-              labels=(("team", "support"),)),
-    DemoAgent("triage-worker", "alice@example.com", "autonomous",
-              "Sorts incoming tickets for support-bot", parent="support-bot"),
-    DemoAgent("github-connector", "alice@example.com", "connector",
-              "Opens issues and pull requests on GitHub"),
-    DemoAgent("code-copilot", "bob@example.com", "copilot", "Pair-programs in the IDE",
-              labels=(("team", "platform"),)),
+    DemoAgent(
+        "support-bot",
+        "alice@example.com",
+        "chatbot",
+        "Answers customer tickets",
+        labels=(("team", "support"),),
+    ),
+    DemoAgent(
+        "triage-worker",
+        "alice@example.com",
+        "autonomous",
+        "Sorts incoming tickets for support-bot",
+        parent="support-bot",
+    ),
+    DemoAgent(
+        "github-connector",
+        "alice@example.com",
+        "connector",
+        "Opens issues and pull requests on GitHub",
+    ),
+    DemoAgent(
+        "code-copilot",
+        "bob@example.com",
+        "copilot",
+        "Pair-programs in the IDE",
+        labels=(("team", "platform"),),
+    ),
     DemoAgent("desktop-client", "bob@example.com", "mcp-client", "Bob's desktop MCP client"),
     DemoAgent("files-mcp", "carol@example.com", "mcp-server", "Serves the shared drive over MCP"),
 )
-_UNOWNED = DemoAgent("legacy-scraper", "dave@example.com", "other",
-                     "Scrapes the old wiki; its owner has left")
-_EXPIRED = DemoAgent("q3-report-bot", "carol@example.com", "autonomous",
-                     "Built the Q3 report; its lifetime is over")
+_UNOWNED = DemoAgent(
+    "legacy-scraper", "dave@example.com", "other", "Scrapes the old wiki; its owner has left"
+)
+_EXPIRED = DemoAgent(
+    "q3-report-bot", "carol@example.com", "autonomous", "Built the Q3 report; its lifetime is over"
+)
 
 
 def _register(registry: Registry, agent: DemoAgent, tether: Tether, lifetime: timedelta) -> None:
@@ -74,7 +95,9 @@ def seed_demo(tether: Tether) -> bool:
         pass
     lifetime = tether.settings.agent_lifetime_default
     for agent in DEMO_AGENTS:
-        _register(tether.registry, agent, tether, lifetime if agent.parent is None else lifetime / 2)
+        _register(
+            tether.registry, agent, tether, lifetime if agent.parent is None else lifetime / 2
+        )
     _register(tether.registry, _UNOWNED, tether, lifetime)
     tether.registry.offboard_owner(_SEEDER, _UNOWNED.owner, "demo: dave left the company")
     # An agent registered 100 days ago for 90 days: expired today.

@@ -55,7 +55,8 @@ class IdentityProviders:
         refused = _FORBIDDEN_HEADERS.intersection(header)
         if refused:
             raise Unauthenticated(f"token header {sorted(refused)[0]!r} is not accepted")
-        idp = self._by_issuer.get(claims.get("iss")) if isinstance(claims.get("iss"), str) else None
+        issuer = claims.get("iss")
+        idp = self._by_issuer.get(issuer) if isinstance(issuer, str) else None
         if idp is None:
             raise Unauthenticated("token issuer is not a trusted identity provider")
         key = self._key(idp, header.get("kid"), alg)

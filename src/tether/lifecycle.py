@@ -1,10 +1,10 @@
 """Agent states, the legal transitions between them, and the effective state on read.
 
-    active  --suspend-->  suspended  --resume-->  active
-    active | suspended  --(expires_at passes)-->  expired   (never resumable)
-    active  --(unowned for longer than the grace period)-->  suspended
-    active | suspended | expired  --retire-->  retired
-    any but retired | killed  --kill-->  killed              (irreversible)
+active  --suspend-->  suspended  --resume-->  active
+active | suspended  --(expires_at passes)-->  expired   (never resumable)
+active  --(unowned for longer than the grace period)-->  suspended
+active | suspended | expired  --retire-->  retired
+any but retired | killed  --kill-->  killed              (irreversible)
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ _ALLOWED: dict[AgentState, frozenset[AgentState]] = {
     AgentState.SUSPENDED: frozenset({AgentState.ACTIVE}),
     AgentState.ACTIVE: frozenset({AgentState.SUSPENDED}),
     AgentState.RETIRED: frozenset({AgentState.ACTIVE, AgentState.SUSPENDED, AgentState.EXPIRED}),
-    AgentState.KILLED: frozenset(
-        {AgentState.ACTIVE, AgentState.SUSPENDED, AgentState.EXPIRED}
-    ),
+    AgentState.KILLED: frozenset({AgentState.ACTIVE, AgentState.SUSPENDED, AgentState.EXPIRED}),
 }
 
 _VERB = {

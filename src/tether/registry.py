@@ -7,6 +7,7 @@ refusal is recorded. Every change is recorded as an event in the same transactio
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -94,7 +95,7 @@ class Registry:
         state: str | None = None,
         owner: str | None = None,
         unowned: bool = False,
-    ) -> list[Agent]:
+    ) -> builtins.list[Agent]:
         wanted = _parse_state(state) if state is not None else None
         query = select(agents).order_by(agents.c.name)
         if owner is not None:
@@ -182,9 +183,7 @@ class Registry:
             )
         return requested
 
-    def _parent(
-        self, conn: Connection, by: Caller, ref: str, expires_at: datetime
-    ) -> AgentName:
+    def _parent(self, conn: Connection, by: Caller, ref: str, expires_at: datetime) -> AgentName:
         name = self.parse_ref(ref)
         row = conn.execute(select(agents).where(agents.c.name == name)).first()
         parent = self._visible(by, name, row)
@@ -208,9 +207,7 @@ class Registry:
     def retire(self, by: Caller, ref: str, reason: str = "") -> Agent:
         return self._move(by, ref, AgentState.RETIRED, "agent.retired", reason)
 
-    def _move(
-        self, by: Caller, ref: str, target: AgentState, event: str, reason: str
-    ) -> Agent:
+    def _move(self, by: Caller, ref: str, target: AgentState, event: str, reason: str) -> Agent:
         def change(conn: Connection, agent: Agent) -> dict[str, Any]:
             check_transition(agent.name, agent.state, target)
             if target is AgentState.ACTIVE and agent.owner is None:
@@ -280,7 +277,7 @@ class Registry:
 
         return self._change(by, ref, "agent.key_rotated", reason, change)
 
-    def offboard_owner(self, by: Caller, owner: str, reason: str = "") -> list[Agent]:
+    def offboard_owner(self, by: Caller, owner: str, reason: str = "") -> builtins.list[Agent]:
         """The owner leaves: each of their live agents becomes unowned (and is flagged)."""
         email = parse_email(owner)
         if not by.is_admin:
@@ -311,10 +308,9 @@ class Registry:
             rows = conn.execute(select(agents).where(agents.c.name.in_(names))).all()
         return sorted((self._agent(row) for row in rows), key=lambda a: a.name)
 
-    def sweep(self) -> list[Agent]:
+    def sweep(self) -> builtins.list[Agent]:
         """Persist what time has done: expiries and unowned suspensions, each as an event."""
-        now = self._clock()
-        changed: list[Agent] = []
+        changed: builtins.list[Agent] = []
         with self._store.write() as conn:
             rows = conn.execute(
                 select(agents).where(
@@ -328,7 +324,10 @@ class Registry:
                     continue
                 self._write_state(conn, agent.name, agent.state)
                 if agent.state is AgentState.EXPIRED:
-                    event, why = "agent.expired", f"lifetime ended at {agent.expires_at.isoformat()}"
+                    event, why = (
+                        "agent.expired",
+                        f"lifetime ended at {agent.expires_at.isoformat()}",
+                    )
                 else:
                     event = "agent.suspended"
                     why = (
@@ -458,5 +457,3 @@ def _parse_purpose(text: str) -> str:
     if not isinstance(text, str) or len(text) > _MAX_PURPOSE:
         raise InvalidRequest(f"purpose must be text of at most {_MAX_PURPOSE} characters")
     return text
-
-

@@ -87,7 +87,9 @@ def show_agent(tether: TetherDep, caller: CallerDep, ref: str) -> dict[str, Any]
 
 
 @router.patch("/v1/agents/{ref:path}")
-def change_agent(tether: TetherDep, caller: CallerDep, ref: str, body: ChangeAgent) -> dict[str, Any]:
+def change_agent(
+    tether: TetherDep, caller: CallerDep, ref: str, body: ChangeAgent
+) -> dict[str, Any]:
     registry = tether.registry
     others = body.owner is not None or body.purpose is not None or body.labels is not None
     if body.state is not None:

@@ -31,7 +31,9 @@ def _body(error: str, description: str) -> dict[str, str]:
 
 async def _tether_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TetherError)
-    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if exc.status_code == 401 else None
+    headers = (
+        {"WWW-Authenticate": 'Bearer error="invalid_token"'} if exc.status_code == 401 else None
+    )
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
 

@@ -44,12 +44,18 @@ def _show(agent: dict[str, Any], as_json: bool, extra: dict[str, str] | None = N
 def register(
     name: Annotated[str, typer.Argument(help="1-63 of a-z 0-9 . _ -")],
     owner: Annotated[str | None, typer.Option(help="Accountable human (email). Required.")] = None,
-    kind: Annotated[str, typer.Option(help="chatbot, copilot, connector, mcp-server, ...")] = "other",
+    kind: Annotated[
+        str, typer.Option(help="chatbot, copilot, connector, mcp-server, ...")
+    ] = "other",
     purpose: Annotated[str, typer.Option(help="What the agent is for.")] = "",
-    expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d (default from config).")] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="Lifetime, e.g. 30d (default from config).")
+    ] = None,
     parent: Annotated[str | None, typer.Option(help="The agent that spawned it.")] = None,
     label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
-    key_out: Annotated[Path | None, typer.Option(help="Private key file (default TETHER_HOME/keys/NAME.pem).")] = None,
+    key_out: Annotated[
+        Path | None, typer.Option(help="Private key file (default TETHER_HOME/keys/NAME.pem).")
+    ] = None,
     json_: Json = False,
 ) -> None:
     """Register an agent with an owner; its private key is written once to a 0600 file."""
@@ -81,7 +87,9 @@ def register(
 def list_(
     state: Annotated[str | None, typer.Option(help="Only agents in this state.")] = None,
     owner: Annotated[str | None, typer.Option(help="Only this owner's agents.")] = None,
-    unowned: Annotated[bool, typer.Option("--unowned", help="Only agents without an owner.")] = False,
+    unowned: Annotated[
+        bool, typer.Option("--unowned", help="Only agents without an owner.")
+    ] = False,
     json_: Json = False,
 ) -> None:
     """List agents (a non-admin sees only their own)."""

@@ -54,9 +54,7 @@ def open_client() -> Iterator[Client]:
         )
     token = _token(config)
     if token is None:
-        raise TetherError(
-            f"no admin token: {config.admin_token_file} is missing; set TETHER_TOKEN"
-        )
+        raise TetherError(f"no admin token: {config.admin_token_file} is missing; set TETHER_TOKEN")
     from tether.api import create_app  # the API pulls in FastAPI: only local mode needs it
 
     with Tether.open(config) as tether:

@@ -8,7 +8,7 @@ import traceback
 
 import typer
 
-from tether.cli import agent, owner, output, server
+from tether.cli import agent, output, owner, server
 from tether.errors import TetherError
 
 __all__ = ["app", "main", "run"]

@@ -32,7 +32,9 @@ def init(json_: Json = False) -> None:
             }
         )
         return
-    output.console.print(f"Tether home: {result.home}\nStore: {result.database} (schema {result.revision})")
+    output.console.print(
+        f"Tether home: {result.home}\nStore: {result.database} (schema {result.revision})"
+    )
     if result.admin_token:
         output.console.print(
             f"Admin token (shown once; also in {settings().admin_token_file}, mode 0600):\n"
@@ -91,4 +93,3 @@ def up(
     finally:
         sweeper.stop()
         tether.close()
-

@@ -54,7 +54,9 @@ agents = Table(
 events = Table(
     "events",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("at", UtcDateTime, nullable=False),
     Column("type", String(64), nullable=False),
     Column("actor", String(300), nullable=False),
