@@ -8,10 +8,11 @@ refusal is recorded. Every change is recorded as an event in the same transactio
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
@@ -130,31 +131,35 @@ class Registry:
         now = self._clock()
         expires_at = now + lifetime
         with self._guard(by, "register"), self._store.write() as conn:
-            if conn.execute(select(agents.c.name).where(agents.c.name == name)).first():
+            taken = conn.execute(
+                select(agents.c.name).where(
+                    (agents.c.name == name) | (agents.c.public_key == public_key)
+                )
+            ).scalars().all()
+            if name in taken:
                 raise Conflict(
                     f"agent name {name} is taken (names are never reused, even after retirement)"
                 )
-            if conn.execute(select(agents.c.name).where(agents.c.public_key == public_key)).first():
+            if taken:
                 raise Conflict("public_key is already registered to another agent")
             parent = self._parent(conn, by, spec.parent, expires_at) if spec.parent else None
-            conn.execute(
-                insert(agents).values(
-                    name=name,
-                    kind=kind.value,
-                    owner=owner,
-                    purpose=purpose,
-                    parent=parent,
-                    labels=labels,
-                    created_by=by.subject,
-                    created_at=now,
-                    expires_at=expires_at,
-                    state=AgentState.ACTIVE.value,
-                    state_changed_at=now,
-                    unowned_since=None,
-                    public_key=public_key,
-                    key_rotated_at=now,
-                )
-            )
+            row = {
+                "name": name,
+                "kind": kind.value,
+                "owner": owner,
+                "purpose": purpose,
+                "parent": parent,
+                "labels": labels,
+                "created_by": by.subject,
+                "created_at": now,
+                "expires_at": expires_at,
+                "state": AgentState.ACTIVE.value,
+                "state_changed_at": now,
+                "unowned_since": None,
+                "public_key": public_key,
+                "key_rotated_at": now,
+            }
+            conn.execute(insert(agents).values(**row))
             self._log.append(
                 conn,
                 "agent.registered",
@@ -167,7 +172,6 @@ class Registry:
                     "expires_at": expires_at.isoformat(),
                 },
             )
-            row = conn.execute(select(agents).where(agents.c.name == name)).one()
         return self._agent(row)
 
     def _lifetime(self, requested: timedelta | None) -> timedelta:
@@ -397,7 +401,8 @@ class Registry:
             "access.refused", actor=by.subject, subject=subject, reason=why, detail={"op": what}
         )
 
-    def _agent(self, row: Row[Any]) -> Agent:
+    def _agent(self, found: Row[Any] | Mapping[str, Any]) -> Agent:
+        row = SimpleNamespace(**(found._mapping if isinstance(found, Row) else found))
         stored = AgentState(row.state)
         return Agent(
             id=self.agent_id(row.name),

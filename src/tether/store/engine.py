@@ -46,7 +46,7 @@ class Store:
                 "postgresql+psycopg://"
             )
         try:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            engine = create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
         except (ArgumentError, NoSuchModuleError) as exc:
             raise InvalidRequest(f"invalid database URL: {exc}") from exc
         return cls(engine)
