@@ -8,12 +8,13 @@ refusal is recorded. Every change is recorded as an event in the same transactio
 from __future__ import annotations
 
 import builtins
+import enum
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Row, insert, select, update
 
@@ -42,6 +43,7 @@ __all__ = ["AgentSpec", "Registry"]
 
 _MAX_PURPOSE = 1000
 _SWEEPER = Caller.system("lifecycle")
+_E = TypeVar("_E", bound=enum.StrEnum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,7 @@ class Registry:
         owner: str | None = None,
         unowned: bool = False,
     ) -> builtins.list[Agent]:
-        wanted = _parse_state(state) if state is not None else None
+        wanted = _parse_choice(AgentState, "state", state) if state is not None else None
         query = select(agents).order_by(agents.c.name)
         if owner is not None:
             query = query.where(agents.c.owner == parse_email(owner))
@@ -120,7 +122,7 @@ class Registry:
             )
         name = parse_name(spec.name)
         owner = parse_email(spec.owner)
-        kind = _parse_kind(spec.kind)
+        kind = _parse_choice(AgentKind, "kind", spec.kind)
         labels = parse_labels(spec.labels)
         purpose = _parse_purpose(spec.purpose)
         public_key = parse_public_key(spec.public_key)
@@ -442,20 +444,12 @@ def _refuse_terminal(agent: Agent, verb: str) -> None:
         raise InvalidRequest(f"cannot {verb} agent {agent.name}: it is {agent.state.value}")
 
 
-def _parse_kind(text: str) -> AgentKind:
+def _parse_choice(cls: type[_E], what: str, text: str) -> _E:
     try:
-        return AgentKind(text)
+        return cls(text)
     except ValueError:
-        kinds = ", ".join(k.value for k in AgentKind)
-        raise InvalidRequest(f"invalid kind {text!r}: one of {kinds}") from None
-
-
-def _parse_state(text: str) -> AgentState:
-    try:
-        return AgentState(text)
-    except ValueError:
-        states = ", ".join(s.value for s in AgentState)
-        raise InvalidRequest(f"invalid state {text!r}: one of {states}") from None
+        choices = ", ".join(member.value for member in cls)
+        raise InvalidRequest(f"invalid {what} {text!r}: one of {choices}") from None
 
 
 def _parse_purpose(text: str) -> str:
