@@ -71,8 +71,21 @@ def test_register_without_owner_is_refused(cli: Cli, tmp_path) -> None:
 def test_register_writes_private_key_once_with_mode_0600(cli: Cli, tmp_path, db_url) -> None:
     key_out = tmp_path / "helper.pem"
     doc = cli.json(
-        "agent", "register", "helper", "--owner", "alice@example.com", "--kind", "copilot",
-        "--purpose", "helps", "--label", "team=a", "--expires", "30d", "--key-out", str(key_out),
+        "agent",
+        "register",
+        "helper",
+        "--owner",
+        "alice@example.com",
+        "--kind",
+        "copilot",
+        "--purpose",
+        "helps",
+        "--label",
+        "team=a",
+        "--expires",
+        "30d",
+        "--key-out",
+        str(key_out),
     )
     assert doc["id"] == "spiffe://tether.local/agent/helper"
     assert doc["key_file"] == str(key_out)
@@ -94,7 +107,9 @@ def test_register_writes_private_key_once_with_mode_0600(cli: Cli, tmp_path, db_
                 assert body[:40] not in repr(tuple(row))
     engine.dispose()
     # The key file is never overwritten by a second registration.
-    code, _, err = cli("agent", "register", "other", "--owner", "a@example.com", "--key-out", str(key_out))
+    code, _, err = cli(
+        "agent", "register", "other", "--owner", "a@example.com", "--key-out", str(key_out)
+    )
     assert code == 1 and "already exists" in err
     assert key_out.read_bytes() == pem
     assert [a["name"] for a in cli.json("agent", "list")["agents"]] == ["helper"]
@@ -110,12 +125,16 @@ def test_rotate_key_replaces_file_and_public_key(cli: Cli, tmp_path) -> None:
     first = cli.json("agent", "register", "bot", "--owner", "a@example.com")
     path = Path(first["key_file"])
     old_pem = path.read_bytes()
-    rotated = cli.json("agent", "rotate-key", "spiffe://tether.local/agent/bot", "--reason", "drill")
+    rotated = cli.json(
+        "agent", "rotate-key", "spiffe://tether.local/agent/bot", "--reason", "drill"
+    )
     assert rotated["public_key"] != first["public_key"]
     assert path.read_bytes() != old_pem
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     private = serialization.load_pem_private_key(path.read_bytes(), None)
-    raw = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    raw = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     assert parse_public_key(raw.decode()) == rotated["public_key"]
     assert list(path.parent.glob(".*")) == []
 
@@ -165,12 +184,32 @@ def test_lifecycle_commands_and_exit_codes(cli: Cli) -> None:
     [
         (["agent", "register", "a/b", "--owner", "a@example.com"], 2, "invalid agent name"),
         (["agent", "register", "..", "--owner", "a@example.com"], 2, "invalid agent name"),
-        (["agent", "register", "ok", "--owner", "a@example.com", "--expires", "banana"], 2, "invalid duration"),
-        (["agent", "register", "ok", "--owner", "a@example.com", "--expires", "999d"], 2, "maximum"),
+        (
+            ["agent", "register", "ok", "--owner", "a@example.com", "--expires", "banana"],
+            2,
+            "invalid duration",
+        ),
+        (
+            ["agent", "register", "ok", "--owner", "a@example.com", "--expires", "999d"],
+            2,
+            "maximum",
+        ),
         (["agent", "register", "ok", "--owner", "nobody"], 2, "invalid email"),
-        (["agent", "register", "ok", "--owner", "a@example.com", "--kind", "robot"], 2, "invalid kind"),
-        (["agent", "register", "ok", "--owner", "a@example.com", "--label", "novalue"], 2, "KEY=VALUE"),
-        (["agent", "register", "ok", "--owner", "a@example.com", "--parent", "ghost"], 1, "no agent"),
+        (
+            ["agent", "register", "ok", "--owner", "a@example.com", "--kind", "robot"],
+            2,
+            "invalid kind",
+        ),
+        (
+            ["agent", "register", "ok", "--owner", "a@example.com", "--label", "novalue"],
+            2,
+            "KEY=VALUE",
+        ),
+        (
+            ["agent", "register", "ok", "--owner", "a@example.com", "--parent", "ghost"],
+            1,
+            "no agent",
+        ),
         (["agent", "show", "ghost"], 1, "no agent"),
         (["agent", "show", "spiffe://evil.example/agent/x"], 2, "trust domain"),
         (["agent", "list", "--state", "sleepy"], 2, "invalid state"),

@@ -89,7 +89,9 @@ def test_names_and_keys_are_never_reused(tether) -> None:
     with pytest.raises(Conflict, match="never reused"):
         tether.registry.register(ADMIN, spec("x"))
     with pytest.raises(Conflict, match="public_key"):
-        tether.registry.register(ADMIN, AgentSpec(name="y", owner="a@b.co", public_key=first.public_key))
+        tether.registry.register(
+            ADMIN, AgentSpec(name="y", owner="a@b.co", public_key=first.public_key)
+        )
 
 
 def test_parent_must_exist_be_active_and_outlive_child(tether, clock) -> None:
@@ -97,14 +99,19 @@ def test_parent_must_exist_be_active_and_outlive_child(tether, clock) -> None:
         tether.registry.register(ADMIN, spec("child", parent="ghost"))
     tether.registry.register(ADMIN, spec("parent", expires_in=timedelta(days=10)))
     with pytest.raises(InvalidRequest, match="outlive"):
-        tether.registry.register(ADMIN, spec("child", parent="parent", expires_in=timedelta(days=11)))
+        tether.registry.register(
+            ADMIN, spec("child", parent="parent", expires_in=timedelta(days=11))
+        )
     child = tether.registry.register(
-        ADMIN, spec("child", parent="spiffe://tether.local/agent/parent", expires_in=timedelta(days=5))
+        ADMIN,
+        spec("child", parent="spiffe://tether.local/agent/parent", expires_in=timedelta(days=5)),
     )
     assert child.parent == "spiffe://tether.local/agent/parent"
     tether.registry.suspend(ADMIN, "parent")
     with pytest.raises(InvalidRequest, match="not active"):
-        tether.registry.register(ADMIN, spec("child2", parent="parent", expires_in=timedelta(days=1)))
+        tether.registry.register(
+            ADMIN, spec("child2", parent="parent", expires_in=timedelta(days=1))
+        )
 
 
 def test_suspend_resume_retire_and_illegal_transitions(tether) -> None:

@@ -30,8 +30,13 @@ class Server:
     def __init__(self, argv: list[str], env: dict[str, str], port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
+            argv,
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -98,10 +103,17 @@ def test_make_run_serves_the_demo(demo) -> None:
 
 def test_cli_over_tether_url(demo) -> None:
     server, token, env = demo
-    remote = {**env, "TETHER_URL": server.url, "TETHER_TOKEN": token, "TETHER_HOME": env["TETHER_HOME"]}
+    remote = {
+        **env,
+        "TETHER_URL": server.url,
+        "TETHER_TOKEN": token,
+        "TETHER_HOME": env["TETHER_HOME"],
+    }
 
     def tether(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([TETHER, *argv], env=remote, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [TETHER, *argv], env=remote, capture_output=True, text=True, timeout=60
+        )
 
     listed = tether("agent", "list", "--unowned", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -115,8 +127,11 @@ def test_cli_over_tether_url(demo) -> None:
     missing = tether("agent", "register", "newbie")
     assert missing.returncode == 2 and "owner" in missing.stderr
     wrong = subprocess.run(
-        [TETHER, "agent", "list"], env={**remote, "TETHER_TOKEN": "tta_wrong"},
-        capture_output=True, text=True, timeout=60,
+        [TETHER, "agent", "list"],
+        env={**remote, "TETHER_TOKEN": "tta_wrong"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert wrong.returncode == 1 and "invalid bearer token" in wrong.stderr
 
@@ -135,7 +150,10 @@ def test_http_errors_are_json_never_500(demo) -> None:
     ]
     for method, path, body, status in cases:
         response = httpx.request(
-            method, server.url + path, content=body, headers={**auth, "Content-Type": "application/json"}
+            method,
+            server.url + path,
+            content=body,
+            headers={**auth, "Content-Type": "application/json"},
         )
         assert response.status_code == status, (method, path, response.text)
         assert set(response.json()) == {"error", "error_description"}

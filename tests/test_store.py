@@ -61,7 +61,7 @@ def test_init_creates_home_token_and_is_idempotent(make_settings, home) -> None:
 
 def test_unreachable_postgresql_is_a_clear_store_error(tmp_path) -> None:
     settings = Settings.load(tmp_path, db_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
-    with pytest.raises(StoreUnavailable, match="store error"):
+    with pytest.raises(StoreUnavailable, match="unavailable"):
         Tether.open(settings)
 
 

@@ -101,7 +101,15 @@ def test_bad_durations(bad: str) -> None:
 
 def test_emails() -> None:
     assert parse_email(" Alice@Example.COM ") == "alice@example.com"
-    for bad in ["", "alice", "alice@", "@example.com", "a@b", "a b@example.com", "a@" + "x" * 260 + ".com"]:
+    for bad in [
+        "",
+        "alice",
+        "alice@",
+        "@example.com",
+        "a@b",
+        "a b@example.com",
+        "a@" + "x" * 260 + ".com",
+    ]:
         with pytest.raises(InvalidRequest, match="invalid email"):
             parse_email(bad)
 

@@ -50,7 +50,7 @@ class IdentityProviders:
         except jwt.PyJWTError as exc:
             raise Unauthenticated("malformed bearer token") from exc
         alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise Unauthenticated(f"token algorithm {alg!r} is not accepted")
         refused = _FORBIDDEN_HEADERS.intersection(header)
         if refused:
@@ -80,7 +80,9 @@ class IdentityProviders:
         except InvalidRequest as exc:
             raise Unauthenticated(f"identity token email is invalid: {exc}") from exc
         groups = verified.get(idp.groups_claim, [])
-        is_admin = isinstance(groups, list) and bool(self._admin_groups.intersection(groups))
+        is_admin = isinstance(groups, list) and any(
+            isinstance(group, str) and group in self._admin_groups for group in groups
+        )
         return Caller.user(person, admin=is_admin)
 
     def _key(self, idp: IdpConfig, kid: Any, alg: str) -> PyJWK:

@@ -22,6 +22,7 @@ __all__ = [
     "parse_email",
     "parse_labels",
     "parse_name",
+    "parse_text",
 ]
 
 AgentName = NewType("AgentName", str)
@@ -87,6 +88,13 @@ def parse_agent_ref(text: str, trust_domain: str) -> AgentName:
     return parse_name(text)
 
 
+def parse_text(text: str, what: str, limit: int = 1000) -> str:
+    """Free text (a purpose, a reason): at most ``limit`` characters, no NUL."""
+    if not isinstance(text, str) or len(text) > limit or "\x00" in text:
+        raise InvalidRequest(f"{what} must be text of at most {limit} characters, without NUL")
+    return text
+
+
 def parse_labels(labels: dict[str, str]) -> dict[str, str]:
     """Check label keys (``a-z 0-9 . _ / -``, up to 63) and values (up to 256 chars)."""
     if len(labels) > _MAX_LABELS:
@@ -97,7 +105,7 @@ def parse_labels(labels: dict[str, str]) -> dict[str, str]:
                 f"invalid label key {key!r}: use 1-63 lowercase letters, digits, '.', '_', '/' "
                 "or '-', starting with a letter or digit"
             )
-        if not isinstance(value, str) or len(value) > _MAX_LABEL_VALUE:
+        if not isinstance(value, str) or len(value) > _MAX_LABEL_VALUE or "\x00" in value:
             raise InvalidRequest(f"invalid label value for {key!r}: a string of at most 256 chars")
     return dict(sorted(labels.items()))
 

@@ -36,12 +36,12 @@ from tether.model import (
     parse_email,
     parse_labels,
     parse_name,
+    parse_text,
 )
 from tether.store import Store, agents
 
 __all__ = ["AgentSpec", "Registry"]
 
-_MAX_PURPOSE = 1000
 _SWEEPER = Caller.system("lifecycle")
 _E = TypeVar("_E", bound=enum.StrEnum)
 
@@ -124,7 +124,7 @@ class Registry:
         owner = parse_email(spec.owner)
         kind = _parse_choice(AgentKind, "kind", spec.kind)
         labels = parse_labels(spec.labels)
-        purpose = _parse_purpose(spec.purpose)
+        purpose = parse_text(spec.purpose, "purpose")
         public_key = parse_public_key(spec.public_key)
         lifetime = self._lifetime(spec.expires_in)
         if not by.is_admin and not by.owns(owner):
@@ -133,11 +133,15 @@ class Registry:
         now = self._clock()
         expires_at = now + lifetime
         with self._guard(by, "register"), self._store.write() as conn:
-            taken = conn.execute(
-                select(agents.c.name).where(
-                    (agents.c.name == name) | (agents.c.public_key == public_key)
+            taken = (
+                conn.execute(
+                    select(agents.c.name).where(
+                        (agents.c.name == name) | (agents.c.public_key == public_key)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             if name in taken:
                 raise Conflict(
                     f"agent name {name} is taken (names are never reused, even after retirement)"
@@ -250,7 +254,7 @@ class Registry:
     ) -> Agent:
         values: dict[str, Any] = {}
         if purpose is not None:
-            values["purpose"] = _parse_purpose(purpose)
+            values["purpose"] = parse_text(purpose, "purpose")
         if labels is not None:
             values["labels"] = parse_labels(labels)
         if not values:
@@ -286,6 +290,7 @@ class Registry:
     def offboard_owner(self, by: Caller, owner: str, reason: str = "") -> builtins.list[Agent]:
         """The owner leaves: each of their live agents becomes unowned (and is flagged)."""
         email = parse_email(owner)
+        reason = parse_text(reason, "reason")
         if not by.is_admin:
             self._refuse(by, f"user:{email}", "offboard", "only admins offboard owners")
             raise Forbidden("only an admin can offboard an owner")
@@ -362,6 +367,7 @@ class Registry:
         change: Callable[[Connection, Agent], dict[str, Any]],
     ) -> Agent:
         name = self.parse_ref(ref)
+        reason = parse_text(reason, "reason")
         with self._guard(by, event), self._store.write() as conn:
             row = conn.execute(
                 select(agents).where(agents.c.name == name).with_for_update()
@@ -450,9 +456,3 @@ def _parse_choice(cls: type[_E], what: str, text: str) -> _E:
     except ValueError:
         choices = ", ".join(member.value for member in cls)
         raise InvalidRequest(f"invalid {what} {text!r}: one of {choices}") from None
-
-
-def _parse_purpose(text: str) -> str:
-    if not isinstance(text, str) or len(text) > _MAX_PURPOSE:
-        raise InvalidRequest(f"purpose must be text of at most {_MAX_PURPOSE} characters")
-    return text

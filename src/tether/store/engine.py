@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,11 +14,19 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+)
 
 from tether.errors import Conflict, InvalidRequest, StoreUnavailable
 
 __all__ = ["Store"]
+
+log = logging.getLogger("tether.store")
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "tether_write"
@@ -76,9 +85,12 @@ class Store:
         try:
             yield
         except IntegrityError as exc:
-            raise Conflict(f"conflicting write: {exc.orig}") from exc
+            raise Conflict("conflicting write: the object changed or exists already") from exc
+        except DataError as exc:
+            raise InvalidRequest(f"the store refused a value: {_first_line(exc.orig)}") from exc
         except DBAPIError as exc:
-            raise StoreUnavailable(f"store error ({self.describe()}): {exc.orig}") from exc
+            log.error("store error on %s: %s", self.describe(), exc.orig)
+            raise StoreUnavailable("the store is unavailable; see the server log") from exc
 
     def migrate(self) -> str:
         """Bring the schema to the newest migration; returns that revision."""
@@ -101,6 +113,10 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if error is not None and str(error).strip() else "?"
 
 
 def _alembic_config() -> Config:
