@@ -12,6 +12,7 @@ from tether.errors import TetherError, error_for_code
 def test_all_is_pinned_and_sorted() -> None:
     assert tether.__all__ == sorted(tether.__all__)
     assert tether.__all__ == [
+        "AccessRequest",
         "Agent",
         "AgentId",
         "AgentKind",
@@ -20,9 +21,13 @@ def test_all_is_pinned_and_sorted() -> None:
         "AgentState",
         "Caller",
         "Conflict",
+        "Decision",
+        "Denied",
         "Email",
         "Event",
         "Forbidden",
+        "Grant",
+        "GrantSpec",
         "IdpConfig",
         "IllegalTransition",
         "InitResult",
@@ -54,7 +59,7 @@ def test_every_public_exception_derives_from_tether_error() -> None:
 def test_wire_codes_map_back_to_the_same_class() -> None:
     for name in errors.__all__:
         cls = getattr(errors, name)
-        if inspect.isclass(cls) and cls is not errors.OwnerRequired:
+        if inspect.isclass(cls) and cls not in (errors.OwnerRequired, errors.Denied):
             assert error_for_code(cls.error, cls.status_code) is cls
     assert error_for_code("something_new", 418) is errors.InvalidRequest
     assert error_for_code("something_new", 502) is TetherError

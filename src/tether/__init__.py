@@ -6,6 +6,7 @@ from tether.config import IdpConfig, Settings
 from tether.core import InitResult, Tether
 from tether.errors import (
     Conflict,
+    Denied,
     Forbidden,
     IllegalTransition,
     InvalidRequest,
@@ -15,10 +16,13 @@ from tether.errors import (
     TetherError,
     Unauthenticated,
 )
+from tether.grants import Grant, GrantSpec
 from tether.model import Agent, AgentId, AgentKind, AgentName, AgentState, Email, Event
+from tether.policy.decision import AccessRequest, Decision
 from tether.registry import AgentSpec, Registry
 
 __all__ = [
+    "AccessRequest",
     "Agent",
     "AgentId",
     "AgentKind",
@@ -27,9 +31,13 @@ __all__ = [
     "AgentState",
     "Caller",
     "Conflict",
+    "Decision",
+    "Denied",
     "Email",
     "Event",
     "Forbidden",
+    "Grant",
+    "GrantSpec",
     "IdpConfig",
     "IllegalTransition",
     "InitResult",

@@ -65,6 +65,12 @@ class Settings(BaseModel):
     agent_lifetime_max: Duration = timedelta(days=365)
     unowned_grace: Duration = timedelta(days=7)
     sweep_interval: Duration = timedelta(seconds=1)
+    grant_lifetime_default: Duration = timedelta(days=30)
+    grant_lifetime_max: Duration = timedelta(days=365)
+    review_window: Duration = timedelta(days=30)
+    max_chain_depth: int = Field(default=4, ge=1, le=16)
+    decision_staleness_ms: int = Field(default=1000, ge=0, le=60_000)
+    decision_cache_size: int = Field(default=100_000, ge=0)
     admin_groups: tuple[str, ...] = ()
     idp: tuple[IdpConfig, ...] = ()
 
@@ -74,6 +80,8 @@ class Settings(BaseModel):
             raise ValueError(f"invalid trust_domain {self.trust_domain!r}")
         if self.agent_lifetime_default > self.agent_lifetime_max:
             raise ValueError("agent_lifetime_default is longer than agent_lifetime_max")
+        if self.grant_lifetime_default > self.grant_lifetime_max:
+            raise ValueError("grant_lifetime_default is longer than grant_lifetime_max")
         return self
 
     @property

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from tether.admin_tokens import AdminTokens
 from tether.callers import Caller
 from tether.config import Settings
-from tether.errors import StoreUnavailable, TetherError, Unauthenticated
+from tether.epoch import StateEpoch
+from tether.errors import Denied, StoreUnavailable, TetherError, Unauthenticated
 from tether.events import EventLog
+from tether.grants import Grants
 from tether.idp import IdentityProviders
+from tether.policy.decision import AccessRequest, Decision
+from tether.policy.guardrails import Guardrails
+from tether.policy.pdp import DecisionPoint
 from tether.registry import Registry
 from tether.store import Store
 
@@ -42,7 +47,13 @@ class Tether:
         self.store = store
         self.clock = clock
         self.events = EventLog(store, clock)
-        self.registry = Registry(store, settings, self.events, clock)
+        self.epoch = StateEpoch(store, settings.decision_staleness_ms / 1000)
+        self.registry = Registry(store, settings, self.events, self.epoch, clock)
+        self.grants = Grants(store, settings, self.registry, self.events, self.epoch, clock)
+        self.guardrails = Guardrails(store, self.events, self.epoch, clock)
+        self.pdp = DecisionPoint(
+            settings, self.registry, self.grants, self.guardrails, self.epoch, clock
+        )
         self.admin_tokens = AdminTokens(store, clock)
         self.identity_providers = IdentityProviders(settings.idp, settings.admin_groups)
 
@@ -106,6 +117,41 @@ class Tether:
         if not self.identity_providers:
             raise Unauthenticated("invalid bearer token")
         return self.identity_providers.authenticate(bearer)
+
+    def authorize(self, request: AccessRequest) -> Decision:
+        """Decide and record; returns the Decision on allow, raises :class:`Denied` on deny.
+
+        The decision is written to the event record before it is returned: if that write
+        fails, the answer is a deny (fail closed)."""
+        [decision] = self.decide_all([request])
+        if not decision.allowed:
+            raise Denied("denied: " + "; ".join(decision.reasons), decision.reasons, decision)
+        return decision
+
+    def decide_all(self, requests: Sequence[AccessRequest]) -> list[Decision]:
+        """Decide each request and record every decision in one transaction; if the
+        record cannot be written, every answer is a deny."""
+        decisions = [self.pdp.decide(request) for request in requests]
+        rows = [
+            {
+                "type": "decision",
+                "actor": d.chain[-1] if d.chain else "?",
+                "subject": f"{d.action}:{d.resource}",
+                "reason": "; ".join(d.reasons),
+                "detail": d.to_dict(),
+            }
+            for d in decisions
+        ]
+        try:
+            with self.store.write() as conn:
+                self.events.append_many(conn, rows)
+        except TetherError as exc:
+            why = f"decision record could not be written, denied: {exc.description}"
+            return [
+                replace(d, allowed=False, reasons=(why,), grants=(), cached=False)
+                for d in decisions
+            ]
+        return decisions
 
     def close(self) -> None:
         self.store.dispose()

@@ -102,7 +102,7 @@ def seed_demo(tether: Tether) -> bool:
     tether.registry.offboard_owner(_SEEDER, _UNOWNED.owner, "demo: dave left the company")
     # An agent registered 100 days ago for 90 days: expired today.
     past = tether.clock() - timedelta(days=100)
-    backdated = Registry(tether.store, tether.settings, tether.events, lambda: past)
+    backdated = Registry(tether.store, tether.settings, tether.events, tether.epoch, lambda: past)
     _register(backdated, _EXPIRED, tether, timedelta(days=90))
     tether.registry.sweep()
     return True

@@ -8,6 +8,7 @@ form: the HTTP status, the OAuth / JSON ``error`` code and the CLI exit code.
     |   +-- OwnerRequired            400 invalid_request         exit 2
     +-- Unauthenticated              401 invalid_token           exit 1
     +-- Forbidden                    403 access_denied           exit 3
+    |   +-- Denied                   403 access_denied           exit 3  (a decision)
     +-- NotFound                     404 not_found               exit 1
     +-- Conflict                     409 conflict                exit 1
     +-- IllegalTransition            409 invalid_state           exit 3
@@ -19,10 +20,11 @@ Exit codes follow DESIGN §4: 0 success, 1 error, 2 usage (bad input), 3 denied 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "Conflict",
+    "Denied",
     "Forbidden",
     "IllegalTransition",
     "InvalidRequest",
@@ -76,6 +78,15 @@ class Forbidden(TetherError):
     status_code = 403
     error = "access_denied"
     exit_code = 3
+
+
+class Denied(Forbidden):
+    """The decision point denied a request; ``reasons`` say which identity or policy."""
+
+    def __init__(self, description: str, reasons: tuple[str, ...] = (), detail: Any = None) -> None:
+        super().__init__(description)
+        self.reasons = reasons
+        self.detail = detail
 
 
 class NotFound(TetherError):

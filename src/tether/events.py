@@ -43,6 +43,12 @@ class EventLog:
             )
         )
 
+    def append_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Append several events (``type``, ``actor``, ``subject``, ``reason``, ``detail``)."""
+        if rows:
+            at = self._clock()
+            conn.execute(insert(events), [{"at": at, **row} for row in rows])
+
     def record(
         self,
         type: str,
@@ -57,9 +63,16 @@ class EventLog:
             self.append(conn, type, actor=actor, subject=subject, reason=reason, detail=detail)
 
     def list(
-        self, *, subject: str | None = None, type: str | None = None, after: int = 0
+        self,
+        *,
+        subject: str | None = None,
+        type: str | None = None,
+        after: int = 0,
+        since: datetime | None = None,
     ) -> list[Event]:
         query = select(events).where(events.c.seq > after).order_by(events.c.seq)
+        if since is not None:
+            query = query.where(events.c.at >= since)
         if subject is not None:
             query = query.where(events.c.subject == subject)
         if type is not None:

@@ -22,6 +22,7 @@ from tether.agent_keys import parse_public_key
 from tether.callers import Caller
 from tether.config import Settings
 from tether.durations import format_duration
+from tether.epoch import StateEpoch
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound, OwnerRequired
 from tether.events import EventLog
 from tether.lifecycle import TERMINAL, check_transition, effective_state
@@ -66,11 +67,13 @@ class Registry:
         store: Store,
         settings: Settings,
         log: EventLog,
+        epoch: StateEpoch,
         clock: Callable[[], datetime],
     ) -> None:
         self._store = store
         self._settings = settings
         self._log = log
+        self._epoch = epoch
         self._clock = clock
         self._prefix = f"spiffe://{settings.trust_domain}/agent/"
 
@@ -178,6 +181,7 @@ class Registry:
                     "expires_at": expires_at.isoformat(),
                 },
             )
+            self._epoch.bump(conn)
         return self._agent(row)
 
     def _lifetime(self, requested: timedelta | None) -> timedelta:
@@ -316,6 +320,8 @@ class Registry:
                     reason=reason or f"owner {email} offboarded",
                     detail={"previous_owner": email},
                 )
+            if names:
+                self._epoch.bump(conn)
             rows = conn.execute(select(agents).where(agents.c.name.in_(names))).all()
         return sorted((self._agent(row) for row in rows), key=lambda a: a.name)
 
@@ -354,6 +360,8 @@ class Registry:
                     detail={"from": stored.value, "to": agent.state.value},
                 )
                 changed.append(agent)
+            if changed:
+                self._epoch.bump(conn)
         return changed
 
     # ---- helpers ----------------------------------------------------------------------
@@ -377,6 +385,7 @@ class Registry:
             self._log.append(
                 conn, event, actor=by.subject, subject=agent.id, reason=reason, detail=detail
             )
+            self._epoch.bump(conn)
             row = conn.execute(select(agents).where(agents.c.name == name)).one()
         return self._agent(row)
 

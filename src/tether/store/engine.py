@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ log = logging.getLogger("tether.store")
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "tether_write"
+_AFTER_COMMIT = "tether_after_commit"
 # Serialises migrations of several processes sharing one PostgreSQL database.
 _MIGRATION_LOCK = 0x7E7E_0001
 
@@ -72,13 +73,24 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
-        with (
-            self._translate(),
-            self.engine.connect() as conn,
-            conn.execution_options(**{_WRITE: True}).begin(),
-        ):
-            yield conn
+        """A write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE).
+
+        Callbacks registered with :meth:`after_commit` run once the commit succeeded."""
+        callbacks: list[Callable[[], None]] = []
+        with self._translate(), self.engine.connect() as conn:
+            try:
+                with conn.execution_options(**{_WRITE: True}).begin():
+                    yield conn
+                callbacks = conn.info.pop(_AFTER_COMMIT, [])
+            finally:
+                conn.info.pop(_AFTER_COMMIT, None)
+        for callback in callbacks:
+            callback()
+
+    @staticmethod
+    def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after the write transaction of ``conn`` commits (never on rollback)."""
+        conn.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
     @contextmanager
     def _translate(self) -> Iterator[None]:

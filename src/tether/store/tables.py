@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -17,7 +18,15 @@ from sqlalchemy import (
 
 from tether.store.types import UtcDateTime
 
-__all__ = ["admin_tokens", "agents", "events", "metadata"]
+__all__ = [
+    "admin_tokens",
+    "agents",
+    "events",
+    "grants",
+    "metadata",
+    "policies",
+    "state_epoch",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -74,4 +83,43 @@ admin_tokens = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+# Permissions given to a principal (an agent or a user). No grant, no access.
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("principal", String(300), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("resource", String(512), nullable=False),
+    Column("condition", Text, nullable=True),
+    Column("broad", Boolean, nullable=False),
+    Column("granted_by", String(300), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("revoked_by", String(300), nullable=True),
+    Index("ix_grants_principal", "principal"),
+)
+
+# Organisation-wide Cedar guardrails, one row per policy (named by its @id).
+policies = Table(
+    "policies",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("source", String(300), nullable=False),
+    Column("added_by", String(300), nullable=False),
+    Column("added_at", UtcDateTime, nullable=False),
+)
+
+# One counter that every change to agents, grants or policies bumps, in the same
+# transaction: decision points rebuild their compiled state when it moves.
+state_epoch = Table(
+    "state_epoch",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("value", BigInteger, nullable=False),
 )

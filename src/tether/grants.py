@@ -1,0 +1,310 @@
+"""Grants: a permission given to an agent or a person, narrow and expiring by default.
+
+No grant, no access. A grant names a principal, an action, a resource pattern, an optional
+Cedar condition, an expiry, who granted it and why. Broad grants (any action, or a
+resource pattern that starts with ``*`` / ``**``) are refused unless explicitly allowed
+with a reason, and stay marked as broad.
+"""
+
+from __future__ import annotations
+
+import builtins
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import cedarpy
+from sqlalchemy import Connection, Row, insert, select, update
+
+from tether.callers import Caller
+from tether.config import Settings
+from tether.durations import format_duration
+from tether.epoch import StateEpoch
+from tether.errors import Forbidden, InvalidRequest, NotFound
+from tether.events import EventLog
+from tether.model import AgentState, parse_text
+from tether.permissions import cedar_match, check_action, check_pattern, is_broad
+from tether.policy.schema import schema
+from tether.principals import Principal, parse_principal
+from tether.registry import Registry
+from tether.store import Store, grants
+
+__all__ = ["Grant", "GrantSpec", "Grants"]
+
+_MAX_CONDITION = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    id: str
+    principal: Principal
+    action: str
+    resource: str
+    condition: str | None
+    broad: bool
+    granted_by: str
+    reason: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    revoked_by: str | None
+
+    def live(self, now: datetime) -> bool:
+        return self.revoked_at is None and now < self.expires_at
+
+    def to_cedar(self) -> str:
+        """The grant as one Cedar ``permit``, named ``grant:<id>`` in decisions."""
+        action = "action" if self.action == "*" else f'action == Action::"{self.action}"'
+        text = (
+            f'@id("grant:{self.id}")\n'
+            f'permit (principal == {self.principal.cedar_type}::"{self.principal.id}", '
+            f"{action}, resource)\n"
+            f"when {{ {cedar_match(self.action, self.resource)} }}"
+        )
+        if self.condition:
+            text += f"\nwhen {{ {self.condition} }}"
+        return text + ";\n"
+
+    def to_dict(self, trust_domain: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "principal": self.principal.display(trust_domain),
+            "action": self.action,
+            "resource": self.resource,
+            "condition": self.condition,
+            "broad": self.broad,
+            "granted_by": self.granted_by,
+            "reason": self.reason,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "revoked_by": self.revoked_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GrantSpec:
+    principal: str
+    action: str
+    resource: str
+    condition: str | None = None
+    expires_in: timedelta | None = None
+    reason: str = ""
+    allow_broad: bool = False
+
+
+class Grants:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        registry: Registry,
+        log: EventLog,
+        epoch: StateEpoch,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._registry = registry
+        self._log = log
+        self._epoch = epoch
+        self._clock = clock
+
+    def add(self, by: Caller, spec: GrantSpec) -> Grant:
+        """Give a permission; refused for non-admins, inactive agents and unjustified breadth."""
+        principal = parse_principal(spec.principal, self._settings.trust_domain)
+        action = check_action(spec.action, allow_any=True)
+        resource = self._resource(action, spec.resource)
+        reason = parse_text(spec.reason, "reason")
+        broad = is_broad(action, resource)
+        if broad and not (spec.allow_broad and reason.strip()):
+            raise InvalidRequest(
+                f"{action}:{resource} is a broad grant: pass --allow-broad with a --reason "
+                "(or name a narrower action and resource)"
+            )
+        condition = self._condition(spec.condition)
+        lifetime = self._lifetime(spec.expires_in)
+        if not by.is_admin:
+            self._log.record(
+                "access.refused",
+                actor=by.subject,
+                subject=principal.display(self._settings.trust_domain),
+                reason="only admins grant permissions",
+                detail={"op": "grant.add"},
+            )
+            raise Forbidden("only an admin can grant permissions")
+        now = self._clock()
+        grant = Grant(
+            id="g_" + secrets.token_hex(8),
+            principal=principal,
+            action=action,
+            resource=resource,
+            condition=condition,
+            broad=broad,
+            granted_by=by.subject,
+            reason=reason,
+            created_at=now,
+            expires_at=now + lifetime,
+            revoked_at=None,
+            revoked_by=None,
+        )
+        _check_cedar(grant.to_cedar(), "condition")
+        if principal.kind == "agent":
+            agent = self._registry.get(by, principal.id)
+            if agent.state is not AgentState.ACTIVE:
+                raise InvalidRequest(
+                    f"cannot grant to agent {agent.name}: it is {agent.state.value}, not active"
+                )
+        with self._store.write() as conn:
+            conn.execute(insert(grants).values(**_row(grant)))
+            self._log.append(
+                conn,
+                "grant.added",
+                actor=by.subject,
+                subject=principal.display(self._settings.trust_domain),
+                reason=reason,
+                detail=grant.to_dict(self._settings.trust_domain),
+            )
+            self._epoch.bump(conn)
+        return grant
+
+    def _resource(self, action: str, resource: str) -> str:
+        if action == "delegate" and resource != "*":
+            return self._registry.agent_id(self._registry.parse_ref(resource))
+        return check_pattern(action, resource)
+
+    def _condition(self, condition: str | None) -> str | None:
+        if condition is None or not condition.strip():
+            return None
+        return parse_text(condition, "condition", _MAX_CONDITION).strip()
+
+    def _lifetime(self, requested: timedelta | None) -> timedelta:
+        maximum = self._settings.grant_lifetime_max
+        if requested is None:
+            return self._settings.grant_lifetime_default
+        if requested > maximum:
+            raise InvalidRequest(
+                f"expires {format_duration(requested)} is longer than the maximum grant "
+                f"lifetime {format_duration(maximum)}"
+            )
+        return requested
+
+    def revoke(self, by: Caller, grant_id: str, reason: str = "") -> Grant:
+        reason = parse_text(reason, "reason")
+        if not by.is_admin:
+            self._log.record(
+                "access.refused",
+                actor=by.subject,
+                subject=grant_id,
+                reason="only admins revoke grants",
+                detail={"op": "grant.revoke"},
+            )
+            raise Forbidden("only an admin can revoke grants")
+        now = self._clock()
+        with self._store.write() as conn:
+            grant = self._one(conn, grant_id)
+            if grant.revoked_at is not None:
+                raise InvalidRequest(f"grant {grant_id} is already revoked")
+            conn.execute(
+                update(grants)
+                .where(grants.c.id == grant.id)
+                .values(revoked_at=now, revoked_by=by.subject)
+            )
+            self._log.append(
+                conn,
+                "grant.revoked",
+                actor=by.subject,
+                subject=grant.principal.display(self._settings.trust_domain),
+                reason=reason,
+                detail={"grant": grant.id},
+            )
+            self._epoch.bump(conn)
+            return self._one(conn, grant_id)
+
+    def _one(self, conn: Connection, grant_id: str) -> Grant:
+        row = conn.execute(select(grants).where(grants.c.id == str(grant_id))).first()
+        if row is None:
+            raise NotFound(f"no grant {grant_id}")
+        return grant_from_row(row)
+
+    def list(
+        self, by: Caller, *, principal: str | None = None, include_inactive: bool = False
+    ) -> builtins.list[Grant]:
+        """Live grants (or all, with ``include_inactive``); a non-admin sees only those
+        of agents they own and their own ``user:`` grants."""
+        query = select(grants).order_by(grants.c.created_at, grants.c.id)
+        if principal is not None:
+            wanted = parse_principal(principal, self._settings.trust_domain)
+            query = query.where(grants.c.principal == wanted.key)
+        with self._store.read() as conn:
+            found = [grant_from_row(row) for row in conn.execute(query)]
+        now = self._clock()
+        if not include_inactive:
+            found = [g for g in found if g.live(now)]
+        if by.is_admin:
+            return found
+        mine = {a.name for a in self._registry.list(by)}
+        return [
+            g
+            for g in found
+            if (g.principal.kind == "agent" and g.principal.id in mine)
+            or (g.principal.kind == "user" and g.principal.id == by.email)
+        ]
+
+    def live(self) -> builtins.list[Grant]:
+        """Every live grant (for the decision point)."""
+        now = self._clock()
+        with self._store.read() as conn:
+            rows = conn.execute(
+                select(grants).where(grants.c.revoked_at.is_(None), grants.c.expires_at > now)
+            )
+            return [grant_from_row(row) for row in rows]
+
+
+def _check_cedar(text: str, what: str) -> None:
+    try:
+        parsed = cedarpy.PolicySet.from_str(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid {what}: {exc}") from None
+    if len(parsed) != 1:
+        raise InvalidRequest(f"invalid {what}: it must be one Cedar expression")
+    result = cedarpy.validate_policies(text, schema())
+    if not result.validation_passed:
+        problems = "; ".join(e.error for e in result.errors)
+        raise InvalidRequest(f"invalid {what}: {problems}")
+
+
+def _row(grant: Grant) -> dict[str, Any]:
+    return {
+        "id": grant.id,
+        "principal": grant.principal.key,
+        "action": grant.action,
+        "resource": grant.resource,
+        "condition": grant.condition,
+        "broad": grant.broad,
+        "granted_by": grant.granted_by,
+        "reason": grant.reason,
+        "created_at": grant.created_at,
+        "expires_at": grant.expires_at,
+        "revoked_at": grant.revoked_at,
+        "revoked_by": grant.revoked_by,
+    }
+
+
+def grant_from_row(row: Row[Any]) -> Grant:
+    return Grant(
+        id=row.id,
+        principal=Principal.from_key(row.principal),
+        action=row.action,
+        resource=row.resource,
+        condition=row.condition,
+        broad=bool(row.broad),
+        granted_by=row.granted_by,
+        reason=row.reason,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        revoked_by=row.revoked_by,
+    )

@@ -1,0 +1,1 @@
+"""Least privilege: grants compiled to Cedar, guardrails, and the decision point."""

@@ -1,0 +1,256 @@
+"""The decision point (PDP): the delegation rule, evaluated with Cedar, cached per epoch.
+
+A request made for a person through a chain of agents is allowed only when the person
+*and every agent of the chain* may make it, it is inside the token's scope (when one is
+given) and no guardrail forbids it. Every identity is evaluated with cedarpy against its
+own grants (compiled to ``permit`` policies) and the guardrails; any error on the way is
+a deny with the reason (fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import cedarpy
+
+from tether.callers import Caller
+from tether.config import Settings
+from tether.epoch import StateEpoch
+from tether.errors import InvalidRequest
+from tether.grants import Grants
+from tether.permissions import Permission, check_action, check_resource
+from tether.policy.decision import AccessRequest, Decision
+from tether.policy.guardrails import Guardrails
+from tether.policy.state import PolicyState
+from tether.principals import Principal, parse_principal
+from tether.registry import Registry
+
+__all__ = ["DecisionPoint"]
+
+log = logging.getLogger("tether.pdp")
+_RESERVED_CONTEXT = frozenset({"chain_depth", "on_behalf_of", "time", "hour"})
+_SYSTEM = Caller.system("pdp")
+
+
+class DecisionPoint:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        grants: Grants,
+        guardrails: Guardrails,
+        epoch: StateEpoch,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._grants = grants
+        self._guardrails = guardrails
+        self._epoch = epoch
+        self._clock = clock
+        self._state: PolicyState | None = None
+        self._build_lock = threading.Lock()
+        self._cache_size = settings.decision_cache_size
+
+    # ---- the answer ---------------------------------------------------------------------
+
+    def decide(self, request: AccessRequest) -> Decision:
+        """Decide; a deny is a Decision with reasons. Malformed requests raise
+        :class:`InvalidRequest`; every other failure is a deny (fail closed)."""
+        try:
+            state = self._current()
+            key = (request, state.epoch)
+            cached = state.decisions.get(key)
+            if cached is not None:
+                return cached
+            decision = self._evaluate(state, request)
+            if not state.time_sensitive and len(state.decisions) < self._cache_size:
+                state.decisions[key] = _as_cached(decision)
+            return decision
+        except InvalidRequest:
+            raise
+        except Exception as exc:  # fail closed: no error becomes an allow
+            log.warning("decision failed closed: %r", exc)
+            return Decision(
+                allowed=False,
+                chain=(request.principal,),
+                action=str(request.action),
+                resource=str(request.resource),
+                reasons=(f"decision failed, denied: {exc.__class__.__name__}: {exc}",),
+            )
+
+    def _current(self) -> PolicyState:
+        epoch = self._epoch.current()
+        now = self._clock()
+        state = self._state
+        if state is not None and state.epoch == epoch and now < state.valid_until:
+            return state
+        with self._build_lock:
+            state = self._state
+            if state is None or state.epoch != epoch or now >= state.valid_until:
+                state = self._build(epoch, now)
+                self._state = state
+        return state
+
+    def _build(self, epoch: int, now: datetime) -> PolicyState:
+        grace = self._settings.unowned_grace
+        rails = "".join(rail.text for rail in self._guardrails.list())
+        return PolicyState.build(
+            epoch,
+            now,
+            self._registry.list(_SYSTEM),
+            self._grants.live(),
+            rails,
+            lambda since: since + grace,
+        )
+
+    # ---- the delegation rule ----------------------------------------------------------
+
+    def _evaluate(self, state: PolicyState, request: AccessRequest) -> Decision:
+        action = check_action(request.action)
+        resource = check_resource(action, request.resource)
+        identities = self._identities(request)
+        td = self._settings.trust_domain
+        chain = tuple(p.display(td) for p in identities)
+
+        def deny(*reasons: str, policies: tuple[str, ...] = ()) -> Decision:
+            return Decision(
+                False, chain, action, resource, reasons, policies=policies, epoch=state.epoch
+            )
+
+        agents = [p for p in identities if p.kind == "agent"]
+        if len(agents) > self._settings.max_chain_depth:
+            return deny(
+                f"delegation chain of {len(agents)} agents is deeper than the cap "
+                f"({self._settings.max_chain_depth})"
+            )
+        for principal in agents:
+            if principal.id not in state.agents:
+                return deny(f"{principal.display(td)} is not a registered agent")
+        if request.scope is not None and not any(
+            Permission.parse(entry).covers(action, resource) for entry in request.scope
+        ):
+            return deny(f"{action}:{resource} is outside the token's scope")
+        context = self._context(request, agents)
+        compiled = state.chain(identities)
+        delta = json.dumps(
+            [
+                {
+                    "uid": {"type": "Resource", "id": resource},
+                    "attrs": {"path": resource, "depth": resource.count("/") + 1},
+                    "parents": [],
+                }
+            ]
+        )
+        entities = compiled.entities.with_added_json_str(delta)
+        results = cedarpy.is_authorized_batch(
+            [
+                {
+                    "principal": {"type": p.cedar_type, "id": p.id},
+                    "action": {"type": "Action", "id": action},
+                    "resource": {"type": "Resource", "id": resource},
+                    "context": context,
+                }
+                for p in identities
+            ],
+            compiled.policies,
+            entities,
+        )
+        return self._judge(state, identities, chain, action, resource, results)
+
+    def _identities(self, request: AccessRequest) -> tuple[Principal, ...]:
+        td = self._settings.trust_domain
+        found: list[Principal] = []
+        if request.on_behalf_of:
+            user = parse_principal(request.on_behalf_of, td)
+            if user.kind != "user":
+                raise InvalidRequest("on_behalf_of must name a person: user:<email>")
+            found.append(user)
+        for ref in request.chain:
+            agent = parse_principal(ref, td)
+            if agent.kind != "agent":
+                raise InvalidRequest("a delegation chain lists agents; people go in on_behalf_of")
+            found.append(agent)
+        subject = parse_principal(request.principal, td)
+        if not (found and found[-1] == subject):
+            found.append(subject)
+        if subject.kind == "user" and len(found) > 1:
+            raise InvalidRequest("a person acts only for themselves: no on_behalf_of or chain")
+        if len(set(found)) != len(found):
+            raise InvalidRequest("the delegation chain names an identity twice (a cycle)")
+        return tuple(found)
+
+    def _context(self, request: AccessRequest, agents: list[Principal]) -> dict[str, Any]:
+        try:
+            extra = json.loads(request.context) if request.context else {}
+        except ValueError:
+            raise InvalidRequest("context must be a JSON object") from None
+        if not isinstance(extra, dict):
+            raise InvalidRequest("context must be a JSON object")
+        clash = _RESERVED_CONTEXT.intersection(extra)
+        if clash:
+            raise InvalidRequest(f"context key {sorted(clash)[0]!r} is set by Tether")
+        now = self._clock()
+        on_behalf_of = request.on_behalf_of or ""
+        return {
+            **extra,
+            "chain_depth": len(agents),
+            "on_behalf_of": on_behalf_of.removeprefix("user:").lower(),
+            "time": int(now.timestamp()),
+            "hour": now.hour,
+        }
+
+    def _judge(
+        self,
+        state: PolicyState,
+        identities: tuple[Principal, ...],
+        chain: tuple[str, ...],
+        action: str,
+        resource: str,
+        results: list[cedarpy.AuthzResult],
+    ) -> Decision:
+        reasons: list[str] = []
+        granted: list[str] = []
+        forbidden: list[str] = []
+        allowed = True
+        for name, result in zip(chain, results, strict=True):
+            diagnostics = result.diagnostics
+            ids = [diagnostics.id_annotations_by_reason.get(r, r) for r in diagnostics.reasons]
+            if diagnostics.errors:
+                allowed = False
+                reasons.append(
+                    f"policy evaluation error for {name}: {'; '.join(diagnostics.errors)}"
+                )
+            elif result.allowed:
+                used = [i.removeprefix("grant:") for i in ids if i.startswith("grant:")]
+                granted.extend(used)
+                reasons.append(f"{name} allowed by grant {', '.join(used)}")
+            elif ids:
+                allowed = False
+                forbidden.extend(ids)
+                reasons.append(f"{name} forbidden by policy {', '.join(ids)}")
+            else:
+                allowed = False
+                reasons.append(f"{name} holds no grant for {action} on {resource}")
+        if not allowed:
+            reasons = [r for r in reasons if " allowed by " not in r]
+        return Decision(
+            allowed=allowed,
+            chain=chain,
+            action=action,
+            resource=resource,
+            reasons=tuple(reasons),
+            grants=tuple(dict.fromkeys(granted)) if allowed else (),
+            policies=tuple(dict.fromkeys(forbidden)),
+            epoch=state.epoch,
+        )
+
+
+def _as_cached(decision: Decision) -> Decision:
+    return replace(decision, cached=True)
