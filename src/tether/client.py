@@ -75,6 +75,40 @@ class Client:
         path = f"/v1/owners/{quote(email, safe='')}/offboard"
         return self._object("POST", path, json={"reason": reason})
 
+    def add_grant(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._object("POST", "/v1/grants", json=body)
+
+    def list_grants(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        grants: list[dict[str, Any]] = self._object("GET", "/v1/grants", params=params)["grants"]
+        return grants
+
+    def revoke_grant(self, grant_id: str, reason: str = "") -> dict[str, Any]:
+        path = f"/v1/grants/{quote(grant_id, safe='')}"
+        return self._object("DELETE", path, params={"reason": reason})
+
+    def add_policy(self, text: str, source: str = "") -> dict[str, Any]:
+        return self._object("POST", "/v1/policies", json={"text": text, "source": source})
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        policies: list[dict[str, Any]] = self._object("GET", "/v1/policies")["policies"]
+        return policies
+
+    def remove_policy(self, policy_id: str, reason: str = "") -> dict[str, Any]:
+        path = f"/v1/policies/{quote(policy_id, safe='')}"
+        return self._object("DELETE", path, params={"reason": reason})
+
+    def policy_schema(self) -> str:
+        return str(self._object("GET", "/v1/policies/schema")["schema"])
+
+    def review(self, owner: str | None = None) -> list[dict[str, Any]]:
+        params = {"owner": owner} if owner else {}
+        owners: list[dict[str, Any]] = self._object("GET", "/v1/review", params=params)["owners"]
+        return owners
+
+    def evaluate(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One AuthZEN evaluation."""
+        return self._object("POST", "/access/v1/evaluation", json=body)
+
     # ---- transport --------------------------------------------------------------------
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

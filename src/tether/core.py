@@ -19,6 +19,7 @@ from tether.policy.decision import AccessRequest, Decision
 from tether.policy.guardrails import Guardrails
 from tether.policy.pdp import DecisionPoint
 from tether.registry import Registry
+from tether.reports import Reports
 from tether.store import Store
 
 __all__ = ["InitResult", "Tether", "utcnow"]
@@ -51,6 +52,7 @@ class Tether:
         self.registry = Registry(store, settings, self.events, self.epoch, clock)
         self.grants = Grants(store, settings, self.registry, self.events, self.epoch, clock)
         self.guardrails = Guardrails(store, self.events, self.epoch, clock)
+        self.reports = Reports(settings, self.registry, self.grants, self.events, clock)
         self.pdp = DecisionPoint(
             settings, self.registry, self.grants, self.guardrails, self.epoch, clock
         )

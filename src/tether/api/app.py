@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tether.api import agents
+from tether.api import agents, authzen, grants
 from tether.api.errors import install_error_handlers
 from tether.core import Tether
 
@@ -25,6 +25,8 @@ def create_app(tether: Tether) -> FastAPI:
     app.state.tether = tether
     install_error_handlers(app)
     app.include_router(agents.router)
+    app.include_router(grants.router)
+    app.include_router(authzen.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:

@@ -8,7 +8,8 @@ import traceback
 
 import typer
 
-from tether.cli import agent, output, owner, server
+from tether.cli import agent, grant, output, owner, policy, server
+from tether.cli.authorize import authorize
 from tether.errors import TetherError
 
 __all__ = ["app", "main", "run"]
@@ -24,6 +25,10 @@ app.command()(server.init)
 app.command()(server.up)
 app.add_typer(agent.app, name="agent")
 app.add_typer(owner.app, name="owner")
+app.add_typer(grant.app, name="grant")
+app.add_typer(policy.app, name="policy")
+app.command()(grant.review)
+app.command()(authorize)
 
 
 def run(argv: list[str]) -> int:

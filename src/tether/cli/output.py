@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["agent_detail", "agent_table", "console", "emit", "error", "stderr"]
+__all__ = [
+    "agent_detail",
+    "agent_table",
+    "console",
+    "emit",
+    "error",
+    "grant_table",
+    "short_time",
+    "stderr",
+]
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output is not squeezed into 80 columns: tables keep one row per line.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _STATE_STYLE = {
@@ -34,7 +45,7 @@ def error(document: dict[str, str], *, as_json: bool) -> None:
     stderr.print(f"[bold red]error:[/] {document['error_description']}", markup=True)
 
 
-def _short_time(iso: str | None) -> str:
+def short_time(iso: str | None) -> str:
     return "-" if not iso else iso[:16].replace("T", " ") + "Z"
 
 
@@ -61,7 +72,7 @@ def agent_table(agents: Sequence[dict[str, Any]]) -> None:
             agent["kind"],
             _owner(agent),
             _state(agent),
-            _short_time(agent["expires_at"]),
+            short_time(agent["expires_at"]),
             parent,
         )
     console.print(table)
@@ -80,13 +91,40 @@ def agent_detail(agent: dict[str, Any], extra: dict[str, str] | None = None) -> 
         ("purpose", agent["purpose"] or "-"),
         ("parent", agent["parent"] or "-"),
         ("labels", labels),
-        ("created", f"{_short_time(agent['created_at'])} by {agent['created_by']}"),
-        ("expires", _short_time(agent["expires_at"])),
+        ("created", f"{short_time(agent['created_at'])} by {agent['created_by']}"),
+        ("expires", short_time(agent["expires_at"])),
         ("public key", agent["public_key"]),
     ]
     if agent.get("unowned_since"):
-        rows.append(("unowned since", _short_time(agent["unowned_since"])))
+        rows.append(("unowned since", short_time(agent["unowned_since"])))
     rows.extend((extra or {}).items())
     for key, value in rows:
         table.add_row(key, value)
+    console.print(table)
+
+
+def grant_table(grants: Sequence[dict[str, Any]]) -> None:
+    if not grants:
+        console.print("no grants")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "PRINCIPAL", "PERMISSION", "EXPIRES", "LAST USED", "NOTE"):
+        table.add_column(column)
+    for grant in grants:
+        principal = grant["principal"]
+        if principal.startswith("spiffe://"):
+            principal = principal.rsplit("/", 1)[-1]
+        note = grant.get("suggestion") or ""
+        if grant["broad"]:
+            note = ("[bold red]broad[/] " + note).strip()
+        if grant.get("condition"):
+            note = (note + " when " + grant["condition"]).strip()
+        table.add_row(
+            grant["id"],
+            principal,
+            f"{grant['action']}:{grant['resource']}",
+            short_time(grant["expires_at"]),
+            short_time(grant.get("last_used")),
+            note,
+        )
     console.print(table)

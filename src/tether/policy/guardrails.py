@@ -153,7 +153,7 @@ def _split(text: str, *, allow_builtin: bool = False) -> dict[str, str]:
         raise InvalidRequest("the file holds no policy")
     result = cedarpy.validate_policies(text, schema())
     if not result.validation_passed:
-        problems = "; ".join(str(e) for e in result.errors)
+        problems = "; ".join(str(e).strip() for e in result.errors)
         raise InvalidRequest(f"the policy does not validate against Tether's schema: {problems}")
     split: dict[str, str] = {}
     for est in static.values():

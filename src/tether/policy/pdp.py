@@ -85,6 +85,13 @@ class DecisionPoint:
                 reasons=(f"decision failed, denied: {exc.__class__.__name__}: {exc}",),
             )
 
+    def validate(self, request: AccessRequest) -> None:
+        """Raise :class:`InvalidRequest` for a malformed request, before any decision."""
+        action = check_action(request.action)
+        check_resource(action, request.resource)
+        self._identities(request)
+        self._context(request, [])
+
     def _current(self) -> PolicyState:
         epoch = self._epoch.current()
         now = self._clock()

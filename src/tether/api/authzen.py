@@ -1,0 +1,173 @@
+"""OpenID AuthZEN 1.0: Tether as the decision point of other gateways.
+
+``POST /access/v1/evaluation`` answers one request, ``POST /access/v1/evaluations`` a
+batch in request order. The subject is the acting agent (``type`` ``agent``) or person
+(``type`` ``user``); a delegation chain comes as ``context.on_behalf_of`` (the person) and
+``context.chain`` (agents, earliest first, the acting one last or omitted). Other context
+keys reach Cedar as request context. Callers authenticate as admins.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.api.deps import CallerDep, TetherDep
+from tether.core import Tether
+from tether.errors import Forbidden, InvalidRequest, TetherError
+from tether.policy.decision import AccessRequest, Decision
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["AuthZEN"])
+
+_MAX_BATCH = 1000
+
+
+class Subject(BaseModel):
+    type: str
+    id: str
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class Action(BaseModel):
+    name: str
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class Resource(BaseModel):
+    type: str = "resource"
+    id: str
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class Evaluation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subject: Subject | None = None
+    action: Action | None = None
+    resource: Resource | None = None
+    context: dict[str, Any] | None = None
+
+
+class Options(BaseModel):
+    evaluations_semantic: Literal["execute_all", "deny_on_first_deny", "permit_on_first_permit"] = (
+        "execute_all"
+    )
+
+
+class Evaluations(Evaluation):
+    evaluations: list[Evaluation] | None = None
+    options: Options = Field(default_factory=Options)
+
+
+def _admin(caller: Any) -> None:
+    if not caller.is_admin:
+        raise Forbidden("only admins (or gateways holding the admin token) ask the PDP")
+
+
+def _request(tether: Tether, item: Evaluation) -> AccessRequest:
+    if item.subject is None or item.action is None or item.resource is None:
+        raise InvalidRequest("an evaluation needs subject, action and resource")
+    context = dict(item.context or {})
+    if "token" in context:
+        raise InvalidRequest("context.token: Tether access tokens are not accepted yet")
+    on_behalf_of = context.pop("on_behalf_of", None)
+    chain = context.pop("chain", [])
+    if on_behalf_of is not None and not isinstance(on_behalf_of, str):
+        raise InvalidRequest("context.on_behalf_of must be a string: user:<email>")
+    if not isinstance(chain, list) or not all(isinstance(c, str) for c in chain):
+        raise InvalidRequest("context.chain must be a list of agent IDs")
+    if on_behalf_of and not on_behalf_of.startswith("user:"):
+        on_behalf_of = "user:" + on_behalf_of
+    subject = item.subject.id
+    if item.subject.type == "user" and not subject.startswith("user:"):
+        subject = "user:" + subject
+    request = AccessRequest.of(
+        subject,
+        item.action.name,
+        item.resource.id,
+        on_behalf_of=on_behalf_of,
+        chain=chain,
+        context=context,
+    )
+    tether.pdp.validate(request)
+    return request
+
+
+def _answer(decision: Decision) -> dict[str, Any]:
+    return {
+        "decision": decision.allowed,
+        "context": {
+            "reason_admin": {"en": "; ".join(decision.reasons)},
+            "tether": decision.to_dict(),
+        },
+    }
+
+
+def _error(exc: TetherError) -> dict[str, Any]:
+    return {"decision": False, "context": {"error": exc.to_dict()}}
+
+
+def _merged(base: Evaluations, item: Evaluation) -> Evaluation:
+    return Evaluation(
+        subject=item.subject or base.subject,
+        action=item.action or base.action,
+        resource=item.resource or base.resource,
+        context=item.context if item.context is not None else base.context,
+    )
+
+
+@router.get("/.well-known/authzen-configuration", tags=["AuthZEN"])
+def configuration(request: Request) -> dict[str, str]:
+    base = str(request.base_url).rstrip("/")
+    return {
+        "policy_decision_point": base,
+        "access_evaluation_endpoint": f"{base}/access/v1/evaluation",
+        "access_evaluations_endpoint": f"{base}/access/v1/evaluations",
+    }
+
+
+@router.post("/access/v1/evaluation")
+def evaluation(tether: TetherDep, caller: CallerDep, body: Evaluation) -> dict[str, Any]:
+    _admin(caller)
+    [decision] = tether.decide_all([_request(tether, body)])
+    return _answer(decision)
+
+
+@router.post("/access/v1/evaluations")
+def evaluations(tether: TetherDep, caller: CallerDep, body: Evaluations) -> dict[str, Any]:
+    _admin(caller)
+    if not body.evaluations:
+        [decision] = tether.decide_all([_request(tether, body)])
+        return _answer(decision)
+    if len(body.evaluations) > _MAX_BATCH:
+        raise InvalidRequest(f"at most {_MAX_BATCH} evaluations in one batch")
+    semantic = body.options.evaluations_semantic
+    parsed: list[AccessRequest | TetherError] = []
+    for item in body.evaluations:
+        try:
+            parsed.append(_request(tether, _merged(body, item)))
+        except TetherError as exc:
+            parsed.append(exc)
+    if semantic == "execute_all":
+        valid = [p for p in parsed if isinstance(p, AccessRequest)]
+        decided = iter(tether.decide_all(valid))
+        return {
+            "evaluations": [
+                _error(p) if isinstance(p, TetherError) else _answer(next(decided)) for p in parsed
+            ]
+        }
+    answers: list[dict[str, Any]] = []
+    for entry in parsed:
+        if isinstance(entry, TetherError):
+            answers.append(_error(entry))
+            allowed = False
+        else:
+            [decision] = tether.decide_all([entry])
+            answers.append(_answer(decision))
+            allowed = decision.allowed
+        if allowed == (semantic == "permit_on_first_permit"):
+            break
+    return {"evaluations": answers}

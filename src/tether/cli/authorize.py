@@ -1,0 +1,63 @@
+"""``tether authorize``: ask the decision point; exit 0 on allow, 3 on deny."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from tether.cli import output
+from tether.cli.context import open_client
+from tether.cli.options import Json
+from tether.errors import InvalidRequest
+
+__all__ = ["authorize"]
+
+
+def authorize(
+    principal: Annotated[str, typer.Option(help="The acting agent, or user:EMAIL.")],
+    action: Annotated[str, typer.Option(help="tools/call, resources/read, ...")],
+    resource: Annotated[str, typer.Option(help="e.g. github/create_issue")],
+    on_behalf_of: Annotated[
+        str | None, typer.Option(help="The person the task is for: user:EMAIL.")
+    ] = None,
+    chain: Annotated[
+        list[str] | None, typer.Option(help="Agents before the acting one, earliest first.")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="Extra Cedar context, a JSON object.")] = None,
+    json_: Json = False,
+) -> None:
+    """Would this request be allowed? Every identity of the chain must hold a grant."""
+    extra: dict[str, Any] = {}
+    if context is not None:
+        try:
+            extra = json.loads(context)
+        except ValueError as exc:
+            raise InvalidRequest(f"--context is not JSON: {exc}") from None
+        if not isinstance(extra, dict):
+            raise InvalidRequest("--context must be a JSON object")
+    if on_behalf_of is not None:
+        extra["on_behalf_of"] = on_behalf_of
+    if chain:
+        extra["chain"] = chain
+    kind = "user" if principal.startswith("user:") else "agent"
+    body = {
+        "subject": {"type": kind, "id": principal},
+        "action": {"name": action},
+        "resource": {"type": "resource", "id": resource},
+        "context": extra,
+    }
+    with open_client() as client:
+        answer = client.evaluate(body)
+    decision = answer["context"]["tether"]
+    if json_:
+        output.emit(decision)
+    else:
+        verdict = "[bold green]ALLOW[/]" if decision["allowed"] else "[bold red]DENY[/]"
+        output.console.print(f"{verdict} {decision['action']} {decision['resource']}")
+        output.console.print("chain: " + " -> ".join(decision["chain"]), markup=False)
+        for reason in decision["reasons"]:
+            output.console.print(f"  - {reason}", markup=False)
+    if not decision["allowed"]:
+        raise typer.Exit(3)

@@ -1,0 +1,121 @@
+"""Least-privilege reports: unused, expiring and broad grants, and the owner review."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from tether.callers import Caller
+from tether.config import Settings
+from tether.durations import format_duration
+from tether.events import EventLog
+from tether.grants import Grant, Grants
+from tether.model import Agent, AgentState
+from tether.registry import Registry
+
+__all__ = ["GrantReport", "Reports"]
+
+
+@dataclass(frozen=True, slots=True)
+class GrantReport:
+    grant: Grant
+    last_used: datetime | None
+    suggestion: str
+
+    def to_dict(self, trust_domain: str) -> dict[str, Any]:
+        return {
+            **self.grant.to_dict(trust_domain),
+            "last_used": self.last_used.isoformat() if self.last_used else None,
+            "suggestion": self.suggestion,
+        }
+
+
+class Reports:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        grants: Grants,
+        log: EventLog,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._grants = grants
+        self._log = log
+        self._clock = clock
+
+    def last_uses(self, since: datetime) -> dict[str, datetime]:
+        """When each grant last allowed a decision, from the decision record since ``since``."""
+        used: dict[str, datetime] = {}
+        for event in self._log.list(type="decision", since=since):
+            if event.detail.get("allowed"):
+                for grant_id in event.detail.get("grants", ()):
+                    used[str(grant_id)] = event.at
+        return used
+
+    def grants(
+        self,
+        by: Caller,
+        *,
+        principal: str | None = None,
+        unused: timedelta | None = None,
+        expiring: timedelta | None = None,
+        broad: bool = False,
+    ) -> list[GrantReport]:
+        now = self._clock()
+        window = unused or self._settings.review_window
+        uses = self.last_uses(now - window)
+        found = self._grants.list(by, principal=principal)
+        if unused is not None:
+            found = [g for g in found if g.id not in uses]
+        if expiring is not None:
+            found = [g for g in found if g.expires_at <= now + expiring]
+        if broad:
+            found = [g for g in found if g.broad]
+        agents: dict[str, Agent] = {str(a.name): a for a in self._registry.list(by)}
+        return [self._report(g, uses.get(g.id), agents, window, now) for g in found]
+
+    def _report(
+        self,
+        grant: Grant,
+        last_used: datetime | None,
+        agents: dict[str, Agent],
+        window: timedelta,
+        now: datetime,
+    ) -> GrantReport:
+        agent = agents.get(grant.principal.id) if grant.principal.kind == "agent" else None
+        if agent is not None and agent.state is not AgentState.ACTIVE:
+            suggestion = f"revoke: the agent is {agent.state.value}"
+        elif grant.broad:
+            suggestion = "narrow: a broad grant"
+        elif last_used is None:
+            suggestion = f"revoke: unused for {format_duration(window)}"
+        elif grant.expires_at <= now + timedelta(days=7):
+            suggestion = f"keep: renew before {grant.expires_at.date().isoformat()}"
+        else:
+            suggestion = "keep"
+        return GrantReport(grant, last_used, suggestion)
+
+    def review(self, by: Caller, owner: str | None = None) -> list[dict[str, Any]]:
+        """Per owner, each agent with its grants, last use and a keep/revoke suggestion."""
+        td = self._settings.trust_domain
+        reports = {r.grant.id: r for r in self.grants(by)}
+        by_principal: dict[str, list[GrantReport]] = {}
+        for report in reports.values():
+            by_principal.setdefault(report.grant.principal.key, []).append(report)
+        owners: dict[str, list[dict[str, Any]]] = {}
+        for agent in self._registry.list(by, owner=owner):
+            if agent.state in (AgentState.RETIRED, AgentState.KILLED):
+                continue
+            rows = by_principal.get(f"agent:{agent.name}", [])
+            owners.setdefault(agent.owner or "(unowned)", []).append(
+                {
+                    "agent": agent.id,
+                    "state": agent.state.value,
+                    "grants": [r.to_dict(td) for r in rows],
+                }
+            )
+        return [{"owner": name, "agents": owners[name]} for name in sorted(owners)]
