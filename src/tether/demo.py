@@ -10,9 +10,10 @@ from tether.agent_keys import generate_key_pair, write_private_key
 from tether.callers import Caller
 from tether.core import Tether
 from tether.errors import NotFound
+from tether.grants import GrantSpec
 from tether.registry import AgentSpec, Registry
 
-__all__ = ["DEMO_AGENTS", "DemoAgent", "seed_demo"]
+__all__ = ["DEMO_AGENTS", "DEMO_GRANTS", "DemoAgent", "seed_demo"]
 
 _SEEDER = Caller.system("demo")
 
@@ -58,6 +59,22 @@ DEMO_AGENTS = (
     DemoAgent("desktop-client", "bob@example.com", "mcp-client", "Bob's desktop MCP client"),
     DemoAgent("files-mcp", "carol@example.com", "mcp-server", "Serves the shared drive over MCP"),
 )
+DEMO_GRANTS = (
+    ("support-bot", "tools/call", "zendesk/*"),
+    ("triage-worker", "tools/call", "zendesk/get_ticket"),
+    ("github-connector", "tools/call", "github/create_issue"),
+    ("github-connector", "tools/call", "github/list_issues"),
+    ("code-copilot", "tools/call", "github/*"),
+    ("code-copilot", "resources/read", "repo/**"),
+    ("user:alice@example.com", "tools/call", "github/*"),
+    ("user:alice@example.com", "tools/call", "zendesk/*"),
+    ("user:bob@example.com", "tools/call", "github/*"),
+)
+NO_DELETES = """\
+@id("no-deletes")
+forbid (principal, action == Action::"tools/call", resource)
+when { resource.path like "*delete*" };
+"""
 _UNOWNED = DemoAgent(
     "legacy-scraper", "dave@example.com", "other", "Scrapes the old wiki; its owner has left"
 )
@@ -104,5 +121,10 @@ def seed_demo(tether: Tether) -> bool:
     past = tether.clock() - timedelta(days=100)
     backdated = Registry(tether.store, tether.settings, tether.events, tether.epoch, lambda: past)
     _register(backdated, _EXPIRED, tether, timedelta(days=90))
+    for principal, action, resource in DEMO_GRANTS:
+        tether.grants.add(
+            _SEEDER, GrantSpec(principal, action, resource, reason="demo organisation")
+        )
+    tether.guardrails.add(_SEEDER, NO_DELETES, "demo/no-deletes.cedar")
     tether.registry.sweep()
     return True

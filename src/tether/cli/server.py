@@ -80,8 +80,8 @@ def up(
         "Try:",
         f'  curl -s -H "Authorization: Bearer {token_cmd}" {url}/v1/agents',
         f"  TETHER_URL={url} .venv/bin/tether agent list --unowned",
-        "  .venv/bin/tether agent register my-agent --owner you@example.com --kind copilot "
-        "--expires 30d",
+        f"  TETHER_URL={url} .venv/bin/tether authorize --principal github-connector "
+        "--on-behalf-of user:alice@example.com --action tools/call --resource github/create_issue",
         "",
     ]
     output.console.print("\n".join(lines), markup=False)
