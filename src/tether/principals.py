@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from tether.model import parse_agent_ref, parse_email
@@ -36,6 +37,7 @@ class Principal:
         return cls("user" if kind == "user" else "agent", ident)
 
 
+@lru_cache(maxsize=65536)
 def parse_principal(text: str, trust_domain: str) -> Principal:
     if isinstance(text, str) and text.startswith("user:"):
         return Principal("user", parse_email(text[len("user:") :]))

@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -64,14 +63,13 @@ class DecisionPoint:
         """Decide; a deny is a Decision with reasons. Malformed requests raise
         :class:`InvalidRequest`; every other failure is a deny (fail closed)."""
         try:
-            state = self._current()
-            key = (request, state.epoch)
-            cached = state.decisions.get(key)
+            state, now = self._current()
+            cached = state.decisions.get(request)
             if cached is not None:
                 return cached
-            decision = self._evaluate(state, request)
+            decision = self._evaluate(state, request, now)
             if not state.time_sensitive and len(state.decisions) < self._cache_size:
-                state.decisions[key] = _as_cached(decision)
+                state.decisions[request] = _as_cached(decision)
             return decision
         except InvalidRequest:
             raise
@@ -90,20 +88,20 @@ class DecisionPoint:
         action = check_action(request.action)
         check_resource(action, request.resource)
         self._identities(request)
-        self._context(request, [])
+        self._context(request, [], self._clock())
 
-    def _current(self) -> PolicyState:
+    def _current(self) -> tuple[PolicyState, datetime]:
         epoch = self._epoch.current()
         now = self._clock()
         state = self._state
         if state is not None and state.epoch == epoch and now < state.valid_until:
-            return state
+            return state, now
         with self._build_lock:
             state = self._state
             if state is None or state.epoch != epoch or now >= state.valid_until:
                 state = self._build(epoch, now)
                 self._state = state
-        return state
+        return state, now
 
     def _build(self, epoch: int, now: datetime) -> PolicyState:
         grace = self._settings.unowned_grace
@@ -119,7 +117,7 @@ class DecisionPoint:
 
     # ---- the delegation rule ----------------------------------------------------------
 
-    def _evaluate(self, state: PolicyState, request: AccessRequest) -> Decision:
+    def _evaluate(self, state: PolicyState, request: AccessRequest, now: datetime) -> Decision:
         action = check_action(request.action)
         resource = check_resource(action, request.resource)
         identities = self._identities(request)
@@ -144,16 +142,14 @@ class DecisionPoint:
             Permission.parse(entry).covers(action, resource) for entry in request.scope
         ):
             return deny(f"{action}:{resource} is outside the token's scope")
-        context = self._context(request, agents)
+        # Serialised once for every identity; resources and actions are checked to hold
+        # no characters that JSON would escape.
+        context = json.dumps(self._context(request, agents, now))
         compiled = state.chain(identities)
-        delta = json.dumps(
-            [
-                {
-                    "uid": {"type": "Resource", "id": resource},
-                    "attrs": {"path": resource, "depth": resource.count("/") + 1},
-                    "parents": [],
-                }
-            ]
+        depth = resource.count("/") + 1
+        delta = (
+            f'[{{"uid":{{"type":"Resource","id":"{resource}"}},'
+            f'"attrs":{{"path":"{resource}","depth":{depth}}},"parents":[]}}]'
         )
         entities = compiled.entities.with_added_json_str(delta)
         results = cedarpy.is_authorized_batch(
@@ -193,7 +189,9 @@ class DecisionPoint:
             raise InvalidRequest("the delegation chain names an identity twice (a cycle)")
         return tuple(found)
 
-    def _context(self, request: AccessRequest, agents: list[Principal]) -> dict[str, Any]:
+    def _context(
+        self, request: AccessRequest, agents: list[Principal], now: datetime
+    ) -> dict[str, Any]:
         try:
             extra = json.loads(request.context) if request.context else {}
         except ValueError:
@@ -203,7 +201,6 @@ class DecisionPoint:
         clash = _RESERVED_CONTEXT.intersection(extra)
         if clash:
             raise InvalidRequest(f"context key {sorted(clash)[0]!r} is set by Tether")
-        now = self._clock()
         on_behalf_of = request.on_behalf_of or ""
         return {
             **extra,
@@ -259,5 +256,7 @@ class DecisionPoint:
         )
 
 
-def _as_cached(decision: Decision) -> Decision:
-    return replace(decision, cached=True)
+def _as_cached(d: Decision) -> Decision:
+    return Decision(
+        d.allowed, d.chain, d.action, d.resource, d.reasons, d.grants, d.policies, d.epoch, True
+    )

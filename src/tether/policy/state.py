@@ -14,7 +14,7 @@ import cedarpy
 
 from tether.grants import Grant
 from tether.model import Agent, AgentState
-from tether.policy.decision import Decision
+from tether.policy.decision import AccessRequest, Decision
 from tether.principals import Principal
 
 __all__ = ["CompiledChain", "PolicyState"]
@@ -36,8 +36,8 @@ class PolicyState:
     grants: dict[str, list[Grant]]  # by principal key
     guardrails: str  # built-in and organisation guardrails, as Cedar text
     time_sensitive: bool
-    decisions: dict[tuple[Any, ...], Decision] = field(default_factory=dict)
-    _chains: dict[tuple[str, ...], CompiledChain] = field(default_factory=dict)
+    decisions: dict[AccessRequest, Decision] = field(default_factory=dict)
+    _chains: dict[tuple[Principal, ...], CompiledChain] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -74,8 +74,7 @@ class PolicyState:
 
     def chain(self, principals: tuple[Principal, ...]) -> CompiledChain:
         """Parsed policies (guardrails + these principals' grants) and entities, cached."""
-        key = tuple(p.key for p in principals)
-        compiled = self._chains.get(key)
+        compiled = self._chains.get(principals)
         if compiled is not None:
             return compiled
         text = self.guardrails + "".join(
@@ -89,7 +88,7 @@ class PolicyState:
         with self._lock:
             if len(self._chains) >= _MAX_CHAINS:
                 self._chains.clear()
-            self._chains[key] = compiled
+            self._chains[principals] = compiled
         return compiled
 
     def _entity(self, principal: Principal) -> dict[str, Any]:
