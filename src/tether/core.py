@@ -139,7 +139,7 @@ class Tether:
                 "type": "decision",
                 "actor": d.chain[-1] if d.chain else "?",
                 "subject": f"{d.action}:{d.resource}",
-                "reason": "; ".join(d.reasons),
+                "reason": "; ".join(d.reasons).replace("\x00", "\\x00"),
                 "detail": d.to_dict(),
             }
             for d in decisions

@@ -162,8 +162,8 @@ class Permission:
     def covers(self, action: str, resource: str) -> bool:
         if self.action not in ("*", action):
             return False
-        if self.resource == "*" and action == "delegate":
-            return True
+        if self.resource == "*" and (action == "delegate" or self.action == "*"):
+            return True  # as in cedar_match: "*" names any agent, and "*:*" anything
         return pattern_matches(self.resource, resource)
 
     def __str__(self) -> str:

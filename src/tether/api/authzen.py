@@ -81,6 +81,8 @@ def _request(tether: Tether, item: Evaluation) -> AccessRequest:
         raise InvalidRequest("context.chain must be a list of agent IDs")
     if on_behalf_of and not on_behalf_of.startswith("user:"):
         on_behalf_of = "user:" + on_behalf_of
+    if item.subject.type not in ("agent", "user"):
+        raise InvalidRequest("subject.type must be agent or user")
     subject = item.subject.id
     if item.subject.type == "user" and not subject.startswith("user:"):
         subject = "user:" + subject

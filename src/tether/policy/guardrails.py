@@ -166,6 +166,12 @@ def _split(text: str, *, allow_builtin: bool = False) -> dict[str, str]:
             raise InvalidRequest(f"@id {pid!r} is reserved (tether-*, grant:*)")
         if pid in split:
             raise InvalidRequest(f"@id {pid!r} appears twice")
+        if est.get("effect") != "forbid" and not allow_builtin:
+            raise InvalidRequest(
+                "guardrails are forbid policies: a permit cannot stand in for grants "
+                "(use `tether grant add`)"
+            )
+
         one = {"staticPolicies": {"policy0": est}, "templates": {}, "templateLinks": []}
         split[pid] = cedarpy.policies_from_json_str(json.dumps(one)).strip() + "\n"
     return split

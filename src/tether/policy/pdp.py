@@ -201,6 +201,7 @@ class DecisionPoint:
         clash = _RESERVED_CONTEXT.intersection(extra)
         if clash:
             raise InvalidRequest(f"context key {sorted(clash)[0]!r} is set by Tether")
+        _check_context_value(extra, "context")
         on_behalf_of = request.on_behalf_of or ""
         return {
             **extra,
@@ -231,11 +232,11 @@ class DecisionPoint:
                 reasons.append(
                     f"policy evaluation error for {name}: {'; '.join(diagnostics.errors)}"
                 )
-            elif result.allowed:
+            elif result.allowed and any(i.startswith("grant:") for i in ids):
                 used = [i.removeprefix("grant:") for i in ids if i.startswith("grant:")]
                 granted.extend(used)
                 reasons.append(f"{name} allowed by grant {', '.join(used)}")
-            elif ids:
+            elif ids and not result.allowed:
                 allowed = False
                 forbidden.extend(ids)
                 reasons.append(f"{name} forbidden by policy {', '.join(ids)}")
@@ -254,6 +255,36 @@ class DecisionPoint:
             policies=tuple(dict.fromkeys(forbidden)),
             epoch=state.epoch,
         )
+
+
+_LONG = 2**63
+
+
+def _check_context_value(value: Any, where: str) -> None:
+    """Context must be what Cedar can hold: strings (no NUL), booleans, 64-bit integers,
+    lists and objects of those. Floats and nulls are refused, not silently denied."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -_LONG <= value < _LONG:
+            raise InvalidRequest(f"{where}: integer out of Cedar's 64-bit range")
+        return
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidRequest(f"{where}: NUL is not allowed in context strings")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_context_value(item, f"{where}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise InvalidRequest(f"{where}: NUL is not allowed in context keys")
+            _check_context_value(item, f"{where}.{key}")
+        return
+    kind = "null" if value is None else type(value).__name__
+    raise InvalidRequest(f"{where}: {kind} values are not allowed in Cedar context")
 
 
 def _as_cached(d: Decision) -> Decision:
