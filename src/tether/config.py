@@ -71,6 +71,11 @@ class Settings(BaseModel):
     max_chain_depth: int = Field(default=4, ge=1, le=16)
     decision_staleness_ms: int = Field(default=1000, ge=0, le=60_000)
     decision_cache_size: int = Field(default=100_000, ge=0)
+    issuer: str = "http://127.0.0.1:8700"
+    token_ttl_default: Duration = timedelta(minutes=5)
+    token_ttl_max: Duration = timedelta(minutes=15)
+    token_leeway: Duration = timedelta(seconds=30)
+    assertion_ttl_max: Duration = timedelta(minutes=5)
     admin_groups: tuple[str, ...] = ()
     idp: tuple[IdpConfig, ...] = ()
 
@@ -80,6 +85,10 @@ class Settings(BaseModel):
             raise ValueError(f"invalid trust_domain {self.trust_domain!r}")
         if self.agent_lifetime_default > self.agent_lifetime_max:
             raise ValueError("agent_lifetime_default is longer than agent_lifetime_max")
+        if self.token_ttl_default > self.token_ttl_max:
+            raise ValueError("token_ttl_default is longer than token_ttl_max")
+        if not self.issuer.startswith(("https://", "http://")) or self.issuer.endswith("/"):
+            raise ValueError("issuer must be an http(s) URL without a trailing slash")
         if self.grant_lifetime_default > self.grant_lifetime_max:
             raise ValueError("grant_lifetime_default is longer than grant_lifetime_max")
         return self

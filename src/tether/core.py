@@ -15,12 +15,14 @@ from tether.errors import Denied, StoreUnavailable, TetherError, Unauthenticated
 from tether.events import EventLog
 from tether.grants import Grants
 from tether.idp import IdentityProviders
+from tether.keys import SigningKeys
 from tether.policy.decision import AccessRequest, Decision
 from tether.policy.guardrails import Guardrails
 from tether.policy.pdp import DecisionPoint
 from tether.registry import Registry
 from tether.reports import Reports
 from tether.store import Store
+from tether.tokens import Tokens
 
 __all__ = ["InitResult", "Tether", "utcnow"]
 
@@ -52,6 +54,10 @@ class Tether:
         self.registry = Registry(store, settings, self.events, self.epoch, clock)
         self.grants = Grants(store, settings, self.registry, self.events, self.epoch, clock)
         self.guardrails = Guardrails(store, self.events, self.epoch, clock)
+        self.keys = SigningKeys(store, settings, self.events, clock)
+        self.tokens = Tokens(
+            store, settings, self.keys, self.registry, self.grants, self.events, self.epoch, clock
+        )
         self.reports = Reports(settings, self.registry, self.grants, self.events, clock)
         self.pdp = DecisionPoint(
             settings, self.registry, self.grants, self.guardrails, self.epoch, clock
@@ -93,6 +99,7 @@ class Tether:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         settings.keys_dir.mkdir(mode=0o700, exist_ok=True)
         tether = cls.open(settings, migrate=True)
+        tether.keys.ensure()
         token: str | None = None
         if not tether.admin_tokens.exist():
             token = tether.admin_tokens.create()

@@ -7,12 +7,20 @@ form: the HTTP status, the OAuth / JSON ``error`` code and the CLI exit code.
     +-- InvalidRequest               400 invalid_request         exit 2
     |   +-- OwnerRequired            400 invalid_request         exit 2
     +-- Unauthenticated              401 invalid_token           exit 1
+    |   +-- InvalidToken             401 invalid_token           exit 4  (verification failed)
+    |   +-- InvalidClient            401 invalid_client          exit 3
     +-- Forbidden                    403 access_denied           exit 3
     |   +-- Denied                   403 access_denied           exit 3  (a decision)
     +-- NotFound                     404 not_found               exit 1
     +-- Conflict                     409 conflict                exit 1
     +-- IllegalTransition            409 invalid_state           exit 3
     +-- StoreUnavailable             503 temporarily_unavailable exit 1
+    +-- OAuthError                   400 (RFC 6749 5.2 codes)    exit 3
+        +-- InvalidGrant             400 invalid_grant
+        +-- InvalidScope             400 invalid_scope
+        +-- InvalidTarget            400 invalid_target          (RFC 8707)
+        +-- UnauthorizedClient       400 unauthorized_client
+        +-- UnsupportedGrantType     400 unsupported_grant_type  exit 2
 
 Exit codes follow DESIGN §4: 0 success, 1 error, 2 usage (bad input), 3 denied or refused,
 4 verification failed.
@@ -27,12 +35,20 @@ __all__ = [
     "Denied",
     "Forbidden",
     "IllegalTransition",
+    "InvalidClient",
+    "InvalidGrant",
     "InvalidRequest",
+    "InvalidScope",
+    "InvalidTarget",
+    "InvalidToken",
     "NotFound",
+    "OAuthError",
     "OwnerRequired",
     "StoreUnavailable",
     "TetherError",
     "Unauthenticated",
+    "UnauthorizedClient",
+    "UnsupportedGrantType",
     "error_for_code",
 ]
 
@@ -70,6 +86,19 @@ class Unauthenticated(TetherError):
 
     status_code = 401
     error = "invalid_token"
+
+
+class InvalidToken(Unauthenticated):
+    """A token that does not verify: bad signature, wrong audience, expired, revoked ..."""
+
+    exit_code = 4
+
+
+class InvalidClient(Unauthenticated):
+    """Client authentication failed (RFC 6749 section 5.2)."""
+
+    error = "invalid_client"
+    exit_code = 3
 
 
 class Forbidden(TetherError):
@@ -118,6 +147,45 @@ class StoreUnavailable(TetherError):
     error = "temporarily_unavailable"
 
 
+class OAuthError(TetherError):
+    """An error of the token endpoint, in RFC 6749 section 5.2 form."""
+
+    status_code = 400
+    error = "invalid_request"
+    exit_code = 3
+
+
+class InvalidGrant(OAuthError):
+    """The grant (a subject token, an assertion) is invalid, expired or revoked."""
+
+    error = "invalid_grant"
+
+
+class InvalidScope(OAuthError):
+    """The requested scope is beyond what the client (or the chain) may have."""
+
+    error = "invalid_scope"
+
+
+class InvalidTarget(OAuthError):
+    """The requested resource or audience is not acceptable (RFC 8707)."""
+
+    error = "invalid_target"
+
+
+class UnauthorizedClient(OAuthError):
+    """This client may not use this grant type (not active, unowned ...)."""
+
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    """The grant type is not supported."""
+
+    error = "unsupported_grant_type"
+    exit_code = 2
+
+
 _BY_CODE: dict[str, type[TetherError]] = {
     cls.error: cls
     for cls in (
@@ -129,6 +197,12 @@ _BY_CODE: dict[str, type[TetherError]] = {
         Conflict,
         IllegalTransition,
         StoreUnavailable,
+        InvalidClient,
+        InvalidGrant,
+        InvalidScope,
+        InvalidTarget,
+        UnauthorizedClient,
+        UnsupportedGrantType,
     )
 }
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tether.api import agents, authzen, grants
+from tether.api import agents, authzen, grants, oauth
 from tether.api.errors import install_error_handlers
 from tether.core import Tether
 
@@ -27,6 +27,7 @@ def create_app(tether: Tether) -> FastAPI:
     app.include_router(agents.router)
     app.include_router(grants.router)
     app.include_router(authzen.router)
+    app.include_router(oauth.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:

@@ -57,11 +57,13 @@ def up(
     from tether.sweeper import Sweeper
 
     config = settings()
+    url = f"http://{host}:{port}"
+    if "issuer" not in config.model_fields_set:  # tokens name the address actually served
+        config = config.model_copy(update={"issuer": url})
     tether, result = Tether.init(config)
     if demo:
         seed_demo(tether)
     token_file = config.admin_token_file
-    url = f"http://{host}:{port}"
     token_cmd = f"$(cat {shlex.quote(str(token_file))})"
     lines = [
         f"Tether serving {url}  (store: {result.database})",

@@ -4,10 +4,13 @@ from tether.store.engine import Store
 from tether.store.tables import (
     admin_tokens,
     agents,
+    assertion_jtis,
     events,
     grants,
+    issued_tokens,
     metadata,
     policies,
+    signing_keys,
     state_epoch,
 )
 
@@ -15,9 +18,12 @@ __all__ = [
     "Store",
     "admin_tokens",
     "agents",
+    "assertion_jtis",
     "events",
     "grants",
+    "issued_tokens",
     "metadata",
     "policies",
+    "signing_keys",
     "state_epoch",
 ]

@@ -21,10 +21,13 @@ from tether.store.types import UtcDateTime
 __all__ = [
     "admin_tokens",
     "agents",
+    "assertion_jtis",
     "events",
     "grants",
+    "issued_tokens",
     "metadata",
     "policies",
+    "signing_keys",
     "state_epoch",
 ]
 
@@ -122,4 +125,41 @@ state_epoch = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("value", BigInteger, nullable=False),
+)
+
+# Tether's token-signing keys: public halves here (every process can verify), private
+# halves only in TETHER_HOME (mode 0600). A retired key stays published until the tokens
+# it signed have expired.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("public_key", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("retired_at", UtcDateTime, nullable=True),
+)
+
+# Every access token issued: for introspection, revocation and the exchange family tree.
+issued_tokens = Table(
+    "issued_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("parent_jti", String(64), nullable=True),
+    Column("subject", String(300), nullable=False),
+    Column("client_id", String(300), nullable=False),
+    Column("audience", String(512), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Index("ix_issued_tokens_parent_jti", "parent_jti"),
+)
+
+# Client-assertion IDs already used (RFC 7523 jti): a replay is refused.
+assertion_jtis = Table(
+    "assertion_jtis",
+    metadata,
+    Column("jti", String(300), primary_key=True),
+    Column("client_id", String(300), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
 )

@@ -1,0 +1,118 @@
+"""The OAuth 2 authorization server for agents: RFC 8414 metadata, the JWKS, the token
+endpoint (client_credentials with private_key_jwt, RFC 7523), RFC 7662 introspection and
+RFC 7009 revocation. Bodies are ``application/x-www-form-urlencoded``."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from tether.api.deps import TetherDep
+from tether.callers import Caller
+from tether.core import Tether
+from tether.durations import parse_duration
+from tether.errors import InvalidClient, InvalidRequest, UnsupportedGrantType
+from tether.tokens import ASSERTION_TYPE
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["OAuth 2"])
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_MAX_FORM = 32_768
+
+
+async def _form(request: Request) -> dict[str, str]:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise InvalidRequest("send the body as application/x-www-form-urlencoded")
+    body = await request.body()
+    if len(body) > _MAX_FORM:
+        raise InvalidRequest("request body too large")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("malformed form body") from None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:
+            raise InvalidRequest(f"parameter {key!r} given twice")  # RFC 6749 section 3.2
+        form[key] = value
+    return form
+
+
+def _caller(tether: Tether, request: Request, form: dict[str, str]) -> Caller:
+    """An admin (bearer) or an agent (client assertion in the form)."""
+    if "client_assertion" in form or "client_assertion_type" in form:
+        agent = tether.tokens.authenticate_client(
+            form.get("client_assertion_type"), form.get("client_assertion")
+        )
+        return Caller(f"agent:{agent.id}")
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer" or not credentials:
+        raise InvalidClient("authenticate with the admin token or a client assertion")
+    return tether.authenticate(credentials.strip())
+
+
+@router.get("/.well-known/oauth-authorization-server")
+def metadata(tether: TetherDep) -> dict[str, Any]:
+    issuer = tether.settings.issuer
+    return {
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/oauth2/token",
+        "introspection_endpoint": f"{issuer}/oauth2/introspect",
+        "revocation_endpoint": f"{issuer}/oauth2/revoke",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        "introspection_endpoint_auth_methods_supported": ["private_key_jwt", "bearer"],
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt", "bearer"],
+        "response_types_supported": [],
+        "scopes_supported": [],
+    }
+
+
+@router.get("/.well-known/jwks.json")
+def jwks(tether: TetherDep) -> dict[str, Any]:
+    return tether.keys.jwks()
+
+
+@router.post("/oauth2/token")
+async def token(tether: TetherDep, request: Request) -> JSONResponse:
+    form = await _form(request)
+    grant_type = form.get("grant_type")
+    if grant_type != "client_credentials":
+        raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
+    if form.get("client_assertion_type") != ASSERTION_TYPE:
+        raise InvalidClient(f"client_assertion_type must be {ASSERTION_TYPE}")
+    agent = tether.tokens.authenticate_client(
+        form.get("client_assertion_type"), form.get("client_assertion")
+    )
+    audience = form.get("resource") or form.get("audience")
+    ttl = parse_duration(form["ttl"]) if form.get("ttl") else None
+    issued = tether.tokens.client_credentials(agent, audience, form.get("scope"), ttl)
+    return JSONResponse(issued.to_dict(), headers=_NO_STORE)
+
+
+@router.post("/oauth2/introspect")
+async def introspect(tether: TetherDep, request: Request) -> JSONResponse:
+    form = await _form(request)
+    _caller(tether, request, form)
+    if "token" not in form:
+        raise InvalidRequest("the token parameter is required")
+    return JSONResponse(tether.tokens.introspect(form["token"]), headers=_NO_STORE)
+
+
+@router.post("/oauth2/revoke")
+async def revoke(tether: TetherDep, request: Request) -> JSONResponse:
+    form = await _form(request)
+    caller = _caller(tether, request, form)
+    if "token" not in form:
+        raise InvalidRequest("the token parameter is required")
+    count = tether.tokens.revoke(caller, form["token"])
+    return JSONResponse({"revoked": count}, headers=_NO_STORE)

@@ -1,0 +1,141 @@
+"""Tether's token-signing keys: Ed25519, rotated, published as a JWKS.
+
+The private half of each key lives in ``TETHER_HOME/signing/<kid>.pem`` (mode 0600);
+public halves are in the store, so every process sharing it verifies every token. After
+``rotate`` the previous key stays in the JWKS until every token it signed has expired.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import insert, select, update
+
+from tether.agent_keys import write_private_key
+from tether.callers import Caller
+from tether.config import Settings
+from tether.errors import Forbidden, StoreUnavailable
+from tether.events import EventLog
+from tether.jose import b64url_decode, b64url_encode, public_jwk, raw_public, thumbprint
+from tether.store import Store, signing_keys
+
+__all__ = ["SigningKeys"]
+
+_REFRESH_SECONDS = 1.0
+
+
+class SigningKeys:
+    def __init__(
+        self, store: Store, settings: Settings, log: EventLog, clock: Callable[[], datetime]
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._log = log
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._current: tuple[str, Ed25519PrivateKey] | None = None
+        self._public: dict[str, bytes] = {}
+        self._loaded_at = float("-inf")
+
+    @property
+    def _dir(self) -> Path:
+        return self._settings.home / "signing"
+
+    def ensure(self) -> str:
+        """Make the first key if there is none; returns the current kid."""
+        with self._store.read() as conn:
+            row = conn.execute(
+                select(signing_keys.c.kid)
+                .where(signing_keys.c.retired_at.is_(None))
+                .order_by(signing_keys.c.created_at.desc())
+            ).first()
+        return str(row.kid) if row is not None else self._create(None)
+
+    def rotate(self, by: Caller) -> str:
+        if not by.is_admin:
+            raise Forbidden("only an admin can rotate signing keys")
+        return self._create(by)
+
+    def _create(self, by: Caller | None) -> str:
+        private = Ed25519PrivateKey.generate()
+        raw = raw_public(private.public_key())
+        kid = thumbprint(raw)
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private_key(self._dir / f"{kid}.pem", pem)
+        now = self._clock()
+        with self._store.write() as conn:
+            conn.execute(
+                update(signing_keys)
+                .where(signing_keys.c.retired_at.is_(None))
+                .values(retired_at=now)
+            )
+            conn.execute(
+                insert(signing_keys).values(
+                    kid=kid, public_key=b64url_encode(raw), created_at=now, retired_at=None
+                )
+            )
+            self._log.append(
+                conn,
+                "keys.rotated",
+                actor=(by or Caller.system("keys")).subject,
+                subject=f"kid:{kid}",
+                detail={"kid": kid},
+            )
+        with self._lock:
+            self._current = None
+            self._loaded_at = float("-inf")
+        return kid
+
+    def current(self) -> tuple[str, Ed25519PrivateKey]:
+        """The kid and private key new tokens are signed with."""
+        current = self._current
+        if current is not None:
+            return current
+        kid = self.ensure()
+        path = self._dir / f"{kid}.pem"
+        try:
+            loaded = serialization.load_pem_private_key(path.read_bytes(), None)
+        except (OSError, ValueError) as exc:
+            raise StoreUnavailable(f"the current signing key {kid} is not in {self._dir}") from exc
+        assert isinstance(loaded, Ed25519PrivateKey)
+        with self._lock:
+            self._current = (kid, loaded)
+        return kid, loaded
+
+    def public(self, kid: str) -> bytes | None:
+        """The raw public key for ``kid`` if it is published; re-read at most once a second."""
+        found = self._public.get(kid)
+        if found is not None:
+            return found
+        if time.monotonic() - self._loaded_at >= _REFRESH_SECONDS:
+            self._reload()
+        return self._public.get(kid)
+
+    def _reload(self) -> None:
+        keep_after = self._clock() - self._settings.token_ttl_max - self._settings.token_leeway
+        with self._store.read() as conn:
+            rows = conn.execute(select(signing_keys)).all()
+        published = {
+            row.kid: b64url_decode(row.public_key)
+            for row in rows
+            if row.retired_at is None or row.retired_at > keep_after
+        }
+        with self._lock:
+            self._public = published
+            self._loaded_at = time.monotonic()
+
+    def jwks(self) -> dict[str, Any]:
+        self._reload()
+        return {"keys": [public_jwk(raw, kid) for kid, raw in sorted(self._public.items())]}

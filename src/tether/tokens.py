@@ -1,0 +1,398 @@
+"""Agent access tokens: RFC 7523 client authentication, RFC 9068 JWTs, verification,
+introspection and revocation.
+
+An agent proves who it is with a client assertion signed by its own registered key
+(``private_key_jwt``): ``iss`` = ``sub`` = its SPIFFE ID, ``aud`` = the token endpoint,
+an ``exp`` within minutes and a ``jti`` that is accepted once. It then gets a short-lived
+``at+jwt`` bound to one audience (RFC 8707), whose scope is a subset of its grants.
+
+:meth:`Tokens.verify` is the one verifier: EdDSA only, ``typ`` ``at+jwt``, required
+claims, audience, ``exp``/``nbf`` with the configured leeway, keys only from Tether's own
+set, revocation, and every identity of the chain active. Verified tokens are cached by
+their hash until they expire or the state epoch moves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from sqlalchemy import insert, select, update
+
+from tether.callers import Caller
+from tether.config import Settings
+from tether.epoch import StateEpoch
+from tether.errors import (
+    Conflict,
+    InvalidClient,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    InvalidToken,
+    NotFound,
+    TetherError,
+    UnauthorizedClient,
+)
+from tether.events import EventLog
+from tether.grants import Grant, Grants
+from tether.jose import b64url_encode, read_header
+from tether.keys import SigningKeys
+from tether.model import Agent, AgentState
+from tether.permissions import Permission, pattern_matches
+from tether.registry import Registry
+from tether.store import Store, assertion_jtis, issued_tokens
+
+__all__ = ["ASSERTION_TYPE", "IssuedToken", "Tokens", "VerifiedToken"]
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_TYP = ("at+jwt", "application/at+jwt")
+_REQUIRED = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"]
+_SYSTEM = Caller.system("tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+    scope: str
+    jti: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "scope": self.scope,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    claims: dict[str, Any]
+    chain: tuple[str, ...]  # human first (if any), the current actor last
+
+    @property
+    def jti(self) -> str:
+        return str(self.claims["jti"])
+
+    @property
+    def scope(self) -> tuple[str, ...]:
+        return tuple(str(self.claims.get("scope", "")).split())
+
+
+class Tokens:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        keys: SigningKeys,
+        registry: Registry,
+        grants: Grants,
+        log: EventLog,
+        epoch: StateEpoch,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._keys = keys
+        self._registry = registry
+        self._grants = grants
+        self._log = log
+        self._epoch = epoch
+        self._clock = clock
+        self._cache: dict[bytes, tuple[VerifiedToken, int, float]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def issuer(self) -> str:
+        return self._settings.issuer
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.issuer}/oauth2/token"
+
+    # ---- client authentication (RFC 7523) -----------------------------------------------
+
+    def authenticate_client(self, assertion_type: str | None, assertion: str | None) -> Agent:
+        """The active, owned agent whose registered key signed ``assertion``."""
+        if assertion_type != ASSERTION_TYPE or not assertion:
+            raise InvalidClient(
+                f"client authentication needs client_assertion_type={ASSERTION_TYPE} "
+                "and a client_assertion signed with the agent's key"
+            )
+        try:
+            read_header(assertion, require_kid=False)
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
+        except (InvalidToken, jwt.PyJWTError) as exc:
+            raise InvalidClient(f"client assertion rejected: {exc}") from None
+        client = unverified.get("iss")
+        if not isinstance(client, str) or unverified.get("sub") != client:
+            raise InvalidClient("client assertion needs iss = sub = the agent's ID")
+        try:
+            agent = self._registry.get(_SYSTEM, client)
+        except (NotFound, InvalidRequest):
+            raise InvalidClient("unknown client") from None
+        try:
+            claims = jwt.decode(
+                assertion,
+                jwt.PyJWK(
+                    {"kty": "OKP", "crv": "Ed25519", "x": agent.public_key}, algorithm="EdDSA"
+                ),
+                algorithms=["EdDSA"],
+                audience=[self.token_endpoint, self.issuer],
+                leeway=self._settings.token_leeway,
+                options={"require": ["iss", "sub", "aud", "exp", "jti"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidClient(f"client assertion rejected: {exc}") from None
+        expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
+        now = self._clock()
+        if expires > now + self._settings.assertion_ttl_max + self._settings.token_leeway:
+            raise InvalidClient("client assertion lives too long: exp must be within minutes")
+        self._use_jti(str(claims["jti"]), agent.id, expires)
+        if agent.state is not AgentState.ACTIVE:
+            raise UnauthorizedClient(f"agent {agent.name} is {agent.state.value}")
+        if agent.owner is None:
+            raise UnauthorizedClient(f"agent {agent.name} has no owner")
+        return agent
+
+    def _use_jti(self, jti: str, client: str, expires: datetime) -> None:
+        key = hashlib.sha256(f"{client}|{jti}".encode()).hexdigest()
+        try:
+            with self._store.write() as conn:
+                conn.execute(
+                    insert(assertion_jtis).values(jti=key, client_id=client, expires_at=expires)
+                )
+        except Conflict:
+            raise InvalidClient("client assertion replayed: its jti was used before") from None
+
+    # ---- issuing -------------------------------------------------------------------------
+
+    def client_credentials(
+        self, agent: Agent, audience: str | None, scope: str | None, ttl: timedelta | None = None
+    ) -> IssuedToken:
+        """An access token for ``agent`` itself (no person in the chain)."""
+        target = self._audience(audience)
+        grants = self._grants.list(_SYSTEM, principal=agent.id)
+        granted = self._scope(grants, target, scope)
+        claims = {"sub": agent.id, "client_id": agent.id}
+        return self._issue(claims, target, granted, ttl, parent=None)
+
+    def _audience(self, audience: str | None) -> str:
+        if not audience or not isinstance(audience, str) or len(audience) > 512:
+            raise InvalidTarget("name the resource the token is for: resource= or audience=")
+        if any(c.isspace() for c in audience):
+            raise InvalidTarget("one audience per token, without spaces")
+        return audience
+
+    def _scope(self, grants: list[Grant], audience: str, requested: str | None) -> list[str]:
+        if requested is None or not requested.strip():
+            server = self._server_of(audience)
+            fit = [
+                f"{g.action}:{g.resource}"
+                for g in grants
+                if server is None or g.resource.split("/", 1)[0] in (server, "*", "**")
+            ]
+            if not fit:
+                raise InvalidScope(f"the agent holds no grant that fits {audience}")
+            return sorted(set(fit))
+        wanted = [Permission.parse(entry) for entry in requested.split()]
+        for permission in wanted:
+            if not any(_within(permission, g) for g in grants):
+                raise InvalidScope(f"{permission} is beyond the agent's grants")
+        return sorted({str(p) for p in wanted})
+
+    def _server_of(self, audience: str) -> str | None:
+        prefix = f"{self.issuer}/mcp/"
+        return audience[len(prefix) :] if audience.startswith(prefix) else None
+
+    def _issue(
+        self,
+        claims: dict[str, Any],
+        audience: str,
+        scope: list[str],
+        ttl: timedelta | None,
+        parent: str | None,
+    ) -> IssuedToken:
+        lifetime = ttl or self._settings.token_ttl_default
+        if lifetime > self._settings.token_ttl_max or lifetime <= timedelta(0):
+            raise InvalidRequest("token lifetime above the configured maximum")
+        now = self._clock()
+        expires = now + lifetime
+        jti = secrets.token_urlsafe(16)
+        payload = {
+            **claims,
+            "iss": self.issuer,
+            "aud": audience,
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
+            "jti": jti,
+            "scope": " ".join(scope),
+        }
+        kid, key = self._keys.current()
+        token = jwt.encode(payload, key, algorithm="EdDSA", headers={"typ": "at+jwt", "kid": kid})
+        with self._store.write() as conn:
+            conn.execute(
+                insert(issued_tokens).values(
+                    jti=jti,
+                    parent_jti=parent,
+                    subject=str(payload["sub"]),
+                    client_id=str(payload["client_id"]),
+                    audience=audience,
+                    scope=payload["scope"],
+                    issued_at=now,
+                    expires_at=expires,
+                    revoked_at=None,
+                )
+            )
+            self._log.append(
+                conn,
+                "token.issued",
+                actor=str(payload["client_id"]),
+                subject=str(payload["sub"]),
+                detail={"jti": jti, "aud": audience, "scope": payload["scope"], "parent": parent},
+            )
+        return IssuedToken(token, int(lifetime.total_seconds()), payload["scope"], jti)
+
+    # ---- verifying -----------------------------------------------------------------------
+
+    def verify(self, token: str, audience: str | None) -> VerifiedToken:
+        """Verify a Tether access token for ``audience`` (None: any audience, for
+        introspection). Raises :class:`InvalidToken` with the reason."""
+        digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
+        epoch = self._epoch.current()
+        now = self._clock().timestamp()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[1] == epoch and now < hit[2]:
+            verified = hit[0]
+        else:
+            verified = self._verify_cold(token)
+            exp = float(verified.claims["exp"]) + self._settings.token_leeway.total_seconds()
+            with self._lock:
+                if len(self._cache) > 100_000:
+                    self._cache.clear()
+                self._cache[digest] = (verified, epoch, exp)
+        if audience is not None and verified.claims["aud"] != audience:
+            raise InvalidToken("token audience is another resource")
+        return verified
+
+    def _verify_cold(self, token: str) -> VerifiedToken:
+        header = read_header(token)
+        if str(header.get("typ", "")).lower() not in _TYP:
+            raise InvalidToken("token typ must be at+jwt")
+        raw = self._keys.public(header["kid"])
+        if raw is None:
+            raise InvalidToken("token signed by an unknown key")
+        try:
+            claims = jwt.decode(
+                token,
+                jwt.PyJWK(
+                    {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(raw)}, algorithm="EdDSA"
+                ),
+                algorithms=["EdDSA"],
+                issuer=self.issuer,
+                leeway=self._settings.token_leeway,
+                options={"require": _REQUIRED, "verify_aud": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"token rejected: {exc}") from None
+        if not isinstance(claims.get("aud"), str):
+            raise InvalidToken("token must name exactly one audience")
+        with self._store.read() as conn:
+            row = conn.execute(
+                select(issued_tokens.c.revoked_at).where(issued_tokens.c.jti == str(claims["jti"]))
+            ).first()
+        if row is None:
+            raise InvalidToken("token was not issued by this Tether")
+        if row.revoked_at is not None:
+            raise InvalidToken("token was revoked")
+        chain = _chain(claims)
+        for ident in chain:
+            if ident.startswith("user:"):
+                continue
+            try:
+                agent = self._registry.get(_SYSTEM, ident)
+            except TetherError:
+                raise InvalidToken(f"{ident} in the token's chain is unknown") from None
+            if agent.state is not AgentState.ACTIVE or agent.owner is None:
+                raise InvalidToken(f"{ident} in the token's chain is not active")
+        return VerifiedToken(claims, chain)
+
+    # ---- introspection and revocation ----------------------------------------------------
+
+    def introspect(self, token: str) -> dict[str, Any]:
+        """RFC 7662: ``{"active": false}`` for anything that does not verify."""
+        try:
+            verified = self.verify(token, None)
+        except TetherError:
+            return {"active": False}
+        return {"active": True, "token_type": "Bearer", **verified.claims}
+
+    def revoke(self, by: Caller, token: str) -> int:
+        """Revoke a token and every token exchanged from it; returns how many."""
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return 0  # RFC 7009: an invalid token is not an error
+        jti = str(claims.get("jti", ""))
+        now = self._clock()
+        with self._store.write() as conn:
+            row = conn.execute(select(issued_tokens).where(issued_tokens.c.jti == jti)).first()
+            if row is None:
+                return 0
+            if not by.is_admin and by.subject not in (row.client_id, f"agent:{row.client_id}"):
+                raise InvalidClient("a token can be revoked only by its client or an admin")
+            family = [jti]
+            index = 0
+            while index < len(family):
+                children = conn.execute(
+                    select(issued_tokens.c.jti).where(issued_tokens.c.parent_jti == family[index])
+                ).scalars()
+                family.extend(children)
+                index += 1
+            conn.execute(
+                update(issued_tokens)
+                .where(issued_tokens.c.jti.in_(family), issued_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            self._log.append(
+                conn,
+                "token.revoked",
+                actor=by.subject,
+                subject=row.subject,
+                detail={"jti": jti, "family": family},
+            )
+            self._epoch.bump(conn)
+        return len(family)
+
+
+def _within(permission: Permission, grant: Grant) -> bool:
+    """Whether ``permission`` asks for no more than ``grant`` gives."""
+    if grant.action not in ("*", permission.action):
+        return False
+    inner, outer = permission.resource, grant.resource
+    if outer in (inner, "**"):
+        return True
+    if "*" not in inner:
+        return pattern_matches(outer, inner) or (outer == "*" and permission.action == "delegate")
+    return outer.endswith("/**") and inner.startswith(outer[:-2]) and inner != outer[:-3]
+
+
+def _chain(claims: dict[str, Any]) -> tuple[str, ...]:
+    actors: list[str] = []
+    act = claims.get("act")
+    while isinstance(act, dict):
+        actors.append(str(act.get("sub")))
+        act = act.get("act")
+    subject = str(claims["sub"])
+    people = [subject] if not subject.startswith("spiffe://") else []
+    # act nests outermost = current actor: reverse to get the earliest agent first.
+    agents = list(reversed(actors)) or [str(claims["client_id"])]
+    return tuple(people + agents)
