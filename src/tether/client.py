@@ -109,6 +109,19 @@ class Client:
         """One AuthZEN evaluation."""
         return self._object("POST", "/access/v1/evaluation", json=body)
 
+    def rotate_signing_key(self) -> dict[str, Any]:
+        return self._object("POST", "/v1/keys/rotate")
+
+    def oauth_metadata(self) -> dict[str, Any]:
+        return self._object("GET", "/.well-known/oauth-authorization-server")
+
+    def token(self, form: dict[str, str]) -> dict[str, Any]:
+        """POST /oauth2/token (the form carries the client assertion, not the admin token)."""
+        return self._object("POST", "/oauth2/token", data=form, bearer=False)
+
+    def introspect(self, token: str) -> dict[str, Any]:
+        return self._object("POST", "/oauth2/introspect", data={"token": token})
+
     # ---- transport --------------------------------------------------------------------
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -124,26 +137,35 @@ class Client:
         *,
         json: Any = None,
         params: dict[str, str] | None = None,
+        data: dict[str, str] | None = None,
+        bearer: bool = True,
     ) -> Any:
         url = self._base_url + path
+        headers = self._headers if bearer else {}
         try:
             if self._http is not None:
                 response = self._http.request(
-                    method, url, json=json, params=params, headers=self._headers
+                    method, url, json=json, params=params, data=data, headers=headers
                 )
             else:
-                response = asyncio.run(self._in_process(method, url, json, params))
+                response = asyncio.run(self._in_process(method, url, json, params, data, headers))
         except httpx.HTTPError as exc:
             raise TetherError(f"cannot reach Tether at {self._base_url}: {exc}") from exc
         return _result(response)
 
     async def _in_process(
-        self, method: str, url: str, json: Any, params: dict[str, str] | None
+        self,
+        method: str,
+        url: str,
+        json: Any,
+        params: dict[str, str] | None,
+        data: dict[str, str] | None,
+        headers: dict[str, str],
     ) -> httpx.Response:
         transport = httpx.ASGITransport(app=self._app)
         async with httpx.AsyncClient(transport=transport, timeout=_TIMEOUT) as client:
             return await client.request(
-                method, url, json=json, params=params, headers=self._headers
+                method, url, json=json, params=params, data=data, headers=headers
             )
 
 

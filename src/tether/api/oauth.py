@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from tether.api.deps import TetherDep
+from tether.api.deps import CallerDep, TetherDep
 from tether.callers import Caller
 from tether.core import Tether
 from tether.durations import parse_duration
@@ -116,3 +116,9 @@ async def revoke(tether: TetherDep, request: Request) -> JSONResponse:
         raise InvalidRequest("the token parameter is required")
     count = tether.tokens.revoke(caller, form["token"])
     return JSONResponse({"revoked": count}, headers=_NO_STORE)
+
+
+@router.post("/v1/keys/rotate", tags=["keys"])
+def rotate_keys(tether: TetherDep, caller: CallerDep) -> dict[str, Any]:
+    kid = tether.keys.rotate(caller)
+    return {"kid": kid, "jwks": tether.keys.jwks()}

@@ -8,7 +8,7 @@ import traceback
 
 import typer
 
-from tether.cli import agent, grant, output, owner, policy, server
+from tether.cli import agent, grant, output, owner, policy, server, token
 from tether.cli.authorize import authorize
 from tether.errors import TetherError
 
@@ -27,6 +27,8 @@ app.add_typer(agent.app, name="agent")
 app.add_typer(owner.app, name="owner")
 app.add_typer(grant.app, name="grant")
 app.add_typer(policy.app, name="policy")
+app.add_typer(token.keys_app, name="keys")
+app.add_typer(token.token_app, name="token")
 app.command()(grant.review)
 app.command()(authorize)
 

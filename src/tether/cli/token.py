@@ -1,0 +1,122 @@
+"""``tether keys rotate`` and ``tether token ...``: signing keys and agents' access tokens."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import jwt
+import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tether.cli import output
+from tether.cli.context import keys_dir, open_client
+from tether.cli.options import Json
+from tether.errors import InvalidRequest, InvalidToken
+from tether.model import parse_name
+from tether.tokens import ASSERTION_TYPE
+
+__all__ = ["keys_app", "token_app"]
+
+keys_app = typer.Typer(help="Tether's token-signing keys.", no_args_is_help=True)
+token_app = typer.Typer(help="Agents' access tokens.", no_args_is_help=True)
+
+
+@keys_app.command()
+def rotate(json_: Json = False) -> None:
+    """Make a new signing key; the previous one stays published until its tokens expire."""
+    with open_client() as client:
+        result = client.rotate_signing_key()
+    if json_:
+        output.emit(result)
+    else:
+        output.console.print(f"new signing key {result['kid']}")
+
+
+def _agent_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"cannot read the agent's key {path}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InvalidRequest(f"{path} is not an Ed25519 private key")
+    return key
+
+
+@token_app.command()
+def issue(
+    agent: Annotated[str, typer.Argument(help="The agent (SPIFFE ID or name).")],
+    audience: Annotated[str, typer.Option(help="The resource the token is for.")],
+    scope: Annotated[
+        str | None, typer.Option(help="ACTION:RESOURCE ... (default: all fitting grants).")
+    ] = None,
+    ttl: Annotated[str | None, typer.Option(help="Lifetime, e.g. 5m (capped by config).")] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="The agent's key (default TETHER_HOME/keys/NAME.pem).")
+    ] = None,
+    json_: Json = False,
+) -> None:
+    """Get an access token as the agent: signs a client assertion with its own key."""
+    name = (
+        parse_name(agent.rsplit("/", 1)[-1]) if agent.startswith("spiffe://") else parse_name(agent)
+    )
+    private = _agent_key(key or keys_dir() / f"{name}.pem")
+    with open_client() as client:
+        meta = client.oauth_metadata()
+        agent_id = client.get_agent(agent)["id"]
+        now = int(time.time())
+        assertion = jwt.encode(
+            {
+                "iss": agent_id,
+                "sub": agent_id,
+                "aud": meta["token_endpoint"],
+                "iat": now,
+                "exp": now + 60,
+                "jti": str(uuid.uuid4()),
+            },
+            private,
+            algorithm="EdDSA",
+        )
+        form = {
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion,
+            "resource": audience,
+        }
+        if scope:
+            form["scope"] = scope
+        if ttl:
+            form["ttl"] = ttl
+        issued = client.token(form)
+    if json_:
+        output.emit(issued)
+    else:
+        print(issued["access_token"])
+
+
+@token_app.command()
+def inspect(
+    token: Annotated[str, typer.Argument(help="An access token.")],
+    json_: Json = False,
+) -> None:
+    """Verify a token and print its chain, human first; exit 4 if it does not verify."""
+    with open_client() as client:
+        claims = client.introspect(token)
+    if not claims.get("active"):
+        raise InvalidToken("the token is not active (invalid, expired or revoked)")
+    chain = [claims["sub"]] if not str(claims["sub"]).startswith("spiffe://") else []
+    actors = []
+    act = claims.get("act")
+    while isinstance(act, dict):
+        actors.append(act.get("sub"))
+        act = act.get("act")
+    chain += list(reversed(actors)) or [claims["client_id"]]
+    if json_:
+        output.emit({**claims, "chain": chain})
+        return
+    output.console.print("active: chain " + " -> ".join(chain), markup=False)
+    for key in ("aud", "scope", "exp", "jti"):
+        output.console.print(f"  {key}: {claims.get(key)}", markup=False)
