@@ -50,20 +50,28 @@ class Tether:
         self.store = store
         self.clock = clock
         self.events = EventLog(store, clock)
+        self.admin_tokens = AdminTokens(store, clock)
+        self.identity_providers = IdentityProviders(settings.idp, settings.admin_groups)
         self.epoch = StateEpoch(store, settings.decision_staleness_ms / 1000)
         self.registry = Registry(store, settings, self.events, self.epoch, clock)
         self.grants = Grants(store, settings, self.registry, self.events, self.epoch, clock)
         self.guardrails = Guardrails(store, self.events, self.epoch, clock)
         self.keys = SigningKeys(store, settings, self.events, clock)
         self.tokens = Tokens(
-            store, settings, self.keys, self.registry, self.grants, self.events, self.epoch, clock
+            store,
+            settings,
+            self.keys,
+            self.registry,
+            self.grants,
+            self.events,
+            self.epoch,
+            self.identity_providers,
+            clock,
         )
         self.reports = Reports(settings, self.registry, self.grants, self.events, clock)
         self.pdp = DecisionPoint(
             settings, self.registry, self.grants, self.guardrails, self.epoch, clock
         )
-        self.admin_tokens = AdminTokens(store, clock)
-        self.identity_providers = IdentityProviders(settings.idp, settings.admin_groups)
 
     @classmethod
     def open(

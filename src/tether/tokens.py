@@ -31,6 +31,7 @@ from tether.epoch import StateEpoch
 from tether.errors import (
     Conflict,
     InvalidClient,
+    InvalidGrant,
     InvalidRequest,
     InvalidScope,
     InvalidTarget,
@@ -41,6 +42,7 @@ from tether.errors import (
 )
 from tether.events import EventLog
 from tether.grants import Grant, Grants
+from tether.idp import IdentityProviders
 from tether.jose import b64url_encode, read_header
 from tether.keys import SigningKeys
 from tether.model import Agent, AgentState
@@ -48,9 +50,22 @@ from tether.permissions import Permission, pattern_matches
 from tether.registry import Registry
 from tether.store import Store, assertion_jtis, issued_tokens
 
-__all__ = ["ASSERTION_TYPE", "IssuedToken", "Tokens", "VerifiedToken"]
+__all__ = [
+    "ASSERTION_TYPE",
+    "EXCHANGE",
+    "TOKEN_TYPE_ACCESS",
+    "TOKEN_TYPE_JWT",
+    "IssuedToken",
+    "Tokens",
+    "VerifiedToken",
+]
 
+# Protocol identifiers (RFC 7523, RFC 8693), not secrets.
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+TOKEN_TYPE_ACCESS = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
+TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
+TOKEN_TYPE_ID = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105
 _TYP = ("at+jwt", "application/at+jwt")
 _REQUIRED = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"]
 _SYSTEM = Caller.system("tokens")
@@ -96,8 +111,10 @@ class Tokens:
         grants: Grants,
         log: EventLog,
         epoch: StateEpoch,
+        people: IdentityProviders,
         clock: Callable[[], datetime],
     ) -> None:
+        self._people = people
         self._store = store
         self._settings = settings
         self._keys = keys
@@ -219,12 +236,16 @@ class Tokens:
         scope: list[str],
         ttl: timedelta | None,
         parent: str | None,
+        ceiling: datetime | None = None,
     ) -> IssuedToken:
         lifetime = ttl or self._settings.token_ttl_default
         if lifetime > self._settings.token_ttl_max or lifetime <= timedelta(0):
             raise InvalidRequest("token lifetime above the configured maximum")
         now = self._clock()
         expires = now + lifetime
+        if ceiling is not None and expires > ceiling:  # never outlive the subject token
+            expires = ceiling
+            lifetime = expires - now
         jti = secrets.token_urlsafe(16)
         payload = {
             **claims,
@@ -260,6 +281,131 @@ class Tokens:
                 detail={"jti": jti, "aud": audience, "scope": payload["scope"], "parent": parent},
             )
         return IssuedToken(token, int(lifetime.total_seconds()), payload["scope"], jti)
+
+    # ---- delegation (RFC 8693) ---------------------------------------------------------
+
+    def exchange(
+        self,
+        actor: Agent,
+        subject_token: str | None,
+        subject_token_type: str | None,
+        audience: str | None,
+        scope: str | None,
+        ttl: timedelta | None = None,
+    ) -> IssuedToken:
+        """A token for ``actor`` acting in the subject token's chain; every hop narrows."""
+        if not subject_token:
+            raise InvalidRequest("subject_token is required")
+        target = self._audience(audience)
+        parent: str | None
+        if subject_token_type == TOKEN_TYPE_ACCESS:
+            parent, chain, parent_scope, parent_exp = self._tether_subject(subject_token, actor)
+        elif subject_token_type in (TOKEN_TYPE_JWT, TOKEN_TYPE_ID):
+            parent, chain, parent_scope, parent_exp = self._person_subject(subject_token)
+        else:
+            raise InvalidRequest(
+                f"subject_token_type must be {TOKEN_TYPE_ACCESS} (a Tether token) or "
+                f"{TOKEN_TYPE_JWT} (a person's identity-provider token)"
+            )
+        if actor.id in chain:
+            raise InvalidGrant(f"{actor.id} already acts in this chain: a cycle is refused")
+        agents = [c for c in chain if not c.startswith("user:")] + [actor.id]
+        if len(agents) > self._settings.max_chain_depth:
+            raise InvalidGrant(
+                f"delegation depth {len(agents)} is over the cap ({self._settings.max_chain_depth})"
+            )
+        holders = [c for c in chain if c.startswith("user:")] + agents
+        granted = self._exchange_scope(holders, parent_scope, target, scope)
+        now = self._clock()
+        lifetime = ttl or self._settings.token_ttl_default
+        lifetime = min(lifetime, parent_exp - now)
+        if lifetime <= timedelta(0):
+            raise InvalidGrant("the subject token has expired")
+        person = next((c for c in chain if c.startswith("user:")), None)
+        act: dict[str, Any] | None = None
+        for agent_id in agents:  # earliest first; the outermost act is the current actor
+            act = {"sub": agent_id, **({"act": act} if act else {})}
+        claims: dict[str, Any] = {
+            "sub": person.removeprefix("user:") if person else agents[0],
+            "client_id": actor.id,
+        }
+        if person is not None or len(agents) > 1:
+            claims["act"] = act
+        return self._issue(claims, target, granted, lifetime, parent=parent, ceiling=parent_exp)
+
+    def _tether_subject(
+        self, token: str, actor: Agent
+    ) -> tuple[str, tuple[str, ...], list[str] | None, datetime]:
+        try:
+            verified = self.verify(token, None)
+        except InvalidToken as exc:
+            raise InvalidGrant(f"subject_token rejected: {exc.description}") from None
+        if verified.claims["aud"] != actor.id:
+            raise InvalidGrant("the subject token's audience is not this client")
+        previous = str(verified.claims["client_id"])
+        if not self._holds(previous, "delegate", actor.id):
+            raise InvalidGrant(f"{previous} holds no delegate grant on {actor.id}")
+        exp = datetime.fromtimestamp(int(verified.claims["exp"]), UTC)
+        return verified.jti, verified.chain, list(verified.scope), exp
+
+    def _person_subject(
+        self, token: str
+    ) -> tuple[None, tuple[str, ...], list[str] | None, datetime]:
+        try:
+            person = self._people.authenticate(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except TetherError as exc:
+            raise InvalidGrant(f"subject_token rejected: {exc.description}") from None
+        assert person.email is not None
+        return (
+            None,
+            (f"user:{person.email}",),
+            None,
+            datetime.fromtimestamp(int(claims["exp"]), UTC),
+        )
+
+    def _holds(self, holder: str, action: str, resource: str) -> bool:
+        return any(
+            _within(Permission(action, resource), g)
+            for g in self._grants.list(_SYSTEM, principal=holder)
+        )
+
+    def _exchange_scope(
+        self, holders: list[str], parent: list[str] | None, audience: str, requested: str | None
+    ) -> list[str]:
+        grants = {h: self._grants.list(_SYSTEM, principal=h) for h in holders}
+        if requested is None or not requested.strip():
+            if parent is not None:
+                candidates = [Permission.parse(entry) for entry in parent]
+            else:
+                actor_grants = grants[holders[-1]]
+                candidates = [
+                    Permission.parse(entry) for entry in self._scope(actor_grants, audience, None)
+                ]
+            kept = [p for p in candidates if self._allowed_to_all(p, holders, grants, None)]
+            if not kept:
+                raise InvalidScope("no permission is held by every identity of the chain")
+            return sorted({str(p) for p in kept})
+        wanted = [Permission.parse(entry) for entry in requested.split()]
+        for permission in wanted:
+            if not self._allowed_to_all(permission, holders, grants, parent):
+                raise InvalidScope(
+                    f"{permission} is beyond the subject token's scope or some identity's grants"
+                )
+        return sorted({str(p) for p in wanted})
+
+    @staticmethod
+    def _allowed_to_all(
+        permission: Permission,
+        holders: list[str],
+        grants: dict[str, list[Grant]],
+        parent: list[str] | None,
+    ) -> bool:
+        if parent is not None and not any(
+            _within(permission, _as_grant(Permission.parse(entry))) for entry in parent
+        ):
+            return False
+        return all(any(_within(permission, g) for g in grants[h]) for h in holders)
 
     # ---- verifying -----------------------------------------------------------------------
 
@@ -385,6 +531,27 @@ def _within(permission: Permission, grant: Grant) -> bool:
     return outer.endswith("/**") and inner.startswith(outer[:-2]) and inner != outer[:-3]
 
 
+def _as_grant(permission: Permission) -> Grant:
+    """A token-scope entry seen as a grant, to reuse the containment rule."""
+    from tether.principals import Principal
+
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return Grant(
+        id="scope",
+        principal=Principal("agent", "-"),
+        action=permission.action,
+        resource=permission.resource,
+        condition=None,
+        broad=False,
+        granted_by="",
+        reason="",
+        created_at=epoch,
+        expires_at=epoch,
+        revoked_at=None,
+        revoked_by=None,
+    )
+
+
 def _chain(claims: dict[str, Any]) -> tuple[str, ...]:
     actors: list[str] = []
     act = claims.get("act")
@@ -392,7 +559,7 @@ def _chain(claims: dict[str, Any]) -> tuple[str, ...]:
         actors.append(str(act.get("sub")))
         act = act.get("act")
     subject = str(claims["sub"])
-    people = [subject] if not subject.startswith("spiffe://") else []
+    people = [] if subject.startswith("spiffe://") else [f"user:{subject}"]
     # act nests outermost = current actor: reverse to get the earliest agent first.
     agents = list(reversed(actors)) or [str(claims["client_id"])]
     return tuple(people + agents)

@@ -2,9 +2,11 @@
 
 ``POST /access/v1/evaluation`` answers one request, ``POST /access/v1/evaluations`` a
 batch in request order. The subject is the acting agent (``type`` ``agent``) or person
-(``type`` ``user``); a delegation chain comes as ``context.on_behalf_of`` (the person) and
-``context.chain`` (agents, earliest first, the acting one last or omitted). Other context
-keys reach Cedar as request context. Callers authenticate as admins.
+(``type`` ``user``); a delegation chain comes as ``context.on_behalf_of`` (the person)
+and ``context.chain`` (agents, earliest first, the acting one last or omitted), or from a
+Tether access token in ``context.token`` (then its scope applies too; a token that does
+not verify is a deny).
+Other context keys reach Cedar as request context. Callers authenticate as admins.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tether.api.deps import CallerDep, TetherDep
 from tether.core import Tether
-from tether.errors import Forbidden, InvalidRequest, TetherError
+from tether.errors import Forbidden, InvalidRequest, InvalidToken, TetherError
 from tether.policy.decision import AccessRequest, Decision
 
 __all__ = ["router"]
@@ -72,7 +74,7 @@ def _request(tether: Tether, item: Evaluation) -> AccessRequest:
         raise InvalidRequest("an evaluation needs subject, action and resource")
     context = dict(item.context or {})
     if "token" in context:
-        raise InvalidRequest("context.token: Tether access tokens are not accepted yet")
+        return _from_token(tether, item, context)
     on_behalf_of = context.pop("on_behalf_of", None)
     chain = context.pop("chain", [])
     if on_behalf_of is not None and not isinstance(on_behalf_of, str):
@@ -93,6 +95,37 @@ def _request(tether: Tether, item: Evaluation) -> AccessRequest:
         on_behalf_of=on_behalf_of,
         chain=chain,
         context=context,
+    )
+    tether.pdp.validate(request)
+    return request
+
+
+def _from_token(tether: Tether, item: Evaluation, context: dict[str, Any]) -> AccessRequest:
+    """The chain and scope come from a verified Tether token (``context.token``); the
+    subject must be the token's client. ``context.audience``, when given, must be its aud."""
+    assert item.subject is not None
+    assert item.action is not None
+    assert item.resource is not None
+    token = context.pop("token")
+    audience = context.pop("audience", None)
+    if not isinstance(token, str) or (audience is not None and not isinstance(audience, str)):
+        raise InvalidRequest("context.token and context.audience must be strings")
+    if "chain" in context or "on_behalf_of" in context:
+        raise InvalidRequest("with context.token the chain comes from the token only")
+    verified = tether.tokens.verify(token, audience)
+    client = str(verified.claims["client_id"])
+    if item.subject.id not in (client, client.rsplit("/", 1)[-1]):
+        raise InvalidToken("the token belongs to another client than the subject")
+    people = [c for c in verified.chain if c.startswith("user:")]
+    agents = [c for c in verified.chain if not c.startswith("user:")]
+    request = AccessRequest.of(
+        client,
+        item.action.name,
+        item.resource.id,
+        on_behalf_of=people[0] if people else None,
+        chain=agents[:-1],
+        context=context,
+        scope=verified.scope,
     )
     tether.pdp.validate(request)
     return request
@@ -134,7 +167,11 @@ def configuration(request: Request) -> dict[str, str]:
 @router.post("/access/v1/evaluation")
 def evaluation(tether: TetherDep, caller: CallerDep, body: Evaluation) -> dict[str, Any]:
     _admin(caller)
-    [decision] = tether.decide_all([_request(tether, body)])
+    try:
+        request = _request(tether, body)
+    except InvalidToken as exc:  # a forged or dead token is a deny, not a caller error
+        return _error(exc)
+    [decision] = tether.decide_all([request])
     return _answer(decision)
 
 

@@ -15,7 +15,7 @@ from tether.callers import Caller
 from tether.core import Tether
 from tether.durations import parse_duration
 from tether.errors import InvalidClient, InvalidRequest, UnsupportedGrantType
-from tether.tokens import ASSERTION_TYPE
+from tether.tokens import ASSERTION_TYPE, EXCHANGE, TOKEN_TYPE_ACCESS
 
 __all__ = ["router"]
 
@@ -67,7 +67,7 @@ def metadata(tether: TetherDep) -> dict[str, Any]:
         "introspection_endpoint": f"{issuer}/oauth2/introspect",
         "revocation_endpoint": f"{issuer}/oauth2/revoke",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", EXCHANGE],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
         "introspection_endpoint_auth_methods_supported": ["private_key_jwt", "bearer"],
@@ -86,7 +86,7 @@ def jwks(tether: TetherDep) -> dict[str, Any]:
 async def token(tether: TetherDep, request: Request) -> JSONResponse:
     form = await _form(request)
     grant_type = form.get("grant_type")
-    if grant_type != "client_credentials":
+    if grant_type not in ("client_credentials", EXCHANGE):
         raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
     if form.get("client_assertion_type") != ASSERTION_TYPE:
         raise InvalidClient(f"client_assertion_type must be {ASSERTION_TYPE}")
@@ -95,6 +95,17 @@ async def token(tether: TetherDep, request: Request) -> JSONResponse:
     )
     audience = form.get("resource") or form.get("audience")
     ttl = parse_duration(form["ttl"]) if form.get("ttl") else None
+    if grant_type == EXCHANGE:
+        issued = tether.tokens.exchange(
+            agent,
+            form.get("subject_token"),
+            form.get("subject_token_type"),
+            audience,
+            form.get("scope"),
+            ttl,
+        )
+        body = {**issued.to_dict(), "issued_token_type": TOKEN_TYPE_ACCESS}
+        return JSONResponse(body, headers=_NO_STORE)
     issued = tether.tokens.client_credentials(agent, audience, form.get("scope"), ttl)
     return JSONResponse(issued.to_dict(), headers=_NO_STORE)
 

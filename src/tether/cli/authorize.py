@@ -10,7 +10,7 @@ import typer
 from tether.cli import output
 from tether.cli.context import open_client
 from tether.cli.options import Json
-from tether.errors import InvalidRequest
+from tether.errors import InvalidRequest, InvalidToken
 
 __all__ = ["authorize"]
 
@@ -26,6 +26,9 @@ def authorize(
         list[str] | None, typer.Option(help="Agents before the acting one, earliest first.")
     ] = None,
     context: Annotated[str | None, typer.Option(help="Extra Cedar context, a JSON object.")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="A Tether access token: its chain and scope apply.")
+    ] = None,
     json_: Json = False,
 ) -> None:
     """Would this request be allowed? Every identity of the chain must hold a grant."""
@@ -37,6 +40,8 @@ def authorize(
             raise InvalidRequest(f"--context is not JSON: {exc}") from None
         if not isinstance(extra, dict):
             raise InvalidRequest("--context must be a JSON object")
+    if token is not None:
+        extra["token"] = token
     if on_behalf_of is not None:
         extra["on_behalf_of"] = on_behalf_of
     if chain:
@@ -50,6 +55,8 @@ def authorize(
     }
     with open_client() as client:
         answer = client.evaluate(body)
+    if "error" in answer["context"]:
+        raise InvalidToken(answer["context"]["error"]["error_description"])
     decision = answer["context"]["tether"]
     if json_:
         output.emit(decision)

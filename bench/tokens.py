@@ -1,0 +1,281 @@
+"""Access token throughput: tokens issued and verified per second through Tether vs raw PyJWT.
+
+One SQLite store (in a temporary directory) holds one agent, ``helper``, registered with a
+fresh key pair and granted ``tools/call`` on ``github/*``. Every figure stands beside raw
+PyJWT doing the same signature work with the same Ed25519 key (Tether's current signing
+key, ``tether.keys.current()``) in the same run:
+
+- ``issue``: ``tether.tokens.client_credentials(helper, <issuer>/mcp/github, None)``, vs
+  ``jwt.encode`` of a payload of the same claims (a fresh ``jti`` and times each call) with
+  the same ``typ`` and ``kid`` headers. Tether's issue also reads the agent's grants to
+  work out the scope and writes the issued-token row and a ``token.issued`` event in one
+  write transaction; the raw encode does none of that.
+- ``verify cold``: ``tether.tokens.verify(token, audience)`` of a distinct fresh token each
+  call (issued before the round is timed, each verified once, so the verified-token cache
+  always misses), vs ``jwt.decode(token, public_key, algorithms=["EdDSA"], audience=...)``
+  of the same tokens. Goal: Tether within 1.3 times the raw cost (ratio at least 0.77).
+- ``verify cached``: ``tether.tokens.verify`` of one token again and again (a cache hit),
+  vs ``jwt.decode`` of that token again and again. Goal: Tether at least 20 times faster.
+- token exchange (RFC 8693) is not measured: it is not implemented yet.
+
+ratio = Tether ÷ raw on operations per second, so above 1 Tether is faster and below 1 it is
+slower. The store is opened with ``decision_staleness_ms=60000`` so that the cache-hit
+figure measures the verifier, not the polling of the state epoch (at most one store read
+a minute). Each figure is the best of three timed rounds, the measures taking turns within
+a round.
+
+    .venv/bin/python bench/tokens.py [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from tether import AgentSpec, Caller, Settings, Tether, generate_key_pair
+from tether.grants import GrantSpec
+from tether.model import Agent
+
+ADMIN = Caller.admin()
+OWNER = "bench@example.com"
+AGENT = "helper"
+ACTION = "tools/call"
+RESOURCE = "github/*"
+ROUNDS = 3
+CALIBRATE_S = 0.03  # warm-up, which also sizes each timed round
+CALIBRATE_CALLS = 200  # at most this many calls (and fresh tokens) to calibrate
+COLD_GOAL = 1 / 1.3  # verify cold: Tether within 1.3x the raw cost
+CACHED_GOAL = 20.0  # verify cached: Tether at least 20x faster than raw
+TIMES = "\u00d7"  # the multiplication sign, for ratios
+
+Op = Callable[[int], object]
+Make = Callable[[str, int], Op]  # (tag, n) -> the operation to time, prepared for n calls
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    name: str
+    value: float
+    unit: str
+    baseline: float
+    ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    seconds: float  # length of one timed round of one measure
+    cold_cap: int  # fresh tokens per round of verify cold (each is issued before timing)
+
+
+QUICK = Plan(seconds=0.25, cold_cap=1500)
+FULL = Plan(seconds=1.5, cold_cap=10_000)
+
+
+def rate(n: int, op: Op) -> float:
+    """Operations per second for ``op(0) .. op(n-1)``."""
+    start = time.perf_counter()
+    for i in range(n):
+        op(i)
+    return n / (time.perf_counter() - start)
+
+
+def calibrate(make: Make, seconds: float, cap: int) -> int:
+    """Warm ``make``'s operation up for ``CALIBRATE_S``; the calls a ``seconds`` round takes."""
+    limit = min(cap, CALIBRATE_CALLS)
+    op = make("cal", limit)
+    calls, start = 0, time.perf_counter()
+    while calls < limit and time.perf_counter() - start < CALIBRATE_S:
+        op(calls)
+        calls += 1
+    per_call = (time.perf_counter() - start) / calls
+    return max(10, min(cap, int(seconds / per_call)))
+
+
+def best_of(makes: dict[str, tuple[Make, int]], seconds: float) -> dict[str, float]:
+    """Calibrate each measure (``name: (make, cap on calls per round)``), then run
+    ``ROUNDS`` rounds in which the measures take turns; the best rate of each."""
+    sizes = {name: calibrate(make, seconds, cap) for name, (make, cap) in makes.items()}
+    best = dict.fromkeys(makes, 0.0)
+    for r in range(ROUNDS):
+        for name, (make, _) in makes.items():
+            best[name] = max(best[name], rate(sizes[name], make(f"r{r}", sizes[name])))
+    return best
+
+
+# ---- the measures -----------------------------------------------------------------------
+
+
+def bench_tokens(tether: Tether, plan: Plan) -> list[Result]:
+    tokens = tether.tokens
+    settings = tether.settings
+    audience = f"{settings.issuer}/mcp/github"
+    key = generate_key_pair().public_key
+    tether.registry.register(ADMIN, AgentSpec(name=AGENT, owner=OWNER, public_key=key))
+    tether.grants.add(ADMIN, GrantSpec(AGENT, ACTION, RESOURCE, reason="bench tokens"))
+    agent = tether.registry.get(ADMIN, AGENT)
+    kid, private = tether.keys.current()
+    public = private.public_key()
+    lifetime = settings.token_ttl_default
+
+    def issue_one() -> str:
+        return tokens.client_credentials(agent, audience, None).access_token
+
+    # Check both paths agree before timing anything.
+    sample = issue_one()
+    verified = tokens.verify(sample, audience)
+    _expect(verified.claims["sub"] == agent.id, f"unexpected subject {verified.claims['sub']}")
+    _expect(verified.scope == (f"{ACTION}:{RESOURCE}",), f"unexpected scope {verified.scope}")
+    _expect(jwt.get_unverified_header(sample)["kid"] == kid, "not signed with the current key")
+    raw_claims = jwt.decode(sample, public, algorithms=["EdDSA"], audience=audience)
+    _expect(raw_claims == verified.claims, "raw PyJWT reads other claims than Tether")
+    _expect(set(payload(agent, audience, lifetime, settings.issuer)) == set(raw_claims), "shape")
+
+    def issue(_tag: str, _n: int) -> Op:
+        return lambda _i: tokens.client_credentials(agent, audience, None)
+
+    def encode(_tag: str, _n: int) -> Op:
+        headers = {"typ": "at+jwt", "kid": kid}
+
+        def op(_i: int) -> None:
+            claims = payload(agent, audience, lifetime, settings.issuer)
+            jwt.encode(claims, private, algorithm="EdDSA", headers=headers)
+
+        return op
+
+    fresh: list[str] = [sample]  # the tokens of the latest verify-cold round
+
+    def cold(_tag: str, n: int) -> Op:
+        fresh[:] = [issue_one() for _ in range(n)]
+        batch = list(fresh)
+        return lambda i: tokens.verify(batch[i], audience)
+
+    def decode(_tag: str, _n: int) -> Op:
+        batch = list(fresh)  # the same tokens Tether just verified cold
+        return lambda i: jwt.decode(
+            batch[i % len(batch)], public, algorithms=["EdDSA"], audience=audience
+        )
+
+    same = issue_one()
+
+    def cached(_tag: str, _n: int) -> Op:
+        tokens.verify(same, audience)
+        return lambda _i: tokens.verify(same, audience)
+
+    def decode_same(_tag: str, _n: int) -> Op:
+        return lambda _i: jwt.decode(same, public, algorithms=["EdDSA"], audience=audience)
+
+    rates = best_of(
+        {
+            "issue": (issue, 10_000_000),
+            "encode": (encode, 10_000_000),
+            "cold": (cold, plan.cold_cap),
+            "decode": (decode, 10_000_000),
+            "cached": (cached, 10_000_000),
+            "decode same": (decode_same, 10_000_000),
+        },
+        plan.seconds,
+    )
+    return [
+        _result("issue", rates["issue"], rates["encode"], "tokens/s"),
+        _result("verify cold", rates["cold"], rates["decode"], "verifies/s"),
+        _result("verify cached", rates["cached"], rates["decode same"], "verifies/s"),
+    ]
+
+
+def payload(agent: Agent, audience: str, lifetime: timedelta, issuer: str) -> dict[str, Any]:
+    """The claims ``Tokens.client_credentials`` puts in an agent's own token."""
+    now = int(time.time())
+    return {
+        "sub": agent.id,
+        "client_id": agent.id,
+        "iss": issuer,
+        "aud": audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + int(lifetime.total_seconds()),
+        "jti": secrets.token_urlsafe(16),
+        "scope": f"{ACTION}:{RESOURCE}",
+    }
+
+
+def _expect(condition: bool, problem: str) -> None:
+    if not condition:
+        raise RuntimeError(f"bench setup is wrong: {problem}")
+
+
+def _result(name: str, value: float, baseline: float, unit: str) -> Result:
+    return Result(name, round(value, 1), unit, round(baseline, 1), round(value / baseline, 3))
+
+
+@contextlib.contextmanager
+def opened(home: Path) -> Iterator[Tether]:
+    tether, _ = Tether.init(Settings.load(home, decision_staleness_ms=60_000))
+    with tether:
+        yield tether
+
+
+def run(quick: bool) -> list[Result]:
+    plan = QUICK if quick else FULL
+    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp, opened(Path(tmp)) as tether:
+        return bench_tokens(tether, plan)
+
+
+def number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
+
+
+def goals(results: list[Result]) -> list[str]:
+    """Whether the verify goals are met, one line each."""
+    found = {r.name: r.ratio for r in results}
+    lines = []
+    for name, goal, wanted in (
+        ("verify cold", COLD_GOAL, f"within 1.3{TIMES} raw (ratio at least {COLD_GOAL:.2f})"),
+        ("verify cached", CACHED_GOAL, f"at least 20{TIMES} faster than raw"),
+    ):
+        ratio = found[name]
+        verdict = "met" if ratio >= goal else "MISSED"
+        lines.append(f"goal {name}: {wanted}: {verdict} at {ratio:.2f}{TIMES}")
+    return lines
+
+
+def table(results: list[Result]) -> str:
+    lines = [f"{'measure':<16}{'Tether':>22}{'raw PyJWT':>22}{'ratio':>9}"]
+    for r in results:
+        ours, bare = f"{number(r.value)} {r.unit}", f"{number(r.baseline)} {r.unit}"
+        lines.append(f"{r.name:<16}{ours:>22}{bare:>22}{r.ratio:>8.2f}{TIMES}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter rounds (CI-sized)")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    args = parser.parse_args()
+    if args.json:
+        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the document alone
+            results = run(args.quick)
+        doc = {"bench": "tokens", "results": [asdict(r) for r in results]}
+        print(json.dumps(doc))
+    else:
+        results = run(args.quick)
+        print(table(results))
+        print("baseline = raw PyJWT (jwt.encode / jwt.decode) with the same Ed25519 key")
+        print(f"ratio = Tether ÷ raw in operations/s: above 1{TIMES} Tether is faster")
+        print("(Tether's issue also writes the issued-token row and a token.issued event)")
+        print("\n".join(goals(results)))
+
+
+if __name__ == "__main__":
+    main()
