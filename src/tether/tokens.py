@@ -375,14 +375,17 @@ class Tokens:
     ) -> list[str]:
         grants = {h: self._grants.list(_SYSTEM, principal=h) for h in holders}
         if requested is None or not requested.strip():
-            if parent is not None:
-                candidates = [Permission.parse(entry) for entry in parent]
-            else:
-                actor_grants = grants[holders[-1]]
-                candidates = [
-                    Permission.parse(entry) for entry in self._scope(actor_grants, audience, None)
-                ]
-            kept = [p for p in candidates if self._allowed_to_all(p, holders, grants, None)]
+            # Narrowest common ground: the subject's scope entries and the actor's own
+            # grants that fit the audience, kept where every identity holds them.
+            actor_grants = grants[holders[-1]]
+            server = self._server_of(audience)
+            candidates = [Permission.parse(entry) for entry in parent or ()] + [
+                Permission(g.action, g.resource)
+                for g in actor_grants
+                if server is None or g.resource.split("/", 1)[0] in (server, "*", "**")
+            ]
+            candidates = [p for p in candidates if self._allowed_to_all(p, holders, grants, parent)]
+            kept = candidates
             if not kept:
                 raise InvalidScope("no permission is held by every identity of the chain")
             return sorted({str(p) for p in kept})
