@@ -122,6 +122,9 @@ class Client:
     def introspect(self, token: str) -> dict[str, Any]:
         return self._object("POST", "/oauth2/introspect", data={"token": token})
 
+    def dev_user_token(self, email: str) -> dict[str, Any]:
+        return self._object("POST", "/v1/dev/user-token", json={"email": email})
+
     # ---- transport --------------------------------------------------------------------
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -72,6 +72,7 @@ class Settings(BaseModel):
     decision_staleness_ms: int = Field(default=1000, ge=0, le=60_000)
     decision_cache_size: int = Field(default=100_000, ge=0)
     issuer: str = "http://127.0.0.1:8700"
+    dev_idp: bool = False
     token_ttl_default: Duration = timedelta(minutes=5)
     token_ttl_max: Duration = timedelta(minutes=15)
     token_leeway: Duration = timedelta(seconds=30)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from tether.admin_tokens import AdminTokens
 from tether.callers import Caller
 from tether.config import Settings
+from tether.dev_idp import DevIdp
 from tether.epoch import StateEpoch
 from tether.errors import Denied, StoreUnavailable, TetherError, Unauthenticated
 from tether.events import EventLog
@@ -51,7 +52,9 @@ class Tether:
         self.clock = clock
         self.events = EventLog(store, clock)
         self.admin_tokens = AdminTokens(store, clock)
-        self.identity_providers = IdentityProviders(settings.idp, settings.admin_groups)
+        self.dev_idp = DevIdp(settings) if settings.dev_idp else None
+        idps = (*settings.idp, self.dev_idp.config()) if self.dev_idp else settings.idp
+        self.identity_providers = IdentityProviders(idps, settings.admin_groups)
         self.epoch = StateEpoch(store, settings.decision_staleness_ms / 1000)
         self.registry = Registry(store, settings, self.events, self.epoch, clock)
         self.grants = Grants(store, settings, self.registry, self.events, self.epoch, clock)

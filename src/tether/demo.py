@@ -62,6 +62,7 @@ DEMO_AGENTS = (
 DEMO_GRANTS = (
     ("support-bot", "tools/call", "zendesk/*"),
     ("triage-worker", "tools/call", "zendesk/get_ticket"),
+    ("support-bot", "delegate", "triage-worker"),
     ("github-connector", "tools/call", "github/create_issue"),
     ("github-connector", "tools/call", "github/list_issues"),
     ("code-copilot", "tools/call", "github/*"),

@@ -14,7 +14,7 @@ from tether.api.deps import CallerDep, TetherDep
 from tether.callers import Caller
 from tether.core import Tether
 from tether.durations import parse_duration
-from tether.errors import InvalidClient, InvalidRequest, UnsupportedGrantType
+from tether.errors import InvalidClient, InvalidRequest, NotFound, UnsupportedGrantType
 from tether.tokens import ASSERTION_TYPE, EXCHANGE, TOKEN_TYPE_ACCESS
 
 __all__ = ["router"]
@@ -133,3 +133,15 @@ async def revoke(tether: TetherDep, request: Request) -> JSONResponse:
 def rotate_keys(tether: TetherDep, caller: CallerDep) -> dict[str, Any]:
     kid = tether.keys.rotate(caller)
     return {"kid": kid, "jwks": tether.keys.jwks()}
+
+
+@router.post("/v1/dev/user-token", tags=["development"])
+def dev_user_token(tether: TetherDep, caller: CallerDep, body: dict[str, str]) -> dict[str, str]:
+    """A person's token from the development IdP (only with --demo or dev_idp = true)."""
+    if tether.dev_idp is None:
+        raise NotFound("the development identity provider is off (tether up --demo enables it)")
+    email = body.get("email")
+    if not isinstance(email, str):
+        raise InvalidRequest("give the person's email")
+    token = tether.dev_idp.user_token(email, is_admin_caller=caller.is_admin)
+    return {"token": token, "issuer": tether.dev_idp.issuer, "warning": "development IdP"}

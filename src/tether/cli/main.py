@@ -29,6 +29,7 @@ app.add_typer(grant.app, name="grant")
 app.add_typer(policy.app, name="policy")
 app.add_typer(token.keys_app, name="keys")
 app.add_typer(token.token_app, name="token")
+app.add_typer(token.dev_app, name="dev")
 app.command()(grant.review)
 app.command()(authorize)
 

@@ -60,6 +60,8 @@ def up(
     url = f"http://{host}:{port}"
     if "issuer" not in config.model_fields_set:  # tokens name the address actually served
         config = config.model_copy(update={"issuer": url})
+    if demo:
+        config = config.model_copy(update={"dev_idp": True})
     tether, result = Tether.init(config)
     if demo:
         seed_demo(tether)
@@ -71,6 +73,8 @@ def up(
         if result.admin_token
         else f"Admin token: in {token_file}",
     ]
+    if config.dev_idp:
+        lines.append("WARNING: the development identity provider is on (tether dev user-token)")
     if demo:
         agents = tether.registry.list(Caller.admin())
         lines.append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import jwt
 import typer
@@ -17,12 +17,28 @@ from tether.cli.context import keys_dir, open_client
 from tether.cli.options import Json
 from tether.errors import InvalidRequest, InvalidToken
 from tether.model import parse_name
-from tether.tokens import ASSERTION_TYPE
+from tether.tokens import ASSERTION_TYPE, EXCHANGE, TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT
 
-__all__ = ["keys_app", "token_app"]
+__all__ = ["dev_app", "keys_app", "token_app"]
 
 keys_app = typer.Typer(help="Tether's token-signing keys.", no_args_is_help=True)
 token_app = typer.Typer(help="Agents' access tokens.", no_args_is_help=True)
+dev_app = typer.Typer(help="Development helpers (only with --demo).", no_args_is_help=True)
+
+
+@dev_app.command("user-token")
+def user_token(
+    email: Annotated[str, typer.Argument(help="The person.")],
+    json_: Json = False,
+) -> None:
+    """A person's token from the development IdP (on with `up --demo` or dev_idp = true)."""
+    with open_client() as client:
+        result = client.dev_user_token(email)
+    if json_:
+        output.emit(result)
+    else:
+        output.stderr.print("[yellow]development identity provider: not for real people[/]")
+        print(result["token"])
 
 
 @keys_app.command()
@@ -46,6 +62,65 @@ def _agent_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def _assertion(client: Any, agent: str, key: Path | None) -> tuple[str, str]:
+    """(agent ID, a fresh client assertion signed with the agent's own key)."""
+    name = (
+        parse_name(agent.rsplit("/", 1)[-1]) if agent.startswith("spiffe://") else parse_name(agent)
+    )
+    private = _agent_key(key or keys_dir() / f"{name}.pem")
+    meta = client.oauth_metadata()
+    agent_id = str(client.get_agent(agent)["id"])
+    now = int(time.time())
+    claims = {
+        "iss": agent_id,
+        "sub": agent_id,
+        "aud": meta["token_endpoint"],
+        "iat": now,
+        "exp": now + 60,
+        "jti": str(uuid.uuid4()),
+    }
+    return agent_id, jwt.encode(claims, private, algorithm="EdDSA")
+
+
+@token_app.command()
+def exchange(
+    subject_token: Annotated[str, typer.Option(help="A person's IdP token or a Tether token.")],
+    actor: Annotated[str, typer.Option(help="The agent that will act (its key signs).")],
+    audience: Annotated[str, typer.Option(help="The next agent's ID or the resource.")],
+    scope: Annotated[
+        str | None, typer.Option(help="ACTION:RESOURCE ... (default: narrowest).")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="The actor's key (default TETHER_HOME/keys/NAME.pem).")
+    ] = None,
+    json_: Json = False,
+) -> None:
+    """Delegation (RFC 8693): a token for ACTOR acting in the subject token's chain."""
+    with open_client() as client:
+        _, assertion = _assertion(client, actor, key)
+        kind = TOKEN_TYPE_JWT
+        try:
+            if jwt.get_unverified_header(subject_token).get("typ", "").lower() == "at+jwt":
+                kind = TOKEN_TYPE_ACCESS
+        except jwt.PyJWTError:
+            raise InvalidRequest("--subject-token is not a JWT") from None
+        form = {
+            "grant_type": EXCHANGE,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion,
+            "subject_token": subject_token,
+            "subject_token_type": kind,
+            "audience": audience,
+        }
+        if scope:
+            form["scope"] = scope
+        issued = client.token(form)
+    if json_:
+        output.emit(issued)
+    else:
+        print(issued["access_token"])
+
+
 @token_app.command()
 def issue(
     agent: Annotated[str, typer.Argument(help="The agent (SPIFFE ID or name).")],
@@ -60,26 +135,8 @@ def issue(
     json_: Json = False,
 ) -> None:
     """Get an access token as the agent: signs a client assertion with its own key."""
-    name = (
-        parse_name(agent.rsplit("/", 1)[-1]) if agent.startswith("spiffe://") else parse_name(agent)
-    )
-    private = _agent_key(key or keys_dir() / f"{name}.pem")
     with open_client() as client:
-        meta = client.oauth_metadata()
-        agent_id = client.get_agent(agent)["id"]
-        now = int(time.time())
-        assertion = jwt.encode(
-            {
-                "iss": agent_id,
-                "sub": agent_id,
-                "aud": meta["token_endpoint"],
-                "iat": now,
-                "exp": now + 60,
-                "jti": str(uuid.uuid4()),
-            },
-            private,
-            algorithm="EdDSA",
-        )
+        _, assertion = _assertion(client, agent, key)
         form = {
             "grant_type": "client_credentials",
             "client_assertion_type": ASSERTION_TYPE,
@@ -107,7 +164,8 @@ def inspect(
         claims = client.introspect(token)
     if not claims.get("active"):
         raise InvalidToken("the token is not active (invalid, expired or revoked)")
-    chain = [claims["sub"]] if not str(claims["sub"]).startswith("spiffe://") else []
+    subject = str(claims["sub"])
+    chain = [] if subject.startswith("spiffe://") else [f"user:{subject}"]
     actors = []
     act = claims.get("act")
     while isinstance(act, dict):
