@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, select, update
@@ -42,6 +43,7 @@ class SigningKeys:
         self._lock = threading.Lock()
         self._current: tuple[str, Ed25519PrivateKey] | None = None
         self._public: dict[str, bytes] = {}
+        self._verifiers: dict[str, jwt.PyJWK] = {}
         self._loaded_at = float("-inf")
 
     @property
@@ -123,6 +125,21 @@ class SigningKeys:
             self._reload()
         return self._public.get(kid)
 
+    def verifier(self, kid: str) -> jwt.PyJWK | None:
+        """The published key ``kid`` as PyJWT wants it (built once per key)."""
+        found = self._verifiers.get(kid)
+        if found is not None:
+            return found
+        raw = self.public(kid)
+        if raw is None:
+            return None
+        key = jwt.PyJWK(
+            {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(raw)}, algorithm="EdDSA"
+        )
+        with self._lock:
+            self._verifiers[kid] = key
+        return key
+
     def _reload(self) -> None:
         keep_after = self._clock() - self._settings.token_ttl_max - self._settings.token_leeway
         with self._store.read() as conn:
@@ -134,6 +151,7 @@ class SigningKeys:
         }
         with self._lock:
             self._public = published
+            self._verifiers = {k: v for k, v in self._verifiers.items() if k in published}
             self._loaded_at = time.monotonic()
 
     def jwks(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from tether.errors import (
 from tether.events import EventLog
 from tether.grants import Grant, Grants
 from tether.idp import IdentityProviders
-from tether.jose import b64url_encode, read_header
+from tether.jose import read_header
 from tether.keys import SigningKeys
 from tether.model import Agent, AgentState
 from tether.permissions import Permission, pattern_matches
@@ -88,6 +88,13 @@ class IssuedToken:
 
 
 @dataclass(frozen=True, slots=True)
+class _Snapshot:
+    epoch: int
+    agents: dict[str, Agent]
+    revoked: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class VerifiedToken:
     claims: dict[str, Any]
     chain: tuple[str, ...]  # human first (if any), the current actor last
@@ -124,6 +131,7 @@ class Tokens:
         self._epoch = epoch
         self._clock = clock
         self._cache: dict[bytes, tuple[VerifiedToken, int, float]] = {}
+        self._snap: _Snapshot | None = None
         self._lock = threading.Lock()
 
     @property
@@ -436,15 +444,13 @@ class Tokens:
         header = read_header(token)
         if str(header.get("typ", "")).lower() not in _TYP:
             raise InvalidToken("token typ must be at+jwt")
-        raw = self._keys.public(header["kid"])
-        if raw is None:
+        key = self._keys.verifier(header["kid"])
+        if key is None:
             raise InvalidToken("token signed by an unknown key")
         try:
             claims = jwt.decode(
                 token,
-                jwt.PyJWK(
-                    {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(raw)}, algorithm="EdDSA"
-                ),
+                key,
                 algorithms=["EdDSA"],
                 issuer=self.issuer,
                 leeway=self._settings.token_leeway,
@@ -454,25 +460,46 @@ class Tokens:
             raise InvalidToken(f"token rejected: {exc}") from None
         if not isinstance(claims.get("aud"), str):
             raise InvalidToken("token must name exactly one audience")
-        with self._store.read() as conn:
-            row = conn.execute(
-                select(issued_tokens.c.revoked_at).where(issued_tokens.c.jti == str(claims["jti"]))
-            ).first()
-        if row is None:
-            raise InvalidToken("token was not issued by this Tether")
-        if row.revoked_at is not None:
+        snapshot = self._snapshot()
+        if str(claims["jti"]) in snapshot.revoked:
             raise InvalidToken("token was revoked")
         chain = _chain(claims)
+        now = self._clock()
         for ident in chain:
             if ident.startswith("user:"):
                 continue
-            try:
-                agent = self._registry.get(_SYSTEM, ident)
-            except TetherError:
-                raise InvalidToken(f"{ident} in the token's chain is unknown") from None
-            if agent.state is not AgentState.ACTIVE or agent.owner is None:
+            agent = snapshot.agents.get(ident)
+            if agent is None:
+                raise InvalidToken(f"{ident} in the token's chain is unknown")
+            if (
+                agent.state is not AgentState.ACTIVE
+                or agent.owner is None
+                or now >= agent.expires_at
+            ):
                 raise InvalidToken(f"{ident} in the token's chain is not active")
         return VerifiedToken(claims, chain)
+
+    def _snapshot(self) -> _Snapshot:
+        """Agents and revoked token IDs as of the current state epoch (every revocation
+        and every agent change moves it), so a cold verify reads nothing from the store."""
+        epoch = self._epoch.current()
+        snapshot = self._snap
+        if snapshot is not None and snapshot.epoch == epoch:
+            return snapshot
+        horizon = self._clock() - self._settings.token_leeway
+        agents: dict[str, Agent] = {str(a.id): a for a in self._registry.list(_SYSTEM)}
+        with self._store.read() as conn:
+            revoked = frozenset(
+                conn.execute(
+                    select(issued_tokens.c.jti).where(
+                        issued_tokens.c.revoked_at.is_not(None),
+                        issued_tokens.c.expires_at > horizon,
+                    )
+                ).scalars()
+            )
+        snapshot = _Snapshot(epoch, agents, revoked)
+        self._snap = snapshot
+        return snapshot
 
     # ---- introspection and revocation ----------------------------------------------------
 

@@ -166,10 +166,10 @@ def inspect(
         raise InvalidToken("the token is not active (invalid, expired or revoked)")
     subject = str(claims["sub"])
     chain = [] if subject.startswith("spiffe://") else [f"user:{subject}"]
-    actors = []
+    actors: list[str] = []
     act = claims.get("act")
     while isinstance(act, dict):
-        actors.append(act.get("sub"))
+        actors.append(str(act.get("sub")))
         act = act.get("act")
     chain += list(reversed(actors)) or [claims["client_id"]]
     if json_:
