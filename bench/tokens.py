@@ -16,7 +16,10 @@ key, ``tether.keys.current()``) in the same run:
   of the same tokens. Goal: Tether within 1.3 times the raw cost (ratio at least 0.77).
 - ``verify cached``: ``tether.tokens.verify`` of one token again and again (a cache hit),
   vs ``jwt.decode`` of that token again and again. Goal: Tether at least 20 times faster.
-- token exchange (RFC 8693) is not measured: it is not implemented yet.
+- ``exchange``: ``tether.tokens.exchange(worker, helper's token for worker, ...)`` (one
+  RFC 8693 hop: verify the subject token, check the delegate grant and every identity's
+  grants, sign and record the new token), vs raw ``jwt.decode`` of the subject token plus
+  ``jwt.encode`` of the new one.
 
 ratio = Tether ÷ raw on operations per second, so above 1 Tether is faster and below 1 it is
 slower. The store is opened with ``decision_staleness_ms=60000`` so that the cache-hit
@@ -176,6 +179,28 @@ def bench_tokens(tether: Tether, plan: Plan) -> list[Result]:
     def decode_same(_tag: str, _n: int) -> Op:
         return lambda _i: jwt.decode(same, public, algorithms=["EdDSA"], audience=audience)
 
+    worker_key = generate_key_pair().public_key
+    tether.registry.register(ADMIN, AgentSpec(name="worker", owner=OWNER, public_key=worker_key))
+    tether.grants.add(ADMIN, GrantSpec("worker", ACTION, RESOURCE, reason="bench tokens"))
+    tether.grants.add(ADMIN, GrantSpec(AGENT, "delegate", "worker", reason="bench tokens"))
+    worker = tether.registry.get(ADMIN, "worker")
+    handed = tokens.client_credentials(agent, worker.id, None).access_token
+
+    def exchange(_tag: str, _n: int) -> Op:
+        return lambda _i: tokens.exchange(
+            worker, handed, "urn:ietf:params:oauth:token-type:access_token", audience, None
+        )
+
+    def decode_encode(_tag: str, _n: int) -> Op:
+        headers = {"typ": "at+jwt", "kid": kid}
+
+        def op(_i: int) -> None:
+            jwt.decode(handed, public, algorithms=["EdDSA"], audience=worker.id)
+            claims = payload(worker, audience, lifetime, settings.issuer)
+            jwt.encode(claims, private, algorithm="EdDSA", headers=headers)
+
+        return op
+
     rates = best_of(
         {
             "issue": (issue, 10_000_000),
@@ -184,6 +209,8 @@ def bench_tokens(tether: Tether, plan: Plan) -> list[Result]:
             "decode": (decode, 10_000_000),
             "cached": (cached, 10_000_000),
             "decode same": (decode_same, 10_000_000),
+            "exchange": (exchange, 10_000_000),
+            "decode+encode": (decode_encode, 10_000_000),
         },
         plan.seconds,
     )
@@ -191,6 +218,7 @@ def bench_tokens(tether: Tether, plan: Plan) -> list[Result]:
         _result("issue", rates["issue"], rates["encode"], "tokens/s"),
         _result("verify cold", rates["cold"], rates["decode"], "verifies/s"),
         _result("verify cached", rates["cached"], rates["decode same"], "verifies/s"),
+        _result("exchange", rates["exchange"], rates["decode+encode"], "exchanges/s"),
     ]
 
 
