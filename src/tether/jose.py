@@ -86,11 +86,16 @@ def verify_ed25519(raw_key: bytes, message: bytes, signature: bytes) -> None:
 
 def read_header(token: str, *, require_kid: bool = True) -> dict[str, Any]:
     """The protected header of a compact JWS, checked against Tether's rules."""
-    if not isinstance(token, str) or len(token) > _MAX_TOKEN or token.count(".") != 2:
+    if (
+        not isinstance(token, str)
+        or len(token) > _MAX_TOKEN
+        or not token.isascii()
+        or token.count(".") != 2
+    ):
         raise InvalidToken("not a compact JWS")
     try:
         header = json.loads(b64url_decode(token.split(".", 1)[0]))
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidToken("unreadable token header") from exc
     if not isinstance(header, dict):
         raise InvalidToken("unreadable token header")

@@ -42,6 +42,7 @@ class SigningKeys:
         self._clock = clock
         self._lock = threading.Lock()
         self._current: tuple[str, Ed25519PrivateKey] | None = None
+        self._current_at = float("-inf")
         self._public: dict[str, bytes] = {}
         self._verifiers: dict[str, jwt.PyJWK] = {}
         self._loaded_at = float("-inf")
@@ -103,9 +104,12 @@ class SigningKeys:
     def current(self) -> tuple[str, Ed25519PrivateKey]:
         """The kid and private key new tokens are signed with."""
         current = self._current
-        if current is not None:
+        if current is not None and time.monotonic() - self._current_at < _REFRESH_SECONDS:
             return current
-        kid = self.ensure()
+        kid = self.ensure()  # another process may have rotated
+        if current is not None and current[0] == kid:
+            self._current_at = time.monotonic()
+            return current
         path = self._dir / f"{kid}.pem"
         try:
             loaded = serialization.load_pem_private_key(path.read_bytes(), None)
@@ -114,6 +118,7 @@ class SigningKeys:
         assert isinstance(loaded, Ed25519PrivateKey)
         with self._lock:
             self._current = (kid, loaded)
+            self._current_at = time.monotonic()
         return kid, loaded
 
     def public(self, kid: str) -> bytes | None:

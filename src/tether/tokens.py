@@ -171,15 +171,21 @@ class Tokens:
                 ),
                 algorithms=["EdDSA"],
                 audience=[self.token_endpoint, self.issuer],
-                leeway=self._settings.token_leeway,
-                options={"require": ["iss", "sub", "aud", "exp", "jti"]},
+                options={
+                    "require": ["iss", "sub", "aud", "exp", "jti"],
+                    "verify_exp": False,  # checked by _check_times, on Tether's clock
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
+            self._check_times(claims)
         except jwt.PyJWTError as exc:
             raise InvalidClient(f"client assertion rejected: {exc}") from None
-        expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
         now = self._clock()
-        if expires > now + self._settings.assertion_ttl_max + self._settings.token_leeway:
+        latest = now + self._settings.assertion_ttl_max + self._settings.token_leeway
+        if int(claims["exp"]) > latest.timestamp():
             raise InvalidClient("client assertion lives too long: exp must be within minutes")
+        expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
         self._use_jti(str(claims["jti"]), agent.id, expires)
         if agent.state is not AgentState.ACTIVE:
             raise UnauthorizedClient(f"agent {agent.name} is {agent.state.value}")
@@ -227,8 +233,11 @@ class Tokens:
             if not fit:
                 raise InvalidScope(f"the agent holds no grant that fits {audience}")
             return sorted(set(fit))
-        wanted = [Permission.parse(entry) for entry in requested.split()]
+        wanted = _parse_scope(requested)
+        server = self._server_of(audience)
         for permission in wanted:
+            if server is not None and permission.resource.split("/", 1)[0] != server:
+                raise InvalidScope(f"{permission} is not for {audience}")
             if not any(_within(permission, g) for g in grants):
                 raise InvalidScope(f"{permission} is beyond the agent's grants")
         return sorted({str(p) for p in wanted})
@@ -397,7 +406,7 @@ class Tokens:
             if not kept:
                 raise InvalidScope("no permission is held by every identity of the chain")
             return sorted({str(p) for p in kept})
-        wanted = [Permission.parse(entry) for entry in requested.split()]
+        wanted = _parse_scope(requested)
         for permission in wanted:
             if not self._allowed_to_all(permission, holders, grants, parent):
                 raise InvalidScope(
@@ -453,9 +462,15 @@ class Tokens:
                 key,
                 algorithms=["EdDSA"],
                 issuer=self.issuer,
-                leeway=self._settings.token_leeway,
-                options={"require": _REQUIRED, "verify_aud": False},
+                options={
+                    "require": _REQUIRED,
+                    "verify_aud": False,  # checked by verify(), per resource
+                    "verify_exp": False,  # checked by _check_times, on Tether's clock
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
+            self._check_times(claims)
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"token rejected: {exc}") from None
         if not isinstance(claims.get("aud"), str):
@@ -478,6 +493,22 @@ class Tokens:
             ):
                 raise InvalidToken(f"{ident} in the token's chain is not active")
         return VerifiedToken(claims, chain)
+
+    def _check_times(self, claims: dict[str, Any]) -> None:
+        """``exp``, ``nbf`` and ``iat`` against Tether's clock, with the leeway."""
+        now = self._clock().timestamp()
+        leeway = self._settings.token_leeway.total_seconds()
+        for name in ("exp", "nbf", "iat"):
+            if name in claims and (
+                isinstance(claims[name], bool) or not isinstance(claims[name], int | float)
+            ):
+                raise jwt.InvalidTokenError(f"{name} must be a number")
+        if "exp" in claims and claims["exp"] <= now - leeway:
+            raise jwt.ExpiredSignatureError("the token has expired")
+        if "nbf" in claims and claims["nbf"] > now + leeway:
+            raise jwt.ImmatureSignatureError("the token is not yet valid")
+        if "iat" in claims and claims["iat"] > now + leeway:
+            raise jwt.ImmatureSignatureError("the token was issued in the future")
 
     def _snapshot(self) -> _Snapshot:
         """Agents and revoked token IDs as of the current state epoch (every revocation
@@ -547,6 +578,13 @@ class Tokens:
             )
             self._epoch.bump(conn)
         return len(family)
+
+
+def _parse_scope(text: str) -> list[Permission]:
+    try:
+        return [Permission.parse(entry) for entry in text.split()]
+    except InvalidRequest as exc:
+        raise InvalidScope(f"malformed scope: {exc.description}") from None
 
 
 def _within(permission: Permission, grant: Grant) -> bool:

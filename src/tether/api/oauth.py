@@ -14,7 +14,13 @@ from tether.api.deps import CallerDep, TetherDep
 from tether.callers import Caller
 from tether.core import Tether
 from tether.durations import parse_duration
-from tether.errors import InvalidClient, InvalidRequest, NotFound, UnsupportedGrantType
+from tether.errors import (
+    Forbidden,
+    InvalidClient,
+    InvalidRequest,
+    NotFound,
+    UnsupportedGrantType,
+)
 from tether.tokens import ASSERTION_TYPE, EXCHANGE, TOKEN_TYPE_ACCESS
 
 __all__ = ["router"]
@@ -55,7 +61,10 @@ def _caller(tether: Tether, request: Request, form: dict[str, str]) -> Caller:
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() != "bearer" or not credentials:
         raise InvalidClient("authenticate with the admin token or a client assertion")
-    return tether.authenticate(credentials.strip())
+    caller = tether.authenticate(credentials.strip())
+    if not caller.is_admin:
+        raise Forbidden("only admins or agents (with a client assertion) may do this")
+    return caller
 
 
 @router.get("/.well-known/oauth-authorization-server")
@@ -86,6 +95,8 @@ def jwks(tether: TetherDep) -> dict[str, Any]:
 async def token(tether: TetherDep, request: Request) -> JSONResponse:
     form = await _form(request)
     grant_type = form.get("grant_type")
+    if not grant_type:
+        raise InvalidRequest("grant_type is required")
     if grant_type not in ("client_credentials", EXCHANGE):
         raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
     if form.get("client_assertion_type") != ASSERTION_TYPE:
