@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from tether.admin_tokens import AdminTokens
+from tether.admin_tokens import TOKEN_PREFIX, AdminTokens
 from tether.callers import Caller
 from tether.config import Settings
 from tether.dev_idp import DevIdp
@@ -134,7 +134,7 @@ class Tether:
             raise Unauthenticated("missing bearer token")
         if self.admin_tokens.verify(bearer):
             return Caller.admin()
-        if not self.identity_providers:
+        if bearer.startswith(TOKEN_PREFIX) or not self.identity_providers:
             raise Unauthenticated("invalid bearer token")
         return self.identity_providers.authenticate(bearer)
 
