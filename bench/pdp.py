@@ -30,20 +30,18 @@ Each figure is the best of three timed rounds, the measures taking turns within 
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cedarpy
+from _common import TIMES, Op, Result, best_of, expect, main, opened, result
 
-from tether import AgentSpec, Caller, Settings, Tether, generate_key_pair
+from tether import AgentSpec, Caller, Tether, generate_key_pair
 from tether.grants import Grant, GrantSpec
 from tether.model import Agent
 from tether.policy.decision import AccessRequest
@@ -59,21 +57,8 @@ FILLER_AGENTS = 40  # holders of the other grants, with FILLER_USERS people
 FILLER_USERS = 60
 FILLER_ACTIONS = ("tools/call", "resources/read", "prompts/get", "GET", "POST")
 POOL = 64  # distinct resources pre-parsed for the raw and naive baselines
-ROUNDS = 3
-CALIBRATE_S = 0.03  # warm-up, which also sizes each timed round
-TIMES = "\u00d7"  # the multiplication sign, for ratios
-
-Op = Callable[[int], object]
-Make = Callable[[str, int], Op]  # (tag, n) -> the operation to time, prepared for n calls
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    name: str
-    value: float
-    unit: str
-    baseline: float
-    ratio: float
+ROUNDS = 3  # as in _common.best_of
+STALENESS_MS = 60_000  # the epoch is polled at most once a minute: measure the engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,37 +69,6 @@ class Plan:
 
 QUICK = Plan(sizes=((10, (1,)), (100, (1, 4)), (1000, (1,))), seconds=0.25)
 FULL = Plan(sizes=tuple((g, (1, 2, 3, 4)) for g in (10, 100, 1000)), seconds=1.5)
-
-
-def rate(n: int, op: Op) -> float:
-    """Operations per second for ``op(0) .. op(n-1)``."""
-    start = time.perf_counter()
-    for i in range(n):
-        op(i)
-    return n / (time.perf_counter() - start)
-
-
-def calibrate(make: Make, seconds: float, cap: int) -> int:
-    """Warm ``make``'s operation up for ``CALIBRATE_S``; the calls a ``seconds`` round takes."""
-    limit = 5000
-    op = make("cal", limit)
-    calls, start = 0, time.perf_counter()
-    while calls < limit and time.perf_counter() - start < CALIBRATE_S:
-        op(calls)
-        calls += 1
-    per_call = (time.perf_counter() - start) / calls
-    return max(10, min(cap, int(seconds / per_call)))
-
-
-def best_of(makes: dict[str, tuple[Make, int]], seconds: float) -> dict[str, float]:
-    """Calibrate each measure (``name: (make, cap on calls per round)``), then run
-    ``ROUNDS`` rounds in which the measures take turns; the best rate of each."""
-    sizes = {name: calibrate(make, seconds, cap) for name, (make, cap) in makes.items()}
-    best = dict.fromkeys(makes, 0.0)
-    for r in range(ROUNDS):
-        for name, (make, _) in makes.items():
-            best[name] = max(best[name], rate(sizes[name], make(f"r{r}", sizes[name])))
-    return best
 
 
 # ---- the store --------------------------------------------------------------------------
@@ -190,7 +144,7 @@ def bench_shape(store: Fixture, depth: int, size: int, seconds: float) -> list[R
     tether = store.tether
     pdp = tether.pdp
     live = tether.grants.live()
-    _expect(len(live) == size, f"{len(live)} live grants, not {size}")
+    expect(len(live) == size, f"{len(live)} live grants, not {size}")
     agents = tether.registry.list(ADMIN)
     users = sorted({g.principal.id for g in live if g.principal.kind == "user"})
     principals = [entity(a) for a in agents] + [entity(None, u) for u in users]
@@ -229,11 +183,11 @@ def bench_shape(store: Fixture, depth: int, size: int, seconds: float) -> list[R
     # Check every path allows before timing anything.
     raw_first = cedarpy.is_authorized_batch(batches[0], policies, handles[0])
     naive_first = cedarpy.is_authorized_batch(batches[0], text, texts[0])
-    _expect(all(r.allowed for r in raw_first + naive_first), "cedarpy denied a chain request")
+    expect(all(r.allowed for r in raw_first + naive_first), "cedarpy denied a chain request")
     first = pdp.decide(request("github/check"))
-    _expect(first.allowed, f"Tether denied: {first.reasons}")
-    _expect(len(first.chain) == depth + 1, f"unexpected chain {first.chain}")
-    _expect(pdp.decide(request("github/check")).cached, "a repeated request was not cached")
+    expect(first.allowed, f"Tether denied: {first.reasons}")
+    expect(len(first.chain) == depth + 1, f"unexpected chain {first.chain}")
+    expect(pdp.decide(request("github/check")).cached, "a repeated request was not cached")
 
     def hit(_tag: str, _n: int) -> Op:
         same = request("github/same")
@@ -273,36 +227,20 @@ def bench_shape(store: Fixture, depth: int, size: int, seconds: float) -> list[R
     per_id = {k: 1e6 / v / (depth + 1) for k, v in rates.items()}
     base_rate = rates["raw"]
     return [
-        _result(f"hit {shape}", rates["hit"], base_rate, "decisions/s"),
-        _result(f"miss {shape}", rates["miss"], base_rate, "decisions/s"),
-        _result(f"miss {shape} per identity", per_id["miss"], per_id["raw"], "µs/identity"),
-        _result(f"naive {shape}", rates["naive"], base_rate, "decisions/s"),
+        result(f"hit {shape}", rates["hit"], base_rate, "decisions/s"),
+        result(f"miss {shape}", rates["miss"], base_rate, "decisions/s"),
+        result(f"miss {shape} per identity", per_id["miss"], per_id["raw"], "µs/identity"),
+        result(f"naive {shape}", rates["naive"], base_rate, "decisions/s"),
     ]
-
-
-def _expect(condition: bool, problem: str) -> None:
-    if not condition:
-        raise RuntimeError(f"bench setup is wrong: {problem}")
-
-
-def _result(name: str, value: float, baseline: float, unit: str) -> Result:
-    digits = 1 if unit == "decisions/s" else 2
-    return Result(
-        name, round(value, digits), unit, round(baseline, digits), round(value / baseline, 3)
-    )
-
-
-@contextlib.contextmanager
-def opened(home: Path) -> Iterator[Tether]:
-    tether, _ = Tether.init(Settings.load(home, decision_staleness_ms=60_000))
-    with tether:
-        yield tether
 
 
 def run(quick: bool) -> list[Result]:
     plan = QUICK if quick else FULL
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp, opened(Path(tmp)) as tether:
+    with (
+        tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp,
+        opened(Path(tmp), decision_staleness_ms=60_000) as tether,
+    ):
         store = Fixture(tether)
         for size, depths in plan.sizes:
             started = time.perf_counter()
@@ -314,34 +252,13 @@ def run(quick: bool) -> list[Result]:
     return results
 
 
-def number(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
-
-
-def table(results: list[Result]) -> str:
-    lines = [f"{'measure':<26}{'Tether':>24}{'raw cedarpy':>24}{'ratio':>9}"]
-    for r in results:
-        ours, bare = f"{number(r.value)} {r.unit}", f"{number(r.baseline)} {r.unit}"
-        lines.append(f"{r.name:<26}{ours:>24}{bare:>24}{r.ratio:>8.2f}{TIMES}")
-    return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer shapes, shorter rounds (CI)")
-    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    args = parser.parse_args()
-    if args.json:
-        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the document alone
-            results = run(args.quick)
-        doc = {"bench": "pdp", "results": [asdict(r) for r in results]}
-        print(json.dumps(doc))
-    else:
-        print(table(run(args.quick)))
-        print("dN = a person and N agents (N + 1 identities evaluated); gN = live grants")
-        print("baseline = raw pre-parsed cedarpy on the same requests; ratio = Tether ÷ raw")
-        print(f"(decisions/s: below 1{TIMES} Tether is slower; µs/identity: above 1{TIMES} it is)")
+def footer(results: list[Result]) -> list[str]:
+    return [
+        "dN = a person and N agents (N + 1 identities evaluated); gN = live grants",
+        "baseline = raw pre-parsed cedarpy on the same requests; ratio = Tether ÷ raw",
+        f"(decisions/s: below 1{TIMES} Tether is slower; µs/identity: above 1{TIMES} it is)",
+    ]
 
 
 if __name__ == "__main__":
-    main()
+    main("pdp", __doc__ or "", run, footer, baseline="raw cedarpy", width=26)

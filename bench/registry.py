@@ -9,20 +9,17 @@ ratio = Tether ÷ baseline, so below 1 means Tether is slower than the bare quer
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import secrets
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
+from _common import TIMES, Op, Result, main, rate, result
 
 from tether import AgentSpec, Caller, Settings, Tether, generate_key_pair
 from tether.core import utcnow
@@ -33,26 +30,6 @@ ADMIN = Caller.admin()
 OWNER = "bench@example.com"
 ROUNDS = 3
 WARMUP = 20
-TIMES = "\u00d7"  # the multiplication sign, for ratios
-
-Op = Callable[[int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    name: str
-    value: float
-    unit: str
-    baseline: float
-    ratio: float
-
-
-def rate(n: int, op: Op) -> float:
-    """Operations per second for ``op(0) .. op(n-1)``."""
-    start = time.perf_counter()
-    for i in range(n):
-        op(i)
-    return n / (time.perf_counter() - start)
 
 
 def best_of(n: int, ours: Callable[[str], Op], bare: Callable[[str], Op]) -> tuple[float, float]:
@@ -141,8 +118,7 @@ def _row(name: str, key: str, now: datetime, lifetime: timedelta) -> dict[str, o
 
 
 def _result(name: str, rates: tuple[float, float]) -> Result:
-    ours, bare = rates
-    return Result(name, round(ours, 1), "ops/s", round(bare, 1), round(ours / bare, 3))
+    return result(name, rates[0], rates[1], "ops/s")
 
 
 @contextlib.contextmanager
@@ -184,28 +160,9 @@ def run(quick: bool) -> list[Result]:
     return results
 
 
-def table(results: list[Result]) -> str:
-    lines = [f"{'measure':<20}{'Tether':>16}{'baseline':>16}{'ratio':>8}"]
-    for r in results:
-        ours, bare = f"{r.value:,.0f} {r.unit}", f"{r.baseline:,.0f} {r.unit}"
-        lines.append(f"{r.name:<20}{ours:>16}{bare:>16}{r.ratio:>7.2f}{TIMES}")
-    return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer operations (CI-sized)")
-    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    args = parser.parse_args()
-    if args.json:
-        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the document alone
-            results = run(args.quick)
-        doc = {"bench": "registry", "results": [asdict(r) for r in results]}
-        print(json.dumps(doc))
-    else:
-        print(table(run(args.quick)))
-        print(f"ratio = Tether ÷ baseline (bare SQLAlchemy Core); below 1{TIMES} Tether is slower")
+def footer(_results: list[Result]) -> list[str]:
+    return [f"ratio = Tether ÷ baseline (bare SQLAlchemy Core); below 1{TIMES} Tether is slower"]
 
 
 if __name__ == "__main__":
-    main()
+    main("registry", __doc__ or "", run, footer, baseline="baseline")

@@ -32,22 +32,18 @@ a round.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import secrets
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import jwt
+from _common import TIMES, Op, Result, best_of, expect, main, opened, result
 
-from tether import AgentSpec, Caller, Settings, Tether, generate_key_pair
+from tether import AgentSpec, Caller, Tether, generate_key_pair
 from tether.grants import GrantSpec
 from tether.model import Agent
 
@@ -56,24 +52,11 @@ OWNER = "bench@example.com"
 AGENT = "helper"
 ACTION = "tools/call"
 RESOURCE = "github/*"
-ROUNDS = 3
-CALIBRATE_S = 0.03  # warm-up, which also sizes each timed round
+ROUNDS = 3  # as in _common.best_of
+STALENESS_MS = 60_000  # the epoch is polled at most once a minute: measure the engine
 CALIBRATE_CALLS = 200  # at most this many calls (and fresh tokens) to calibrate
 COLD_GOAL = 1 / 1.3  # verify cold: Tether within 1.3x the raw cost
 CACHED_GOAL = 20.0  # verify cached: Tether at least 20x faster than raw
-TIMES = "\u00d7"  # the multiplication sign, for ratios
-
-Op = Callable[[int], object]
-Make = Callable[[str, int], Op]  # (tag, n) -> the operation to time, prepared for n calls
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    name: str
-    value: float
-    unit: str
-    baseline: float
-    ratio: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,37 +67,6 @@ class Plan:
 
 QUICK = Plan(seconds=0.25, cold_cap=1500)
 FULL = Plan(seconds=1.5, cold_cap=10_000)
-
-
-def rate(n: int, op: Op) -> float:
-    """Operations per second for ``op(0) .. op(n-1)``."""
-    start = time.perf_counter()
-    for i in range(n):
-        op(i)
-    return n / (time.perf_counter() - start)
-
-
-def calibrate(make: Make, seconds: float, cap: int) -> int:
-    """Warm ``make``'s operation up for ``CALIBRATE_S``; the calls a ``seconds`` round takes."""
-    limit = min(cap, CALIBRATE_CALLS)
-    op = make("cal", limit)
-    calls, start = 0, time.perf_counter()
-    while calls < limit and time.perf_counter() - start < CALIBRATE_S:
-        op(calls)
-        calls += 1
-    per_call = (time.perf_counter() - start) / calls
-    return max(10, min(cap, int(seconds / per_call)))
-
-
-def best_of(makes: dict[str, tuple[Make, int]], seconds: float) -> dict[str, float]:
-    """Calibrate each measure (``name: (make, cap on calls per round)``), then run
-    ``ROUNDS`` rounds in which the measures take turns; the best rate of each."""
-    sizes = {name: calibrate(make, seconds, cap) for name, (make, cap) in makes.items()}
-    best = dict.fromkeys(makes, 0.0)
-    for r in range(ROUNDS):
-        for name, (make, _) in makes.items():
-            best[name] = max(best[name], rate(sizes[name], make(f"r{r}", sizes[name])))
-    return best
 
 
 # ---- the measures -----------------------------------------------------------------------
@@ -138,12 +90,12 @@ def bench_tokens(tether: Tether, plan: Plan) -> list[Result]:
     # Check both paths agree before timing anything.
     sample = issue_one()
     verified = tokens.verify(sample, audience)
-    _expect(verified.claims["sub"] == agent.id, f"unexpected subject {verified.claims['sub']}")
-    _expect(verified.scope == (f"{ACTION}:{RESOURCE}",), f"unexpected scope {verified.scope}")
-    _expect(jwt.get_unverified_header(sample)["kid"] == kid, "not signed with the current key")
+    expect(verified.claims["sub"] == agent.id, f"unexpected subject {verified.claims['sub']}")
+    expect(verified.scope == (f"{ACTION}:{RESOURCE}",), f"unexpected scope {verified.scope}")
+    expect(jwt.get_unverified_header(sample)["kid"] == kid, "not signed with the current key")
     raw_claims = jwt.decode(sample, public, algorithms=["EdDSA"], audience=audience)
-    _expect(raw_claims == verified.claims, "raw PyJWT reads other claims than Tether")
-    _expect(set(payload(agent, audience, lifetime, settings.issuer)) == set(raw_claims), "shape")
+    expect(raw_claims == verified.claims, "raw PyJWT reads other claims than Tether")
+    expect(set(payload(agent, audience, lifetime, settings.issuer)) == set(raw_claims), "shape")
 
     def issue(_tag: str, _n: int) -> Op:
         return lambda _i: tokens.client_credentials(agent, audience, None)
@@ -213,12 +165,13 @@ def bench_tokens(tether: Tether, plan: Plan) -> list[Result]:
             "decode+encode": (decode_encode, 10_000_000),
         },
         plan.seconds,
+        warm_calls=CALIBRATE_CALLS,
     )
     return [
-        _result("issue", rates["issue"], rates["encode"], "tokens/s"),
-        _result("verify cold", rates["cold"], rates["decode"], "verifies/s"),
-        _result("verify cached", rates["cached"], rates["decode same"], "verifies/s"),
-        _result("exchange", rates["exchange"], rates["decode+encode"], "exchanges/s"),
+        result("issue", rates["issue"], rates["encode"], "tokens/s"),
+        result("verify cold", rates["cold"], rates["decode"], "verifies/s"),
+        result("verify cached", rates["cached"], rates["decode same"], "verifies/s"),
+        result("exchange", rates["exchange"], rates["decode+encode"], "exchanges/s"),
     ]
 
 
@@ -238,30 +191,13 @@ def payload(agent: Agent, audience: str, lifetime: timedelta, issuer: str) -> di
     }
 
 
-def _expect(condition: bool, problem: str) -> None:
-    if not condition:
-        raise RuntimeError(f"bench setup is wrong: {problem}")
-
-
-def _result(name: str, value: float, baseline: float, unit: str) -> Result:
-    return Result(name, round(value, 1), unit, round(baseline, 1), round(value / baseline, 3))
-
-
-@contextlib.contextmanager
-def opened(home: Path) -> Iterator[Tether]:
-    tether, _ = Tether.init(Settings.load(home, decision_staleness_ms=60_000))
-    with tether:
-        yield tether
-
-
 def run(quick: bool) -> list[Result]:
     plan = QUICK if quick else FULL
-    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp, opened(Path(tmp)) as tether:
+    with (
+        tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp,
+        opened(Path(tmp), decision_staleness_ms=60_000) as tether,
+    ):
         return bench_tokens(tether, plan)
-
-
-def number(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
 
 
 def goals(results: list[Result]) -> list[str]:
@@ -278,32 +214,14 @@ def goals(results: list[Result]) -> list[str]:
     return lines
 
 
-def table(results: list[Result]) -> str:
-    lines = [f"{'measure':<16}{'Tether':>22}{'raw PyJWT':>22}{'ratio':>9}"]
-    for r in results:
-        ours, bare = f"{number(r.value)} {r.unit}", f"{number(r.baseline)} {r.unit}"
-        lines.append(f"{r.name:<16}{ours:>22}{bare:>22}{r.ratio:>8.2f}{TIMES}")
-    return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="shorter rounds (CI-sized)")
-    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    args = parser.parse_args()
-    if args.json:
-        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the document alone
-            results = run(args.quick)
-        doc = {"bench": "tokens", "results": [asdict(r) for r in results]}
-        print(json.dumps(doc))
-    else:
-        results = run(args.quick)
-        print(table(results))
-        print("baseline = raw PyJWT (jwt.encode / jwt.decode) with the same Ed25519 key")
-        print(f"ratio = Tether ÷ raw in operations/s: above 1{TIMES} Tether is faster")
-        print("(Tether's issue also writes the issued-token row and a token.issued event)")
-        print("\n".join(goals(results)))
+def footer(results: list[Result]) -> list[str]:
+    return [
+        "baseline = raw PyJWT (jwt.encode / jwt.decode) with the same Ed25519 key",
+        f"ratio = Tether ÷ raw in operations/s: above 1{TIMES} Tether is faster",
+        "(Tether's issue also writes the issued-token row and a token.issued event)",
+        *goals(results),
+    ]
 
 
 if __name__ == "__main__":
-    main()
+    main("tokens", __doc__ or "", run, footer, baseline="raw PyJWT", width=16)
