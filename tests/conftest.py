@@ -7,15 +7,19 @@ they fail.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tether import Caller, Settings, Tether
 from tether.agent_keys import generate_key_pair
@@ -110,6 +114,87 @@ def tether(make_settings: Callable[..., Settings], clock: Clock) -> Iterator[Tet
     first.close()
     with Tether.open(settings, clock=clock) as opened:
         yield opened
+
+
+class Cli:
+    """The CLI in this process: ``cli(*argv)`` gives (exit code, stdout, stderr)."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        from tether.cli.main import run
+
+        self.capsys.readouterr()
+        code = run(list(argv))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, *argv: str, expect: int = 0) -> Any:
+        code, out, err = self(*argv, "--json")
+        assert code == expect, (code, out, err)
+        assert "Traceback" not in out + err
+        return json.loads(out)  # exactly one JSON document, nothing else
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Path:
+    """TETHER_HOME (returned) and TETHER_DB for CLI tests in local mode."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("TETHER_HOME", str(home))
+    monkeypatch.setenv("TETHER_DB", db_url)
+    monkeypatch.delenv("TETHER_URL", raising=False)
+    monkeypatch.delenv("TETHER_TOKEN", raising=False)
+    return home
+
+
+def initialised(cli: Cli) -> Cli:
+    doc = cli.json("init")
+    assert doc["created"] is True
+    assert doc["admin_token"].startswith("tta_")
+    return cli
+
+
+@dataclass
+class Served:
+    """An initialised Tether behind the API, trusting one test identity provider."""
+
+    client: Any  # fastapi.testclient.TestClient
+    tether: Tether
+    admin: dict[str, str]  # the admin bearer header
+    idp_key: Ed25519PrivateKey  # signs people's tokens (kid "idp-1")
+
+
+@contextmanager
+def served(
+    make_settings: Callable[..., Settings],
+    directory: Path,
+    idp_issuer: str,
+    admin_groups: tuple[str, ...] = (),
+) -> Iterator[Served]:
+    from fastapi.testclient import TestClient
+    from jwt.algorithms import OKPAlgorithm
+
+    from tether.api import create_app
+
+    idp_key = Ed25519PrivateKey.generate()
+    jwk = OKPAlgorithm.to_jwk(idp_key.public_key(), as_dict=True)
+    jwk["kid"] = "idp-1"
+    jwks = directory / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}), encoding="utf-8")
+    settings = make_settings(
+        idp=[{"issuer": idp_issuer, "audience": "tether", "jwks_file": str(jwks)}],
+        admin_groups=list(admin_groups),
+    )
+    first, result = Tether.init(settings)
+    first.close()
+    assert result.admin_token
+    with Tether.open(settings) as tether:
+        client = TestClient(create_app(tether), raise_server_exceptions=False)
+        try:
+            yield Served(client, tether, {"Authorization": f"Bearer {result.admin_token}"}, idp_key)
+        finally:
+            client.close()
 
 
 def spec(name: str, owner: str | None = "alice@example.com", **kw: Any) -> AgentSpec:

@@ -19,15 +19,14 @@ from urllib.parse import quote
 import httpx
 import jwt
 import pytest
+from conftest import served
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jwt.algorithms import OKPAlgorithm
 
 from tether import Settings, Tether
 from tether.agent_keys import generate_key_pair
-from tether.api import create_app
 from tether.model import Event
 
 ISSUER = "https://idp.example.com"
@@ -104,22 +103,8 @@ class Api:
 
 @pytest.fixture
 def api(tmp_path: Path, make_settings: Callable[..., Settings]) -> Iterator[Api]:
-    idp_key = Ed25519PrivateKey.generate()
-    jwk = OKPAlgorithm.to_jwk(idp_key.public_key(), as_dict=True)
-    jwk["kid"] = "idp-1"
-    jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps({"keys": [jwk]}), encoding="utf-8")
-    settings_ = make_settings(
-        idp=[{"issuer": ISSUER, "audience": "tether", "jwks_file": str(jwks)}],
-        admin_groups=[ADMIN_GROUP],
-    )
-    first, result = Tether.init(settings_)
-    first.close()
-    assert result.admin_token
-    with Tether.open(settings_) as tether:
-        client = TestClient(create_app(tether), raise_server_exceptions=False)
-        yield Api(client, tether, {"Authorization": f"Bearer {result.admin_token}"}, idp_key)
-        client.close()
+    with served(make_settings, tmp_path, ISSUER, (ADMIN_GROUP,)) as up:
+        yield Api(up.client, up.tether, up.admin, up.idp_key)
 
 
 @pytest.fixture

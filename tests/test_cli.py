@@ -6,43 +6,18 @@ import json
 import stat
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import Cli, initialised
 from cryptography.hazmat.primitives import serialization
 
 from tether.agent_keys import parse_public_key
-from tether.cli.main import run
-
-
-class Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = run(list(argv))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def json(self, *argv: str, expect: int = 0) -> Any:
-        code, out, err = self(*argv, "--json")
-        assert code == expect, (code, out, err)
-        return json.loads(out)  # exactly one JSON document, nothing else
 
 
 @pytest.fixture
-def cli(monkeypatch, tmp_path: Path, capsys, db_url: str) -> Cli:
-    home = tmp_path / "home"
-    monkeypatch.setenv("TETHER_HOME", str(home))
-    monkeypatch.setenv("TETHER_DB", db_url)
-    monkeypatch.delenv("TETHER_URL", raising=False)
-    monkeypatch.delenv("TETHER_TOKEN", raising=False)
-    c = Cli(capsys)
-    doc = c.json("init")
-    assert doc["created"] is True and doc["admin_token"].startswith("tta_")
-    return c
+def cli(cli_env: Path, capsys) -> Cli:
+    return initialised(Cli(capsys))
 
 
 def test_uninitialised_home_says_run_init(monkeypatch, tmp_path, capsys) -> None:

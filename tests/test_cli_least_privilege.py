@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tether.cli.main import run
+from conftest import Cli as BaseCli
+from conftest import initialised
 
 ALICE = "user:alice@example.com"
 BOB = "user:bob@example.com"
@@ -29,22 +29,7 @@ when { resource.path like "*delete*" };
 """
 
 
-class Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = run(list(argv))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def json(self, *argv: str, expect: int = 0) -> Any:
-        code, out, err = self(*argv, "--json")
-        assert code == expect, (code, out, err)
-        assert "Traceback" not in out + err
-        return json.loads(out)  # exactly one JSON document, nothing else
-
+class Cli(BaseCli):
     # ---- the commands of this file ---------------------------------------------------
 
     def authorize(
@@ -74,17 +59,9 @@ class Cli:
 
 
 @pytest.fixture
-def cli(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], db_url: str
-) -> Cli:
-    home = tmp_path / "home"
-    monkeypatch.setenv("TETHER_HOME", str(home))
-    monkeypatch.setenv("TETHER_DB", db_url)
-    monkeypatch.delenv("TETHER_URL", raising=False)
-    monkeypatch.delenv("TETHER_TOKEN", raising=False)
+def cli(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
     c = Cli(capsys)
-    doc = c.json("init")
-    assert doc["created"] is True and doc["admin_token"].startswith("tta_")
+    initialised(c)
     return c
 
 

@@ -5,24 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import Cli
 
 from tether.cli.main import run
 
 
 @pytest.fixture
-def cli(monkeypatch, tmp_path, capsys, db_url):
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "tether.toml").write_text("dev_idp = true\n")
-    monkeypatch.setenv("TETHER_HOME", str(home))
-    monkeypatch.setenv("TETHER_DB", db_url)
-    monkeypatch.delenv("TETHER_URL", raising=False)
-    monkeypatch.delenv("TETHER_TOKEN", raising=False)
+def cli(cli_env, capsys):
+    cli_env.mkdir()
+    (cli_env / "tether.toml").write_text("dev_idp = true\n")
+    run_cli = Cli(capsys)
 
     def call(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run(list(argv))
-        out, err = capsys.readouterr()
+        code, out, err = run_cli(*argv)
         return code, out.strip(), err
 
     assert call("init")[0] == 0

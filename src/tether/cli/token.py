@@ -82,6 +82,13 @@ def _assertion(client: Any, agent: str, key: Path | None) -> tuple[str, str]:
     return agent_id, jwt.encode(claims, private, algorithm="EdDSA")
 
 
+def _print_token(issued: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        output.emit(issued)
+    else:
+        print(issued["access_token"])
+
+
 @token_app.command()
 def exchange(
     subject_token: Annotated[str, typer.Option(help="A person's IdP token or a Tether token.")],
@@ -115,10 +122,7 @@ def exchange(
         if scope:
             form["scope"] = scope
         issued = client.token(form)
-    if json_:
-        output.emit(issued)
-    else:
-        print(issued["access_token"])
+    _print_token(issued, json_)
 
 
 @token_app.command()
@@ -148,10 +152,7 @@ def issue(
         if ttl:
             form["ttl"] = ttl
         issued = client.token(form)
-    if json_:
-        output.emit(issued)
-    else:
-        print(issued["access_token"])
+    _print_token(issued, json_)
 
 
 @token_app.command()
