@@ -46,3 +46,32 @@ def test_sweeper_persists_expiry_with_an_event(make_settings) -> None:
     assert event.subject == "spiffe://tether.local/agent/brief"
     assert event.actor == "system:lifecycle"
     tether.close()
+
+
+def test_metrics_count_decisions_and_agents_without_naming_anyone(tmp_path) -> None:
+    from tether import AccessRequest, GrantSpec
+
+    tether, _ = Tether.init(Settings.load(tmp_path))
+    tether.registry.register(ADMIN, spec("secretive-bot"))
+    tether.registry.register(ADMIN, spec("paused"))
+    tether.registry.suspend(ADMIN, "paused")
+    tether.grants.add(ADMIN, GrantSpec("secretive-bot", "tools/call", "a/b"))
+    tether.decide_all(
+        [
+            AccessRequest.of("secretive-bot", "tools/call", "a/b"),
+            AccessRequest.of("secretive-bot", "tools/call", "a/c"),
+            AccessRequest.of("secretive-bot", "tools/call", "a/c"),
+        ]
+    )
+    with TestClient(create_app(tether)) as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = set(response.text.splitlines())
+    assert 'tether_decisions_total{cached="false",decision="allow"} 1' in lines
+    assert 'tether_decisions_total{cached="false",decision="deny"} 1' in lines
+    assert 'tether_decisions_total{cached="true",decision="deny"} 1' in lines
+    assert 'tether_agents{state="active"} 1.0' in lines
+    assert 'tether_agents{state="suspended"} 1.0' in lines
+    assert "secretive" not in response.text and "alice" not in response.text
+    tether.close()

@@ -17,6 +17,7 @@ from tether.events import EventLog
 from tether.grants import Grants
 from tether.idp import IdentityProviders
 from tether.keys import SigningKeys
+from tether.metrics import Metrics
 from tether.policy.decision import AccessRequest, Decision
 from tether.policy.guardrails import Guardrails
 from tether.policy.pdp import DecisionPoint
@@ -51,6 +52,7 @@ class Tether:
         self.store = store
         self.clock = clock
         self.events = EventLog(store, clock)
+        self.metrics = Metrics()
         self.admin_tokens = AdminTokens(store, clock)
         self.dev_idp = DevIdp(settings) if settings.dev_idp else None
         idps = (*settings.idp, self.dev_idp.config()) if self.dev_idp else settings.idp
@@ -162,6 +164,12 @@ class Tether:
             }
             for d in decisions
         ]
+        for d in decisions:
+            self.metrics.inc(
+                "tether_decisions_total",
+                decision="allow" if d.allowed else "deny",
+                cached=str(d.cached).lower(),
+            )
         try:
             with self.store.write() as conn:
                 self.events.append_many(conn, rows)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 
 from tether.api import agents, authzen, grants, oauth
 from tether.api.errors import install_error_handlers
+from tether.callers import Caller
 from tether.core import Tether
 
 __all__ = ["create_app"]
@@ -32,5 +35,18 @@ def create_app(tether: Tether) -> FastAPI:
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": VERSION}
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """Prometheus metrics: agents by state (from the store) and this process's
+        decision counters. Counts only: no names, owners or other identifiers."""
+        agents = Counter(a.state.value for a in tether.registry.list(Caller.system("metrics")))
+        gauges: dict[str, dict[tuple[tuple[str, str], ...], float]] = {
+            "tether_agents": {(("state", state),): float(n) for state, n in agents.items()},
+            "tether_state_epoch": {(): float(tether.epoch.current())},
+        }
+        return PlainTextResponse(
+            tether.metrics.render(gauges), media_type="text/plain; version=0.0.4"
+        )
 
     return app
