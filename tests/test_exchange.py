@@ -19,8 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import OKPAlgorithm
 
-from tether import AgentSpec, Caller, GrantSpec, Tether, generate_key_pair
+from tether import AccessRequest, AgentSpec, Caller, GrantSpec, Tether, generate_key_pair
 from tether.api import create_app
+from tether.errors import InvalidToken
+from tether.jose import b64url_encode
 
 ADMIN = Caller.admin()
 ISSUER = "http://127.0.0.1:8700"
@@ -69,11 +71,12 @@ class Org:
         now = int(time.time())
         claims = {
             "iss": IDP,
-            "aud": "tether",
+            "aud": f"{ISSUER}/oauth2/token",  # for delegation: no admin-API login
             "sub": email,
             "email": email,
             "iat": now,
             "exp": now + ttl,
+            "jti": str(uuid.uuid4()),
         }
         return jwt.encode(claims, self.idp_key, algorithm="EdDSA", headers={"kid": "idp-1"})
 
@@ -332,3 +335,169 @@ def test_every_exchange_stays_within_its_parent(org: Org, wanted: list[str], ttl
     assert child["exp"] <= parent["exp"]
     assert child["aud"] == GITHUB and parent["aud"] == spiffe("b")
     assert child["exp"] - child["iat"] <= timedelta(minutes=15).total_seconds()
+
+
+# ---- regressions from the security review -------------------------------------------
+
+
+def test_a_login_is_not_delegable_and_a_delegation_token_is_no_login(org: Org) -> None:
+    now = int(time.time())
+    login = jwt.encode(
+        {
+            "iss": "https://idp.example.com",
+            "aud": "tether",
+            "sub": "alice@example.com",
+            "email": "alice@example.com",
+            "iat": now,
+            "exp": now + 600,
+            "jti": str(uuid.uuid4()),
+        },
+        org.idp_key,
+        algorithm="EdDSA",
+        headers={"kid": "idp-1"},
+    )
+    assert (
+        org.client.get("/v1/agents", headers={"Authorization": f"Bearer {login}"}).status_code
+        == 200
+    )
+    refused = org.exchange("a", login, JWT_TYPE, audience=spiffe("b"))
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_grant"
+    delegation = org.person("alice@example.com")
+    as_login = org.client.get("/v1/agents", headers={"Authorization": f"Bearer {delegation}"})
+    assert as_login.status_code == 401
+
+
+def test_a_persons_token_is_exchanged_once(org: Org) -> None:
+    person = org.person("alice@example.com")
+    assert org.exchange("a", person, JWT_TYPE, audience=spiffe("b")).status_code == 200
+    again = org.exchange("a", person, JWT_TYPE, audience=spiffe("b"))
+    assert again.status_code == 400
+    assert "already exchanged" in again.json()["error_description"]
+
+
+def test_authzen_needs_the_asking_resource_with_a_token(org: Org) -> None:
+    first = org.exchange("a", org.person("alice@example.com"), JWT_TYPE, audience=spiffe("b"))
+    handed = first.json()["access_token"]  # aud = agent b
+    body = {
+        "subject": {"type": "agent", "id": spiffe("a")},
+        "action": {"name": "tools/call"},
+        "resource": {"type": "tool", "id": "github/delete_repo"},
+        "context": {"token": handed},
+    }
+    assert org.client.post("/access/v1/evaluation", json=body, headers=org.admin).status_code == 400
+    body["context"]["audience"] = spiffe("b")
+    assert org.client.post("/access/v1/evaluation", json=body, headers=org.admin).status_code == 400
+    body["context"]["audience"] = GITHUB
+    answer = org.client.post("/access/v1/evaluation", json=body, headers=org.admin).json()
+    assert answer["decision"] is False  # the token is for agent b, not for github
+
+
+def test_tokens_never_outlive_their_agents(org: Org) -> None:
+    org.agent("brief", ("tools/call", "github/*"))
+    short = org.tether.registry.get(ADMIN, "brief")
+    answer = org.own_token("brief", GITHUB)
+    assert answer.status_code == 200
+    claims = jwt.decode(answer.json()["access_token"], options={"verify_signature": False})
+    assert claims["exp"] <= short.expires_at.timestamp()
+
+
+def test_tokens_of_a_short_lived_agent_end_with_it(org: Org) -> None:
+    from tether import AgentSpec, generate_key_pair
+
+    pair = generate_key_pair()
+    from cryptography.hazmat.primitives import serialization
+
+    org.keys["mayfly"] = serialization.load_pem_private_key(pair.private_pem, None)  # type: ignore[assignment]
+    org.tether.registry.register(
+        ADMIN,
+        AgentSpec(
+            name="mayfly",
+            owner="alice@example.com",
+            public_key=pair.public_key,
+            expires_in=timedelta(seconds=60),
+        ),
+    )
+    org.tether.grants.add(ADMIN, GrantSpec("mayfly", "tools/call", "github/*"))
+    answer = org.own_token("mayfly", GITHUB)
+    assert answer.status_code == 200
+    assert answer.json()["expires_in"] <= 60
+
+
+def test_a_non_finite_assertion_exp_is_invalid_client(org: Org) -> None:
+    header = b64url_encode(b'{"alg":"EdDSA","typ":"JWT"}')
+    me = spiffe("a")
+    payload = b64url_encode(
+        f'{{"iss":"{me}","sub":"{me}","aud":"{ISSUER}/oauth2/token","exp":1e400,"jti":"x"}}'.encode()
+    )
+    signature = org.keys["a"].sign(f"{header}.{payload}".encode())
+    assertion = f"{header}.{payload}.{b64url_encode(signature)}"
+    answer = org.client.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+            "resource": GITHUB,
+        },
+    )
+    assert answer.status_code == 401
+    assert answer.json()["error"] == "invalid_client"
+
+
+def test_a_retired_key_stops_verifying_in_a_running_process(make_settings) -> None:
+    from conftest import Clock
+
+    from tether import AgentSpec, Tether, generate_key_pair
+
+    clock = Clock()
+    settings = make_settings()
+    Tether.init(settings)[0].close()
+    tether = Tether.open(settings, clock=clock)
+    tether.registry.register(
+        ADMIN,
+        AgentSpec(name="bot", owner="alice@example.com", public_key=generate_key_pair().public_key),
+    )
+    tether.grants.add(ADMIN, GrantSpec("bot", "tools/call", "github/*"))
+    agent = tether.registry.get(ADMIN, "bot")
+    old_kid, old_key = tether.keys.current()
+    tether.tokens.verify(tether.tokens.client_credentials(agent, GITHUB, None).access_token, GITHUB)
+    tether.keys.rotate(ADMIN)
+    clock.advance(hours=6)  # long past any token the old key signed
+    time.sleep(1.1)  # the key set is re-read at most once a second
+    now = int(clock.now.timestamp())
+    forged = jwt.encode(
+        {
+            "iss": ISSUER,
+            "sub": agent.id,
+            "client_id": agent.id,
+            "aud": GITHUB,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 60,
+            "jti": "forged",
+            "scope": "tools/call:github/*",
+        },
+        old_key,
+        algorithm="EdDSA",
+        headers={"typ": "at+jwt", "kid": old_kid},
+    )
+    with pytest.raises(InvalidToken, match="unknown key"):
+        tether.tokens.verify(forged, GITHUB)
+    tether.close()
+
+
+def test_a_time_condition_written_as_a_subscript_is_never_cached(tether, clock) -> None:
+    from conftest import spec
+
+    tether.registry.register(ADMIN, spec("helper"))
+    tether.grants.add(
+        ADMIN, GrantSpec("helper", "tools/call", "github/x", condition='context["hour"] < 18')
+    )
+    clock.now = clock.now.replace(hour=17, minute=59)
+    request = AccessRequest.of("helper", "tools/call", "github/x")
+    assert tether.pdp.decide(request).allowed
+    clock.now = clock.now.replace(hour=23)
+    late = tether.pdp.decide(request)
+    assert not late.allowed
+    assert not late.cached

@@ -60,14 +60,15 @@ class DevIdp:
         return loaded
 
     def user_token(self, email: str, *, is_admin_caller: bool) -> str:
-        """A person's token from the development IdP (admins only)."""
+        """A person's token from the development IdP (admins only), addressed to the token
+        endpoint: it starts a delegation and is no login to the admin API."""
         if not is_admin_caller:
             raise Forbidden("only an admin can mint development user tokens")
         person = parse_email(email)
         now = int(time.time())
         claims = {
             "iss": self.issuer,
-            "aud": _AUDIENCE,
+            "aud": f"{self._settings.issuer}/oauth2/token",  # for delegation only
             "sub": person,
             "email": person,
             "iat": now,

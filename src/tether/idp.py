@@ -42,8 +42,12 @@ class IdentityProviders:
     def __bool__(self) -> bool:
         return bool(self._by_issuer)
 
-    def authenticate(self, token: str) -> Caller:
-        """The person a verified IdP token names; raises :class:`Unauthenticated`."""
+    def authenticate(self, token: str, *, audience: str | None = None) -> Caller:
+        """The person a verified IdP token names; raises :class:`Unauthenticated`.
+
+        ``audience`` overrides the provider's configured one: a token a person hands an
+        agent for delegation is addressed to Tether's token endpoint, so it can never
+        double as a login to the admin API (and a login can never be delegated)."""
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(token, options={"verify_signature": False})
@@ -65,7 +69,7 @@ class IdentityProviders:
                 token,
                 key.key,
                 algorithms=[alg],
-                audience=idp.audience,
+                audience=audience or idp.audience,
                 issuer=idp.issuer,
                 leeway=_LEEWAY,
                 options={"require": ["exp", "iss", "aud"]},

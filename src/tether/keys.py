@@ -123,17 +123,14 @@ class SigningKeys:
 
     def public(self, kid: str) -> bytes | None:
         """The raw public key for ``kid`` if it is published; re-read at most once a second."""
-        found = self._public.get(kid)
-        if found is not None:
-            return found
         if time.monotonic() - self._loaded_at >= _REFRESH_SECONDS:
-            self._reload()
+            self._reload()  # also drops keys retired for longer than a token can live
         return self._public.get(kid)
 
     def verifier(self, kid: str) -> jwt.PyJWK | None:
         """The published key ``kid`` as PyJWT wants it (built once per key)."""
         found = self._verifiers.get(kid)
-        if found is not None:
+        if found is not None and time.monotonic() - self._loaded_at < _REFRESH_SECONDS:
             return found
         raw = self.public(kid)
         if raw is None:

@@ -15,6 +15,7 @@ their hash until they expire or the state epoch moves.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import threading
 from collections.abc import Callable
@@ -67,6 +68,7 @@ TOKEN_TYPE_ACCESS = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S10
 TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
 TOKEN_TYPE_ID = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105
 _TYP = ("at+jwt", "application/at+jwt")
+_MAX_TIME = 253402300799  # 9999-12-31: anything later is malformed
 _REQUIRED = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"]
 _SYSTEM = Caller.system("tokens")
 
@@ -213,7 +215,7 @@ class Tokens:
         grants = self._grants.list(_SYSTEM, principal=agent.id)
         granted = self._scope(grants, target, scope)
         claims = {"sub": agent.id, "client_id": agent.id}
-        return self._issue(claims, target, granted, ttl, parent=None)
+        return self._issue(claims, target, granted, ttl, parent=None, ceiling=agent.expires_at)
 
     def _audience(self, audience: str | None) -> str:
         if not audience or not isinstance(audience, str) or len(audience) > 512:
@@ -318,7 +320,7 @@ class Tokens:
         if subject_token_type == TOKEN_TYPE_ACCESS:
             parent, chain, parent_scope, parent_exp = self._tether_subject(subject_token, actor)
         elif subject_token_type in (TOKEN_TYPE_JWT, TOKEN_TYPE_ID):
-            parent, chain, parent_scope, parent_exp = self._person_subject(subject_token)
+            parent, chain, parent_scope, parent_exp = self._person_subject(subject_token, actor)
         else:
             raise InvalidRequest(
                 f"subject_token_type must be {TOKEN_TYPE_ACCESS} (a Tether token) or "
@@ -348,7 +350,11 @@ class Tokens:
         }
         if person is not None or len(agents) > 1:
             claims["act"] = act
-        return self._issue(claims, target, granted, lifetime, parent=parent, ceiling=parent_exp)
+        known = self._snapshot().agents
+        ceiling = min(
+            [parent_exp, actor.expires_at] + [known[a].expires_at for a in agents if a in known]
+        )  # never outlive the subject token, nor any agent of the chain
+        return self._issue(claims, target, granted, lifetime, parent=parent, ceiling=ceiling)
 
     def _tether_subject(
         self, token: str, actor: Agent
@@ -366,14 +372,26 @@ class Tokens:
         return verified.jti, verified.chain, list(verified.scope), exp
 
     def _person_subject(
-        self, token: str
+        self, token: str, actor: Agent
     ) -> tuple[None, tuple[str, ...], list[str] | None, datetime]:
         try:
-            person = self._people.authenticate(token)
+            person = self._people.authenticate(token, audience=self.token_endpoint)
             claims = jwt.decode(token, options={"verify_signature": False})
         except TetherError as exc:
-            raise InvalidGrant(f"subject_token rejected: {exc.description}") from None
+            raise InvalidGrant(
+                f"subject_token rejected: {exc.description} (a person's token for delegation "
+                f"is addressed to {self.token_endpoint})"
+            ) from None
         assert person.email is not None
+        jti, exp = claims.get("jti"), claims.get("exp")
+        if not isinstance(jti, str) or not jti:
+            raise InvalidGrant("the person's subject_token needs a jti (it is used once)")
+        if not isinstance(exp, int):
+            raise InvalidGrant("the person's subject_token needs a numeric exp")
+        try:
+            self._use_jti(f"subject:{jti}", actor.id, datetime.fromtimestamp(exp, UTC))
+        except InvalidClient:
+            raise InvalidGrant("the person's subject_token was already exchanged") from None
         return (
             None,
             (f"user:{person.email}",),
@@ -500,7 +518,10 @@ class Tokens:
         leeway = self._settings.token_leeway.total_seconds()
         for name in ("exp", "nbf", "iat"):
             if name in claims and (
-                isinstance(claims[name], bool) or not isinstance(claims[name], int | float)
+                isinstance(claims[name], bool)
+                or not isinstance(claims[name], int | float)
+                or not math.isfinite(claims[name])
+                or abs(claims[name]) > _MAX_TIME
             ):
                 raise jwt.InvalidTokenError(f"{name} must be a number")
         if "exp" in claims and claims["exp"] <= now - leeway:

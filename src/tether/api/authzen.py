@@ -108,8 +108,12 @@ def _from_token(tether: Tether, item: Evaluation, context: dict[str, Any]) -> Ac
     assert item.resource is not None
     token = context.pop("token")
     audience = context.pop("audience", None)
-    if not isinstance(token, str) or (audience is not None and not isinstance(audience, str)):
-        raise InvalidRequest("context.token and context.audience must be strings")
+    if not isinstance(token, str) or not isinstance(audience, str) or not audience:
+        raise InvalidRequest(
+            "with context.token, context.audience must name the resource asking (RFC 8707)"
+        )
+    if audience.startswith("spiffe://"):
+        raise InvalidRequest("context.audience must be a resource, not an agent")
     if "chain" in context or "on_behalf_of" in context:
         raise InvalidRequest("with context.token the chain comes from the token only")
     verified = tether.tokens.verify(token, audience)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import jwt
 import typer
 
 from tether.cli import output
@@ -13,6 +14,14 @@ from tether.cli.options import Json
 from tether.errors import InvalidRequest, InvalidToken
 
 __all__ = ["authorize"]
+
+
+def _audience_of(token: str) -> str:
+    try:
+        aud = jwt.decode(token, options={"verify_signature": False}).get("aud")
+    except jwt.PyJWTError:
+        raise InvalidToken("--token is not a JWT") from None
+    return aud if isinstance(aud, str) else ""
 
 
 def authorize(
@@ -29,6 +38,10 @@ def authorize(
     token: Annotated[
         str | None, typer.Option(help="A Tether access token: its chain and scope apply.")
     ] = None,
+    audience: Annotated[
+        str | None,
+        typer.Option(help="With --token: the resource asking (default: the token's own aud)."),
+    ] = None,
     json_: Json = False,
 ) -> None:
     """Would this request be allowed? Every identity of the chain must hold a grant."""
@@ -42,6 +55,7 @@ def authorize(
             raise InvalidRequest("--context must be a JSON object")
     if token is not None:
         extra["token"] = token
+        extra["audience"] = audience or _audience_of(token)
     if on_behalf_of is not None:
         extra["on_behalf_of"] = on_behalf_of
     if chain:

@@ -4,6 +4,7 @@ parsed Cedar objects, built per delegation chain and kept until the epoch moves.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,9 +18,29 @@ from tether.model import Agent, AgentState
 from tether.policy.decision import AccessRequest, Decision
 from tether.principals import Principal
 
-__all__ = ["CompiledChain", "PolicyState"]
+__all__ = ["CompiledChain", "PolicyState", "reads_the_clock"]
 
 _MAX_CHAINS = 4096
+
+
+_CONTEXT = '{"Var":"context"}'
+_OTHER_ATTR = re.compile(r',"attr":"(?!(?:time|hour)")[^"]*"')
+
+
+def reads_the_clock(policies: str) -> bool:
+    """Whether any policy may read ``context.time`` or ``context.hour`` (however it is
+    written: ``context["hour"]``, ``context has time``, or the whole context record).
+    Decisions under such policies are never cached."""
+    if "context" not in policies:
+        return False
+    document = cedarpy.policies_to_json_str(policies)
+    start = document.find(_CONTEXT)
+    while start != -1:
+        after = start + len(_CONTEXT)
+        if _OTHER_ATTR.match(document, after) is None:
+            return True
+        start = document.find(_CONTEXT, after)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +83,14 @@ class PolicyState:
                 if agent.unowned_since is not None:
                     deadlines.append(grace_deadline(agent.unowned_since))
         future = [d for d in deadlines if d > now]
-        text = guardrails + "".join(g.condition or "" for g in live)
+        conditional = "".join(g.to_cedar() for g in live if g.condition)
         return cls(
             epoch=epoch,
             valid_until=min(future, default=datetime.max.replace(tzinfo=now.tzinfo)),
             agents=by_name,
             grants=by_principal,
             guardrails=guardrails,
-            time_sensitive="context.time" in text or "context.hour" in text,
+            time_sensitive=reads_the_clock(guardrails + conditional),
         )
 
     def chain(self, principals: tuple[Principal, ...]) -> CompiledChain:
