@@ -501,3 +501,29 @@ def test_a_time_condition_written_as_a_subscript_is_never_cached(tether, clock) 
     late = tether.pdp.decide(request)
     assert not late.allowed
     assert not late.cached
+
+
+def test_used_ids_are_forgotten_only_once_they_cannot_replay(org: Org) -> None:
+    import sqlalchemy as sa
+
+    from tether.store import assertion_jtis
+
+    assertion = org.assertion("a")  # exp = now + 60
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION,
+        "client_assertion": assertion,
+        "resource": GITHUB,
+    }
+    assert org.client.post("/oauth2/token", data=form).status_code == 200
+    assert org.tether.tokens.purge() == 0  # still replayable: kept
+    assert org.client.post("/oauth2/token", data=form).json()["error"] == "invalid_client"
+    with org.tether.store.write() as conn:  # as if its exp and the leeway had passed
+        conn.execute(
+            sa.update(assertion_jtis).values(expires_at=org.tether.clock() - timedelta(minutes=5))
+        )
+    assert org.tether.tokens.purge() >= 1
+    with org.tether.store.read() as conn:
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(assertion_jtis)).scalar_one() == 0
+        )

@@ -1,9 +1,11 @@
-"""A background thread that persists what time does to agents (expiry, unowned grace)."""
+"""A background thread that persists what time does to agents (expiry, unowned grace)
+and runs other periodic chores (forgetting used token IDs that can no longer replay)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 
 from tether.registry import Registry
 
@@ -13,8 +15,11 @@ log = logging.getLogger("tether.sweeper")
 
 
 class Sweeper:
-    def __init__(self, registry: Registry, interval: float) -> None:
+    def __init__(
+        self, registry: Registry, interval: float, chores: Sequence[Callable[[], object]] = ()
+    ) -> None:
         self._registry = registry
+        self._chores = tuple(chores)
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tether-sweeper", daemon=True)
@@ -31,5 +36,7 @@ class Sweeper:
             try:
                 for agent in self._registry.sweep():
                     log.info("agent %s is now %s", agent.id, agent.state.value)
+                for chore in self._chores:
+                    chore()
             except Exception:  # a failed sweep is retried next tick; reads stay correct
                 log.exception("sweep failed")

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from tether.callers import Caller
 from tether.config import Settings
@@ -204,6 +204,16 @@ class Tokens:
                 )
         except Conflict:
             raise InvalidClient("client assertion replayed: its jti was used before") from None
+
+    def purge(self) -> int:
+        """Forget used assertion and subject-token IDs once they could no longer be
+        replayed (past their exp and the leeway); returns how many."""
+        horizon = self._clock() - self._settings.token_leeway
+        with self._store.write() as conn:
+            result = conn.execute(
+                delete(assertion_jtis).where(assertion_jtis.c.expires_at < horizon)
+            )
+        return int(result.rowcount or 0)
 
     # ---- issuing -------------------------------------------------------------------------
 

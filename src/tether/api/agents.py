@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from tether.api.bodies import StrictBody, optional_duration
 from tether.api.deps import CallerDep, TetherDep
-from tether.durations import parse_duration
 from tether.errors import InvalidRequest
 from tether.registry import AgentSpec
 
@@ -17,11 +17,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["agents"])
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RegisterAgent(_Body):
+class RegisterAgent(StrictBody):
     name: str = Field(description="1-63 of a-z 0-9 . _ -")
     owner: str | None = Field(default=None, description="the accountable human's email")
     public_key: str = Field(description="Ed25519 public key, base64url (32 bytes) or PEM")
@@ -32,7 +28,7 @@ class RegisterAgent(_Body):
     expires: str | None = Field(default=None, description="lifetime, e.g. 90d")
 
 
-class ChangeAgent(_Body):
+class ChangeAgent(StrictBody):
     owner: str | None = None
     state: Literal["active", "suspended"] | None = None
     purpose: str | None = None
@@ -40,12 +36,12 @@ class ChangeAgent(_Body):
     reason: str = ""
 
 
-class RotateKey(_Body):
+class RotateKey(StrictBody):
     public_key: str
     reason: str = ""
 
 
-class Offboard(_Body):
+class Offboard(StrictBody):
     reason: str = ""
 
 
@@ -71,7 +67,7 @@ def register_agent(tether: TetherDep, caller: CallerDep, body: RegisterAgent) ->
         purpose=body.purpose,
         parent=body.parent,
         labels=body.labels,
-        expires_in=parse_duration(body.expires) if body.expires is not None else None,
+        expires_in=optional_duration(body.expires),
     )
     return tether.registry.register(caller, spec).to_dict()
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from tether.api.bodies import StrictBody, optional_duration
 from tether.api.deps import CallerDep, TetherDep
-from tether.durations import parse_duration
 from tether.grants import GrantSpec
 from tether.policy.schema import SCHEMA_TEXT
 
@@ -17,11 +17,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["least privilege"])
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class AddGrant(_Body):
+class AddGrant(StrictBody):
     principal: str = Field(description="agent SPIFFE ID or name, or user:<email>")
     action: str = Field(description="tools/call, resources/read, prompts/get, delegate, ...")
     resource: str = Field(description="a path or pattern: github/create_issue, github/*")
@@ -31,13 +27,9 @@ class AddGrant(_Body):
     allow_broad: bool = False
 
 
-class AddPolicy(_Body):
+class AddPolicy(StrictBody):
     text: str = Field(description="Cedar policies, each with an @id annotation")
     source: str = ""
-
-
-def _duration(text: str | None) -> Any:
-    return parse_duration(text) if text is not None else None
 
 
 @router.get("/v1/grants")
@@ -52,8 +44,8 @@ def list_grants(
     found = tether.reports.grants(
         caller,
         principal=principal,
-        unused=_duration(unused),
-        expiring=_duration(expiring),
+        unused=optional_duration(unused),
+        expiring=optional_duration(expiring),
         broad=broad,
     )
     return {"grants": [r.to_dict(tether.settings.trust_domain) for r in found]}
@@ -66,7 +58,7 @@ def add_grant(tether: TetherDep, caller: CallerDep, body: AddGrant) -> dict[str,
         action=body.action,
         resource=body.resource,
         condition=body.when,
-        expires_in=_duration(body.expires),
+        expires_in=optional_duration(body.expires),
         reason=body.reason,
         allow_broad=body.allow_broad,
     )

@@ -92,7 +92,7 @@ def up(
     ]
     output.console.print("\n".join(lines), markup=False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    sweeper = Sweeper(tether.registry, config.sweep_interval.total_seconds())
+    sweeper = Sweeper(tether.registry, config.sweep_interval.total_seconds(), [tether.tokens.purge])
     sweeper.start()
     try:
         uvicorn.run(create_app(tether), host=host, port=port, log_level="warning")
