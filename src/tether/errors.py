@@ -15,6 +15,7 @@ form: the HTTP status, the OAuth / JSON ``error`` code and the CLI exit code.
     +-- Conflict                     409 conflict                exit 1
     +-- IllegalTransition            409 invalid_state           exit 3
     +-- StoreUnavailable             503 temporarily_unavailable exit 1
+    +-- VerificationFailed           400 verification_failed     exit 4  (a proof, the log)
     +-- OAuthError                   400 (RFC 6749 5.2 codes)    exit 3
         +-- InvalidGrant             400 invalid_grant
         +-- InvalidScope             400 invalid_scope
@@ -49,6 +50,7 @@ __all__ = [
     "Unauthenticated",
     "UnauthorizedClient",
     "UnsupportedGrantType",
+    "VerificationFailed",
     "error_for_code",
 ]
 
@@ -147,6 +149,15 @@ class StoreUnavailable(TetherError):
     error = "temporarily_unavailable"
 
 
+class VerificationFailed(TetherError):
+    """A proof or a log that does not verify (an inclusion or consistency proof, a
+    checkpoint, a changed or missing audit event)."""
+
+    status_code = 400
+    error = "verification_failed"
+    exit_code = 4
+
+
 class OAuthError(TetherError):
     """An error of the token endpoint, in RFC 6749 section 5.2 form."""
 
@@ -203,6 +214,7 @@ _BY_CODE: dict[str, type[TetherError]] = {
         InvalidTarget,
         UnauthorizedClient,
         UnsupportedGrantType,
+        VerificationFailed,
     )
 }
 
