@@ -189,8 +189,16 @@ def test_the_pdp_applies_the_token_chain_and_scope(org: Org) -> None:
     )
     body["resource"]["id"] = "github/create_issue"
     body["context"]["token"] = hop2[:-4] + "AAAA"
+    before = len(org.tether.events.list(type="decision"))
     forged = org.client.post("/access/v1/evaluation", json=body, headers=org.admin).json()
     assert forged["decision"] is False
+    [recorded] = org.tether.events.list(type="decision")[before:]  # a forged token is on record
+    assert recorded.detail["allowed"] is False
+    assert "does not verify" in recorded.reason
+    batch = {**body, "evaluations": [{}, {"context": {"token": hop2, "audience": GITHUB}}]}
+    answers = org.client.post("/access/v1/evaluations", json=batch, headers=org.admin).json()
+    assert [a["decision"] for a in answers["evaluations"]] == [False, True]
+    assert len(org.tether.events.list(type="decision")) == before + 3
 
 
 def test_bob_cannot_be_carried_further_than_bob(org: Org) -> None:

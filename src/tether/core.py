@@ -153,7 +153,11 @@ class Tether:
     def decide_all(self, requests: Sequence[AccessRequest]) -> list[Decision]:
         """Decide each request and record every decision in one transaction; if the
         record cannot be written, every answer is a deny."""
-        decisions = [self.pdp.decide(request) for request in requests]
+        return self.record([self.pdp.decide(request) for request in requests])
+
+    def record(self, decisions: Sequence[Decision]) -> list[Decision]:
+        """Write decisions to the event record in one transaction (and count them); if
+        that fails, every one of them comes back as a deny."""
         rows = [
             {
                 "type": "decision",
@@ -179,7 +183,7 @@ class Tether:
                 replace(d, allowed=False, reasons=(why,), grants=(), cached=False)
                 for d in decisions
             ]
-        return decisions
+        return list(decisions)
 
     def close(self) -> None:
         self.store.dispose()

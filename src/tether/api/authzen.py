@@ -135,6 +135,15 @@ def _from_token(tether: Tether, item: Evaluation, context: dict[str, Any]) -> Ac
     return request
 
 
+def _record_token_deny(tether: Tether, item: Evaluation, exc: InvalidToken) -> None:
+    """A request whose token does not verify is a deny, and recorded like any other."""
+    subject = item.subject.id if item.subject else "?"
+    action = item.action.name if item.action else "?"
+    resource = item.resource.id if item.resource else "?"
+    reason = f"the token does not verify: {exc.description}"
+    tether.record([Decision(False, (subject,), action, resource, (reason,))])
+
+
 def _answer(decision: Decision) -> dict[str, Any]:
     return {
         "decision": decision.allowed,
@@ -174,6 +183,7 @@ def evaluation(tether: TetherDep, caller: CallerDep, body: Evaluation) -> dict[s
     try:
         request = _request(tether, body)
     except InvalidToken as exc:  # a forged or dead token is a deny, not a caller error
+        _record_token_deny(tether, body, exc)
         return _error(exc)
     [decision] = tether.decide_all([request])
     return _answer(decision)
@@ -190,9 +200,12 @@ def evaluations(tether: TetherDep, caller: CallerDep, body: Evaluations) -> dict
     semantic = body.options.evaluations_semantic
     parsed: list[AccessRequest | TetherError] = []
     for item in body.evaluations:
+        merged = _merged(body, item)
         try:
-            parsed.append(_request(tether, _merged(body, item)))
+            parsed.append(_request(tether, merged))
         except TetherError as exc:
+            if isinstance(exc, InvalidToken):
+                _record_token_deny(tether, merged, exc)
             parsed.append(exc)
     if semantic == "execute_all":
         valid = [p for p in parsed if isinstance(p, AccessRequest)]
