@@ -309,8 +309,8 @@ def test_a_batch_of_100_is_answered_in_request_order(pdp: Pdp) -> None:
             ]
     recorded = pdp.decisions()[seen:]
     assert len(recorded) == 100
-    assert [e.detail["resource"] for e in recorded] == [_resource(i) for i in range(100)]
-    assert [e.detail["allowed"] for e in recorded] == [i % 2 == 0 for i in range(100)]
+    assert [e.resource for e in recorded] == [_resource(i) for i in range(100)]
+    assert [e.decision == "allow" for e in recorded] == [i % 2 == 0 for i in range(100)]
 
 
 def test_items_override_the_top_level_defaults(pdp: Pdp) -> None:
@@ -471,10 +471,11 @@ def test_every_decision_is_recorded_with_its_reasons(pdp: Pdp) -> None:
         detail = tether_of(answer)
         assert event.type == "decision"
         assert event.actor == HELPER
-        assert event.subject == f"tools/call:{detail['resource']}"
-        assert event.detail["allowed"] is answer["decision"]
-        assert event.detail["chain"] == detail["chain"]
-        assert event.detail["reasons"] == detail["reasons"]
+        assert event.subject == HELPER
+        assert (event.action, event.resource) == ("tools/call", detail["resource"])
+        assert event.decision == ("allow" if answer["decision"] else "deny")
+        assert list(event.chain) == detail["chain"]
+        assert list(event.reasons) == detail["reasons"]
         assert event.reason == "; ".join(detail["reasons"])
     # the repeated request came from the cache, and was recorded all the same
     assert recorded[-1].detail["cached"] is True
@@ -607,7 +608,7 @@ def _unwritable_record(pdp: Pdp, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: Any, **__: Any) -> None:
         raise StoreUnavailable("boom")
 
-    monkeypatch.setattr(pdp.tether.events, "append_many", refuse)
+    monkeypatch.setattr(pdp.tether.events, "record_many", refuse)
 
 
 def test_an_unwritable_record_denies_what_grants_allow(

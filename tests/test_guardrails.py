@@ -314,7 +314,7 @@ def test_guardrail_overrides_grants_until_removed(granted: Tether) -> None:
     with pytest.raises(Denied, match="no-deletes"):
         granted.authorize(DELETE_REPO)
     [event] = granted.events.list(type="decision")
-    assert event.detail["allowed"] is False and event.detail["policies"] == ["no-deletes"]
+    assert event.decision == "deny" and event.detail["policies"] == ["no-deletes"]
 
     granted.guardrails.remove(ADMIN, "no-deletes")
     again = granted.pdp.decide(DELETE_REPO)

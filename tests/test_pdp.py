@@ -72,9 +72,9 @@ def test_library_authorize_raises_on_deny_and_records_every_decision(org: Tether
     assert any("helper" in r for r in denied.value.reasons)
     assert denied.value.exit_code == 3 and denied.value.status_code == 403
     recorded = org.events.list(type="decision")
-    assert [e.detail["allowed"] for e in recorded] == [True, False]
-    assert recorded[1].detail["chain"] == [HELPER]
-    assert recorded[1].detail["reasons"] == list(denied.value.reasons)
+    assert [e.decision for e in recorded] == ["allow", "deny"]
+    assert recorded[1].chain == (HELPER,)
+    assert recorded[1].reasons == denied.value.reasons
 
 
 def test_guardrail_beats_grants_and_is_named(org: Tether) -> None:
@@ -215,7 +215,7 @@ def test_failed_decision_record_is_a_deny(org: Tether, monkeypatch) -> None:
     def broken(*_a, **_k):
         raise StoreUnavailable("the store is unavailable")
 
-    monkeypatch.setattr(org.events, "append_many", broken)
+    monkeypatch.setattr(org.events, "record_many", broken)
     with pytest.raises(Denied, match="could not be written"):
         org.authorize(AccessRequest.of("helper", "tools/call", "github/create_issue"))
 

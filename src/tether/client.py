@@ -125,6 +125,29 @@ class Client:
     def dev_user_token(self, email: str) -> dict[str, Any]:
         return self._object("POST", "/v1/dev/user-token", json={"email": email})
 
+    def audit_events(self, params: dict[str, str]) -> dict[str, Any]:
+        return self._object("GET", "/v1/audit/events", params=params)
+
+    def audit_explain(self, seq: int) -> dict[str, Any]:
+        return self._object("GET", f"/v1/audit/events/{seq}/explain")
+
+    def audit_export(self, params: dict[str, str]) -> str:
+        return self.request_text("GET", "/v1/audit/export", params=params)
+
+    def audit_checkpoint(self) -> dict[str, Any]:
+        return self._object("POST", "/v1/audit/checkpoint")
+
+    def audit_inclusion(self, seq: int, size: int | None) -> dict[str, Any]:
+        params = {"seq": str(seq)} | ({"size": str(size)} if size is not None else {})
+        return self._object("GET", "/v1/audit/proofs/inclusion", params=params)
+
+    def audit_consistency(self, size1: int, size2: int) -> dict[str, Any]:
+        params = {"size1": str(size1), "size2": str(size2)}
+        return self._object("GET", "/v1/audit/proofs/consistency", params=params)
+
+    def audit_verify(self, verifier_keys: list[str]) -> dict[str, Any]:
+        return self._object("POST", "/v1/audit/verify", json={"verifier_keys": verifier_keys})
+
     # ---- transport --------------------------------------------------------------------
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -132,6 +155,10 @@ class Client:
         if not isinstance(body, dict):
             raise TetherError(f"unexpected answer from Tether for {method} {path}")
         return body
+
+    def request_text(self, method: str, path: str, *, params: dict[str, str]) -> str:
+        """A non-JSON answer (exports), as text; errors raised as for :meth:`request`."""
+        return str(self.request(method, path, params=params, raw=True))
 
     def request(
         self,
@@ -142,6 +169,7 @@ class Client:
         params: dict[str, str] | None = None,
         data: dict[str, str] | None = None,
         bearer: bool = True,
+        raw: bool = False,
     ) -> Any:
         url = self._base_url + path
         headers = self._headers if bearer else {}
@@ -154,6 +182,8 @@ class Client:
                 response = asyncio.run(self._in_process(method, url, json, params, data, headers))
         except httpx.HTTPError as exc:
             raise TetherError(f"cannot reach Tether at {self._base_url}: {exc}") from exc
+        if raw and response.is_success:
+            return response.text
         return _result(response)
 
     async def _in_process(

@@ -8,14 +8,14 @@ import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from tether.durations import parse_duration
 from tether.errors import InvalidRequest
 
-__all__ = ["CONFIG_FILE", "DEFAULT_HOME", "IdpConfig", "Settings"]
+__all__ = ["CONFIG_FILE", "DEFAULT_HOME", "AuditSettings", "IdpConfig", "Settings", "SinkConfig"]
 
 CONFIG_FILE = "tether.toml"
 DEFAULT_HOME = Path(".tether")
@@ -53,6 +53,54 @@ class IdpConfig(BaseModel):
         return self
 
 
+class SinkConfig(BaseModel):
+    """A streaming SIEM sink (``[[audit.sinks]]``): where audit events go as they happen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["file", "syslog", "webhook"]
+    format: Literal["ocsf", "cef", "jsonl"] = "ocsf"
+    path: Path | None = None  # file
+    host: str | None = None  # syslog
+    port: int | None = Field(default=None, ge=1, le=65535)
+    protocol: Literal["udp", "tcp"] = "udp"
+    url: str | None = None  # webhook
+    headers: dict[str, str] = Field(default_factory=dict)
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    timeout_ms: int = Field(default=5_000, ge=10, le=120_000)
+    retry_initial_ms: int = Field(default=200, ge=1)
+    retry_max_ms: int = Field(default=30_000, ge=1)
+
+    @model_validator(mode="after")
+    def _where(self) -> SinkConfig:
+        needs = {"file": ("path",), "syslog": ("host", "port"), "webhook": ("url",)}[self.kind]
+        missing = [n for n in needs if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"a {self.kind} sink needs {' and '.join(missing)}")
+        if self.url is not None and not self.url.startswith(("https://", "http://")):
+            raise ValueError("a webhook url must be http(s)")
+        return self
+
+
+class AuditSettings(BaseModel):
+    """``[audit]``: checkpoint cadence, the checkpoint origin, and SIEM sinks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    origin: str | None = Field(default=None, pattern=r"^[^\s+]+$")
+    checkpoint_every: int = Field(default=1000, ge=1)
+    checkpoint_interval_ms: int = Field(default=5000, ge=10)
+    sinks: tuple[SinkConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> AuditSettings:
+        names = [s.name for s in self.sinks]
+        if len(names) != len(set(names)):
+            raise ValueError("audit sink names must be unique")
+        return self
+
+
 class Settings(BaseModel):
     """Everything the library needs to know, already parsed and checked."""
 
@@ -79,6 +127,7 @@ class Settings(BaseModel):
     assertion_ttl_max: Duration = timedelta(minutes=5)
     admin_groups: tuple[str, ...] = ()
     idp: tuple[IdpConfig, ...] = ()
+    audit: AuditSettings = AuditSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -8,12 +8,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from tether.admin_tokens import TOKEN_PREFIX, AdminTokens
+from tether.audit.checkpoints import Checkpoints
+from tether.audit.log import AuditLog
+from tether.audit.record import Entry
+from tether.audit.verify import Report, verify
 from tether.callers import Caller
 from tether.config import Settings
 from tether.dev_idp import DevIdp
 from tether.epoch import StateEpoch
 from tether.errors import Denied, StoreUnavailable, TetherError, Unauthenticated
-from tether.events import EventLog
 from tether.grants import Grants
 from tether.idp import IdentityProviders
 from tether.keys import SigningKeys
@@ -26,7 +29,9 @@ from tether.reports import Reports
 from tether.store import Store
 from tether.tokens import Tokens
 
-__all__ = ["InitResult", "Tether", "utcnow"]
+__all__ = ["VERSION", "InitResult", "Tether", "utcnow"]
+
+VERSION = "0.1.0"
 
 
 def utcnow() -> datetime:
@@ -42,6 +47,27 @@ class InitResult:
     admin_token: str | None  # shown once, when it was just made
 
 
+def decision_entry(d: Decision) -> Entry:
+    """The audit event of a decision: the chain, human first, and what was decided."""
+    actor = d.chain[-1] if d.chain else "?"
+    return Entry.of(
+        "decision",
+        actor=actor,
+        subject=actor,
+        chain=d.chain or (actor,),
+        action=d.action,
+        resource=d.resource,
+        decision="allow" if d.allowed else "deny",
+        reasons=d.reasons,
+        detail={
+            "grants": list(d.grants),
+            "policies": list(d.policies),
+            "epoch": d.epoch,
+            "cached": d.cached,
+        },
+    )
+
+
 class Tether:
     """A running Tether: open it on :class:`Settings`, close it when done."""
 
@@ -51,7 +77,8 @@ class Tether:
         self.settings = settings
         self.store = store
         self.clock = clock
-        self.events = EventLog(store, clock)
+        self.events = AuditLog(store, clock)
+        self.checkpoints = Checkpoints(store, settings, self.events, clock)
         self.metrics = Metrics()
         self.admin_tokens = AdminTokens(store, clock)
         self.dev_idp = DevIdp(settings) if settings.dev_idp else None
@@ -113,6 +140,7 @@ class Tether:
         settings.keys_dir.mkdir(mode=0o700, exist_ok=True)
         tether = cls.open(settings, migrate=True)
         tether.keys.ensure()
+        tether.checkpoints.verifier_key()  # makes the audit key on first init
         token: str | None = None
         if not tether.admin_tokens.exist():
             token = tether.admin_tokens.create()
@@ -158,16 +186,7 @@ class Tether:
     def record(self, decisions: Sequence[Decision]) -> list[Decision]:
         """Write decisions to the event record in one transaction (and count them); if
         that fails, every one of them comes back as a deny."""
-        rows = [
-            {
-                "type": "decision",
-                "actor": d.chain[-1] if d.chain else "?",
-                "subject": f"{d.action}:{d.resource}",
-                "reason": "; ".join(d.reasons).replace("\x00", "\\x00"),
-                "detail": d.to_dict(),
-            }
-            for d in decisions
-        ]
+        entries = [decision_entry(d) for d in decisions]
         for d in decisions:
             self.metrics.inc(
                 "tether_decisions_total",
@@ -175,8 +194,7 @@ class Tether:
                 cached=str(d.cached).lower(),
             )
         try:
-            with self.store.write() as conn:
-                self.events.append_many(conn, rows)
+            self.events.record_many(entries)
         except TetherError as exc:
             why = f"decision record could not be written, denied: {exc.description}"
             return [
@@ -184,6 +202,16 @@ class Tether:
                 for d in decisions
             ]
         return list(decisions)
+
+    @property
+    def version(self) -> str:
+        return VERSION
+
+    def verify_audit(self, verifier_keys: list[str] | None = None) -> Report:
+        """Recompute the whole audit log and check every checkpoint (see
+        :mod:`tether.audit.verify`); trusts ``verifier_keys`` or this home's audit key."""
+        trusted = self.checkpoints.trusted(verifier_keys)
+        return verify(self.store, self.events, self.checkpoints, trusted)
 
     def close(self) -> None:
         self.store.dispose()

@@ -18,12 +18,12 @@ from typing import Any
 import cedarpy
 from sqlalchemy import Connection, Row, insert, select, update
 
+from tether.audit.log import AuditLog
 from tether.callers import Caller
 from tether.config import Settings
 from tether.durations import format_duration
 from tether.epoch import StateEpoch
 from tether.errors import Forbidden, InvalidRequest, NotFound
-from tether.events import EventLog
 from tether.model import AgentState, parse_text
 from tether.permissions import cedar_match, check_action, check_pattern, is_broad
 from tether.policy.schema import schema
@@ -101,7 +101,7 @@ class Grants:
         store: Store,
         settings: Settings,
         registry: Registry,
-        log: EventLog,
+        log: AuditLog,
         epoch: StateEpoch,
         clock: Callable[[], datetime],
     ) -> None:

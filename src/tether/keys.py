@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, select, update
 
 from tether.agent_keys import write_private_key
+from tether.audit.log import AuditLog
 from tether.callers import Caller
 from tether.config import Settings
 from tether.errors import Forbidden, StoreUnavailable
-from tether.events import EventLog
 from tether.jose import b64url_decode, b64url_encode, public_jwk, raw_public, thumbprint
 from tether.store import Store, signing_keys
 
@@ -34,7 +34,7 @@ _REFRESH_SECONDS = 1.0
 
 class SigningKeys:
     def __init__(
-        self, store: Store, settings: Settings, log: EventLog, clock: Callable[[], datetime]
+        self, store: Store, settings: Settings, log: AuditLog, clock: Callable[[], datetime]
     ) -> None:
         self._store = store
         self._settings = settings

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NewType
 
 from tether.errors import InvalidRequest
@@ -155,23 +156,56 @@ class Agent:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A recorded change or refusal: who did what to which subject, when and why."""
+    """An audit event: who (the whole chain, human first) did what to which resource,
+    when, with what decision and why. ``seq`` is its 1-based place in the audit log."""
 
     seq: int
     at: datetime
     type: str
     actor: str
     subject: str | None
-    reason: str
+    chain: tuple[str, ...] = ()
+    action: str | None = None
+    resource: str | None = None
+    decision: str | None = None
+    reasons: tuple[str, ...] = ()
+    request_id: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
     def to_dict(self) -> dict[str, Any]:
+        """The event as exported (its canonical body, parsed)."""
         return {
-            "seq": self.seq,
-            "at": self.at.isoformat(),
-            "type": self.type,
+            "action": self.action,
             "actor": self.actor,
-            "subject": self.subject,
-            "reason": self.reason,
+            "chain": list(self.chain),
+            "decision": self.decision,
             "detail": dict(self.detail),
+            "reasons": list(self.reasons),
+            "request_id": self.request_id,
+            "resource": self.resource,
+            "seq": self.seq,
+            "subject": self.subject,
+            "time": self.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "type": self.type,
         }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], at: datetime) -> Event:
+        return cls(
+            seq=body["seq"],
+            at=at,
+            type=body["type"],
+            actor=body["actor"],
+            subject=body["subject"],
+            chain=tuple(body["chain"]),
+            action=body["action"],
+            resource=body["resource"],
+            decision=body["decision"],
+            reasons=tuple(body["reasons"]),
+            request_id=body["request_id"],
+            detail=dict(body["detail"]),
+        )

@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Row, insert, select, update
 
 from tether.agent_keys import parse_public_key
+from tether.audit.log import AuditLog
 from tether.callers import Caller
 from tether.config import Settings
 from tether.durations import format_duration
 from tether.epoch import StateEpoch
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound, OwnerRequired
-from tether.events import EventLog
 from tether.lifecycle import TERMINAL, check_transition, effective_state
 from tether.model import (
     Agent,
@@ -66,7 +66,7 @@ class Registry:
         self,
         store: Store,
         settings: Settings,
-        log: EventLog,
+        log: AuditLog,
         epoch: StateEpoch,
         clock: Callable[[], datetime],
     ) -> None:

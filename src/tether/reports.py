@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from tether.audit.log import AuditLog
 from tether.callers import Caller
 from tether.config import Settings
 from tether.durations import format_duration
-from tether.events import EventLog
 from tether.grants import Grant, Grants
 from tether.model import Agent, AgentState
 from tether.registry import Registry
@@ -38,7 +38,7 @@ class Reports:
         settings: Settings,
         registry: Registry,
         grants: Grants,
-        log: EventLog,
+        log: AuditLog,
         clock: Callable[[], datetime],
     ) -> None:
         self._settings = settings
@@ -51,7 +51,7 @@ class Reports:
         """When each grant last allowed a decision, from the decision record since ``since``."""
         used: dict[str, datetime] = {}
         for event in self._log.list(type="decision", since=since):
-            if event.detail.get("allowed"):
+            if event.decision == "allow":
                 for grant_id in event.detail.get("grants", ()):
                     used[str(grant_id)] = event.at
         return used

@@ -26,6 +26,7 @@ from typing import Any
 import jwt
 from sqlalchemy import delete, insert, select, update
 
+from tether.audit.log import AuditLog
 from tether.callers import Caller
 from tether.config import Settings
 from tether.epoch import StateEpoch
@@ -41,7 +42,6 @@ from tether.errors import (
     TetherError,
     UnauthorizedClient,
 )
-from tether.events import EventLog
 from tether.grants import Grant, Grants
 from tether.idp import IdentityProviders
 from tether.jose import read_header
@@ -118,7 +118,7 @@ class Tokens:
         keys: SigningKeys,
         registry: Registry,
         grants: Grants,
-        log: EventLog,
+        log: AuditLog,
         epoch: StateEpoch,
         people: IdentityProviders,
         clock: Callable[[], datetime],
@@ -304,9 +304,13 @@ class Tokens:
             )
             self._log.append(
                 conn,
-                "token.issued",
+                "token.issued" if parent is None else "token.exchanged",
                 actor=str(payload["client_id"]),
                 subject=str(payload["sub"]),
+                chain=_chain(payload),
+                action="token/issue" if parent is None else "token/exchange",
+                resource=audience,
+                decision="allow",
                 detail={"jti": jti, "aud": audience, "scope": payload["scope"], "parent": parent},
             )
         return IssuedToken(token, int(lifetime.total_seconds()), payload["scope"], jti)

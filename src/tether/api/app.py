@@ -8,14 +8,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
-from tether.api import agents, authzen, grants, oauth
+from tether.api import agents, audit, authzen, grants, oauth
 from tether.api.errors import install_error_handlers
+from tether.api.request_ids import RequestIds
 from tether.callers import Caller
-from tether.core import Tether
+from tether.core import VERSION, Tether
 
 __all__ = ["create_app"]
-
-VERSION = "0.1.0"
 
 
 def create_app(tether: Tether) -> FastAPI:
@@ -27,10 +26,12 @@ def create_app(tether: Tether) -> FastAPI:
     )
     app.state.tether = tether
     install_error_handlers(app)
+    app.add_middleware(RequestIds)
     app.include_router(agents.router)
     app.include_router(grants.router)
     app.include_router(authzen.router)
     app.include_router(oauth.router)
+    app.include_router(audit.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:

@@ -26,9 +26,19 @@ def _caller(
     tether: Annotated[Tether, Depends(_tether)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthenticated("missing bearer token: send Authorization: Bearer <token>")
-    return tether.authenticate(credentials.credentials)
+    try:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthenticated("missing bearer token: send Authorization: Bearer <token>")
+        return tether.authenticate(credentials.credentials)
+    except Unauthenticated as exc:  # every refusal on the admin API is on record
+        tether.events.record(
+            "access.refused",
+            actor="anonymous",
+            subject=None,
+            reason=exc.description,
+            detail={"op": "authenticate"},
+        )
+        raise
 
 
 TetherDep = Annotated[Tether, Depends(_tether)]

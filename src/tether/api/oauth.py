@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from tether.api.deps import CallerDep, TetherDep
 from tether.callers import Caller
@@ -19,8 +20,10 @@ from tether.errors import (
     InvalidClient,
     InvalidRequest,
     NotFound,
+    TetherError,
     UnsupportedGrantType,
 )
+from tether.model import Agent
 from tether.tokens import ASSERTION_TYPE, EXCHANGE, TOKEN_TYPE_ACCESS
 
 __all__ = ["router"]
@@ -93,32 +96,51 @@ def jwks(tether: TetherDep) -> dict[str, Any]:
 
 @router.post("/oauth2/token")
 async def token(tether: TetherDep, request: Request) -> JSONResponse:
+    """Issue a token; a refused request is an audit event (``token.refused``) too."""
     form = await _form(request)
-    grant_type = form.get("grant_type")
-    if not grant_type:
-        raise InvalidRequest("grant_type is required")
-    if grant_type not in ("client_credentials", EXCHANGE):
-        raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
-    if form.get("client_assertion_type") != ASSERTION_TYPE:
-        raise InvalidClient(f"client_assertion_type must be {ASSERTION_TYPE}")
-    agent = tether.tokens.authenticate_client(
-        form.get("client_assertion_type"), form.get("client_assertion")
-    )
-    audience = form.get("resource") or form.get("audience")
-    ttl = parse_duration(form["ttl"]) if form.get("ttl") else None
-    if grant_type == EXCHANGE:
-        issued = tether.tokens.exchange(
-            agent,
-            form.get("subject_token"),
-            form.get("subject_token_type"),
-            audience,
-            form.get("scope"),
-            ttl,
+    return await run_in_threadpool(_token, tether, form)
+
+
+def _token(tether: Tether, form: dict[str, str]) -> JSONResponse:
+    agent: Agent | None = None
+    try:
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            raise InvalidRequest("grant_type is required")
+        if grant_type not in ("client_credentials", EXCHANGE):
+            raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
+        if form.get("client_assertion_type") != ASSERTION_TYPE:
+            raise InvalidClient(f"client_assertion_type must be {ASSERTION_TYPE}")
+        agent = tether.tokens.authenticate_client(
+            form.get("client_assertion_type"), form.get("client_assertion")
         )
-        body = {**issued.to_dict(), "issued_token_type": TOKEN_TYPE_ACCESS}
-        return JSONResponse(body, headers=_NO_STORE)
-    issued = tether.tokens.client_credentials(agent, audience, form.get("scope"), ttl)
-    return JSONResponse(issued.to_dict(), headers=_NO_STORE)
+        audience = form.get("resource") or form.get("audience")
+        ttl = parse_duration(form["ttl"]) if form.get("ttl") else None
+        if grant_type == EXCHANGE:
+            issued = tether.tokens.exchange(
+                agent,
+                form.get("subject_token"),
+                form.get("subject_token_type"),
+                audience,
+                form.get("scope"),
+                ttl,
+            )
+            body = {**issued.to_dict(), "issued_token_type": TOKEN_TYPE_ACCESS}
+            return JSONResponse(body, headers=_NO_STORE)
+        issued = tether.tokens.client_credentials(agent, audience, form.get("scope"), ttl)
+        return JSONResponse(issued.to_dict(), headers=_NO_STORE)
+    except TetherError as exc:
+        actor = agent.id if agent is not None else "anonymous"
+        tether.events.record(
+            "token.refused",
+            actor=actor,
+            subject=agent.id if agent is not None else None,
+            reason=exc.description,
+            action="token/" + ("exchange" if form.get("grant_type") == EXCHANGE else "issue"),
+            resource=(form.get("resource") or form.get("audience") or "")[:512] or None,
+            detail={"error": exc.error, "grant_type": (form.get("grant_type") or "")[:100]},
+        )
+        raise
 
 
 @router.post("/oauth2/introspect")

@@ -8,7 +8,7 @@ import traceback
 
 import typer
 
-from tether.cli import agent, grant, output, owner, policy, server, token
+from tether.cli import agent, audit, grant, output, owner, policy, server, token
 from tether.cli.authorize import authorize
 from tether.errors import TetherError
 
@@ -30,6 +30,7 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(token.keys_app, name="keys")
 app.add_typer(token.token_app, name="token")
 app.add_typer(token.dev_app, name="dev")
+app.add_typer(audit.app, name="audit")
 app.command()(grant.review)
 app.command()(authorize)
 

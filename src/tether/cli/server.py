@@ -53,6 +53,8 @@ def up(
     import uvicorn
 
     from tether.api import create_app
+    from tether.audit.checkpoints import Checkpointer
+    from tether.audit.sinks import SinkRunner
     from tether.demo import seed_demo
     from tether.sweeper import Sweeper
 
@@ -93,9 +95,20 @@ def up(
     output.console.print("\n".join(lines), markup=False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     sweeper = Sweeper(tether.registry, config.sweep_interval.total_seconds(), [tether.tokens.purge])
+    checkpointer = Checkpointer(
+        tether.checkpoints,
+        tether.events,
+        config.audit.checkpoint_every,
+        config.audit.checkpoint_interval_ms / 1000,
+    )
+    sinks = SinkRunner(tether.store, tether.events, config.audit.sinks, version=tether.version)
     sweeper.start()
+    checkpointer.start()
+    sinks.start()
     try:
         uvicorn.run(create_app(tether), host=host, port=port, log_level="warning")
     finally:
+        sinks.stop()
+        checkpointer.stop()
         sweeper.stop()
         tether.close()

@@ -16,10 +16,10 @@ from typing import Any
 import cedarpy
 from sqlalchemy import delete, insert, select
 
+from tether.audit.log import AuditLog
 from tether.callers import Caller
 from tether.epoch import StateEpoch
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from tether.events import EventLog
 from tether.policy.schema import BUILTIN_GUARDRAILS, BUILTIN_IDS, schema
 from tether.store import Store, policies
 
@@ -51,7 +51,7 @@ class Guardrail:
 
 class Guardrails:
     def __init__(
-        self, store: Store, log: EventLog, epoch: StateEpoch, clock: Callable[[], datetime]
+        self, store: Store, log: AuditLog, epoch: StateEpoch, clock: Callable[[], datetime]
     ) -> None:
         self._store = store
         self._log = log

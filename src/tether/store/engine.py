@@ -31,6 +31,7 @@ log = logging.getLogger("tether.store")
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "tether_write"
 _AFTER_COMMIT = "tether_after_commit"
+_BEFORE_COMMIT = "tether_before_commit"
 # Serialises migrations of several processes sharing one PostgreSQL database.
 _MIGRATION_LOCK = 0x7E7E_0001
 
@@ -75,17 +76,27 @@ class Store:
     def write(self) -> Iterator[Connection]:
         """A write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE).
 
-        Callbacks registered with :meth:`after_commit` run once the commit succeeded."""
+        Callbacks registered with :meth:`before_commit` run last inside the transaction
+        (the audit log writes its events there); those registered with
+        :meth:`after_commit` run once the commit succeeded."""
         callbacks: list[Callable[[], None]] = []
         with self._translate(), self.engine.connect() as conn:
             try:
                 with conn.execution_options(**{_WRITE: True}).begin():
                     yield conn
+                    while conn.info.get(_BEFORE_COMMIT):
+                        conn.info[_BEFORE_COMMIT].pop(0)()
                 callbacks = conn.info.pop(_AFTER_COMMIT, [])
             finally:
                 conn.info.pop(_AFTER_COMMIT, None)
+                conn.info.pop(_BEFORE_COMMIT, None)
         for callback in callbacks:
             callback()
+
+    @staticmethod
+    def before_commit(conn: Connection, callback: Callable[[], None]) -> None:
+        """Run ``callback`` as the last step inside the write transaction of ``conn``."""
+        conn.info.setdefault(_BEFORE_COMMIT, []).append(callback)
 
     @staticmethod
     def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
@@ -145,7 +156,7 @@ def _sqlite_engine(url: str) -> Engine:
         dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()

@@ -10,7 +10,9 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -22,12 +24,17 @@ __all__ = [
     "admin_tokens",
     "agents",
     "assertion_jtis",
+    "audit_checkpoints",
+    "audit_head",
+    "audit_keys",
+    "audit_nodes",
     "events",
     "grants",
     "issued_tokens",
     "metadata",
     "policies",
     "signing_keys",
+    "sink_cursors",
     "state_epoch",
 ]
 
@@ -63,20 +70,70 @@ agents = Table(
 )
 
 # The record of every lifecycle change and refusal; the audit issue chains these rows.
+# The audit log: one row per event, ``body`` being its RFC 8785 canonical JSON (the leaf
+# bytes). ``seq`` is 1-based and gap-free (leaf index = seq - 1); ``at``, ``type`` and
+# ``subject`` are index copies that verification checks against the body.
 events = Table(
     "events",
     metadata,
-    Column(
-        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("at", UtcDateTime, nullable=False),
     Column("type", String(64), nullable=False),
-    Column("actor", String(300), nullable=False),
-    Column("subject", String(300), nullable=True),
-    Column("reason", Text, nullable=False),
-    Column("detail", JSON, nullable=False),
+    Column("subject", Text, nullable=True),
+    Column("body", Text, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
     Index("ix_events_subject", "subject"),
     Index("ix_events_type", "type"),
+    Index("ix_events_at", "at"),
+)
+
+# Every perfect subtree of the Merkle tree above the leaves, stored when completed.
+audit_nodes = Table(
+    "audit_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+# One row: the tree size and its frontier. Appenders lock it, so sequence numbers are
+# handed out in commit order by one writer at a time: no gap, no duplicate, no fork.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("frontier", Text, nullable=False),
+)
+
+# Signed checkpoints (C2SP tlog-checkpoint notes) of the tree at a size.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("verifier_key", String(300), nullable=False),
+    Column("signed_at", UtcDateTime, nullable=False),
+)
+
+# The audit keys' verifier keys (C2SP vkey strings), as published by the processes that
+# hold the private halves (in their TETHER_HOME, mode 0600).
+audit_keys = Table(
+    "audit_keys",
+    metadata,
+    Column("verifier_key", String(300), primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# How far each streaming SIEM sink has delivered (the last seq it acknowledged).
+sink_cursors = Table(
+    "sink_cursors",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
 )
 
 admin_tokens = Table(

@@ -1,0 +1,26 @@
+"""Audit events in SIEM formats: the canonical JSONL body, OCSF 1.8.0 JSON, or CEF."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+__all__ = ["FORMATS", "Format", "render"]
+
+Format = Literal["jsonl", "ocsf", "cef"]
+FORMATS: tuple[Format, ...] = ("jsonl", "ocsf", "cef")
+
+
+def render(body: str, format: Format, *, version: str) -> str:
+    """One line (without its newline) for the event whose canonical body is ``body``."""
+    if format == "jsonl":
+        return body
+    from tether.audit.cef import to_cef
+    from tether.audit.ocsf import to_ocsf
+
+    event: dict[str, Any] = json.loads(body)
+    if format == "ocsf":
+        return json.dumps(
+            to_ocsf(event, version=version), ensure_ascii=False, separators=(",", ":")
+        )
+    return to_cef(event, version=version)

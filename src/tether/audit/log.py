@@ -1,0 +1,337 @@
+"""The append-only audit log on the store: appends, group commit, reads and proofs.
+
+An event recorded with an effect (a registration, a grant, a token) is written in the
+same transaction as the effect, as its last step: if the log cannot be written, the
+transaction rolls back and the effect never happened. Events with no effect of their own
+(decisions, refusals) go through a group commit: whatever arrives together is written in
+one transaction, and nobody is told their event is recorded before that commit succeeded.
+
+Every append locks the one ``audit_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL;
+SQLite writers are serialised by ``BEGIN IMMEDIATE``), so sequence numbers are handed out
+in commit order by one writer at a time, whichever process it is: no gap, no duplicate,
+no fork.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, tuple_, update
+
+from tether.audit.merkle import EMPTY_ROOT
+from tether.audit.record import Entry, stage
+from tether.audit.tree import Frontier, Node, blocks, consistency_ranges, fold, inclusion_ranges
+from tether.errors import InvalidRequest, NotFound, VerificationFailed
+from tether.model import Event
+from tether.store import Store, audit_head, audit_nodes, events
+
+__all__ = ["AuditLog", "GroupCommit"]
+
+_PENDING = "tether_audit_pending"
+
+
+class GroupCommit:
+    """Leader/follower batching: the first caller writes everything queued in one
+    transaction; the others wait for that commit and get their own results (or error)."""
+
+    def __init__(self, write: Callable[[list[Entry]], list[int]]) -> None:
+        self._write = write
+        self._cond = threading.Condition()
+        self._queue: list[_Waiter] = []
+        self._busy = False
+
+    def submit(self, entries: Sequence[Entry]) -> list[int]:
+        waiter = _Waiter(list(entries))
+        with self._cond:
+            self._queue.append(waiter)
+            while self._busy and not waiter.finished:
+                self._cond.wait()
+            if waiter.finished:
+                return waiter.result()
+            self._busy = True
+            batch, self._queue = self._queue, []
+        try:
+            seqs = self._write([e for w in batch for e in w.entries])
+            at = 0
+            for w in batch:
+                w.seqs = seqs[at : at + len(w.entries)]
+                at += len(w.entries)
+        except BaseException as exc:
+            for w in batch:
+                w.error = exc
+            raise
+        finally:
+            with self._cond:
+                for w in batch:
+                    w.finished = True
+                self._busy = False
+                self._cond.notify_all()
+        return waiter.result()
+
+
+class _Waiter:
+    __slots__ = ("entries", "error", "finished", "seqs")
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self.entries = entries
+        self.seqs: list[int] = []
+        self.error: BaseException | None = None
+        self.finished = False
+
+    def result(self) -> list[int]:
+        if self.error is not None:
+            raise self.error
+        return self.seqs
+
+
+class AuditLog:
+    """Appends events to the Merkle log and reads them, their hashes and proofs back."""
+
+    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+        self._store = store
+        self._clock = clock
+        self._group = GroupCommit(self._write_alone)
+        self._listeners: list[Callable[[int], None]] = []
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def on_commit(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(new size)`` after every commit that appended events."""
+        self._listeners.append(listener)
+
+    def append(
+        self,
+        conn: Connection,
+        type: str,
+        *,
+        actor: str,
+        subject: str | None,
+        reason: str = "",
+        detail: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        """Append inside the caller's write transaction: the event is written as the
+        transaction's last step and commits with its effect, or neither does."""
+        self.add(
+            conn,
+            [Entry.of(type, actor=actor, subject=subject, reason=reason, detail=detail, **fields)],
+        )
+
+    def append_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Append several events given as keyword dicts of :meth:`append`."""
+        self.add(conn, [Entry.of(**row) for row in rows])
+
+    def add(self, conn: Connection, entries: Iterable[Entry]) -> None:
+        pending: list[Entry] | None = conn.info.get(_PENDING)
+        if pending is None:
+            pending = conn.info[_PENDING] = []
+
+            def flush() -> None:
+                queued = conn.info.pop(_PENDING, [])
+                if queued:
+                    self._insert(conn, queued)
+
+            Store.before_commit(conn, flush)
+        pending.extend(entries)
+
+    def record(
+        self,
+        type: str,
+        *,
+        actor: str,
+        subject: str | None,
+        reason: str = "",
+        detail: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> int:
+        """Append on its own (for refusals and decisions, which have no effect to commit
+        with); returns the event's sequence number once it is committed."""
+        entry = Entry.of(type, actor=actor, subject=subject, reason=reason, detail=detail, **fields)
+        [seq] = self.record_many([entry])
+        return seq
+
+    def record_many(self, entries: Sequence[Entry]) -> list[int]:
+        """Append through the group commit; returns the sequence numbers once committed."""
+        return self._group.submit(entries) if entries else []
+
+    def _write_alone(self, entries: list[Entry]) -> list[int]:
+        with self._store.write() as conn:
+            return self._insert(conn, entries)
+
+    def _insert(self, conn: Connection, entries: Sequence[Entry]) -> list[int]:
+        head = conn.execute(
+            select(audit_head.c.size, audit_head.c.frontier)
+            .where(audit_head.c.id == 1)
+            .with_for_update()
+        ).one()
+        frontier = Frontier(head.size, (bytes.fromhex(h) for h in json.loads(head.frontier)))
+        at = self._clock()
+        event_rows, node_rows = stage(((entry, at) for entry in entries), frontier)
+        conn.execute(insert(events), event_rows)
+        if node_rows:
+            conn.execute(insert(audit_nodes), node_rows)
+        conn.execute(
+            update(audit_head)
+            .where(audit_head.c.id == 1)
+            .values(size=frontier.size, frontier=json.dumps([h.hex() for h in frontier.hashes]))
+        )
+        size = frontier.size
+        Store.after_commit(conn, lambda: self._committed(size))
+        return [row["seq"] for row in event_rows]
+
+    def _committed(self, size: int) -> None:
+        for listener in self._listeners:
+            listener(size)
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def size(self) -> int:
+        with self._store.read() as conn:
+            return int(conn.execute(select(audit_head.c.size).where(audit_head.c.id == 1)).one()[0])
+
+    def get(self, seq: int) -> Event:
+        with self._store.read() as conn:
+            row = conn.execute(
+                select(events.c.at, events.c.body).where(events.c.seq == seq)
+            ).first()
+        if row is None:
+            raise NotFound(f"no audit event {seq}")
+        return Event.from_body(json.loads(row.body), row.at)
+
+    def list(
+        self,
+        *,
+        subject: str | None = None,
+        type: str | None = None,
+        after: int = 0,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[Event]:
+        found = self.bodies(subject=subject, type=type, after=after, since=since, limit=limit)
+        return [Event.from_body(json.loads(body), at) for _, at, body in found]
+
+    def bodies(
+        self,
+        *,
+        subject: str | None = None,
+        type: str | None = None,
+        after: int = 0,
+        since: datetime | None = None,
+        limit: int | None = None,
+        contains: Sequence[str] = (),
+    ) -> builtins.list[tuple[int, datetime, str]]:
+        """(seq, time, canonical body) of events in order; ``contains`` is a pre-filter on the
+        body text (callers check the parsed event exactly)."""
+        query = select(events.c.seq, events.c.at, events.c.body).where(events.c.seq > after)
+        if since is not None:
+            query = query.where(events.c.at >= since)
+        if subject is not None:
+            query = query.where(events.c.subject == subject)
+        if type is not None:
+            query = query.where(events.c.type == type)
+        for text in contains:
+            query = query.where(events.c.body.contains(text, autoescape=True))
+        query = query.order_by(events.c.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._store.read() as conn:
+            return [(row.seq, row.at, row.body) for row in conn.execute(query)]
+
+    # ---- hashes and proofs ------------------------------------------------------------
+
+    def root(self, size: int | None = None) -> tuple[int, bytes]:
+        """(size, root hash) of the tree now, or at an earlier ``size``."""
+        with self._store.read() as conn:
+            current = self._size(conn)
+            size = current if size is None else size
+            self._check_size(size, current)
+            [value] = self._range_hashes(conn, [(0, size)]) if size else [EMPTY_ROOT]
+        return size, value
+
+    def inclusion(
+        self, seq: int, size: int | None = None
+    ) -> tuple[int, bytes, builtins.list[bytes]]:
+        """(tree size, leaf hash, audit path) proving event ``seq`` is in the tree."""
+        with self._store.read() as conn:
+            current = self._size(conn)
+            size = current if size is None else size
+            self._check_size(size, current)
+            if not 1 <= seq <= size:
+                raise InvalidRequest(f"event {seq} is not in a tree of size {size}")
+            index = seq - 1
+            [leaf] = self._nodes(conn, [(0, index)]).values()
+            proof = self._range_hashes(conn, inclusion_ranges(index, size))
+        return size, leaf, proof
+
+    def consistency(self, size1: int, size2: int) -> builtins.list[bytes]:
+        """PROOF(size1, D[size2]) from the stored subtrees."""
+        with self._store.read() as conn:
+            current = self._size(conn)
+            self._check_size(size2, current)
+            if not 0 <= size1 <= size2:
+                raise InvalidRequest(f"old size {size1} is not between 0 and {size2}")
+            if size1 in (0, size2):
+                return []
+            return self._range_hashes(conn, consistency_ranges(size1, size2))
+
+    @staticmethod
+    def _size(conn: Connection) -> int:
+        return int(conn.execute(select(audit_head.c.size).where(audit_head.c.id == 1)).one()[0])
+
+    @staticmethod
+    def _check_size(size: int, current: int) -> None:
+        if not 0 <= size <= current:
+            raise InvalidRequest(f"tree size {size} is not between 0 and {current}")
+
+    def _range_hashes(
+        self, conn: Connection, ranges: Sequence[tuple[int, int]]
+    ) -> builtins.list[bytes]:
+        plans = [blocks(lo, hi) for lo, hi in ranges]
+        found = self._nodes(conn, [node for plan in plans for node in plan])
+        return [fold([found[node] for node in plan]) for plan in plans]
+
+    @staticmethod
+    def _nodes(conn: Connection, wanted: Iterable[Node]) -> dict[Node, bytes]:
+        wanted = set(wanted)
+        leaves = [idx + 1 for level, idx in wanted if level == 0]
+        inner = [(level, idx) for level, idx in wanted if level > 0]
+        found: dict[Node, bytes] = {}
+        if leaves:
+            rows = conn.execute(
+                select(events.c.seq, events.c.leaf_hash).where(events.c.seq.in_(leaves))
+            )
+            found.update(((0, row.seq - 1), bytes(row.leaf_hash)) for row in rows)
+        if inner:
+            rows = conn.execute(
+                select(audit_nodes.c.level, audit_nodes.c.idx, audit_nodes.c.hash).where(
+                    tuple_(audit_nodes.c.level, audit_nodes.c.idx).in_(inner)
+                )
+            )
+            found.update(((row.level, row.idx), bytes(row.hash)) for row in rows)
+        missing = wanted - found.keys()
+        if missing:
+            level, idx = min(missing)
+            raise VerificationFailed(
+                f"the audit tree is missing node level {level} index {idx}: run "
+                "`tether audit verify`"
+            )
+        return found
+
+    def scan(self, conn: Connection, batch: int = 10_000) -> Iterator[Sequence[Any]]:
+        """Every event row (seq, at, type, subject, body, leaf_hash) in order, streamed."""
+        result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+            select(
+                events.c.seq,
+                events.c.at,
+                events.c.type,
+                events.c.subject,
+                events.c.body,
+                events.c.leaf_hash,
+            ).order_by(events.c.seq)
+        )
+        yield from result

@@ -1,0 +1,196 @@
+"""One audit event as the log holds it: its fields, its canonical bytes and its leaf hash.
+
+The leaf bytes of event ``seq`` are the RFC 8785 canonical JSON of the object that
+``tether audit export --format jsonl`` prints for it, so anyone can recompute a leaf
+hash from an export. The stored text *is* those bytes; the columns beside it (time,
+type, subject) are copies for indexing that verification checks against the body.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+
+from tether.audit.merkle import leaf_hash
+from tether.audit.tree import Frontier
+
+__all__ = [
+    "REQUEST_ID",
+    "Entry",
+    "canonical",
+    "clean",
+    "encode",
+    "format_time",
+    "parse_time",
+    "stage",
+    "tail",
+]
+
+# The request being served, so every event it causes names it. Set by the API faces.
+REQUEST_ID: ContextVar[str | None] = ContextVar("tether_request_id", default=None)
+
+_MAX_SAFE_INT = 2**53 - 1  # RFC 8785 numbers are IEEE 754 doubles
+
+
+def clean(value: Any) -> Any:
+    """``value`` as plain JSON that survives every store and RFC 8785 unchanged: strings
+    without NUL or lone surrogates, integers within 2**53, finite floats, string keys."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _clean_text(value)
+    if isinstance(value, int):
+        return value if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {_clean_text(str(k)): clean(v) for k, v in value.items()}
+    if isinstance(value, Sequence | set | frozenset):
+        return [clean(v) for v in value]
+    return _clean_text(str(value))
+
+
+def _clean_text(text: str) -> str:
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def canonical(value: Any) -> bytes:
+    """RFC 8785 canonical JSON of an already :func:`clean` value."""
+    return rfc8785.dumps(value)
+
+
+def format_time(at: datetime) -> str:
+    """UTC with microseconds and a ``Z``: the one way an event time is written."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def tail(seq: int, subject: str | None, time: str, type: str) -> str:
+    """How the canonical body of an event must end, given its indexed columns.
+
+    RFC 8785 sorts members, and ``seq``, ``subject``, ``time``, ``type`` are the last
+    four top-level keys, so a body ends with exactly this text iff its columns match."""
+    return (
+        f',"seq":{seq},"subject":{json.dumps(subject, ensure_ascii=False)}'
+        f',"time":"{time}","type":{json.dumps(type, ensure_ascii=False)}}}'
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An event waiting for its sequence number and time (given when it is written)."""
+
+    type: str
+    actor: str
+    subject: str | None = None
+    chain: tuple[str, ...] = ()
+    action: str | None = None
+    resource: str | None = None
+    decision: str | None = None
+    reasons: tuple[str, ...] = ()
+    request_id: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        type: str,
+        *,
+        actor: str,
+        subject: str | None = None,
+        reason: str = "",
+        detail: Mapping[str, Any] | None = None,
+        chain: Sequence[str] | None = None,
+        action: str | None = None,
+        resource: str | None = None,
+        decision: str | None = None,
+        reasons: Sequence[str] | None = None,
+    ) -> Entry:
+        """An entry with the usual defaults: the chain is the actor alone, the action is
+        the event type, a refusal is a deny, and the request is the one being served."""
+        if reasons is None:
+            reasons = (reason,) if reason else ()
+        if decision is None and type.endswith(".refused"):
+            decision = "deny"
+        return cls(
+            type=type,
+            actor=actor,
+            subject=subject,
+            chain=tuple(chain) if chain else (actor,),
+            action=action or type,
+            resource=resource if resource is not None else subject,
+            decision=decision,
+            reasons=tuple(reasons),
+            request_id=REQUEST_ID.get(),
+            detail=detail or {},
+        )
+
+    def body(self, seq: int, time: str) -> dict[str, Any]:
+        """The event as exported (before canonicalisation), cleaned."""
+        value: dict[str, Any] = clean(
+            {
+                "action": self.action,
+                "actor": self.actor,
+                "chain": list(self.chain),
+                "decision": self.decision,
+                "detail": dict(self.detail),
+                "reasons": list(self.reasons),
+                "request_id": self.request_id,
+                "resource": self.resource,
+                "subject": self.subject,
+                "type": self.type,
+            }
+        )
+        value["seq"] = seq
+        value["time"] = time
+        return value
+
+
+def encode(entry: Entry, seq: int, at: datetime) -> tuple[dict[str, Any], str, bytes]:
+    """(cleaned body, its canonical text, leaf hash) of ``entry`` as event ``seq``."""
+    body = entry.body(seq, format_time(at))
+    data = canonical(body)
+    return body, data.decode("utf-8"), leaf_hash(data)
+
+
+def stage(
+    entries: Iterable[tuple[Entry, datetime]], frontier: Frontier
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``events`` and ``audit_nodes`` rows that append ``entries`` (each with its
+    time) after ``frontier``, which is advanced past them."""
+    event_rows: list[dict[str, Any]] = []
+    node_rows: list[dict[str, Any]] = []
+    for entry, at in entries:
+        seq = frontier.size + 1
+        body, text, leaf = encode(entry, seq, at)
+        event_rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "type": body["type"],
+                "subject": body["subject"],
+                "body": text,
+                "leaf_hash": leaf,
+            }
+        )
+        node_rows.extend(
+            {"level": level, "idx": idx, "hash": value}
+            for level, idx, value in frontier.append(leaf)[1:]
+        )
+    return event_rows, node_rows
