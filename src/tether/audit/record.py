@@ -49,7 +49,8 @@ def clean(value: Any) -> Any:
     if isinstance(value, int):
         return value if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else str(value)
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
+        ok = math.isfinite(value) and abs(value) <= _MAX_SAFE_INT
+        return value if ok else str(value)
     if isinstance(value, Mapping):
         return {_clean_text(str(k)): clean(v) for k, v in value.items()}
     if isinstance(value, Sequence | set | frozenset):

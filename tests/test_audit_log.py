@@ -1,0 +1,572 @@
+"""The audit log: leaves, the stored tree and its proofs, checkpoints (C2SP notes),
+queries, the API and CLI faces, request IDs, and the migration of older event records."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import random
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import rfc8785
+import sqlalchemy as sa
+from alembic import command
+from conftest import Cli, Clock, initialised, served, spec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tether.audit import merkle
+from tether.audit.checkpoints import Checkpointer
+from tether.audit.note import Checkpoint, Verifier, sign_checkpoint, verifier_key
+from tether.audit.record import Entry, canonical, clean
+from tether.audit.tree import Frontier, blocks, consistency_ranges, fold, inclusion_ranges
+from tether.callers import Caller
+from tether.config import Settings
+from tether.core import Tether
+from tether.errors import VerificationFailed
+from tether.policy.decision import AccessRequest
+from tether.store.engine import _alembic_config
+
+ISSUER = "https://idp.example.com"
+ADMIN = Caller.admin()
+
+
+def _leaves(n: int) -> list[bytes]:
+    return [merkle.leaf_hash(f"leaf {i}".encode()) for i in range(n)]
+
+
+def _range_hash(leaves: list[bytes]) -> Callable[[tuple[int, int]], bytes]:
+    return lambda r: merkle.root(leaves[r[0] : r[1]])
+
+
+# ---- the tree as stored: planners and the frontier ---------------------------------------
+
+
+@pytest.mark.parametrize("size", range(1, 70))
+def test_range_planners_give_the_reference_proofs(size: int) -> None:
+    leaves = _leaves(size)
+    hashed = _range_hash(leaves)
+    for index in range(size):
+        planned = [hashed(r) for r in inclusion_ranges(index, size)]
+        assert planned == merkle.inclusion_proof(index, leaves)
+    for size1 in range(1, size):
+        planned = [hashed(r) for r in consistency_ranges(size1, size)]
+        assert planned == merkle.consistency_proof(size1, leaves)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, 64, 100, 255, 256, 257])
+def test_the_frontier_emits_every_perfect_subtree_and_the_root(size: int) -> None:
+    leaves = _leaves(size)
+    frontier = Frontier()
+    stored: dict[tuple[int, int], bytes] = {}
+    for leaf in leaves:
+        for level, idx, value in frontier.append(leaf):
+            stored[(level, idx)] = value
+        assert frontier.root() == merkle.root(leaves[: frontier.size])
+    for (level, idx), value in stored.items():
+        assert value == merkle.root(leaves[idx << level : (idx + 1) << level])
+    # any range the proofs ask for folds from stored subtrees alone
+    for lo, hi in [(0, size), *inclusion_ranges(size // 2, size)]:
+        assert fold([stored[b] for b in blocks(lo, hi)]) == merkle.root(leaves[lo:hi])
+    with pytest.raises(ValueError):
+        Frontier(size, frontier.hashes[:-1] if frontier.hashes else [b"x"])
+
+
+# ---- leaves: canonical bodies ---------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_cleaned_values_survive_json_and_canonicalisation_unchanged(value: Any) -> None:
+    cleaned = clean(value)
+    data = canonical(cleaned)  # never raises: NaN, huge ints, lone surrogates are cleaned
+    assert canonical(json.loads(data)) == data
+    assert json.loads(json.dumps(cleaned)) == json.loads(data) or data == canonical(cleaned)
+    assert "\x00" not in data.decode("utf-8")
+
+
+def test_the_leaf_is_the_canonical_json_of_the_exported_line(tether: Tether, capsys) -> None:
+    tether.registry.register(ADMIN, spec("helper"))
+    tether.events.record("probe", actor="admin", subject=None, detail={"z": 1, "a": "é\n\x00"})
+    size, _ = tether.events.root()
+    lines = tether.events.bodies()
+    assert [seq for seq, _, _ in lines] == list(range(1, size + 1))
+    for seq, _, line in lines:
+        data = line.encode()
+        assert rfc8785.dumps(json.loads(line)) == data  # canonical as exported
+        _, leaf, _ = tether.events.inclusion(seq)
+        assert leaf == hashlib.sha256(b"\x00" + data).digest()  # anyone can recompute it
+
+
+# ---- store-backed proofs: property --------------------------------------------------------
+
+_built: dict[int, int] = {}
+
+
+def _grow(tether: Tether, size: int) -> None:
+    have = _built.get(id(tether), tether.events.size())
+    if have < size:
+        entries = [Entry.of("probe", actor="admin", detail={"n": i}) for i in range(have, size)]
+        for at in range(0, len(entries), 1000):
+            tether.events.record_many(entries[at : at + 1000])
+        _built[id(tether)] = size
+
+
+def _flip(value: bytes, bit: int) -> bytes:
+    data = bytearray(value)
+    data[(bit // 8) % len(data)] ^= 1 << (bit % 8)
+    return bytes(data)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.data())
+def test_every_proof_the_log_produces_verifies_and_no_flipped_bit_does(
+    tether: Tether, data: st.DataObject
+) -> None:
+    size = data.draw(st.integers(1, 3000), label="size")
+    _grow(tether, size)
+    seq = data.draw(st.integers(1, size), label="seq")
+    bit = data.draw(st.integers(0, 255), label="bit")
+    tree_size, leaf, proof = tether.events.inclusion(seq, size)
+    _, root = tether.events.root(size)
+    assert tree_size == size
+    merkle.verify_inclusion(seq - 1, size, leaf, proof, root)
+    with pytest.raises(VerificationFailed):
+        merkle.verify_inclusion(seq - 1, size, _flip(leaf, bit), proof, root)
+    with pytest.raises(VerificationFailed):
+        merkle.verify_inclusion(seq - 1, size, leaf, proof, _flip(root, bit))
+    if proof:
+        at = data.draw(st.integers(0, len(proof) - 1), label="at")
+        bad = [*proof[:at], _flip(proof[at], bit), *proof[at + 1 :]]
+        with pytest.raises(VerificationFailed):
+            merkle.verify_inclusion(seq - 1, size, leaf, bad, root)
+    size1 = data.draw(st.integers(1, size), label="size1")
+    _, root1 = tether.events.root(size1)
+    consistency = tether.events.consistency(size1, size)
+    merkle.verify_consistency(size1, size, root1, root, consistency)
+    if consistency:
+        at = data.draw(st.integers(0, len(consistency) - 1), label="cat")
+        bad = [*consistency[:at], _flip(consistency[at], bit), *consistency[at + 1 :]]
+        with pytest.raises(VerificationFailed):
+            merkle.verify_consistency(size1, size, root1, root, bad)
+    if size1 < size:
+        with pytest.raises(VerificationFailed):
+            merkle.verify_consistency(size1, size, _flip(root1, bit), root, consistency)
+
+
+def test_proofs_refuse_sizes_and_events_beyond_the_tree(tether: Tether) -> None:
+    _grow(tether, 10)
+    size = tether.events.size()
+    for bad in (
+        lambda: tether.events.inclusion(0),
+        lambda: tether.events.inclusion(size + 1),
+        lambda: tether.events.inclusion(3, size + 1),
+        lambda: tether.events.inclusion(5, 4),
+        lambda: tether.events.consistency(5, 4),
+        lambda: tether.events.consistency(1, size + 1),
+        lambda: tether.events.root(size + 1),
+    ):
+        with pytest.raises(Exception) as caught:
+            bad()
+        assert caught.value.__class__.__name__ == "InvalidRequest"
+
+
+# ---- C2SP notes -----------------------------------------------------------------------------
+
+
+def _independent_open(note: str, vkey: str) -> tuple[str, int, bytes]:
+    """Check a checkpoint note by the C2SP text alone (not through tether.audit.note)."""
+    name, key_id_hex, encoded = vkey.split("+", 2)
+    raw = base64.b64decode(encoded)
+    assert raw[0] == 1 and len(raw) == 33
+    assert hashlib.sha256(name.encode() + b"\n\x01" + raw[1:]).digest()[:4].hex() == key_id_hex
+    text, signatures = note.split("\n\n", 1)
+    line = signatures.rstrip("\n")
+    assert line.startswith(f"\u2014 {name} ")
+    blob = base64.b64decode(line.rsplit(" ", 1)[1])
+    assert blob[:4].hex() == key_id_hex
+    Ed25519PublicKey.from_public_bytes(raw[1:]).verify(blob[4:], (text + "\n").encode())
+    origin, size, root = text.split("\n")
+    return origin, int(size), base64.b64decode(root)
+
+
+def test_a_signed_checkpoint_is_a_c2sp_note_any_verifier_can_check() -> None:
+    key = Ed25519PrivateKey.generate()
+    checkpoint = Checkpoint("example.org/log", 42, hashlib.sha256(b"r").digest())
+    note = sign_checkpoint(checkpoint, "example.org/log", key)
+    vkey = verifier_key("example.org/log", key)
+    assert re.fullmatch(r"example\.org/log\+[0-9a-f]{8}\+[A-Za-z0-9+/]{44}", vkey)
+    assert _independent_open(note, vkey) == ("example.org/log", 42, checkpoint.root)
+    assert Verifier.parse(vkey).open(note) == checkpoint
+    # another key's signature is ignored, and then nothing trusted signed it
+    other = Verifier.parse(verifier_key("example.org/log", Ed25519PrivateKey.generate()))
+    with pytest.raises(VerificationFailed, match="no signature"):
+        other.open(note)
+    # any change to the text breaks the signature
+    forged = note.replace("\n42\n", "\n43\n")
+    with pytest.raises(VerificationFailed, match="bad signature"):
+        Verifier.parse(vkey).open(forged)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_malformed_notes_and_keys_fail_as_verification_failures_only(text: str) -> None:
+    key = Ed25519PrivateKey.generate()
+    good = Verifier.parse(verifier_key("log.example/x", key))
+    with pytest.raises(VerificationFailed):
+        good.open(text)
+    with contextlib.suppress(VerificationFailed):
+        Verifier.parse(text)
+
+
+def test_checkpoints_grow_with_the_log_and_chain_consistently(tether: Tether) -> None:
+    first = tether.checkpoints.make()
+    assert tether.checkpoints.make() == first  # nothing new: the same checkpoint
+    tether.registry.register(ADMIN, spec("helper"))
+    second = tether.checkpoints.make()
+    assert second.size > first.size
+    vkey = tether.checkpoints.verifier_key()
+    for made in (first, second):
+        origin, size, root = _independent_open(made.note, vkey)
+        assert (origin, size, root) == (tether.checkpoints.origin, made.size, made.root)
+        assert tether.events.root(made.size)[1] == made.root
+    proof = tether.events.consistency(first.size, second.size)
+    merkle.verify_consistency(first.size, second.size, first.root, second.root, proof)
+    assert [c.size for c in tether.checkpoints.list()] == [first.size, second.size]
+
+
+def test_the_audit_key_is_its_own_file_not_the_token_key(tether: Tether) -> None:
+    tether.checkpoints.make()
+    key_file = tether.checkpoints.key_file
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    token_keys = {p.read_bytes() for p in (tether.settings.home / "signing").glob("*.pem")}
+    assert key_file.read_bytes() not in token_keys
+    assert tether.checkpoints.verifier_key() in tether.checkpoints.published_keys()
+
+
+def test_a_checkpoint_is_made_every_n_events(
+    make_settings: Callable[..., Settings], clock: Clock
+) -> None:
+    settings_ = make_settings(audit={"checkpoint_every": 5, "checkpoint_interval_ms": 60_000})
+    Tether.init(settings_)[0].close()
+    with Tether.open(settings_) as tether:
+        worker = Checkpointer(tether.checkpoints, tether.events, 5, 60.0)
+        worker.start()
+        try:
+            for i in range(12):
+                tether.events.record("probe", actor="admin", subject=None, detail={"i": i})
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                latest = tether.checkpoints.latest()
+                if latest is not None and latest.size >= 10:
+                    break
+                time.sleep(0.05)
+            latest = tether.checkpoints.latest()
+            assert latest is not None and latest.size >= 10
+        finally:
+            worker.stop()
+
+
+def test_a_checkpoint_is_made_every_t_milliseconds(tether: Tether) -> None:
+    worker = Checkpointer(tether.checkpoints, tether.events, 1_000_000, 0.05)
+    worker.start()
+    try:
+        tether.events.record("probe", actor="admin", subject=None)
+        size = tether.events.size()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            latest = tether.checkpoints.latest()
+            if latest is not None and latest.size == size:
+                break
+            time.sleep(0.05)
+        latest = tether.checkpoints.latest()
+        assert latest is not None and latest.size == size
+    finally:
+        worker.stop()
+
+
+# ---- queries --------------------------------------------------------------------------------
+
+
+def _decide(tether: Tether, agent: str, resource: str, user: str | None = None) -> None:
+    decision = tether.decide_all(
+        [AccessRequest.of(agent, "tools/call", resource, on_behalf_of=user)]
+    )
+    assert decision
+
+
+def test_explain_names_the_chain_human_first_with_owners_then_and_now(tether: Tether) -> None:
+    from tether.grants import GrantSpec
+
+    tether.registry.register(ADMIN, spec("helper"))
+    for principal in ("helper", "user:alice@example.com"):
+        tether.grants.add(
+            ADMIN, GrantSpec(principal=principal, action="tools/call", resource="github/*")
+        )
+    _decide(tether, "helper", "github/create_issue", "user:alice@example.com")
+    [event] = tether.events.list(type="decision")
+    tether.registry.set_owner(ADMIN, "helper", "bob@example.com")
+    from tether.audit.queries import explain
+
+    told = explain(tether.events, tether.registry, event.seq)
+    assert [link["principal"] for link in told["chain"]] == [
+        "user:alice@example.com",
+        tether.registry.agent_id("helper"),
+    ]
+    human, agent = told["chain"]
+    assert human["kind"] == "human"
+    assert (agent["owner_then"], agent["owner_now"]) == ("alice@example.com", "bob@example.com")
+    assert told["decision"] == "allow" and told["reasons"]
+    assert (told["action"], told["resource"]) == ("tools/call", "github/create_issue")
+
+
+def test_search_filters_and_pages(tether: Tether) -> None:
+    from tether.audit.queries import Filter, search
+
+    tether.registry.register(ADMIN, spec("a1"))
+    tether.registry.register(ADMIN, spec("b1", owner="bob@example.com"))
+    for i in range(7):
+        _decide(tether, "a1", f"fs/f{i}", "user:alice@example.com")
+    _decide(tether, "b1", "fs/x", "user:bob@example.com")
+    where = Filter.of(tether.registry, agent="a1", decision="deny")
+    page, cursor = search(tether.events, where, limit=5)
+    assert len(page) == 5 and cursor is not None
+    rest, end = search(tether.events, where, after=cursor, limit=5)
+    assert len(rest) == 2 and end is None
+    assert {e.resource for e in page + rest} == {f"fs/f{i}" for i in range(7)}
+    bob = Filter.of(tether.registry, user="bob@example.com", action="tools/call")
+    assert [e.resource for e in search(tether.events, bob)[0]] == ["fs/x"]
+    registered = Filter.of(tether.registry, agent="b1", type="agent.registered")
+    assert len(search(tether.events, registered)[0]) == 1
+    with pytest.raises(Exception, match="allow or deny"):
+        Filter.of(tether.registry, decision="maybe")
+
+
+# ---- the CLI ---------------------------------------------------------------------------------
+
+
+def test_the_cli_proves_checkpoints_verifies_and_exports(
+    cli_env: Path, capsys, tmp_path: Path
+) -> None:
+    cli = initialised(Cli(capsys))
+    cli.json(
+        "agent",
+        "register",
+        "helper",
+        "--owner",
+        "alice@example.com",
+        "--key-out",
+        str(tmp_path / "k"),
+    )
+    cli("authorize", "--principal", "helper", "--action", "tools/call", "--resource", "x/y")
+    made = cli.json("audit", "checkpoint")
+    assert set(made) >= {"note", "size", "root", "verifier_key"}
+    _origin, size, root = _independent_open(made["note"], made["verifier_key"])
+    assert size == made["size"] and base64.b64encode(root).decode() == made["root"]
+    proof = cli.json("audit", "prove", "2")
+    assert proof["leaf_index"] == 1 and proof["tree_size"] == size
+    assert proof["root"] == made["root"]
+    merkle.verify_inclusion(
+        1,
+        size,
+        base64.b64decode(proof["leaf_hash"]),
+        [base64.b64decode(h) for h in proof["proof"]],
+        root,
+    )
+    older = cli.json("audit", "prove", "1", "--size", "2")
+    assert older["tree_size"] == 2
+    grown = cli.json("audit", "consistency", "2", str(size))
+    assert set(grown) == {"size1", "size2", "root1", "root2", "proof"}
+    assert grown["root2"] == made["root"]
+    assert cli.json("audit", "verify")["ok"] is True
+    out = tmp_path / "audit.jsonl"
+    code, _, _ = cli("audit", "export", "--format", "jsonl", "--out", str(out))
+    assert code == 0 and out.stat().st_mode & 0o777 == 0o600
+    lines = out.read_text().splitlines()
+    leaves = [merkle.leaf_hash(line.encode()) for line in lines]
+    assert base64.b64encode(merkle.root(leaves[:size])).decode() == made["root"]
+    found = cli.json("audit", "search", "--decision", "deny")
+    assert [e["resource"] for e in found["events"]] == ["x/y"]
+    told = cli.json("audit", "explain", str(found["events"][0]["seq"]))
+    assert told["chain"][-1]["principal"].endswith("/agent/helper")
+    # bad input: clear errors, exit codes, nothing printed but the error
+    for argv, code in (
+        (("audit", "prove", "999"), 2),
+        (("audit", "consistency", "5", "2"), 2),
+        (("audit", "export", "--format", "xml"), 2),
+        (("audit", "explain", "999"), 1),
+    ):
+        got, out, err = cli(*argv)
+        assert (got, out) == (code, ""), (argv, got, out, err)
+        assert err.startswith("error: ") and "Traceback" not in err
+
+
+# ---- the HTTP faces --------------------------------------------------------------------------
+
+
+def _person(idp_key: Ed25519PrivateKey, email: str) -> dict[str, str]:
+    now = int(time.time())
+    payload = {
+        "iss": ISSUER,
+        "aud": "tether",
+        "sub": email,
+        "email": email,
+        "iat": now,
+        "exp": now + 300,
+    }
+    token = jwt.encode(payload, idp_key, algorithm="EdDSA", headers={"kid": "idp-1"})
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_http_api_proves_and_refuses_what_it_must(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    with served(make_settings, tmp_path, ISSUER) as up:
+        client, admin = up.client, up.admin
+        assert client.post("/v1/audit/checkpoint", headers=admin).status_code == 200
+        checkpoint = client.get("/v1/audit/checkpoint", headers=admin).json()
+        size = checkpoint["size"]
+        proof = client.get(f"/v1/audit/proofs/inclusion?seq={size}", headers=admin).json()
+        assert proof["root"] == checkpoint["root"] and proof["leaf_index"] == size - 1
+        for path in (
+            "/v1/audit/proofs/inclusion?seq=0",
+            f"/v1/audit/proofs/inclusion?seq={size + 5}",
+            f"/v1/audit/proofs/inclusion?seq=1&size={size + 5}",
+            "/v1/audit/proofs/consistency?size1=3&size2=1",
+            "/v1/audit/proofs/consistency?size1=x&size2=1",
+            "/v1/audit/events?decision=maybe",
+            "/v1/audit/export?format=xml",
+            "/v1/audit/events?limit=0",
+        ):
+            answer = client.get(path, headers=admin)
+            assert answer.status_code == 400, (path, answer.text)
+            assert set(answer.json()) == {"error", "error_description"}
+        assert client.get("/v1/audit/events/99999", headers=admin).status_code == 404
+        # a person who is not an admin reads proofs, not events; the refusal is on record
+        alice = _person(up.idp_key, "alice@example.com")
+        assert client.get("/v1/audit/checkpoint", headers=alice).status_code == 200
+        for method, path in (
+            ("GET", "/v1/audit/events"),
+            ("GET", "/v1/audit/export?format=jsonl"),
+            ("POST", "/v1/audit/verify"),
+            ("POST", "/v1/audit/checkpoint"),
+        ):
+            kwargs: dict[str, Any] = {"json": {}} if method == "POST" else {}
+            assert client.request(method, path, headers=alice, **kwargs).status_code == 403
+        refused = up.tether.events.list(type="access.refused")
+        assert [e.actor for e in refused][-4:] == ["user:alice@example.com"] * 4
+        # no token at all: 401, and on record too
+        before = len(up.tether.events.list(type="access.refused"))
+        assert client.get("/v1/audit/events").status_code == 401
+        [anonymous] = up.tether.events.list(type="access.refused")[before:]
+        assert anonymous.actor == "anonymous" and anonymous.decision == "deny"
+
+
+def test_each_request_id_reaches_the_events_it_causes(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    with served(make_settings, tmp_path, ISSUER) as up:
+        body = {"name": "helper", "owner": "alice@example.com", "public_key": spec("x").public_key}
+        answer = up.client.post(
+            "/v1/agents", json=body, headers={**up.admin, "X-Request-ID": "req-42.a"}
+        )
+        assert answer.status_code == 201 and answer.headers["x-request-id"] == "req-42.a"
+        [event] = up.tether.events.list(type="agent.registered")
+        assert event.request_id == "req-42.a"
+        answer = up.client.get("/v1/agents", headers={**up.admin, "X-Request-ID": "bad id\x7f"})
+        assert re.fullmatch(r"r-[0-9a-f]{16}", answer.headers["x-request-id"])
+
+
+def test_a_refused_token_request_is_on_record(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    with served(make_settings, tmp_path, ISSUER) as up:
+        answer = up.client.post(
+            "/oauth2/token",
+            data={"grant_type": "password", "username": "x"},
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 400 and answer.json()["error"] == "unsupported_grant_type"
+        [event] = up.tether.events.list(type="token.refused")
+        assert event.decision == "deny" and event.actor == "anonymous"
+        assert event.detail == {"error": "unsupported_grant_type", "grant_type": "password"}
+
+
+# ---- migrating an older store -------------------------------------------------------------
+
+
+def test_events_recorded_before_the_audit_log_become_its_first_leaves(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    config = _alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0003")
+        for i in range(5):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO events (at, type, actor, subject, reason, detail) "
+                    "VALUES (:at, :type, 'admin', :subject, :reason, :detail)"
+                ),
+                {
+                    "at": f"2026-01-0{i + 1} 10:00:00.000000",
+                    "type": "agent.registered",
+                    "subject": f"spiffe://tether.local/agent/a{i}",
+                    "reason": "why" if i % 2 else "",
+                    "detail": json.dumps({"owner": "alice@example.com", "i": i}),
+                },
+            )
+    engine.dispose()
+    settings_ = Settings.load(tmp_path / "home", db_url=url)
+    with Tether.open(settings_, migrate=True) as tether:
+        carried = tether.events.list()
+        assert [(e.seq, e.subject, e.detail["i"]) for e in carried[:5]] == [
+            (i + 1, f"spiffe://tether.local/agent/a{i}", i) for i in range(5)
+        ]
+        assert carried[1].reasons == ("why",) and carried[0].reasons == ()
+        assert carried[0].at.isoformat().startswith("2026-01-01T10:00:00")
+        tether.registry.register(ADMIN, spec("new"))
+        assert tether.verify_audit().ok
+        assert tether.checkpoints.make().size == tether.events.size()
+
+
+def test_random_histories_always_verify(tether: Tether) -> None:
+    rng = random.Random(7)
+    for i in range(60):
+        kind = rng.choice(["record", "many", "effect"])
+        if kind == "record":
+            tether.events.record("probe", actor="admin", subject=None, detail={"i": i})
+        elif kind == "many":
+            tether.events.record_many(
+                [
+                    Entry.of("probe", actor="admin", detail={"i": i, "j": j})
+                    for j in range(rng.randint(1, 9))
+                ]
+            )
+        else:
+            tether.registry.register(ADMIN, spec(f"agent{i}"))
+        if rng.random() < 0.2:
+            tether.checkpoints.make()
+    report = tether.verify_audit()
+    assert report.ok, report.problems
+    assert report.size == tether.events.size()
+    assert report.root == tether.events.root()[1]
