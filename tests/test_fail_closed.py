@@ -73,5 +73,6 @@ def test_metrics_count_decisions_and_agents_without_naming_anyone(tmp_path) -> N
     assert 'tether_decisions_total{cached="true",decision="deny"} 1' in lines
     assert 'tether_agents{state="active"} 1.0' in lines
     assert 'tether_agents{state="suspended"} 1.0' in lines
+    assert f"tether_audit_events {float(tether.events.size())}" in lines
     assert "secretive" not in response.text and "alice" not in response.text
     tether.close()

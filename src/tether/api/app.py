@@ -45,6 +45,7 @@ def create_app(tether: Tether) -> FastAPI:
         gauges: dict[str, dict[tuple[tuple[str, str], ...], float]] = {
             "tether_agents": {(("state", state),): float(n) for state, n in agents.items()},
             "tether_state_epoch": {(): float(tether.epoch.current())},
+            "tether_audit_events": {(): float(tether.events.size())},
         }
         return PlainTextResponse(
             tether.metrics.render(gauges), media_type="text/plain; version=0.0.4"
