@@ -94,6 +94,7 @@ def up(
     ]
     output.console.print("\n".join(lines), markup=False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # request URLs may carry secrets
     sweeper = Sweeper(tether.registry, config.sweep_interval.total_seconds(), [tether.tokens.purge])
     checkpointer = Checkpointer(
         tether.checkpoints,
