@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from tether.audit.cef import to_cef
+from tether.audit.ocsf import to_ocsf
+
 __all__ = ["FORMATS", "Format", "render"]
 
 Format = Literal["jsonl", "ocsf", "cef"]
@@ -15,8 +18,6 @@ def render(body: str, format: Format, *, version: str) -> str:
     """One line (without its newline) for the event whose canonical body is ``body``."""
     if format == "jsonl":
         return body
-    from tether.audit.cef import to_cef
-    from tether.audit.ocsf import to_ocsf
 
     event: dict[str, Any] = json.loads(body)
     if format == "ocsf":
