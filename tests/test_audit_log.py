@@ -570,3 +570,47 @@ def test_random_histories_always_verify(tether: Tether) -> None:
     assert report.ok, report.problems
     assert report.size == tether.events.size()
     assert report.root == tether.events.root()[1]
+
+
+# ---- SIEM export of a whole demo run ------------------------------------------------------
+
+
+def test_every_event_of_a_demo_run_exports_as_valid_ocsf_and_parseable_cef(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from ocsf_validate import validate
+
+    from tether.audit.cef import parse_cef
+    from tether.demo import seed_demo
+
+    with served(make_settings, tmp_path, ISSUER) as up:
+        assert seed_demo(up.tether)
+        client, admin = up.client, up.admin
+        for resource in ("github/create_issue", "github/delete_repo"):
+            body = {
+                "subject": {"type": "agent", "id": "github-connector"},
+                "action": {"name": "tools/call"},
+                "resource": {"type": "tool", "id": resource},
+                "context": {"on_behalf_of": "user:alice@example.com"},
+            }
+            assert client.post("/access/v1/evaluation", json=body, headers=admin).status_code == 200
+        client.post("/oauth2/token", data={"grant_type": "client_credentials"})
+        client.get("/v1/agents")  # unauthenticated: refused, on record
+        client.post("/v1/audit/checkpoint", headers=admin)
+        size = up.tether.events.size()
+        types = {e.type for e in up.tether.events.list()}
+        assert {"agent.registered", "decision", "grant.added", "token.refused"} <= types
+        assert {"access.refused", "policy.added"} <= types
+        exported = {
+            fmt: client.get(f"/v1/audit/export?format={fmt}", headers=admin).text.splitlines()
+            for fmt in ("ocsf", "cef", "jsonl")
+        }
+    assert all(len(lines) >= size for lines in exported.values())
+    for line in exported["ocsf"]:
+        event = json.loads(line)
+        assert validate(event) == [], (event["unmapped"]["tether"]["seq"], validate(event))
+    for line, body in zip(exported["cef"], exported["jsonl"], strict=True):
+        header, extensions = parse_cef(line)
+        assert header[:4] == ["CEF:0", "Tether", "Tether", "0.1.0"]
+        assert header[4] == json.loads(body)["type"]
+        assert extensions["externalId"] == str(json.loads(body)["seq"])
