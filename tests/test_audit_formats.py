@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ocsf_validate import validate
 
-from tether.audit.cef import parse_cef, to_cef
+from tether.audit.cef import parse_cef, to_cef, visible
 from tether.audit.ocsf import summary, to_ocsf
 from tether.audit.record import clean, format_time
 
@@ -723,7 +723,7 @@ def intended_extensions(event: dict[str, Any]) -> dict[str, str]:
         "externalId": str(event["seq"]),
         "msg": summary(event),
     }
-    return {key: value for key, value in pairs.items() if value is not None}
+    return {key: visible(value) for key, value in pairs.items() if value is not None}
 
 
 def intended_name(event: dict[str, Any]) -> str:
@@ -736,7 +736,7 @@ def intended_name(event: dict[str, Any]) -> str:
 
 
 def _flat(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")
+    return visible(text).replace("\r", " ").replace("\n", " ")
 
 
 @settings(max_examples=400, deadline=None)
@@ -762,4 +762,6 @@ def test_random_bodies_export_validly(event, version):
     ]
     assert 0 <= int(header[6]) <= 10
     assert ext == intended_extensions(event)
-    assert json.loads(ext.get("cs4", "{}")) == event["detail"]
+    shown = visible(json.dumps(event["detail"], ensure_ascii=False))
+    assert json.loads(ext.get("cs4", "{}")) == json.loads(shown)
+    assert not any(c in line for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")

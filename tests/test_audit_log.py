@@ -115,16 +115,13 @@ def test_the_leaf_is_the_canonical_json_of_the_exported_line(tether: Tether, cap
 
 # ---- store-backed proofs: property --------------------------------------------------------
 
-_built: dict[int, int] = {}
-
 
 def _grow(tether: Tether, size: int) -> None:
-    have = _built.get(id(tether), tether.events.size())
+    have = tether.events.size()
     if have < size:
         entries = [Entry.of("probe", actor="admin", detail={"n": i}) for i in range(have, size)]
         for at in range(0, len(entries), 1000):
             tether.events.record_many(entries[at : at + 1000])
-        _built[id(tether)] = size
 
 
 def _flip(value: bytes, bit: int) -> bytes:
@@ -508,7 +505,11 @@ def test_a_refused_token_request_is_on_record(
         assert answer.status_code == 400 and answer.json()["error"] == "unsupported_grant_type"
         [event] = up.tether.events.list(type="token.refused")
         assert event.decision == "deny" and event.actor == "anonymous"
-        assert event.detail == {"error": "unsupported_grant_type", "grant_type": "password"}
+        assert event.detail == {
+            "error": "unsupported_grant_type",
+            "grant_type": "password",
+            "op": "token",
+        }
 
 
 # ---- migrating an older store -------------------------------------------------------------
@@ -546,6 +547,9 @@ def test_events_recorded_before_the_audit_log_become_its_first_leaves(tmp_path: 
         assert carried[0].at.isoformat().startswith("2026-01-01T10:00:00")
         tether.registry.register(ADMIN, spec("new"))
         assert tether.verify_audit().ok
+        with pytest.raises(Exception, match="no audit key"):
+            tether.checkpoints.make()  # only `tether init` makes the audit key
+        tether.checkpoints.ensure_key()
         assert tether.checkpoints.make().size == tether.events.size()
 
 
@@ -614,3 +618,176 @@ def test_every_event_of_a_demo_run_exports_as_valid_ocsf_and_parseable_cef(
         assert header[:4] == ["CEF:0", "Tether", "Tether", "0.1.0"]
         assert header[4] == json.loads(body)["type"]
         assert extensions["externalId"] == str(json.loads(body)["seq"])
+
+
+def test_a_rolled_back_append_leaves_nothing_on_the_pooled_connection(tether: Tether) -> None:
+    """Events queued in a transaction that rolls back are dropped with it; the next
+    transaction on the same pooled connection records its own events as ever."""
+    for i in range(12):  # more than the pool, so every pooled connection is hit
+        with pytest.raises(RuntimeError), tether.store.write() as conn:  # noqa: PT012
+            tether.events.append(conn, "probe", actor="admin", subject=None)
+            raise RuntimeError("the effect failed after its event was queued")
+        tether.registry.register(ADMIN, spec(f"after{i}"))
+        found = tether.events.list(
+            type="agent.registered", subject=tether.registry.agent_id(f"after{i}")
+        )
+        assert len(found) == 1
+    assert tether.events.list(type="probe") == []
+    assert tether.verify_audit().ok
+
+
+def test_anonymous_refusals_are_rate_limited_and_counted() -> None:
+    from tether.audit.throttle import Throttle
+
+    now = [0.0]
+    throttle = Throttle(rate=2.0, burst=3, clock=lambda: now[0])
+    assert [throttle.take() for _ in range(5)] == [0, 0, 0, None, None]
+    now[0] += 1.0  # two more tokens
+    assert throttle.take() == 2  # the first one recorded says two were only counted
+    assert throttle.take() == 0
+    assert throttle.take() is None
+
+
+def test_a_flood_of_unauthenticated_requests_cannot_grow_the_log_without_bound(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from tether.audit.throttle import Throttle
+
+    now = [0.0]
+    with served(make_settings, tmp_path, ISSUER) as up:
+        up.tether.anonymous = Throttle(rate=1.0, burst=50, clock=lambda: now[0])
+        before = up.tether.events.size()
+        for _ in range(260):
+            assert up.client.get("/v1/agents").status_code == 401  # refused all the same
+        refused = up.tether.events.list(type="access.refused", after=before)
+        assert len(refused) == 50 and {e.actor for e in refused} == {"anonymous"}
+        now[0] += 1.0
+        assert up.client.get("/v1/agents").status_code == 401
+        [counted] = up.tether.events.list(type="access.refused", after=refused[-1].seq)
+        assert counted.detail["suppressed_before"] == 210
+
+
+def test_refusals_on_every_face_are_on_record(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    with served(make_settings, tmp_path, ISSUER) as up:
+        alice = _person(up.idp_key, "alice@example.com")
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        cases = [
+            ("POST", "/oauth2/introspect", {**form, **alice}, {"data": {"token": "x"}}),
+            ("POST", "/oauth2/revoke", form, {"data": {"token": "x"}}),
+            ("POST", "/v1/keys/rotate", alice, {}),
+            ("POST", "/access/v1/evaluation", alice, {"json": {}}),
+        ]
+        for method, path, headers, kwargs in cases:
+            before = up.tether.events.size()
+            answer = up.client.request(method, path, headers=headers, **kwargs)
+            assert answer.status_code in (400, 401, 403), (path, answer.text)
+            refused = up.tether.events.list(type="access.refused", after=before)
+            assert len(refused) == 1, path
+            assert refused[0].decision == "deny"
+
+
+# ---- what an insider with the database (but not the audit key) cannot do -----------------
+
+
+def _rewrite_event(tether: Tether, seq: int, body_change: tuple[str, str]) -> None:
+    """Rewrite event ``seq``'s body and every stored hash above it, as a careful insider
+    with write access to the database would (the head too)."""
+    from tether.audit.record import stage
+    from tether.store import audit_head, audit_nodes, events
+
+    with tether.store.engine.begin() as conn:
+        rows = conn.execute(sa.select(events).order_by(events.c.seq)).all()
+        frontier = Frontier()
+        for row in rows:
+            body = row.body.replace(*body_change) if row.seq == seq else row.body
+            leaf = merkle.leaf_hash(body.encode())
+            conn.execute(
+                sa.update(events).where(events.c.seq == row.seq).values(body=body, leaf_hash=leaf)
+            )
+            for level, idx, value in frontier.append(leaf)[1:]:
+                conn.execute(
+                    sa.update(audit_nodes)
+                    .where(audit_nodes.c.level == level, audit_nodes.c.idx == idx)
+                    .values(hash=value)
+                )
+        conn.execute(
+            sa.update(audit_head).values(frontier=json.dumps([h.hex() for h in frontier.hashes]))
+        )
+    assert stage  # (the same staging the log uses; imported to keep the helper honest)
+
+
+def test_a_rewrite_with_its_hashes_and_without_the_checkpoints_is_still_caught(
+    tether: Tether,
+) -> None:
+    from tether.store import audit_checkpoints
+
+    tether.registry.register(ADMIN, spec("helper"))
+    tether.checkpoints.make()
+    tether.registry.register(ADMIN, spec("later"))
+    signed = tether.checkpoints.make()
+    _rewrite_event(tether, 2, ("alice@example.com", "mallory@example.com"))
+    with tether.store.engine.begin() as conn:
+        conn.execute(sa.delete(audit_checkpoints))  # and the evidence in the store
+    # this home kept its last signed checkpoint outside the store
+    report = tether.verify_audit()
+    assert not report.ok and report.first_bad_seq == 1, report.problems
+    with pytest.raises(VerificationFailed, match="removed"):
+        tether.checkpoints.make()  # never signs the forged tree
+    # an auditor holding the note elsewhere catches it too, from any home
+    outsider = tether.verify_audit([tether.checkpoints.verifier_key()], [signed.note])
+    assert not outsider.ok and outsider.first_bad_seq == 1
+
+
+def test_keys_in_the_store_are_never_trusted(tether: Tether) -> None:
+    from tether.store import audit_checkpoints, audit_keys
+
+    tether.registry.register(ADMIN, spec("helper"))
+    tether.checkpoints.make()
+    forger = Ed25519PrivateKey.generate()
+    origin = tether.checkpoints.origin
+    size, root = tether.events.root()
+    note = sign_checkpoint(Checkpoint(origin, size + 5, root), origin, forger)
+    with tether.store.engine.begin() as conn:
+        conn.execute(
+            sa.insert(audit_keys).values(
+                verifier_key=verifier_key(origin, forger), created_at=tether.clock()
+            )
+        )
+        conn.execute(
+            sa.insert(audit_checkpoints).values(
+                size=size + 5,
+                root=root,
+                note=note,
+                verifier_key=verifier_key(origin, forger),
+                signed_at=tether.clock(),
+            )
+        )
+    report = tether.verify_audit()
+    assert not report.ok and any("untrusted key" in p for p in report.problems)
+    with pytest.raises(VerificationFailed):
+        tether.checkpoints.make()
+
+
+def test_a_corrupted_stored_subtree_is_found_and_never_signed(tether: Tether) -> None:
+    from tether.store import audit_nodes
+
+    _grow(tether, 40)
+    tether.checkpoints.make()
+    _grow(tether, 80)
+    with tether.store.engine.begin() as conn:  # the subtree over events 49..56
+        conn.execute(
+            sa.update(audit_nodes)
+            .where(audit_nodes.c.level == 3, audit_nodes.c.idx == 6)
+            .values(hash=hashlib.sha256(b"forged").digest())
+        )
+    report = tether.verify_audit()
+    assert not report.ok and any("49..56" in p for p in report.problems), report.problems
+    _, leaf, proof = tether.events.inclusion(60, 80)
+    with pytest.raises(VerificationFailed):  # a proof with it as a sibling fails
+        merkle.verify_inclusion(59, 80, leaf, proof, tether.events.root(80)[1])
+    # a checkpoint is signed only over the root the events themselves give
+    signed = tether.checkpoints.make()
+    leaves = [merkle.leaf_hash(body.encode()) for _, _, body in tether.events.bodies()]
+    assert signed.root == merkle.root(leaves[: signed.size])

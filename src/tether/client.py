@@ -145,8 +145,12 @@ class Client:
         params = {"size1": str(size1), "size2": str(size2)}
         return self._object("GET", "/v1/audit/proofs/consistency", params=params)
 
-    def audit_verify(self, verifier_keys: list[str]) -> dict[str, Any]:
-        return self._object("POST", "/v1/audit/verify", json={"verifier_keys": verifier_keys})
+    def audit_verify(self, verifier_keys: list[str], checkpoints: list[str]) -> dict[str, Any]:
+        body = {"verifier_keys": verifier_keys, "checkpoints": checkpoints}
+        return self._object("POST", "/v1/audit/verify", json=body)
+
+    def audit_latest_checkpoint(self) -> dict[str, Any]:
+        return self._object("GET", "/v1/audit/checkpoint")
 
     # ---- transport --------------------------------------------------------------------
 

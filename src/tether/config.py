@@ -91,6 +91,7 @@ class AuditSettings(BaseModel):
     origin: str | None = Field(default=None, pattern=r"^[^\s+]+$")
     checkpoint_every: int = Field(default=1000, ge=1)
     checkpoint_interval_ms: int = Field(default=5000, ge=10)
+    verifier_keys: tuple[str, ...] = ()  # more audit keys to trust (other homes' signers)
     sinks: tuple[SinkConfig, ...] = ()
 
     @model_validator(mode="after")

@@ -6,11 +6,13 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from tether.admin_tokens import TOKEN_PREFIX, AdminTokens
 from tether.audit.checkpoints import Checkpoints
 from tether.audit.log import AuditLog
 from tether.audit.record import Entry
+from tether.audit.throttle import Throttle
 from tether.audit.verify import Report, verify
 from tether.callers import Caller
 from tether.config import Settings
@@ -79,6 +81,7 @@ class Tether:
         self.clock = clock
         self.events = AuditLog(store, clock)
         self.checkpoints = Checkpoints(store, settings, self.events, clock)
+        self.anonymous = Throttle(rate=20.0, burst=200)  # refusals of unknown callers
         self.metrics = Metrics()
         self.admin_tokens = AdminTokens(store, clock)
         self.dev_idp = DevIdp(settings) if settings.dev_idp else None
@@ -140,7 +143,7 @@ class Tether:
         settings.keys_dir.mkdir(mode=0o700, exist_ok=True)
         tether = cls.open(settings, migrate=True)
         tether.keys.ensure()
-        tether.checkpoints.verifier_key()  # makes the audit key on first init
+        tether.checkpoints.ensure_key()  # the audit key, made on first init
         token: str | None = None
         if not tether.admin_tokens.exist():
             token = tether.admin_tokens.create()
@@ -203,15 +206,51 @@ class Tether:
             ]
         return list(decisions)
 
+    def refused(self, actor: str, reason: str, op: str, **fields: Any) -> None:
+        """Record a refusal at a face (``access.refused``, or ``type=``); refusals of
+        anonymous callers are rate-limited and counted (see :class:`Throttle`)."""
+        detail: dict[str, Any] = {"op": op}
+        if actor == "anonymous":
+            suppressed = self.anonymous.take()
+            if suppressed is None:
+                return
+            if suppressed:
+                detail["suppressed_before"] = suppressed
+        detail.update(fields.pop("detail", {}))
+        type_ = fields.pop("type", "access.refused")
+        self.events.record(
+            type_,
+            actor=actor,
+            subject=fields.pop("subject", None),
+            reason=reason,
+            detail=detail,
+            **fields,
+        )
+
     @property
     def version(self) -> str:
         return VERSION
 
-    def verify_audit(self, verifier_keys: list[str] | None = None) -> Report:
-        """Recompute the whole audit log and check every checkpoint (see
-        :mod:`tether.audit.verify`); trusts ``verifier_keys`` or this home's audit key."""
+    def verify_audit(
+        self, verifier_keys: Sequence[str] | None = None, notes: Sequence[str] = ()
+    ) -> Report:
+        """Recompute the whole audit log and check it against every checkpoint (see
+        :mod:`tether.audit.verify`): those in the store, this home's anchor, and the signed
+        ``notes`` given (kept elsewhere: a SIEM, a witness). Trusts ``verifier_keys`` or
+        this home's audit key and ``[audit] verifier_keys``."""
         trusted = self.checkpoints.trusted(verifier_keys)
-        return verify(self.store, self.events, self.checkpoints, trusted)
+        anchors = [self.checkpoints.open_note(note, verifier_keys) for note in notes]
+        if not verifier_keys:
+            own = self.checkpoints.anchor()
+            anchors += [own] if own is not None else []
+        return verify(
+            self.store,
+            self.events,
+            self.checkpoints.list(),
+            trusted,
+            anchors,
+            origin=self.checkpoints.origin,
+        )
 
     def close(self) -> None:
         self.store.dispose()

@@ -63,6 +63,13 @@ class SigningKeys:
 
     def rotate(self, by: Caller) -> str:
         if not by.is_admin:
+            self._log.record(
+                "access.refused",
+                actor=by.subject,
+                subject=None,
+                reason="only admins rotate signing keys",
+                detail={"op": "keys.rotate"},
+            )
             raise Forbidden("only an admin can rotate signing keys")
         return self._create(by)
 

@@ -10,7 +10,7 @@ import base64
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
@@ -20,7 +20,7 @@ from tether.audit.export import FORMATS, Format, render
 from tether.audit.queries import Filter, explain, search
 from tether.callers import Caller
 from tether.core import Tether
-from tether.errors import Forbidden, InvalidRequest
+from tether.errors import Forbidden, InvalidRequest, NotFound
 
 __all__ = ["router"]
 
@@ -35,20 +35,23 @@ def _b64(value: bytes) -> str:
 
 def _admin(tether: Tether, caller: Caller, what: str) -> None:
     if not caller.is_admin:
-        tether.events.record(
-            "access.refused",
-            actor=caller.subject,
-            subject=None,
-            reason=f"only admins {what}",
-            detail={"op": "audit"},
-        )
+        tether.refused(caller.subject, f"only admins {what}", "audit")
         raise Forbidden(f"only an admin can {what}")
+
+
+_MAX_SEQ = 2**63 - 1
 
 
 class VerifyBody(StrictBody):
     verifier_keys: list[str] = Field(
         default_factory=list,
+        max_length=16,
         description="C2SP verifier keys to trust (default: this server's audit key)",
+    )
+    checkpoints: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="signed checkpoint notes kept outside the store, to check the log against",
     )
 
 
@@ -56,7 +59,7 @@ class VerifyBody(StrictBody):
 def list_events(
     tether: TetherDep,
     caller: CallerDep,
-    after: int = Query(0, ge=0),
+    after: int = Query(0, ge=0, le=_MAX_SEQ),
     limit: int = Query(100, ge=1, le=1000),
     agent: str | None = None,
     user: str | None = None,
@@ -81,13 +84,17 @@ def list_events(
 
 
 @router.get("/v1/audit/events/{seq}")
-def get_event(tether: TetherDep, caller: CallerDep, seq: int) -> dict[str, Any]:
+def get_event(
+    tether: TetherDep, caller: CallerDep, seq: int = Path(ge=1, le=_MAX_SEQ)
+) -> dict[str, Any]:
     _admin(tether, caller, "read the audit log")
     return tether.events.get(seq).to_dict()
 
 
 @router.get("/v1/audit/events/{seq}/explain")
-def explain_event(tether: TetherDep, caller: CallerDep, seq: int) -> dict[str, Any]:
+def explain_event(
+    tether: TetherDep, caller: CallerDep, seq: int = Path(ge=1, le=_MAX_SEQ)
+) -> dict[str, Any]:
     """Who did this: the chain, human first, each agent with its owner; the decision."""
     _admin(tether, caller, "read the audit log")
     return explain(tether.events, tether.registry, seq)
@@ -99,7 +106,7 @@ def export(
     caller: CallerDep,
     format: str = Query("jsonl", description="ocsf, cef or jsonl"),
     since: str | None = None,
-    after: int = Query(0, ge=0),
+    after: int = Query(0, ge=0, le=_MAX_SEQ),
 ) -> StreamingResponse:
     """Every event (from ``since`` or after ``after``), one per line, in a SIEM format."""
     _admin(tether, caller, "export the audit log")
@@ -125,8 +132,12 @@ def export(
 
 @router.get("/v1/audit/checkpoint")
 def latest_checkpoint(tether: TetherDep, caller: CallerDep) -> dict[str, Any]:
-    """The newest signed checkpoint (one is made if there is none yet)."""
-    latest = tether.checkpoints.latest() or tether.checkpoints.make()
+    """The newest signed checkpoint (an admin asking makes the first one)."""
+    latest = tether.checkpoints.latest()
+    if latest is None:
+        if not caller.is_admin:
+            raise NotFound("no checkpoint has been signed yet")
+        latest = tether.checkpoints.make()
     return latest.to_dict()
 
 
@@ -141,8 +152,8 @@ def make_checkpoint(tether: TetherDep, caller: CallerDep) -> dict[str, Any]:
 def inclusion_proof(
     tether: TetherDep,
     caller: CallerDep,
-    seq: int = Query(ge=1, description="the event's sequence number (leaf index + 1)"),
-    size: int | None = Query(None, ge=1, description="tree size (default: now)"),
+    seq: int = Query(ge=1, le=_MAX_SEQ, description="the event's sequence number"),
+    size: int | None = Query(None, ge=1, le=_MAX_SEQ, description="tree size (default: now)"),
 ) -> dict[str, Any]:
     tree_size, leaf, proof = tether.events.inclusion(seq, size)
     _, root = tether.events.root(tree_size)
@@ -159,8 +170,8 @@ def inclusion_proof(
 def consistency_proof(
     tether: TetherDep,
     caller: CallerDep,
-    size1: int = Query(ge=0),
-    size2: int = Query(ge=0),
+    size1: int = Query(ge=0, le=_MAX_SEQ),
+    size2: int = Query(ge=0, le=_MAX_SEQ),
 ) -> dict[str, Any]:
     proof = tether.events.consistency(size1, size2)
     _, root1 = tether.events.root(size1)
@@ -179,7 +190,7 @@ def verify(tether: TetherDep, caller: CallerDep, body: VerifyBody) -> dict[str, 
     """Recompute every leaf and the tree, check every checkpoint. 200 with ``ok`` false
     (and ``first_bad_seq``) when the log was changed."""
     _admin(tether, caller, "verify the audit log")
-    return tether.verify_audit(body.verifier_keys or None).to_dict()
+    return tether.verify_audit(body.verifier_keys or None, body.checkpoints).to_dict()
 
 
 def _since(tether: Tether, text: str | None) -> Any:

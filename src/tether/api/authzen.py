@@ -64,9 +64,11 @@ class Evaluations(Evaluation):
     options: Options = Field(default_factory=Options)
 
 
-def _admin(caller: Any) -> None:
+def _admin(tether: Tether, caller: Any) -> None:
     if not caller.is_admin:
-        raise Forbidden("only admins (or gateways holding the admin token) ask the PDP")
+        why = "only admins (or gateways holding the admin token) ask the PDP"
+        tether.refused(caller.subject, why, "authzen")
+        raise Forbidden(why)
 
 
 def _request(tether: Tether, item: Evaluation) -> AccessRequest:
@@ -179,7 +181,7 @@ def configuration(request: Request) -> dict[str, str]:
 
 @router.post("/access/v1/evaluation")
 def evaluation(tether: TetherDep, caller: CallerDep, body: Evaluation) -> dict[str, Any]:
-    _admin(caller)
+    _admin(tether, caller)
     try:
         request = _request(tether, body)
     except InvalidToken as exc:  # a forged or dead token is a deny, not a caller error
@@ -191,7 +193,7 @@ def evaluation(tether: TetherDep, caller: CallerDep, body: Evaluation) -> dict[s
 
 @router.post("/access/v1/evaluations")
 def evaluations(tether: TetherDep, caller: CallerDep, body: Evaluations) -> dict[str, Any]:
-    _admin(caller)
+    _admin(tether, caller)
     if not body.evaluations:
         [decision] = tether.decide_all([_request(tether, body)])
         return _answer(decision)

@@ -31,13 +31,7 @@ def _caller(
             raise Unauthenticated("missing bearer token: send Authorization: Bearer <token>")
         return tether.authenticate(credentials.credentials)
     except Unauthenticated as exc:  # every refusal on the admin API is on record
-        tether.events.record(
-            "access.refused",
-            actor="anonymous",
-            subject=None,
-            reason=exc.description,
-            detail={"op": "authenticate"},
-        )
+        tether.refused("anonymous", exc.description, "authenticate")
         raise
 
 

@@ -21,6 +21,7 @@ from tether.errors import (
     InvalidRequest,
     NotFound,
     TetherError,
+    Unauthenticated,
     UnsupportedGrantType,
 )
 from tether.model import Agent
@@ -54,20 +55,32 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _caller(tether: Tether, request: Request, form: dict[str, str]) -> Caller:
-    """An admin (bearer) or an agent (client assertion in the form)."""
+    """An admin (bearer) or an agent (client assertion in the form); a refusal is
+    recorded."""
+    try:
+        caller, agent = _authenticate(tether, request, form)
+    except (InvalidClient, Unauthenticated) as exc:
+        tether.refused("anonymous", exc.description, request.url.path)
+        raise
+    if not caller.is_admin and not agent:
+        why = "only admins or agents (with a client assertion) may do this"
+        tether.refused(caller.subject, why, request.url.path)
+        raise Forbidden(why)
+    return caller
+
+
+def _authenticate(tether: Tether, request: Request, form: dict[str, str]) -> tuple[Caller, bool]:
+    """(the caller, whether it is an agent)."""
     if "client_assertion" in form or "client_assertion_type" in form:
         agent = tether.tokens.authenticate_client(
             form.get("client_assertion_type"), form.get("client_assertion")
         )
-        return Caller(f"agent:{agent.id}")
+        return Caller(f"agent:{agent.id}"), True
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() != "bearer" or not credentials:
         raise InvalidClient("authenticate with the admin token or a client assertion")
-    caller = tether.authenticate(credentials.strip())
-    if not caller.is_admin:
-        raise Forbidden("only admins or agents (with a client assertion) may do this")
-    return caller
+    return tether.authenticate(credentials.strip()), False
 
 
 @router.get("/.well-known/oauth-authorization-server")
@@ -130,12 +143,12 @@ def _token(tether: Tether, form: dict[str, str]) -> JSONResponse:
         issued = tether.tokens.client_credentials(agent, audience, form.get("scope"), ttl)
         return JSONResponse(issued.to_dict(), headers=_NO_STORE)
     except TetherError as exc:
-        actor = agent.id if agent is not None else "anonymous"
-        tether.events.record(
-            "token.refused",
-            actor=actor,
+        tether.refused(
+            agent.id if agent is not None else "anonymous",
+            exc.description,
+            "token",
+            type="token.refused",
             subject=agent.id if agent is not None else None,
-            reason=exc.description,
             action="token/" + ("exchange" if form.get("grant_type") == EXCHANGE else "issue"),
             resource=(form.get("resource") or form.get("audience") or "")[:512] or None,
             detail={"error": exc.error, "grant_type": (form.get("grant_type") or "")[:100]},
@@ -176,5 +189,7 @@ def dev_user_token(tether: TetherDep, caller: CallerDep, body: dict[str, str]) -
     email = body.get("email")
     if not isinstance(email, str):
         raise InvalidRequest("give the person's email")
+    if not caller.is_admin:
+        tether.refused(caller.subject, "only admins mint development user tokens", "dev.token")
     token = tether.dev_idp.user_token(email, is_admin_caller=caller.is_admin)
     return {"token": token, "issuer": tether.dev_idp.issuer, "warning": "development IdP"}

@@ -34,7 +34,7 @@ from typing import Any
 
 from tether.audit.ocsf import epoch_ms, severity_id, summary
 
-__all__ = ["parse_cef", "to_cef"]
+__all__ = ["parse_cef", "to_cef", "visible"]
 
 # OCSF severity_id -> CEF severity
 _SEVERITY = {0: 0, 1: 3, 2: 4, 3: 6, 4: 8, 5: 10, 6: 10}
@@ -123,13 +123,27 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+# Characters some readers take as line ends or terminal controls (C0 but TAB, CR, LF;
+# DEL; C1 incl. NEL; LINE and PARAGRAPH SEPARATOR). CEF has no escape for them, so they
+# become U+FFFD: a value can never forge a second line or a fake header.
+_INVISIBLE = dict.fromkeys(
+    (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029),
+    "\ufffd",
+)
+
+
+def visible(text: str) -> str:
+    """``text`` with line-breaking and control characters (but CR, LF, TAB) replaced."""
+    return text.translate(_INVISIBLE)
+
+
 def _escape_header(text: str) -> str:
-    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    text = visible(text).replace("\\", "\\\\").replace("|", "\\|")
     return text.replace("\r", " ").replace("\n", " ")
 
 
 def _escape_value(text: str) -> str:
-    text = text.replace("\\", "\\\\").replace("=", "\\=")
+    text = visible(text).replace("\\", "\\\\").replace("=", "\\=")
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,13 +26,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, select
 
 from tether.audit.log import AuditLog
-from tether.audit.merkle import verify_consistency
+from tether.audit.merkle import leaf_hash, verify_consistency
 from tether.audit.note import Checkpoint, Verifier, sign_checkpoint, verifier_key
+from tether.audit.record import format_time, tail
+from tether.audit.tree import Frontier
 from tether.config import Settings
 from tether.errors import Conflict, InvalidRequest, VerificationFailed
 from tether.store import Store, audit_checkpoints, audit_keys
 
-__all__ = ["CheckpointRecord", "Checkpointer", "Checkpoints"]
+__all__ = [
+    "CheckpointRecord",
+    "Checkpointer",
+    "Checkpoints",
+    "key_file_of",
+    "origin_of",
+    "pinned_keys",
+]
 
 log = logging.getLogger("tether.audit")
 
@@ -64,63 +73,42 @@ class Checkpoints:
         self._log = log
         self._clock = clock
         self._lock = threading.Lock()
+        self._making = threading.Lock()
         self._key: Ed25519PrivateKey | None = None
 
     @property
     def origin(self) -> str:
-        return self._settings.audit.origin or f"{self._settings.trust_domain}/tether/audit"
+        return origin_of(self._settings)
 
     @property
     def key_file(self) -> Path:
-        return self._settings.home / "audit" / "audit-key.pem"
+        return key_file_of(self._settings)
 
     # ---- the key -----------------------------------------------------------------------
 
     def has_key(self) -> bool:
         return self.key_file.exists()
 
+    def ensure_key(self) -> str:
+        """Make this home's audit key if it has none (``tether init``); its verifier key."""
+        with self._lock:
+            if not self.key_file.exists():
+                _write_once(self.key_file, _new_key_pem())
+        return self.verifier_key()
+
     def verifier_key(self) -> str:
-        """This home's verifier key (making the audit key if there is none yet)."""
         return verifier_key(self.origin, self._private())
 
     def _private(self) -> Ed25519PrivateKey:
         with self._lock:
             if self._key is None:
-                self._key = self._load_or_create()
-                self._publish(verifier_key(self.origin, self._key))
+                key = _load_key(self.key_file)
+                self._publish(verifier_key(self.origin, key))
+                self._key = key
             return self._key
 
-    def _load_or_create(self) -> Ed25519PrivateKey:
-        path = self.key_file
-        if not path.exists():
-            key = Ed25519PrivateKey.generate()
-            pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            staging = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(staging, path)  # atomic, and never replaces a key another process made
-            except FileExistsError:
-                pass
-            finally:
-                staging.unlink()
-        try:
-            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (OSError, ValueError) as exc:
-            raise InvalidRequest(f"cannot read the audit key {path}: {exc}") from exc
-        if not isinstance(loaded, Ed25519PrivateKey):
-            raise InvalidRequest(f"the audit key {path} is not an Ed25519 key")
-        return loaded
-
     def _publish(self, vkey: str) -> None:
+        """List the key in the store (for operators to see; never trusted from there)."""
         with self._store.write() as conn:
             known = conn.execute(
                 select(audit_keys.c.verifier_key).where(audit_keys.c.verifier_key == vkey)
@@ -132,14 +120,48 @@ class Checkpoints:
         with self._store.read() as conn:
             return [r[0] for r in conn.execute(select(audit_keys.c.verifier_key))]
 
-    def trusted(self, given: list[str] | None = None) -> list[Verifier]:
-        """The keys a verification trusts: those given, else this home's audit key, else
-        (a home without one) the verifier keys published in the store."""
-        if given:
-            return [Verifier.parse(text) for text in given]
-        if self.has_key():
-            return [Verifier.parse(self.verifier_key())]
-        return [Verifier.parse(text) for text in self.published_keys()]
+    def trusted(self, given: Sequence[str] | None = None) -> list[Verifier]:
+        """The keys a verification trusts: those given, else this home's audit key and
+        ``[audit] verifier_keys``. Never a key read from the store it protects."""
+        texts = list(given or ())
+        if not texts:
+            texts = list(self._settings.audit.verifier_keys)
+            if self.has_key():
+                texts.append(self.verifier_key())
+        return [Verifier.parse(text) for text in dict.fromkeys(texts)]
+
+    # ---- the anchor kept outside the store --------------------------------------------
+
+    @property
+    def anchor_file(self) -> Path:
+        return self._settings.home / "audit" / "checkpoint"
+
+    def anchor(self) -> Checkpoint | None:
+        """The last checkpoint this home signed, as kept in ``TETHER_HOME`` (verified)."""
+        try:
+            note = self.anchor_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise VerificationFailed(f"cannot read {self.anchor_file}: {exc}") from None
+        return self.open_note(note)
+
+    def open_note(self, note: str, given: Sequence[str] | None = None) -> Checkpoint:
+        """The checkpoint in ``note`` once a trusted key's signature verifies."""
+        problems = []
+        for verifier in self.trusted(given):
+            try:
+                checkpoint = verifier.open(note)
+            except VerificationFailed as exc:
+                problems.append(exc.description)
+                continue
+            if checkpoint.origin != self.origin:
+                raise VerificationFailed(f"the checkpoint is for another log ({checkpoint.origin})")
+            return checkpoint
+        raise VerificationFailed(
+            "; ".join(problems)
+            or "no audit key to trust: pass --verifier-key, or set [audit] verifier_keys"
+        )
 
     # ---- checkpoints -------------------------------------------------------------------
 
@@ -157,73 +179,192 @@ class Checkpoints:
 
     def make(self) -> CheckpointRecord:
         """Sign a checkpoint of the tree as it is now (or return the latest, if the tree
-        has not grown since). Refused if the tree is not consistent with the latest."""
+        has not grown since).
+
+        The base is the newest of the store's latest checkpoint and this home's anchor
+        (both verified with trusted keys; the store must not have lost the anchor). The
+        events since the base are recomputed from their bodies onto the base's frontier,
+        which must fold to the signed base root; the new root must be the stored tree's
+        and a consistency proof from the base must verify. Anything else: no signature."""
         key = self._private()
         vkey = verifier_key(self.origin, key)
-        size, root = self._log.root()
-        latest = self.latest()
-        if latest is not None:
-            old = self._open(latest)
-            if old.size > size:
+        with self._making:
+            latest = self.latest()
+            stored = self.open_note(latest.note) if latest is not None else None
+            if (
+                latest is not None
+                and stored is not None
+                and (stored.size != latest.size or stored.root != latest.root)
+            ):
+                raise VerificationFailed(f"checkpoint {latest.size} does not match its note")
+            anchor = self.anchor()
+            if anchor is not None and (stored is None or stored.size < anchor.size):
                 raise VerificationFailed(
-                    f"the log holds {size} events but checkpoint {old.size} was signed: "
-                    f"events from {size + 1} on were removed; no checkpoint signed"
+                    f"this home signed checkpoint {anchor.size} but the store's newest is "
+                    f"{stored.size if stored else 'none'}: checkpoints were removed (if this "
+                    f"home now uses another store, remove {self.anchor_file})"
                 )
-            if old.size == size:
-                if old.root != root:
-                    raise VerificationFailed(
-                        f"the tree of size {size} no longer has the checkpointed root; "
-                        "no checkpoint signed"
-                    )
+            bases = [c for c in (stored, anchor) if c is not None]
+            size, root = self._log.root()
+            for base in bases:
+                self._check_extends(base, size, root)
+            if stored is not None and stored.size == size:
+                assert latest is not None
                 return latest
-            proof = self._log.consistency(old.size, size)
+            note = sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, key)
+            record = CheckpointRecord(size, root, note, vkey, self._clock())
             try:
-                verify_consistency(old.size, size, old.root, root, proof)
+                with self._store.write() as conn:
+                    conn.execute(
+                        insert(audit_checkpoints).values(
+                            size=size,
+                            root=root,
+                            note=note,
+                            verifier_key=vkey,
+                            signed_at=record.signed_at,
+                        )
+                    )
+            except Conflict:  # another process checkpointed this size first
+                with self._store.read() as conn:
+                    row = conn.execute(
+                        select(audit_checkpoints).where(audit_checkpoints.c.size == size)
+                    ).one()
+                if bytes(row.root) != root:
+                    raise VerificationFailed(
+                        f"another checkpoint of size {size} has a different root"
+                    ) from None
+                record = _record(row)
+            _replace_file(self.anchor_file, record.note.encode())
+            return record
+
+    def _check_extends(self, base: Checkpoint, size: int, root: bytes) -> None:
+        if base.size > size:
+            raise VerificationFailed(
+                f"the log holds {size} events but checkpoint {base.size} was signed: "
+                f"events {size + 1}..{base.size} were removed; no checkpoint signed"
+            )
+        if base.size == size:
+            if base.root != root:
+                raise VerificationFailed(
+                    f"the tree of size {size} no longer has its signed root; no checkpoint signed"
+                )
+            return
+        with self._store.read() as conn:
+            frontier = self._log.frontier_at(conn, base.size) if base.size else None
+            if frontier is not None and frontier.root() != base.root:
+                raise VerificationFailed(
+                    f"the stored tree no longer has checkpoint {base.size}'s root; "
+                    "no checkpoint signed"
+                )
+            frontier = frontier or Frontier()
+            for seq, at, type, subject, body, leaf in self._log.scan(
+                conn, after=base.size, upto=size
+            ):
+                data = bytes(body)
+                if (
+                    seq != frontier.size + 1
+                    or leaf_hash(data) != bytes(leaf)
+                    or not data.endswith(tail(seq, subject, format_time(at), type).encode())
+                ):
+                    raise VerificationFailed(
+                        f"event {seq} does not match its leaf: no checkpoint signed "
+                        "(run tether audit verify)"
+                    )
+                frontier.append(leaf_hash(data))
+        if frontier.size != size or frontier.root() != root:
+            raise VerificationFailed(
+                f"the events since checkpoint {base.size} do not give the stored tree's root; "
+                "no checkpoint signed (run tether audit verify)"
+            )
+        proof = self._log.consistency(base.size, size) if base.size else []
+        if base.size:
+            try:
+                verify_consistency(base.size, size, base.root, root, proof)
             except VerificationFailed as exc:
                 raise VerificationFailed(
-                    f"the log is not consistent with checkpoint {old.size} ({exc.description}); "
-                    "no checkpoint signed"
+                    f"the log is not consistent with checkpoint {base.size} "
+                    f"({exc.description}); no checkpoint signed"
                 ) from None
-        note = sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, key)
-        record = CheckpointRecord(size, root, note, vkey, self._clock())
-        try:
-            with self._store.write() as conn:
-                conn.execute(
-                    insert(audit_checkpoints).values(
-                        size=size,
-                        root=root,
-                        note=note,
-                        verifier_key=vkey,
-                        signed_at=record.signed_at,
-                    )
-                )
-        except Conflict:  # another process checkpointed this size first
-            with self._store.read() as conn:
-                row = conn.execute(
-                    select(audit_checkpoints).where(audit_checkpoints.c.size == size)
-                ).one()
-            if bytes(row.root) != root:
-                raise VerificationFailed(
-                    f"another checkpoint of size {size} has a different root"
-                ) from None
-            return _record(row)
-        return record
 
-    def _open(self, record: CheckpointRecord) -> Checkpoint:
-        """The checkpoint in ``record`` once its signature verifies with a trusted key."""
-        trusted = {v.text: v for v in self.trusted()}
-        verifier = trusted.get(record.verifier_key)
-        if verifier is None:
-            published = set(self.published_keys())
-            if record.verifier_key not in published:
-                raise VerificationFailed(
-                    f"checkpoint {record.size} is signed by an unknown key {record.verifier_key}"
-                )
-            verifier = Verifier.parse(record.verifier_key)
-        checkpoint = verifier.open(record.note)
-        if checkpoint.size != record.size or checkpoint.root != record.root:
-            raise VerificationFailed(f"checkpoint {record.size} does not match its signed note")
-        return checkpoint
+
+def origin_of(settings: Settings) -> str:
+    """The checkpoint origin line (and audit key name) of a configuration."""
+    return settings.audit.origin or f"{settings.trust_domain}/tether/audit"
+
+
+def key_file_of(settings: Settings) -> Path:
+    return settings.home / "audit" / "audit-key.pem"
+
+
+def pinned_keys(settings: Settings, given: Sequence[str] = ()) -> list[str]:
+    """Verifier keys a client pins: those given, else the configured ones and this
+    home's own audit key (if it has one)."""
+    if given:
+        return list(given)
+    keys = list(settings.audit.verifier_keys)
+    if key_file_of(settings).exists():
+        keys.append(verifier_key(origin_of(settings), _load_key(key_file_of(settings))))
+    return keys
+
+
+def _new_key_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _load_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise InvalidRequest(
+            f"this home has no audit key ({path}): run `tether init`, or copy the audit key "
+            "of the home that signs this store's checkpoints"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"cannot read the audit key {path}: {exc}") from exc
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise InvalidRequest(f"the audit key {path} is not an Ed25519 key")
+    return loaded
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _staged(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return staging
+
+
+def _write_once(path: Path, data: bytes) -> None:
+    """Create ``path`` (0600) atomically; never replace a file another process made."""
+    staging = _staged(path, data)
+    try:
+        os.link(staging, path)
+    except FileExistsError:
+        pass
+    finally:
+        staging.unlink()
+    _fsync_dir(path.parent)
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` (0600) atomically and durably."""
+    os.replace(_staged(path, data), path)
+    _fsync_dir(path.parent)
 
 
 def _record(row: Any) -> CheckpointRecord:
@@ -257,6 +398,12 @@ class Checkpointer:
             self._wake.set()
 
     def start(self) -> None:
+        if not self._checkpoints.has_key():
+            log.warning(
+                "no audit key in this home (%s): this process signs no checkpoints",
+                self._checkpoints.key_file,
+            )
+            return
         latest = self._checkpoints.latest()
         self._signed = latest.size if latest is not None else 0
         self._thread.start()

@@ -21,7 +21,18 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    LargeBinary,
+    and_,
+    cast,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from tether.audit.merkle import EMPTY_ROOT
 from tether.audit.record import Entry, stage
@@ -127,12 +138,15 @@ class AuditLog:
         self.add(conn, [Entry.of(**row) for row in rows])
 
     def add(self, conn: Connection, entries: Iterable[Entry]) -> None:
-        pending: list[Entry] | None = conn.info.get(_PENDING)
+        """Queue ``entries`` on the write transaction of ``conn``; they are written as its
+        last step (and dropped with it if it rolls back)."""
+        state = Store.state(conn)
+        pending: list[Entry] | None = state.get(_PENDING)
         if pending is None:
-            pending = conn.info[_PENDING] = []
+            pending = state[_PENDING] = []
 
             def flush() -> None:
-                queued = conn.info.pop(_PENDING, [])
+                queued = state.pop(_PENDING, [])
                 if queued:
                     self._insert(conn, queued)
 
@@ -224,6 +238,8 @@ class AuditLog:
         since: datetime | None = None,
         limit: int | None = None,
         contains: Sequence[str] = (),
+        types: Sequence[str] = (),
+        upto: int | None = None,
     ) -> builtins.list[tuple[int, datetime, str]]:
         """(seq, time, canonical body) of events in order; ``contains`` is a pre-filter on the
         body text (callers check the parsed event exactly)."""
@@ -234,6 +250,10 @@ class AuditLog:
             query = query.where(events.c.subject == subject)
         if type is not None:
             query = query.where(events.c.type == type)
+        if types:
+            query = query.where(events.c.type.in_(types))
+        if upto is not None:
+            query = query.where(events.c.seq <= upto)
         for text in contains:
             query = query.where(events.c.body.contains(text, autoescape=True))
         query = query.order_by(events.c.seq)
@@ -322,16 +342,52 @@ class AuditLog:
             )
         return found
 
-    def scan(self, conn: Connection, batch: int = 10_000) -> Iterator[Sequence[Any]]:
-        """Every event row (seq, at, type, subject, body, leaf_hash) in order, streamed."""
+    def frontier_at(self, conn: Connection, size: int) -> Frontier:
+        """The frontier of the tree of ``size`` leaves, from the stored subtrees."""
+        plan = blocks(0, size)
+        found = self._nodes(conn, plan)
+        return Frontier(size, (found[node] for node in plan))
+
+    def scan(
+        self, conn: Connection, *, after: int = 0, upto: int | None = None, batch: int = 10_000
+    ) -> Iterator[Sequence[Any]]:
+        """Event rows (seq, at, type, subject, body bytes, leaf_hash) with ``after`` < seq
+        <= ``upto``, in order, streamed. The body comes as its stored bytes, so a body that
+        is no longer valid text is still read (and found changed)."""
+        body = (
+            func.convert_to(events.c.body, "UTF8")
+            if self._store.dialect == "postgresql"
+            else cast(events.c.body, LargeBinary)
+        )
+        query = select(
+            events.c.seq, events.c.at, events.c.type, events.c.subject, body, events.c.leaf_hash
+        ).where(events.c.seq > after)
+        if upto is not None:
+            query = query.where(events.c.seq <= upto)
         result = conn.execution_options(stream_results=True, yield_per=batch).execute(
-            select(
-                events.c.seq,
-                events.c.at,
-                events.c.type,
-                events.c.subject,
-                events.c.body,
-                events.c.leaf_hash,
-            ).order_by(events.c.seq)
+            query.order_by(events.c.seq)
         )
         yield from result
+
+    @staticmethod
+    def completed_nodes(conn: Connection, lo: int, hi: int) -> dict[Node, bytes]:
+        """Stored subtrees above the leaves whose last leaf index is in [lo, hi)."""
+        ranges = []
+        level = 1
+        while (1 << level) <= hi:
+            first = -(-(lo + 1) // (1 << level)) - 1  # ceil((lo + 1) / 2**level) - 1
+            last = hi // (1 << level) - 1
+            if first <= last:
+                ranges.append(
+                    and_(
+                        audit_nodes.c.level == level,
+                        audit_nodes.c.idx.between(first, last),
+                    )
+                )
+            level += 1
+        if not ranges:
+            return {}
+        rows = conn.execute(
+            select(audit_nodes.c.level, audit_nodes.c.idx, audit_nodes.c.hash).where(or_(*ranges))
+        )
+        return {(row.level, row.idx): bytes(row.hash) for row in rows}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -133,7 +134,7 @@ def _parse_checkpoint(text: str) -> Checkpoint:
     if len(lines) < 4 or not lines[0]:
         raise VerificationFailed("a checkpoint needs an origin, a size and a root")
     origin, size, root = lines[0], lines[1], lines[2]
-    if not size.isdigit() or (len(size) > 1 and size.startswith("0")):
+    if re.fullmatch(r"0|[1-9][0-9]{0,18}", size) is None:
         raise VerificationFailed(f"invalid checkpoint size {size!r}")
     try:
         digest = base64.b64decode(root, validate=True)

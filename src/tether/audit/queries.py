@@ -16,6 +16,7 @@ from tether.registry import Registry
 __all__ = ["Filter", "explain", "search"]
 
 _SCAN = 2_000
+_OWNERSHIP = ("agent.registered", "agent.owner_changed", "agent.unowned")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +135,8 @@ def explain(log: AuditLog, registry: Registry, seq: int) -> dict[str, Any]:
 def _agent(log: AuditLog, registry: Registry, agent_id: str, seq: int) -> dict[str, Any]:
     owner: str | None = None
     known = False
-    for past in log.list(subject=agent_id):
-        if past.seq > seq:
-            break
+    history = log.bodies(subject=agent_id, types=_OWNERSHIP, upto=seq)
+    for past in (Event.from_body(json.loads(body), at) for _, at, body in history):
         if past.type == "agent.registered":
             owner, known = past.detail.get("owner"), True
         elif past.type == "agent.owner_changed":

@@ -22,6 +22,7 @@ from tether.audit.merkle import leaf_hash
 from tether.audit.tree import Frontier
 
 __all__ = [
+    "MAX_TEXT",
     "REQUEST_ID",
     "Entry",
     "canonical",
@@ -37,6 +38,7 @@ __all__ = [
 REQUEST_ID: ContextVar[str | None] = ContextVar("tether_request_id", default=None)
 
 _MAX_SAFE_INT = 2**53 - 1  # RFC 8785 numbers are IEEE 754 doubles
+MAX_TEXT = 2048  # longer strings in an event are cut (and say by how much)
 
 
 def clean(value: Any) -> Any:
@@ -59,6 +61,8 @@ def clean(value: Any) -> Any:
 
 
 def _clean_text(text: str) -> str:
+    if len(text) > MAX_TEXT:  # nobody grows the log by megabytes through one field
+        text = f"{text[:MAX_TEXT]}…(+{len(text) - MAX_TEXT} chars)"
     if "\x00" in text:
         text = text.replace("\x00", "\\x00")
     try:

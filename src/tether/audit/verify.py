@@ -14,18 +14,19 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from tether.audit.checkpoints import CheckpointRecord, Checkpoints
+from tether.audit.checkpoints import CheckpointRecord
 from tether.audit.log import AuditLog
-from tether.audit.note import Verifier
+from tether.audit.note import Checkpoint, Verifier
 from tether.audit.record import format_time, tail
 from tether.audit.tree import Frontier
 from tether.errors import VerificationFailed
-from tether.store import Store, audit_head
+from tether.store import Store, audit_head, events
 
 __all__ = ["Report", "verify"]
 
@@ -59,63 +60,138 @@ class Report:
 
 
 def verify(
-    store: Store, log: AuditLog, checkpoints: Checkpoints, trusted: list[Verifier]
+    store: Store,
+    log: AuditLog,
+    records: list[CheckpointRecord],
+    trusted: list[Verifier],
+    anchors: Sequence[Checkpoint] = (),
+    *,
+    origin: str,
 ) -> Report:
+    """Verify the log against the checkpoints in ``records`` (each must be signed by a
+    ``trusted`` key) and ``anchors``: checkpoints already verified that were kept outside
+    the store (this home's last signed one, or notes given by the operator)."""
     report = Report(verifier_keys=[v.text for v in trusted])
-    signed = _open_checkpoints(checkpoints.list(), trusted, report)
-    by_size = dict(signed)
-    frontier = Frontier()
-    expected = 1
-    broken = False
-    with store.read() as conn:
-        head = conn.execute(select(audit_head.c.size, audit_head.c.frontier)).one()
-        sha256 = hashlib.sha256
-        for seq, at, type, subject, body, stored in log.scan(conn):
-            if broken:
-                expected = seq + 1
-                continue
-            if seq != expected:
-                report.fail(expected, _gap(expected, seq))
-                broken = True
-                expected = seq + 1
-                continue
-            leaf = sha256(b"\x00" + body.encode("utf-8")).digest()
-            if not hmac.compare_digest(leaf, bytes(stored)):
-                report.fail(seq, f"event {seq} was changed: its body no longer has its leaf hash")
-                broken = True
-            elif not body.endswith(tail(seq, subject, format_time(at), type)):
-                report.fail(seq, f"event {seq} was changed: its columns differ from its body")
-                broken = True
-            frontier.append(leaf)
-            root = by_size.get(seq)
-            if root is not None and not broken and not hmac.compare_digest(root, frontier.root()):
-                start = max((s for s, _ in signed if s < seq), default=0) + 1
-                report.fail(
-                    start,
-                    f"the log differs from checkpoint {seq}: an event in {start}..{seq} was "
-                    "rewritten together with its hash",
-                )
-                broken = True
-            expected = seq + 1
-    count = expected - 1
+    signed = _open_checkpoints(records, trusted, origin, report)
+    signed += [(a.size, a.root) for a in anchors]
+    signed.sort()
+    by_size: dict[int, bytes] = {}
+    for size, root in signed:
+        if by_size.setdefault(size, root) != root:
+            report.fail(None, f"two signed checkpoints of size {size} have different roots")
+    report.checkpoints = len(signed)
+    with store.read() as conn:  # the head first: events committed after it are not judged
+        head = conn.execute(
+            select(audit_head.c.size, audit_head.c.frontier).where(audit_head.c.id == 1)
+        ).first()
+        head_size = int(head.size) if head is not None else None
+        walk = _Walk(log, conn, signed, report)
+        for row in log.scan(conn, upto=head_size):
+            walk.step(*row)
+        walk.finish()
+        if head_size is None:
+            report.fail(None, "the tree head is missing")
+            return report
+        beyond = conn.execute(select(func.max(events.c.seq))).scalar()
+        if beyond is not None and beyond > head_size and not walk.broken:
+            report.fail(head_size + 1, f"events after {head_size} are not in the tree head")
+    count = walk.expected - 1
     report.size = count
-    if not broken:
-        report.root = frontier.root()
-        stored_frontier = [bytes.fromhex(h) for h in json.loads(head.frontier)]
-        if head.size == count and stored_frontier != frontier.hashes:
+    if not walk.broken and head is not None:
+        report.root = walk.frontier.root()
+        if head_size == count and _frontier(head.frontier) != walk.frontier.hashes:
             report.fail(None, "the stored tree head does not match the events")
-    if head.size > count and not broken:
-        report.fail(count + 1, f"events {count + 1}..{head.size} are missing: the tail was cut")
-    elif head.size < count:
-        report.fail(head.size + 1, f"events after {head.size} are not in the tree head")
-    newest = max((s for s, _ in signed), default=0)
+        if head_size > count:
+            report.fail(count + 1, f"events {count + 1}..{head_size} are missing: the tail was cut")
+    newest = max(by_size, default=0)
     if newest > count:
         report.fail(
             count + 1,
             f"checkpoint {newest} was signed but the log ends at {count}: the tail was cut",
         )
-    report.checkpoints = len(signed)
     return report
+
+
+def _frontier(text: Any) -> list[bytes] | None:
+    try:
+        return [bytes.fromhex(h) for h in json.loads(text)]
+    except (ValueError, TypeError):
+        return None
+
+
+_NODE_BATCH = 8192
+
+
+class _Walk:
+    """One pass over the events in order: leaves, columns, places, roots at the
+    checkpoints, and the stored subtrees; stops judging at the first bad event."""
+
+    def __init__(
+        self, log: AuditLog, conn: Any, signed: list[tuple[int, bytes]], report: Report
+    ) -> None:
+        self.log, self.conn, self.report = log, conn, report
+        self.signed = signed
+        self.roots = dict(signed)
+        self.frontier = Frontier()
+        self.expected = 1
+        self.broken = False
+        self.made: dict[tuple[int, int], bytes] = {}
+        self.batch_start = 0
+
+    def step(
+        self, seq: int, at: Any, type: str, subject: str | None, body: Any, stored: Any
+    ) -> None:
+        if self.broken:
+            self.expected = seq + 1
+            return
+        if seq != self.expected:
+            self._bad(self.expected, _gap(self.expected, seq))
+            self.expected = seq + 1
+            return
+        data = bytes(body)
+        leaf = hashlib.sha256(b"\x00" + data).digest()
+        if not hmac.compare_digest(leaf, bytes(stored)):
+            self._bad(seq, f"event {seq} was changed: its body no longer has its leaf hash")
+        elif not data.endswith(tail(seq, subject, format_time(at), type).encode()):
+            self._bad(seq, f"event {seq} was changed: its columns differ from its body")
+        for level, idx, value in self.frontier.append(leaf)[1:]:
+            self.made[(level, idx)] = value
+        want = self.roots.get(seq)
+        if (
+            want is not None
+            and not self.broken
+            and not hmac.compare_digest(want, self.frontier.root())
+        ):
+            start = max((s for s, _ in self.signed if s < seq), default=0) + 1
+            self._bad(
+                start,
+                f"the log differs from checkpoint {seq}: an event in {start}..{seq} was "
+                "rewritten together with its hash",
+            )
+        self.expected = seq + 1
+        if len(self.made) >= _NODE_BATCH:
+            self.finish()
+
+    def finish(self) -> None:
+        """The stored subtrees completed by the leaves walked since the last batch must be
+        the recomputed ones (proofs are served from them)."""
+        if self.broken or not self.made:
+            return
+        stored = self.log.completed_nodes(self.conn, self.batch_start, self.frontier.size)
+        for (level, idx), value in self.made.items():
+            if stored.get((level, idx)) != value:
+                first, last = (idx << level) + 1, (idx + 1) << level
+                self.report.fail(
+                    None,
+                    f"the stored subtree over events {first}..{last} is wrong: proofs from "
+                    "it would not verify",
+                )
+                break
+        self.made, self.batch_start = {}, self.frontier.size
+
+    def _bad(self, seq: int, problem: str) -> None:
+        self.report.fail(seq, problem)
+        self.broken = True
 
 
 def _gap(expected: int, found: int) -> str:
@@ -127,7 +203,7 @@ def _gap(expected: int, found: int) -> str:
 
 
 def _open_checkpoints(
-    records: list[CheckpointRecord], trusted: list[Verifier], report: Report
+    records: list[CheckpointRecord], trusted: list[Verifier], origin: str, report: Report
 ) -> list[tuple[int, bytes]]:
     """The checkpoints whose signature verifies with a trusted key, as (size, root)."""
     keys = {v.text: v for v in trusted}
@@ -144,6 +220,9 @@ def _open_checkpoints(
             continue
         if checkpoint.size != record.size or checkpoint.root != record.root:
             report.fail(None, f"checkpoint {record.size} does not match its signed note")
+            continue
+        if checkpoint.origin != origin:
+            report.fail(None, f"checkpoint {record.size} is for another log ({checkpoint.origin})")
             continue
         signed.append((checkpoint.size, checkpoint.root))
     return signed

@@ -11,9 +11,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from tether.audit.checkpoints import pinned_keys
 from tether.audit.merkle import verify_consistency, verify_inclusion
+from tether.audit.note import Verifier
 from tether.cli import output
-from tether.cli.context import open_client
+from tether.cli.context import open_client, settings
 from tether.cli.options import Json
 from tether.errors import InvalidRequest, VerificationFailed
 
@@ -24,18 +26,31 @@ app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 _VERIFY_FAILED = 4
 
 
+VerifierKeys = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--verifier-key",
+        help="Trust this C2SP verifier key (default: this home's audit key and config).",
+    ),
+]
+
+
 @app.command()
 def verify(
-    verifier_key: Annotated[
-        list[str] | None,
-        typer.Option("--verifier-key", help="Trust this C2SP verifier key (default: this home's)."),
+    verifier_key: VerifierKeys = None,
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoint", help="A signed checkpoint note kept elsewhere, to check against."
+        ),
     ] = None,
     json_: Json = False,
 ) -> None:
     """Recompute every event, the tree and every checkpoint; exit 4 naming the first
     bad sequence number if anything was changed, removed or reordered."""
+    notes = [_read_note(path) for path in checkpoint or []]
     with open_client() as client:
-        report = client.audit_verify(list(verifier_key or []))
+        report = client.audit_verify(list(verifier_key or []), notes)
     if json_:
         output.emit(report)
     elif report["ok"]:
@@ -57,6 +72,13 @@ def verify(
         raise typer.Exit(_VERIFY_FAILED)
 
 
+def _read_note(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"cannot read checkpoint {path}: {exc}") from None
+
+
 @app.command()
 def checkpoint(json_: Json = False) -> None:
     """Sign a checkpoint of the log now (a C2SP tlog-checkpoint note)."""
@@ -74,10 +96,17 @@ def checkpoint(json_: Json = False) -> None:
 def prove(
     seq: Annotated[int, typer.Argument(help="The event's sequence number.")],
     size: Annotated[int | None, typer.Option(help="Tree size (default: now).")] = None,
+    verifier_key: VerifierKeys = None,
     json_: Json = False,
 ) -> None:
-    """An RFC 9162 inclusion proof of event SEQ, checked before it is printed."""
+    """An RFC 9162 inclusion proof of event SEQ. Without --size it is made against a
+    signed checkpoint whose signature is checked with a pinned key, so the proof shows
+    the event is in the log the audit key vouched for."""
+    signed: dict[str, Any] | None = None
     with open_client() as client:
+        if size is None:
+            signed = client.audit_checkpoint()  # the latest, or a new one if the log grew
+            size = int(signed["size"])
         proof = client.audit_inclusion(seq, size)
     verify_inclusion(
         proof["leaf_index"],
@@ -86,7 +115,33 @@ def prove(
         [_hash(h) for h in proof["proof"]],
         _hash(proof["root"]),
     )
+    if signed is not None:
+        _check_signed(signed, proof["root"], list(verifier_key or []))
+        proof["checkpoint"] = signed["note"]
     _show(proof, json_)
+
+
+def _check_signed(signed: dict[str, Any], root: str, given: list[str]) -> None:
+    """The checkpoint must carry a valid signature by a pinned key and have ``root``."""
+    keys = pinned_keys(settings(), given)
+    if not keys:
+        output.stderr.print(
+            "warning: no pinned audit key (--verifier-key): the checkpoint's signature "
+            "was not checked",
+            markup=False,
+        )
+        return
+    problems = []
+    for text in keys:
+        try:
+            opened = Verifier.parse(text).open(signed["note"])
+        except VerificationFailed as exc:
+            problems.append(exc.description)
+            continue
+        if base64.b64encode(opened.root).decode() != root:
+            raise VerificationFailed("the proof's root is not the signed checkpoint's root")
+        return
+    raise VerificationFailed("the checkpoint is not signed by a pinned key: " + "; ".join(problems))
 
 
 @app.command()
@@ -184,12 +239,13 @@ def explain(
 def export(
     format: Annotated[str, typer.Option("--format", help="ocsf, cef or jsonl.")],
     since: Annotated[str | None, typer.Option(help="How far back, e.g. 24h.")] = None,
+    after: Annotated[int, typer.Option(help="Only events after this sequence number.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write to FILE (mode 0600).")] = None,
 ) -> None:
     """Every event, one per line, for a SIEM (jsonl lines are the leaf bytes)."""
     if format not in ("ocsf", "cef", "jsonl"):
         raise InvalidRequest(f"unknown format {format!r}: use ocsf, cef or jsonl")
-    params = {"format": format} | ({"since": since} if since else {})
+    params = {"format": format, "after": str(after)} | ({"since": since} if since else {})
     with open_client() as client:
         text = client.audit_export(params)
     if out is None:

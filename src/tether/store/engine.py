@@ -30,10 +30,18 @@ log = logging.getLogger("tether.store")
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "tether_write"
-_AFTER_COMMIT = "tether_after_commit"
-_BEFORE_COMMIT = "tether_before_commit"
+_TX = "tether_transaction"
 # Serialises migrations of several processes sharing one PostgreSQL database.
 _MIGRATION_LOCK = 0x7E7E_0001
+
+
+class _Transaction:
+    __slots__ = ("after", "before", "state")
+
+    def __init__(self) -> None:
+        self.before: list[Callable[[], None]] = []
+        self.after: list[Callable[[], None]] = []
+        self.state: dict[str, Any] = {}
 
 
 class Store:
@@ -57,7 +65,15 @@ class Store:
                 "postgresql+psycopg://"
             )
         try:
-            engine = create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
+            engine = create_engine(
+                url,
+                pool_size=10,
+                max_overflow=20,
+                pool_recycle=1800,
+                # the audit head's row lock orders appenders; REPEATABLE READ or
+                # SERIALIZABLE defaults would turn waits into serialisation failures
+                isolation_level="READ COMMITTED",
+            )
         except (ArgumentError, NoSuchModuleError) as exc:
             raise InvalidRequest(f"invalid database URL: {exc}") from exc
         return cls(engine)
@@ -78,30 +94,43 @@ class Store:
 
         Callbacks registered with :meth:`before_commit` run last inside the transaction
         (the audit log writes its events there); those registered with
-        :meth:`after_commit` run once the commit succeeded."""
-        callbacks: list[Callable[[], None]] = []
+        :meth:`after_commit` run once the commit succeeded. All of it, and whatever
+        :meth:`state` holds, belongs to this one transaction: it is dropped with it,
+        committed or not, never left on the pooled connection."""
+        tx = _Transaction()
         with self._translate(), self.engine.connect() as conn:
+            conn.info[_TX] = tx
             try:
                 with conn.execution_options(**{_WRITE: True}).begin():
                     yield conn
-                    while conn.info.get(_BEFORE_COMMIT):
-                        conn.info[_BEFORE_COMMIT].pop(0)()
-                callbacks = conn.info.pop(_AFTER_COMMIT, [])
+                    while tx.before:
+                        tx.before.pop(0)()
             finally:
-                conn.info.pop(_AFTER_COMMIT, None)
-                conn.info.pop(_BEFORE_COMMIT, None)
-        for callback in callbacks:
+                conn.info.pop(_TX, None)
+        for callback in tx.after:
             callback()
 
     @staticmethod
-    def before_commit(conn: Connection, callback: Callable[[], None]) -> None:
-        """Run ``callback`` as the last step inside the write transaction of ``conn``."""
-        conn.info.setdefault(_BEFORE_COMMIT, []).append(callback)
+    def _tx(conn: Connection) -> _Transaction:
+        tx = conn.info.get(_TX)
+        if not isinstance(tx, _Transaction):
+            raise RuntimeError("not inside a Store.write() transaction")
+        return tx
 
-    @staticmethod
-    def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
+    @classmethod
+    def state(cls, conn: Connection) -> dict[str, Any]:
+        """Scratch space of the current write transaction of ``conn``."""
+        return cls._tx(conn).state
+
+    @classmethod
+    def before_commit(cls, conn: Connection, callback: Callable[[], None]) -> None:
+        """Run ``callback`` as the last step inside the write transaction of ``conn``."""
+        cls._tx(conn).before.append(callback)
+
+    @classmethod
+    def after_commit(cls, conn: Connection, callback: Callable[[], None]) -> None:
         """Run ``callback`` after the write transaction of ``conn`` commits (never on rollback)."""
-        conn.info.setdefault(_AFTER_COMMIT, []).append(callback)
+        cls._tx(conn).after.append(callback)
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
