@@ -28,7 +28,7 @@ from sqlalchemy import insert, select
 from tether.audit.log import AuditLog
 from tether.audit.merkle import leaf_hash, verify_consistency
 from tether.audit.note import Checkpoint, Verifier, sign_checkpoint, verifier_key
-from tether.audit.record import format_time, tail
+from tether.audit.record import tail
 from tether.audit.tree import Frontier
 from tether.config import Settings
 from tether.errors import Conflict, InvalidRequest, VerificationFailed
@@ -257,14 +257,16 @@ class Checkpoints:
                     "no checkpoint signed"
                 )
             frontier = frontier or Frontier()
-            for seq, at, type, subject, body, leaf in self._log.scan(
+            for seq, time, type, subject, body, leaf in self._log.scan(
                 conn, after=base.size, upto=size
             ):
-                data = bytes(body)
+                data = bytes(body) if isinstance(body, bytes | memoryview) else b""
                 if (
                     seq != frontier.size + 1
+                    or not isinstance(leaf, bytes | memoryview)
                     or leaf_hash(data) != bytes(leaf)
-                    or not data.endswith(tail(seq, subject, format_time(at), type).encode())
+                    or not isinstance(time, str)
+                    or not data.endswith(tail(seq, subject, time, type).encode())
                 ):
                     raise VerificationFailed(
                         f"event {seq} does not match its leaf: no checkpoint signed "

@@ -23,16 +23,13 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    LargeBinary,
     and_,
-    cast,
-    func,
     insert,
     or_,
     select,
-    tuple_,
     update,
 )
+from sqlalchemy import text as sql_text
 
 from tether.audit.merkle import EMPTY_ROOT
 from tether.audit.record import Entry, stage
@@ -327,9 +324,18 @@ class AuditLog:
             )
             found.update(((0, row.seq - 1), bytes(row.leaf_hash)) for row in rows)
         if inner:
+            by_level: dict[int, list[int]] = {}
+            for level, idx in inner:
+                by_level.setdefault(level, []).append(idx)
+            # one IN per level: a row-value IN makes SQLite scan the whole table
             rows = conn.execute(
                 select(audit_nodes.c.level, audit_nodes.c.idx, audit_nodes.c.hash).where(
-                    tuple_(audit_nodes.c.level, audit_nodes.c.idx).in_(inner)
+                    or_(
+                        *(
+                            and_(audit_nodes.c.level == level, audit_nodes.c.idx.in_(idxs))
+                            for level, idxs in by_level.items()
+                        )
+                    )
                 )
             )
             found.update(((row.level, row.idx), bytes(row.hash)) for row in rows)
@@ -351,21 +357,22 @@ class AuditLog:
     def scan(
         self, conn: Connection, *, after: int = 0, upto: int | None = None, batch: int = 10_000
     ) -> Iterator[Sequence[Any]]:
-        """Event rows (seq, at, type, subject, body bytes, leaf_hash) with ``after`` < seq
-        <= ``upto``, in order, streamed. The body comes as its stored bytes, so a body that
-        is no longer valid text is still read (and found changed)."""
-        body = (
-            func.convert_to(events.c.body, "UTF8")
-            if self._store.dialect == "postgresql"
-            else cast(events.c.body, LargeBinary)
+        """Event rows (seq, time text, type, subject, body bytes, leaf hash) with ``after``
+        < seq <= ``upto``, in order, streamed, exactly as stored: the time as text in the
+        body's format, the body as its bytes, nothing converted by the driver, so a value
+        of the wrong kind is read (and found changed) rather than failing the read."""
+        if self._store.dialect == "postgresql":
+            time = "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+            body = "convert_to(body, 'UTF8')"
+        else:  # SQLAlchemy keeps SQLite times as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC)
+            time = "replace(CAST(at AS TEXT), ' ', 'T') || 'Z'"
+            body = "CAST(body AS BLOB)"
+        sql = (
+            f"SELECT seq, {time}, type, subject, {body}, leaf_hash FROM events "  # noqa: S608
+            "WHERE seq > :after AND seq <= :upto ORDER BY seq"
         )
-        query = select(
-            events.c.seq, events.c.at, events.c.type, events.c.subject, body, events.c.leaf_hash
-        ).where(events.c.seq > after)
-        if upto is not None:
-            query = query.where(events.c.seq <= upto)
         result = conn.execution_options(stream_results=True, yield_per=batch).execute(
-            query.order_by(events.c.seq)
+            sql_text(sql), {"after": after, "upto": upto if upto is not None else 2**63 - 1}
         )
         yield from result
 

@@ -23,12 +23,14 @@ from sqlalchemy import func, select
 from tether.audit.checkpoints import CheckpointRecord
 from tether.audit.log import AuditLog
 from tether.audit.note import Checkpoint, Verifier
-from tether.audit.record import format_time, tail
 from tether.audit.tree import Frontier
 from tether.errors import VerificationFailed
 from tether.store import Store, audit_head, events
 
 __all__ = ["Report", "verify"]
+
+sha256 = hashlib.sha256
+compare = hmac.compare_digest
 
 
 @dataclass(slots=True)
@@ -137,10 +139,9 @@ class _Walk:
         self.broken = False
         self.made: dict[tuple[int, int], bytes] = {}
         self.batch_start = 0
+        self._tails: dict[tuple[str | None, str], tuple[str, str]] = {}
 
-    def step(
-        self, seq: int, at: Any, type: str, subject: str | None, body: Any, stored: Any
-    ) -> None:
+    def step(self, seq: int, time: Any, type: Any, subject: Any, body: Any, stored: Any) -> None:
         if self.broken:
             self.expected = seq + 1
             return
@@ -148,20 +149,16 @@ class _Walk:
             self._bad(self.expected, _gap(self.expected, seq))
             self.expected = seq + 1
             return
-        data = bytes(body)
-        leaf = hashlib.sha256(b"\x00" + data).digest()
-        if not hmac.compare_digest(leaf, bytes(stored)):
+        data = bytes(body) if isinstance(body, bytes | memoryview) else b""
+        leaf = sha256(b"\x00" + data).digest()
+        if not isinstance(stored, bytes | memoryview) or not compare(leaf, bytes(stored)):
             self._bad(seq, f"event {seq} was changed: its body no longer has its leaf hash")
-        elif not data.endswith(tail(seq, subject, format_time(at), type).encode()):
+        elif not data.endswith(self._tail(seq, subject, time, type)):
             self._bad(seq, f"event {seq} was changed: its columns differ from its body")
         for level, idx, value in self.frontier.append(leaf)[1:]:
             self.made[(level, idx)] = value
         want = self.roots.get(seq)
-        if (
-            want is not None
-            and not self.broken
-            and not hmac.compare_digest(want, self.frontier.root())
-        ):
+        if want is not None and not self.broken and not compare(want, self.frontier.root()):
             start = max((s for s, _ in self.signed if s < seq), default=0) + 1
             self._bad(
                 start,
@@ -172,21 +169,43 @@ class _Walk:
         if len(self.made) >= _NODE_BATCH:
             self.finish()
 
+    def _tail(self, seq: int, subject: Any, time: Any, type: Any) -> bytes:
+        """:func:`tail` as bytes, with the JSON of the few distinct subjects and types
+        cached (a column of the wrong kind never matches)."""
+        if not (isinstance(time, str) and isinstance(type, str)):
+            return b"\x00"
+        if not (subject is None or isinstance(subject, str)):
+            return b"\x00"
+        key = (subject, type)
+        cached = self._tails.get(key)
+        if cached is None:
+            if len(self._tails) > 100_000:
+                self._tails.clear()
+            cached = self._tails[key] = (
+                json.dumps(subject, ensure_ascii=False),
+                json.dumps(type, ensure_ascii=False),
+            )
+        subject_json, type_json = cached
+        return (
+            f',"seq":{seq},"subject":{subject_json},"time":"{time}","type":{type_json}}}'
+        ).encode()
+
     def finish(self) -> None:
         """The stored subtrees completed by the leaves walked since the last batch must be
         the recomputed ones (proofs are served from them)."""
         if self.broken or not self.made:
             return
         stored = self.log.completed_nodes(self.conn, self.batch_start, self.frontier.size)
-        for (level, idx), value in self.made.items():
-            if stored.get((level, idx)) != value:
-                first, last = (idx << level) + 1, (idx + 1) << level
-                self.report.fail(
-                    None,
-                    f"the stored subtree over events {first}..{last} is wrong: proofs from "
-                    "it would not verify",
-                )
-                break
+        wrong = [node for node, value in self.made.items() if stored.get(node) != value]
+        if wrong:
+            level, idx = min(wrong)  # the smallest subtree that differs names the events
+            first, last = (idx << level) + 1, (idx + 1) << level
+            self.report.fail(
+                first,
+                f"events {first}..{last} or their stored subtree were changed: the tree "
+                "recomputed from the events differs from the stored one (proofs from it "
+                "would not verify)",
+            )
         self.made, self.batch_start = {}, self.frontier.size
 
     def _bad(self, seq: int, problem: str) -> None:
