@@ -100,6 +100,26 @@ def test_cleaned_values_survive_json_and_canonicalisation_unchanged(value: Any) 
     assert "\x00" not in data.decode("utf-8")
 
 
+@settings(max_examples=1000, deadline=None)
+@given(json_values)
+def test_the_fast_canonical_path_is_byte_for_byte_rfc8785(value: Any) -> None:
+    cleaned = clean(value)
+    assert canonical(cleaned) == rfc8785.dumps(cleaned)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"\U0001f600": 1, "\uffff": 2, "a": 3},  # UTF-16 order differs from code points
+        {"k": 1.5, "e": 1e21, "n": -0.0},
+        {"s": '\u2028\u2029\x7f\x1f\b\f\n\r\t"\\/é'},
+        {"i": 2**53 - 1, "j": -(2**53 - 1), "b": [True, False, None]},
+    ],
+)
+def test_canonical_edge_cases_match_rfc8785(value: Any) -> None:
+    assert canonical(clean(value)) == rfc8785.dumps(clean(value))
+
+
 def test_the_leaf_is_the_canonical_json_of_the_exported_line(tether: Tether, capsys) -> None:
     tether.registry.register(ADMIN, spec("helper"))
     tether.events.record("probe", actor="admin", subject=None, detail={"z": 1, "a": "é\n\x00"})

@@ -29,12 +29,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy import text as sql_text
 
 from tether.audit.merkle import EMPTY_ROOT
 from tether.audit.record import Entry, stage
 from tether.audit.tree import Frontier, Node, blocks, consistency_ranges, fold, inclusion_ranges
-from tether.errors import InvalidRequest, NotFound, VerificationFailed
+from tether.errors import InvalidRequest, NotFound, StoreUnavailable, VerificationFailed
 from tether.model import Event
 from tether.store import Store, audit_head, audit_nodes, events
 
@@ -361,20 +360,34 @@ class AuditLog:
         < seq <= ``upto``, in order, streamed, exactly as stored: the time as text in the
         body's format, the body as its bytes, nothing converted by the driver, so a value
         of the wrong kind is read (and found changed) rather than failing the read."""
+        bound = upto if upto is not None else 2**63 - 1
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
         if self._store.dialect == "postgresql":
-            time = "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-            body = "convert_to(body, 'UTF8')"
+            sql = (
+                "SELECT seq, to_char(at AT TIME ZONE 'UTC', "
+                '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\'), type, subject, '
+                "convert_to(body, 'UTF8'), leaf_hash FROM events "
+                "WHERE seq > %s AND seq <= %s ORDER BY seq"
+            )
+            cursor = raw.cursor(name=f"tether_scan_{id(self)}_{threading.get_ident()}")
+            cursor.itersize = batch  # type: ignore[attr-defined]
         else:  # SQLAlchemy keeps SQLite times as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC)
-            time = "replace(CAST(at AS TEXT), ' ', 'T') || 'Z'"
-            body = "CAST(body AS BLOB)"
-        sql = (
-            f"SELECT seq, {time}, type, subject, {body}, leaf_hash FROM events "  # noqa: S608
-            "WHERE seq > :after AND seq <= :upto ORDER BY seq"
-        )
-        result = conn.execution_options(stream_results=True, yield_per=batch).execute(
-            sql_text(sql), {"after": after, "upto": upto if upto is not None else 2**63 - 1}
-        )
-        yield from result
+            sql = (
+                "SELECT seq, replace(CAST(at AS TEXT), ' ', 'T') || 'Z', type, subject, "
+                "CAST(body AS BLOB), leaf_hash FROM events "
+                "WHERE seq > ? AND seq <= ? ORDER BY seq"
+            )
+            cursor = raw.cursor()
+        driver_error = self._store.engine.dialect.dbapi.Error  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, (after, bound))
+            while rows := cursor.fetchmany(batch):
+                yield from rows
+        except driver_error as exc:
+            raise StoreUnavailable(f"cannot read the audit log: {exc}") from exc
+        finally:
+            cursor.close()
 
     @staticmethod
     def completed_nodes(conn: Connection, lo: int, hi: int) -> dict[Node, bytes]:
@@ -394,7 +407,6 @@ class AuditLog:
             level += 1
         if not ranges:
             return {}
-        rows = conn.execute(
-            select(audit_nodes.c.level, audit_nodes.c.idx, audit_nodes.c.hash).where(or_(*ranges))
-        )
-        return {(row.level, row.idx): bytes(row.hash) for row in rows}
+        query = select(audit_nodes.c.level, audit_nodes.c.idx, audit_nodes.c.hash)
+        rows = conn.execute(query.where(or_(*ranges))).tuples().all()
+        return {(level, idx): bytes(value) for level, idx, value in rows}

@@ -73,8 +73,31 @@ def _clean_text(text: str) -> str:
 
 
 def canonical(value: Any) -> bytes:
-    """RFC 8785 canonical JSON of an already :func:`clean` value."""
+    """RFC 8785 canonical JSON of an already :func:`clean` value.
+
+    Values without floats whose keys are all below U+D800 (what events hold) come out of
+    the standard library's encoder byte for byte as RFC 8785 has them: same escapes, same
+    integers, and code-point key order equals UTF-16 order there. Anything else goes
+    through ``rfc8785``, and a property test holds the two equal."""
+    if _plain(value):
+        return _DUMPS(value).encode("utf-8")
     return rfc8785.dumps(value)
+
+
+_DUMPS = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, str | bool | int) or value is None:
+        return not isinstance(value, int) or -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
+    if isinstance(value, dict):
+        return all(
+            isinstance(k, str) and (k.isascii() or max(k) < "\ud800") and _plain(v)
+            for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return False
 
 
 def format_time(at: datetime) -> str:
