@@ -408,5 +408,5 @@ class AuditLog:
         if not ranges:
             return {}
         query = select(audit_nodes.c.level, audit_nodes.c.idx, audit_nodes.c.hash)
-        rows = conn.execute(query.where(or_(*ranges))).tuples().all()
+        rows = conn.execute(query.where(or_(*ranges))).all()
         return {(level, idx): bytes(value) for level, idx, value in rows}
