@@ -811,3 +811,103 @@ def test_a_corrupted_stored_subtree_is_found_and_never_signed(tether: Tether) ->
     signed = tether.checkpoints.make()
     leaves = [merkle.leaf_hash(body.encode()) for _, _, body in tether.events.bodies()]
     assert signed.root == merkle.root(leaves[: signed.size])
+
+
+# ---- second review: regressions ------------------------------------------------------------
+
+
+def test_the_first_checkpoint_recomputes_every_event(tether: Tether) -> None:
+    """With no checkpoint yet there is no base to trust: everything is recomputed."""
+    _grow(tether, 9)
+    _rewrite_event(tether, 3, ('"n":', '"m":'))  # body, leaf and subtrees rewritten alike
+    with tether.store.engine.begin() as conn:  # and a stored leaf that no longer matches
+        conn.execute(
+            sa.text("UPDATE events SET leaf_hash = :h WHERE seq = 5"),
+            {"h": hashlib.sha256(b"x").digest()},
+        )
+    with pytest.raises(VerificationFailed, match="event 5"):
+        tether.checkpoints.make()
+    assert tether.checkpoints.latest() is None
+
+
+def test_a_damaged_subtree_before_a_changed_event_is_named_first(tether: Tether) -> None:
+    from tether.store import audit_nodes
+
+    _grow(tether, 20)
+    with tether.store.engine.begin() as conn:
+        conn.execute(
+            sa.update(audit_nodes)
+            .where(audit_nodes.c.level == 1, audit_nodes.c.idx == 0)
+            .values(hash=hashlib.sha256(b"forged").digest())
+        )
+        conn.execute(sa.text("UPDATE events SET body = body || ' ' WHERE seq = 15"))
+    report = tether.verify_audit()
+    assert report.first_bad_seq == 1, report.problems
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # only SQLite allows it
+def test_a_row_of_the_wrong_kind_makes_checkpointing_refuse_not_crash(tether: Tether) -> None:
+    _grow(tether, 6)
+    with tether.store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE events SET subject = X'00ff' WHERE seq = 4"))
+    with pytest.raises(VerificationFailed, match="event 4"):
+        tether.checkpoints.make()
+    assert tether.verify_audit().first_bad_seq == 4
+
+
+def test_a_note_with_non_ascii_in_its_signature_is_a_verification_failure() -> None:
+    key = Ed25519PrivateKey.generate()
+    note = (
+        "log.example/x\n1\n" + base64.b64encode(b"r" * 32).decode() + "\n\n\u2014 log.example/x é\n"
+    )
+    with pytest.raises(VerificationFailed):
+        Verifier.parse(verifier_key("log.example/x", key)).open(note)
+
+
+def test_a_suspended_agents_refused_token_names_the_agent_and_is_never_dropped(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from tether.audit.throttle import Throttle
+
+    with served(make_settings, tmp_path, ISSUER) as up:
+        from tether.agent_keys import generate_key_pair
+
+        pair = generate_key_pair()
+        body = {"name": "bot", "owner": "alice@example.com", "public_key": pair.public_key}
+        assert up.client.post("/v1/agents", json=body, headers=up.admin).status_code == 201
+        up.tether.registry.suspend(ADMIN, "bot")
+        up.tether.anonymous = Throttle(rate=0.0, burst=0)  # anonymous refusals all dropped
+        agent_id = up.tether.registry.agent_id("bot")
+        now = int(time.time())
+        assertion = jwt.encode(
+            {
+                "iss": agent_id,
+                "sub": agent_id,
+                "aud": f"{up.tether.settings.issuer}/oauth2/token",
+                "iat": now,
+                "exp": now + 60,
+                "jti": "j-1",
+            },
+            serialization_key(pair.private_pem),
+            algorithm="EdDSA",
+        )
+        answer = up.client.post(
+            "/oauth2/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": assertion,
+                "resource": "https://x.example/mcp/a",
+            },
+        )
+        assert answer.status_code == 400 and answer.json()["error"] == "unauthorized_client"
+        [refused] = up.tether.events.list(type="token.refused")
+        assert (refused.actor, refused.subject) == (agent_id, agent_id)
+
+
+def serialization_key(pem: str | bytes) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(
+        pem.encode() if isinstance(pem, str) else pem, password=None
+    )

@@ -128,6 +128,9 @@ class Client:
     def audit_events(self, params: dict[str, str]) -> dict[str, Any]:
         return self._object("GET", "/v1/audit/events", params=params)
 
+    def audit_event(self, seq: int) -> dict[str, Any]:
+        return self._object("GET", f"/v1/audit/events/{seq}")
+
     def audit_explain(self, seq: int) -> dict[str, Any]:
         return self._object("GET", f"/v1/audit/events/{seq}/explain")
 

@@ -18,7 +18,13 @@ from tether.callers import Caller
 from tether.config import Settings
 from tether.dev_idp import DevIdp
 from tether.epoch import StateEpoch
-from tether.errors import Denied, StoreUnavailable, TetherError, Unauthenticated
+from tether.errors import (
+    Denied,
+    StoreUnavailable,
+    TetherError,
+    Unauthenticated,
+    VerificationFailed,
+)
 from tether.grants import Grants
 from tether.idp import IdentityProviders
 from tether.keys import SigningKeys
@@ -240,10 +246,14 @@ class Tether:
         this home's audit key and ``[audit] verifier_keys``."""
         trusted = self.checkpoints.trusted(verifier_keys)
         anchors = [self.checkpoints.open_note(note, verifier_keys) for note in notes]
+        unreadable: str | None = None
         if not verifier_keys:
-            own = self.checkpoints.anchor()
+            try:
+                own = self.checkpoints.anchor()
+            except VerificationFailed as exc:
+                own, unreadable = None, exc.description
             anchors += [own] if own is not None else []
-        return verify(
+        report = verify(
             self.store,
             self.events,
             self.checkpoints.list(),
@@ -251,6 +261,9 @@ class Tether:
             anchors,
             origin=self.checkpoints.origin,
         )
+        if unreadable is not None:
+            report.fail(None, unreadable)
+        return report
 
     def close(self) -> None:
         self.store.dispose()

@@ -189,6 +189,10 @@ class UnauthorizedClient(OAuthError):
 
     error = "unauthorized_client"
 
+    def __init__(self, description: str, client_id: str | None = None) -> None:
+        super().__init__(description)
+        self.client_id = client_id  # the authenticated agent that was refused, if known
+
 
 class UnsupportedGrantType(OAuthError):
     """The grant type is not supported."""

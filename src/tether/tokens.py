@@ -190,9 +190,9 @@ class Tokens:
         expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
         self._use_jti(str(claims["jti"]), agent.id, expires)
         if agent.state is not AgentState.ACTIVE:
-            raise UnauthorizedClient(f"agent {agent.name} is {agent.state.value}")
+            raise UnauthorizedClient(f"agent {agent.name} is {agent.state.value}", agent.id)
         if agent.owner is None:
-            raise UnauthorizedClient(f"agent {agent.name} has no owner")
+            raise UnauthorizedClient(f"agent {agent.name} has no owner", agent.id)
         return agent
 
     def _use_jti(self, jti: str, client: str, expires: datetime) -> None:

@@ -22,6 +22,7 @@ from tether.errors import (
     NotFound,
     TetherError,
     Unauthenticated,
+    UnauthorizedClient,
     UnsupportedGrantType,
 )
 from tether.model import Agent
@@ -59,6 +60,9 @@ def _caller(tether: Tether, request: Request, form: dict[str, str]) -> Caller:
     recorded."""
     try:
         caller, agent = _authenticate(tether, request, form)
+    except UnauthorizedClient as exc:  # an agent that proved who it is, then refused
+        tether.refused(exc.client_id or "anonymous", exc.description, request.url.path)
+        raise
     except (InvalidClient, Unauthenticated) as exc:
         tether.refused("anonymous", exc.description, request.url.path)
         raise
@@ -143,12 +147,13 @@ def _token(tether: Tether, form: dict[str, str]) -> JSONResponse:
         issued = tether.tokens.client_credentials(agent, audience, form.get("scope"), ttl)
         return JSONResponse(issued.to_dict(), headers=_NO_STORE)
     except TetherError as exc:
+        known = agent.id if agent is not None else getattr(exc, "client_id", None)
         tether.refused(
-            agent.id if agent is not None else "anonymous",
+            known or "anonymous",
             exc.description,
             "token",
             type="token.refused",
-            subject=agent.id if agent is not None else None,
+            subject=known,
             action="token/" + ("exchange" if form.get("grant_type") == EXCHANGE else "issue"),
             resource=(form.get("resource") or form.get("audience") or "")[:512] or None,
             detail={"error": exc.error, "grant_type": (form.get("grant_type") or "")[:100]},
@@ -159,6 +164,10 @@ def _token(tether: Tether, form: dict[str, str]) -> JSONResponse:
 @router.post("/oauth2/introspect")
 async def introspect(tether: TetherDep, request: Request) -> JSONResponse:
     form = await _form(request)
+    return await run_in_threadpool(_introspect, tether, request, form)
+
+
+def _introspect(tether: Tether, request: Request, form: dict[str, str]) -> JSONResponse:
     _caller(tether, request, form)
     if "token" not in form:
         raise InvalidRequest("the token parameter is required")
@@ -168,6 +177,10 @@ async def introspect(tether: TetherDep, request: Request) -> JSONResponse:
 @router.post("/oauth2/revoke")
 async def revoke(tether: TetherDep, request: Request) -> JSONResponse:
     form = await _form(request)
+    return await run_in_threadpool(_revoke, tether, request, form)
+
+
+def _revoke(tether: Tether, request: Request, form: dict[str, str]) -> JSONResponse:
     caller = _caller(tether, request, form)
     if "token" not in form:
         raise InvalidRequest("the token parameter is required")

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, select
 
 from tether.audit.log import AuditLog
-from tether.audit.merkle import leaf_hash, verify_consistency
+from tether.audit.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
 from tether.audit.note import Checkpoint, Verifier, sign_checkpoint, verifier_key
 from tether.audit.record import tail
 from tether.audit.tree import Frontier
@@ -94,7 +94,9 @@ class Checkpoints:
         with self._lock:
             if not self.key_file.exists():
                 _write_once(self.key_file, _new_key_pem())
-        return self.verifier_key()
+        vkey = self.verifier_key()
+        self._publish(vkey)
+        return vkey
 
     def verifier_key(self) -> str:
         return verifier_key(self.origin, self._private())
@@ -102,19 +104,22 @@ class Checkpoints:
     def _private(self) -> Ed25519PrivateKey:
         with self._lock:
             if self._key is None:
-                key = _load_key(self.key_file)
-                self._publish(verifier_key(self.origin, key))
-                self._key = key
+                self._key = _load_key(self.key_file)
             return self._key
 
     def _publish(self, vkey: str) -> None:
         """List the key in the store (for operators to see; never trusted from there)."""
-        with self._store.write() as conn:
-            known = conn.execute(
-                select(audit_keys.c.verifier_key).where(audit_keys.c.verifier_key == vkey)
-            ).first()
-            if known is None:
-                conn.execute(insert(audit_keys).values(verifier_key=vkey, created_at=self._clock()))
+        try:
+            with self._store.write() as conn:
+                known = conn.execute(
+                    select(audit_keys.c.verifier_key).where(audit_keys.c.verifier_key == vkey)
+                ).first()
+                if known is None:
+                    conn.execute(
+                        insert(audit_keys).values(verifier_key=vkey, created_at=self._clock())
+                    )
+        except Conflict:  # another process listed it at the same moment
+            pass
 
     def published_keys(self) -> list[str]:
         with self._store.read() as conn:
@@ -144,7 +149,14 @@ class Checkpoints:
             return None
         except (OSError, UnicodeDecodeError) as exc:
             raise VerificationFailed(f"cannot read {self.anchor_file}: {exc}") from None
-        return self.open_note(note)
+        try:
+            return self.open_note(note)
+        except VerificationFailed as exc:
+            raise VerificationFailed(
+                f"{self.anchor_file} (the last checkpoint this home signed) does not verify: "
+                f"{exc.description}; if the audit key or origin was changed on purpose, "
+                "move that file away"
+            ) from None
 
     def open_note(self, note: str, given: Sequence[str] | None = None) -> Checkpoint:
         """The checkpoint in ``note`` once a trusted key's signature verifies."""
@@ -204,10 +216,11 @@ class Checkpoints:
                     f"{stored.size if stored else 'none'}: checkpoints were removed (if this "
                     f"home now uses another store, remove {self.anchor_file})"
                 )
-            bases = [c for c in (stored, anchor) if c is not None]
             size, root = self._log.root()
-            for base in bases:
-                self._check_extends(base, size, root)
+            if anchor is not None and stored is not None and anchor.size < stored.size:
+                self._check_consistent(anchor, stored)  # the store's newer one extends ours
+            base = stored or anchor or Checkpoint(self.origin, 0, EMPTY_ROOT)
+            self._check_extends(base, size, root)
             if stored is not None and stored.size == size:
                 assert latest is not None
                 return latest
@@ -234,8 +247,20 @@ class Checkpoints:
                         f"another checkpoint of size {size} has a different root"
                     ) from None
                 record = _record(row)
-            _replace_file(self.anchor_file, record.note.encode())
+            if anchor is None or anchor.size < size:  # our own note, never going back
+                _replace_file(self.anchor_file, note.encode())
             return record
+
+    def _check_consistent(self, old: Checkpoint, new: Checkpoint) -> None:
+        proof = self._log.consistency(old.size, new.size) if old.size else []
+        if old.size:
+            try:
+                verify_consistency(old.size, new.size, old.root, new.root, proof)
+            except VerificationFailed as exc:
+                raise VerificationFailed(
+                    f"checkpoint {new.size} in the store does not extend checkpoint {old.size} "
+                    f"this home signed ({exc.description}); no checkpoint signed"
+                ) from None
 
     def _check_extends(self, base: Checkpoint, size: int, root: bytes) -> None:
         if base.size > size:
@@ -249,7 +274,7 @@ class Checkpoints:
                     f"the tree of size {size} no longer has its signed root; no checkpoint signed"
                 )
             return
-        with self._store.read() as conn:
+        with self._store.read(snapshot=True) as conn:
             frontier = self._log.frontier_at(conn, base.size) if base.size else None
             if frontier is not None and frontier.root() != base.root:
                 raise VerificationFailed(
@@ -257,22 +282,14 @@ class Checkpoints:
                     "no checkpoint signed"
                 )
             frontier = frontier or Frontier()
-            for seq, time, type, subject, body, leaf in self._log.scan(
-                conn, after=base.size, upto=size
-            ):
-                data = bytes(body) if isinstance(body, bytes | memoryview) else b""
-                if (
-                    seq != frontier.size + 1
-                    or not isinstance(leaf, bytes | memoryview)
-                    or leaf_hash(data) != bytes(leaf)
-                    or not isinstance(time, str)
-                    or not data.endswith(tail(seq, subject, time, type).encode())
-                ):
-                    raise VerificationFailed(
-                        f"event {seq} does not match its leaf: no checkpoint signed "
-                        "(run tether audit verify)"
-                    )
-                frontier.append(leaf_hash(data))
+            with self._log.scan(conn, after=base.size, upto=size) as rows:
+                for seq, time, type, subject, body, leaf in rows:
+                    if not _matches(frontier.size + 1, seq, time, type, subject, body, leaf):
+                        raise VerificationFailed(
+                            f"event {seq} does not match its leaf: no checkpoint signed "
+                            "(run tether audit verify)"
+                        )
+                    frontier.append(bytes(leaf))
         if frontier.size != size or frontier.root() != root:
             raise VerificationFailed(
                 f"the events since checkpoint {base.size} do not give the stored tree's root; "
@@ -287,6 +304,23 @@ class Checkpoints:
                     f"the log is not consistent with checkpoint {base.size} "
                     f"({exc.description}); no checkpoint signed"
                 ) from None
+
+
+def _matches(
+    expected: int, seq: Any, time: Any, type: Any, subject: Any, body: Any, leaf: Any
+) -> bool:
+    """A raw event row is the leaf it claims to be, in its place, with its columns."""
+    if not (
+        seq == expected
+        and isinstance(body, bytes | memoryview)
+        and isinstance(leaf, bytes | memoryview)
+        and isinstance(time, str)
+        and isinstance(type, str)
+        and (subject is None or isinstance(subject, str))
+    ):
+        return False
+    data = bytes(body)
+    return leaf_hash(data) == bytes(leaf) and data.endswith(tail(seq, subject, time, type).encode())
 
 
 def origin_of(settings: Settings) -> str:

@@ -18,6 +18,7 @@ import builtins
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -179,7 +180,12 @@ class AuditLog:
             .where(audit_head.c.id == 1)
             .with_for_update()
         ).one()
-        frontier = Frontier(head.size, (bytes.fromhex(h) for h in json.loads(head.frontier)))
+        try:
+            frontier = Frontier(head.size, (bytes.fromhex(h) for h in json.loads(head.frontier)))
+        except (ValueError, TypeError):
+            raise StoreUnavailable(
+                "the audit tree head is damaged: nothing can be recorded (run tether audit verify)"
+            ) from None
         at = self._clock()
         event_rows, node_rows = stage(((entry, at) for entry in entries), frontier)
         conn.execute(insert(events), event_rows)
@@ -353,9 +359,10 @@ class AuditLog:
         found = self._nodes(conn, plan)
         return Frontier(size, (found[node] for node in plan))
 
+    @contextmanager
     def scan(
         self, conn: Connection, *, after: int = 0, upto: int | None = None, batch: int = 10_000
-    ) -> Iterator[Sequence[Any]]:
+    ) -> Iterator[Iterator[Sequence[Any]]]:
         """Event rows (seq, time text, type, subject, body bytes, leaf hash) with ``after``
         < seq <= ``upto``, in order, streamed, exactly as stored: the time as text in the
         body's format, the body as its bytes, nothing converted by the driver, so a value
@@ -380,13 +387,20 @@ class AuditLog:
             )
             cursor = raw.cursor()
         driver_error = self._store.engine.dialect.dbapi.Error  # type: ignore[union-attr]
+
+        def rows() -> Iterator[Sequence[Any]]:
+            try:
+                while batch_rows := cursor.fetchmany(batch):
+                    yield from batch_rows
+            except driver_error as exc:
+                raise StoreUnavailable(f"cannot read the audit log: {exc}") from exc
+
         try:
             cursor.execute(sql, (after, bound))
-            while rows := cursor.fetchmany(batch):
-                yield from rows
+            yield rows()
         except driver_error as exc:
             raise StoreUnavailable(f"cannot read the audit log: {exc}") from exc
-        finally:
+        finally:  # closed inside the transaction, whatever the caller did with the rows
             cursor.close()
 
     @staticmethod

@@ -121,7 +121,7 @@ def _split(note: str) -> tuple[str, list[tuple[str, bytes]]]:
         name, _, encoded = line[len(_DASH) :].partition(" ")
         try:
             blob = base64.b64decode(encoded, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or text that is not ASCII
             raise VerificationFailed("malformed signature in the note") from None
         if len(blob) < 5:
             raise VerificationFailed("malformed signature in the note")
@@ -138,7 +138,7 @@ def _parse_checkpoint(text: str) -> Checkpoint:
         raise VerificationFailed(f"invalid checkpoint size {size!r}")
     try:
         digest = base64.b64decode(root, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or text that is not ASCII
         raise VerificationFailed("invalid checkpoint root") from None
     if len(digest) != 32:
         raise VerificationFailed("invalid checkpoint root")

@@ -82,14 +82,15 @@ def verify(
         if by_size.setdefault(size, root) != root:
             report.fail(None, f"two signed checkpoints of size {size} have different roots")
     report.checkpoints = len(signed)
-    with store.read() as conn:  # the head first: events committed after it are not judged
+    with store.read(snapshot=True) as conn:  # one snapshot: the head and what it covers
         head = conn.execute(
             select(audit_head.c.size, audit_head.c.frontier).where(audit_head.c.id == 1)
         ).first()
         head_size = int(head.size) if head is not None else None
         walk = _Walk(log, conn, signed, report)
-        for row in log.scan(conn, upto=head_size):
-            walk.step(*row)
+        with log.scan(conn, upto=head_size) as rows:
+            for row in rows:
+                walk.step(*row)
         walk.finish()
         if head_size is None:
             report.fail(None, "the tree head is missing")
@@ -198,7 +199,8 @@ class _Walk:
         stored = self.log.completed_nodes(self.conn, self.batch_start, self.frontier.size)
         wrong = [node for node, value in self.made.items() if stored.get(node) != value]
         if wrong:
-            level, idx = min(wrong)  # the smallest subtree that differs names the events
+            # the smallest subtree that differs, leftmost: it names the events
+            level, idx = min(wrong, key=lambda node: ((node[1] + 1) << node[0], node[0]))
             first, last = (idx << level) + 1, (idx + 1) << level
             self.report.fail(
                 first,
@@ -209,6 +211,7 @@ class _Walk:
         self.made, self.batch_start = {}, self.frontier.size
 
     def _bad(self, seq: int, problem: str) -> None:
+        self.finish()  # subtrees the good leaves before it completed are still judged
         self.report.fail(seq, problem)
         self.broken = True
 

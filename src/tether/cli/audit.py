@@ -12,12 +12,13 @@ import typer
 from rich.table import Table
 
 from tether.audit.checkpoints import pinned_keys
-from tether.audit.merkle import verify_consistency, verify_inclusion
+from tether.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from tether.audit.note import Verifier
+from tether.audit.record import canonical
 from tether.cli import output
 from tether.cli.context import open_client, settings
 from tether.cli.options import Json
-from tether.errors import InvalidRequest, VerificationFailed
+from tether.errors import Forbidden, InvalidRequest, VerificationFailed
 
 __all__ = ["app"]
 
@@ -105,9 +106,17 @@ def prove(
     signed: dict[str, Any] | None = None
     with open_client() as client:
         if size is None:
-            signed = client.audit_checkpoint()  # the latest, or a new one if the log grew
+            signed = client.audit_latest_checkpoint()
+            if seq > int(signed["size"]):  # not covered yet: sign one now (admins)
+                signed = client.audit_checkpoint()
             size = int(signed["size"])
         proof = client.audit_inclusion(seq, size)
+        event = _event_or_none(client, seq)
+    if (proof["leaf_index"], proof["tree_size"]) != (seq - 1, size):
+        raise VerificationFailed("the server proved another leaf or tree size than asked")
+    mine = base64.b64encode(leaf_hash(canonical(event))).decode() if event else None
+    if mine is not None and mine != proof["leaf_hash"]:  # the leaf: event SEQ's own bytes
+        raise VerificationFailed(f"the proof's leaf is not event {seq}")
     verify_inclusion(
         proof["leaf_index"],
         proof["tree_size"],
@@ -119,6 +128,19 @@ def prove(
         _check_signed(signed, proof["root"], list(verifier_key or []))
         proof["checkpoint"] = signed["note"]
     _show(proof, json_)
+
+
+def _event_or_none(client: Any, seq: int) -> dict[str, Any] | None:
+    """Event SEQ as exported, if this caller may read events (admins)."""
+    try:
+        event: dict[str, Any] = client.audit_event(seq)
+    except Forbidden:
+        output.stderr.print(
+            "note: only admins read events: the leaf was not tied to the event's bytes",
+            markup=False,
+        )
+        return None
+    return event
 
 
 def _check_signed(signed: dict[str, Any], root: str, given: list[str]) -> None:

@@ -83,10 +83,15 @@ class Store:
         return self.engine.url.render_as_string(hide_password=True)
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A read transaction."""
-        with self._translate(), self.engine.connect() as conn, conn.begin():
-            yield conn
+    def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A read transaction; with ``snapshot`` every statement in it sees one snapshot
+        (REPEATABLE READ on PostgreSQL; a SQLite read transaction always does)."""
+        with self._translate(), self.engine.connect() as opened:
+            conn = opened
+            if snapshot and self.dialect == "postgresql":
+                conn = opened.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -108,7 +113,10 @@ class Store:
             finally:
                 conn.info.pop(_TX, None)
         for callback in tx.after:
-            callback()
+            try:
+                callback()
+            except Exception:  # committed is committed: a listener's failure is only logged
+                log.exception("after-commit callback failed")
 
     @staticmethod
     def _tx(conn: Connection) -> _Transaction:
