@@ -155,6 +155,24 @@ class Client:
     def audit_latest_checkpoint(self) -> dict[str, Any]:
         return self._object("GET", "/v1/audit/checkpoint")
 
+    def gateway_servers(self) -> list[dict[str, Any]]:
+        servers: list[dict[str, Any]] = self._object("GET", "/v1/gateway/servers")["servers"]
+        return servers
+
+    def gateway_add(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._object("POST", "/v1/gateway/servers", json=body)
+
+    def gateway_show(self, name: str) -> dict[str, Any]:
+        return self._object("GET", "/v1/gateway/servers/" + quote(name, safe=""))
+
+    def gateway_remove(self, name: str, reason: str = "") -> dict[str, Any]:
+        path = "/v1/gateway/servers/" + quote(name, safe="")
+        return self._object("DELETE", path, params={"reason": reason})
+
+    def gateway_approve(self, server: str, name: str, kind: str) -> dict[str, Any]:
+        path = "/v1/gateway/servers/" + quote(server, safe="") + "/approve"
+        return self._object("POST", path, json={"name": name, "kind": kind})
+
     # ---- transport --------------------------------------------------------------------
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

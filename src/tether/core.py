@@ -25,6 +25,8 @@ from tether.errors import (
     Unauthenticated,
     VerificationFailed,
 )
+from tether.gateway.pins import Pins
+from tether.gateway.servers import Upstreams
 from tether.grants import Grants
 from tether.idp import IdentityProviders
 from tether.keys import SigningKeys
@@ -88,6 +90,8 @@ class Tether:
         self.events = AuditLog(store, clock)
         self.checkpoints = Checkpoints(store, settings, self.events, clock)
         self.anonymous = Throttle(rate=20.0, burst=200)  # refusals of unknown callers
+        self.upstreams = Upstreams(store, settings, self.events, clock)
+        self.pins = Pins(store, self.events, clock)
         self.metrics = Metrics()
         self.admin_tokens = AdminTokens(store, clock)
         self.dev_idp = DevIdp(settings) if settings.dev_idp else None

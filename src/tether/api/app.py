@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
-from tether.api import agents, audit, authzen, grants, oauth
+from tether.api import agents, audit, authzen, gateway, grants, oauth
 from tether.api.errors import install_error_handlers
 from tether.api.request_ids import RequestIds
 from tether.callers import Caller
@@ -32,6 +32,7 @@ def create_app(tether: Tether) -> FastAPI:
     app.include_router(authzen.router)
     app.include_router(oauth.router)
     app.include_router(audit.router)
+    app.include_router(gateway.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:

@@ -8,7 +8,7 @@ import traceback
 
 import typer
 
-from tether.cli import agent, audit, grant, output, owner, policy, server, token
+from tether.cli import agent, audit, gateway, grant, output, owner, policy, server, token
 from tether.cli.authorize import authorize
 from tether.errors import TetherError
 
@@ -31,6 +31,7 @@ app.add_typer(token.keys_app, name="keys")
 app.add_typer(token.token_app, name="token")
 app.add_typer(token.dev_app, name="dev")
 app.add_typer(audit.app, name="audit")
+app.add_typer(gateway.app, name="gateway")
 app.command()(grant.review)
 app.command()(authorize)
 

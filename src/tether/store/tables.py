@@ -29,6 +29,8 @@ __all__ = [
     "audit_keys",
     "audit_nodes",
     "events",
+    "gateway_pins",
+    "gateway_servers",
     "grants",
     "issued_tokens",
     "metadata",
@@ -219,4 +221,36 @@ assertion_jtis = Table(
     Column("jti", String(300), primary_key=True),
     Column("client_id", String(300), nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
+)
+
+# Upstream MCP servers behind the gateway. Credentials are references (env:VAR), never
+# secrets; env holds only non-secret values.
+gateway_servers = Table(
+    "gateway_servers",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("transport", String(8), nullable=False),
+    Column("command", JSON, nullable=False),
+    Column("url", Text, nullable=True),
+    Column("env", JSON, nullable=False),
+    Column("credentials", JSON, nullable=False),
+    Column("created_by", String(300), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# The pinned definition of each tool, resource and prompt an upstream serves.
+gateway_pins = Table(
+    "gateway_pins",
+    metadata,
+    Column("server", String(63), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("name", String(512), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("pinned_hash", String(64), nullable=False),
+    Column("pinned", JSON, nullable=False),
+    Column("pending_hash", String(64), nullable=True),
+    Column("pending", JSON, nullable=True),
+    Column("pinned_at", UtcDateTime, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=True),
+    Column("approved_by", String(300), nullable=True),
 )

@@ -1,0 +1,69 @@
+"""``/v1/gateway/servers``: the upstream MCP servers behind the gateway and their pins."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import Field
+
+from tether.api.bodies import StrictBody
+from tether.api.deps import CallerDep, TetherDep
+from tether.gateway.servers import UpstreamSpec
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["gateway"])
+
+
+class AddServer(StrictBody):
+    name: str
+    command: str | None = Field(default=None, description="stdio: the command line to start")
+    url: str | None = Field(default=None, description="HTTP: the streamable-HTTP endpoint")
+    env: list[str] = Field(default_factory=list, description="KEY=VALUE, not secret")
+    credentials: list[str] = Field(default_factory=list, description="NAME=REF, e.g. env:VAR")
+
+
+class Approve(StrictBody):
+    name: str = Field(description="the tool (or resource URI, prompt) whose change to approve")
+    kind: Literal["tool", "resource", "prompt"] = "tool"
+
+
+@router.get("/v1/gateway/servers")
+def list_servers(tether: TetherDep, caller: CallerDep) -> dict[str, Any]:
+    issuer = tether.settings.issuer
+    return {"servers": [u.to_dict(issuer) for u in tether.upstreams.list()]}
+
+
+@router.post("/v1/gateway/servers", status_code=201)
+def add_server(tether: TetherDep, caller: CallerDep, body: AddServer) -> dict[str, Any]:
+    spec = UpstreamSpec(
+        name=body.name,
+        command=body.command,
+        url=body.url,
+        env=tuple(body.env),
+        credentials=tuple(body.credentials),
+    )
+    return tether.upstreams.add(caller, spec).to_dict(tether.settings.issuer)
+
+
+@router.get("/v1/gateway/servers/{name}")
+def show_server(tether: TetherDep, caller: CallerDep, name: str) -> dict[str, Any]:
+    upstream = tether.upstreams.get(name)
+    return {
+        **upstream.to_dict(tether.settings.issuer),
+        "pins": [p.to_dict() for p in tether.pins.list(upstream.name)],
+    }
+
+
+@router.delete("/v1/gateway/servers/{name}")
+def remove_server(
+    tether: TetherDep, caller: CallerDep, name: str, reason: str = ""
+) -> dict[str, Any]:
+    tether.upstreams.remove(caller, name, reason)
+    return {"removed": name}
+
+
+@router.post("/v1/gateway/servers/{name}/approve")
+def approve(tether: TetherDep, caller: CallerDep, name: str, body: Approve) -> dict[str, Any]:
+    return tether.pins.approve(caller, name, body.name, body.kind).to_dict()

@@ -1,0 +1,95 @@
+"""``tether gateway ...``: the upstream MCP servers behind the gateway."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tether.cli import output
+from tether.cli.context import open_client
+from tether.cli.options import Json, Reason
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Upstream MCP servers behind the gateway.", no_args_is_help=True)
+
+
+@app.command()
+def add(
+    name: Annotated[str, typer.Argument(help="The server's name: /mcp/NAME, grants NAME/tool.")],
+    command: Annotated[str | None, typer.Option(help="stdio: the command line to run.")] = None,
+    url: Annotated[str | None, typer.Option(help="HTTP: the streamable-HTTP endpoint.")] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="KEY=VALUE for a stdio server (not secret).")
+    ] = None,
+    credential: Annotated[
+        list[str] | None,
+        typer.Option("--credential", help="NAME=REF: variable or header NAME gets REF (env:VAR)."),
+    ] = None,
+    json_: Json = False,
+) -> None:
+    """Put an upstream MCP server behind Tether."""
+    body = {
+        "name": name,
+        "command": command,
+        "url": url,
+        "env": list(env or []),
+        "credentials": list(credential or []),
+    }
+    with open_client() as client:
+        server = client.gateway_add(body)
+    if json_:
+        output.emit(server)
+    else:
+        output.console.print(f"added {server['name']}: resource {server['resource']}", markup=False)
+
+
+@app.command("list")
+def list_(json_: Json = False) -> None:
+    """The upstream servers (credentials as references, never secrets)."""
+    with open_client() as client:
+        servers = client.gateway_servers()
+    if json_:
+        output.emit({"servers": servers})
+        return
+    table = Table("name", "transport", "where", "credentials", "resource")
+    for server in servers:
+        where = " ".join(server["command"]) if server["transport"] == "stdio" else server["url"]
+        creds = ", ".join(f"{c['name']}={c['ref']}" for c in server["credentials"])
+        table.add_row(server["name"], server["transport"], where, creds, server["resource"])
+    output.console.print(table)
+
+
+@app.command()
+def remove(
+    name: Annotated[str, typer.Argument(help="The server's name.")],
+    reason: Reason = "",
+    json_: Json = False,
+) -> None:
+    """Take an upstream server out of the gateway (and forget its pins)."""
+    with open_client() as client:
+        done = client.gateway_remove(name, reason)
+    if json_:
+        output.emit(done)
+    else:
+        output.console.print(f"removed {name}", markup=False)
+
+
+@app.command()
+def approve(
+    server: Annotated[str, typer.Argument(help="The server's name.")],
+    tool: Annotated[str, typer.Argument(help="The tool whose changed definition to approve.")],
+    kind: Annotated[str, typer.Option(help="tool, resource or prompt.")] = "tool",
+    json_: Json = False,
+) -> None:
+    """Approve the new definition of a tool that changed (it was blocked until now)."""
+    with open_client() as client:
+        pin = client.gateway_approve(server, tool, kind)
+    if json_:
+        output.emit(pin)
+    else:
+        output.console.print(
+            f"approved {kind} {tool} on {server}: {pin['pinned_hash']}", markup=False
+        )

@@ -1,0 +1,1 @@
+"""The MCP gateway: upstream servers, their credentials and pinned tool definitions."""

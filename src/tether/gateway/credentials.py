@@ -1,0 +1,70 @@
+"""Where an upstream's secret lives (``--credential NAME=REF``), and fetching it.
+
+``NAME`` is the environment variable (stdio upstream) or HTTP header (HTTP upstream) that
+receives the secret; ``REF`` says where it is: ``env:VAR``, an environment variable of
+the Tether process. ``vault:...`` references need the vault broker and are refused until
+it exists. A secret is fetched only when an upstream is started or called, and it never
+appears in a listing, an event, a log line or an error: those name the reference only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tether.errors import InvalidRequest, StoreUnavailable
+
+__all__ = ["Credential", "parse_credential", "resolve"]
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")  # an RFC 9110 token
+_FORBIDDEN_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """``name`` receives the secret found at ``ref``."""
+
+    name: str
+    ref: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "ref": self.ref}
+
+
+def parse_credential(text: str, transport: str) -> Credential:
+    """``NAME=REF`` for an upstream of ``transport`` (``stdio`` or ``http``)."""
+    name, sep, ref = text.partition("=")
+    if not sep or not name or not ref:
+        raise InvalidRequest(f"a credential is NAME=REF, e.g. GITHUB_TOKEN=env:GH_TOKEN: {text!r}")
+    if transport == "stdio" and _ENV_NAME.fullmatch(name) is None:
+        raise InvalidRequest(f"{name!r} is not an environment variable name")
+    if transport == "http" and (
+        _HEADER.fullmatch(name) is None or name.lower() in _FORBIDDEN_HEADERS
+    ):
+        raise InvalidRequest(f"{name!r} is not a header Tether may set")
+    scheme, _, where = ref.partition(":")
+    if scheme == "env":
+        if _ENV_NAME.fullmatch(where) is None:
+            raise InvalidRequest(f"env:{where} does not name an environment variable")
+    elif scheme in ("vault", "vault-token"):
+        raise InvalidRequest(f"{scheme}: references need the vault broker, which is not set up")
+    else:
+        raise InvalidRequest(f"unknown credential reference {ref!r}: use env:VARIABLE")
+    return Credential(name, ref)
+
+
+def resolve(credential: Credential, environ: Mapping[str, str] | None = None) -> str:
+    """The secret itself (for the upstream only). Fails closed, naming the reference."""
+    env = os.environ if environ is None else environ
+    scheme, _, where = credential.ref.partition(":")
+    if scheme != "env":
+        raise StoreUnavailable(f"cannot fetch {credential.ref}: no broker for {scheme}:")
+    value = env.get(where)
+    if not value:
+        raise StoreUnavailable(
+            f"the credential {credential.ref} is not set in Tether's environment"
+        )
+    return value
