@@ -1,0 +1,66 @@
+"""A live connection to an upstream MCP server, with its credentials injected.
+
+A stdio upstream is started as a process with the SDK's safe default environment, the
+upstream's non-secret ``env`` and its credentials (fetched now, given only to it); an HTTP
+upstream is reached over streamable HTTP with its credential headers. The agent's own
+token never goes upstream: nothing of the caller's request but the tool arguments does.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, get_default_environment
+from mcp.client.streamable_http import streamable_http_client
+
+from tether.gateway.credentials import resolve
+from tether.gateway.servers import Upstream
+
+__all__ = ["UpstreamSession"]
+
+
+class UpstreamSession:
+    """``async with UpstreamSession(upstream) as session: await session.call_tool(...)``"""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self._stack = AsyncExitStack()
+        self._client: Client | None = None
+
+    async def __aenter__(self) -> UpstreamSession:
+        secrets = {c.name: resolve(c) for c in self.upstream.credentials}
+        if self.upstream.transport == "stdio":
+            program, *args = self.upstream.command
+            server: Any = StdioServerParameters(
+                command=program,
+                args=args,
+                env={**get_default_environment(), **self.upstream.env, **secrets},
+            )
+        else:
+            assert self.upstream.url is not None
+            http = await self._stack.enter_async_context(httpx2.AsyncClient(headers=secrets))
+            server = streamable_http_client(self.upstream.url, http_client=http)
+        self._client = await self._stack.enter_async_context(Client(server))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._client = None
+        await self._stack.aclose()
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise RuntimeError("the upstream session is not open")
+        return self._client
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        result = await self.client.list_tools()
+        return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in result.tools]
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        result = await self.client.call_tool(name, arguments)
+        dumped: dict[str, Any] = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return dumped
