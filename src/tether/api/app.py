@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
+from starlette.routing import Route
 
 from tether.api import agents, audit, authzen, gateway, grants, oauth
 from tether.api.errors import install_error_handlers
 from tether.api.request_ids import RequestIds
 from tether.callers import Caller
 from tether.core import VERSION, Tether
+from tether.gateway.http import McpFace, protected_resource_metadata
 
 __all__ = ["create_app"]
 
 
 def create_app(tether: Tether) -> FastAPI:
     """An app serving ``tether``; the caller owns the Tether's lifetime."""
+    face = McpFace(tether)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with face.lifespan():
+            yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Tether",
         version=VERSION,
         description="Identity-first security for AI agents: the admin API.",
@@ -33,6 +45,12 @@ def create_app(tether: Tether) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(audit.router)
     app.include_router(gateway.router)
+    app.router.routes.append(Route("/mcp/{name}", endpoint=face, methods=["GET", "POST", "DELETE"]))
+
+    @app.get("/.well-known/oauth-protected-resource/mcp/{name}", tags=["gateway"])
+    def resource_metadata(name: str) -> dict[str, Any]:
+        """RFC 9728: what protects ``/mcp/NAME`` and who issues its tokens."""
+        return protected_resource_metadata(tether, name)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:

@@ -1,0 +1,216 @@
+"""The gateway's HTTP face: every upstream served at ``/mcp/NAME`` (streamable HTTP, in
+both the handshake and the per-request protocol modes the MCP SDK speaks).
+
+A request without a valid token for ``<issuer>/mcp/NAME`` is answered 401 with
+``WWW-Authenticate: Bearer resource_metadata=...`` pointing at the RFC 9728 document, and
+never reaches MCP handling; inside, every listing and call goes through :class:`Gateway`,
+which verifies the token again on each call (so a revoked token or a suspended agent is
+refused on its very next call). Upstream sessions are opened on first use, one per
+upstream, and reopened after a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import mcp_types as types
+from anyio import to_thread
+from mcp.server.lowlevel import Server
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tether.core import Tether
+from tether.errors import TetherError
+from tether.gateway.enforce import Gateway, error_result
+from tether.gateway.upstream import UpstreamSession
+
+__all__ = ["McpFace", "protected_resource_metadata"]
+
+log = logging.getLogger("tether.gateway")
+
+
+def protected_resource_metadata(tether: Tether, name: str) -> dict[str, Any]:
+    """RFC 9728 metadata of upstream ``name``: the resource, Tether as its authorization
+    server, and the scopes (``tools/call:NAME/<tool>`` ...)."""
+    upstream = tether.upstreams.get(name)
+    issuer = tether.settings.issuer
+    return {
+        "resource": upstream.resource(issuer),
+        "authorization_servers": [issuer],
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": [
+            f"{action}:{upstream.name}/*"
+            for action in ("tools/call", "resources/read", "prompts/get")
+        ],
+        "resource_name": f"{upstream.name} (through Tether)",
+    }
+
+
+class _Pool:
+    """One open upstream session per server, opened on first use by a task of its own
+    (in the app's lifespan task group, where it is also closed), reopened after a drop."""
+
+    def __init__(self, tether: Tether) -> None:
+        self._tether = tether
+        self._open: dict[str, tuple[UpstreamSession, anyio.Event]] = {}
+        self._lock = anyio.Lock()
+        self._group: Any = None
+
+    @asynccontextmanager
+    async def running(self) -> Any:
+        async with anyio.create_task_group() as group:
+            self._group = group
+            try:
+                yield
+            finally:
+                self._group = None
+                for _, stop in list(self._open.values()):
+                    stop.set()
+                self._open.clear()
+
+    async def get(self, name: str) -> UpstreamSession:
+        async with self._lock:
+            found = self._open.get(name)
+            if found is not None:
+                return found[0]
+            if self._group is None:
+                raise RuntimeError("the gateway is not running")
+            upstream = await to_thread.run_sync(self._tether.upstreams.get, name)
+            ready, stop = anyio.Event(), anyio.Event()
+            opened: list[Any] = []
+            self._group.start_soon(self._hold, upstream, ready, stop, opened)
+            await ready.wait()
+            [outcome] = opened
+            if isinstance(outcome, BaseException):
+                raise outcome
+            session: UpstreamSession = outcome
+            self._open[name] = (session, stop)
+            return session
+
+    async def _hold(
+        self, upstream: Any, ready: anyio.Event, stop: anyio.Event, opened: list[Any]
+    ) -> None:
+        try:
+            async with UpstreamSession(upstream) as session:
+                opened.append(session)
+                ready.set()
+                await stop.wait()
+        except Exception as exc:
+            if not ready.is_set():
+                opened.append(exc)
+                ready.set()
+            else:
+                log.warning("upstream %s ended: %s", upstream.name, type(exc).__name__)
+
+    async def drop(self, name: str) -> None:
+        async with self._lock:
+            found = self._open.pop(name, None)
+        if found is not None:
+            found[1].set()
+
+
+class McpFace:
+    """The ASGI app for ``/mcp/{name}``; run :meth:`lifespan` around serving."""
+
+    def __init__(self, tether: Tether) -> None:
+        self.tether = tether
+        self.pool = _Pool(tether)
+        self.server: Server[Any] = Server(
+            "tether-gateway",
+            version=tether.version,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+        )
+        # Every request is authenticated by its bearer token (no cookies), so the SDK's
+        # localhost DNS-rebinding guard is not needed; "gateway" keeps it off.
+        self._inner = self.server.streamable_http_app(
+            streamable_http_path="/mcp/{name}", transport_security=None, host="gateway"
+        )
+
+    @asynccontextmanager
+    async def lifespan(self) -> Any:
+        async with self.server.session_manager.run(), self.pool.running():
+            yield
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._inner(scope, receive, send)
+            return
+        parts = scope["path"].split("/")
+        name = parts[2] if len(parts) == 3 and parts[1] == "mcp" else ""
+        refusal = await to_thread.run_sync(self._refusal, scope, name)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self._inner(scope, receive, send)
+
+    def _refusal(self, scope: Scope, name: str) -> ASGIApp | None:
+        """None when the request carries a valid token for this server; else the answer."""
+        try:
+            upstream = self.tether.upstreams.get(name)
+        except TetherError:
+            return _json(404, {"error": "not_found", "error_description": "no such MCP server"})
+        metadata = (
+            f"{self.tether.settings.issuer}/.well-known/oauth-protected-resource/mcp/"
+            f"{upstream.name}"
+        )
+        headers = dict(scope.get("headers") or ())
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        why = "send a bearer token for this server"
+        if scheme.lower() == "bearer" and token.strip():
+            try:
+                Gateway(self.tether, upstream.name).verify(token.strip())
+                return None
+            except TetherError as exc:
+                why = exc.description
+        self.tether.refused(
+            "anonymous", why, "mcp", type="tool.refused", resource=f"{upstream.name}/*"
+        )
+        challenge = f'Bearer error="invalid_token", resource_metadata="{metadata}"'
+        body = {"error": "invalid_token", "error_description": why}
+        return _json(401, body, {"WWW-Authenticate": challenge})
+
+    async def _list_tools(
+        self, ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        name, bearer = _who(ctx)
+        gate = Gateway(self.tether, name)
+        try:
+            tools = await gate.list_tools(bearer, await self.pool.get(name))
+        except Exception:
+            await self.pool.drop(name)
+            raise
+        return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
+
+    async def _call_tool(
+        self, ctx: Any, params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        name, bearer = _who(ctx)
+        gate = Gateway(self.tether, name)
+        try:
+            upstream = await self.pool.get(name)
+        except Exception as exc:
+            text = exc.description if isinstance(exc, TetherError) else type(exc).__name__
+            return types.CallToolResult.model_validate(
+                error_result(f"upstream unavailable: {text}")
+            )
+        result = await gate.call_tool(bearer, upstream, params.name, dict(params.arguments or {}))
+        if "the upstream failed" in json.dumps(result):
+            await self.pool.drop(name)  # reopened on the next call
+        return types.CallToolResult.model_validate(result)
+
+
+def _who(ctx: Any) -> tuple[str, str]:
+    request = ctx.request
+    name = str(request.path_params.get("name", ""))
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return name, token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _json(status: int, body: dict[str, str], headers: dict[str, str] | None = None) -> ASGIApp:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(body, status_code=status, headers=headers)

@@ -1,0 +1,122 @@
+"""The gateway's HTTP face, with the official MCP SDK client over streamable HTTP in both
+protocol modes, in front of a real SDK server over stdio: 401 with the RFC 9728 pointer,
+listing and calling only what the token allows, a suspended agent refused mid-session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from conftest import spec
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from tether.api import create_app
+from tether.callers import Caller
+from tether.core import Tether
+from tether.gateway.servers import UpstreamSpec
+from tether.grants import GrantSpec
+
+ADMIN = Caller.admin()
+SERVER = Path(__file__).parent / "helpers" / "mcp_test_server.py"
+BASE = "http://testserver"
+
+
+@pytest.fixture
+def org(tether: Tether, tmp_path: Path) -> tuple[Tether, str, Path]:
+    tether.upstreams.add(ADMIN, UpstreamSpec("test", command=f"{sys.executable} {SERVER}"))
+    tether.upstreams.add(ADMIN, UpstreamSpec("other", command=f"{sys.executable} {SERVER}"))
+    tether.registry.register(ADMIN, spec("helper"))
+    for tool in ("echo", "env_digest"):
+        tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", f"test/{tool}"))
+    agent = tether.registry.get(ADMIN, "helper")
+    token = tether.tokens.client_credentials(
+        agent, f"{tether.settings.issuer}/mcp/test", None, None
+    ).access_token
+    return tether, token, tmp_path
+
+
+async def _served(tether: Tether, work: Any) -> Any:
+    app = create_app(tether)
+    async with app.router.lifespan_context(app):
+        transport = httpx2.ASGITransport(app=app)
+        return await work(transport)
+
+
+def _text(result: Any) -> str:
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_an_agent_sees_and_calls_only_what_it_may(org, mode: str) -> None:
+    tether, token, tmp_path = org
+    note = tmp_path / "note.txt"
+
+    async def work(transport: Any) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers) as http,
+            Client(streamable_http_client(f"{BASE}/mcp/test", http_client=http), mode=mode) as c,
+        ):
+            tools = await c.list_tools()
+            assert sorted(t.name for t in tools.tools) == ["echo", "env_digest"]
+            said = await c.call_tool("echo", {"text": "through tether"})
+            assert not said.is_error and _text(said) == "through tether"
+            denied = await c.call_tool("write_note", {"path": str(note), "text": "x"})
+            assert denied.is_error and "denied" in _text(denied)
+            await anyio.to_thread.run_sync(tether.registry.suspend, ADMIN, "helper")
+            with pytest.raises(MCPError):  # the very next call: 401, the token is dead
+                await c.call_tool("echo", {"text": "again"})
+
+    anyio.run(_served, tether, work)
+    assert not note.exists()
+    decisions = [(e.resource, e.decision) for e in tether.events.list(type="decision")]
+    assert decisions == [("test/echo", "allow"), ("test/write_note", "deny")]
+    refused = tether.events.list(type="tool.refused")  # the call (and the session's close)
+    assert refused and all("not active" in e.reason for e in refused), refused
+
+
+def test_no_token_a_forged_one_or_one_for_another_server_gets_401(org) -> None:
+    tether, token, _ = org
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+
+    async def work(transport: Any) -> list[httpx2.Response]:
+        async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+            answers = [
+                await http.post("/mcp/test", json=body),
+                await http.post(
+                    "/mcp/test", json=body, headers={"Authorization": f"Bearer {forged}"}
+                ),
+                await http.post(
+                    "/mcp/other", json=body, headers={"Authorization": f"Bearer {token}"}
+                ),
+                await http.get("/.well-known/oauth-protected-resource/mcp/test"),
+                await http.post(
+                    "/mcp/nope", json=body, headers={"Authorization": f"Bearer {token}"}
+                ),
+            ]
+            return answers
+
+    *refused, metadata, missing = anyio.run(_served, tether, work)
+    issuer = tether.settings.issuer
+    for answer in refused:
+        assert answer.status_code == 401
+        challenge = answer.headers["www-authenticate"]
+        assert challenge.startswith("Bearer ") and "resource_metadata=" in challenge
+        assert answer.json()["error"] == "invalid_token"
+    assert (
+        f'resource_metadata="{issuer}/.well-known/oauth-protected-resource/mcp/test"'
+        in (refused[0].headers["www-authenticate"])
+    )
+    assert metadata.status_code == 200
+    doc = metadata.json()
+    assert doc["resource"] == f"{issuer}/mcp/test"
+    assert doc["authorization_servers"] == [issuer]
+    assert "tools/call:test/*" in doc["scopes_supported"]
+    assert missing.status_code == 404
