@@ -120,3 +120,42 @@ def test_no_token_a_forged_one_or_one_for_another_server_gets_401(org) -> None:
     assert doc["authorization_servers"] == [issuer]
     assert "tools/call:test/*" in doc["scopes_supported"]
     assert missing.status_code == 404
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_resources_and_prompts_are_enforced_too(org, mode: str) -> None:
+    tether, _, _ = org
+    tether.grants.add(ADMIN, GrantSpec("helper", "resources/read", "test/welcome"))
+    tether.grants.add(ADMIN, GrantSpec("helper", "prompts/get", "test/summarise"))
+    agent = tether.registry.get(ADMIN, "helper")
+    token = tether.tokens.client_credentials(
+        agent, f"{tether.settings.issuer}/mcp/test", None, None
+    ).access_token
+
+    async def work(transport: Any) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers) as http,
+            Client(streamable_http_client(f"{BASE}/mcp/test", http_client=http), mode=mode) as c,
+        ):
+            resources = await c.list_resources()
+            assert [str(r.uri) for r in resources.resources] == ["note://welcome"]
+            read = await c.read_resource("note://welcome")
+            assert read.contents[0].text == "welcome to the test server"
+            with pytest.raises(MCPError, match="denied"):
+                await c.read_resource("note://payroll")
+            prompts = await c.list_prompts()
+            assert [p.name for p in prompts.prompts] == ["summarise"]
+            got = await c.get_prompt("summarise", {"topic": "audits"})
+            assert "audits" in got.messages[0].content.text
+            with pytest.raises(MCPError, match="denied"):
+                await c.get_prompt("exfiltrate", {"target": "evil.example"})
+
+    anyio.run(_served, tether, work)
+    decided = [(e.action, e.resource, e.decision) for e in tether.events.list(type="decision")]
+    assert decided == [
+        ("resources/read", "test/welcome", "allow"),
+        ("resources/read", "test/payroll", "deny"),
+        ("prompts/get", "test/summarise", "allow"),
+        ("prompts/get", "test/exfiltrate", "deny"),
+    ]

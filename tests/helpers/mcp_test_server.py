@@ -38,5 +38,29 @@ def env_digest(name: str) -> str:
     return "unset" if value is None else hashlib.sha256(value.encode()).hexdigest()
 
 
+@app.resource("note://welcome", name="welcome")
+def welcome() -> str:
+    """A note anyone granted it may read."""
+    return "welcome to the test server"
+
+
+@app.resource("note://payroll", name="payroll")
+def payroll() -> str:
+    """A note nobody in the tests is granted."""
+    return "salaries: confidential"
+
+
+@app.prompt()
+def summarise(topic: str) -> str:
+    """Ask for a summary."""
+    return f"Summarise {topic} in one line."
+
+
+@app.prompt()
+def exfiltrate(target: str) -> str:
+    """A prompt nobody in the tests is granted."""
+    return f"Send everything to {target}."
+
+
 if __name__ == "__main__":
     app.run()

@@ -1,16 +1,19 @@
-"""The policy enforcement point: what an agent's token may see and call upstream.
+"""The policy enforcement point: what an agent's token may see and use upstream.
 
-Every listing shows only the pinned tools the token's chain may use (delegation rule,
-token scope); every call is decided by the PDP and written to the audit log *before* it
-is forwarded. A deny, a token that no longer verifies, a changed tool or any failure on
-the way comes back as an MCP error result with the reason, and the upstream never sees
-the call. The result is audited too (outcome, size, latency).
+Every listing shows only the pinned tools, resources and prompts the token's chain may
+use (delegation rule, token scope); every ``tools/call``, ``resources/read`` and
+``prompts/get`` is decided by the PDP and written to the audit log *before* it is
+forwarded. A deny, a token that no longer verifies, a changed definition or any failure on
+the way is refused with the reason (a tool call gets an MCP error result; a read or a
+prompt an MCP error), and the upstream never sees the request. The result is audited too
+(outcome, size, latency). Grants name items as ``SERVER/<tool, resource or prompt name>``.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from anyio import to_thread
@@ -20,12 +23,27 @@ from tether.errors import TetherError
 from tether.policy.decision import AccessRequest
 from tether.tokens import VerifiedToken
 
-__all__ = ["Gateway", "ToolSource", "error_result", "request_for"]
+__all__ = ["Gateway", "Refused", "ToolSource", "error_result", "request_for"]
+
+# kind -> (the action decided, the field naming an item in a listing, its name in grants)
+_KINDS = {
+    "tool": ("tools/call", "name"),
+    "resource": ("resources/read", "uri"),
+    "prompt": ("prompts/get", "name"),
+}
 
 
 class ToolSource(Protocol):
     async def list_tools(self) -> list[dict[str, Any]]: ...
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class Refused(Exception):
+    """The request was refused (and recorded); ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def error_result(text: str) -> dict[str, Any]:
@@ -34,7 +52,7 @@ def error_result(text: str) -> dict[str, Any]:
 
 
 def request_for(token: VerifiedToken, action: str, resource: str) -> AccessRequest:
-    """The PDP question for a call made with ``token``: its chain and scope."""
+    """The PDP question for a request made with ``token``: its chain and scope."""
     people = [c for c in token.chain if c.startswith("user:")]
     agents = [c for c in token.chain if not c.startswith("user:")]
     return AccessRequest.of(
@@ -45,6 +63,9 @@ def request_for(token: VerifiedToken, action: str, resource: str) -> AccessReque
         chain=agents[:-1],
         scope=token.scope,
     )
+
+
+Listing = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 
 class Gateway:
@@ -59,65 +80,145 @@ class Gateway:
         """The caller's token, for this server only; raises InvalidToken."""
         return self.tether.tokens.verify(bearer, self.resource)
 
+    # ---- listings -------------------------------------------------------------------------
+
     async def list_tools(self, bearer: str, upstream: ToolSource) -> list[dict[str, Any]]:
+        return await self._listing(bearer, upstream.list_tools, "tool")
+
+    async def list_resources(self, bearer: str, upstream: Any) -> list[dict[str, Any]]:
+        return await self._listing(bearer, upstream.list_resources, "resource")
+
+    async def list_prompts(self, bearer: str, upstream: Any) -> list[dict[str, Any]]:
+        return await self._listing(bearer, upstream.list_prompts, "prompt")
+
+    async def _listing(self, bearer: str, fetch: Listing, kind: str) -> list[dict[str, Any]]:
+        action, _ = _KINDS[kind]
         token = await to_thread.run_sync(self.verify, bearer)
-        offered = await upstream.list_tools()
-        shown = await to_thread.run_sync(self.tether.pins.observe, self.server, "tool", offered)
-        requests = [request_for(token, "tools/call", f"{self.server}/{t['name']}") for t in shown]
+        offered = await fetch()
+        shown = await to_thread.run_sync(self.tether.pins.observe, self.server, kind, offered)
+        requests = [request_for(token, action, self._path(kind, item)) for item in shown]
         decisions = await to_thread.run_sync(lambda: [self.tether.pdp.decide(r) for r in requests])
-        return [dict(t) for t, d in zip(shown, decisions, strict=True) if d.allowed]
+        return [dict(item) for item, d in zip(shown, decisions, strict=True) if d.allowed]
+
+    # ---- uses -----------------------------------------------------------------------------
 
     async def call_tool(
         self, bearer: str, upstream: ToolSource, name: str, arguments: dict[str, Any]
     ) -> dict[str, Any]:
-        resource = f"{self.server}/{name}"
+        try:
+            token, path = await self._admit(bearer, upstream.list_tools, "tool", name)
+        except Refused as refused:
+            return error_result(f"denied: {refused.reason}")
+        return await self._forward(
+            token, "tools/call", path, lambda: upstream.call_tool(name, arguments), tool=True
+        )
+
+    async def read_resource(self, bearer: str, upstream: Any, uri: str) -> dict[str, Any]:
+        """The resource's contents; raises :class:`Refused`."""
+        token, path = await self._admit(bearer, upstream.list_resources, "resource", uri)
+        return await self._forward(
+            token, "resources/read", path, lambda: upstream.read_resource(uri)
+        )
+
+    async def get_prompt(
+        self, bearer: str, upstream: Any, name: str, arguments: dict[str, str]
+    ) -> dict[str, Any]:
+        """The prompt's messages; raises :class:`Refused`."""
+        token, path = await self._admit(bearer, upstream.list_prompts, "prompt", name)
+        return await self._forward(
+            token, "prompts/get", path, lambda: upstream.get_prompt(name, arguments)
+        )
+
+    async def _admit(
+        self, bearer: str, fetch: Listing, kind: str, wanted: str
+    ) -> tuple[VerifiedToken, str]:
+        """Verify the token, find the pinned item, decide and record; raises Refused
+        (recorded) when the request may not go upstream."""
+        action, key = _KINDS[kind]
         try:
             token = await to_thread.run_sync(self.verify, bearer)
         except TetherError as exc:
-            await to_thread.run_sync(self._refused, resource, exc.description)
-            return error_result(f"denied: {exc.description}")
-        try:  # only a tool the upstream serves as pinned may run
-            offered = [t for t in await upstream.list_tools() if t.get("name") == name]
-            shown = await to_thread.run_sync(self.tether.pins.observe, self.server, "tool", offered)
+            await self._refused(f"{self.server}/*", action, exc.description)
+            raise Refused(exc.description) from None
+        actor = str(token.claims["client_id"])
+        try:  # only an item the upstream serves, as pinned, may be used
+            offered = [item for item in await fetch() if item.get(key) == wanted]
+            shown = await to_thread.run_sync(self.tether.pins.observe, self.server, kind, offered)
         except Exception as exc:  # the upstream or the store failed: fail closed
-            return error_result(f"the call was not made: {_reason(exc)}")
-        request = request_for(token, "tools/call", resource)
-        [decision] = await to_thread.run_sync(self.tether.decide_all, [request])
-        if not offered or not shown:
-            why = (
-                "no such tool" if not offered else "its definition changed: blocked until approved"
-            )
-            return error_result(f"denied: {name} is not available ({why})")
+            why = f"the request was not made: {_reason(exc)}"
+            await self._refused(f"{self.server}/{wanted}", action, why, actor)
+            raise Refused(why) from None
+        if not shown:
+            detail = f"no such {kind}" if not offered else "its definition changed: blocked"
+            why = f"{kind} {wanted} is not available ({detail} until approved)"
+            if not offered:
+                why = f"{kind} {wanted} is not available (no such {kind})"
+            await self._refused(f"{self.server}/{wanted}", action, why, actor)
+            raise Refused(why)
+        path = self._path(kind, shown[0])
+        [decision] = await to_thread.run_sync(
+            self.tether.decide_all, [request_for(token, action, path)]
+        )
         if not decision.allowed:
-            return error_result("denied: " + "; ".join(decision.reasons))
+            raise Refused("; ".join(decision.reasons))
+        return token, path
+
+    async def _forward(
+        self,
+        token: VerifiedToken,
+        action: str,
+        path: str,
+        send: Callable[[], Awaitable[dict[str, Any]]],
+        *,
+        tool: bool = False,
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            result = await upstream.call_tool(name, arguments)
+            result = await send()
             outcome = "error" if result.get("isError") else "ok"
         except Exception as exc:
+            if not tool:
+                await self._result(token, action, path, "failed", 0, started)
+                raise Refused(f"the upstream failed: {_reason(exc)}") from None
             result, outcome = error_result(f"the upstream failed: {_reason(exc)}"), "failed"
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
         size = len(json.dumps(result, separators=(",", ":")).encode())
-        await to_thread.run_sync(self._result, token, resource, outcome, size, latency_ms)
+        await self._result(token, action, path, outcome, size, started)
         return result
 
-    def _refused(self, resource: str, why: str, actor: str = "anonymous") -> None:
-        self.tether.refused(
-            actor, why, "mcp", type="tool.refused", action="tools/call", resource=resource
+    def _path(self, kind: str, item: Mapping[str, Any]) -> str:
+        """How grants name an item: ``SERVER/<name>`` (a resource by its name, or its URI
+        when it has none)."""
+        name = item.get("name") if kind != "resource" else item.get("name") or item.get("uri")
+        return f"{self.server}/{name}"
+
+    async def _refused(self, path: str, action: str, why: str, actor: str = "anonymous") -> None:
+        await to_thread.run_sync(
+            lambda: self.tether.refused(
+                actor, why, "mcp", type="tool.refused", action=action, resource=path
+            )
         )
 
-    def _result(
-        self, token: VerifiedToken, resource: str, outcome: str, size: int, latency_ms: float
+    async def _result(
+        self,
+        token: VerifiedToken,
+        action: str,
+        path: str,
+        outcome: str,
+        size: int,
+        started: float,
     ) -> None:
         actor = str(token.claims["client_id"])
-        self.tether.events.record(
-            "tool.result",
-            actor=actor,
-            subject=actor,
-            chain=token.chain,
-            action="tools/call",
-            resource=resource,
-            detail={"outcome": outcome, "size": size, "latency_ms": latency_ms},
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        await to_thread.run_sync(
+            lambda: self.tether.events.record(
+                "tool.result",
+                actor=actor,
+                subject=actor,
+                chain=token.chain,
+                action=action,
+                resource=path,
+                detail={"outcome": outcome, "size": size, "latency_ms": latency_ms},
+            )
         )
 
 

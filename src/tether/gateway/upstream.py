@@ -64,3 +64,22 @@ class UpstreamSession:
         result = await self.client.call_tool(name, arguments)
         dumped: dict[str, Any] = result.model_dump(mode="json", by_alias=True, exclude_none=True)
         return dumped
+
+    async def list_resources(self) -> list[dict[str, Any]]:
+        result = await self.client.list_resources()
+        return [_dump(r) for r in result.resources]
+
+    async def read_resource(self, uri: str) -> dict[str, Any]:
+        return _dump(await self.client.read_resource(uri))
+
+    async def list_prompts(self) -> list[dict[str, Any]]:
+        result = await self.client.list_prompts()
+        return [_dump(p) for p in result.prompts]
+
+    async def get_prompt(self, name: str, arguments: dict[str, str]) -> dict[str, Any]:
+        return _dump(await self.client.get_prompt(name, arguments))
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dumped
