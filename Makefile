@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix $(VENV)/npm --no-audit --no-fund --ignore-scripts --save-exact \
+			--loglevel=error @modelcontextprotocol/server-filesystem@2026.8.31; \
+	else echo "npm not found: the third-party MCP server tests will be skipped"; fi
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from tether.cli import output
-from tether.cli.context import open_client
+from tether.cli.context import open_client, settings
 from tether.cli.options import Json, Reason
 
 __all__ = ["app"]
@@ -93,3 +93,18 @@ def approve(
         output.console.print(
             f"approved {kind} {tool} on {server}: {pin['pinned_hash']}", markup=False
         )
+
+
+@app.command()
+def stdio(name: Annotated[str, typer.Argument(help="The upstream server's name.")]) -> None:
+    """Serve upstream NAME as a stdio MCP server (for a desktop MCP client's config), as
+    the agent of TETHER_AGENT_TOKEN or TETHER_AGENT_KEY, on TETHER_HOME / TETHER_DB."""
+    import os
+
+    import anyio
+
+    from tether.core import Tether
+    from tether.gateway.stdio import serve_stdio
+
+    with Tether.open(settings()) as tether:
+        anyio.run(serve_stdio, tether, name, dict(os.environ))

@@ -11,28 +11,24 @@ upstream, and reopened after a failure.
 
 from __future__ import annotations
 
-import json
 import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import mcp_types as types
 from anyio import to_thread
 from mcp.server.lowlevel import Server
-from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.core import Tether
 from tether.errors import TetherError
-from tether.gateway.enforce import Gateway, Refused, error_result
+from tether.gateway.enforce import Gateway
+from tether.gateway.handlers import build_server
 from tether.gateway.upstream import UpstreamSession
 
 __all__ = ["McpFace", "protected_resource_metadata"]
 
 log = logging.getLogger("tether.gateway")
-
-DENIED = -32003  # a JSON-RPC server error: the request was refused (and recorded)
 
 
 def protected_resource_metadata(tether: Tether, name: str) -> dict[str, Any]:
@@ -121,15 +117,8 @@ class McpFace:
     def __init__(self, tether: Tether) -> None:
         self.tether = tether
         self.pool = _Pool(tether)
-        self.server: Server[Any] = Server(
-            "tether-gateway",
-            version=tether.version,
-            on_list_tools=self._list_tools,
-            on_call_tool=self._call_tool,
-            on_list_resources=self._list_resources,
-            on_read_resource=self._read_resource,
-            on_list_prompts=self._list_prompts,
-            on_get_prompt=self._get_prompt,
+        self.server: Server[Any] = build_server(
+            self._resolve, version=tether.version, on_upstream_failure=self.pool.drop
         )
         # Every request is authenticated by its bearer token (no cookies), so the SDK's
         # localhost DNS-rebinding guard is not needed; "gateway" keeps it off.
@@ -180,77 +169,9 @@ class McpFace:
         body = {"error": "invalid_token", "error_description": why}
         return _json(401, body, {"WWW-Authenticate": challenge})
 
-    async def _list_tools(
-        self, ctx: Any, params: types.PaginatedRequestParams | None
-    ) -> types.ListToolsResult:
+    async def _resolve(self, ctx: Any) -> tuple[Gateway, str, UpstreamSession]:
         name, bearer = _who(ctx)
-        gate = Gateway(self.tether, name)
-        try:
-            tools = await gate.list_tools(bearer, await self.pool.get(name))
-        except Exception:
-            await self.pool.drop(name)
-            raise
-        return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
-
-    async def _call_tool(
-        self, ctx: Any, params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
-        name, bearer = _who(ctx)
-        gate = Gateway(self.tether, name)
-        try:
-            upstream = await self.pool.get(name)
-        except Exception as exc:
-            text = exc.description if isinstance(exc, TetherError) else type(exc).__name__
-            return types.CallToolResult.model_validate(
-                error_result(f"upstream unavailable: {text}")
-            )
-        result = await gate.call_tool(bearer, upstream, params.name, dict(params.arguments or {}))
-        if "the upstream failed" in json.dumps(result):
-            await self.pool.drop(name)  # reopened on the next call
-        return types.CallToolResult.model_validate(result)
-
-    async def _list_resources(
-        self, ctx: Any, params: types.PaginatedRequestParams | None
-    ) -> types.ListResourcesResult:
-        name, bearer = _who(ctx)
-        upstream = await self.pool.get(name)
-        found = await Gateway(self.tether, name).list_resources(bearer, upstream)
-        return types.ListResourcesResult(
-            resources=[types.Resource.model_validate(r) for r in found]
-        )
-
-    async def _read_resource(
-        self, ctx: Any, params: types.ReadResourceRequestParams
-    ) -> types.ReadResourceResult:
-        name, bearer = _who(ctx)
-        upstream = await self.pool.get(name)
-        try:
-            read = await Gateway(self.tether, name).read_resource(bearer, upstream, str(params.uri))
-        except Refused as refused:
-            raise MCPError(code=DENIED, message=f"denied: {refused.reason}") from None
-        return types.ReadResourceResult.model_validate(read)
-
-    async def _list_prompts(
-        self, ctx: Any, params: types.PaginatedRequestParams | None
-    ) -> types.ListPromptsResult:
-        name, bearer = _who(ctx)
-        upstream = await self.pool.get(name)
-        found = await Gateway(self.tether, name).list_prompts(bearer, upstream)
-        return types.ListPromptsResult(prompts=[types.Prompt.model_validate(p) for p in found])
-
-    async def _get_prompt(
-        self, ctx: Any, params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult:
-        name, bearer = _who(ctx)
-        upstream = await self.pool.get(name)
-        arguments = {k: str(v) for k, v in (params.arguments or {}).items()}
-        try:
-            got = await Gateway(self.tether, name).get_prompt(
-                bearer, upstream, params.name, arguments
-            )
-        except Refused as refused:
-            raise MCPError(code=DENIED, message=f"denied: {refused.reason}") from None
-        return types.GetPromptResult.model_validate(got)
+        return Gateway(self.tether, name), bearer, await self.pool.get(name)
 
 
 def _who(ctx: Any) -> tuple[str, str]:

@@ -1,0 +1,85 @@
+"""The MCP server side of the gateway, shared by its faces (``/mcp/NAME`` and stdio):
+each request is answered through :class:`Gateway` for the caller's token."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import mcp_types as types
+from mcp.server.lowlevel import Server
+from mcp.shared.exceptions import MCPError
+
+from tether.errors import TetherError
+from tether.gateway.enforce import Gateway, Refused, error_result
+from tether.gateway.upstream import UpstreamSession
+
+__all__ = ["DENIED", "Resolve", "build_server"]
+
+DENIED = -32003  # a JSON-RPC server error: the request was refused (and recorded)
+
+# For a request: the gateway of its server, the caller's bearer token, the open upstream.
+Resolve = Callable[[Any], Awaitable[tuple[Gateway, str, UpstreamSession]]]
+
+
+def build_server(resolve: Resolve, *, version: str, on_upstream_failure: Any = None) -> Server[Any]:
+    """An MCP server whose every handler enforces through the resolved gateway."""
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        gate, bearer, upstream = await resolve(ctx)
+        tools = await gate.list_tools(bearer, upstream)
+        return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        try:
+            gate, bearer, upstream = await resolve(ctx)
+        except TetherError as exc:
+            return types.CallToolResult.model_validate(
+                error_result(f"upstream unavailable: {exc.description}")
+            )
+        result = await gate.call_tool(bearer, upstream, params.name, dict(params.arguments or {}))
+        if on_upstream_failure is not None and str(result).find("the upstream failed") >= 0:
+            await on_upstream_failure(gate.server)
+        return types.CallToolResult.model_validate(result)
+
+    async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
+        gate, bearer, upstream = await resolve(ctx)
+        found = await gate.list_resources(bearer, upstream)
+        return types.ListResourcesResult(
+            resources=[types.Resource.model_validate(r) for r in found]
+        )
+
+    async def read_resource(
+        ctx: Any, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        gate, bearer, upstream = await resolve(ctx)
+        try:
+            read = await gate.read_resource(bearer, upstream, str(params.uri))
+        except Refused as refused:
+            raise MCPError(code=DENIED, message=f"denied: {refused.reason}") from None
+        return types.ReadResourceResult.model_validate(read)
+
+    async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
+        gate, bearer, upstream = await resolve(ctx)
+        found = await gate.list_prompts(bearer, upstream)
+        return types.ListPromptsResult(prompts=[types.Prompt.model_validate(p) for p in found])
+
+    async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        gate, bearer, upstream = await resolve(ctx)
+        arguments = {k: str(v) for k, v in (params.arguments or {}).items()}
+        try:
+            got = await gate.get_prompt(bearer, upstream, params.name, arguments)
+        except Refused as refused:
+            raise MCPError(code=DENIED, message=f"denied: {refused.reason}") from None
+        return types.GetPromptResult.model_validate(got)
+
+    return Server(
+        "tether-gateway",
+        version=version,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_read_resource=read_resource,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+    )
