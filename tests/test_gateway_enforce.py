@@ -139,3 +139,39 @@ def test_a_token_for_another_server_is_refused(gateway) -> None:
 
     result = anyio.run(run)
     assert result["isError"] and "audience" in _text(result)
+
+
+def test_a_change_made_by_another_process_is_seen_within_the_staleness_bound(
+    make_settings, monkeypatch
+) -> None:
+    """Suspended through another Tether on the same store: refused once the configured
+    staleness bound (here 200 ms; 1 s by default) has passed."""
+    import time
+
+    settings = make_settings(decision_staleness_ms=200)
+    first, _ = Tether.init(settings)
+    other = Tether.open(settings)
+    try:
+        first.upstreams.add(ADMIN, UpstreamSpec("test", command=f"{sys.executable} {SERVER}"))
+        first.registry.register(ADMIN, spec("helper"))
+        first.grants.add(ADMIN, GrantSpec("helper", "tools/call", "test/echo"))
+        agent = first.registry.get(ADMIN, "helper")
+        token = first.tokens.client_credentials(
+            agent, f"{first.settings.issuer}/mcp/test", None, None
+        ).access_token
+
+        async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+            gate = Gateway(first, "test")
+            async with UpstreamSession(first.upstreams.get("test")) as upstream:
+                before = await gate.call_tool(token, upstream, "echo", {"text": "a"})
+                other.registry.suspend(ADMIN, "helper")  # another process, same store
+                time.sleep(0.3)  # past the staleness bound
+                after = await gate.call_tool(token, upstream, "echo", {"text": "b"})
+                return before, after
+
+        before, after = anyio.run(run)
+        assert not before.get("isError")
+        assert after["isError"] and "denied" in _text(after)
+    finally:
+        other.close()
+        first.close()
