@@ -12,8 +12,10 @@ prompt an MCP error), and the upstream never sees the request. The result is aud
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from anyio import to_thread
@@ -23,7 +25,16 @@ from tether.errors import TetherError
 from tether.policy.decision import AccessRequest
 from tether.tokens import VerifiedToken
 
-__all__ = ["Gateway", "Refused", "ToolSource", "error_result", "request_for"]
+__all__ = [
+    "Gateway",
+    "Refused",
+    "ToolSource",
+    "error_result",
+    "request_for",
+    "results_recorded",
+]
+
+log = logging.getLogger("tether.gateway")
 
 # kind -> (the action decided, the field naming an item in a listing, its name in grants)
 _KINDS = {
@@ -35,6 +46,7 @@ _KINDS = {
 
 class ToolSource(Protocol):
     async def list_tools(self) -> list[dict[str, Any]]: ...
+    async def known_tools(self) -> list[dict[str, Any]]: ...
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]: ...
 
 
@@ -66,6 +78,9 @@ def request_for(token: VerifiedToken, action: str, resource: str) -> AccessReque
 
 
 Listing = Callable[[], Awaitable[list[dict[str, Any]]]]
+
+# Records the results of forwarded requests behind the answers (one worker: in order).
+_RESULTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tether-results")
 
 
 class Gateway:
@@ -106,7 +121,7 @@ class Gateway:
         self, bearer: str, upstream: ToolSource, name: str, arguments: dict[str, Any]
     ) -> dict[str, Any]:
         try:
-            token, path = await self._admit(bearer, upstream.list_tools, "tool", name)
+            token, path = await self._admit(bearer, upstream.known_tools, "tool", name)
         except Refused as refused:
             return error_result(f"denied: {refused.reason}")
         return await self._forward(
@@ -209,17 +224,29 @@ class Gateway:
     ) -> None:
         actor = str(token.claims["client_id"])
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        await to_thread.run_sync(
-            lambda: self.tether.events.record(
-                "tool.result",
-                actor=actor,
-                subject=actor,
-                chain=token.chain,
-                action=action,
-                resource=path,
-                detail={"outcome": outcome, "size": size, "latency_ms": latency_ms},
-            )
+        # The decision was recorded before the call; the result is recorded behind the
+        # answer (through the group commit), so it does not hold the response up.
+        future = _RESULTS.submit(
+            self.tether.events.record,
+            "tool.result",
+            actor=actor,
+            subject=actor,
+            chain=token.chain,
+            action=action,
+            resource=path,
+            detail={"outcome": outcome, "size": size, "latency_ms": latency_ms},
         )
+        future.add_done_callback(_log_failure)
+
+
+def results_recorded() -> None:
+    """Wait until every result handed to the recorder so far is written (tests, shutdown)."""
+    _RESULTS.submit(lambda: None).result()
+
+
+def _log_failure(future: Future[Any]) -> None:
+    if future.exception() is not None:
+        log.error("a tool result could not be recorded: %s", future.exception())
 
 
 def _reason(exc: Exception) -> str:

@@ -12,6 +12,7 @@ upstream, and reopened after a failure.
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,11 +25,14 @@ from tether.core import Tether
 from tether.errors import TetherError
 from tether.gateway.enforce import Gateway
 from tether.gateway.handlers import build_server
+from tether.gateway.servers import Upstream
 from tether.gateway.upstream import UpstreamSession
 
 __all__ = ["McpFace", "protected_resource_metadata"]
 
 log = logging.getLogger("tether.gateway")
+
+_UPSTREAM_TTL = 1.0  # seconds a removed upstream may still be found by this process
 
 
 def protected_resource_metadata(tether: Tether, name: str) -> dict[str, Any]:
@@ -117,6 +121,7 @@ class McpFace:
     def __init__(self, tether: Tether) -> None:
         self.tether = tether
         self.pool = _Pool(tether)
+        self._known: dict[str, tuple[Upstream, float]] = {}
         self.server: Server[Any] = build_server(
             self._resolve, version=tether.version, on_upstream_failure=self.pool.drop
         )
@@ -146,7 +151,7 @@ class McpFace:
     def _refusal(self, scope: Scope, name: str) -> ASGIApp | None:
         """None when the request carries a valid token for this server; else the answer."""
         try:
-            upstream = self.tether.upstreams.get(name)
+            upstream = self._upstream(name)
         except TetherError:
             return _json(404, {"error": "not_found", "error_description": "no such MCP server"})
         metadata = (
@@ -168,6 +173,16 @@ class McpFace:
         challenge = f'Bearer error="invalid_token", resource_metadata="{metadata}"'
         body = {"error": "invalid_token", "error_description": why}
         return _json(401, body, {"WWW-Authenticate": challenge})
+
+    def _upstream(self, name: str) -> Upstream:
+        """The upstream named ``name``, read from the store at most once a second."""
+        now = time.monotonic()
+        cached = self._known.get(name)
+        if cached is not None and now - cached[1] < _UPSTREAM_TTL:
+            return cached[0]
+        upstream = self.tether.upstreams.get(name)
+        self._known[name] = (upstream, now)
+        return upstream
 
     async def _resolve(self, ctx: Any) -> tuple[Gateway, str, UpstreamSession]:
         name, bearer = _who(ctx)

@@ -75,6 +75,9 @@ class Pins:
         self._store = store
         self._log = log
         self._clock = clock
+        # (server, kind, name) -> the hash seen pinned: a definition seen as pinned stays
+        # pinned until it changes (and then it no longer matches) or its server is removed.
+        self._known: dict[tuple[str, str, str], str] = {}
 
     def observe(
         self, server: str, kind: str, definitions: Sequence[Mapping[str, Any]]
@@ -82,7 +85,15 @@ class Pins:
         """The definitions the gateway may show, in order. New ones are pinned now; one
         that differs from its pin is held back (and the change recorded once)."""
         key = "uri" if kind == "resource" else "name"
+        digests = [definition_hash(kind, d) for d in definitions]
+        known = self._known
+        if all(
+            known.get((server, kind, str(d.get(key, ""))[:512])) == h
+            for d, h in zip(definitions, digests, strict=True)
+        ) and len({str(d.get(key, "")) for d in definitions}) == len(definitions):
+            return list(definitions)  # every one is pinned as it is: nothing to write
         shown: list[Mapping[str, Any]] = []
+        learned: dict[tuple[str, str, str], str] = {}
         with self._store.write() as conn:
             rows = conn.execute(
                 select(gateway_pins).where(
@@ -124,6 +135,7 @@ class Pins:
                         detail={"hash": digest},
                     )
                     shown.append(definition)
+                    learned[(server, kind, name)] = digest
                 elif row.pinned_hash == digest:
                     if row.status != "pinned":  # the upstream went back to what was approved
                         conn.execute(
@@ -132,7 +144,9 @@ class Pins:
                             )
                         )
                     shown.append(definition)
+                    learned[(server, kind, name)] = digest
                 elif row.pending_hash != digest:
+                    learned[(server, kind, name)] = ""  # changed: always ask the store again
                     conn.execute(
                         _where(server, kind, name).values(
                             status="changed", pending_hash=digest, pending=part, changed_at=now
@@ -148,6 +162,7 @@ class Pins:
                         reason=f"the definition of {kind} {name} changed: blocked until approved",
                         detail={"pinned": dict(row.pinned), "new": part},
                     )
+        self._known.update(learned)  # only once committed
         return shown
 
     def list(self, server: str) -> list[Pin]:

@@ -29,6 +29,7 @@ class UpstreamSession:
         self.upstream = upstream
         self._stack = AsyncExitStack()
         self._client: Client | None = None
+        self._tools: list[dict[str, Any]] | None = None
 
     async def __aenter__(self) -> UpstreamSession:
         secrets = {c.name: resolve(c) for c in self.upstream.credentials}
@@ -57,8 +58,16 @@ class UpstreamSession:
         return self._client
 
     async def list_tools(self) -> list[dict[str, Any]]:
+        """The upstream's tools now (and remembered for :meth:`known_tools`)."""
         result = await self.client.list_tools()
-        return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in result.tools]
+        self._tools = [_dump(t) for t in result.tools]
+        return self._tools
+
+    async def known_tools(self) -> list[dict[str, Any]]:
+        """The tools as last listed (listing now if never). A client learns what a tool
+        is only from a listing, which is always fresh and checked against the pins; a call
+        is checked against what that listing showed."""
+        return self._tools if self._tools is not None else await self.list_tools()
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         result = await self.client.call_tool(name, arguments)
