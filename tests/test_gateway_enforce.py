@@ -176,3 +176,68 @@ def test_a_change_made_by_another_process_is_seen_within_the_staleness_bound(
     finally:
         other.close()
         first.close()
+
+
+@pytest.fixture
+def http_upstream() -> Any:
+    """The SDK test server over streamable HTTP on a free local port, for one test."""
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, str(SERVER), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as attempt:
+            if attempt.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_an_http_upstream_gets_its_credential_header_and_never_the_agents_token(
+    tether: Tether, http_upstream: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TETHER_TEST_UPSTREAM_SECRET", SECRET)
+    tether.upstreams.add(
+        ADMIN,
+        UpstreamSpec(
+            "web", url=http_upstream, credentials=["X-Api-Key=env:TETHER_TEST_UPSTREAM_SECRET"]
+        ),
+    )
+    tether.registry.register(ADMIN, spec("helper"))
+    for tool in ("echo", "header_digest"):
+        tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", f"web/{tool}"))
+    agent = tether.registry.get(ADMIN, "helper")
+    token = tether.tokens.client_credentials(
+        agent, f"{tether.settings.issuer}/mcp/web", None, None
+    ).access_token
+    note = tmp_path / "note.txt"
+
+    async def run() -> None:
+        gate = Gateway(tether, "web")
+        async with UpstreamSession(tether.upstreams.get("web")) as upstream:
+            listed = sorted(t["name"] for t in await gate.list_tools(token, upstream))
+            assert listed == ["echo", "header_digest"]
+            key = await gate.call_tool(token, upstream, "header_digest", {"name": "X-Api-Key"})
+            assert _text(key) == hashlib.sha256(SECRET.encode()).hexdigest()
+            auth = await gate.call_tool(token, upstream, "header_digest", {"name": "authorization"})
+            assert _text(auth) == "unset"  # the agent's token never goes upstream
+            denied = await gate.call_tool(
+                token, upstream, "write_note", {"path": str(note), "text": "x"}
+            )
+            assert denied["isError"]
+
+    anyio.run(run)
+    assert not note.exists()

@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 app = MCPServer("tether-test-server")
 
@@ -38,6 +38,13 @@ def env_digest(name: str) -> str:
     return "unset" if value is None else hashlib.sha256(value.encode()).hexdigest()
 
 
+@app.tool()
+def header_digest(name: str, ctx: Context) -> str:  # type: ignore[type-arg]
+    """The SHA-256 of an HTTP request header (never the value): shows injection."""
+    value = (ctx.headers or {}).get(name.lower())
+    return "unset" if value is None else hashlib.sha256(value.encode()).hexdigest()
+
+
 @app.resource("note://welcome", name="welcome")
 def welcome() -> str:
     """A note anyone granted it may read."""
@@ -63,4 +70,9 @@ def exfiltrate(target: str) -> str:
 
 
 if __name__ == "__main__":
-    app.run()
+    import sys
+
+    if len(sys.argv) > 1:  # PORT: serve streamable HTTP on 127.0.0.1:PORT/mcp
+        app.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+    else:
+        app.run()
