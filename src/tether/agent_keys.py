@@ -10,8 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import time
+import uuid
 from pathlib import Path
 
+import jwt
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -20,7 +23,9 @@ from tether.errors import Conflict, InvalidRequest
 
 __all__ = [
     "KeyPair",
+    "client_assertion",
     "generate_key_pair",
+    "load_private_key",
     "parse_public_key",
     "write_private_key",
 ]
@@ -86,3 +91,28 @@ def write_private_key(path: Path, pem: bytes) -> None:
         raise InvalidRequest(f"cannot write key file {path}: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """An agent's private key from its file."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"cannot read the agent's key {path}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InvalidRequest(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def client_assertion(agent_id: str, token_endpoint: str, key: Ed25519PrivateKey) -> str:
+    """A fresh RFC 7523 client assertion of the agent, signed with its own key."""
+    now = int(time.time())
+    claims = {
+        "iss": agent_id,
+        "sub": agent_id,
+        "aud": token_endpoint,
+        "iat": now,
+        "exp": now + 60,
+        "jti": str(uuid.uuid4()),
+    }
+    return jwt.encode(claims, key, algorithm="EdDSA")

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import jwt
 import typer
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tether.agent_keys import client_assertion, load_private_key
 from tether.cli import output
 from tether.cli.context import keys_dir, open_client
 from tether.cli.options import Json
@@ -52,34 +49,15 @@ def rotate(json_: Json = False) -> None:
         output.console.print(f"new signing key {result['kid']}")
 
 
-def _agent_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), None)
-    except (OSError, ValueError) as exc:
-        raise InvalidRequest(f"cannot read the agent's key {path}: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise InvalidRequest(f"{path} is not an Ed25519 private key")
-    return key
-
-
 def _assertion(client: Any, agent: str, key: Path | None) -> tuple[str, str]:
     """(agent ID, a fresh client assertion signed with the agent's own key)."""
     name = (
         parse_name(agent.rsplit("/", 1)[-1]) if agent.startswith("spiffe://") else parse_name(agent)
     )
-    private = _agent_key(key or keys_dir() / f"{name}.pem")
+    private = load_private_key(key or keys_dir() / f"{name}.pem")
     meta = client.oauth_metadata()
     agent_id = str(client.get_agent(agent)["id"])
-    now = int(time.time())
-    claims = {
-        "iss": agent_id,
-        "sub": agent_id,
-        "aud": meta["token_endpoint"],
-        "iat": now,
-        "exp": now + 60,
-        "jti": str(uuid.uuid4()),
-    }
-    return agent_id, jwt.encode(claims, private, algorithm="EdDSA")
+    return agent_id, client_assertion(agent_id, meta["token_endpoint"], private)
 
 
 def _print_token(issued: dict[str, Any], as_json: bool) -> None:

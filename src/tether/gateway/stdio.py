@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mcp.server.stdio import stdio_server
 
+from tether.agent_keys import client_assertion, load_private_key
 from tether.callers import Caller
 from tether.core import Tether
-from tether.errors import InvalidRequest, Unauthenticated
+from tether.errors import Unauthenticated
 from tether.gateway.enforce import Gateway
 from tether.gateway.handlers import build_server
 from tether.gateway.upstream import UpstreamSession
@@ -45,7 +42,7 @@ class AgentTokens:
         key_file = environ.get("TETHER_AGENT_KEY") or None
         if self._static is None and key_file is None:
             raise Unauthenticated("set TETHER_AGENT_TOKEN or TETHER_AGENT_KEY for the agent")
-        self._key = _load_key(Path(key_file)) if key_file and self._static is None else None
+        self._key = load_private_key(Path(key_file)) if key_file and self._static is None else None
         self._agent_id = self._find_agent() if self._key is not None else None
         self._token = ""
         self._expires = 0.0
@@ -69,32 +66,10 @@ class AgentTokens:
     def _issue(self) -> tuple[str, float]:
         assert self._key is not None
         assert self._agent_id is not None
-        now = int(time.time())
-        assertion = jwt.encode(
-            {
-                "iss": self._agent_id,
-                "sub": self._agent_id,
-                "aud": self._tether.tokens.token_endpoint,
-                "iat": now,
-                "exp": now + 60,
-                "jti": str(uuid.uuid4()),
-            },
-            self._key,
-            algorithm="EdDSA",
-        )
+        assertion = client_assertion(self._agent_id, self._tether.tokens.token_endpoint, self._key)
         agent = self._tether.tokens.authenticate_client(ASSERTION_TYPE, assertion)
         issued = self._tether.tokens.client_credentials(agent, self._resource, None, None)
         return issued.access_token, time.time() + issued.expires_in
-
-
-def _load_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), None)
-    except (OSError, ValueError) as exc:
-        raise InvalidRequest(f"cannot read TETHER_AGENT_KEY {path}: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise InvalidRequest(f"TETHER_AGENT_KEY {path} is not an Ed25519 private key")
-    return key
 
 
 async def serve_stdio(tether: Tether, name: str, environ: Mapping[str, str]) -> None:
