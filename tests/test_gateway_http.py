@@ -159,3 +159,34 @@ def test_resources_and_prompts_are_enforced_too(org, mode: str) -> None:
         ("prompts/get", "test/summarise", "allow"),
         ("prompts/get", "test/exfiltrate", "deny"),
     ]
+
+
+def test_an_upstream_that_dies_is_started_again_on_the_next_call(org) -> None:
+    tether, _, _ = org
+    tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", "test/crash"))
+    agent = tether.registry.get(ADMIN, "helper")
+    token = tether.tokens.client_credentials(
+        agent, f"{tether.settings.issuer}/mcp/test", None, None
+    ).access_token
+
+    async def work(transport: Any) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers) as http,
+            Client(streamable_http_client(f"{BASE}/mcp/test", http_client=http)) as c,
+        ):
+            died = await c.call_tool("crash", {})
+            assert died.is_error and "the upstream failed" in _text(died)
+            again = await c.call_tool("echo", {"text": "still here"})
+            assert not again.is_error and _text(again) == "still here"
+
+    anyio.run(_served, tether, work)
+    results = [(e.resource, e.detail["outcome"]) for e in _recorded(tether)]
+    assert ("test/crash", "failed") in results and ("test/echo", "ok") in results
+
+
+def _recorded(tether: Tether) -> list[Any]:
+    from tether.gateway.enforce import results_recorded
+
+    results_recorded()
+    return tether.events.list(type="tool.result")

@@ -45,6 +45,12 @@ def header_digest(name: str, ctx: Context) -> str:  # type: ignore[type-arg]
     return "unset" if value is None else hashlib.sha256(value.encode()).hexdigest()
 
 
+@app.tool()
+def crash() -> str:
+    """Die mid-call, as a broken upstream does."""
+    os._exit(3)
+
+
 @app.resource("note://welcome", name="welcome")
 def welcome() -> str:
     """A note anyone granted it may read."""

@@ -22,7 +22,7 @@ DENIED = -32003  # a JSON-RPC server error: the request was refused (and recorde
 Resolve = Callable[[Any], Awaitable[tuple[Gateway, str, UpstreamSession]]]
 
 
-def build_server(resolve: Resolve, *, version: str, on_upstream_failure: Any = None) -> Server[Any]:
+def build_server(resolve: Resolve, *, version: str) -> Server[Any]:
     """An MCP server whose every handler enforces through the resolved gateway."""
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
@@ -38,8 +38,6 @@ def build_server(resolve: Resolve, *, version: str, on_upstream_failure: Any = N
                 error_result(f"upstream unavailable: {exc.description}")
             )
         result = await gate.call_tool(bearer, upstream, params.name, dict(params.arguments or {}))
-        if on_upstream_failure is not None and str(result).find("the upstream failed") >= 0:
-            await on_upstream_failure(gate.server)
         return types.CallToolResult.model_validate(result)
 
     async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:

@@ -54,7 +54,7 @@ def protected_resource_metadata(tether: Tether, name: str) -> dict[str, Any]:
 
 class _Pool:
     """One open upstream session per server, opened on first use by a task of its own
-    (in the app's lifespan task group, where it is also closed), reopened after a drop."""
+    (in the app's lifespan task group, where it is also closed), reopened once broken."""
 
     def __init__(self, tether: Tether) -> None:
         self._tether = tether
@@ -76,9 +76,12 @@ class _Pool:
 
     async def get(self, name: str) -> UpstreamSession:
         async with self._lock:
-            found = self._open.get(name)
+            found = self._open.pop(name, None)
             if found is not None:
-                return found[0]
+                if not found[0].broken:
+                    self._open[name] = found
+                    return found[0]
+                found[1].set()  # its connection failed: close it, open a new one
             if self._group is None:
                 raise RuntimeError("the gateway is not running")
             upstream = await to_thread.run_sync(self._tether.upstreams.get, name)
@@ -108,12 +111,6 @@ class _Pool:
             else:
                 log.warning("upstream %s ended: %s", upstream.name, type(exc).__name__)
 
-    async def drop(self, name: str) -> None:
-        async with self._lock:
-            found = self._open.pop(name, None)
-        if found is not None:
-            found[1].set()
-
 
 class McpFace:
     """The ASGI app for ``/mcp/{name}``; run :meth:`lifespan` around serving."""
@@ -122,9 +119,7 @@ class McpFace:
         self.tether = tether
         self.pool = _Pool(tether)
         self._known: dict[str, tuple[Upstream, float]] = {}
-        self.server: Server[Any] = build_server(
-            self._resolve, version=tether.version, on_upstream_failure=self.pool.drop
-        )
+        self.server: Server[Any] = build_server(self._resolve, version=tether.version)
         # Every request is authenticated by its bearer token (no cookies), so the SDK's
         # localhost DNS-rebinding guard is not needed; "gateway" keeps it off.
         self._inner = self.server.streamable_http_app(

@@ -8,18 +8,23 @@ token never goes upstream: nothing of the caller's request but the tool argument
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, get_default_environment
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 
 from tether.gateway.credentials import resolve
 from tether.gateway.servers import Upstream
 
 __all__ = ["UpstreamSession"]
+
+T = TypeVar("T")
 
 
 class UpstreamSession:
@@ -30,6 +35,7 @@ class UpstreamSession:
         self._stack = AsyncExitStack()
         self._client: Client | None = None
         self._tools: list[dict[str, Any]] | None = None
+        self.broken = False  # a request failed on the connection: open a new session
 
     async def __aenter__(self) -> UpstreamSession:
         secrets = {c.name: resolve(c) for c in self.upstream.credentials}
@@ -57,9 +63,22 @@ class UpstreamSession:
             raise RuntimeError("the upstream session is not open")
         return self._client
 
+    async def _ask(self, request: Awaitable[T]) -> T:
+        """Await a request; a failure other than the server's own error answer means the
+        connection is gone, and the session says so (:attr:`broken`)."""
+        try:
+            return await request
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:  # any other code is the server's own answer
+                self.broken = True
+            raise
+        except Exception:
+            self.broken = True
+            raise
+
     async def list_tools(self) -> list[dict[str, Any]]:
         """The upstream's tools now (and remembered for :meth:`known_tools`)."""
-        result = await self.client.list_tools()
+        result = await self._ask(self.client.list_tools())
         self._tools = [_dump(t) for t in result.tools]
         return self._tools
 
@@ -70,23 +89,21 @@ class UpstreamSession:
         return self._tools if self._tools is not None else await self.list_tools()
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        result = await self.client.call_tool(name, arguments)
-        dumped: dict[str, Any] = result.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return dumped
+        return _dump(await self._ask(self.client.call_tool(name, arguments)))
 
     async def list_resources(self) -> list[dict[str, Any]]:
-        result = await self.client.list_resources()
+        result = await self._ask(self.client.list_resources())
         return [_dump(r) for r in result.resources]
 
     async def read_resource(self, uri: str) -> dict[str, Any]:
-        return _dump(await self.client.read_resource(uri))
+        return _dump(await self._ask(self.client.read_resource(uri)))
 
     async def list_prompts(self) -> list[dict[str, Any]]:
-        result = await self.client.list_prompts()
+        result = await self._ask(self.client.list_prompts())
         return [_dump(p) for p in result.prompts]
 
     async def get_prompt(self, name: str, arguments: dict[str, str]) -> dict[str, Any]:
-        return _dump(await self.client.get_prompt(name, arguments))
+        return _dump(await self._ask(self.client.get_prompt(name, arguments)))
 
 
 def _dump(model: Any) -> dict[str, Any]:
