@@ -28,7 +28,7 @@ from sqlalchemy import insert, select
 from tether.audit.log import AuditLog
 from tether.audit.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
 from tether.audit.note import Checkpoint, Verifier, sign_checkpoint, verifier_key
-from tether.audit.record import tail
+from tether.audit.record import has_columns
 from tether.audit.tree import Frontier
 from tether.config import Settings
 from tether.errors import Conflict, InvalidRequest, VerificationFailed
@@ -314,13 +314,10 @@ def _matches(
         seq == expected
         and isinstance(body, bytes | memoryview)
         and isinstance(leaf, bytes | memoryview)
-        and isinstance(time, str)
-        and isinstance(type, str)
-        and (subject is None or isinstance(subject, str))
     ):
         return False
     data = bytes(body)
-    return leaf_hash(data) == bytes(leaf) and data.endswith(tail(seq, subject, time, type).encode())
+    return leaf_hash(data) == bytes(leaf) and has_columns(data, seq, subject, time, type)
 
 
 def origin_of(settings: Settings) -> str:

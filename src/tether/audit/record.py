@@ -8,6 +8,7 @@ type, subject) are copies for indexing that verification checks against the body
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ __all__ = [
     "clean",
     "encode",
     "format_time",
+    "has_columns",
     "parse_time",
     "stage",
     "tail",
@@ -115,9 +117,24 @@ def tail(seq: int, subject: str | None, time: str, type: str) -> str:
     RFC 8785 sorts members, and ``seq``, ``subject``, ``time``, ``type`` are the last
     four top-level keys, so a body ends with exactly this text iff its columns match."""
     return (
-        f',"seq":{seq},"subject":{json.dumps(subject, ensure_ascii=False)}'
-        f',"time":"{time}","type":{json.dumps(type, ensure_ascii=False)}}}'
+        f',"seq":{seq},"subject":{_json_text(subject)},"time":"{time}","type":{_json_text(type)}}}'
     )
+
+
+def has_columns(body: bytes, seq: int, subject: object, time: object, type: object) -> bool:
+    """Whether a stored body ends as its raw columns say (:func:`tail`); a column of the
+    wrong kind, as a tampered row may hold, never matches."""
+    if not (isinstance(time, str) and isinstance(type, str)):
+        return False
+    if not (subject is None or isinstance(subject, str)):
+        return False
+    return body.endswith(tail(seq, subject, time, type).encode())
+
+
+@functools.lru_cache(maxsize=65_536)
+def _json_text(value: str | None) -> str:
+    """A subject's or type's JSON (few distinct values: verification asks millions of times)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)

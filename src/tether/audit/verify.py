@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from tether.audit.checkpoints import CheckpointRecord
 from tether.audit.log import AuditLog
 from tether.audit.note import Checkpoint, Verifier
+from tether.audit.record import has_columns
 from tether.audit.tree import Frontier
 from tether.errors import VerificationFailed
 from tether.store import Store, audit_head, events
@@ -140,7 +141,6 @@ class _Walk:
         self.broken = False
         self.made: dict[tuple[int, int], bytes] = {}
         self.batch_start = 0
-        self._tails: dict[tuple[str | None, str], tuple[str, str]] = {}
 
     def step(self, seq: int, time: Any, type: Any, subject: Any, body: Any, stored: Any) -> None:
         if self.broken:
@@ -154,7 +154,7 @@ class _Walk:
         leaf = sha256(b"\x00" + data).digest()
         if not isinstance(stored, bytes | memoryview) or not compare(leaf, bytes(stored)):
             self._bad(seq, f"event {seq} was changed: its body no longer has its leaf hash")
-        elif not data.endswith(self._tail(seq, subject, time, type)):
+        elif not has_columns(data, seq, subject, time, type):
             self._bad(seq, f"event {seq} was changed: its columns differ from its body")
         for level, idx, value in self.frontier.append(leaf)[1:]:
             self.made[(level, idx)] = value
@@ -169,27 +169,6 @@ class _Walk:
         self.expected = seq + 1
         if len(self.made) >= _NODE_BATCH:
             self.finish()
-
-    def _tail(self, seq: int, subject: Any, time: Any, type: Any) -> bytes:
-        """:func:`tail` as bytes, with the JSON of the few distinct subjects and types
-        cached (a column of the wrong kind never matches)."""
-        if not (isinstance(time, str) and isinstance(type, str)):
-            return b"\x00"
-        if not (subject is None or isinstance(subject, str)):
-            return b"\x00"
-        key = (subject, type)
-        cached = self._tails.get(key)
-        if cached is None:
-            if len(self._tails) > 100_000:
-                self._tails.clear()
-            cached = self._tails[key] = (
-                json.dumps(subject, ensure_ascii=False),
-                json.dumps(type, ensure_ascii=False),
-            )
-        subject_json, type_json = cached
-        return (
-            f',"seq":{seq},"subject":{subject_json},"time":"{time}","type":{type_json}}}'
-        ).encode()
 
     def finish(self) -> None:
         """The stored subtrees completed by the leaves walked since the last batch must be
