@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 from tether import Settings, Tether
 
@@ -29,6 +33,7 @@ __all__ = [
     "main",
     "number",
     "opened",
+    "postgres_schema",
     "rate",
     "result",
     "table",
@@ -140,3 +145,32 @@ def main(
     print(table(results, baseline, width))
     for line in footer(results):
         print(line)
+
+
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str | None]:
+    """A fresh ``bench_<hex>`` schema's URL (dropped afterwards), or None if unreachable."""
+    base = os.environ.get("TETHER_TEST_POSTGRES_URL", PG_DEFAULT)
+    schema = f"bench_{secrets.token_hex(6)}"
+    admin = sa.create_engine(base, connect_args={"connect_timeout": 3})
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.SQLAlchemyError as exc:
+        print(
+            f"note: PostgreSQL unreachable at {base} ({type(exc).__name__}); reporting SQLite only",
+            file=sys.stderr,
+        )
+        admin.dispose()
+        yield None
+        return
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

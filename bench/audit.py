@@ -46,9 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import random
-import secrets
 import statistics
 import sys
 import tempfile
@@ -59,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from _common import TIMES, Op, Result, best_of, expect, main, rate, result
+from _common import TIMES, Op, Result, best_of, expect, main, postgres_schema, rate, result
 
 from tether import Settings, Tether
 from tether.audit.log import AuditLog
@@ -68,7 +66,6 @@ from tether.audit.record import Entry, encode
 from tether.audit.tree import Node, blocks, consistency_ranges, inclusion_ranges
 from tether.store import audit_nodes, events
 
-PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ROUNDS = 3  # as in _common.best_of
 THREADS = 16  # callers of record() at once for the grouped figure
 MANY = 100  # entries per record_many call
@@ -457,32 +454,6 @@ def bench_proofs(tether: Tether, size: int, samples: int, budget: float) -> list
 
 
 # ---- the stores -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def postgres_schema() -> Iterator[str | None]:
-    """A fresh ``bench_<hex>`` schema's URL (dropped afterwards), or None if unreachable."""
-    base = os.environ.get("TETHER_TEST_POSTGRES_URL", PG_DEFAULT)
-    schema = f"bench_{secrets.token_hex(6)}"
-    admin = sa.create_engine(base, connect_args={"connect_timeout": 3})
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.SQLAlchemyError as exc:
-        print(
-            f"note: PostgreSQL unreachable at {base} ({type(exc).__name__}); reporting SQLite only",
-            file=sys.stderr,
-        )
-        admin.dispose()
-        yield None
-        return
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @contextlib.contextmanager

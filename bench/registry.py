@@ -9,23 +9,18 @@ ratio = Tether ÷ baseline, so below 1 means Tether is slower than the bare quer
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from _common import TIMES, Op, Result, main, rate, result
+from _common import TIMES, Op, Result, main, postgres_schema, rate, result
 
 from tether import AgentSpec, Caller, Settings, Tether, generate_key_pair
 from tether.core import utcnow
 from tether.store import agents
 
-PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ADMIN = Caller.admin()
 OWNER = "bench@example.com"
 ROUNDS = 3
@@ -119,32 +114,6 @@ def _row(name: str, key: str, now: datetime, lifetime: timedelta) -> dict[str, o
 
 def _result(name: str, rates: tuple[float, float]) -> Result:
     return result(name, rates[0], rates[1], "ops/s")
-
-
-@contextlib.contextmanager
-def postgres_schema() -> Iterator[str | None]:
-    """A fresh ``bench_<hex>`` schema's URL (dropped afterwards), or None if unreachable."""
-    base = os.environ.get("TETHER_TEST_POSTGRES_URL", PG_DEFAULT)
-    schema = f"bench_{secrets.token_hex(6)}"
-    admin = sa.create_engine(base, connect_args={"connect_timeout": 3})
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.SQLAlchemyError as exc:
-        print(
-            f"note: PostgreSQL unreachable at {base} ({type(exc).__name__}); reporting SQLite only",
-            file=sys.stderr,
-        )
-        admin.dispose()
-        yield None
-        return
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def run(quick: bool) -> list[Result]:
