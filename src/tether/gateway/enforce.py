@@ -164,10 +164,12 @@ class Gateway:
             await self._refused(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why) from None
         if not shown:
-            detail = f"no such {kind}" if not offered else "its definition changed: blocked"
-            why = f"{kind} {wanted} is not available ({detail} until approved)"
-            if not offered:
-                why = f"{kind} {wanted} is not available (no such {kind})"
+            detail = (
+                f"no such {kind}"
+                if not offered
+                else "its definition changed: blocked until approved"
+            )
+            why = f"{kind} {wanted} is not available ({detail})"
             await self._refused(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why)
         path = self._path(kind, shown[0])
