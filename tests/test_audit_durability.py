@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +49,7 @@ from tether import (
 )
 from tether.api import create_app
 from tether.audit.note import Verifier
+from tether.audit.record import Entry
 from tether.audit.tree import Frontier
 from tether.store import agents, audit_checkpoints, events, grants, issued_tokens, state_epoch
 
@@ -499,3 +500,69 @@ def test_group_commit_batches_concurrent_records(tether: Tether, cli: Cli) -> No
     for t, mine in enumerate(seqs):
         assert [by_seq[s]["detail"]["n"] for s in mine] == [f"{t}.{i}" for i in range(50)]
     verify_ok(cli)
+
+
+# ---- records nobody waits for (tool results) ------------------------------------------
+
+
+def _deferred(tether: Tether, n: str) -> None:
+    tether.events.defer([Entry.of("test.later", actor="gateway", subject=None, detail={"n": n})])
+
+
+def test_a_deferred_record_rides_along_with_the_next_commit(tether: Tether, cli: Cli) -> None:
+    """defer() returns at once; the next record() writes it first, in the same
+    transaction (one commit for both), so its seq comes just before."""
+    engine = tether.store.engine
+    commits: list[int] = []
+    tether.events.on_commit(commits.append)
+    _deferred(tether, "a")
+    _deferred(tether, "b")
+    seq = tether.events.record("test.now", actor="gateway", subject=None)
+    assert len(commits) == 1
+    rows = dict(log_rows(engine))
+    assert [rows[seq - 2]["detail"]["n"], rows[seq - 1]["detail"]["n"]] == ["a", "b"]
+    assert rows[seq]["type"] == "test.now"
+    verify_ok(cli)
+
+
+def test_a_deferred_record_is_written_on_its_own_when_nothing_else_comes(
+    tether: Tether,
+) -> None:
+    before = tether.events.size()
+    _deferred(tether, "alone")
+    deadline = time.monotonic() + 5
+    while tether.events.size() == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert tether.events.size() == before + 1
+    assert [e.detail["n"] for e in tether.events.list(type="test.later")] == ["alone"]
+
+
+def test_a_deferred_record_survives_a_failed_write_and_is_written_later(
+    tether: Tether, cli: Cli
+) -> None:
+    """While the store refuses events, the deferred record stays queued (the record() that
+    failed does not take it down with it); once the store accepts again, it is written."""
+    engine = tether.store.engine
+    _refuse_every_event(engine)
+    _deferred(tether, "kept")
+    with pytest.raises(TetherError):
+        tether.events.record("test.now", actor="gateway", subject=None)
+    with pytest.raises(TetherError):
+        tether.events.flush()
+    assert tether.events.list(type="test.later") == []
+    with engine.begin() as conn:
+        on = "" if engine.dialect.name == "sqlite" else " ON events"
+        conn.exec_driver_sql(f"DROP TRIGGER no_events{on}")
+    tether.events.flush()
+    assert [e.detail["n"] for e in tether.events.list(type="test.later")] == ["kept"]
+    verify_ok(cli)
+
+
+def test_closing_writes_what_was_deferred(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    Tether.init(settings)[0].close()
+    first = Tether.open(settings)
+    _deferred(first, "at close")
+    first.close()
+    with Tether.open(settings) as again:
+        assert [e.detail["n"] for e in again.events.list(type="test.later")] == ["at close"]

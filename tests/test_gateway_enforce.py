@@ -16,7 +16,7 @@ from conftest import spec
 
 from tether.callers import Caller
 from tether.core import Tether
-from tether.gateway.enforce import Gateway, results_recorded
+from tether.gateway.enforce import Gateway
 from tether.gateway.servers import UpstreamSpec
 from tether.gateway.upstream import UpstreamSession
 from tether.grants import GrantSpec
@@ -82,7 +82,7 @@ def test_only_granted_tools_are_listed_and_callable(gateway, tmp_path: Path) -> 
         ("test/write_note", "deny"),
         ("test/env_digest", "allow"),
     ]
-    results_recorded()  # results are recorded behind the answers
+    tether.events.flush()  # results ride along with later commits
     results = tether.events.list(type="tool.result")
     assert [r.resource for r in results] == ["test/echo", "test/env_digest", "test/env_digest"]
     assert all(r.detail["outcome"] == "ok" and r.detail["size"] > 0 for r in results)

@@ -121,8 +121,10 @@ def test_the_cli_and_api_never_print_a_secret(cli_env: Path, capsys, monkeypatch
         "python -m files_server",
         "--credential",
         "API_TOKEN=env:FILES_TOKEN",
+        "--owner",
+        "alice@example.com",
     )
-    assert added["resource"].endswith("/mcp/files")
+    assert added["resource"].endswith("/mcp/files") and added["owner"] == "alice@example.com"
     listed = cli.json("gateway", "list")
     code, out, err = cli("gateway", "list")
     assert code == 0
@@ -161,6 +163,25 @@ def test_a_changed_tool_is_hidden_until_approved_and_the_change_recorded(tether:
         tether.pins.approve(ADMIN, "fs", "write_file")
     with pytest.raises(NotFound):
         tether.pins.approve(ADMIN, "fs", "delete_everything")
+
+
+def test_the_servers_owner_approves_as_an_admin_does_and_nobody_else(tether: Tether) -> None:
+    tether.upstreams.add(ADMIN, UpstreamSpec("fs", command="fs-server", owner="alice@example.com"))
+    assert tether.upstreams.get("fs").to_dict("https://t")["owner"] == "alice@example.com"
+    tether.pins.observe("fs", "tool", [_tool("write_file")])
+    tether.pins.observe("fs", "tool", [_tool("write_file", "now it also deletes")])
+    bob = Caller.user("bob@example.com")  # type: ignore[arg-type]
+    with pytest.raises(Forbidden, match="owner"):
+        tether.pins.approve(bob, "fs", "write_file")
+    [refused] = tether.events.list(type="access.refused")
+    assert refused.actor == "user:bob@example.com" and refused.subject == "mcp:fs"
+    assert tether.pins.list("fs")[0].status == "changed"  # the refusal changed nothing
+    pin = tether.pins.approve(ALICE, "fs", "write_file")
+    assert pin.status == "pinned" and pin.pinned["description"] == "now it also deletes"
+    [approved] = tether.events.list(type="gateway.tool_approved")
+    assert approved.actor == "user:alice@example.com"
+    with pytest.raises(InvalidRequest):
+        tether.upstreams.add(ADMIN, UpstreamSpec("x", command="x", owner="not an email"))
 
 
 def test_a_schema_change_blocks_too_and_going_back_unblocks(tether: Tether) -> None:

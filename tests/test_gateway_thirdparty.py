@@ -38,7 +38,7 @@ from mcp.client.streamable_http import streamable_http_client
 from tether.api import create_app
 from tether.callers import Caller
 from tether.core import Tether
-from tether.gateway.enforce import Gateway, results_recorded
+from tether.gateway.enforce import Gateway
 from tether.gateway.servers import UpstreamSpec
 from tether.gateway.upstream import UpstreamSession
 from tether.grants import GrantSpec
@@ -125,7 +125,7 @@ def _check_the_record(tether: Tether, root: Path, denied_text: str) -> None:
     assert {d.actor for d in decisions} == {agent.id}
     deny = decisions[-1]
     assert "fs/write_file" in deny.reason and denied_text == f"denied: {deny.reason}"
-    results_recorded()  # results are recorded behind the answers
+    tether.events.flush()  # results ride along with later commits
     results = tether.events.list(type="tool.result")
     assert [r.resource for r in results] == ["fs/read_text_file", "fs/list_directory"]
     assert all(r.detail["outcome"] == "ok" and r.detail["size"] > 0 for r in results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -38,6 +39,8 @@ from tether.registry import Registry
 from tether.reports import Reports
 from tether.store import Store
 from tether.tokens import Tokens
+
+log = logging.getLogger("tether")
 
 __all__ = ["VERSION", "InitResult", "Tether", "utcnow"]
 
@@ -270,6 +273,10 @@ class Tether:
         return report
 
     def close(self) -> None:
+        try:  # events recorded without waiting are written before the store closes
+            self.events.flush()
+        except TetherError as exc:
+            log.error("deferred audit events were not written at close: %s", exc.description)
         self.store.dispose()
 
     def __enter__(self) -> Tether:

@@ -50,6 +50,7 @@ __all__ = [
     "Unauthenticated",
     "UnauthorizedClient",
     "UnsupportedGrantType",
+    "UpstreamUnavailable",
     "VerificationFailed",
     "error_for_code",
 ]
@@ -144,6 +145,13 @@ class IllegalTransition(TetherError):
 
 class StoreUnavailable(TetherError):
     """The store could not be reached or failed mid-operation."""
+
+    status_code = 503
+    error = "temporarily_unavailable"
+
+
+class UpstreamUnavailable(TetherError):
+    """An upstream MCP server could not be started or reached (it is retried with backoff)."""
 
     status_code = 503
     error = "temporarily_unavailable"

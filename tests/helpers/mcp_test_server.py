@@ -51,6 +51,12 @@ def crash() -> str:
     os._exit(3)
 
 
+@app.tool()
+def pid() -> int:
+    """This server's process ID (to tell a restarted upstream from the first one)."""
+    return os.getpid()
+
+
 @app.resource("note://welcome", name="welcome")
 def welcome() -> str:
     """A note anyone granted it may read."""

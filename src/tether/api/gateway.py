@@ -22,6 +22,9 @@ class AddServer(StrictBody):
     url: str | None = Field(default=None, description="HTTP: the streamable-HTTP endpoint")
     env: list[str] = Field(default_factory=list, description="KEY=VALUE, not secret")
     credentials: list[str] = Field(default_factory=list, description="NAME=REF, e.g. env:VAR")
+    owner: str | None = Field(
+        default=None, description="the accountable person's email (approves changed tools)"
+    )
 
 
 class Approve(StrictBody):
@@ -43,6 +46,7 @@ def add_server(tether: TetherDep, caller: CallerDep, body: AddServer) -> dict[st
         url=body.url,
         env=tuple(body.env),
         credentials=tuple(body.credentials),
+        owner=body.owner,
     )
     return tether.upstreams.add(caller, spec).to_dict(tether.settings.issuer)
 

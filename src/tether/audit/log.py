@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     Connection,
     and_,
-    insert,
     or_,
     select,
-    update,
 )
+from sqlalchemy.engine import Dialect
 
 from tether.audit.merkle import EMPTY_ROOT
 from tether.audit.record import Entry, stage
@@ -42,15 +43,26 @@ __all__ = ["AuditLog", "GroupCommit"]
 
 _PENDING = "tether_audit_pending"
 
+log = logging.getLogger("tether.audit")
+
 
 class GroupCommit:
     """Leader/follower batching: the first caller writes everything queued in one
-    transaction; the others wait for that commit and get their own results (or error)."""
+    transaction; the others wait for that commit and get their own results (or error).
 
-    def __init__(self, write: Callable[[list[Entry]], list[int]]) -> None:
+    Entries handed to :meth:`defer` (records that nobody waits for, such as the result of
+    a forwarded tool call) ride along with the next commit, written before its batch, or
+    are written on their own after at most ``delay`` seconds; a failed write keeps them
+    queued and tries again after ``delay``.
+    """
+
+    def __init__(self, write: Callable[[list[Entry]], list[int]], delay: float = 0.05) -> None:
         self._write = write
+        self._delay = delay
         self._cond = threading.Condition()
         self._queue: list[_Waiter] = []
+        self._later: list[Entry] = []
+        self._timer: threading.Timer | None = None
         self._busy = False
 
     def submit(self, entries: Sequence[Entry]) -> list[int]:
@@ -63,15 +75,21 @@ class GroupCommit:
                 return waiter.result()
             self._busy = True
             batch, self._queue = self._queue, []
+            later, self._later = self._later, []
         try:
-            seqs = self._write([e for w in batch for e in w.entries])
-            at = 0
+            written = [e for w in batch for e in w.entries]
+            seqs = self._write(later + written) if later or written else []
+            at = len(later)
             for w in batch:
                 w.seqs = seqs[at : at + len(w.entries)]
                 at += len(w.entries)
         except BaseException as exc:
             for w in batch:
                 w.error = exc
+            with self._cond:
+                self._later[:0] = later  # not written: keep them for the next try
+            if later:
+                self._arm()
             raise
         finally:
             with self._cond:
@@ -80,6 +98,39 @@ class GroupCommit:
                 self._busy = False
                 self._cond.notify_all()
         return waiter.result()
+
+    def defer(self, entries: Sequence[Entry]) -> None:
+        """Queue ``entries`` for the next commit (or one of their own within ``delay``)."""
+        with self._cond:
+            self._later.extend(entries)
+        self._arm()
+
+    def flush(self) -> None:
+        """Write whatever is deferred now (raises if that fails)."""
+        self.submit([])
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._later)
+
+    def _arm(self) -> None:
+        with self._cond:
+            if self._timer is not None:
+                return
+            self._timer = threading.Timer(self._delay, self._due)
+            self._timer.daemon = True
+            self._timer.name = "tether-audit-deferred"
+        self._timer.start()
+
+    def _due(self) -> None:
+        with self._cond:
+            self._timer = None
+            if not self._later:
+                return
+        try:
+            self.flush()
+        except Exception as exc:  # kept queued and re-armed by submit
+            log.error("deferred audit events could not be written yet: %s", exc)
 
 
 class _Waiter:
@@ -95,6 +146,41 @@ class _Waiter:
         if self.error is not None:
             raise self.error
         return self.seqs
+
+
+class _Sql:
+    """The append's statements in the driver's own SQL (an append is on the path of every
+    decision: no statement is built or compiled per call), per dialect."""
+
+    _HEAD = "SELECT size, frontier FROM audit_head WHERE id = 1"
+    _EVENT = (
+        "INSERT INTO events (seq, at, type, subject, body, leaf_hash) "
+        "VALUES (:seq, :at, :type, :subject, :body, :leaf_hash)"
+    )
+    _NODE = "INSERT INTO audit_nodes (level, idx, hash) VALUES (:level, :idx, :hash)"
+    _ADVANCE = "UPDATE audit_head SET size = :size, frontier = :frontier WHERE id = 1"
+    _made: ClassVar[dict[str, _Sql]] = {}
+
+    def __init__(self, dialect: Dialect) -> None:
+        pg = dialect.name == "postgresql"
+
+        def native(sql: str) -> str:  # psycopg takes %(name)s, sqlite3 :name
+            return re.sub(r":(\w+)", r"%(\1)s", sql) if pg else sql
+
+        # PostgreSQL: lock the head row; SQLite: BEGIN IMMEDIATE already serialises writers.
+        self.head = self._HEAD + " FOR UPDATE" if pg else self._HEAD
+        self.event, self.node, self.advance = map(native, (self._EVENT, self._NODE, self._ADVANCE))
+        convert = events.c.at.type.dialect_impl(dialect).bind_processor(
+            dialect
+        )  # as SQLAlchemy stores it
+        self.at: Callable[[datetime], Any] = convert if convert is not None else (lambda v: v)
+
+    @classmethod
+    def of(cls, dialect: Dialect) -> _Sql:
+        made = cls._made.get(dialect.name)
+        if made is None:
+            made = cls._made[dialect.name] = cls(dialect)
+        return made
 
 
 class AuditLog:
@@ -170,32 +256,36 @@ class AuditLog:
         """Append through the group commit; returns the sequence numbers once committed."""
         return self._group.submit(entries) if entries else []
 
+    def defer(self, entries: Sequence[Entry]) -> None:
+        """Append without waiting: the entries are written with the next commit of the log,
+        or on their own within 50 ms (for records that must not hold an answer up)."""
+        self._group.defer(entries)
+
+    def flush(self) -> None:
+        """Write the entries queued by :meth:`defer` now."""
+        self._group.flush()
+
     def _write_alone(self, entries: list[Entry]) -> list[int]:
         with self._store.write() as conn:
             return self._insert(conn, entries)
 
     def _insert(self, conn: Connection, entries: Sequence[Entry]) -> list[int]:
-        head = conn.execute(
-            select(audit_head.c.size, audit_head.c.frontier)
-            .where(audit_head.c.id == 1)
-            .with_for_update()
-        ).one()
+        sql = _Sql.of(conn.dialect)
+        head = conn.exec_driver_sql(sql.head).one()
         try:
-            frontier = Frontier(head.size, (bytes.fromhex(h) for h in json.loads(head.frontier)))
+            frontier = Frontier(head[0], (bytes.fromhex(h) for h in json.loads(head[1])))
         except (ValueError, TypeError):
             raise StoreUnavailable(
                 "the audit tree head is damaged: nothing can be recorded (run tether audit verify)"
             ) from None
         at = self._clock()
         event_rows, node_rows = stage(((entry, at) for entry in entries), frontier)
-        conn.execute(insert(events), event_rows)
+        stored_at = sql.at(at)
+        conn.exec_driver_sql(sql.event, [{**row, "at": stored_at} for row in event_rows])
         if node_rows:
-            conn.execute(insert(audit_nodes), node_rows)
-        conn.execute(
-            update(audit_head)
-            .where(audit_head.c.id == 1)
-            .values(size=frontier.size, frontier=json.dumps([h.hex() for h in frontier.hashes]))
-        )
+            conn.exec_driver_sql(sql.node, node_rows)
+        hashes = json.dumps([h.hex() for h in frontier.hashes])
+        conn.exec_driver_sql(sql.advance, {"size": frontier.size, "frontier": hashes})
         size = frontier.size
         Store.after_commit(conn, lambda: self._committed(size))
         return [row["seq"] for row in event_rows]

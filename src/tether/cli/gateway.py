@@ -28,6 +28,10 @@ def add(
         list[str] | None,
         typer.Option("--credential", help="NAME=REF: variable or header NAME gets REF (env:VAR)."),
     ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option(help="The accountable person's email: approves changed tools, as admins do."),
+    ] = None,
     json_: Json = False,
 ) -> None:
     """Put an upstream MCP server behind Tether."""
@@ -37,6 +41,7 @@ def add(
         "url": url,
         "env": list(env or []),
         "credentials": list(credential or []),
+        "owner": owner,
     }
     with open_client() as client:
         server = client.gateway_add(body)
@@ -54,11 +59,12 @@ def list_(json_: Json = False) -> None:
     if json_:
         output.emit({"servers": servers})
         return
-    table = Table("name", "transport", "where", "credentials", "resource")
+    table = Table("name", "transport", "where", "credentials", "owner", "resource")
     for server in servers:
         where = " ".join(server["command"]) if server["transport"] == "stdio" else server["url"]
         creds = ", ".join(f"{c['name']}={c['ref']}" for c in server["credentials"])
-        table.add_row(server["name"], server["transport"], where, creds, server["resource"])
+        owner = server.get("owner") or "-"
+        table.add_row(server["name"], server["transport"], where, creds, owner, server["resource"])
     output.console.print(table)
 
 

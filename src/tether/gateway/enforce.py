@@ -15,11 +15,11 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from anyio import to_thread
 
+from tether.audit.record import Entry
 from tether.core import Tether
 from tether.errors import TetherError
 from tether.policy.decision import AccessRequest
@@ -31,7 +31,6 @@ __all__ = [
     "ToolSource",
     "error_result",
     "request_for",
-    "results_recorded",
 ]
 
 log = logging.getLogger("tether.gateway")
@@ -79,9 +78,6 @@ def request_for(token: VerifiedToken, action: str, resource: str) -> AccessReque
 
 Listing = Callable[[], Awaitable[list[dict[str, Any]]]]
 
-# Records the results of forwarded requests behind the answers (one worker: in order).
-_RESULTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tether-results")
-
 
 class Gateway:
     """Enforcement for one upstream server ``server`` (resource ``<issuer>/mcp/<server>``)."""
@@ -110,10 +106,14 @@ class Gateway:
         action, _ = _KINDS[kind]
         token = await to_thread.run_sync(self.verify, bearer)
         offered = await fetch()
-        shown = await to_thread.run_sync(self.tether.pins.observe, self.server, kind, offered)
-        requests = [request_for(token, action, self._path(kind, item)) for item in shown]
-        decisions = await to_thread.run_sync(lambda: [self.tether.pdp.decide(r) for r in requests])
-        return [dict(item) for item, d in zip(shown, decisions, strict=True) if d.allowed]
+
+        def allowed() -> list[dict[str, Any]]:
+            shown = self.tether.pins.observe(self.server, kind, offered)
+            requests = [request_for(token, action, self._path(kind, item)) for item in shown]
+            decisions = [self.tether.pdp.decide(r) for r in requests]
+            return [dict(item) for item, d in zip(shown, decisions, strict=True) if d.allowed]
+
+        return await to_thread.run_sync(allowed)
 
     # ---- uses -----------------------------------------------------------------------------
 
@@ -148,20 +148,46 @@ class Gateway:
         self, bearer: str, fetch: Listing, kind: str, wanted: str
     ) -> tuple[VerifiedToken, str]:
         """Verify the token, find the pinned item, decide and record; raises Refused
-        (recorded) when the request may not go upstream."""
+        (recorded) when the request may not go upstream. The work on the store is one
+        thread hop; a tool is looked up in the upstream's last listing, so the token is
+        checked with the rest, while a resource or prompt costs a fresh listing, which is
+        only fetched for a valid token."""
         action, key = _KINDS[kind]
-        try:
-            token = await to_thread.run_sync(self.verify, bearer)
-        except TetherError as exc:
-            await self._refused(f"{self.server}/*", action, exc.description)
-            raise Refused(exc.description) from None
-        actor = str(token.claims["client_id"])
+        caller: str | VerifiedToken = bearer
+        if kind != "tool":
+            caller = await to_thread.run_sync(self._verified, bearer, action)
         try:  # only an item the upstream serves, as pinned, may be used
-            offered = [item for item in await fetch() if item.get(key) == wanted]
-            shown = await to_thread.run_sync(self.tether.pins.observe, self.server, kind, offered)
+            offered: list[dict[str, Any]] | Exception = [
+                item for item in await fetch() if item.get(key) == wanted
+            ]
+        except Exception as exc:  # the upstream failed: refused below, with the caller
+            offered = exc
+        return await to_thread.run_sync(self._judge, caller, kind, wanted, offered)
+
+    def _verified(self, bearer: str, action: str) -> VerifiedToken:
+        try:
+            return self.verify(bearer)
+        except TetherError as exc:
+            self._refuse(f"{self.server}/*", action, exc.description)
+            raise Refused(exc.description) from None
+
+    def _judge(
+        self,
+        caller: str | VerifiedToken,
+        kind: str,
+        wanted: str,
+        offered: list[dict[str, Any]] | Exception,
+    ) -> tuple[VerifiedToken, str]:
+        action, _ = _KINDS[kind]
+        token = self._verified(caller, action) if isinstance(caller, str) else caller
+        actor = str(token.claims["client_id"])
+        try:
+            if isinstance(offered, Exception):
+                raise offered
+            shown = self.tether.pins.observe(self.server, kind, offered)
         except Exception as exc:  # the upstream or the store failed: fail closed
             why = f"the request was not made: {_reason(exc)}"
-            await self._refused(f"{self.server}/{wanted}", action, why, actor)
+            self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why) from None
         if not shown:
             detail = (
@@ -170,12 +196,10 @@ class Gateway:
                 else "its definition changed: blocked until approved"
             )
             why = f"{kind} {wanted} is not available ({detail})"
-            await self._refused(f"{self.server}/{wanted}", action, why, actor)
+            self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why)
         path = self._path(kind, shown[0])
-        [decision] = await to_thread.run_sync(
-            self.tether.decide_all, [request_for(token, action, path)]
-        )
+        [decision] = self.tether.decide_all([request_for(token, action, path)])
         if not decision.allowed:
             raise Refused("; ".join(decision.reasons))
         return token, path
@@ -195,11 +219,11 @@ class Gateway:
             outcome = "error" if result.get("isError") else "ok"
         except Exception as exc:
             if not tool:
-                await self._result(token, action, path, "failed", 0, started)
+                self._result(token, action, path, "failed", 0, started)
                 raise Refused(f"the upstream failed: {_reason(exc)}") from None
             result, outcome = error_result(f"the upstream failed: {_reason(exc)}"), "failed"
         size = len(json.dumps(result, separators=(",", ":")).encode())
-        await self._result(token, action, path, outcome, size, started)
+        self._result(token, action, path, outcome, size, started)
         return result
 
     def _path(self, kind: str, item: Mapping[str, Any]) -> str:
@@ -208,14 +232,10 @@ class Gateway:
         name = item.get("name") if kind != "resource" else item.get("name") or item.get("uri")
         return f"{self.server}/{name}"
 
-    async def _refused(self, path: str, action: str, why: str, actor: str = "anonymous") -> None:
-        await to_thread.run_sync(
-            lambda: self.tether.refused(
-                actor, why, "mcp", type="tool.refused", action=action, resource=path
-            )
-        )
+    def _refuse(self, path: str, action: str, why: str, actor: str = "anonymous") -> None:
+        self.tether.refused(actor, why, "mcp", type="tool.refused", action=action, resource=path)
 
-    async def _result(
+    def _result(
         self,
         token: VerifiedToken,
         action: str,
@@ -226,29 +246,21 @@ class Gateway:
     ) -> None:
         actor = str(token.claims["client_id"])
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        # The decision was recorded before the call; the result is recorded behind the
-        # answer (through the group commit), so it does not hold the response up.
-        future = _RESULTS.submit(
-            self.tether.events.record,
-            "tool.result",
-            actor=actor,
-            subject=actor,
-            chain=token.chain,
-            action=action,
-            resource=path,
-            detail={"outcome": outcome, "size": size, "latency_ms": latency_ms},
+        # The decision was recorded before the call; the result rides along with the next
+        # commit of the log (or its own within 50 ms), so it does not hold answers up.
+        self.tether.events.defer(
+            [
+                Entry.of(
+                    "tool.result",
+                    actor=actor,
+                    subject=actor,
+                    chain=token.chain,
+                    action=action,
+                    resource=path,
+                    detail={"outcome": outcome, "size": size, "latency_ms": latency_ms},
+                )
+            ]
         )
-        future.add_done_callback(_log_failure)
-
-
-def results_recorded() -> None:
-    """Wait until every result handed to the recorder so far is written (tests, shutdown)."""
-    _RESULTS.submit(lambda: None).result()
-
-
-def _log_failure(future: Future[Any]) -> None:
-    if future.exception() is not None:
-        log.error("a tool result could not be recorded: %s", future.exception())
 
 
 def _reason(exc: Exception) -> str:

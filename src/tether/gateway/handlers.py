@@ -3,7 +3,7 @@ each request is answered through :class:`Gateway` for the caller's token."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import mcp_types as types
@@ -14,34 +14,46 @@ from tether.errors import TetherError
 from tether.gateway.enforce import Gateway, Refused, error_result
 from tether.gateway.upstream import UpstreamSession
 
-__all__ = ["DENIED", "Resolve", "build_server"]
+__all__ = ["DENIED", "UNAVAILABLE", "Resolve", "build_server"]
 
 DENIED = -32003  # a JSON-RPC server error: the request was refused (and recorded)
+UNAVAILABLE = -32004  # a JSON-RPC server error: the upstream cannot be reached now
 
 # For a request: the gateway of its server, the caller's bearer token, the open upstream.
 Resolve = Callable[[Any], Awaitable[tuple[Gateway, str, UpstreamSession]]]
 
 
-def build_server(resolve: Resolve, *, version: str) -> Server[Any]:
-    """An MCP server whose every handler enforces through the resolved gateway."""
+def build_server(
+    resolve: Resolve,
+    *,
+    version: str,
+    input_schema: Callable[[str], Mapping[str, Any] | None] | None = None,
+) -> Server[Any]:
+    """An MCP server whose every handler enforces through the resolved gateway
+    (``input_schema``: a tool's input schema, if known, for the SDK's header checks)."""
+
+    async def opened(ctx: Any) -> tuple[Gateway, str, UpstreamSession]:
+        try:
+            return await resolve(ctx)
+        except TetherError as exc:  # no such upstream, or it cannot be started now
+            why = f"upstream unavailable: {exc.description}"
+            raise MCPError(code=UNAVAILABLE, message=why) from None
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        gate, bearer, upstream = await resolve(ctx)
+        gate, bearer, upstream = await opened(ctx)
         tools = await gate.list_tools(bearer, upstream)
         return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
-            gate, bearer, upstream = await resolve(ctx)
-        except TetherError as exc:
-            return types.CallToolResult.model_validate(
-                error_result(f"upstream unavailable: {exc.description}")
-            )
+            gate, bearer, upstream = await opened(ctx)
+        except MCPError as exc:
+            return types.CallToolResult.model_validate(error_result(exc.error.message))
         result = await gate.call_tool(bearer, upstream, params.name, dict(params.arguments or {}))
         return types.CallToolResult.model_validate(result)
 
     async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
-        gate, bearer, upstream = await resolve(ctx)
+        gate, bearer, upstream = await opened(ctx)
         found = await gate.list_resources(bearer, upstream)
         return types.ListResourcesResult(
             resources=[types.Resource.model_validate(r) for r in found]
@@ -50,7 +62,7 @@ def build_server(resolve: Resolve, *, version: str) -> Server[Any]:
     async def read_resource(
         ctx: Any, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
-        gate, bearer, upstream = await resolve(ctx)
+        gate, bearer, upstream = await opened(ctx)
         try:
             read = await gate.read_resource(bearer, upstream, str(params.uri))
         except Refused as refused:
@@ -58,12 +70,12 @@ def build_server(resolve: Resolve, *, version: str) -> Server[Any]:
         return types.ReadResourceResult.model_validate(read)
 
     async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
-        gate, bearer, upstream = await resolve(ctx)
+        gate, bearer, upstream = await opened(ctx)
         found = await gate.list_prompts(bearer, upstream)
         return types.ListPromptsResult(prompts=[types.Prompt.model_validate(p) for p in found])
 
     async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
-        gate, bearer, upstream = await resolve(ctx)
+        gate, bearer, upstream = await opened(ctx)
         arguments = {k: str(v) for k, v in (params.arguments or {}).items()}
         try:
             got = await gate.get_prompt(bearer, upstream, params.name, arguments)
@@ -80,4 +92,5 @@ def build_server(resolve: Resolve, *, version: str) -> Server[Any]:
         on_read_resource=read_resource,
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
+        get_tool_input_schema=input_schema,
     )

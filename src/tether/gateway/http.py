@@ -5,8 +5,8 @@ A request without a valid token for ``<issuer>/mcp/NAME`` is answered 401 with
 ``WWW-Authenticate: Bearer resource_metadata=...`` pointing at the RFC 9728 document, and
 never reaches MCP handling; inside, every listing and call goes through :class:`Gateway`,
 which verifies the token again on each call (so a revoked token or a suspended agent is
-refused on its very next call). Upstream sessions are opened on first use, one per
-upstream, and reopened after a failure.
+refused on its very next call). Upstream sessions are kept by a :class:`Supervisor`:
+opened on first use, one per upstream, restarted when they die.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
-import anyio
 from anyio import to_thread
 from mcp.server.lowlevel import Server
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -26,6 +26,7 @@ from tether.errors import TetherError
 from tether.gateway.enforce import Gateway
 from tether.gateway.handlers import build_server
 from tether.gateway.servers import Upstream
+from tether.gateway.supervisor import Supervisor
 from tether.gateway.upstream import UpstreamSession
 
 __all__ = ["McpFace", "protected_resource_metadata"]
@@ -33,6 +34,7 @@ __all__ = ["McpFace", "protected_resource_metadata"]
 log = logging.getLogger("tether.gateway")
 
 _UPSTREAM_TTL = 1.0  # seconds a removed upstream may still be found by this process
+_SERVING: ContextVar[str] = ContextVar("tether_mcp_server", default="")  # this request's
 
 
 def protected_resource_metadata(tether: Tether, name: str) -> dict[str, Any]:
@@ -52,74 +54,16 @@ def protected_resource_metadata(tether: Tether, name: str) -> dict[str, Any]:
     }
 
 
-class _Pool:
-    """One open upstream session per server, opened on first use by a task of its own
-    (in the app's lifespan task group, where it is also closed), reopened once broken."""
-
-    def __init__(self, tether: Tether) -> None:
-        self._tether = tether
-        self._open: dict[str, tuple[UpstreamSession, anyio.Event]] = {}
-        self._lock = anyio.Lock()
-        self._group: Any = None
-
-    @asynccontextmanager
-    async def running(self) -> Any:
-        async with anyio.create_task_group() as group:
-            self._group = group
-            try:
-                yield
-            finally:
-                self._group = None
-                for _, stop in list(self._open.values()):
-                    stop.set()
-                self._open.clear()
-
-    async def get(self, name: str) -> UpstreamSession:
-        async with self._lock:
-            found = self._open.pop(name, None)
-            if found is not None:
-                if not found[0].broken:
-                    self._open[name] = found
-                    return found[0]
-                found[1].set()  # its connection failed: close it, open a new one
-            if self._group is None:
-                raise RuntimeError("the gateway is not running")
-            upstream = await to_thread.run_sync(self._tether.upstreams.get, name)
-            ready, stop = anyio.Event(), anyio.Event()
-            opened: list[Any] = []
-            self._group.start_soon(self._hold, upstream, ready, stop, opened)
-            await ready.wait()
-            [outcome] = opened
-            if isinstance(outcome, BaseException):
-                raise outcome
-            session: UpstreamSession = outcome
-            self._open[name] = (session, stop)
-            return session
-
-    async def _hold(
-        self, upstream: Any, ready: anyio.Event, stop: anyio.Event, opened: list[Any]
-    ) -> None:
-        try:
-            async with UpstreamSession(upstream) as session:
-                opened.append(session)
-                ready.set()
-                await stop.wait()
-        except Exception as exc:
-            if not ready.is_set():
-                opened.append(exc)
-                ready.set()
-            else:
-                log.warning("upstream %s ended: %s", upstream.name, type(exc).__name__)
-
-
 class McpFace:
     """The ASGI app for ``/mcp/{name}``; run :meth:`lifespan` around serving."""
 
     def __init__(self, tether: Tether) -> None:
         self.tether = tether
-        self.pool = _Pool(tether)
+        self.pool = Supervisor(tether)
         self._known: dict[str, tuple[Upstream, float]] = {}
-        self.server: Server[Any] = build_server(self._resolve, version=tether.version)
+        self.server: Server[Any] = build_server(
+            self._resolve, version=tether.version, input_schema=self._input_schema
+        )
         # Every request is authenticated by its bearer token (no cookies), so the SDK's
         # localhost DNS-rebinding guard is not needed; "gateway" keeps it off.
         self._inner = self.server.streamable_http_app(
@@ -141,6 +85,7 @@ class McpFace:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
+        _SERVING.set(name)
         await self._inner(scope, receive, send)
 
     def _refusal(self, scope: Scope, name: str) -> ASGIApp | None:
@@ -178,6 +123,14 @@ class McpFace:
         upstream = self.tether.upstreams.get(name)
         self._known[name] = (upstream, now)
         return upstream
+
+    def _input_schema(self, tool: str) -> dict[str, Any] | None:
+        """For the SDK's check of ``Mcp-Param-*`` headers in the per-request protocol: the
+        schema of ``tool`` as the open upstream session last listed it, so that a call does
+        not cost a listing (None when not known: the check is skipped, the call itself is
+        still enforced by the gateway)."""
+        session = self.pool.opened(_SERVING.get())
+        return session.input_schema(tool) if session is not None else None
 
     async def _resolve(self, ctx: Any) -> tuple[Gateway, str, UpstreamSession]:
         name, bearer = _who(ctx)

@@ -22,7 +22,7 @@ from tether.audit.record import canonical, clean
 from tether.callers import Caller
 from tether.errors import Forbidden, InvalidRequest, NotFound
 from tether.model import parse_name
-from tether.store import Store, gateway_pins
+from tether.store import Store, gateway_pins, gateway_servers
 
 __all__ = ["KINDS", "Pin", "Pins", "definition_hash", "pinned_part"]
 
@@ -175,19 +175,20 @@ class Pins:
             return [_pin(row) for row in rows]
 
     def approve(self, by: Caller, server: str, name: str, kind: str = "tool") -> Pin:
-        """Make the changed definition of ``name`` the pinned one (admins)."""
+        """Make the changed definition of ``name`` the pinned one (an admin, or the
+        upstream's owner)."""
         server = parse_name(server)
         if kind not in KINDS:
             raise InvalidRequest(f"unknown kind {kind!r}: tool, resource or prompt")
-        if not by.is_admin:
+        if not by.is_admin and not by.owns(self._owner(server)):
             self._log.record(
                 "access.refused",
                 actor=by.subject,
                 subject=f"mcp:{server}",
-                reason="only admins approve changed definitions",
+                reason="only an admin or the server's owner approves changed definitions",
                 detail={"op": "gateway.approve"},
             )
-            raise Forbidden("only an admin can approve a changed definition")
+            raise Forbidden("only an admin or the server's owner can approve a changed definition")
         with self._store.write() as conn:
             row = conn.execute(
                 select(gateway_pins).where(
@@ -221,6 +222,13 @@ class Pins:
                 detail={"previous": dict(row.pinned), "approved": dict(row.pending)},
             )
         return next(p for p in self.list(server) if p.kind == kind and p.name == name)
+
+    def _owner(self, server: str) -> str | None:
+        with self._store.read() as conn:
+            row = conn.execute(
+                select(gateway_servers.c.owner).where(gateway_servers.c.name == server)
+            ).first()
+        return None if row is None else row.owner
 
 
 def _where(server: str, kind: str, name: str) -> Any:

@@ -3,8 +3,9 @@
 A stdio upstream is a command the gateway starts; an HTTP upstream is reached over
 streamable HTTP at its URL. Server NAME's resource ID is ``<issuer>/mcp/NAME``: tokens for
 it carry that ``aud``, and grants name its tools as ``NAME/<tool>``. Only admins add and
-remove upstreams; every change is an audit event (with credential references, never
-secrets).
+remove upstreams; an upstream may name an accountable owner, who approves changed
+definitions of its tools as admins do. Every change is an audit event (with credential
+references, never secrets).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tether.callers import Caller
 from tether.config import Settings
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from tether.gateway.credentials import Credential, parse_credential
-from tether.model import parse_name
+from tether.model import Email, parse_email, parse_name
 from tether.store import Store, gateway_pins, gateway_servers
 
 __all__ = ["Upstream", "UpstreamSpec", "Upstreams"]
@@ -43,6 +44,7 @@ class UpstreamSpec:
     url: str | None = None
     env: Sequence[str] = ()  # KEY=VALUE, not secret (secrets go in credentials)
     credentials: Sequence[str] = ()  # NAME=REF
+    owner: str | None = None  # the accountable person's email
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ class Upstream:
     credentials: tuple[Credential, ...] = ()
     created_by: str = ""
     created_at: datetime | None = None
+    owner: Email | None = None
 
     def resource(self, issuer: str) -> str:
         return f"{issuer}/mcp/{self.name}"
@@ -70,6 +73,7 @@ class Upstream:
             "resource": self.resource(issuer),
             "created_by": self.created_by,
             "created_at": self.created_at.isoformat() if self.created_at else None,
+            "owner": self.owner,
         }
 
 
@@ -188,6 +192,7 @@ class Upstreams:
             credentials=credentials,
             created_by=by.subject,
             created_at=self._clock(),
+            owner=parse_email(spec.owner) if spec.owner is not None else None,
         )
 
 
@@ -201,6 +206,7 @@ def _row(upstream: Upstream) -> dict[str, Any]:
         "credentials": [c.to_dict() for c in upstream.credentials],
         "created_by": upstream.created_by,
         "created_at": upstream.created_at,
+        "owner": upstream.owner,
     }
 
 
@@ -214,4 +220,5 @@ def _upstream(row: Any) -> Upstream:
         credentials=tuple(Credential(c["name"], c["ref"]) for c in row.credentials),
         created_by=row.created_by,
         created_at=row.created_at,
+        owner=Email(row.owner) if row.owner is not None else None,
     )

@@ -22,6 +22,7 @@ from tether.core import Tether
 from tether.errors import Unauthenticated
 from tether.gateway.enforce import Gateway
 from tether.gateway.handlers import build_server
+from tether.gateway.supervisor import Supervisor
 from tether.gateway.upstream import UpstreamSession
 from tether.jose import b64url_encode, raw_public
 from tether.tokens import ASSERTION_TYPE
@@ -78,10 +79,12 @@ async def serve_stdio(tether: Tether, name: str, environ: Mapping[str, str]) -> 
     gate = Gateway(tether, upstream_spec.name)
     tokens = AgentTokens(tether, gate.resource, environ)
     await anyio.to_thread.run_sync(tokens.bearer)  # fail now, not at the first request
-    async with UpstreamSession(upstream_spec) as upstream:
+    async with Supervisor(tether).running() as upstreams:
+        await upstreams.get(upstream_spec.name)  # start it now: a broken command fails here
 
         async def resolve(_: Any) -> tuple[Gateway, str, UpstreamSession]:
-            return gate, await anyio.to_thread.run_sync(tokens.bearer), upstream
+            bearer = await anyio.to_thread.run_sync(tokens.bearer)
+            return gate, bearer, await upstreams.get(upstream_spec.name)
 
         server = build_server(resolve, version=tether.version)
         async with stdio_server() as (read, write):

@@ -8,10 +8,11 @@ token never goes upstream: nothing of the caller's request but the tool argument
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
+import anyio
 import httpx2
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, get_default_environment
@@ -19,12 +20,15 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 
+from tether.errors import UpstreamUnavailable
 from tether.gateway.credentials import resolve
 from tether.gateway.servers import Upstream
 
 __all__ = ["UpstreamSession"]
 
 T = TypeVar("T")
+
+_MAX_PAGES = 100  # pages of one listing (a server that never stops paging is broken)
 
 
 class UpstreamSession:
@@ -35,7 +39,12 @@ class UpstreamSession:
         self._stack = AsyncExitStack()
         self._client: Client | None = None
         self._tools: list[dict[str, Any]] | None = None
-        self.broken = False  # a request failed on the connection: open a new session
+        self.dead = anyio.Event()  # set when a request failed on the connection
+
+    @property
+    def broken(self) -> bool:
+        """A request failed on the connection: this session is done, open a new one."""
+        return self.dead.is_set()
 
     async def __aenter__(self) -> UpstreamSession:
         secrets = {c.name: resolve(c) for c in self.upstream.credentials}
@@ -70,16 +79,21 @@ class UpstreamSession:
             return await request
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:  # any other code is the server's own answer
-                self.broken = True
+                self.dead.set()
             raise
         except Exception:
-            self.broken = True
+            self.dead.set()
             raise
+
+    async def probe(self) -> None:
+        """A liveness check that every protocol mode answers: a fresh tool listing (which
+        also keeps :meth:`known_tools` current, so a changed tool is caught at its next
+        call even by a client that never lists again)."""
+        await self.list_tools()
 
     async def list_tools(self) -> list[dict[str, Any]]:
         """The upstream's tools now (and remembered for :meth:`known_tools`)."""
-        result = await self._ask(self.client.list_tools())
-        self._tools = [_dump(t) for t in result.tools]
+        self._tools = await self._every("tools", lambda c: self.client.list_tools(**c))
         return self._tools
 
     async def known_tools(self) -> list[dict[str, Any]]:
@@ -88,22 +102,44 @@ class UpstreamSession:
         is checked against what that listing showed."""
         return self._tools if self._tools is not None else await self.list_tools()
 
+    def input_schema(self, name: str) -> dict[str, Any] | None:
+        """Tool ``name``'s input schema as last listed (None if not listed yet)."""
+        for tool in self._tools or ():
+            if tool.get("name") == name:
+                schema: dict[str, Any] | None = tool.get("inputSchema")
+                return schema
+        return None
+
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         return _dump(await self._ask(self.client.call_tool(name, arguments)))
 
     async def list_resources(self) -> list[dict[str, Any]]:
-        result = await self._ask(self.client.list_resources())
-        return [_dump(r) for r in result.resources]
+        return await self._every("resources", lambda c: self.client.list_resources(**c))
 
     async def read_resource(self, uri: str) -> dict[str, Any]:
         return _dump(await self._ask(self.client.read_resource(uri)))
 
     async def list_prompts(self) -> list[dict[str, Any]]:
-        result = await self._ask(self.client.list_prompts())
-        return [_dump(p) for p in result.prompts]
+        return await self._every("prompts", lambda c: self.client.list_prompts(**c))
 
     async def get_prompt(self, name: str, arguments: dict[str, str]) -> dict[str, Any]:
         return _dump(await self._ask(self.client.get_prompt(name, arguments)))
+
+    async def _every(
+        self, field: str, page: Callable[[dict[str, Any]], Awaitable[Any]]
+    ) -> list[dict[str, Any]]:
+        """Every item of a listing, page after page, always from the server itself (never
+        the SDK's response cache: a changed definition must be seen when it changes)."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(_MAX_PAGES):
+            result = await self._ask(page({"cursor": cursor, "cache_mode": "bypass"}))
+            items.extend(_dump(item) for item in getattr(result, field))
+            cursor = result.next_cursor
+            if not cursor:
+                return items
+        self.dead.set()  # a listing that never ends: treat the upstream as broken
+        raise UpstreamUnavailable(f"the {field} listing has more than {_MAX_PAGES} pages")
 
 
 def _dump(model: Any) -> dict[str, Any]:

@@ -236,6 +236,7 @@ gateway_servers = Table(
     Column("credentials", JSON, nullable=False),
     Column("created_by", String(300), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("owner", String(320), nullable=True),  # approves changed definitions (and admins)
 )
 
 # The pinned definition of each tool, resource and prompt an upstream serves.
