@@ -5,8 +5,9 @@ An agent granted two of its tools sees exactly those two, can call them (real fi
 comes back), and its call to a third (``write_file``) is denied with a reason and never
 reaches the server: the file is not written, though the server would write it. Both the
 allows and the deny are in the audit log, with the results of the allowed calls. Through
-the HTTP face with the official SDK client (both protocol modes) and through the library
-path (:class:`Gateway` over an :class:`UpstreamSession`).
+the HTTP face with the official SDK client (both protocol modes), through the stdio face
+(``tether gateway stdio fs`` launched by the SDK client, as a desktop client would) and
+through the library path (:class:`Gateway` over an :class:`UpstreamSession`).
 
 The server is installed ahead of the tests, never at run time::
 
@@ -25,6 +26,7 @@ import shlex
 import shutil
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ import httpx2
 import pytest
 from conftest import spec
 from mcp import Client
+from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from tether.api import create_app
@@ -152,6 +155,43 @@ def test_over_streamable_http_with_the_sdk_client(org, mode: str) -> None:
             ) as http,
             Client(streamable_http_client(f"{BASE}/mcp/fs", http_client=http), mode=mode) as c,
         ):
+
+            async def list_tools() -> list[str]:
+                return [t.name for t in (await c.list_tools()).tools]
+
+            async def call_tool(name: str, arguments: dict[str, Any]) -> tuple[bool, str]:
+                result = await c.call_tool(name, arguments)
+                return result.is_error, _text(result.content)
+
+            return await _agent_session(root, list_tools, call_tool)
+
+    _check_the_record(tether, root, anyio.run(run))
+
+
+@pytest.fixture
+def real_time(clock: Any) -> None:
+    """The face runs in a process of its own, on the real clock: set up at real time."""
+    clock.now = datetime.now(UTC)
+
+
+def test_through_the_stdio_face_launched_by_the_sdk_client(
+    real_time: None, org, home: Path, db_url: str
+) -> None:
+    tether, token, root = org
+    env = {
+        "TETHER_HOME": str(home),
+        "TETHER_DB": db_url,
+        "TETHER_AGENT_TOKEN": token,
+        "PATH": os.environ.get("PATH", ""),
+    }
+    face = StdioServerParameters(
+        command=str(Path(sys.executable).parent / "tether"),
+        args=["gateway", "stdio", "fs"],
+        env=env,
+    )
+
+    async def run() -> str:
+        async with Client(face) as c:
 
             async def list_tools() -> list[str]:
                 return [t.name for t in (await c.list_tools()).tools]
