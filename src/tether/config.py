@@ -15,7 +15,15 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from tether.durations import parse_duration
 from tether.errors import InvalidRequest
 
-__all__ = ["CONFIG_FILE", "DEFAULT_HOME", "AuditSettings", "IdpConfig", "Settings", "SinkConfig"]
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_HOME",
+    "AuditSettings",
+    "IdpConfig",
+    "Settings",
+    "SinkConfig",
+    "VaultSettings",
+]
 
 CONFIG_FILE = "tether.toml"
 DEFAULT_HOME = Path(".tether")
@@ -102,6 +110,42 @@ class AuditSettings(BaseModel):
         return self
 
 
+class VaultSettings(BaseModel):
+    """``[vault]``: the OpenBao / HashiCorp Vault that brokers agents' credentials."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    address: str | None = None  # e.g. http://127.0.0.1:8200; None: no vault configured
+    token: str | None = Field(default=None, repr=False)
+    role_id: str | None = None  # AppRole, instead of token
+    secret_id: str | None = Field(default=None, repr=False)
+    namespace: str | None = None
+    kv_mount: str = Field(default="secret", pattern=r"^[A-Za-z0-9_.-]+$")
+    timeout_ms: int = Field(default=5_000, ge=10, le=120_000)
+    cache_ms: int = Field(default=30_000, ge=0, le=3_600_000)  # upstream credentials only
+    verify_tls: bool = True
+    # Rotation of a KV secret: the command prints the new value on stdout (it gets the
+    # path and field as arguments); without one, a random API key is generated.
+    rotation_command: tuple[str, ...] = ()
+    dynamic_ttl_max: Duration = timedelta(hours=1)
+
+    @model_validator(mode="after")
+    def _auth(self) -> VaultSettings:
+        if self.address is None:
+            return self
+        if not self.address.startswith(("https://", "http://")):
+            raise ValueError("[vault] address must be an http(s) URL")
+        if (self.token is None) == (self.role_id is None):
+            raise ValueError("[vault] needs exactly one of token or role_id (+ secret_id)")
+        if self.role_id is not None and self.secret_id is None:
+            raise ValueError("[vault] role_id needs secret_id")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self.address is not None
+
+
 class Settings(BaseModel):
     """Everything the library needs to know, already parsed and checked."""
 
@@ -129,6 +173,7 @@ class Settings(BaseModel):
     admin_groups: tuple[str, ...] = ()
     idp: tuple[IdpConfig, ...] = ()
     audit: AuditSettings = AuditSettings()
+    vault: VaultSettings = VaultSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -19,6 +19,7 @@ from tether.store.tables import (
     signing_keys,
     sink_cursors,
     state_epoch,
+    vault_issued,
 )
 
 __all__ = [
@@ -40,4 +41,5 @@ __all__ = [
     "signing_keys",
     "sink_cursors",
     "state_epoch",
+    "vault_issued",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "signing_keys",
     "sink_cursors",
     "state_epoch",
+    "vault_issued",
 ]
 
 metadata = MetaData(
@@ -254,4 +255,25 @@ gateway_pins = Table(
     Column("pinned_at", UtcDateTime, nullable=False),
     Column("changed_at", UtcDateTime, nullable=True),
     Column("approved_by", String(300), nullable=True),
+)
+
+
+# What the vault broker handed out: which agent received which secret (a KV v2 version) or
+# dynamic token (its accessor), so a kill knows what to revoke and what to rotate.
+vault_issued = Table(
+    "vault_issued",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", String(300), nullable=False),
+    Column("ref", String(600), nullable=False),
+    Column("kind", String(16), nullable=False),  # static | dynamic
+    Column("path", String(512), nullable=False),  # KV path, or the token policy
+    Column("field", String(255), nullable=True),  # KV field
+    Column("version", Integer, nullable=True),  # KV version read
+    Column("accessor", String(255), nullable=True),  # dynamic token accessor
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=True),  # dynamic: lease end
+    Column("revoked_at", UtcDateTime, nullable=True),  # dynamic: revoked
+    Column("rotated_at", UtcDateTime, nullable=True),  # static: a new version replaced it
+    Index("ix_vault_issued_agent", "agent_id"),
 )
