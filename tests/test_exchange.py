@@ -107,6 +107,11 @@ class Org:
 
 @pytest.fixture
 def org(make_settings, home) -> Org:
+    return make_org(make_settings, home)
+
+
+def make_org(make_settings: Any, home: Any) -> Org:
+    """Alice (trusted IdP), agent a (github/*, may delegate to b) and agent b."""
     idp_key = Ed25519PrivateKey.generate()
     jwk = json.loads(OKPAlgorithm.to_jwk(idp_key.public_key()))
     jwk["kid"] = "idp-1"

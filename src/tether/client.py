@@ -71,6 +71,13 @@ class Client:
         body = {"public_key": public_key, "reason": reason}
         return self._object("POST", _agent_path(ref) + "/rotate-key", json=body)
 
+    def kill(self, ref: str, *, cascade: bool = True, reason: str = "") -> dict[str, Any]:
+        body = {"cascade": cascade, "reason": reason}
+        return self._object("POST", _agent_path(ref) + "/kill", json=body)
+
+    def kill_bulk(self, **body: Any) -> dict[str, Any]:
+        return self._object("POST", "/v1/kill", json=body)
+
     def offboard_owner(self, email: str, reason: str = "") -> dict[str, Any]:
         path = f"/v1/owners/{quote(email, safe='')}/offboard"
         return self._object("POST", path, json={"reason": reason})

@@ -31,6 +31,7 @@ from tether.gateway.servers import Upstreams
 from tether.grants import Grants
 from tether.idp import IdentityProviders
 from tether.keys import SigningKeys
+from tether.killswitch import KillSwitch
 from tether.metrics import Metrics
 from tether.policy.decision import AccessRequest, Decision
 from tether.policy.guardrails import Guardrails
@@ -116,6 +117,7 @@ class Tether:
             self.identity_providers,
             clock,
         )
+        self.killswitch = KillSwitch(store, self.registry, self.events, self.epoch, clock)
         self.reports = Reports(settings, self.registry, self.grants, self.events, clock)
         self.pdp = DecisionPoint(
             settings, self.registry, self.grants, self.guardrails, self.epoch, clock

@@ -153,8 +153,8 @@ class StoreUnavailable(TetherError):
 class UpstreamUnavailable(TetherError):
     """An upstream MCP server could not be started or reached (it is retried with backoff)."""
 
-    status_code = 503
-    error = "temporarily_unavailable"
+    status_code = 502
+    error = "upstream_unavailable"
 
 
 class VerificationFailed(TetherError):
@@ -220,6 +220,7 @@ _BY_CODE: dict[str, type[TetherError]] = {
         Conflict,
         IllegalTransition,
         StoreUnavailable,
+        UpstreamUnavailable,
         InvalidClient,
         InvalidGrant,
         InvalidScope,

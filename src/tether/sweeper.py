@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from tether.registry import Registry
 
-__all__ = ["Sweeper"]
+__all__ = ["Sweeper", "every"]
 
 log = logging.getLogger("tether.sweeper")
 
@@ -40,3 +41,17 @@ class Sweeper:
                     chore()
             except Exception:  # a failed sweep is retried next tick; reads stay correct
                 log.exception("sweep failed")
+
+
+def every(seconds: float, chore: Callable[[], object]) -> Callable[[], object]:
+    """``chore``, run at most once per ``seconds`` however often the sweeper ticks."""
+    last = [float("-inf")]
+
+    def run() -> object:
+        now = time.monotonic()
+        if now - last[0] < seconds:
+            return None
+        last[0] = now
+        return chore()
+
+    return run

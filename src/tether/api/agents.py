@@ -41,6 +41,18 @@ class RotateKey(StrictBody):
     reason: str = ""
 
 
+class Kill(StrictBody):
+    cascade: bool = True
+    reason: str = ""
+
+
+class BulkKill(StrictBody):
+    owner: str | None = None
+    all: bool = False
+    confirm: bool = False
+    reason: str = ""
+
+
 class Offboard(StrictBody):
     reason: str = ""
 
@@ -109,6 +121,25 @@ def retire_agent(
     tether: TetherDep, caller: CallerDep, ref: str, reason: str = Query(default="")
 ) -> dict[str, Any]:
     return tether.registry.retire(caller, ref, reason).to_dict()
+
+
+@router.post("/v1/agents/{ref}/kill")
+def kill_agent(
+    tether: TetherDep, caller: CallerDep, ref: str, body: Kill | None = None
+) -> dict[str, Any]:
+    """Kill the agent (and, unless ``cascade`` is false, every agent it spawned)."""
+    body = body or Kill()
+    return tether.killswitch.kill(caller, ref, cascade=body.cascade, reason=body.reason).to_dict()
+
+
+@router.post("/v1/kill")
+def kill_bulk(tether: TetherDep, caller: CallerDep, body: BulkKill) -> dict[str, Any]:
+    """Kill every agent of ``owner``, or with ``all`` and ``confirm`` every agent."""
+    if (body.owner is None) == (not body.all):
+        raise InvalidRequest("give exactly one of owner or all")
+    if body.owner is not None:
+        return tether.killswitch.kill_owner(caller, body.owner, reason=body.reason).to_dict()
+    return tether.killswitch.kill_all(caller, confirm=body.confirm, reason=body.reason).to_dict()
 
 
 @router.post("/v1/owners/{email}/offboard")

@@ -10,6 +10,7 @@ import typer
 
 from tether.cli import agent, audit, gateway, grant, output, owner, policy, server, token
 from tether.cli.authorize import authorize
+from tether.cli.kill import kill
 from tether.errors import TetherError
 
 __all__ = ["app", "main", "run"]
@@ -34,6 +35,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(gateway.app, name="gateway")
 app.command()(grant.review)
 app.command()(authorize)
+app.command()(kill)
 
 
 def run(argv: list[str]) -> int:

@@ -56,7 +56,7 @@ def up(
     from tether.audit.checkpoints import Checkpointer
     from tether.audit.sinks import SinkRunner
     from tether.demo import seed_demo
-    from tether.sweeper import Sweeper
+    from tether.sweeper import Sweeper, every
 
     config = settings()
     url = f"http://{host}:{port}"
@@ -95,7 +95,9 @@ def up(
     output.console.print("\n".join(lines), markup=False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request URLs may carry secrets
-    sweeper = Sweeper(tether.registry, config.sweep_interval.total_seconds(), [tether.tokens.purge])
+    # Kill actions outside the store that failed (vault leases, rotations) are retried.
+    chores = [tether.tokens.purge, every(10.0, tether.killswitch.retry)]
+    sweeper = Sweeper(tether.registry, config.sweep_interval.total_seconds(), chores)
     checkpointer = Checkpointer(
         tether.checkpoints,
         tether.events,

@@ -1,0 +1,332 @@
+"""The kill switch: stop an agent, and everything it spawned, everywhere, at once.
+
+One transaction makes every target ``killed`` (irreversible), revokes every unexpired
+token the killed agents were issued together with every token exchanged from those (the
+whole family), writes one ``agent.killed`` event per agent and moves the state epoch, so
+that no process sharing the store accepts a token naming a killed agent anywhere in its
+chain once the command has returned (token verification checks every agent of the chain).
+An agent that was merely delegated to by a killed one keeps its identity and its tokens
+that do not pass through the killed one.
+
+Then what lives outside the store: the vault leases the killed agents received are revoked
+and the static secrets they could read are rotated, and open gateway sessions of theirs are
+closed. What fails there is retried (three tries here, then by the sweeper until done) and
+reported. A final ``kill.completed`` event lists everything that was done and everything
+that failed.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, or_, select, update
+
+from tether.audit.log import AuditLog
+from tether.callers import Caller
+from tether.epoch import StateEpoch
+from tether.errors import Forbidden, IllegalTransition, InvalidRequest, NotFound
+from tether.lifecycle import check_transition
+from tether.model import AgentState, parse_email, parse_text
+from tether.registry import Registry
+from tether.store import Store, agents, issued_tokens
+
+__all__ = ["KillReport", "KillSwitch", "SessionCloser", "VaultRevoker"]
+
+_TRIES = 3  # vault actions tried this many times before a kill returns (then the sweeper)
+
+
+class VaultRevoker(Protocol):
+    """The vault broker's part in a kill (see :mod:`tether.vault`)."""
+
+    def revoke_and_rotate(self, agent_ids: Collection[str], by: str) -> Any: ...
+
+
+# Closes the open gateway sessions of the given agents; returns how many it closed.
+SessionCloser = Callable[[Collection[str]], int]
+
+
+@dataclass
+class KillReport:
+    """What a kill did, and what failed (to be retried)."""
+
+    agents_killed: list[str] = field(default_factory=list)
+    tokens_revoked: list[str] = field(default_factory=list)  # jti
+    token_families: list[str] = field(default_factory=list)  # the jti each family grew from
+    leases_revoked: list[str] = field(default_factory=list)
+    secrets_rotated: list[str] = field(default_factory=list)
+    sessions_closed: int = 0
+    failures: list[str] = field(default_factory=list)
+    reason: str = ""
+    by: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agents_killed": list(self.agents_killed),
+            "tokens_revoked": len(self.tokens_revoked),
+            "token_families_revoked": len(self.token_families),
+            "token_ids": list(self.tokens_revoked),
+            "leases_revoked": list(self.leases_revoked),
+            "secrets_rotated": list(self.secrets_rotated),
+            "sessions_closed": self.sessions_closed,
+            "failures": list(self.failures),
+            "reason": self.reason,
+            "by": self.by,
+        }
+
+
+class KillSwitch:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        log: AuditLog,
+        epoch: StateEpoch,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._log = log
+        self._epoch = epoch
+        self._clock = clock
+        self.vault: VaultRevoker | None = None
+        self._closers: list[SessionCloser] = []
+
+    def on_kill(self, closer: SessionCloser) -> Callable[[], None]:
+        """Register a closer of gateway sessions; returns its unregistration."""
+        self._closers.append(closer)
+        return lambda: self._closers.remove(closer)
+
+    # ---- the switch ---------------------------------------------------------------------
+
+    def kill(self, by: Caller, ref: str, *, cascade: bool = True, reason: str = "") -> KillReport:
+        """Kill agent ``ref`` (an admin, or its owner) and, unless ``cascade`` is off, every
+        agent whose parent chain leads to it."""
+        name = self._registry.parse_ref(ref)
+        reason = parse_text(reason, "reason")
+        with self._store.write() as conn:
+            row = conn.execute(
+                select(agents).where(agents.c.name == name).with_for_update()
+            ).first()
+            if row is None or not (by.is_admin or by.owns(row.owner)):
+                hidden = row is not None
+                found = None
+            else:
+                hidden, found = False, row
+                check_transition(name, AgentState(row.state), AgentState.KILLED)
+                names = [name, *(self._descendants(conn, name) if cascade else [])]
+                report = self._kill_in(conn, by, names, root=name, reason=reason)
+        if found is None:
+            agent_id = self._registry.agent_id(name)
+            if hidden:
+                self._refuse(by, agent_id, "not the owner")
+            raise NotFound(f"no agent {agent_id}")
+        return self._finish(by, report)
+
+    def kill_owner(self, by: Caller, owner: str, *, reason: str = "") -> KillReport:
+        """Kill every live agent of ``owner`` and what they spawned (admins only)."""
+        email = parse_email(owner)
+        return self._kill_bulk(by, reason, agents.c.owner == email, f"owner {email}")
+
+    def kill_all(self, by: Caller, *, confirm: bool, reason: str = "") -> KillReport:
+        """The panic button: kill every live agent (admins only; ``confirm`` required)."""
+        if not confirm:
+            raise InvalidRequest("killing every agent needs --confirm")
+        return self._kill_bulk(by, reason, None, "every agent")
+
+    def retry(self, by: str = "system:sweeper") -> KillReport | None:
+        """Retry the vault actions of killed agents that did not complete (the sweeper
+        calls this); returns a report when something was done or failed again."""
+        if self.vault is None:
+            return None
+        with self._store.read() as conn:
+            killed = list(
+                conn.execute(
+                    select(agents.c.name).where(agents.c.state == AgentState.KILLED.value)
+                ).scalars()
+            )
+        if not killed:
+            return None
+        report = KillReport(reason="retry of unfinished kill actions", by=by)
+        self._vault(report, [self._registry.agent_id(n) for n in killed], by, tries=1)
+        if not (report.leases_revoked or report.secrets_rotated or report.failures):
+            return None
+        self._record(report, killed=[])
+        return report
+
+    # ---- steps --------------------------------------------------------------------------
+
+    def _kill_bulk(self, by: Caller, reason: str, where: Any, what: str) -> KillReport:
+        reason = parse_text(reason, "reason")
+        if not by.is_admin:
+            self._refuse(by, what, "only admins kill in bulk")
+            raise Forbidden("only an admin can kill in bulk")
+        live = [AgentState.ACTIVE.value, AgentState.SUSPENDED.value, AgentState.EXPIRED.value]
+        with self._store.write() as conn:
+            query = select(agents.c.name).where(agents.c.state.in_(live))
+            if where is not None:
+                query = query.where(where)
+            roots = list(conn.execute(query.order_by(agents.c.name)).scalars())
+            names: list[str] = []
+            for root in roots:
+                for name in (root, *self._descendants(conn, root)):
+                    if name not in names:
+                        names.append(name)
+            report = self._kill_in(conn, by, names, root=None, reason=reason or f"kill {what}")
+        return self._finish(by, report)
+
+    def _descendants(self, conn: Connection, name: str) -> list[str]:
+        """Every agent whose parent chain leads to ``name`` and that can still be killed."""
+        found: list[str] = []
+        frontier = [name]
+        while frontier:
+            children = list(
+                conn.execute(
+                    select(agents.c.name, agents.c.state).where(agents.c.parent.in_(frontier))
+                )
+            )
+            frontier = [c.name for c in children if c.name not in found and c.name != name]
+            found.extend(frontier)
+        return [
+            n
+            for n in found
+            if conn.execute(select(agents.c.state).where(agents.c.name == n)).scalar_one()
+            in (AgentState.ACTIVE.value, AgentState.SUSPENDED.value, AgentState.EXPIRED.value)
+        ]
+
+    def _kill_in(
+        self,
+        conn: Connection,
+        by: Caller,
+        names: list[str],
+        *,
+        root: str | None,
+        reason: str,
+    ) -> KillReport:
+        now = self._clock()
+        report = KillReport(reason=reason, by=by.subject)
+        for name in names:
+            state = AgentState(
+                conn.execute(select(agents.c.state).where(agents.c.name == name)).scalar_one()
+            )
+            try:
+                check_transition(name, state, AgentState.KILLED)
+            except IllegalTransition:
+                continue  # retired or killed already: nothing left to stop
+            conn.execute(
+                update(agents)
+                .where(agents.c.name == name)
+                .values(state=AgentState.KILLED.value, state_changed_at=now)
+            )
+            agent_id = self._registry.agent_id(name)
+            families, revoked = self._revoke_tokens(conn, agent_id, now)
+            report.agents_killed.append(agent_id)
+            report.token_families.extend(families)
+            report.tokens_revoked.extend(revoked)
+            detail: dict[str, Any] = {
+                "from": state.value,
+                "to": AgentState.KILLED.value,
+                "tokens_revoked": revoked,
+            }
+            if root is not None and name != root:
+                detail["cascade_from"] = self._registry.agent_id(root)
+            self._log.append(
+                conn,
+                "agent.killed",
+                actor=by.subject,
+                subject=agent_id,
+                reason=reason,
+                detail=detail,
+            )
+        if report.agents_killed:
+            self._epoch.bump(conn)
+        return report
+
+    def _revoke_tokens(
+        self, conn: Connection, agent_id: str, now: datetime
+    ) -> tuple[list[str], list[str]]:
+        """Revoke the agent's unexpired tokens and every token exchanged from them."""
+        roots = list(
+            conn.execute(
+                select(issued_tokens.c.jti).where(
+                    or_(issued_tokens.c.client_id == agent_id, issued_tokens.c.subject == agent_id),
+                    issued_tokens.c.expires_at > now,
+                )
+            ).scalars()
+        )
+        family = list(roots)
+        index = 0
+        while index < len(family):
+            family.extend(
+                conn.execute(
+                    select(issued_tokens.c.jti).where(
+                        issued_tokens.c.parent_jti == family[index],
+                        issued_tokens.c.jti.not_in(family),
+                    )
+                ).scalars()
+            )
+            index += 1
+        revoked = list(
+            conn.execute(
+                select(issued_tokens.c.jti).where(
+                    issued_tokens.c.jti.in_(family), issued_tokens.c.revoked_at.is_(None)
+                )
+            ).scalars()
+        )
+        if revoked:
+            conn.execute(
+                update(issued_tokens).where(issued_tokens.c.jti.in_(revoked)).values(revoked_at=now)
+            )
+        return roots, revoked
+
+    def _finish(self, by: Caller, report: KillReport) -> KillReport:
+        """Everything outside the store, then the closing event."""
+        if report.agents_killed:
+            self._vault(report, report.agents_killed, by.subject, tries=_TRIES)
+            for closer in list(self._closers):
+                try:
+                    report.sessions_closed += closer(report.agents_killed)
+                except Exception as exc:  # reported, and the sessions fail on their next call
+                    report.failures.append(f"closing gateway sessions: {type(exc).__name__}")
+        self._record(report, killed=report.agents_killed)
+        return report
+
+    def _vault(self, report: KillReport, agent_ids: Iterable[str], by: str, tries: int) -> None:
+        if self.vault is None:
+            return
+        ids = list(agent_ids)
+        failures: list[str] = []
+        for attempt in range(tries):
+            try:
+                done = self.vault.revoke_and_rotate(ids, by)
+            except Exception as exc:  # the broker should not raise; fail loud, not silent
+                failures = [f"vault: {type(exc).__name__}"]
+            else:
+                report.leases_revoked.extend(done.leases_revoked)
+                report.secrets_rotated.extend(done.secrets_rotated)
+                failures = list(done.failures)
+            if not failures:
+                break
+            if attempt + 1 < tries:
+                time.sleep(0.2 * (attempt + 1))
+        report.failures.extend(failures)
+
+    def _record(self, report: KillReport, *, killed: builtins.list[str]) -> None:
+        detail = report.to_dict()
+        self._log.record(
+            "kill.completed",
+            actor=report.by,
+            subject=killed[0] if killed else None,
+            reason=report.reason,
+            decision="deny",
+            detail=detail,
+        )
+
+    def _refuse(self, by: Caller, subject: str, why: str) -> None:
+        self._log.record(
+            "access.refused", actor=by.subject, subject=subject, reason=why, detail={"op": "kill"}
+        )
