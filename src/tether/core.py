@@ -18,7 +18,7 @@ from tether.audit.verify import Report, verify
 from tether.callers import Caller
 from tether.config import Settings
 from tether.dev_idp import DevIdp
-from tether.epoch import StateEpoch
+from tether.epoch import EpochListener, StateEpoch
 from tether.errors import (
     Denied,
     StoreUnavailable,
@@ -102,6 +102,7 @@ class Tether:
         idps = (*settings.idp, self.dev_idp.config()) if self.dev_idp else settings.idp
         self.identity_providers = IdentityProviders(idps, settings.admin_groups)
         self.epoch = StateEpoch(store, settings.decision_staleness_ms / 1000)
+        self._listener: EpochListener | None = None
         self.registry = Registry(store, settings, self.events, self.epoch, clock)
         self.grants = Grants(store, settings, self.registry, self.events, self.epoch, clock)
         self.guardrails = Guardrails(store, self.events, self.epoch, clock)
@@ -274,7 +275,16 @@ class Tether:
             report.fail(None, unreadable)
         return report
 
+    def listen(self) -> None:
+        """On PostgreSQL, hear every other process's changes at once (LISTEN/NOTIFY) rather
+        than within the staleness bound; a no-op on SQLite. Stopped by :meth:`close`."""
+        if self.store.dialect == "postgresql" and self._listener is None:
+            self._listener = EpochListener(self.store, self.epoch).start()
+
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         try:  # events recorded without waiting are written before the store closes
             self.events.flush()
         except TetherError as exc:

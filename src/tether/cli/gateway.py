@@ -113,4 +113,5 @@ def stdio(name: Annotated[str, typer.Argument(help="The upstream server's name."
     from tether.gateway.stdio import serve_stdio
 
     with Tether.open(settings()) as tether:
+        tether.listen()  # PostgreSQL: a kill elsewhere reaches this face at once
         anyio.run(serve_stdio, tether, name, dict(os.environ))

@@ -65,6 +65,7 @@ def up(
     if demo:
         config = config.model_copy(update={"dev_idp": True})
     tether, result = Tether.init(config)
+    tether.listen()  # PostgreSQL: other processes' kills and revocations arrive at once
     if demo:
         seed_demo(tether)
     token_file = config.admin_token_file
