@@ -188,3 +188,70 @@ def test_an_upstream_that_dies_is_started_again_on_the_next_call(org) -> None:
 def _recorded(tether: Tether) -> list[Any]:
     tether.events.flush()  # results ride along with later commits
     return tether.events.list(type="tool.result")
+
+
+def test_a_kill_closes_the_agents_open_sessions_and_says_how_many(org) -> None:
+    """A legacy-mode session (Mcp-Session-Id) of the killed agent is terminated by the kill
+    itself, and the kill says so."""
+    tether, token, _ = org
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def work(transport: Any) -> int:
+        face = _face(transport.app)
+        async with (
+            httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers) as http,
+            Client(
+                streamable_http_client(f"{BASE}/mcp/test", http_client=http), mode="legacy"
+            ) as c,
+        ):
+            said = await c.call_tool("echo", {"text": "before"})
+            assert not said.is_error
+            [sdk_session] = face.server.session_manager._server_instances.values()
+            assert not sdk_session.is_terminated
+            report = await anyio.to_thread.run_sync(
+                lambda: tether.killswitch.kill(ADMIN, "helper", reason="test")
+            )
+            assert sdk_session.is_terminated  # closed by the kill, before it returned
+            with pytest.raises(MCPError):
+                await c.call_tool("echo", {"text": "after"})
+        return report.sessions_closed
+
+    assert anyio.run(_served, tether, work) == 1
+    [completed] = tether.events.list(type="kill.completed")
+    assert completed.detail["sessions_closed"] == 1
+
+
+def test_a_suspension_elsewhere_closes_the_session_when_the_epoch_moves(org) -> None:
+    """Not only kills in this process: any change that makes the session's token fail
+    (here a suspension, as another process would make it) closes the session at the next
+    epoch check."""
+    tether, token, _ = org
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def work(transport: Any) -> None:
+        face = _face(transport.app)
+        async with (
+            httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers) as http,
+            Client(
+                streamable_http_client(f"{BASE}/mcp/test", http_client=http), mode="legacy"
+            ) as c,
+        ):
+            await c.call_tool("echo", {"text": "before"})
+            [sdk_session] = face.server.session_manager._server_instances.values()
+            await anyio.to_thread.run_sync(tether.registry.suspend, ADMIN, "helper")
+            with anyio.fail_after(10):
+                while not sdk_session.is_terminated:
+                    await anyio.sleep(0.05)
+            assert not face.sessions._open
+
+    anyio.run(_served, tether, work)
+
+
+def _face(app: Any) -> Any:
+    from tether.gateway.http import McpFace
+
+    for route in app.routes:
+        inner = getattr(route, "app", None)
+        if isinstance(inner, McpFace):
+            return inner
+    raise AssertionError("no MCP face mounted")

@@ -17,17 +17,20 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import anyio
 from anyio import to_thread
 from mcp.server.lowlevel import Server
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.core import Tether
 from tether.errors import TetherError
 from tether.gateway.enforce import Gateway
 from tether.gateway.handlers import build_server
 from tether.gateway.servers import Upstream
+from tether.gateway.sessions import SESSION_HEADER, Sessions
 from tether.gateway.supervisor import Supervisor
 from tether.gateway.upstream import UpstreamSession
+from tether.tokens import VerifiedToken
 
 __all__ = ["McpFace", "protected_resource_metadata"]
 
@@ -69,11 +72,20 @@ class McpFace:
         self._inner = self.server.streamable_http_app(
             streamable_http_path="/mcp/{name}", transport_security=None, host="gateway"
         )
+        self.sessions = Sessions(tether, self.server.session_manager)
 
     @asynccontextmanager
     async def lifespan(self) -> Any:
-        async with self.server.session_manager.run(), self.pool.running():
-            yield
+        async with (
+            self.server.session_manager.run(),
+            self.pool.running(),
+            anyio.create_task_group() as group,
+        ):
+            group.start_soon(self.sessions.watching)
+            try:
+                yield
+            finally:
+                group.cancel_scope.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,15 +93,28 @@ class McpFace:
             return
         parts = scope["path"].split("/")
         name = parts[2] if len(parts) == 3 and parts[1] == "mcp" else ""
-        refusal = await to_thread.run_sync(self._refusal, scope, name)
-        if refusal is not None:
-            await refusal(scope, receive, send)
+        verdict = await to_thread.run_sync(self._refusal, scope, name)
+        if not isinstance(verdict, tuple):
+            await verdict(scope, receive, send)
             return
         _SERVING.set(name)
-        await self._inner(scope, receive, send)
+        token, bearer = verdict
+        headers = dict(scope.get("headers") or ())
+        known = headers.get(SESSION_HEADER)
 
-    def _refusal(self, scope: Scope, name: str) -> ASGIApp | None:
-        """None when the request carries a valid token for this server; else the answer."""
+        async def tracked(message: Message) -> None:
+            if message["type"] == "http.response.start":  # a new session gets its ID here
+                given = dict(message.get("headers") or ()).get(SESSION_HEADER) or known
+                if given:
+                    sid = given.decode("latin-1")
+                    self.sessions.seen(sid, token.chain, bearer, token.claims["aud"])
+            await send(message)
+
+        await self._inner(scope, receive, tracked)
+
+    def _refusal(self, scope: Scope, name: str) -> ASGIApp | tuple[VerifiedToken, str]:
+        """The verified token (and the bearer) when the request carries a valid token for
+        this server; else the answer."""
         try:
             upstream = self._upstream(name)
         except TetherError:
@@ -103,8 +128,7 @@ class McpFace:
         why = "send a bearer token for this server"
         if scheme.lower() == "bearer" and token.strip():
             try:
-                Gateway(self.tether, upstream.name).verify(token.strip())
-                return None
+                return Gateway(self.tether, upstream.name).verify(token.strip()), token.strip()
             except TetherError as exc:
                 why = exc.description
         self.tether.refused(

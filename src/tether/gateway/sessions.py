@@ -1,0 +1,119 @@
+"""The open MCP sessions of the HTTP face, by agent: closed when an agent in their chain is
+killed (at once, in this process) or when their token stops verifying (a kill, a
+revocation or a suspension anywhere: checked whenever the state epoch moves).
+
+A session's every request is verified anyway; closing it also ends the client's session
+(its next request is answered 404, so it must start over, with a token that verifies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio import to_thread
+
+from tether.core import Tether
+from tether.errors import TetherError
+
+__all__ = ["Sessions"]
+
+log = logging.getLogger("tether.gateway")
+
+SESSION_HEADER = b"mcp-session-id"
+CHECK_EVERY = 0.5  # seconds between epoch checks of the open sessions
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    agents: frozenset[str]
+    bearer: str
+    resource: str
+
+
+class Sessions:
+    """Which agents each open session acts for; closes them through the SDK's manager."""
+
+    def __init__(self, tether: Tether, manager: Any) -> None:
+        self._tether = tether
+        self._manager = manager  # the SDK's StreamableHTTPSessionManager
+        self._open: dict[str, _Open] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def seen(self, session_id: str, chain: Collection[str], bearer: str, resource: str) -> None:
+        """A request of ``session_id`` was made with ``bearer`` (its chain verified)."""
+        agents = frozenset(c for c in chain if not c.startswith("user:"))
+        with self._lock:
+            self._open[session_id] = _Open(agents, bearer, resource)
+
+    async def watching(self) -> None:
+        """Run for the face's lifetime: register with the kill switch, and close sessions
+        whose token no longer verifies whenever the epoch moves."""
+        self._loop = asyncio.get_running_loop()
+        unregister = self._tether.killswitch.on_kill(self.close_agents)
+        seen = -1
+        try:
+            while True:
+                await anyio.sleep(CHECK_EVERY)
+                try:
+                    epoch = await to_thread.run_sync(self._tether.epoch.current)
+                except TetherError:
+                    continue  # the store is away: every request is refused meanwhile anyway
+                if epoch != seen:
+                    seen = epoch
+                    await self._close(await to_thread.run_sync(self._invalid))
+        finally:
+            unregister()
+            self._loop = None
+
+    def close_agents(self, agent_ids: Collection[str]) -> int:
+        """Close every session acting for one of ``agent_ids`` (the kill switch calls this
+        from its own thread); returns how many."""
+        killed = set(agent_ids)
+        with self._lock:
+            doomed = [sid for sid, s in self._open.items() if s.agents & killed]
+        loop = self._loop
+        if not doomed or loop is None:
+            return 0
+        future = asyncio.run_coroutine_threadsafe(self._close(doomed), loop)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:  # wait, unless that would block the loop itself
+            return future.result(timeout=10)
+        return len(doomed)
+
+    def _invalid(self) -> list[str]:
+        with self._lock:
+            current = dict(self._open)
+        known = set(self._manager._server_instances)  # sessions the SDK still holds
+        doomed = []
+        for sid, session in current.items():
+            if sid not in known:
+                with self._lock:
+                    self._open.pop(sid, None)  # ended by the client or timed out
+                continue
+            try:
+                self._tether.tokens.verify(session.bearer, session.resource)
+            except TetherError:
+                doomed.append(sid)
+        return doomed
+
+    async def _close(self, session_ids: list[str]) -> int:
+        closed = 0
+        for sid in session_ids:
+            with self._lock:
+                self._open.pop(sid, None)
+            transport = self._manager._server_instances.get(sid)
+            if transport is not None and not transport.is_terminated:
+                await transport.terminate()
+                closed += 1
+                log.info("closed MCP session %s: its token no longer holds", sid[:8])
+        return closed
