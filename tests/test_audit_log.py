@@ -620,11 +620,15 @@ def test_every_event_of_a_demo_run_exports_as_valid_ocsf_and_parseable_cef(
             assert client.post("/access/v1/evaluation", json=body, headers=admin).status_code == 200
         client.post("/oauth2/token", data={"grant_type": "client_credentials"})
         client.get("/v1/agents")  # unauthenticated: refused, on record
+        killed = client.post(
+            "/v1/agents/github-connector/kill", json={"reason": "demo"}, headers=admin
+        )
+        assert killed.status_code == 200, killed.text
         client.post("/v1/audit/checkpoint", headers=admin)
         size = up.tether.events.size()
         types = {e.type for e in up.tether.events.list()}
         assert {"agent.registered", "decision", "grant.added", "token.refused"} <= types
-        assert {"access.refused", "policy.added"} <= types
+        assert {"access.refused", "policy.added", "agent.killed", "kill.completed"} <= types
         exported = {
             fmt: client.get(f"/v1/audit/export?format={fmt}", headers=admin).text.splitlines()
             for fmt in ("ocsf", "cef", "jsonl")

@@ -174,7 +174,7 @@ def summary(event: dict[str, Any]) -> str:
 
 
 def severity_id(event: dict[str, Any]) -> int:
-    """OCSF severity: an alert's own (High if it names none), High for a killed agent,
+    """OCSF severity: an alert's own (High if it names none), High for a kill,
     Medium for a deny or a refusal, Informational for the rest."""
     kind = _text(event.get("type"))
     if kind == "alert":
@@ -184,7 +184,7 @@ def severity_id(event: dict[str, Any]) -> int:
         if isinstance(given, int) and not isinstance(given, bool) and 1 <= given <= 5:
             return given
         return 4
-    if kind == "agent.killed":
+    if kind in ("agent.killed", "kill.completed"):
         return 4
     if event.get("decision") == "deny" or kind.endswith(".refused"):
         return 3
