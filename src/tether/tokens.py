@@ -48,6 +48,7 @@ from tether.jose import read_header
 from tether.keys import SigningKeys
 from tether.model import Agent, AgentState
 from tether.permissions import Permission, pattern_matches
+from tether.policy.decision import AccessRequest
 from tether.registry import Registry
 from tether.store import Store, assertion_jtis, issued_tokens
 
@@ -108,6 +109,24 @@ class VerifiedToken:
     @property
     def scope(self) -> tuple[str, ...]:
         return tuple(str(self.claims.get("scope", "")).split())
+
+    @property
+    def client_id(self) -> str:
+        return str(self.claims["client_id"])
+
+    def request(self, action: str, resource: str) -> AccessRequest:
+        """The PDP question for doing ``action`` on ``resource`` with this token: its
+        acting agent, the person it acts for, the agents between, and its scope."""
+        people = [c for c in self.chain if c.startswith("user:")]
+        agents = [c for c in self.chain if not c.startswith("user:")]
+        return AccessRequest.of(
+            self.client_id,
+            action,
+            resource,
+            on_behalf_of=people[0] if people else None,
+            chain=agents[:-1],
+            scope=self.scope,
+        )
 
 
 class Tokens:

@@ -22,7 +22,6 @@ from anyio import to_thread
 from tether.audit.record import Entry
 from tether.core import Tether
 from tether.errors import TetherError
-from tether.policy.decision import AccessRequest
 from tether.tokens import VerifiedToken
 
 __all__ = [
@@ -30,7 +29,6 @@ __all__ = [
     "Refused",
     "ToolSource",
     "error_result",
-    "request_for",
 ]
 
 log = logging.getLogger("tether.gateway")
@@ -60,20 +58,6 @@ class Refused(Exception):
 def error_result(text: str) -> dict[str, Any]:
     """An MCP tool result that says why nothing was done."""
     return {"content": [{"type": "text", "text": text}], "isError": True}
-
-
-def request_for(token: VerifiedToken, action: str, resource: str) -> AccessRequest:
-    """The PDP question for a request made with ``token``: its chain and scope."""
-    people = [c for c in token.chain if c.startswith("user:")]
-    agents = [c for c in token.chain if not c.startswith("user:")]
-    return AccessRequest.of(
-        str(token.claims["client_id"]),
-        action,
-        resource,
-        on_behalf_of=people[0] if people else None,
-        chain=agents[:-1],
-        scope=token.scope,
-    )
 
 
 Listing = Callable[[], Awaitable[list[dict[str, Any]]]]
@@ -109,7 +93,7 @@ class Gateway:
 
         def allowed() -> list[dict[str, Any]]:
             shown = self.tether.pins.observe(self.server, kind, offered)
-            requests = [request_for(token, action, self._path(kind, item)) for item in shown]
+            requests = [token.request(action, self._path(kind, item)) for item in shown]
             decisions = [self.tether.pdp.decide(r) for r in requests]
             return [dict(item) for item, d in zip(shown, decisions, strict=True) if d.allowed]
 
@@ -199,7 +183,7 @@ class Gateway:
             self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why)
         path = self._path(kind, shown[0])
-        [decision] = self.tether.decide_all([request_for(token, action, path)])
+        [decision] = self.tether.decide_all([token.request(action, path)])
         if not decision.allowed:
             raise Refused("; ".join(decision.reasons))
         return token, path
