@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from tether import AgentSpec, Caller, Settings, Tether, generate_key_pair
 from tether.errors import InvalidToken, TetherError
+from tether.store import epoch_acks
 
 ADMIN = Caller.admin()
 RESOURCE = "http://127.0.0.1:8700/mcp/github"
@@ -66,6 +67,36 @@ def test_a_kill_in_one_process_reaches_the_other_by_notification(pair) -> None:
     # well inside the 60 s bound: only the notification can have told the second process
     assert _refused_within(lambda: second.tokens.verify(token, RESOURCE), 10)
     assert second._listener is not None and second._listener.notified >= 1
+
+
+def test_once_a_kill_returns_no_listening_process_accepts_the_token(pair) -> None:
+    """DESIGN §5.4 across processes: the kill waits until every live process has confirmed
+    the kill's epoch, so the other process refuses on its very first try afterwards."""
+    first, second = pair
+    for round_ in range(5):
+        token = _agent_token(first, f"rogue-{round_}")
+        assert second.tokens.verify(token, RESOURCE).chain  # cached there
+        report = first.killswitch.kill(ADMIN, f"rogue-{round_}")
+        assert report.processes_confirmed >= 1 and report.processes_unconfirmed == []
+        with pytest.raises(InvalidToken):  # no waiting, no polling: already refused
+            second.tokens.verify(token, RESOURCE)
+
+
+def test_a_process_that_does_not_confirm_is_waited_for_only_up_to_the_bound(pair) -> None:
+    """A live process that does not confirm (here: a heartbeat row that never moves) holds
+    the kill up to the staleness bound, not forever; the kill names it. By then, that
+    process re-reads the epoch before trusting any token (or refuses)."""
+    first, _ = pair
+    token = _agent_token(first, "rogue")
+    with first.store.engine.begin() as conn:
+        conn.execute(
+            sa.insert(epoch_acks).values(process="stuck:1:x", epoch=0, seen_at=sa.func.now())
+        )
+    report = first.killswitch.kill(ADMIN, "rogue")
+    assert report.processes_unconfirmed == ["stuck:1:x"]
+    assert report.to_dict()["processes_unconfirmed"] == ["stuck:1:x"]
+    with pytest.raises(InvalidToken):
+        first.tokens.verify(token, RESOURCE)
 
 
 def test_a_lost_listener_connection_comes_back_and_catches_up(pair) -> None:

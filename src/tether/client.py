@@ -126,6 +126,10 @@ class Client:
         """POST /oauth2/token (the form carries the client assertion, not the admin token)."""
         return self._object("POST", "/oauth2/token", data=form, bearer=False)
 
+    def credential(self, agent_token: str, ref: str) -> dict[str, Any]:
+        """POST /v1/credentials as the agent (its access token for the issuer)."""
+        return self._object("POST", "/v1/credentials", json={"ref": ref}, bearer=agent_token)
+
     def introspect(self, token: str) -> dict[str, Any]:
         return self._object("POST", "/oauth2/introspect", data={"token": token})
 
@@ -200,11 +204,15 @@ class Client:
         json: Any = None,
         params: dict[str, str] | None = None,
         data: dict[str, str] | None = None,
-        bearer: bool = True,
+        bearer: bool | str = True,
         raw: bool = False,
     ) -> Any:
+        """``bearer``: True sends the admin token, False nothing, a string that token."""
         url = self._base_url + path
-        headers = self._headers if bearer else {}
+        if isinstance(bearer, str):
+            headers = {"Authorization": f"Bearer {bearer}"}
+        else:
+            headers = self._headers if bearer else {}
         try:
             if self._http is not None:
                 response = self._http.request(

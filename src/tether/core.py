@@ -40,6 +40,7 @@ from tether.registry import Registry
 from tether.reports import Reports
 from tether.store import Store
 from tether.tokens import Tokens
+from tether.vault import Broker
 
 log = logging.getLogger("tether")
 
@@ -119,6 +120,10 @@ class Tether:
             clock,
         )
         self.killswitch = KillSwitch(store, self.registry, self.events, self.epoch, clock)
+        self.vault = (
+            Broker(settings.vault, store, self.events, clock) if settings.vault.configured else None
+        )
+        self.killswitch.vault = self.vault
         self.reports = Reports(settings, self.registry, self.grants, self.events, clock)
         self.pdp = DecisionPoint(
             settings, self.registry, self.grants, self.guardrails, self.epoch, clock

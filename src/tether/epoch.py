@@ -13,13 +13,17 @@ reaches them in milliseconds rather than within the bound.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
 
 import psycopg
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from tether.store import Store, state_epoch
+from tether.store import Store, epoch_acks, state_epoch
 
 __all__ = ["CHANNEL", "EpochListener", "StateEpoch"]
 
@@ -36,6 +40,11 @@ class StateEpoch:
         self._checked = float("-inf")
         self._generation = 0
         self._lock = threading.Lock()
+
+    @property
+    def staleness(self) -> float:
+        """The bound, in seconds: no cached epoch is trusted for longer."""
+        return self._staleness
 
     def bump(self, conn: Connection) -> None:
         """Move the epoch inside the caller's write transaction."""
@@ -72,18 +81,24 @@ class StateEpoch:
 
 class EpochListener:
     """A thread holding ``LISTEN tether_epoch`` on its own PostgreSQL connection: every
-    change another process commits invalidates this process's epoch at once. When the
-    connection is lost, it reconnects (invalidating on return, for what it may have missed);
-    meanwhile the staleness bound still holds, since :meth:`StateEpoch.current` reads the
-    store itself."""
+    change another process commits invalidates this process's epoch at once, and the
+    process then confirms the epoch it now holds (``epoch_acks``, also every
+    ``HEARTBEAT`` seconds), so that a kill can wait until every live process has seen it.
+    When the connection is lost, it reconnects (invalidating on return, for what it may
+    have missed); meanwhile the staleness bound still holds, since
+    :meth:`StateEpoch.current` reads the store itself."""
+
+    HEARTBEAT = 0.5
 
     def __init__(self, store: Store, epoch: StateEpoch) -> None:
         if store.dialect != "postgresql":
             raise ValueError("LISTEN/NOTIFY needs PostgreSQL")
+        self._store = store
         self._url = store.engine.url.set(drivername="postgresql").render_as_string(
             hide_password=False
         )
         self._epoch = epoch
+        self.process = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._stop = threading.Event()
         self.listening = threading.Event()
         self.notified = 0  # notifications that invalidated the epoch (for tests and metrics)
@@ -96,6 +111,11 @@ class EpochListener:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        try:  # no longer a process a kill must wait for
+            with self._store.write() as conn:
+                conn.execute(delete(epoch_acks).where(epoch_acks.c.process == self.process))
+        except Exception:  # its heartbeat goes stale instead
+            log.warning("could not withdraw this process's epoch acknowledgement")
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -105,14 +125,30 @@ class EpochListener:
                     mine = str(schema[0]) if schema else ""
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._epoch.invalidate()  # whatever happened while not listening
+                    self._confirm()
                     self.listening.set()
                     while not self._stop.is_set():
-                        for notice in conn.notifies(timeout=0.5):
+                        for notice in conn.notifies(timeout=self.HEARTBEAT):
                             if notice.payload == mine:
                                 self._epoch.invalidate()
                                 self.notified += 1
+                                self._confirm()
+                        self._confirm()
             except Exception as exc:  # the bound still holds: reconnect after a pause
                 self.listening.clear()
                 log.warning("epoch listener lost its connection (%s); reconnecting", exc)
                 self._stop.wait(1.0)
         self.listening.clear()
+
+    def _confirm(self) -> None:
+        """Read the epoch now and record that this process holds it."""
+        value = self._epoch.current()
+        with self._store.write() as conn:  # the database's clock: every process agrees on it
+            conn.execute(
+                pg_insert(epoch_acks)
+                .values(process=self.process, epoch=value, seen_at=func.now())
+                .on_conflict_do_update(
+                    index_elements=[epoch_acks.c.process],
+                    set_={"epoch": value, "seen_at": func.now()},
+                )
+            )

@@ -21,10 +21,10 @@ import builtins
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, func, or_, select, update
 
 from tether.audit.log import AuditLog
 from tether.callers import Caller
@@ -33,7 +33,7 @@ from tether.errors import Forbidden, IllegalTransition, InvalidRequest, NotFound
 from tether.lifecycle import check_transition
 from tether.model import AgentState, parse_email, parse_text
 from tether.registry import Registry
-from tether.store import Store, agents, issued_tokens
+from tether.store import Store, agents, epoch_acks, issued_tokens, state_epoch
 
 __all__ = ["KillReport", "KillSwitch", "SessionCloser", "VaultRevoker"]
 
@@ -63,6 +63,9 @@ class KillReport:
     failures: list[str] = field(default_factory=list)
     reason: str = ""
     by: str = ""
+    epoch: int = 0  # the state epoch the kill committed
+    processes_confirmed: int = 0  # other processes that confirmed that epoch
+    processes_unconfirmed: list[str] = field(default_factory=list)  # past the bound instead
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,8 @@ class KillReport:
             "secrets_rotated": list(self.secrets_rotated),
             "sessions_closed": self.sessions_closed,
             "failures": list(self.failures),
+            "processes_confirmed": self.processes_confirmed,
+            "processes_unconfirmed": list(self.processes_unconfirmed),
             "reason": self.reason,
             "by": self.by,
         }
@@ -95,6 +100,7 @@ class KillSwitch:
         self._clock = clock
         self.vault: VaultRevoker | None = None
         self._closers: list[SessionCloser] = []
+        self._failed_last: list[str] = []  # the last retry's failures, recorded once
 
     def on_kill(self, closer: SessionCloser) -> Callable[[], None]:
         """Register a closer of gateway sessions; returns its unregistration."""
@@ -153,8 +159,10 @@ class KillSwitch:
             return None
         report = KillReport(reason="retry of unfinished kill actions", by=by)
         self._vault(report, [self._registry.agent_id(n) for n in killed], by, tries=1)
-        if not (report.leases_revoked or report.secrets_rotated or report.failures):
-            return None
+        done = bool(report.leases_revoked or report.secrets_rotated)
+        if not done and report.failures == self._failed_last:
+            return None  # nothing new: the same failures are on record already
+        self._failed_last = list(report.failures)
         self._record(report, killed=[])
         return report
 
@@ -244,6 +252,9 @@ class KillSwitch:
             )
         if report.agents_killed:
             self._epoch.bump(conn)
+            report.epoch = int(
+                conn.execute(select(state_epoch.c.value).where(state_epoch.c.id == 1)).scalar_one()
+            )
         return report
 
     def _revoke_tokens(
@@ -286,6 +297,7 @@ class KillSwitch:
     def _finish(self, by: Caller, report: KillReport) -> KillReport:
         """Everything outside the store, then the closing event."""
         if report.agents_killed:
+            self._propagate(report)
             self._vault(report, report.agents_killed, by.subject, tries=_TRIES)
             for closer in list(self._closers):
                 try:
@@ -294,6 +306,33 @@ class KillSwitch:
                     report.failures.append(f"closing gateway sessions: {type(exc).__name__}")
         self._record(report, killed=report.agents_killed)
         return report
+
+    def _propagate(self, report: KillReport) -> None:
+        """Return only once no process sharing the store can accept the killed agents'
+        tokens: each live listening process (PostgreSQL) has confirmed the kill's epoch, or
+        the staleness bound has passed since the commit, after which a process that has
+        not re-read the epoch refuses every token. SQLite: processes poll within the bound."""
+        if self._store.dialect != "postgresql":
+            return
+        bound = self._epoch.staleness
+        started = time.monotonic()
+        recent = timedelta(seconds=3 * max(bound, 0.5))  # a heartbeat newer than this: live
+        while True:
+            with self._store.read() as conn:  # the database's clock, as the heartbeats use
+                live = conn.execute(
+                    select(epoch_acks.c.process, epoch_acks.c.epoch).where(
+                        epoch_acks.c.seen_at > func.now() - recent
+                    )
+                ).all()
+            behind = [row.process for row in live if row.epoch < report.epoch]
+            if not behind:
+                report.processes_confirmed = len(live)
+                return
+            if time.monotonic() - started >= bound:
+                report.processes_confirmed = len(live) - len(behind)
+                report.processes_unconfirmed = behind  # they refuse until they re-read
+                return
+            time.sleep(0.002)
 
     def _vault(self, report: KillReport, agent_ids: Iterable[str], by: str, tries: int) -> None:
         if self.vault is None:

@@ -8,7 +8,18 @@ import traceback
 
 import typer
 
-from tether.cli import agent, audit, gateway, grant, output, owner, policy, server, token
+from tether.cli import (
+    agent,
+    audit,
+    credential,
+    gateway,
+    grant,
+    output,
+    owner,
+    policy,
+    server,
+    token,
+)
 from tether.cli.authorize import authorize
 from tether.cli.kill import kill
 from tether.errors import TetherError
@@ -33,6 +44,7 @@ app.add_typer(token.token_app, name="token")
 app.add_typer(token.dev_app, name="dev")
 app.add_typer(audit.app, name="audit")
 app.add_typer(gateway.app, name="gateway")
+app.add_typer(credential.app, name="credential")
 app.command()(grant.review)
 app.command()(authorize)
 app.command()(kill)

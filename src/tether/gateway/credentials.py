@@ -2,9 +2,11 @@
 
 ``NAME`` is the environment variable (stdio upstream) or HTTP header (HTTP upstream) that
 receives the secret; ``REF`` says where it is: ``env:VAR``, an environment variable of
-the Tether process. ``vault:...`` references need the vault broker and are refused until
-it exists. A secret is fetched only when an upstream is started or called, and it never
-appears in a listing, an event, a log line or an error: those name the reference only.
+the Tether process, or ``vault:<path>#<field>``, a KV v2 field read through the vault
+broker (cached briefly; ``vault-token:`` references are for agents, not upstreams). A
+secret is fetched only when an upstream is started, and it never appears in a listing, an
+event, a log line or an error: those name the reference only. If it cannot be fetched
+(the vault is down, the variable unset), the upstream does not start: fail closed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tether.errors import InvalidRequest, StoreUnavailable
+from tether.vault import Broker, VaultUnavailable, parse_ref
 
 __all__ = ["Credential", "parse_credential", "resolve"]
 
@@ -49,19 +52,35 @@ def parse_credential(text: str, transport: str) -> Credential:
     if scheme == "env":
         if _ENV_NAME.fullmatch(where) is None:
             raise InvalidRequest(f"env:{where} does not name an environment variable")
-    elif scheme in ("vault", "vault-token"):
-        raise InvalidRequest(f"{scheme}: references need the vault broker, which is not set up")
+    elif scheme == "vault":
+        parse_ref(ref)  # checked now: a malformed reference is refused at `gateway add`
+    elif scheme == "vault-token":
+        raise InvalidRequest(
+            "vault-token: references are for agents; give an upstream vault:<path>#<field>"
+        )
     else:
-        raise InvalidRequest(f"unknown credential reference {ref!r}: use env:VARIABLE")
+        raise InvalidRequest(
+            f"unknown credential reference {ref!r}: use env:VARIABLE or vault:<path>#<field>"
+        )
     return Credential(name, ref)
 
 
-def resolve(credential: Credential, environ: Mapping[str, str] | None = None) -> str:
+def resolve(
+    credential: Credential,
+    environ: Mapping[str, str] | None = None,
+    vault: Broker | None = None,
+) -> str:
     """The secret itself (for the upstream only). Fails closed, naming the reference."""
     env = os.environ if environ is None else environ
     scheme, _, where = credential.ref.partition(":")
+    if scheme == "vault":
+        if vault is None:
+            raise VaultUnavailable(
+                f"cannot fetch {credential.ref}: no vault is configured ([vault] in tether.toml)"
+            )
+        return vault.read(credential.ref)
     if scheme != "env":
-        raise StoreUnavailable(f"cannot fetch {credential.ref}: no broker for {scheme}:")
+        raise StoreUnavailable(f"cannot fetch {credential.ref}: unknown kind {scheme}:")
     value = env.get(where)
     if not value:
         raise StoreUnavailable(

@@ -117,7 +117,7 @@ class Supervisor:
         current: Upstream | None = upstream
         while current is not None and not slot.stop.is_set():
             try:
-                async with UpstreamSession(current) as session:
+                async with UpstreamSession(current, self._tether.vault) as session:
                     failures = 0
                     slot.publish(session)
                     current = await self._watch(session, slot)

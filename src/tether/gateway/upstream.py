@@ -23,6 +23,7 @@ from mcp_types import CONNECTION_CLOSED
 from tether.errors import UpstreamUnavailable
 from tether.gateway.credentials import resolve
 from tether.gateway.servers import Upstream
+from tether.vault import Broker
 
 __all__ = ["UpstreamSession"]
 
@@ -34,8 +35,9 @@ _MAX_PAGES = 100  # pages of one listing (a server that never stops paging is br
 class UpstreamSession:
     """``async with UpstreamSession(upstream) as session: await session.call_tool(...)``"""
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Upstream, vault: Broker | None = None) -> None:
         self.upstream = upstream
+        self._vault = vault
         self._stack = AsyncExitStack()
         self._client: Client | None = None
         self._tools: list[dict[str, Any]] | None = None
@@ -47,7 +49,7 @@ class UpstreamSession:
         return self.dead.is_set()
 
     async def __aenter__(self) -> UpstreamSession:
-        secrets = {c.name: resolve(c) for c in self.upstream.credentials}
+        secrets = await anyio.to_thread.run_sync(self._secrets)  # the vault is a network call
         if self.upstream.transport == "stdio":
             program, *args = self.upstream.command
             server: Any = StdioServerParameters(
@@ -61,6 +63,9 @@ class UpstreamSession:
             server = streamable_http_client(self.upstream.url, http_client=http)
         self._client = await self._stack.enter_async_context(Client(server))
         return self
+
+    def _secrets(self) -> dict[str, str]:
+        return {c.name: resolve(c, vault=self._vault) for c in self.upstream.credentials}
 
     async def __aexit__(self, *exc: object) -> None:
         self._client = None

@@ -28,6 +28,7 @@ __all__ = [
     "audit_head",
     "audit_keys",
     "audit_nodes",
+    "epoch_acks",
     "events",
     "gateway_pins",
     "gateway_servers",
@@ -185,6 +186,16 @@ state_epoch = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("value", BigInteger, nullable=False),
+)
+
+# Each listening process's latest confirmed epoch (PostgreSQL): a kill waits until every
+# live process has confirmed the kill's epoch (or the staleness bound has passed).
+epoch_acks = Table(
+    "epoch_acks",
+    metadata,
+    Column("process", String(200), primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("seen_at", UtcDateTime, nullable=False),
 )
 
 # Tether's token-signing keys: public halves here (every process can verify), private

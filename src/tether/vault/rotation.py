@@ -11,7 +11,9 @@ command printed.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import subprocess
 from collections.abc import Sequence
 
@@ -21,7 +23,7 @@ ROTATION_TIMEOUT = 10.0  # seconds
 MAX_VALUE = 8 * 1024  # bytes of stdout
 
 
-class RotationFailed(Exception):  # noqa: N818 (a reason, not an error of Tether's tree)
+class RotationFailed(Exception):
     """The rotation command gave no usable value; the message is safe to report."""
 
 
@@ -38,27 +40,38 @@ def new_value(
     argv = [*command, path, field]
     name = command[0]
     try:
-        done = subprocess.run(  # noqa: S603 (an operator-configured argv, no shell)
+        proc = subprocess.Popen(  # noqa: S603 (an operator-configured argv, no shell)
             argv,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: a timeout kills all of it
         )
-    except subprocess.TimeoutExpired:
-        raise RotationFailed(f"the rotation command {name} timed out after {timeout:g} s") from None
     except OSError as exc:
         raise RotationFailed(
             f"the rotation command {name} could not run: {type(exc).__name__}"
         ) from None
-    if done.returncode != 0:
-        raise RotationFailed(f"the rotation command {name} exited with code {done.returncode}")
-    if len(done.stdout) > MAX_VALUE:
+    try:
+        stdout, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise RotationFailed(f"the rotation command {name} timed out after {timeout:g} s") from None
+    if proc.returncode != 0:
+        raise RotationFailed(f"the rotation command {name} exited with code {proc.returncode}")
+    if len(stdout) > MAX_VALUE:
         raise RotationFailed(f"the rotation command {name} printed more than {MAX_VALUE} bytes")
     try:
-        value = done.stdout.decode("utf-8").strip()
+        value = stdout.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise RotationFailed(f"the rotation command {name} printed invalid UTF-8") from None
     if not value:
         raise RotationFailed(f"the rotation command {name} printed no value")
     return value
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
+    proc.communicate()  # the group is gone: its pipe closes

@@ -1,0 +1,45 @@
+"""Agents fetch their own credentials from the vault broker: ``POST /v1/credentials``.
+
+The caller is an agent, authenticated by an access token whose audience is Tether itself
+(the issuer URL). ``credentials/read`` on ``vault/<path>`` (or ``vault-token/<policy>``) is
+decided by the PDP for the token's whole chain and scope, and recorded, before the vault is
+asked. A static secret comes back as it is; a dynamic token comes with a lease no longer
+than the agent's token has left to live. The broker records who received what, so a kill
+knows what to revoke and what to rotate.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tether.errors import Denied, InvalidToken, TetherError
+from tether.vault import VaultUnavailable, parse_ref
+
+if TYPE_CHECKING:
+    from tether.core import Tether
+
+__all__ = ["ACTION", "fetch"]
+
+ACTION = "credentials/read"
+
+
+def fetch(tether: Tether, bearer: str, ref: str) -> dict[str, Any]:
+    """The credential ``ref`` for the agent of ``bearer``. Raises InvalidToken (401),
+    InvalidRequest (400, a malformed reference), Denied (403, with the reasons; recorded)
+    or VaultUnavailable (503: no vault configured, or it cannot serve now)."""
+    try:
+        token = tether.tokens.verify(bearer, tether.settings.issuer)
+    except TetherError as exc:
+        tether.refused("anonymous", exc.description, "credentials")
+        raise InvalidToken(exc.description) from None
+    parsed = parse_ref(ref)
+    [decision] = tether.decide_all([token.request(ACTION, parsed.resource)])
+    if not decision.allowed:
+        reasons = tuple(decision.reasons)
+        raise Denied(f"{ACTION} on {parsed.resource} denied: {'; '.join(reasons)}", reasons)
+    if tether.vault is None:
+        raise VaultUnavailable("no vault is configured: set [vault] in tether.toml")
+    left = int(float(token.claims["exp"]) - tether.clock().timestamp())
+    if left < 1:
+        raise InvalidToken("the token expires now: get a fresh one")
+    return tether.vault.issue(token.client_id, parsed, max_ttl_seconds=left).to_dict()

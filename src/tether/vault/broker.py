@@ -1,0 +1,445 @@
+"""The vault broker: hands out vault secrets and tokens, remembers who got what, and
+takes it all back when an agent is killed.
+
+* :meth:`Broker.read` fetches a KV field for the gateway's upstream credentials, cached
+  for ``cache_ms``; nothing is recorded per agent.
+* :meth:`Broker.issue` gives an agent (whose grant the caller checked) a KV field or a
+  new token, and records it: a ``vault_issued`` row and a ``credential.issued`` event in
+  one transaction. Events hold the reference, the KV version or the lease length, never
+  the value, the token or its accessor (the accessor is not a secret to Vault, but it is
+  a handle to look up and revoke the token, and the append-only log is exported: it
+  stays in the ``vault_issued`` row, which is what the kill switch needs).
+* :meth:`Broker.revoke_and_rotate` is the kill switch's part: it revokes every live token
+  the agents received and rotates every KV field they read. A rotation writes a new
+  version of the whole secret (other fields kept) with the field's new value, guarded by
+  check-and-set; it affects everybody who holds the old value, so every row of that
+  path and field issued before the rotation is marked rotated, whichever agent it names.
+  The ``credential.rotated`` event names the versions the killed agents read as
+  ``compromised_versions``. Nothing raises per item: failures are collected and the
+  rows stay unmarked, so a later call (the sweeper's retry) does what is left.
+
+Dynamic tokens are orphans (``auth/token/create-orphan``): their life is their own TTL,
+at most ``dynamic_ttl_max``, whatever happens to the broker's token (an AppRole login is
+replaced as it expires). They are not renewable, keep Vault's ``default`` policy (so an
+agent can look up and revoke its own token) and carry the agent's ID in their display
+name and ``meta.tether_agent``. Vault only lets a non-root broker hand out policies it
+holds itself, so the broker's token needs each policy it issues, plus ``update`` on
+``auth/token/create-orphan`` and ``auth/token/revoke-accessor``, and ``read``, ``create``,
+``update`` on the KV mount's ``data/`` paths (Vault takes the most specific path of all a
+token's policies, so a handed-out policy naming a narrower KV path shadows the broker's
+rights there unless the broker's policy names that path too).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, insert, select, update
+
+from tether.audit.log import AuditLog
+from tether.config import VaultSettings
+from tether.errors import InvalidRequest
+from tether.store import Store, vault_issued
+from tether.vault.client import VaultClient, VaultUnavailable
+from tether.vault.refs import VaultRef, as_ref
+from tether.vault.rotation import RotationFailed, new_value
+
+__all__ = ["Broker", "Brokered", "VaultActions"]
+
+log = logging.getLogger("tether.vault")
+
+_CHUNK = 500  # agent IDs per IN (...) list
+_CACHE_MAX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Brokered:
+    """What :meth:`Broker.issue` handed out. ``value`` is the secret or the token."""
+
+    ref: str
+    value: str = field(repr=False)
+    kind: str  # static | dynamic
+    version: int | None = None  # static: the KV version read
+    lease_seconds: int | None = None  # dynamic: the token's TTL
+    accessor: str | None = field(default=None, repr=False)  # dynamic
+    expires_at: datetime | None = None  # dynamic: when the token dies
+
+    def to_dict(self) -> dict[str, Any]:
+        """The body of ``POST /v1/credentials``: ``ref``, ``kind``, ``value`` and either
+        ``version`` (static) or ``lease_seconds`` and ``expires_at`` (dynamic). Never the
+        accessor."""
+        body: dict[str, Any] = {"ref": self.ref, "kind": self.kind, "value": self.value}
+        if self.kind == "static":
+            body["version"] = self.version
+        else:
+            body["lease_seconds"] = self.lease_seconds
+            body["expires_at"] = self.expires_at.isoformat() if self.expires_at else None
+        return body
+
+
+@dataclass
+class VaultActions:
+    """What :meth:`Broker.revoke_and_rotate` did, and what failed (retry later). No secrets."""
+
+    leases_revoked: list[str] = field(default_factory=list)
+    secrets_rotated: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {
+            "leases_revoked": list(self.leases_revoked),
+            "secrets_rotated": list(self.secrets_rotated),
+            "failures": list(self.failures),
+        }
+
+
+class Broker:
+    """Vault secrets and tokens for agents and upstreams (see the module doc)."""
+
+    def __init__(
+        self,
+        settings: VaultSettings,
+        store: Store,
+        log: AuditLog,
+        clock: Callable[[], datetime],
+        *,
+        client: VaultClient | None = None,
+    ) -> None:
+        if not settings.configured:
+            raise InvalidRequest("the vault broker needs [vault] address in tether.toml")
+        self._settings = settings
+        self._store = store
+        self._log = log
+        self._clock = clock
+        self._client = client if client is not None else VaultClient(settings)
+        self._cache: dict[str, tuple[str, datetime]] = {}
+        self._cache_lock = threading.Lock()
+        self._generation = 0  # moved by forget(): a read begun before it caches nothing
+
+    @property
+    def address(self) -> str:
+        """The vault's address as messages show it."""
+        return self._client.address
+
+    # ---- upstream credentials -----------------------------------------------------------
+
+    def read(self, ref: str | VaultRef) -> str:
+        """The current value of a ``vault:`` field, cached for ``cache_ms``. Raises
+        :class:`VaultUnavailable` (503) naming the reference, never the value."""
+        parsed = as_ref(ref)
+        if parsed.kind != "static":
+            raise InvalidRequest(f"{parsed.text}: only vault:<path>#<field> can be read")
+        now = self._clock()
+        with self._cache_lock:
+            hit = self._cache.get(parsed.text)
+            generation = self._generation
+        if hit is not None and now < hit[1]:
+            return hit[0]
+        value, _ = self._field(parsed)
+        if self._settings.cache_ms > 0:
+            until = now + timedelta(milliseconds=self._settings.cache_ms)
+            with self._cache_lock:
+                if generation == self._generation:  # no rotation while it was fetched
+                    if len(self._cache) >= _CACHE_MAX:
+                        self._cache.clear()
+                    self._cache[parsed.text] = (value, until)
+        return value
+
+    def forget(self, ref: str | VaultRef) -> None:
+        """Drop the cached value of ``ref`` (it was rotated)."""
+        with self._cache_lock:
+            self._cache.pop(as_ref(ref).text, None)
+            self._generation += 1
+
+    # ---- agents' credentials ------------------------------------------------------------
+
+    def issue(self, agent_id: str, ref: str | VaultRef, max_ttl_seconds: int) -> Brokered:
+        """Give ``agent_id`` the credential ``ref`` names and record it (row and
+        ``credential.issued`` event, one transaction). A token is created with a TTL of
+        ``min(max_ttl_seconds, dynamic_ttl_max)``; if recording fails it is revoked again."""
+        parsed = as_ref(ref)
+        if isinstance(max_ttl_seconds, bool) or not isinstance(max_ttl_seconds, int):
+            raise InvalidRequest("max_ttl_seconds must be an integer")
+        if max_ttl_seconds < 1:
+            raise InvalidRequest("max_ttl_seconds must be at least 1")
+        if parsed.kind == "static":
+            return self._issue_static(agent_id, parsed)
+        return self._issue_dynamic(agent_id, parsed, max_ttl_seconds)
+
+    def _issue_static(self, agent_id: str, ref: VaultRef) -> Brokered:
+        value, version = self._field(ref)
+        self._record(agent_id, ref, {"version": version, "field": ref.field})
+        return Brokered(ref.text, value, "static", version=version)
+
+    def _record(
+        self,
+        agent_id: str,
+        ref: VaultRef,
+        row: dict[str, Any],
+        shown: dict[str, Any] | None = None,
+    ) -> None:
+        """Who received what: a ``vault_issued`` row (``row``: its kind-specific columns)
+        and a ``credential.issued`` event (``shown``: what the event may say besides the
+        reference; by default the version), in one transaction."""
+        with self._store.write() as conn:
+            conn.execute(
+                insert(vault_issued).values(
+                    agent_id=agent_id,
+                    ref=ref.text,
+                    kind=ref.kind,
+                    path=ref.path,
+                    issued_at=self._clock(),
+                    **row,
+                )
+            )
+            detail: dict[str, Any] = {"ref": ref.text, "kind": ref.kind}
+            detail.update(shown if shown is not None else {"version": row.get("version")})
+            self._log.append(
+                conn,
+                "credential.issued",
+                actor=agent_id,
+                subject=agent_id,
+                resource=ref.resource,
+                detail=detail,
+            )
+
+    def _issue_dynamic(self, agent_id: str, ref: VaultRef, max_ttl_seconds: int) -> Brokered:
+        ttl = min(max_ttl_seconds, int(self._settings.dynamic_ttl_max.total_seconds()))
+        if ttl < 1:  # a TTL of 0 would mean the vault's default
+            raise InvalidRequest("[vault] dynamic_ttl_max must be at least one second")
+        made = self._client.create_token(
+            ref.path,
+            ttl,
+            display_name=f"tether-{agent_id}",
+            meta={"tether_agent": agent_id, "tether_ref": ref.text},
+            what=ref.text,
+        )
+        try:
+            if not 0 < made.lease_seconds <= ttl:  # fail closed on a token that outlives it
+                raise VaultUnavailable(
+                    f"{ref.text}: the vault at {self.address} made a token with a lease of "
+                    f"{made.lease_seconds} s instead of at most {ttl} s"
+                )
+            expires_at = self._clock() + timedelta(seconds=made.lease_seconds)
+            self._record(
+                agent_id,
+                ref,
+                {"accessor": made.accessor, "expires_at": expires_at},
+                {"lease_seconds": made.lease_seconds, "expires_at": expires_at.isoformat()},
+            )
+        except BaseException:
+            try:  # nobody may hold a token Tether has no record of
+                self._client.revoke_accessor(made.accessor, what=ref.text)
+            except VaultUnavailable as exc:  # best effort: it dies at its TTL anyway
+                log.warning("an unrecorded token for %s was not revoked: %s", ref.text, exc)
+            raise
+        return Brokered(
+            ref.text,
+            made.token,
+            "dynamic",
+            lease_seconds=made.lease_seconds,
+            accessor=made.accessor,
+            expires_at=expires_at,
+        )
+
+    def _field(self, ref: VaultRef) -> tuple[str, int]:
+        data, version = self._client.read_secret(ref.path, what=ref.text)
+        value = data.get(ref.field or "")
+        if value is None:
+            raise VaultUnavailable(
+                f"{ref.text}: the secret in the vault at {self.address} has no field "
+                f"{ref.field!r} (version {version})"
+            )
+        if not isinstance(value, str) or not value:
+            raise VaultUnavailable(
+                f"{ref.text}: the field in the vault at {self.address} is not a non-empty "
+                f"string (version {version})"
+            )
+        return value, version
+
+    # ---- the kill switch ----------------------------------------------------------------
+
+    def revoke_and_rotate(self, agent_ids: Collection[str], by: str) -> VaultActions:
+        """Revoke the live tokens of ``agent_ids`` and rotate the KV fields they read; what
+        is done already is skipped, what fails is reported (and left for a retry)."""
+        actions = VaultActions()
+        rows = self._pending(sorted(set(agent_ids)))
+        if not rows:
+            return actions
+        down: VaultUnavailable | None = None  # once nothing answers, stop asking
+        for row in rows:
+            if row.kind == "dynamic":
+                down = self._revoke(row, by, actions, down)
+        groups: dict[tuple[str, str], list[Row[Any]]] = {}
+        for row in rows:
+            if row.kind == "static":
+                groups.setdefault((row.path, row.field), []).append(row)
+        for (path, name), held in groups.items():
+            down = self._rotate(path, name, held, by, actions, down)
+        return actions
+
+    def _pending(self, agent_ids: Sequence[str]) -> list[Row[Any]]:
+        """Rows of these agents with something left to do, oldest first."""
+        found: list[Row[Any]] = []
+        with self._store.read() as conn:
+            for chunk in _chunks(agent_ids, _CHUNK):
+                found.extend(
+                    conn.execute(
+                        select(vault_issued).where(
+                            vault_issued.c.agent_id.in_(chunk),
+                            (
+                                (vault_issued.c.kind == "dynamic")
+                                & vault_issued.c.revoked_at.is_(None)
+                                & vault_issued.c.accessor.is_not(None)
+                            )
+                            | (
+                                (vault_issued.c.kind == "static")
+                                & vault_issued.c.rotated_at.is_(None)
+                                & vault_issued.c.field.is_not(None)
+                            ),
+                        )
+                    )
+                )
+        found.sort(key=lambda r: r.id)
+        return found
+
+    def _revoke(
+        self, row: Row[Any], by: str, actions: VaultActions, down: VaultUnavailable | None
+    ) -> VaultUnavailable | None:
+        what = f"vault-token/{row.path} (accessor …{row.accessor[-4:]}) of {row.agent_id}"
+        if down is not None:
+            actions.failures.append(f"{what}: not tried, {down.description}")
+            return down
+        try:
+            live = self._client.revoke_accessor(row.accessor, what=what)
+        except VaultUnavailable as exc:
+            actions.failures.append(_failure(what, exc))
+            return exc if exc.unreachable else None
+        try:
+            with self._store.write() as conn:
+                marked = conn.execute(
+                    update(vault_issued)
+                    .where(vault_issued.c.id == row.id, vault_issued.c.revoked_at.is_(None))
+                    .values(revoked_at=self._clock())
+                ).rowcount
+                if marked:
+                    self._log.append(
+                        conn,
+                        "credential.revoked",
+                        actor=by,
+                        subject=row.agent_id,
+                        resource=f"vault-token/{row.path}",
+                        detail={"ref": row.ref, "kind": "dynamic", "was_live": live},
+                    )
+        except Exception as exc:
+            actions.failures.append(f"{what}: revoked, but not recorded ({type(exc).__name__})")
+            return None
+        if marked:
+            actions.leases_revoked.append(what if live else f"{what}, gone already")
+        return None
+
+    def _rotate(
+        self,
+        path: str,
+        name: str,
+        held: list[Row[Any]],
+        by: str,
+        actions: VaultActions,
+        down: VaultUnavailable | None,
+    ) -> VaultUnavailable | None:
+        ref = f"vault:{path}#{name}"
+        what = f"vault/{path}#{name}"
+        if down is not None:
+            actions.failures.append(f"{what}: not tried, {down.description}")
+            return down
+        try:
+            # every row issued before this point read the value being replaced (a row is
+            # written after its read), so marking ids up to here is exact
+            with self._store.read() as conn:
+                upto = conn.execute(
+                    select(func.max(vault_issued.c.id)).where(*_same_field(path, name))
+                ).scalar()
+            if upto is None:  # a concurrent call rotated it already
+                return None
+            data, old = self._client.read_secret(path, what=what)
+            if name not in data:
+                raise VaultUnavailable(
+                    f"{what}: the secret in the vault at {self.address} has no field {name!r} "
+                    f"any more (version {old})"
+                )
+            value = new_value(self._settings.rotation_command, path, name)
+            new = self._client.write_secret(path, {**data, name: value}, cas=old, what=what)
+        except VaultUnavailable as exc:
+            actions.failures.append(_failure(what, exc))
+            return exc if exc.unreachable else None
+        except RotationFailed as exc:
+            actions.failures.append(f"{what}: {exc}")
+            return None
+        except Exception as exc:  # the store read: nothing was changed
+            actions.failures.append(f"{what}: not rotated ({type(exc).__name__})")
+            return None
+        self.forget(ref)
+        killed = sorted({r.agent_id for r in held})
+        try:
+            with self._store.write() as conn:
+                others = self._mark_rotated(conn, path, name, upto, set(killed))
+                self._log.append(
+                    conn,
+                    "credential.rotated",
+                    actor=by,
+                    subject=killed[0],
+                    resource=f"vault/{path}",
+                    detail={
+                        "ref": ref,
+                        "path": path,
+                        "field": name,
+                        "old_version": old,
+                        "new_version": new,
+                        "compromised_versions": sorted({r.version for r in held}),
+                        "agents": killed,
+                        "also_held_by": others,
+                    },
+                )
+        except Exception as exc:
+            actions.failures.append(
+                f"{what}: rotated to v{new} but not recorded ({type(exc).__name__}); "
+                "it will be rotated again"
+            )
+            return None
+        actions.secrets_rotated.append(f"{what} v{old} -> v{new}")
+        return None
+
+    def _mark_rotated(
+        self, conn: Connection, path: str, name: str, upto: int, killed: set[str]
+    ) -> list[str]:
+        """Mark every row of ``path#name`` up to id ``upto`` rotated; the other agents
+        that held the old value (at most 100 named)."""
+        where = (*_same_field(path, name), vault_issued.c.id <= upto)
+        holders = set(conn.execute(select(vault_issued.c.agent_id).where(*where)).scalars())
+        conn.execute(update(vault_issued).where(*where).values(rotated_at=self._clock()))
+        return sorted(holders - killed)[:100]
+
+
+def _failure(what: str, exc: VaultUnavailable) -> str:
+    """``what: why``, where the vault's message may name ``what`` already."""
+    said = exc.description
+    return said if said.startswith(f"{what}: ") else f"{what}: {said}"
+
+
+def _same_field(path: str, name: str) -> tuple[Any, ...]:
+    return (
+        vault_issued.c.kind == "static",
+        vault_issued.c.path == path,
+        vault_issued.c.field == name,
+        vault_issued.c.rotated_at.is_(None),
+    )
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

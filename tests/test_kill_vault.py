@@ -1,0 +1,211 @@
+"""The kill switch and the vault broker end to end, against a real OpenBao dev server:
+an agent fetches a static secret and a dynamic Vault token through ``POST /v1/credentials``
+(and ``tether credential get``); killing it rotates the secret and revokes the token, as
+OpenBao's own API shows. With OpenBao unreachable, brokering and a gateway call that needs
+a vault credential fail closed, and a kill reports what it could not do, which a retry
+completes once OpenBao answers again."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import hvac
+import hvac.exceptions
+import pytest
+from fastapi.testclient import TestClient
+from helpers.openbao import OpenBao, openbao
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tether import AgentSpec, Caller, GrantSpec, Settings, Tether, generate_key_pair
+from tether.agent_keys import client_assertion, load_private_key
+from tether.api import create_app
+from tether.gateway.servers import UpstreamSpec
+from tether.tokens import ASSERTION_TYPE
+
+ADMIN = Caller.admin()
+ISSUER = "http://127.0.0.1:8700"
+SERVER = Path(__file__).parent / "helpers" / "mcp_test_server.py"
+CI_READ = 'path "secret/data/ci/*" { capabilities = ["read"] }'
+
+
+@pytest.fixture
+def bao(tmp_path: Path) -> Iterator[OpenBao]:
+    with openbao(tmp_path / "openbao") as server:
+        root = hvac.Client(url=server.address, token=server.root_token, timeout=5)
+        root.sys.create_or_update_policy("ci-read", CI_READ)
+        yield server
+
+
+class Org:
+    """A Tether using ``bao`` as its vault, served in-process; agent ``a`` with a key."""
+
+    def __init__(self, tether: Tether, key_file: Path) -> None:
+        self.tether = tether
+        self.client = TestClient(create_app(tether))
+        self.key_file = key_file
+
+    def agent_token(self, name: str = "a") -> str:
+        agent_id = self.tether.registry.agent_id(name)
+        assertion = client_assertion(
+            agent_id, f"{ISSUER}/oauth2/token", load_private_key(self.key_file)
+        )
+        answer = self.client.post(
+            "/oauth2/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": assertion,
+                "resource": ISSUER,
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["access_token"])
+
+    def fetch(self, ref: str, token: str | None = None) -> Any:
+        token = token or self.agent_token()
+        return self.client.post(
+            "/v1/credentials", json={"ref": ref}, headers={"Authorization": f"Bearer {token}"}
+        )
+
+
+@pytest.fixture
+def org(bao: OpenBao, make_settings: Any, tmp_path: Path) -> Iterator[Org]:
+    settings: Settings = make_settings(
+        vault={"address": bao.address, "token": bao.root_token, "timeout_ms": 1000, "cache_ms": 0}
+    )
+    tether, _ = Tether.init(settings)
+    pair = generate_key_pair()
+    key_file = tmp_path / "a.pem"
+    key_file.write_bytes(pair.private_pem)
+    tether.registry.register(
+        ADMIN, AgentSpec(name="a", owner="alice@example.com", public_key=pair.public_key)
+    )
+    with tether:
+        yield Org(tether, key_file)
+
+
+def _secret(bao: OpenBao, path: str) -> tuple[dict[str, Any], int]:
+    root = hvac.Client(url=bao.address, token=bao.root_token, timeout=5)
+    read = root.secrets.kv.v2.read_secret_version(path=path, raise_on_deleted_version=True)
+    return read["data"]["data"], int(read["data"]["metadata"]["version"])
+
+
+def test_a_kill_rotates_the_secret_the_agent_read_and_revokes_its_vault_token(
+    bao: OpenBao, org: Org
+) -> None:
+    path = f"ci/github-{secrets.token_hex(4)}"
+    root = hvac.Client(url=bao.address, token=bao.root_token, timeout=5)
+    root.secrets.kv.v2.create_or_update_secret(
+        path=path, secret={"token": "gh-original-4711", "org": "acme"}
+    )
+    for resource in (f"vault/{path}", "vault-token/ci-read"):
+        org.tether.grants.add(ADMIN, GrantSpec("a", "credentials/read", resource))
+
+    token = org.agent_token()
+    static = org.fetch(f"vault:{path}#token", token)
+    assert static.status_code == 200, static.text
+    assert static.json()["value"] == "gh-original-4711" and static.json()["version"] == 1
+    dynamic = org.fetch("vault-token:ci-read", token)
+    assert dynamic.status_code == 200, dynamic.text
+    vault_token = dynamic.json()["value"]
+    left = org.tether.tokens.verify(token, ISSUER).claims["exp"]
+    assert 0 < dynamic.json()["lease_seconds"] <= left  # no longer than the agent's token
+    looked = hvac.Client(url=bao.address, token=vault_token, timeout=5).auth.token.lookup_self()
+    assert "ci-read" in looked["data"]["policies"]
+    # no grant, no secret: denied with the reason, and the decision is on record
+    denied = org.fetch("vault:ci/other#token", token)
+    assert denied.status_code == 403 and "vault/ci/other" in denied.json()["error_description"]
+
+    report = org.client.post(
+        "/v1/agents/a/kill", json={"reason": "token leaked"}, headers=_admin(org)
+    ).json()
+    assert report["failures"] == []
+    assert (
+        len(report["leases_revoked"]) == 1 and "vault-token/ci-read" in report["leases_revoked"][0]
+    )
+    assert len(report["secrets_rotated"]) == 1 and path in report["secrets_rotated"][0]
+
+    # seen through OpenBao's own API: a new version with a new value, the rest kept ...
+    data, version = _secret(bao, path)
+    assert version == 2 and data["token"] != "gh-original-4711" and data["org"] == "acme"
+    # ... and the token the agent received no longer works
+    with pytest.raises(hvac.exceptions.Forbidden):
+        hvac.Client(url=bao.address, token=vault_token, timeout=5).auth.token.lookup_self()
+    exported = "".join(body for _, _, body in org.tether.events.bodies())
+    for secret_value in ("gh-original-4711", data["token"], vault_token, bao.root_token):
+        assert secret_value not in exported
+    decisions = [(e.resource, e.decision) for e in org.tether.events.list(type="decision")]
+    assert (f"vault/{path}", "allow") in decisions and ("vault/ci/other", "deny") in decisions
+
+
+def test_without_a_reachable_vault_everything_fails_closed_and_kills_are_retried(
+    bao: OpenBao, org: Org
+) -> None:
+    path = f"ci/upstream-{secrets.token_hex(4)}"
+    root = hvac.Client(url=bao.address, token=bao.root_token, timeout=5)
+    root.secrets.kv.v2.create_or_update_secret(path=path, secret={"token": "before-4711"})
+    tether = org.tether
+    tether.grants.add(ADMIN, GrantSpec("a", "credentials/read", f"vault/{path}"))
+    tether.grants.add(ADMIN, GrantSpec("a", "tools/call", "test/env_digest"))
+    tether.upstreams.add(
+        ADMIN,
+        UpstreamSpec(
+            "test",
+            command=f"{sys.executable} {SERVER}",
+            credentials=[f"API_SECRET=vault:{path}#token"],
+        ),
+    )
+    token = org.agent_token()
+    assert org.fetch(f"vault:{path}#token", token).json()["value"] == "before-4711"
+    agent = tether.registry.get(ADMIN, "a")
+    mcp_token = tether.tokens.client_credentials(agent, f"{ISSUER}/mcp/test", None, None)
+
+    os.kill(bao.pid, signal.SIGSTOP)  # OpenBao stops answering
+    try:
+        refused = org.fetch(f"vault:{path}#token", token)
+        assert refused.status_code == 503
+        assert refused.json()["error"] == "temporarily_unavailable"
+        assert bao.address in refused.json()["error_description"]
+        assert bao.root_token not in refused.text
+        called = anyio.run(_call_through_gateway, tether, mcp_token.access_token)
+        assert called.is_error and "upstream unavailable" in called.content[0].text
+        assert "vault" in called.content[0].text and bao.root_token not in called.content[0].text
+
+        report = tether.killswitch.kill(ADMIN, "a", reason="while the vault is down")
+        assert report.agents_killed == [agent.id]  # the kill itself is never held up
+        assert report.failures and not report.secrets_rotated
+    finally:
+        os.kill(bao.pid, signal.SIGCONT)
+    assert _secret(bao, path)[0]["token"] == "before-4711"  # nothing was rotated yet
+    retried = tether.killswitch.retry()
+    assert retried is not None and retried.failures == [] and len(retried.secrets_rotated) == 1
+    assert _secret(bao, path)[0]["token"] != "before-4711"
+    assert tether.killswitch.retry() is None  # done: nothing left
+    completed = tether.events.list(type="kill.completed")
+    assert [bool(e.detail["failures"]) for e in completed] == [True, False]
+
+
+async def _call_through_gateway(tether: Tether, token: str) -> Any:
+    app = create_app(tether)
+    async with app.router.lifespan_context(app):
+        transport = httpx2.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx2.AsyncClient(transport=transport, base_url=ISSUER, headers=headers) as http,
+            Client(streamable_http_client(f"{ISSUER}/mcp/test", http_client=http)) as c,
+        ):
+            return await c.call_tool("env_digest", {"name": "API_SECRET"})
+
+
+def _admin(org: Org) -> dict[str, str]:
+    token = org.tether.settings.admin_token_file.read_text().strip()
+    return {"Authorization": f"Bearer {token}"}
