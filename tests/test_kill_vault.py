@@ -209,3 +209,41 @@ async def _call_through_gateway(tether: Tether, token: str) -> Any:
 def _admin(org: Org) -> dict[str, str]:
     token = org.tether.settings.admin_token_file.read_text().strip()
     return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_agent_fetches_its_credential_with_the_cli(
+    bao: OpenBao,
+    cli_env: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``tether credential get REF`` as the agent (TETHER_AGENT_KEY): the secret alone on
+    stdout; without a grant, exit 3 with the reason; a bad reference, exit 2."""
+    from conftest import Cli, initialised
+
+    cli_env.mkdir(parents=True, exist_ok=True)
+    (cli_env / "tether.toml").write_text(
+        f'[vault]\naddress = "{bao.address}"\ntoken = "{bao.root_token}"\n', encoding="utf-8"
+    )
+    cli = initialised(Cli(capsys))
+    path = f"ci/cli-{secrets.token_hex(4)}"
+    hvac.Client(url=bao.address, token=bao.root_token).secrets.kv.v2.create_or_update_secret(
+        path=path, secret={"key": "cli-secret-4711"}
+    )
+    key = cli_env / "worker.pem"
+    cli.json("agent", "register", "worker", "--owner", "alice@example.com", "--key-out", str(key))
+    monkeypatch.setenv("TETHER_AGENT_KEY", str(key))
+    code, out, err = cli("credential", "get", f"vault:{path}#key")  # no grant at all
+    assert code == 3 and "no grant" in out + err and "cli-secret" not in out + err
+    cli.json("grant", "add", "worker", "--action", "tools/call", "--resource", "github/*")
+    code, out, err = cli("credential", "get", f"vault:{path}#key")  # not this one
+    assert code == 3 and f"credentials/read on vault/{path}" in out + err
+    assert "cli-secret" not in out + err
+    grant = ("--action", "credentials/read", "--resource", f"vault/{path}")
+    cli.json("grant", "add", "worker", *grant)
+    code, out, err = cli("credential", "get", f"vault:{path}#key")
+    assert (code, out.strip()) == (0, "cli-secret-4711"), err
+    got = cli.json("credential", "get", f"vault:{path}#key")
+    assert got["kind"] == "static" and got["version"] == 1
+    code, out, err = cli("credential", "get", "vault:../etc#x")
+    assert code == 2 and "Traceback" not in out + err
