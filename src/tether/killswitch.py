@@ -2,9 +2,13 @@
 
 One transaction makes every target ``killed`` (irreversible), revokes every unexpired
 token the killed agents were issued together with every token exchanged from those (the
-whole family), writes one ``agent.killed`` event per agent and moves the state epoch, so
-that no process sharing the store accepts a token naming a killed agent anywhere in its
-chain once the command has returned (token verification checks every agent of the chain).
+whole family), writes one ``agent.killed`` event per agent and moves the state epoch.
+Token verification checks every agent of a token's chain against that epoch's state, so
+this process refuses the killed agents' tokens at once. Other processes hear of it by
+PostgreSQL ``NOTIFY`` and confirm the new epoch (``epoch_acks``); the kill returns only
+once every live listening process has confirmed it, or the staleness bound has passed
+(after which a process that has not re-read the epoch refuses every token): so once the
+command has returned, no process sharing the store accepts a token naming a killed agent.
 An agent that was merely delegated to by a killed one keeps its identity and its tokens
 that do not pass through the killed one.
 
