@@ -126,6 +126,15 @@ class Client:
         """POST /oauth2/token (the form carries the client assertion, not the admin token)."""
         return self._object("POST", "/oauth2/token", data=form, bearer=False)
 
+    def record_scan(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._object("POST", "/v1/discovery/scans", json=body)
+
+    def findings(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._object("GET", "/v1/discovery/findings", params=params)[
+            "findings"
+        ]
+        return found
+
     def credential(self, agent_token: str, ref: str) -> dict[str, Any]:
         """POST /v1/credentials as the agent (its access token for the issuer)."""
         return self._object("POST", "/v1/credentials", json={"ref": ref}, bearer=agent_token)

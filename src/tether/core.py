@@ -18,6 +18,7 @@ from tether.audit.verify import Report, verify
 from tether.callers import Caller
 from tether.config import Settings
 from tether.dev_idp import DevIdp
+from tether.discover.findings import Findings
 from tether.epoch import EpochListener, StateEpoch
 from tether.errors import (
     Denied,
@@ -124,6 +125,7 @@ class Tether:
             Broker(settings.vault, store, self.events, clock) if settings.vault.configured else None
         )
         self.killswitch.vault = self.vault
+        self.discovery = Findings(store, self.registry, self.events, clock)
         self.reports = Reports(settings, self.registry, self.grants, self.events, clock)
         self.pdp = DecisionPoint(
             settings, self.registry, self.grants, self.guardrails, self.epoch, clock

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Row, insert, select, update
 
-from tether.agent_keys import parse_public_key
+from tether.agent_keys import generate_key_pair, parse_public_key
 from tether.audit.log import AuditLog
 from tether.callers import Caller
 from tether.config import Settings
@@ -183,6 +183,56 @@ class Registry:
             )
             self._epoch.bump(conn)
         return self._agent(row)
+
+    def register_discovered(
+        self,
+        conn: Connection,
+        by: Caller,
+        name: str,
+        *,
+        kind: str,
+        purpose: str,
+        labels: dict[str, str],
+    ) -> AgentId:
+        """Register an agent that discovery found running (``tether discover scan
+        --import``), inside the caller's transaction: unowned and suspended, so it can do
+        nothing until someone adopts it (``agent set-owner``, then ``agent resume``). It
+        gets a key nobody holds: adopting it means ``agent rotate-key``."""
+        if not by.is_admin:
+            raise Forbidden("only an admin can import discovered agents")
+        valid = parse_name(name)
+        now = self._clock()
+        public_key = generate_key_pair().public_key  # its private half is thrown away
+        checked = parse_labels(labels)
+        row: dict[str, Any] = {
+            "name": valid,
+            "kind": _parse_choice(AgentKind, "kind", kind).value,
+            "owner": None,
+            "purpose": parse_text(purpose, "purpose"),
+            "parent": None,
+            "labels": checked,
+            "created_by": by.subject,
+            "created_at": now,
+            "expires_at": now + self._settings.agent_lifetime_default,
+            "state": AgentState.SUSPENDED.value,
+            "state_changed_at": now,
+            "unowned_since": now,
+            "public_key": public_key,
+            "key_rotated_at": now,
+        }
+        if conn.execute(select(agents.c.name).where(agents.c.name == valid)).first():
+            raise Conflict(f"agent name {valid} is taken")
+        conn.execute(insert(agents).values(**row))
+        self._log.append(
+            conn,
+            "agent.registered",
+            actor=by.subject,
+            subject=self.agent_id(valid),
+            reason="discovered running: unowned and suspended until adopted",
+            detail={"owner": None, "kind": row["kind"], "discovered": checked},
+        )
+        self._epoch.bump(conn)
+        return self.agent_id(valid)
 
     def _lifetime(self, requested: timedelta | None) -> timedelta:
         maximum = self._settings.agent_lifetime_max

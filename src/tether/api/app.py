@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from starlette.routing import Route
 
-from tether.api import agents, audit, authzen, credentials, gateway, grants, oauth
+from tether.api import agents, audit, authzen, credentials, discovery, gateway, grants, oauth
 from tether.api.errors import install_error_handlers
 from tether.api.request_ids import RequestIds
 from tether.callers import Caller
@@ -46,6 +46,7 @@ def create_app(tether: Tether) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(gateway.router)
     app.include_router(credentials.router)
+    app.include_router(discovery.router)
     app.router.routes.append(Route("/mcp/{name}", endpoint=face, methods=["GET", "POST", "DELETE"]))
 
     @app.get("/.well-known/oauth-protected-resource/mcp/{name}", tags=["gateway"])

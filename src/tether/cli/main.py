@@ -12,6 +12,7 @@ from tether.cli import (
     agent,
     audit,
     credential,
+    discover,
     gateway,
     grant,
     output,
@@ -45,6 +46,7 @@ app.add_typer(token.dev_app, name="dev")
 app.add_typer(audit.app, name="audit")
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(credential.app, name="credential")
+app.add_typer(discover.app, name="discover")
 app.command()(grant.review)
 app.command()(authorize)
 app.command()(kill)

@@ -183,6 +183,14 @@ class SourceFile:
             self._text = self.path.read_bytes().decode("utf-8", errors="replace")
         return self._text
 
+    def read(self) -> str | None:
+        """The text, or None (counted as ``unreadable``) when the file cannot be read."""
+        try:
+            return self.text
+        except OSError as exc:
+            self.warn("unreadable", type(exc).__name__)
+            return None
+
     def warn(self, reason: str, why: str = "") -> None:
         """Count a problem with this file (``malformed`` JSON/YAML/TOML ...)."""
         self.warnings.add(reason, f"{self.relpath}: {why}" if why else self.relpath)

@@ -28,6 +28,7 @@ __all__ = [
     "audit_head",
     "audit_keys",
     "audit_nodes",
+    "discovery_findings",
     "epoch_acks",
     "events",
     "gateway_pins",
@@ -287,4 +288,23 @@ vault_issued = Table(
     Column("revoked_at", UtcDateTime, nullable=True),  # dynamic: revoked
     Column("rotated_at", UtcDateTime, nullable=True),  # static: a new version replaced it
     Index("ix_vault_issued_agent", "agent_id"),
+)
+
+
+# What discovery found, reconciled with the registry: registered, shadow or stale.
+discovery_findings = Table(
+    "discovery_findings",
+    metadata,
+    Column("id", String(24), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("scanner", String(32), nullable=False),
+    Column("location", String(2048), nullable=False),  # the file's absolute path
+    Column("line", Integer, nullable=True),
+    Column("status", String(16), nullable=False),  # registered | shadow | stale
+    Column("agent", String(63), nullable=True),  # the agent it is (registered, stale)
+    Column("body", JSON, nullable=False),  # the finding (never a secret)
+    Column("first_seen", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    Index("ix_discovery_findings_status", "status"),
 )
