@@ -107,7 +107,10 @@ def test_the_cli_imports_shadows_rescans_idempotently_and_sees_stale_agents(
     table = cli("discover", "scan", str(tree))
     sarif = cli("discover", "scan", str(tree), "--format", "sarif")
     exported = cli("audit", "export", "--format", "jsonl")
-    everything = json.dumps([first, imported, again, after, listed]) + table[1] + table[2]
+    stored = cli.json("discover", "findings")  # what the store holds, through the API
+    assert len(stored["findings"]) == len(after["findings"])
+    everything = json.dumps([first, imported, again, after, listed, stored]) + table[1]
+    everything += table[2]
     everything += sarif[1] + exported[1]
     for secret in secrets:
         assert secret not in everything
