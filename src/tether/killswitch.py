@@ -38,9 +38,11 @@ from tether.lifecycle import check_transition
 from tether.model import AgentState, parse_email, parse_text
 from tether.registry import Registry
 from tether.store import Store, agents, epoch_acks, issued_tokens, state_epoch
+from tether.tokens import token_family
 
 __all__ = ["KillReport", "KillSwitch", "SessionCloser", "VaultRevoker"]
 
+_KILLABLE = (AgentState.ACTIVE.value, AgentState.SUSPENDED.value, AgentState.EXPIRED.value)
 _TRIES = 3  # vault actions tried this many times before a kill returns (then the sweeper)
 
 
@@ -177,9 +179,8 @@ class KillSwitch:
         if not by.is_admin:
             self._refuse(by, what, "only admins kill in bulk")
             raise Forbidden("only an admin can kill in bulk")
-        live = [AgentState.ACTIVE.value, AgentState.SUSPENDED.value, AgentState.EXPIRED.value]
         with self._store.write() as conn:
-            query = select(agents.c.name).where(agents.c.state.in_(live))
+            query = select(agents.c.name).where(agents.c.state.in_(_KILLABLE))
             if where is not None:
                 query = query.where(where)
             roots = list(conn.execute(query.order_by(agents.c.name)).scalars())
@@ -193,22 +194,16 @@ class KillSwitch:
 
     def _descendants(self, conn: Connection, name: str) -> list[str]:
         """Every agent whose parent chain leads to ``name`` and that can still be killed."""
-        found: list[str] = []
+        states: dict[str, str] = {}  # every descendant, killable or not (its children count)
         frontier = [name]
         while frontier:
-            children = list(
-                conn.execute(
-                    select(agents.c.name, agents.c.state).where(agents.c.parent.in_(frontier))
-                )
-            )
-            frontier = [c.name for c in children if c.name not in found and c.name != name]
-            found.extend(frontier)
-        return [
-            n
-            for n in found
-            if conn.execute(select(agents.c.state).where(agents.c.name == n)).scalar_one()
-            in (AgentState.ACTIVE.value, AgentState.SUSPENDED.value, AgentState.EXPIRED.value)
-        ]
+            children = conn.execute(
+                select(agents.c.name, agents.c.state).where(agents.c.parent.in_(frontier))
+            ).all()
+            new = [c for c in children if c.name not in states and c.name != name]
+            states.update((c.name, c.state) for c in new)
+            frontier = [c.name for c in new]
+        return [n for n, state in states.items() if state in _KILLABLE]
 
     def _kill_in(
         self,
@@ -273,18 +268,7 @@ class KillSwitch:
                 )
             ).scalars()
         )
-        family = list(roots)
-        index = 0
-        while index < len(family):
-            family.extend(
-                conn.execute(
-                    select(issued_tokens.c.jti).where(
-                        issued_tokens.c.parent_jti == family[index],
-                        issued_tokens.c.jti.not_in(family),
-                    )
-                ).scalars()
-            )
-            index += 1
+        family = token_family(conn, roots)
         revoked = list(
             conn.execute(
                 select(issued_tokens.c.jti).where(

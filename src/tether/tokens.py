@@ -18,13 +18,13 @@ import hashlib
 import math
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from tether.audit.log import AuditLog
 from tether.callers import Caller
@@ -610,14 +610,7 @@ class Tokens:
                 return 0
             if not by.is_admin and by.subject not in (row.client_id, f"agent:{row.client_id}"):
                 raise InvalidClient("a token can be revoked only by its client or an admin")
-            family = [jti]
-            index = 0
-            while index < len(family):
-                children = conn.execute(
-                    select(issued_tokens.c.jti).where(issued_tokens.c.parent_jti == family[index])
-                ).scalars()
-                family.extend(children)
-                index += 1
+            family = token_family(conn, [jti])
             conn.execute(
                 update(issued_tokens)
                 .where(issued_tokens.c.jti.in_(family), issued_tokens.c.revoked_at.is_(None))
@@ -632,6 +625,21 @@ class Tokens:
             )
             self._epoch.bump(conn)
         return len(family)
+
+
+def token_family(conn: Connection, roots: Sequence[str]) -> list[str]:
+    """``roots`` and every token exchanged from them, at any depth (one query a level)."""
+    family = list(dict.fromkeys(roots))
+    seen = set(family)
+    level = family
+    while level:
+        children = conn.execute(
+            select(issued_tokens.c.jti).where(issued_tokens.c.parent_jti.in_(level))
+        ).scalars()
+        level = [jti for jti in children if jti not in seen]
+        seen.update(level)
+        family.extend(level)
+    return family
 
 
 def _parse_scope(text: str) -> list[Permission]:
