@@ -46,6 +46,13 @@ _SLUG = re.compile(r"[^a-z0-9]+")
 _EMAIL = re.compile(r"^[a-z0-9._%+-]+@[a-z0-9-]+(\.[a-z0-9-]+)+$")
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    agent: str
+    owner: str | None
+    location: str | None  # the discovery.location label, if the agent has one
+
+
 @dataclass
 class Reconciled:
     """What a reconciliation decided: every finding with its status (and agent), the
@@ -104,23 +111,23 @@ class Findings:
             seen: set[str] = set()
             for finding in checked:
                 seen.add(finding["id"])
-                agent = claimed.get(finding["id"])
+                claim = claimed.get(finding["id"])
+                agent, owner = (claim.agent, claim.owner) if claim else (None, None)
                 if agent is None and import_shadow and finding["kind"] in _AGENT_KIND:
-                    agent = self._import(conn, by, finding)
+                    agent = self._import(conn, by, finding)  # imported unowned
                     out.imported.append(agent)
                 status = "registered" if agent is not None else "shadow"
-                owner = claimed_owner(conn, agent)
-                if status == "shadow" or owner is None:
+                if owner is None:  # shadow, or an agent nobody has adopted yet
                     finding["flags"] = sorted({*finding["flags"], "no-owner"})
                 out.findings.append({**finding, "status": status, "agent": agent})
                 self._upsert(conn, finding, status, agent, now)
-            for finding_id, agent in claimed.items():
+            for finding_id, claim in claimed.items():
                 if finding_id in seen:
                     continue
-                location = self._location_of(conn, agent)
+                location = claim.location or self._location_of(conn, claim.agent)
                 if location is None or not _under(location, roots):
                     continue  # not where this scan looked: nothing to say
-                stale = self._stale(conn, finding_id, agent, location, now)
+                stale = self._stale(conn, finding_id, claim.agent, location, now)
                 out.findings.append(stale)
                 out.stale.append(finding_id)
             self._log.append(
@@ -152,20 +159,20 @@ class Findings:
 
     # ---- steps --------------------------------------------------------------------------
 
-    def _claimed(self, conn: Connection) -> dict[str, str]:
-        """Finding ID -> the agent (name) that claims it, among agents still around."""
-        out: dict[str, str] = {}
-        for name, labels in conn.execute(select(agents.c.name, agents.c.labels)):
+    def _claimed(self, conn: Connection) -> dict[str, _Claim]:
+        """Finding ID -> the agent that claims it (with its owner and recorded location)."""
+        out: dict[str, _Claim] = {}
+        rows = conn.execute(select(agents.c.name, agents.c.owner, agents.c.labels))
+        for name, owner, labels in rows:
             claim = (labels or {}).get(FINDING_LABEL)
             if isinstance(claim, str):
-                out.setdefault(claim, name)
+                location = (labels or {}).get(LOCATION_LABEL)
+                where = location if isinstance(location, str) else None
+                out.setdefault(claim, _Claim(name, owner, where))
         return out
 
     def _location_of(self, conn: Connection, agent: str) -> str | None:
-        labels = conn.execute(select(agents.c.labels).where(agents.c.name == agent)).scalar()
-        location = (labels or {}).get(LOCATION_LABEL)
-        if isinstance(location, str):
-            return location
+        """Where a claimed finding was last stored (an agent labelled by hand)."""
         row = conn.execute(
             select(discovery_findings.c.location).where(discovery_findings.c.agent == agent)
         ).first()
@@ -254,13 +261,6 @@ class Findings:
                 .values(status="stale", agent=agent)
             )
         return {**body, "status": "stale", "agent": agent}
-
-
-def claimed_owner(conn: Connection, agent: str | None) -> str | None:
-    if agent is None:
-        return None
-    owner = conn.execute(select(agents.c.owner).where(agents.c.name == agent)).scalar()
-    return None if owner is None else str(owner)
 
 
 def _under(location: str, roots: Sequence[str]) -> bool:

@@ -18,7 +18,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -40,16 +40,7 @@ class ScanResult:
     files: int = 0  # files handed to at least one scanner
     files_seen: int = 0  # files walked
     bytes: int = 0  # bytes of the files walked
-
-    def locations(self) -> dict[str, str]:
-        """Finding ID -> the absolute path of its file."""
-        out: dict[str, str] = {}
-        for finding in self.findings:
-            out[finding.id] = self._absolute.get(finding.id, finding.path)
-        return out
-
-    def __post_init__(self) -> None:
-        self._absolute: dict[str, str] = {}
+    absolute: dict[str, str] = field(default_factory=dict)  # finding ID -> its file's path
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,7 +48,7 @@ class ScanResult:
             "files": self.files_seen,
             "bytes": self.bytes,
             "findings": [
-                {**f.to_dict(), "location": self._absolute.get(f.id)} for f in self.findings
+                {**f.to_dict(), "location": self.absolute.get(f.id)} for f in self.findings
             ],
             "warnings": self.warnings.to_dict(),
         }
@@ -114,7 +105,7 @@ def run_scan(
         if named.creator is None:
             named = replace(named, creator=blame.creator(file.path, finding.line))
         result.findings.append(named)
-        result._absolute[named.id] = str(file.path)
+        result.absolute[named.id] = str(file.path)
     result.findings.sort(key=lambda f: (f.path, f.line or 0, f.kind, f.name))
     return result
 
