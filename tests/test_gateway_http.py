@@ -34,11 +34,15 @@ def org(tether: Tether, tmp_path: Path) -> tuple[Tether, str, Path]:
     tether.registry.register(ADMIN, spec("helper"))
     for tool in ("echo", "env_digest"):
         tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", f"test/{tool}"))
-    agent = tether.registry.get(ADMIN, "helper")
-    token = tether.tokens.client_credentials(
-        agent, f"{tether.settings.issuer}/mcp/test", None, None
-    ).access_token
+    token = _token(tether)
     return tether, token, tmp_path
+
+
+def _token(tether: Tether, name: str = "helper") -> str:
+    """A client-credentials token of agent ``name`` for /mcp/test."""
+    agent = tether.registry.get(ADMIN, name)
+    resource = f"{tether.settings.issuer}/mcp/test"
+    return tether.tokens.client_credentials(agent, resource, None, None).access_token
 
 
 async def _served(tether: Tether, work: Any) -> Any:
@@ -127,10 +131,7 @@ def test_resources_and_prompts_are_enforced_too(org, mode: str) -> None:
     tether, _, _ = org
     tether.grants.add(ADMIN, GrantSpec("helper", "resources/read", "test/welcome"))
     tether.grants.add(ADMIN, GrantSpec("helper", "prompts/get", "test/summarise"))
-    agent = tether.registry.get(ADMIN, "helper")
-    token = tether.tokens.client_credentials(
-        agent, f"{tether.settings.issuer}/mcp/test", None, None
-    ).access_token
+    token = _token(tether)
 
     async def work(transport: Any) -> None:
         headers = {"Authorization": f"Bearer {token}"}
@@ -164,10 +165,7 @@ def test_resources_and_prompts_are_enforced_too(org, mode: str) -> None:
 def test_an_upstream_that_dies_is_started_again_on_the_next_call(org) -> None:
     tether, _, _ = org
     tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", "test/crash"))
-    agent = tether.registry.get(ADMIN, "helper")
-    token = tether.tokens.client_credentials(
-        agent, f"{tether.settings.issuer}/mcp/test", None, None
-    ).access_token
+    token = _token(tether)
 
     async def work(transport: Any) -> None:
         headers = {"Authorization": f"Bearer {token}"}
