@@ -19,6 +19,7 @@ __all__ = [
     "AgentState",
     "Email",
     "Event",
+    "agent_id_prefix",
     "parse_agent_ref",
     "parse_email",
     "parse_labels",
@@ -77,9 +78,14 @@ def parse_email(text: str) -> Email:
     return Email(value)
 
 
+def agent_id_prefix(trust_domain: str) -> str:
+    """What every agent's SPIFFE ID starts with: ``spiffe://<td>/agent/``."""
+    return f"spiffe://{trust_domain}/agent/"
+
+
 def parse_agent_ref(text: str, trust_domain: str) -> AgentName:
     """Accept a full SPIFFE ID ``spiffe://<td>/agent/<name>`` or a bare name."""
-    prefix = f"spiffe://{trust_domain}/agent/"
+    prefix = agent_id_prefix(trust_domain)
     if isinstance(text, str) and text.startswith("spiffe://"):
         if not text.startswith(prefix):
             raise InvalidRequest(

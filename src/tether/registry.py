@@ -33,6 +33,7 @@ from tether.model import (
     AgentName,
     AgentState,
     Email,
+    agent_id_prefix,
     parse_agent_ref,
     parse_email,
     parse_labels,
@@ -75,7 +76,7 @@ class Registry:
         self._log = log
         self._epoch = epoch
         self._clock = clock
-        self._prefix = f"spiffe://{settings.trust_domain}/agent/"
+        self._prefix = agent_id_prefix(settings.trust_domain)
 
     # ---- identities -------------------------------------------------------------------
 

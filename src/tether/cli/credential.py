@@ -13,7 +13,7 @@ from tether.cli import output
 from tether.cli.context import open_client, settings
 from tether.cli.options import Json
 from tether.errors import InvalidRequest
-from tether.model import parse_agent_ref
+from tether.model import agent_id_prefix, parse_agent_ref
 from tether.tokens import ASSERTION_TYPE
 
 __all__ = ["app"]
@@ -46,7 +46,7 @@ def get(
     who = agent or os.environ.get("TETHER_AGENT") or key_file.stem
     config = settings()
     name = parse_agent_ref(who, config.trust_domain)
-    agent_id = f"spiffe://{config.trust_domain}/agent/{name}"
+    agent_id = agent_id_prefix(config.trust_domain) + name
     private = load_private_key(key_file)
     with open_client() as client:
         meta = client.oauth_metadata()
