@@ -5,6 +5,8 @@ listing and calling only what the token allows, a suspended agent refused mid-se
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,17 @@ async def _served(tether: Tether, work: Any) -> Any:
         return await work(transport)
 
 
+@asynccontextmanager
+async def _connect(transport: Any, token: str, mode: str = "auto") -> AsyncIterator[Client]:
+    """The official SDK client on ``/mcp/test`` of the served app, with ``token``."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers) as http,
+        Client(streamable_http_client(f"{BASE}/mcp/test", http_client=http), mode=mode) as c,
+    ):
+        yield c
+
+
 def _text(result: Any) -> str:
     return " ".join(getattr(c, "text", "") for c in result.content)
 
@@ -62,11 +75,7 @@ def test_an_agent_sees_and_calls_only_what_it_may(org, mode: str) -> None:
     note = tmp_path / "note.txt"
 
     async def work(transport: Any) -> None:
-        headers = {"Authorization": f"Bearer {token}"}
-        async with (
-            httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers) as http,
-            Client(streamable_http_client(f"{BASE}/mcp/test", http_client=http), mode=mode) as c,
-        ):
+        async with _connect(transport, token, mode) as c:
             tools = await c.list_tools()
             assert sorted(t.name for t in tools.tools) == ["echo", "env_digest"]
             said = await c.call_tool("echo", {"text": "through tether"})
@@ -134,11 +143,7 @@ def test_resources_and_prompts_are_enforced_too(org, mode: str) -> None:
     token = _token(tether)
 
     async def work(transport: Any) -> None:
-        headers = {"Authorization": f"Bearer {token}"}
-        async with (
-            httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers) as http,
-            Client(streamable_http_client(f"{BASE}/mcp/test", http_client=http), mode=mode) as c,
-        ):
+        async with _connect(transport, token, mode) as c:
             resources = await c.list_resources()
             assert [str(r.uri) for r in resources.resources] == ["note://welcome"]
             read = await c.read_resource("note://welcome")
@@ -168,11 +173,7 @@ def test_an_upstream_that_dies_is_started_again_on_the_next_call(org) -> None:
     token = _token(tether)
 
     async def work(transport: Any) -> None:
-        headers = {"Authorization": f"Bearer {token}"}
-        async with (
-            httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers) as http,
-            Client(streamable_http_client(f"{BASE}/mcp/test", http_client=http)) as c,
-        ):
+        async with _connect(transport, token) as c:
             died = await c.call_tool("crash", {})
             assert died.is_error and "the upstream failed" in _text(died)
             again = await c.call_tool("echo", {"text": "still here"})
@@ -192,16 +193,10 @@ def test_a_kill_closes_the_agents_open_sessions_and_says_how_many(org) -> None:
     """A legacy-mode session (Mcp-Session-Id) of the killed agent is terminated by the kill
     itself, and the kill says so."""
     tether, token, _ = org
-    headers = {"Authorization": f"Bearer {token}"}
 
     async def work(transport: Any) -> int:
         face = _face(transport.app)
-        async with (
-            httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers) as http,
-            Client(
-                streamable_http_client(f"{BASE}/mcp/test", http_client=http), mode="legacy"
-            ) as c,
-        ):
+        async with _connect(transport, token, "legacy") as c:
             said = await c.call_tool("echo", {"text": "before"})
             assert not said.is_error
             [sdk_session] = face.server.session_manager._server_instances.values()
@@ -224,16 +219,10 @@ def test_a_suspension_elsewhere_closes_the_session_when_the_epoch_moves(org) -> 
     (here a suspension, as another process would make it) closes the session at the next
     epoch check."""
     tether, token, _ = org
-    headers = {"Authorization": f"Bearer {token}"}
 
     async def work(transport: Any) -> None:
         face = _face(transport.app)
-        async with (
-            httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers) as http,
-            Client(
-                streamable_http_client(f"{BASE}/mcp/test", http_client=http), mode="legacy"
-            ) as c,
-        ):
+        async with _connect(transport, token, "legacy") as c:
             await c.call_tool("echo", {"text": "before"})
             [sdk_session] = face.server.session_manager._server_instances.values()
             await anyio.to_thread.run_sync(tether.registry.suspend, ADMIN, "helper")

@@ -115,6 +115,19 @@ async def _agent_session(root: Path, list_tools: ListTools, call_tool: CallTool)
     return text
 
 
+async def _sdk_session(root: Path, c: Client) -> str:
+    """The agent's session through an official SDK client (either face)."""
+
+    async def list_tools() -> list[str]:
+        return [t.name for t in (await c.list_tools()).tools]
+
+    async def call_tool(name: str, arguments: dict[str, Any]) -> tuple[bool, str]:
+        result = await c.call_tool(name, arguments)
+        return result.is_error, _text(result.content)
+
+    return await _agent_session(root, list_tools, call_tool)
+
+
 def _check_the_record(tether: Tether, root: Path, denied_text: str) -> None:
     assert not (root / "pwned.txt").exists()
     assert sorted(p.name for p in root.iterdir()) == ["docs", "hello.txt"]
@@ -155,15 +168,7 @@ def test_over_streamable_http_with_the_sdk_client(org, mode: str) -> None:
             ) as http,
             Client(streamable_http_client(f"{BASE}/mcp/fs", http_client=http), mode=mode) as c,
         ):
-
-            async def list_tools() -> list[str]:
-                return [t.name for t in (await c.list_tools()).tools]
-
-            async def call_tool(name: str, arguments: dict[str, Any]) -> tuple[bool, str]:
-                result = await c.call_tool(name, arguments)
-                return result.is_error, _text(result.content)
-
-            return await _agent_session(root, list_tools, call_tool)
+            return await _sdk_session(root, c)
 
     _check_the_record(tether, root, anyio.run(run))
 
@@ -192,15 +197,7 @@ def test_through_the_stdio_face_launched_by_the_sdk_client(
 
     async def run() -> str:
         async with Client(face) as c:
-
-            async def list_tools() -> list[str]:
-                return [t.name for t in (await c.list_tools()).tools]
-
-            async def call_tool(name: str, arguments: dict[str, Any]) -> tuple[bool, str]:
-                result = await c.call_tool(name, arguments)
-                return result.is_error, _text(result.content)
-
-            return await _agent_session(root, list_tools, call_tool)
+            return await _sdk_session(root, c)
 
     _check_the_record(tether, root, anyio.run(run))
 
