@@ -13,17 +13,20 @@ the process dies (or the store fails) between a successful send and the cursor u
 or if a send is cut off after the receiver took part of it; receivers that must not see
 duplicates can drop events whose ``seq`` they have already seen.
 
-**Several processes.** On PostgreSQL a batch is delivered while holding the sink's
-cursor row (``SELECT ... FOR UPDATE SKIP LOCKED``): a second process finds the row taken
-and leaves the sink alone, so two processes never deliver the same batch. SQLite cannot
-hold a row lock without blocking every writer for the length of a send, so there the
-cursor is advanced by compare-and-set on its old value; within one process a lock per
-sink serialises deliveries, and two processes sharing one SQLite file may both send a
-batch (never lose one).
+**No transaction waits for a receiver.** The cursor is read in one short transaction
+and advanced in another, by compare-and-set on its old value; nothing of the store is
+held while a batch is sent, so a slow receiver never holds up another writer. On
+PostgreSQL a batch is delivered while holding the sink's session-level advisory lock
+(``pg_try_advisory_lock``, on a connection in autocommit: no transaction, no row lock):
+a second process finds it taken and leaves the sink alone, so two processes never
+deliver the same batch. On SQLite, within one process a lock per sink serialises
+deliveries, and two processes sharing one SQLite file may both send a batch (never lose
+one).
 
 **Failures.** A failed send records ``last_error`` on the cursor row (never a header, a
-URL or a secret) and the sink retries with exponential backoff: ``retry_initial_ms``,
-doubling up to ``retry_max_ms``. Each sink has its own thread, so a slow or broken sink
+URL or a secret: every representation of them is redacted, :mod:`tether.redact`) and
+the sink retries with exponential backoff: ``retry_initial_ms``, doubling up to
+``retry_max_ms``. Each sink has its own thread, so a slow or broken sink
 does not hold up the others.
 
 The kinds:
@@ -44,12 +47,17 @@ The kinds:
   in ``\\n`` (newline-delimited: ``application/x-ndjson`` for ``ocsf`` and ``jsonl``,
   ``text/plain; charset=utf-8`` for ``cef``), with ``X-Tether-First-Seq`` and
   ``X-Tether-Last-Seq`` naming the batch's events and the configured headers added (they
-  may replace ``Content-Type``). Any answer but 2xx (redirects are not followed), or no
-  answer within ``timeout_ms``, is a failure.
+  may replace ``Content-Type``). Any answer but 2xx (redirects are not followed) is a
+  failure, and so is an exchange not over within ``timeout_ms``: a deadline for the whole
+  request (connecting, sending, the answer's headers and body), not a per-read timeout.
+  At most 4 KiB of an answer's body is read, the rest never (:mod:`tether.audit.poster`).
+  A configured header whose value is no valid HTTP field value (a control character such
+  as a trailing newline) fails every send, naming the header, never its value.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -65,11 +73,14 @@ from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import text as sql
 
 from tether.audit.export import render
 from tether.audit.log import AuditLog
+from tether.audit.poster import DeadlinePassed, Poster
 from tether.config import SinkConfig
 from tether.errors import Conflict
+from tether.redact import SECRETS, Redactor, is_field_value
 from tether.store import Store, sink_cursors
 
 __all__ = [
@@ -124,13 +135,13 @@ class Sink:
         """Release connections; the sink may be used again (it reconnects)."""
 
     def describe(self, exc: BaseException) -> str:
-        """A one-line account of a failure, free of secrets."""
+        """A one-line account of a failure, free of the secrets in play (:mod:`tether.redact`)."""
         if isinstance(exc, OSError) and exc.strerror:
             text = f"{type(exc).__name__}: {exc.strerror}"
             if exc.filename is not None:
                 text += f": {exc.filename}"
-            return text
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return SECRETS.redact(text)
+        return SECRETS.redact(f"{type(exc).__name__}: {exc}") if str(exc) else type(exc).__name__
 
 
 class FileSink(Sink):
@@ -248,7 +259,8 @@ def _open(sock: socket.socket) -> bool:
 
 
 class WebhookSink(Sink):
-    """One HTTP POST per batch of newline-delimited lines."""
+    """One HTTP POST per batch of newline-delimited lines (:class:`Poster`: one deadline
+    for the whole exchange, the answer's body capped)."""
 
     def __init__(self, config: SinkConfig) -> None:
         super().__init__(config)
@@ -257,12 +269,12 @@ class WebhookSink(Sink):
         content_type = (
             "text/plain; charset=utf-8" if config.format == "cef" else "application/x-ndjson"
         )
-        self._headers = httpx.Headers(
-            {"Content-Type": content_type, "User-Agent": "tether-audit-sink"}
-        )
-        self._headers.update(config.headers)  # case-insensitively: may replace Content-Type
+        headers = httpx.Headers({"Content-Type": content_type, "User-Agent": "tether-audit-sink"})
+        headers.update(config.headers)  # case-insensitively: may replace Content-Type
+        self._headers = list(headers.items())
         self._secrets = _secrets_of(config.url, config.headers)
-        self._client: httpx.Client | None = None
+        self._redactor = Redactor(self._secrets)
+        self._poster: Poster | None = None
 
     def send(self, lines: list[str]) -> None:
         self._post(lines, {})
@@ -271,26 +283,37 @@ class WebhookSink(Sink):
         self._post(lines, {"X-Tether-First-Seq": str(first), "X-Tether-Last-Seq": str(last)})
 
     def _post(self, lines: list[str], extra: Mapping[str, str]) -> None:
-        if self._client is None:
-            self._client = httpx.Client(
-                timeout=self.config.timeout_ms / 1000, follow_redirects=False
-            )
+        for name, value in self.config.headers.items():
+            if not is_field_value(value):  # never handed to a library that would echo it
+                raise DeliveryFailed(
+                    f"the configured header {name!r} has a value no HTTP header may carry "
+                    "(a control character such as a trailing newline, a blank at either "
+                    "end, or a non-ASCII character)"
+                )
+        if self._poster is None:
+            self._poster = Poster(self.url, deadline=self.config.timeout_ms / 1000)
+            SECRETS.add(self._secrets)  # kept out of every log line while connected
         body = "".join(line + "\n" for line in lines).encode("utf-8")
-        headers = self._headers.copy()
-        headers.update(extra)
-        response = self._client.post(self.url, content=body, headers=headers)
-        if not 200 <= response.status_code < 300:
-            raise DeliveryFailed(f"the webhook answered HTTP {response.status_code}")
+        try:
+            status = self._poster.post(body, [*self._headers, *extra.items()])
+        except DeadlinePassed:
+            raise DeliveryFailed(
+                f"the webhook did not answer within {self.config.timeout_ms} ms "
+                "(the deadline of the whole request)"
+            ) from None
+        if not 200 <= status < 300:
+            raise DeliveryFailed(f"the webhook answered HTTP {status}")
 
     def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        poster, self._poster = self._poster, None
+        if poster is not None:
+            poster.close()
+            SECRETS.discard(self._secrets)
 
     def describe(self, exc: BaseException) -> str:
         if isinstance(exc, DeliveryFailed):
             return str(exc)
-        return _redact(super().describe(exc), self._secrets)
+        return self._redactor.redact(super().describe(exc))
 
 
 def _secrets_of(url: str, headers: Mapping[str, str]) -> list[str]:
@@ -300,12 +323,6 @@ def _secrets_of(url: str, headers: Mapping[str, str]) -> list[str]:
     found = [url, *headers.values()]
     found += [p for p in (parts.password, parts.query, parts.path) if p and p != "/"]
     return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
-    return text
 
 
 def make_sink(config: SinkConfig) -> Sink:
@@ -490,27 +507,22 @@ class SinkRunner:
         return self._batch_compare_and_set(state)
 
     def _batch_locked(self, state: _State) -> tuple[int, int]:
-        name = state.config.name
-        with self._store.write() as conn:
-            row = conn.execute(
-                select(sink_cursors.c.seq)
-                .where(sink_cursors.c.name == name)
-                .with_for_update(skip_locked=True)
-            ).first()
-            if row is None:  # another process is delivering this sink's batch
-                state.ready = False
-                return 0, 0
-            cursor = int(row.seq)
-            pending = self._pending(state, cursor)
-            if pending is None:
-                return 0, cursor
-            first, last, messages = pending
-            error = self._send(state, first, last, messages)
-            if error is None:
-                self._advance(conn, name, last)
-                return len(messages), last
-            self._record(conn, name, error)
-        raise DeliveryFailed(error)
+        """PostgreSQL: the batch is delivered under the sink's session-level advisory
+        lock, taken on a connection that is in no transaction (autocommit), so the wait
+        for the receiver holds no transaction, no row and no table lock."""
+        with self._store.engine.connect() as opened:
+            conn = opened.execution_options(isolation_level="AUTOCOMMIT")
+            key = {"k": _lock_key(state.config.name)}
+            if not conn.execute(sql("SELECT pg_try_advisory_lock(:k)"), key).scalar():
+                return 0, 0  # another process is delivering this sink's batch
+            try:
+                return self._batch_compare_and_set(state)
+            finally:
+                try:
+                    conn.execute(sql("SELECT pg_advisory_unlock(:k)"), key)
+                except Exception:  # never return a connection that still holds the lock
+                    opened.invalidate()
+                    raise
 
     def _batch_compare_and_set(self, state: _State) -> tuple[int, int]:
         name = state.config.name
@@ -606,6 +618,12 @@ class SinkRunner:
         return report
 
 
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _ERROR_MAX else text[: _ERROR_MAX - 3] + "..."
+def _clip(message: str) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= _ERROR_MAX else message[: _ERROR_MAX - 3] + "..."
+
+
+def _lock_key(name: str) -> int:
+    """The PostgreSQL advisory lock key (a signed 64-bit integer) of sink ``name``."""
+    digest = hashlib.sha256(f"tether-audit-sink:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

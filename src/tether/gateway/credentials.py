@@ -7,6 +7,12 @@ broker (cached briefly; ``vault-token:`` references are for agents, not upstream
 secret is fetched only when an upstream is started, and it never appears in a listing, an
 event, a log line or an error: those name the reference only. If it cannot be fetched
 (the vault is down, the variable unset), the upstream does not start: fail closed.
+
+A value is checked before it is used, so that no library ever has it in an error of its
+own: for an HTTP header it must be an RFC 9110 field value of printable ASCII (spaces and
+tabs inside it only; no CR, LF, NUL or other control, no leading or trailing blank, no
+obs-text); for an environment variable it must not hold a NUL. A value that breaks the
+rule is refused with an error naming the reference and the rule, never the value.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tether.errors import InvalidRequest, StoreUnavailable
+from tether.redact import is_field_value
 from tether.vault import Broker, VaultUnavailable, parse_ref
 
-__all__ = ["Credential", "parse_credential", "resolve"]
+__all__ = ["Credential", "check_value", "parse_credential", "resolve"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")  # an RFC 9110 token
@@ -69,8 +76,11 @@ def resolve(
     credential: Credential,
     environ: Mapping[str, str] | None = None,
     vault: Broker | None = None,
+    *,
+    transport: str = "http",
 ) -> str:
-    """The secret itself (for the upstream only). Fails closed, naming the reference."""
+    """The secret itself (for the upstream only), checked for use by an upstream of
+    ``transport`` (:func:`check_value`). Fails closed, naming the reference."""
     env = os.environ if environ is None else environ
     scheme, _, where = credential.ref.partition(":")
     if scheme == "vault":
@@ -78,12 +88,34 @@ def resolve(
             raise VaultUnavailable(
                 f"cannot fetch {credential.ref}: no vault is configured ([vault] in tether.toml)"
             )
-        return vault.read(credential.ref)
-    if scheme != "env":
+        value: object = vault.read(credential.ref)
+    elif scheme == "env":
+        value = env.get(where)
+        if not value:
+            raise StoreUnavailable(
+                f"the credential {credential.ref} is not set in Tether's environment"
+            )
+    else:
         raise StoreUnavailable(f"cannot fetch {credential.ref}: unknown kind {scheme}:")
-    value = env.get(where)
-    if not value:
-        raise StoreUnavailable(
-            f"the credential {credential.ref} is not set in Tether's environment"
+    return check_value(credential, value, transport)
+
+
+def check_value(credential: Credential, value: object, transport: str) -> str:
+    """``value`` if an upstream of ``transport`` may be given it as ``credential``; else
+    InvalidRequest naming the reference and the rule (never the value)."""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"the credential {credential.ref} is not text")
+    if transport == "stdio":
+        if "\x00" in value:
+            raise InvalidRequest(
+                f"the credential {credential.ref} (environment variable {credential.name}) "
+                "holds a NUL character, which no environment variable can carry"
+            )
+        return value
+    if not is_field_value(value):
+        raise InvalidRequest(
+            f"the credential {credential.ref} (header {credential.name}) is not a valid "
+            "HTTP header value: it must be printable ASCII, with no control character "
+            "(a trailing newline?) and no space or tab at either end (RFC 9110)"
         )
     return value

@@ -207,7 +207,8 @@ class Gateway:
                 raise Refused(f"the upstream failed: {_reason(exc)}") from None
             result, outcome = error_result(f"the upstream failed: {_reason(exc)}"), "failed"
         size = len(json.dumps(result, separators=(",", ":")).encode())
-        self._result(token, action, path, outcome, size, started)
+        redacted = getattr(result, "redacted", None)  # injected credentials taken out
+        self._result(token, action, path, outcome, size, started, redacted)
         return result
 
     def _path(self, kind: str, item: Mapping[str, Any]) -> str:
@@ -227,9 +228,13 @@ class Gateway:
         outcome: str,
         size: int,
         started: float,
+        redacted: Mapping[str, int] | None = None,
     ) -> None:
         actor = str(token.claims["client_id"])
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        detail: dict[str, Any] = {"outcome": outcome, "size": size, "latency_ms": latency_ms}
+        if redacted:  # NAME -> how many of its values were taken out (never a value)
+            detail["redacted"] = {"count": sum(redacted.values()), "credentials": sorted(redacted)}
         # The decision was recorded before the call; the result rides along with the next
         # commit of the log (or its own within 50 ms), so it does not hold answers up.
         self.tether.events.defer(
@@ -241,7 +246,7 @@ class Gateway:
                     chain=token.chain,
                     action=action,
                     resource=path,
-                    detail={"outcome": outcome, "size": size, "latency_ms": latency_ms},
+                    detail=detail,
                 )
             ]
         )

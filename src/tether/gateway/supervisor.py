@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 from anyio import to_thread
 
+from tether import redact
 from tether.core import Tether
 from tether.errors import NotFound, TetherError, UpstreamUnavailable
 from tether.gateway.servers import Upstream
@@ -187,8 +188,6 @@ async def _first(*events: anyio.Event) -> None:
 
 def _describe(exc: BaseException) -> str:
     """A failure's kind, and the first line of its message (an OS error naming a missing
-    program, say), at most 200 characters; of a group, its first failure."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    message = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    program, say), at most 200 characters; of a group, its first failure. Every secret
+    in play is taken out before it is cut (:func:`tether.redact.describe`)."""
+    return redact.describe(exc)

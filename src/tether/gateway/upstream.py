@@ -4,10 +4,19 @@ A stdio upstream is started as a process with the SDK's safe default environment
 upstream's non-secret ``env`` and its credentials (fetched now, given only to it); an HTTP
 upstream is reached over streamable HTTP with its credential headers. The agent's own
 token never goes upstream: nothing of the caller's request but the tool arguments does.
+
+The injected values never come back out. Every representation of them (:mod:`tether.redact`)
+is replaced by ``[redacted]`` in what the upstream answers (a tool that echoes its
+environment or its request headers): in listings, and in each result, which says what it
+took out (:attr:`Result.redacted`: credential NAME -> how many, for the audit event of
+the result; never a value). While the session is open the values are in the process's
+redactor, so no log line carries them; a failure to open or close is raised as
+:class:`~tether.errors.UpstreamUnavailable` with its text redacted.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
@@ -20,16 +29,26 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 
-from tether.errors import UpstreamUnavailable
+from tether.errors import TetherError, UpstreamUnavailable
 from tether.gateway.credentials import resolve
 from tether.gateway.servers import Upstream
+from tether.redact import SECRETS, Redactor
 from tether.vault import Broker
 
-__all__ = ["UpstreamSession"]
+__all__ = ["Result", "UpstreamSession"]
+
+log = logging.getLogger("tether.gateway")
 
 T = TypeVar("T")
 
 _MAX_PAGES = 100  # pages of one listing (a server that never stops paging is broken)
+
+
+class Result(dict[str, Any]):
+    """An upstream's answer, with the injected credentials taken out: ``redacted`` maps
+    each credential NAME whose value was found to how many times (empty: nothing was)."""
+
+    redacted: dict[str, int]
 
 
 class UpstreamSession:
@@ -41,6 +60,9 @@ class UpstreamSession:
         self._stack = AsyncExitStack()
         self._client: Client | None = None
         self._tools: list[dict[str, Any]] | None = None
+        self._held: list[str] = []  # the values injected (in the process's redactor)
+        self._redactors: list[tuple[str, Redactor]] = []  # per credential NAME
+        self._redactor = Redactor()  # all of them
         self.dead = anyio.Event()  # set when a request failed on the connection
 
     @property
@@ -49,7 +71,20 @@ class UpstreamSession:
         return self.dead.is_set()
 
     async def __aenter__(self) -> UpstreamSession:
+        try:
+            await self._open()
+        except Exception as exc:
+            await self._shut()
+            raise self._clean(exc) from None
+        return self
+
+    async def _open(self) -> None:
         secrets = await anyio.to_thread.run_sync(self._secrets)  # the vault is a network call
+        self._held = list(secrets.values())
+        SECRETS.add(self._held)
+        by_length = sorted(secrets.items(), key=lambda item: len(item[1]), reverse=True)
+        self._redactors = [(name, Redactor([value])) for name, value in by_length]
+        self._redactor = Redactor(self._held)
         if self.upstream.transport == "stdio":
             program, *args = self.upstream.command
             server: Any = StdioServerParameters(
@@ -62,14 +97,48 @@ class UpstreamSession:
             http = await self._stack.enter_async_context(httpx2.AsyncClient(headers=secrets))
             server = streamable_http_client(self.upstream.url, http_client=http)
         self._client = await self._stack.enter_async_context(Client(server))
-        return self
 
     def _secrets(self) -> dict[str, str]:
-        return {c.name: resolve(c, vault=self._vault) for c in self.upstream.credentials}
+        transport = self.upstream.transport
+        return {
+            c.name: resolve(c, vault=self._vault, transport=transport)
+            for c in self.upstream.credentials
+        }
 
     async def __aexit__(self, *exc: object) -> None:
+        failure = await self._shut()
+        if failure is not None:
+            raise self._clean(failure) from None
+
+    async def _shut(self) -> Exception | None:
+        """Close the connection and forget the values; what failed while closing, if any."""
         self._client = None
-        await self._stack.aclose()
+        try:
+            await self._stack.aclose()
+        except Exception as exc:
+            return exc
+        finally:
+            SECRETS.discard(self._held)
+            self._held = []
+        return None
+
+    def _clean(self, exc: Exception) -> TetherError:
+        """``exc`` as it may be shown: a TetherError names no value; anything else becomes
+        UpstreamUnavailable, its text redacted before it is cut."""
+        if isinstance(exc, TetherError):
+            return exc
+        return UpstreamUnavailable(self._redactor.describe(exc))
+
+    def _scrub(self, answer: dict[str, Any]) -> Result:
+        """``answer`` with every injected value taken out, saying which were found."""
+        found: dict[str, int] = {}
+        for name, redactor in self._redactors:
+            answer, count = redactor.scrub(answer)
+            if count:
+                found[name] = count
+        result = Result(answer)
+        result.redacted = found
+        return result
 
     @property
     def client(self) -> Client:
@@ -115,20 +184,20 @@ class UpstreamSession:
                 return schema
         return None
 
-    async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        return _dump(await self._ask(self.client.call_tool(name, arguments)))
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> Result:
+        return self._scrub(_dump(await self._ask(self.client.call_tool(name, arguments))))
 
     async def list_resources(self) -> list[dict[str, Any]]:
         return await self._every("resources", lambda c: self.client.list_resources(**c))
 
-    async def read_resource(self, uri: str) -> dict[str, Any]:
-        return _dump(await self._ask(self.client.read_resource(uri)))
+    async def read_resource(self, uri: str) -> Result:
+        return self._scrub(_dump(await self._ask(self.client.read_resource(uri))))
 
     async def list_prompts(self) -> list[dict[str, Any]]:
         return await self._every("prompts", lambda c: self.client.list_prompts(**c))
 
-    async def get_prompt(self, name: str, arguments: dict[str, str]) -> dict[str, Any]:
-        return _dump(await self._ask(self.client.get_prompt(name, arguments)))
+    async def get_prompt(self, name: str, arguments: dict[str, str]) -> Result:
+        return self._scrub(_dump(await self._ask(self.client.get_prompt(name, arguments))))
 
     async def _every(
         self, field: str, page: Callable[[dict[str, Any]], Awaitable[Any]]
@@ -142,9 +211,23 @@ class UpstreamSession:
             items.extend(_dump(item) for item in getattr(result, field))
             cursor = result.next_cursor
             if not cursor:
-                return items
+                return self._scrub_listing(field, items)
         self.dead.set()  # a listing that never ends: treat the upstream as broken
         raise UpstreamUnavailable(f"the {field} listing has more than {_MAX_PAGES} pages")
+
+    def _scrub_listing(self, field: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A listing with the injected values taken out (said in the log, by NAME)."""
+        scrubbed = self._scrub({field: items})
+        if scrubbed.redacted:
+            log.warning(
+                "upstream %s: its %s listing carried injected credential values, "
+                "redacted: %s",
+                self.upstream.name,
+                field,
+                ", ".join(f"{name} ({n})" for name, n in sorted(scrubbed.redacted.items())),
+            )
+        cleaned: list[dict[str, Any]] = scrubbed[field]
+        return cleaned
 
 
 def _dump(model: Any) -> dict[str, Any]:
