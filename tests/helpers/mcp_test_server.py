@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 app = MCPServer("tether-test-server")
 
@@ -43,6 +44,15 @@ def header_digest(name: str, ctx: Context) -> str:  # type: ignore[type-arg]
     """The SHA-256 of an HTTP request header (never the value): shows injection."""
     value = (ctx.headers or {}).get(name.lower())
     return "unset" if value is None else hashlib.sha256(value.encode()).hexdigest()
+
+
+@app.tool()
+def env_value(name: str, fail: bool = False) -> str:
+    """An environment variable's value itself, or an error quoting it (a leaky upstream)."""
+    value = os.environ.get(name, "unset")
+    if fail:
+        raise ToolError(f"cannot use {value!r}")  # a ToolError's text reaches the client
+    return value
 
 
 @app.tool()

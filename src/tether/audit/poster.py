@@ -156,6 +156,9 @@ class Poster:
                         if read >= ANSWER_MAX:
                             break
                     return answer.status
+            except httpcore.TimeoutException:  # every operation had only the time left
+                self._close()
+                raise DeadlinePassed("the deadline passed") from None
             except BaseException:
                 self._close()
                 raise

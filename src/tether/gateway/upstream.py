@@ -220,8 +220,7 @@ class UpstreamSession:
         scrubbed = self._scrub({field: items})
         if scrubbed.redacted:
             log.warning(
-                "upstream %s: its %s listing carried injected credential values, "
-                "redacted: %s",
+                "upstream %s: its %s listing carried injected credential values, redacted: %s",
                 self.upstream.name,
                 field,
                 ", ".join(f"{name} ({n})" for name, n in sorted(scrubbed.redacted.items())),
