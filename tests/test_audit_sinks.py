@@ -3,6 +3,7 @@ an HTTP server), on both stores: order, batching, cursors, outages and catch-up.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -459,6 +460,21 @@ def test_webhook_posts_bounded_batches_with_headers(tether: Tether, receivers) -
             str(seq + count - 1),
         )
         seq += count
+    r.stop()
+
+
+def test_webhook_url_credentials_become_basic_auth(tether: Tether, receivers) -> None:
+    http = HttpReceiver()
+    receivers.append(http)
+    add_events(tether, 1)
+    url = http.url.replace("http://", "http://us%40er:p%3Ass@") + "?key=1"
+    r = runner(tether, SinkConfig(name="hook", kind="webhook", format="jsonl", url=url))
+    assert r.deliver_once() == tether.events.size()
+    [request] = http.requests
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    assert headers["authorization"] == "Basic " + base64.b64encode(b"us@er:p:ss").decode()
+    assert headers["host"] == f"127.0.0.1:{http.port}"
+    assert request["path"] == "/ingest?key=1"
     r.stop()
 
 

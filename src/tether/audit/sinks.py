@@ -57,6 +57,7 @@ The kinds:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -69,7 +70,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from sqlalchemy import Connection, insert, select, update
@@ -271,8 +272,15 @@ class WebhookSink(Sink):
         )
         headers = httpx.Headers({"Content-Type": content_type, "User-Agent": "tether-audit-sink"})
         headers.update(config.headers)  # case-insensitively: may replace Content-Type
+        secret = dict(config.headers)
+        parts = urlsplit(config.url)
+        if parts.username is not None or parts.password is not None:  # basic auth, as httpx
+            user = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            secret["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
+            headers["Authorization"] = secret["Authorization"]
+            self.url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
         self._headers = list(headers.items())
-        self._secrets = _secrets_of(config.url, config.headers)
+        self._secrets = _secrets_of(config.url, secret)
         self._redactor = Redactor(self._secrets)
         self._poster: Poster | None = None
 
