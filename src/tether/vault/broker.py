@@ -28,6 +28,14 @@ holds itself, so the broker's token needs each policy it issues, plus ``update``
 ``update`` on the KV mount's ``data/`` paths (Vault takes the most specific path of all a
 token's policies, so a handed-out policy naming a narrower KV path shadows the broker's
 rights there unless the broker's policy names that path too).
+
+**The broker's own token must not hold ``root``** (nor a policy that grants ``sudo`` on
+``auth/token/*``): a root broker can mint any policy, so a single slip in what is asked
+becomes a root token. :meth:`Broker.root_warning` (``auth/token/lookup-self``) says so,
+and ``tether up`` prints and logs it. Whatever the broker's token, every token the vault
+returns is checked: its policies must be exactly the one asked for plus ``default``,
+compared as the vault compares policy names, and never ``root``; any other answer is
+revoked at once and refused.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from tether.config import VaultSettings
 from tether.errors import InvalidRequest
 from tether.store import Store, vault_issued
 from tether.vault.client import VaultClient, VaultUnavailable
-from tether.vault.refs import VaultRef, as_ref
+from tether.vault.refs import VaultRef, as_ref, vault_policy_name
 from tether.vault.rotation import RotationFailed, new_value
 
 __all__ = ["Broker", "Brokered", "VaultActions"]
@@ -125,6 +133,21 @@ class Broker:
     def address(self) -> str:
         """The vault's address as messages show it."""
         return self._client.address
+
+    def root_warning(self) -> str | None:
+        """A warning when the broker's own token holds the ``root`` policy (or it cannot
+        be looked up); None when it does not."""
+        try:
+            held = {vault_policy_name(p) for p in self._client.own_policies()}
+        except VaultUnavailable as exc:
+            return f"could not check the policies of Tether's vault token: {exc.description}"
+        if "root" not in held:
+            return None
+        return (
+            f"Tether's token for the vault at {self.address} holds the root policy: give the "
+            "broker a token with only the policies it hands out and the paths it needs "
+            "(see tether.vault.broker)"
+        )
 
     # ---- upstream credentials -----------------------------------------------------------
 
@@ -220,6 +243,7 @@ class Broker:
             what=ref.text,
         )
         try:
+            self._check_policies(ref, made.policies)
             if not 0 < made.lease_seconds <= ttl:  # fail closed on a token that outlives it
                 raise VaultUnavailable(
                     f"{ref.text}: the vault at {self.address} made a token with a lease of "
@@ -245,6 +269,22 @@ class Broker:
             lease_seconds=made.lease_seconds,
             accessor=made.accessor,
             expires_at=expires_at,
+        )
+
+    def _check_policies(self, ref: VaultRef, policies: Collection[str]) -> None:
+        """Refuse a token whose policies are not exactly ``ref``'s plus ``default`` (as
+        the vault compares names), or that holds ``root`` at all."""
+        got = set(policies)
+        asked = {ref.path, "default"}
+        if got == asked and ref.path == vault_policy_name(ref.path):
+            return
+        which = (
+            "the root policy"
+            if "root" in {vault_policy_name(p) for p in got}
+            else (f"other policies than {ref.path} and default")
+        )
+        raise VaultUnavailable(
+            f"{ref.text}: the vault at {self.address} made a token with {which}; it was revoked"
         )
 
     def _field(self, ref: VaultRef) -> tuple[str, int]:

