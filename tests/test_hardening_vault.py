@@ -211,3 +211,118 @@ def test_item_19_the_broker_warns_when_its_own_token_holds_root(
     assert "WARNING: Tether's token for the vault" in out and "root policy" in out
     assert any("root policy" in r.getMessage() for r in caplog.records)
     assert bao.root_token not in out + err
+
+
+# ---- 21. a kill covers the credential being issued at that moment --------------------------
+
+
+class Paused(VaultClient):
+    """A real client that, once the vault has answered a create or a read, says so
+    (``answered``) and waits for ``go`` before handing the answer back."""
+
+    def __init__(self, settings: VaultSettings) -> None:
+        super().__init__(settings)
+        self.answered = threading.Event()
+        self.go = threading.Event()
+        self.made: list[NewToken] = []
+
+    def _hold_on(self) -> None:
+        self.answered.set()
+        assert self.go.wait(30), "the test never let the issue go on"
+
+    def create_token(self, *args: Any, **kwargs: Any) -> NewToken:
+        token = super().create_token(*args, **kwargs)
+        self.made.append(token)
+        self._hold_on()
+        return token
+
+    def read_secret(self, path: str, what: str) -> tuple[dict[str, Any], int]:
+        read = super().read_secret(path, what)
+        self._hold_on()
+        return read
+
+
+def _paused(org: Org) -> Paused:
+    """Org's broker, its vault calls pausable (the broker keeps its settings)."""
+    broker = org.tether.vault
+    assert broker is not None
+    client = Paused(org.tether.settings.vault)
+    broker._client = client
+    return client
+
+
+def _in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any], threading.Event]:
+    result: list[Any] = []
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            result.append(call())
+        finally:
+            finished.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result, finished
+
+
+def test_item_21_a_kill_waits_for_a_token_being_issued_and_it_is_dead_when_kill_returns(
+    bao: OpenBao, org: Org
+) -> None:
+    """The agent's fetch was decided and the vault has made the token when the kill
+    commits, in another Tether sharing the store (as another process would): the kill
+    waits for the issue, the issue sees the kill, revokes the token and refuses, and when
+    ``kill`` returns OpenBao no longer knows the token."""
+    org.tether.grants.add(ADMIN, GrantSpec("a", "credentials/read", "vault-token/ci-read"))
+    token = org.agent_token()
+    client = _paused(org)
+    thread, answers, finished = _in_thread(lambda: org.fetch("vault-token:ci-read", token))
+    assert client.answered.wait(30)  # the token exists in OpenBao, not yet handed out
+    [made] = client.made
+
+    with Tether.open(org.tether.settings) as other:  # another process's view of the store
+        assert other.vault is not None
+
+        def pause(_: float) -> None:  # the kill found the issue in flight: let it go on
+            client.go.set()
+            finished.wait(30)
+
+        other.vault.pause = pause
+        try:
+            report = other.killswitch.kill(ADMIN, "a", reason="caught in the act")
+        finally:
+            client.go.set()  # whatever happened, let the issue end
+        assert _dead(bao, made.token)  # as kill returns, the token is gone in OpenBao
+    thread.join(30)
+    assert report.failures == []
+    [answer] = answers
+    assert answer.status_code == 403, answer.text  # the agent got a refusal, not the token
+    assert made.token not in answer.text
+    assert "killed" in answer.json()["error_description"]
+    [row] = _rows(org.tether)
+    assert row.accessor == made.accessor and row.revoked_at is not None
+    assert org.tether.events.list(type="credential.issued") == []
+
+
+def test_item_21_a_secret_read_before_a_kill_is_not_handed_out_after_it(
+    bao: OpenBao, org: Org
+) -> None:
+    """A static secret read before the kill committed is refused after it (nobody got the
+    value, so nothing needs a rotation), and the kill did not wait for it."""
+    path = f"ci/race-{secrets.token_hex(4)}"
+    _root(bao).secrets.kv.v2.create_or_update_secret(path=path, secret={"token": "raced-4711"})
+    org.tether.grants.add(ADMIN, GrantSpec("a", "credentials/read", f"vault/{path}"))
+    token = org.agent_token()
+    client = _paused(org)
+    thread, answers, _ = _in_thread(lambda: org.fetch(f"vault:{path}#token", token))
+    assert client.answered.wait(30)  # the value was read, not yet handed out
+    try:
+        report = org.tether.killswitch.kill(ADMIN, "a", reason="caught in the act")
+    finally:
+        client.go.set()
+    thread.join(30)
+    assert report.failures == []
+    [answer] = answers
+    assert answer.status_code == 403 and "raced-4711" not in answer.text
+    assert _rows(org.tether) == []
+    assert org.tether.events.list(type="credential.issued") == []
