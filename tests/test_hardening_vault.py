@@ -326,3 +326,186 @@ def test_item_21_a_secret_read_before_a_kill_is_not_handed_out_after_it(
     assert answer.status_code == 403 and "raced-4711" not in answer.text
     assert _rows(org.tether) == []
     assert org.tether.events.list(type="credential.issued") == []
+
+
+# ---- 24. vault answers checked by type; the vault's words never shown ----------------------
+
+
+class FakeVault:
+    """A vault on localhost that answers what the test says: ``answer(method, path,
+    status, body)``; anything else is 404. For answers no real OpenBao gives."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str], tuple[int, bytes, str]] = {}
+        self.calls: list[tuple[str, str]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                path = self.path.split("?")[0]
+                fake.calls.append((self.command, path))
+                status, body, kind = fake.answers.get(
+                    (self.command, path), (404, b'{"errors": []}', "application/json")
+                )
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = _reply
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def answer(self, method: str, path: str, status: int, body: Any, kind: str = "") -> None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.answers[(method, f"/v1/{path}")] = (status, raw, kind or "application/json")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeVault]:
+    server = FakeVault()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _fake_broker(fake: FakeVault, tether: Tether) -> Broker:
+    settings = VaultSettings(address=fake.address, token="fake-token", cache_ms=0, timeout_ms=2000)
+    return Broker(settings, tether.store, tether.events, tether.clock)
+
+
+def _kv(data: Any, version: Any) -> dict[str, Any]:
+    return {"data": {"data": data, "metadata": {"version": version}}}
+
+
+def _made(**auth: Any) -> dict[str, Any]:
+    body = {
+        "client_token": "s.fake-" + secrets.token_hex(4),
+        "accessor": "acc-" + secrets.token_hex(4),
+        "lease_duration": 60,
+        "policies": ["ci-read", "default"],
+    }
+    body.update(auth)
+    return {"auth": body}
+
+
+def test_item_24_vault_answers_of_the_wrong_type_fail_closed(
+    fake: FakeVault, tether: Tether
+) -> None:
+    """A boolean is not a version or a lease, a string not a mapping or a policy list: each
+    is an unexpected answer, nothing is handed out or recorded, and a token that was made
+    is revoked again."""
+    broker = _fake_broker(fake, tether)
+    who = "spiffe://tether.local/agent/a"
+    fake.answer("POST", "auth/token/revoke-accessor", 204, b"")
+    for kv in (
+        _kv({"token": "v"}, True),  # a boolean version
+        _kv({"token": "v"}, "3"),
+        _kv({"token": "v"}, 0),
+        _kv("token=v", 1),  # data that is not a mapping
+        {"data": ["token", "v"]},
+    ):
+        fake.answer("GET", "secret/data/x", 200, kv)
+        with pytest.raises(VaultUnavailable, match="unexpected answer") as caught:
+            broker.issue(who, "vault:x#token", 60)
+        assert caught.value.status_code == 503
+    for auth in (
+        _made(lease_duration=True),  # a boolean lease
+        _made(lease_duration="60"),
+        _made(lease_duration=60.0),
+        _made(policies="ci-read"),  # a policy list that is a string
+        _made(policies=None),
+        _made(policies=["ci-read", 7]),
+        _made(identity_policies="root"),
+        _made(accessor=True),
+    ):
+        fake.answer("POST", "auth/token/create-orphan", 200, auth)
+        with pytest.raises(VaultUnavailable, match="unexpected answer"):
+            broker.issue(who, "vault-token:ci-read", 60)
+    # identity policies count: a token whose entity holds more than asked is refused
+    fake.answer("POST", "auth/token/create-orphan", 200, _made(identity_policies=["admin"]))
+    with pytest.raises(VaultUnavailable, match="other policies than ci-read"):
+        broker.issue(who, "vault-token:ci-read", 60)
+    # nothing was handed out; every token made was revoked (its row closed, or never kept)
+    assert [r.revoked_at is not None for r in _rows(tether)] == [True]
+    revoked = [c for c in fake.calls if c == ("POST", "/v1/auth/token/revoke-accessor")]
+    assert len(revoked) == 8  # the 7 answers with a usable accessor, and the wrong policies
+    assert tether.events.list(type="credential.issued") == []
+    # a good answer goes through (the fake is a faithful vault otherwise)
+    fake.answer("GET", "secret/data/x", 200, _kv({"token": "v"}, 2))
+    assert broker.issue(who, "vault:x#token", 60).version == 2
+    # a rotation whose write answers a boolean version is a failure, not "v2 -> vTrue"
+    fake.answer("POST", "secret/data/x", 200, {"data": {"version": True}})
+    done = broker.revoke_and_rotate([who], by="admin:alice")
+    assert done.secrets_rotated == [] and len(done.failures) == 1
+    assert "unexpected answer" in done.failures[0]
+
+
+def test_item_24_the_vaults_own_error_text_never_reaches_errors_reports_or_events(
+    fake: FakeVault, tether: Tether
+) -> None:
+    marker = "MARKER-" + secrets.token_hex(6)
+    broker = _fake_broker(fake, tether)
+    tether.killswitch.vault = broker
+    pair = generate_key_pair()
+    tether.registry.register(
+        ADMIN, AgentSpec(name="a", owner="alice@example.com", public_key=pair.public_key)
+    )
+    who = tether.registry.agent_id("a")
+    fake.answer("GET", "secret/data/x", 200, _kv({"token": "v"}, 1))
+    fake.answer("POST", "auth/token/create-orphan", 200, _made())
+    broker.issue(who, "vault:x#token", 60)
+    broker.issue(who, "vault-token:ci-read", 60)
+
+    said = {"errors": [f"{marker} permission check failed for s.secret-token"]}
+    seen: list[str] = []
+    for status, body, kind, ours in (
+        (400, said, "", "answered HTTP 400 (InvalidRequest)"),
+        (500, said, "", "answered HTTP 500 (InternalServerError)"),
+        (429, said, "", "answered HTTP 429 (RateLimitExceeded)"),
+        (418, said, "", "answered an unexpected HTTP status (UnexpectedError)"),
+        (503, said, "", "is sealed or down"),
+        (400, f"{marker} plain text".encode(), "text/plain", "answered HTTP 400"),
+        (200, f"{marker} not json".encode(), "text/html", "unexpected answer"),
+    ):
+        fake.answer("GET", "secret/data/y", status, body, kind)
+        with pytest.raises(VaultUnavailable) as caught:
+            broker.issue(who, "vault:y#token", 60)
+        seen.append(caught.value.description)
+        assert ours in caught.value.description
+    assert seen[0].endswith("answered HTTP 400 (InvalidRequest); its own message is not shown")
+    assert all(marker not in text and "permission check" not in text for text in seen)
+
+    # the kill: revoking and rotating fail with the vault's words, the report has ours
+    fake.answer("POST", "auth/token/revoke-accessor", 400, said)
+    fake.answer("GET", "secret/data/x", 500, said)
+    report = tether.killswitch.kill(ADMIN, "a", reason="leak")
+    assert len(report.failures) == 2
+    assert all("HTTP" in f and marker not in f for f in report.failures)
+    assert marker not in "".join(body for _, _, body in tether.events.bodies())
+
+
+def test_item_24_openbao_error_text_is_not_echoed(bao: OpenBao, tether: Tether) -> None:
+    """The real thing: OpenBao refuses a policy the broker does not hold ("child policies
+    must be subset of parent"); our words say so, OpenBao's do not appear."""
+    settings = VaultSettings(address=bao.address, token=_broker_token(bao))
+    broker = Broker(settings, tether.store, tether.events, tether.clock)
+    with pytest.raises(VaultUnavailable) as caught:
+        broker.issue("spiffe://tether.local/agent/a", "vault-token:tether-admin", 60)
+    text = caught.value.description
+    assert "does not hold that policy" in text
+    assert "child policies" not in text and "subset" not in text

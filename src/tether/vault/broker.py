@@ -3,25 +3,27 @@ takes it all back when an agent is killed.
 
 * :meth:`Broker.read` fetches a KV field for the gateway's upstream credentials, cached
   for ``cache_ms``; nothing is recorded per agent.
-* :meth:`Broker.issue` gives an agent (whose grant the caller checked) a KV field or a
-  new token, and records it: a ``vault_issued`` row and a ``credential.issued`` event in
-  one transaction, under the caller's *hold* (a lock on the agent's row and a check that
-  it is still active). A token's row is *announced* (no accessor yet) before the vault
-  is asked, and settled after: a kill that commits in between waits for the announced
-  row, and the issue, finding its agent killed, revokes the token before it refuses. So
-  across processes sharing the store, when a kill returns no token of its agents is
-  alive (or its report says which one it could not wait for). Events hold the reference, the KV version or the lease length, never
-  the value, the token or its accessor (the accessor is not a secret to Vault, but it is
-  a handle to look up and revoke the token, and the append-only log is exported: it
-  stays in the ``vault_issued`` row, which is what the kill switch needs).
+* :meth:`Broker.issue` gives an agent (whose grant the caller checked) a KV field or a new
+  token, and records it: a ``vault_issued`` row and a ``credential.issued`` event in one
+  transaction, under the caller's *hold* (a lock on the agent's row and a check that it is
+  still active). A token's row is *announced* (no accessor yet) before the vault is asked,
+  and settled after: a kill that commits in between waits for the announced row, and the
+  issue, finding its agent killed, revokes the token before it refuses. So across
+  processes sharing the store, when a kill returns no token of its agents is alive (or its
+  report says which one it could not wait for). Events hold the reference, the KV version
+  or the lease length, never the value, the token or its accessor (the accessor is not a
+  secret to Vault, but it is a handle to look up and revoke the token, and the append-only
+  log is exported: it stays in the ``vault_issued`` row, which is what the kill switch
+  needs).
 * :meth:`Broker.revoke_and_rotate` is the kill switch's part: it waits for the tokens
-  being issued to the agents, then revokes every live token the agents received and rotates every KV field they read. A rotation writes a new
-  version of the whole secret (other fields kept) with the field's new value, guarded by
-  check-and-set; it affects everybody who holds the old value, so every row of that
-  path and field issued before the rotation is marked rotated, whichever agent it names.
-  The ``credential.rotated`` event names the versions the killed agents read as
-  ``compromised_versions``. Nothing raises per item: failures are collected and the
-  rows stay unmarked, so a later call (the sweeper's retry) does what is left.
+  being issued to the agents, then revokes every live token the agents received and
+  rotates every KV field they read. A rotation writes a new version of the whole secret
+  (other fields kept) with the field's new value, guarded by check-and-set; it affects
+  everybody who holds the old value, so every row of that path and field issued before the
+  rotation is marked rotated, whichever agent it names. The ``credential.rotated`` event
+  names the versions the killed agents read as ``compromised_versions``. Nothing raises
+  per item: failures are collected and the rows stay unmarked, so a later call (the
+  sweeper's retry) does what is left.
 
 Dynamic tokens are orphans (``auth/token/create-orphan``): their life is their own TTL,
 at most ``dynamic_ttl_max``, whatever happens to the broker's token (an AppRole login is

@@ -14,6 +14,7 @@ list is a list of strings, the data of a secret a mapping of names; anything els
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -137,10 +138,16 @@ class VaultClient:
         answer = self._call(what, call)
         token = _field(answer, "auth", "client_token")
         accessor = _field(answer, "auth", "accessor")
-        if not (_text(token) and _text(accessor)):
-            raise self._odd(what)
-        lease = self._count(_field(answer, "auth", "lease_duration"), what, least=0)
-        return NewToken(token, accessor, lease, self._policies(answer["auth"], what))
+        try:
+            if not (_text(token) and _text(accessor)):
+                raise self._odd(what)
+            lease = self._count(_field(answer, "auth", "lease_duration"), what, least=0)
+            return NewToken(token, accessor, lease, self._policies(answer["auth"], what))
+        except VaultUnavailable:
+            if _text(accessor):  # a token was made, but its answer is unusable: revoke it
+                with contextlib.suppress(VaultUnavailable):
+                    self.revoke_accessor(accessor, what)
+            raise
 
     def own_policies(self) -> tuple[str, ...]:
         """The policies of Tether's own token (``auth/token/lookup-self``)."""
