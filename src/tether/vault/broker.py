@@ -4,17 +4,17 @@ takes it all back when an agent is killed.
 * :meth:`Broker.read` fetches a KV field for the gateway's upstream credentials, cached
   for ``cache_ms``; nothing is recorded per agent.
 * :meth:`Broker.issue` gives an agent (whose grant the caller checked) a KV field or a new
-  token, and records it: a ``vault_issued`` row, under the caller's *hold* (a lock on the
-  agent's row and a check that it is still active), then a ``credential.issued`` event
-  (before the credential is handed out). A token's row is *announced* (no accessor yet)
-  before the vault is asked, and settled after: a kill that commits in between waits for
-  the announced row, and the issue, finding its agent killed, revokes the token before it
-  refuses. So across processes sharing the store, when a kill returns no token of its
-  agents is alive (or its report says which one it could not wait for). Events hold the
-  reference, the KV version or the lease length, never the value, the token or its
-  accessor (the accessor is not a secret to Vault, but it is a handle to look up and
-  revoke the token, and the append-only log is exported: it stays in the ``vault_issued``
-  row, which is what the kill switch needs).
+  token, and records it: a ``vault_issued`` row and a ``credential.issued`` event in one
+  transaction, under the caller's *hold* (a lock on the agent's row and a check that it is
+  still active). A token's row is *announced* (no accessor yet) before the vault is asked,
+  and settled after: a kill that commits in between waits for the announced row, and the
+  issue, finding its agent killed, revokes the token before it refuses. So across
+  processes sharing the store, when a kill returns no token of its agents is alive (or its
+  report says which one it could not wait for). Events hold the reference, the KV version
+  or the lease length, never the value, the token or its accessor (the accessor is not a
+  secret to Vault, but it is a handle to look up and revoke the token, and the append-only
+  log is exported: it stays in the ``vault_issued`` row, which is what the kill switch
+  needs).
 * :meth:`Broker.revoke_and_rotate` is the kill switch's part: it waits for the tokens
   being issued to the agents, then revokes every live token the agents received and
   rotates every KV field they read. A rotation writes a new version of the whole secret
@@ -202,11 +202,11 @@ class Broker:
         hold: Hold | None = None,
     ) -> Brokered:
         """Give ``agent_id`` the credential ``ref`` names and record it (row and
-        ``credential.issued`` event). A token is created with a TTL of
+        ``credential.issued`` event, one transaction). A token is created with a TTL of
         ``min(max_ttl_seconds, dynamic_ttl_max)``; if recording fails it is revoked again.
 
-        ``hold(conn)`` runs first in each transaction that writes the issue's row: it locks
-        the agent's row and raises if the agent may no longer receive credentials (killed since the
+        ``hold(conn)`` runs first in every transaction of the issue: it locks the agent's
+        row and raises if the agent may no longer receive credentials (killed since the
         decision). A token is announced in ``vault_issued`` before the vault is asked, and
         checked again after: a kill that commits meanwhile waits for it (see
         :meth:`revoke_and_rotate`), and the issue revokes it and raises the refusal."""
@@ -237,22 +237,21 @@ class Broker:
                     issued_at=self._clock(),
                 )
             )
-        self._issued(agent_id, ref, {"version": version})
+            self._issued(conn, agent_id, ref, {"version": version})
         return Brokered(ref.text, value, "static", version=version)
 
-    def _issued(self, agent_id: str, ref: VaultRef, shown: dict[str, Any]) -> None:
-        """The ``credential.issued`` event: the reference and ``shown``, never a secret.
-        Its own transaction, after the row's: the hold's lock on the agent is never held
-        while waiting for the log's (a kill takes them the other way round)."""
-        with self._store.write() as conn:
-            self._log.append(
-                conn,
-                "credential.issued",
-                actor=agent_id,
-                subject=agent_id,
-                resource=ref.resource,
-                detail={"ref": ref.text, "kind": ref.kind, **shown},
-            )
+    def _issued(
+        self, conn: Connection, agent_id: str, ref: VaultRef, shown: dict[str, Any]
+    ) -> None:
+        """The ``credential.issued`` event: the reference and ``shown``, never a secret."""
+        self._log.append(
+            conn,
+            "credential.issued",
+            actor=agent_id,
+            subject=agent_id,
+            resource=ref.resource,
+            detail={"ref": ref.text, "kind": ref.kind, **shown},
+        )
 
     def _issue_dynamic(
         self, agent_id: str, ref: VaultRef, max_ttl_seconds: int, hold: Hold | None
@@ -323,8 +322,8 @@ class Broker:
         expires_at: datetime,
         hold: Hold | None,
     ) -> None:
-        """Record the token on its announced row under the hold (refused if a kill closed
-        the row meanwhile), then the ``credential.issued`` event."""
+        """Record the token on its announced row and the ``credential.issued`` event, in
+        one transaction under the hold; refuse if a kill closed the row meanwhile."""
         with self._store.write() as conn:
             if hold is not None:
                 hold(conn)
@@ -339,11 +338,12 @@ class Broker:
                     "the token was revoked",
                     ("the agent's credentials were taken back while this one was issued",),
                 )
-        self._issued(
-            agent_id,
-            ref,
-            {"lease_seconds": made.lease_seconds, "expires_at": expires_at.isoformat()},
-        )
+            self._issued(
+                conn,
+                agent_id,
+                ref,
+                {"lease_seconds": made.lease_seconds, "expires_at": expires_at.isoformat()},
+            )
 
     def _take_back(self, intent: int, ref: VaultRef, made: NewToken) -> None:
         """Revoke a token that will not be handed out, then close its row (with its
