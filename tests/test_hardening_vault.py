@@ -509,3 +509,72 @@ def test_item_24_openbao_error_text_is_not_echoed(bao: OpenBao, tether: Tether) 
     text = caught.value.description
     assert "does not hold that policy" in text
     assert "child policies" not in text and "subset" not in text
+
+
+def test_item_21_a_cascading_kill_and_an_issue_holding_the_agents_row_do_not_deadlock(
+    bao: OpenBao, org: Org, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    """PostgreSQL: the issue holds the child's row (FOR SHARE) while it records its token;
+    a kill of the parent, cascading to the child, waits for that lock (both write their
+    audit events as their transaction's last step, so neither holds the log's head while
+    waiting for a row). Both finish: the token recorded first is handed out and then
+    revoked by the kill, which returns without failures."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks are PostgreSQL's; SQLite serialises every write")
+    import datetime as dt
+
+    from tether import credentials
+
+    pair = generate_key_pair()
+    key = tmp_path / "c.pem"
+    key.write_bytes(pair.private_pem)
+    spec = AgentSpec(
+        name="c",
+        owner="alice@example.com",
+        public_key=pair.public_key,
+        parent="a",
+        expires_in=dt.timedelta(days=30),
+    )
+    org.tether.registry.register(ADMIN, spec)
+    org.tether.grants.add(ADMIN, GrantSpec("c", "credentials/read", "vault-token/ci-read"))
+    child = Org(org.tether, key)
+    token = child.agent_token("c")
+    holding, go, backend = threading.Event(), threading.Event(), []
+    real = credentials._active
+
+    def pausing(tether: Tether, agent_id: str) -> Callable[[Any], None]:
+        hold = real(tether, agent_id)
+        calls = []
+
+        def paused(conn: Any) -> None:
+            hold(conn)
+            calls.append(1)
+            if len(calls) == 2:  # the second: recording the token the vault made
+                backend.append(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+                holding.set()
+                assert go.wait(30)
+
+        return paused
+
+    monkeypatch.setattr(credentials, "_active", pausing)
+    thread, answers, _ = _in_thread(lambda: child.fetch("vault-token:ci-read", token))
+    assert holding.wait(30)
+    killer, reports, killed = _in_thread(
+        lambda: org.tether.killswitch.kill(ADMIN, "a", reason="cascade")
+    )
+    with org.tether.store.read() as conn:  # wait until the kill waits for the child's row
+        query = "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
+        while not conn.exec_driver_sql(query, (backend[0],)).scalar():
+            assert not killed.wait(0.01), "the kill did not wait for the child's row"
+    go.set()
+    thread.join(30)
+    killer.join(60)
+    [answer] = answers
+    assert answer.status_code == 200, answer.text  # recorded before the kill: handed out
+    [report] = reports
+    assert report.failures == []
+    assert sorted(report.agents_killed) == sorted(
+        [org.tether.registry.agent_id("a"), org.tether.registry.agent_id("c")]
+    )
+    assert len(report.leases_revoked) == 1
+    assert _dead(bao, answer.json()["value"])
