@@ -70,10 +70,10 @@ __all__ = ["Broker", "Brokered", "Hold", "VaultActions"]
 log = logging.getLogger("tether.vault")
 
 _CHUNK = 500  # agent IDs per IN (...) list
+_CACHE_MAX = 1024
 
 # Locks the agent's row in the transaction; raises if it may not receive credentials.
 Hold = Callable[[Connection], None]
-_CACHE_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,11 +383,8 @@ class Broker:
         asked = {ref.path, "default"}
         if got == asked and ref.path == vault_policy_name(ref.path):
             return
-        which = (
-            "the root policy"
-            if "root" in {vault_policy_name(p) for p in got}
-            else (f"other policies than {ref.path} and default")
-        )
+        rooted = "root" in {vault_policy_name(p) for p in got}
+        which = "the root policy" if rooted else f"other policies than {ref.path} and default"
         raise VaultUnavailable(
             f"{ref.text}: the vault at {self.address} made a token with {which}; it was revoked"
         )
