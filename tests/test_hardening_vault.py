@@ -17,6 +17,7 @@ import json
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,10 @@ import hvac
 import hvac.exceptions
 import pytest
 from helpers.openbao import OpenBao, openbao
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from test_kill_vault import Org
 
-from tether import AgentSpec, Caller, GrantSpec, Settings, Tether, generate_key_pair
+from tether import AgentSpec, Caller, GrantSpec, Settings, Tether, credentials, generate_key_pair
 from tether.config import VaultSettings
 from tether.store import vault_issued
 from tether.vault import Broker, VaultClient, VaultRef, VaultUnavailable
@@ -521,10 +522,6 @@ def test_item_21_a_cascading_kill_and_an_issue_holding_the_agents_row_do_not_dea
     revoked by the kill, which returns without failures."""
     if not db_url.startswith("postgresql"):
         pytest.skip("row locks are PostgreSQL's; SQLite serialises every write")
-    import datetime as dt
-
-    from tether import credentials
-
     pair = generate_key_pair()
     key = tmp_path / "c.pem"
     key.write_bytes(pair.private_pem)
@@ -533,7 +530,7 @@ def test_item_21_a_cascading_kill_and_an_issue_holding_the_agents_row_do_not_dea
         owner="alice@example.com",
         public_key=pair.public_key,
         parent="a",
-        expires_in=dt.timedelta(days=30),
+        expires_in=timedelta(days=30),
     )
     org.tether.registry.register(ADMIN, spec)
     org.tether.grants.add(ADMIN, GrantSpec("c", "credentials/read", "vault-token/ci-read"))
@@ -578,3 +575,37 @@ def test_item_21_a_cascading_kill_and_an_issue_holding_the_agents_row_do_not_dea
     )
     assert len(report.leases_revoked) == 1
     assert _dead(bao, answer.json()["value"])
+
+
+def test_item_21_announced_tokens_that_never_settle_are_reported_not_waited_for(
+    fake: FakeVault, tether: Tether
+) -> None:
+    """A token announced by an issue that died (its process crashed) is not waited for: the
+    kill reports it, naming when whatever the vault made dies; one past that time is closed
+    quietly. Neither holds the kill up."""
+    broker = _fake_broker(fake, tether)
+    who = "spiffe://tether.local/agent/a"
+    now = tether.clock()
+    with tether.store.write() as conn:
+        for issued, expires in (
+            (now - timedelta(hours=1), now + timedelta(minutes=5)),
+            (now - timedelta(hours=2), now - timedelta(minutes=1)),
+        ):
+            conn.execute(
+                insert(vault_issued).values(
+                    agent_id=who,
+                    ref="vault-token:ci-read",
+                    kind="dynamic",
+                    path="ci-read",
+                    issued_at=issued,
+                    expires_at=expires,
+                )
+            )
+    broker.pause = lambda _: pytest.fail("the kill waited for an issue that is gone")
+    done = broker.revoke_and_rotate([who], by="admin:alice")
+    [failure] = done.failures
+    assert "its issue did not finish" in failure and "not handed out" in failure
+    assert (now + timedelta(minutes=5)).isoformat() in failure
+    stale, expired = _rows(tether)
+    assert stale.revoked_at is None and expired.revoked_at == now
+    assert fake.calls == []  # nothing to ask the vault
