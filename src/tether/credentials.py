@@ -6,14 +6,26 @@ decided by the PDP for the token's whole chain and scope, and recorded, before t
 asked. A static secret comes back as it is; a dynamic token comes with a lease no longer
 than the agent's token has left to live. The broker records who received what, so a kill
 knows what to revoke and what to rotate.
+
+A kill may commit between the decision and the vault's answer. Every transaction of the
+issue locks the agent's row (``FOR SHARE`` on PostgreSQL, the write lock on SQLite) and
+checks that the agent is still active, so across processes sharing the store a kill is
+either ordered before it (the agent gets a refusal, and a token already made is revoked
+before the answer) or after it (the kill finds the record; for a token, it waits for the
+record announced before the vault was asked).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Connection, select
+
 from tether.errors import Denied, InvalidToken, TetherError
+from tether.model import AgentState
+from tether.store import agents
 from tether.vault import VaultUnavailable, parse_ref
+from tether.vault.broker import Hold
 
 if TYPE_CHECKING:
     from tether.core import Tether
@@ -42,4 +54,29 @@ def fetch(tether: Tether, bearer: str, ref: str) -> dict[str, Any]:
     left = int(float(token.claims["exp"]) - tether.clock().timestamp())
     if left < 1:
         raise InvalidToken("the token expires now: get a fresh one")
-    return tether.vault.issue(token.client_id, parsed, max_ttl_seconds=left).to_dict()
+    agent_id = token.client_id
+    try:
+        issued = tether.vault.issue(
+            agent_id, parsed, max_ttl_seconds=left, hold=_active(tether, agent_id)
+        )
+    except Denied as exc:
+        tether.refused(agent_id, exc.description, "credentials", subject=agent_id)
+        raise
+    return issued.to_dict()
+
+
+def _active(tether: Tether, agent_id: str) -> Hold:
+    """Lock the agent's row in the issue's transaction; refuse unless it is active."""
+    name = tether.registry.parse_ref(agent_id)
+
+    def hold(conn: Connection) -> None:
+        state = conn.execute(
+            select(agents.c.state).where(agents.c.name == name).with_for_update(read=True)
+        ).scalar()
+        if state != AgentState.ACTIVE.value:
+            raise Denied(
+                f"{ACTION}: {agent_id} is {state or 'gone'} now: no credential is handed out",
+                (f"the agent is {state or 'gone'}",),
+            )
+
+    return hold

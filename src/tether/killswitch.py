@@ -13,10 +13,11 @@ An agent that was merely delegated to by a killed one keeps its identity and its
 that do not pass through the killed one.
 
 Then what lives outside the store: the vault leases the killed agents received are revoked
-and the static secrets they could read are rotated, and open gateway sessions of theirs are
-closed. What fails there is retried (three tries here, then by the sweeper until done) and
-reported. A final ``kill.completed`` event lists everything that was done and everything
-that failed.
+(including those being issued as the kill committed: the broker waits for them, see
+:mod:`tether.vault.broker`) and the static secrets they could read are rotated, and open
+gateway sessions of theirs are closed. What fails there is retried (three tries here, then
+by the sweeper until done) and reported. A final ``kill.completed`` event lists everything
+that was done and everything that failed.
 """
 
 from __future__ import annotations

@@ -78,6 +78,9 @@ def up(
     ]
     if config.dev_idp:
         lines.append("WARNING: the development identity provider is on (tether dev user-token)")
+    vault_warning = tether.vault.root_warning() if tether.vault is not None else None
+    if vault_warning:
+        lines.append(f"WARNING: {vault_warning}")
     if demo:
         agents = tether.registry.list(Caller.admin())
         lines.append(
@@ -96,6 +99,8 @@ def up(
     output.console.print("\n".join(lines), markup=False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request URLs may carry secrets
+    if vault_warning:
+        logging.getLogger("tether.vault").warning("%s", vault_warning)
     # Kill actions outside the store that failed (vault leases, rotations) are retried.
     chores = [tether.tokens.purge, every(10.0, tether.killswitch.retry)]
     sweeper = Sweeper(tether.registry, config.sweep_interval.total_seconds(), chores)

@@ -3,20 +3,27 @@ takes it all back when an agent is killed.
 
 * :meth:`Broker.read` fetches a KV field for the gateway's upstream credentials, cached
   for ``cache_ms``; nothing is recorded per agent.
-* :meth:`Broker.issue` gives an agent (whose grant the caller checked) a KV field or a
-  new token, and records it: a ``vault_issued`` row and a ``credential.issued`` event in
-  one transaction. Events hold the reference, the KV version or the lease length, never
-  the value, the token or its accessor (the accessor is not a secret to Vault, but it is
-  a handle to look up and revoke the token, and the append-only log is exported: it
-  stays in the ``vault_issued`` row, which is what the kill switch needs).
-* :meth:`Broker.revoke_and_rotate` is the kill switch's part: it revokes every live token
-  the agents received and rotates every KV field they read. A rotation writes a new
-  version of the whole secret (other fields kept) with the field's new value, guarded by
-  check-and-set; it affects everybody who holds the old value, so every row of that
-  path and field issued before the rotation is marked rotated, whichever agent it names.
-  The ``credential.rotated`` event names the versions the killed agents read as
-  ``compromised_versions``. Nothing raises per item: failures are collected and the
-  rows stay unmarked, so a later call (the sweeper's retry) does what is left.
+* :meth:`Broker.issue` gives an agent (whose grant the caller checked) a KV field or a new
+  token, and records it: a ``vault_issued`` row and a ``credential.issued`` event in one
+  transaction, under the caller's *hold* (a lock on the agent's row and a check that it is
+  still active). A token's row is *announced* (no accessor yet) before the vault is asked,
+  and settled after: a kill that commits in between waits for the announced row, and the
+  issue, finding its agent killed, revokes the token before it refuses. So across
+  processes sharing the store, when a kill returns no token of its agents is alive (or its
+  report says which one it could not wait for). Events hold the reference, the KV version
+  or the lease length, never the value, the token or its accessor (the accessor is not a
+  secret to Vault, but it is a handle to look up and revoke the token, and the append-only
+  log is exported: it stays in the ``vault_issued`` row, which is what the kill switch
+  needs).
+* :meth:`Broker.revoke_and_rotate` is the kill switch's part: it waits for the tokens
+  being issued to the agents, then revokes every live token the agents received and
+  rotates every KV field they read. A rotation writes a new version of the whole secret
+  (other fields kept) with the field's new value, guarded by check-and-set; it affects
+  everybody who holds the old value, so every row of that path and field issued before the
+  rotation is marked rotated, whichever agent it names. The ``credential.rotated`` event
+  names the versions the killed agents read as ``compromised_versions``. Nothing raises
+  per item: failures are collected and the rows stay unmarked, so a later call (the
+  sweeper's retry) does what is left.
 
 Dynamic tokens are orphans (``auth/token/create-orphan``): their life is their own TTL,
 at most ``dynamic_ttl_max``, whatever happens to the broker's token (an AppRole login is
@@ -28,33 +35,45 @@ holds itself, so the broker's token needs each policy it issues, plus ``update``
 ``update`` on the KV mount's ``data/`` paths (Vault takes the most specific path of all a
 token's policies, so a handed-out policy naming a narrower KV path shadows the broker's
 rights there unless the broker's policy names that path too).
+
+**The broker's own token must not hold ``root``** (nor a policy that grants ``sudo`` on
+``auth/token/*``): a root broker can mint any policy, so a single slip in what is asked
+becomes a root token. :meth:`Broker.root_warning` (``auth/token/lookup-self``) says so,
+and ``tether up`` prints and logs it. Whatever the broker's token, every token the vault
+returns is checked: its policies must be exactly the one asked for plus ``default``,
+compared as the vault compares policy names, and never ``root``; any other answer is
+revoked at once and refused.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from tether.audit.log import AuditLog
 from tether.config import VaultSettings
-from tether.errors import InvalidRequest
+from tether.errors import Denied, InvalidRequest
 from tether.store import Store, vault_issued
-from tether.vault.client import VaultClient, VaultUnavailable
-from tether.vault.refs import VaultRef, as_ref
+from tether.vault.client import NewToken, VaultClient, VaultUnavailable
+from tether.vault.refs import VaultRef, as_ref, vault_policy_name
 from tether.vault.rotation import RotationFailed, new_value
 
-__all__ = ["Broker", "Brokered", "VaultActions"]
+__all__ = ["Broker", "Brokered", "Hold", "VaultActions"]
 
 log = logging.getLogger("tether.vault")
 
 _CHUNK = 500  # agent IDs per IN (...) list
 _CACHE_MAX = 1024
+
+# Locks the agent's row in the issue's transaction; raises if it may not receive credentials.
+Hold = Callable[[Connection], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +139,27 @@ class Broker:
         self._cache: dict[str, tuple[str, datetime]] = {}
         self._cache_lock = threading.Lock()
         self._generation = 0  # moved by forget(): a read begun before it caches nothing
+        self.pause: Callable[[float], None] = time.sleep  # a kill waiting for an issue
 
     @property
     def address(self) -> str:
         """The vault's address as messages show it."""
         return self._client.address
+
+    def root_warning(self) -> str | None:
+        """A warning when the broker's own token holds the ``root`` policy (or it cannot
+        be looked up); None when it does not."""
+        try:
+            held = {vault_policy_name(p) for p in self._client.own_policies()}
+        except VaultUnavailable as exc:
+            return f"could not check the policies of Tether's vault token: {exc.description}"
+        if "root" not in held:
+            return None
+        return (
+            f"Tether's token for the vault at {self.address} holds the root policy: give the "
+            "broker a token with only the policies it hands out and the paths it needs "
+            "(see tether.vault.broker)"
+        )
 
     # ---- upstream credentials -----------------------------------------------------------
 
@@ -158,85 +193,95 @@ class Broker:
 
     # ---- agents' credentials ------------------------------------------------------------
 
-    def issue(self, agent_id: str, ref: str | VaultRef, max_ttl_seconds: int) -> Brokered:
+    def issue(
+        self,
+        agent_id: str,
+        ref: str | VaultRef,
+        max_ttl_seconds: int,
+        *,
+        hold: Hold | None = None,
+    ) -> Brokered:
         """Give ``agent_id`` the credential ``ref`` names and record it (row and
         ``credential.issued`` event, one transaction). A token is created with a TTL of
-        ``min(max_ttl_seconds, dynamic_ttl_max)``; if recording fails it is revoked again."""
+        ``min(max_ttl_seconds, dynamic_ttl_max)``; if recording fails it is revoked again.
+
+        ``hold(conn)`` runs first in every transaction of the issue: it locks the agent's
+        row and raises if the agent may no longer receive credentials (killed since the
+        decision). A token is announced in ``vault_issued`` before the vault is asked, and
+        checked again after: a kill that commits meanwhile waits for it (see
+        :meth:`revoke_and_rotate`), and the issue revokes it and raises the refusal."""
         parsed = as_ref(ref)
         if isinstance(max_ttl_seconds, bool) or not isinstance(max_ttl_seconds, int):
             raise InvalidRequest("max_ttl_seconds must be an integer")
         if max_ttl_seconds < 1:
             raise InvalidRequest("max_ttl_seconds must be at least 1")
         if parsed.kind == "static":
-            return self._issue_static(agent_id, parsed)
-        return self._issue_dynamic(agent_id, parsed, max_ttl_seconds)
+            return self._issue_static(agent_id, parsed, hold)
+        return self._issue_dynamic(agent_id, parsed, max_ttl_seconds, hold)
 
-    def _issue_static(self, agent_id: str, ref: VaultRef) -> Brokered:
+    def _issue_static(self, agent_id: str, ref: VaultRef, hold: Hold | None) -> Brokered:
+        # recorded after the read, under the hold: a kill committed before this sees the
+        # row (and rotates), one committed after makes hold refuse (nobody got the value)
         value, version = self._field(ref)
-        self._record(agent_id, ref, {"version": version, "field": ref.field})
-        return Brokered(ref.text, value, "static", version=version)
-
-    def _record(
-        self,
-        agent_id: str,
-        ref: VaultRef,
-        row: dict[str, Any],
-        shown: dict[str, Any] | None = None,
-    ) -> None:
-        """Who received what: a ``vault_issued`` row (``row``: its kind-specific columns)
-        and a ``credential.issued`` event (``shown``: what the event may say besides the
-        reference; by default the version), in one transaction."""
         with self._store.write() as conn:
+            if hold is not None:
+                hold(conn)
             conn.execute(
                 insert(vault_issued).values(
                     agent_id=agent_id,
                     ref=ref.text,
                     kind=ref.kind,
                     path=ref.path,
+                    field=ref.field,
+                    version=version,
                     issued_at=self._clock(),
-                    **row,
                 )
             )
-            detail: dict[str, Any] = {"ref": ref.text, "kind": ref.kind}
-            detail.update(shown if shown is not None else {"version": row.get("version")})
-            self._log.append(
-                conn,
-                "credential.issued",
-                actor=agent_id,
-                subject=agent_id,
-                resource=ref.resource,
-                detail=detail,
-            )
+            self._issued(conn, agent_id, ref, {"version": version})
+        return Brokered(ref.text, value, "static", version=version)
 
-    def _issue_dynamic(self, agent_id: str, ref: VaultRef, max_ttl_seconds: int) -> Brokered:
+    def _issued(
+        self, conn: Connection, agent_id: str, ref: VaultRef, shown: dict[str, Any]
+    ) -> None:
+        """The ``credential.issued`` event: the reference and ``shown``, never a secret."""
+        self._log.append(
+            conn,
+            "credential.issued",
+            actor=agent_id,
+            subject=agent_id,
+            resource=ref.resource,
+            detail={"ref": ref.text, "kind": ref.kind, **shown},
+        )
+
+    def _issue_dynamic(
+        self, agent_id: str, ref: VaultRef, max_ttl_seconds: int, hold: Hold | None
+    ) -> Brokered:
         ttl = min(max_ttl_seconds, int(self._settings.dynamic_ttl_max.total_seconds()))
         if ttl < 1:  # a TTL of 0 would mean the vault's default
             raise InvalidRequest("[vault] dynamic_ttl_max must be at least one second")
-        made = self._client.create_token(
-            ref.path,
-            ttl,
-            display_name=f"tether-{agent_id}",
-            meta={"tether_agent": agent_id, "tether_ref": ref.text},
-            what=ref.text,
-        )
+        intent = self._announce(agent_id, ref, ttl, hold)
         try:
+            made = self._client.create_token(
+                ref.path,
+                ttl,
+                display_name=f"tether-{agent_id}",
+                meta={"tether_agent": agent_id, "tether_ref": ref.text},
+                what=ref.text,
+            )
+        except BaseException:
+            self._withdraw(intent)  # no token reached anybody
+            raise
+        try:
+            self._check_policies(ref, made.policies)
             if not 0 < made.lease_seconds <= ttl:  # fail closed on a token that outlives it
                 raise VaultUnavailable(
                     f"{ref.text}: the vault at {self.address} made a token with a lease of "
                     f"{made.lease_seconds} s instead of at most {ttl} s"
                 )
             expires_at = self._clock() + timedelta(seconds=made.lease_seconds)
-            self._record(
-                agent_id,
-                ref,
-                {"accessor": made.accessor, "expires_at": expires_at},
-                {"lease_seconds": made.lease_seconds, "expires_at": expires_at.isoformat()},
-            )
+            self._settle(intent, agent_id, ref, made, expires_at, hold)
         except BaseException:
-            try:  # nobody may hold a token Tether has no record of
-                self._client.revoke_accessor(made.accessor, what=ref.text)
-            except VaultUnavailable as exc:  # best effort: it dies at its TTL anyway
-                log.warning("an unrecorded token for %s was not revoked: %s", ref.text, exc)
+            self._take_back(intent, ref, made)
             raise
         return Brokered(
             ref.text,
@@ -245,6 +290,103 @@ class Broker:
             lease_seconds=made.lease_seconds,
             accessor=made.accessor,
             expires_at=expires_at,
+        )
+
+    def _announce(self, agent_id: str, ref: VaultRef, ttl: int, hold: Hold | None) -> int:
+        """The ``vault_issued`` row of a token about to be asked for (no accessor yet; its
+        ``expires_at`` bounds the life of whatever the vault makes). Its id."""
+        now = self._clock()
+        with self._store.write() as conn:
+            if hold is not None:
+                hold(conn)
+            made = conn.execute(
+                insert(vault_issued).values(
+                    agent_id=agent_id,
+                    ref=ref.text,
+                    kind=ref.kind,
+                    path=ref.path,
+                    issued_at=now,
+                    expires_at=now + timedelta(seconds=ttl),
+                )
+            )
+            key = made.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def _settle(
+        self,
+        intent: int,
+        agent_id: str,
+        ref: VaultRef,
+        made: NewToken,
+        expires_at: datetime,
+        hold: Hold | None,
+    ) -> None:
+        """Record the token on its announced row and the ``credential.issued`` event, in
+        one transaction under the hold; refuse if a kill closed the row meanwhile."""
+        with self._store.write() as conn:
+            if hold is not None:
+                hold(conn)
+            settled = conn.execute(
+                update(vault_issued)
+                .where(*_announced(intent))
+                .values(accessor=made.accessor, expires_at=expires_at)
+            ).rowcount
+            if settled != 1:
+                raise Denied(
+                    f"{ref.text}: {agent_id} may no longer receive credentials; "
+                    "the token was revoked",
+                    ("the agent's credentials were taken back while this one was issued",),
+                )
+            self._issued(
+                conn,
+                agent_id,
+                ref,
+                {"lease_seconds": made.lease_seconds, "expires_at": expires_at.isoformat()},
+            )
+
+    def _take_back(self, intent: int, ref: VaultRef, made: NewToken) -> None:
+        """Revoke a token that will not be handed out, then close its row (with its
+        accessor, so a kill or the sweeper revokes it if the vault did not answer now)."""
+        try:
+            self._client.revoke_accessor(made.accessor, what=ref.text)
+            revoked: datetime | None = self._clock()
+        except VaultUnavailable as exc:  # the row keeps the accessor: a kill retries
+            log.warning("a token for %s that was not handed out was not revoked: %s", ref, exc)
+            revoked = None
+        try:  # no event: nothing was issued (the refusal is recorded by the caller)
+            with self._store.write() as conn:
+                conn.execute(
+                    update(vault_issued)
+                    .where(vault_issued.c.id == intent)
+                    .values(accessor=made.accessor, revoked_at=revoked)
+                )
+        except Exception as exc:  # it dies at its TTL; a kill waits for the row until then
+            log.warning(
+                "the token for %s that was taken back is not on record: %s",
+                ref,
+                type(exc).__name__,
+            )
+
+    def _withdraw(self, intent: int) -> None:
+        """Drop the row of a token the vault did not hand over (nobody holds one)."""
+        try:
+            with self._store.write() as conn:
+                conn.execute(delete(vault_issued).where(*_announced(intent)))
+        except Exception as exc:  # the row ends at its expires_at
+            log.warning("an announced token row was not withdrawn: %s", type(exc).__name__)
+
+    def _check_policies(self, ref: VaultRef, policies: Collection[str]) -> None:
+        """Refuse a token whose policies are not exactly ``ref``'s plus ``default`` (as
+        the vault compares names), or that holds ``root`` at all."""
+        got = set(policies)
+        asked = {ref.path, "default"}
+        if got == asked and ref.path == vault_policy_name(ref.path):
+            return
+        rooted = "root" in {vault_policy_name(p) for p in got}
+        which = "the root policy" if rooted else f"other policies than {ref.path} and default"
+        raise VaultUnavailable(
+            f"{ref.text}: the vault at {self.address} made a token with {which}; it was revoked"
         )
 
     def _field(self, ref: VaultRef) -> tuple[str, int]:
@@ -268,7 +410,9 @@ class Broker:
         """Revoke the live tokens of ``agent_ids`` and rotate the KV fields they read; what
         is done already is skipped, what fails is reported (and left for a retry)."""
         actions = VaultActions()
-        rows = self._pending(sorted(set(agent_ids)))
+        ids = sorted(set(agent_ids))
+        self._await_issues(ids, actions)
+        rows = self._pending(ids)
         if not rows:
             return actions
         down: VaultUnavailable | None = None  # once nothing answers, stop asking
@@ -283,30 +427,73 @@ class Broker:
             down = self._rotate(path, name, held, by, actions, down)
         return actions
 
-    def _pending(self, agent_ids: Sequence[str]) -> list[Row[Any]]:
-        """Rows of these agents with something left to do, oldest first."""
+    def _await_issues(self, agent_ids: Sequence[str], actions: VaultActions) -> None:
+        """Wait until no token announced for ``agent_ids`` is still being asked for: each
+        gets its accessor (then it is revoked like any other), or is taken back by its
+        issue, or ends at its ``expires_at``. One whose issue seems gone (older than the
+        wait) or does not finish in time is a failure: it was not handed out (the issue's
+        hold refuses a killed agent), but it may live until its ``expires_at``."""
+        limit = 3 * self._settings.timeout_ms / 1000 + 1.0  # an issue's vault calls, and more
+        deadline = time.monotonic() + limit
+        lost: set[int] = set()
+        while True:
+            now = self._clock()
+            waiting: list[Row[Any]] = []
+            for row in self._rows(agent_ids, _ANNOUNCED):
+                if row.expires_at <= now:
+                    self._expire(row.id, now)
+                elif row.id in lost:
+                    continue
+                elif now - row.issued_at > timedelta(seconds=limit):
+                    lost.add(row.id)
+                    actions.failures.append(_unfinished(row, "its issue did not finish"))
+                else:
+                    waiting.append(row)
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                actions.failures.extend(
+                    _unfinished(row, f"still being issued after {limit:g} s") for row in waiting
+                )
+                return
+            self.pause(0.005)
+
+    def _expire(self, row_id: int, now: datetime) -> None:
+        """Close an announced row whose token (if any was made) is dead by now."""
+        try:
+            with self._store.write() as conn:
+                conn.execute(update(vault_issued).where(*_announced(row_id)).values(revoked_at=now))
+        except Exception as exc:  # retried on the next look
+            log.warning("an expired announced token row was not closed: %s", type(exc).__name__)
+
+    def _rows(self, agent_ids: Sequence[str], where: Any) -> list[Row[Any]]:
+        """The ``vault_issued`` rows of ``agent_ids`` that match ``where``, oldest first."""
         found: list[Row[Any]] = []
         with self._store.read() as conn:
             for chunk in _chunks(agent_ids, _CHUNK):
                 found.extend(
                     conn.execute(
-                        select(vault_issued).where(
-                            vault_issued.c.agent_id.in_(chunk),
-                            (
-                                (vault_issued.c.kind == "dynamic")
-                                & vault_issued.c.revoked_at.is_(None)
-                                & vault_issued.c.accessor.is_not(None)
-                            )
-                            | (
-                                (vault_issued.c.kind == "static")
-                                & vault_issued.c.rotated_at.is_(None)
-                                & vault_issued.c.field.is_not(None)
-                            ),
-                        )
+                        select(vault_issued).where(vault_issued.c.agent_id.in_(chunk), where)
                     )
                 )
         found.sort(key=lambda r: r.id)
         return found
+
+    def _pending(self, agent_ids: Sequence[str]) -> list[Row[Any]]:
+        """Rows of these agents with something left to do, oldest first."""
+        return self._rows(
+            agent_ids,
+            (
+                (vault_issued.c.kind == "dynamic")
+                & vault_issued.c.revoked_at.is_(None)
+                & vault_issued.c.accessor.is_not(None)
+            )
+            | (
+                (vault_issued.c.kind == "static")
+                & vault_issued.c.rotated_at.is_(None)
+                & vault_issued.c.field.is_not(None)
+            ),
+        )
 
     def _revoke(
         self, row: Row[Any], by: str, actions: VaultActions, down: VaultUnavailable | None
@@ -429,6 +616,29 @@ def _failure(what: str, exc: VaultUnavailable) -> str:
     """``what: why``, where the vault's message may name ``what`` already."""
     said = exc.description
     return said if said.startswith(f"{what}: ") else f"{what}: {said}"
+
+
+_ANNOUNCED = (
+    (vault_issued.c.kind == "dynamic")
+    & vault_issued.c.accessor.is_(None)
+    & vault_issued.c.revoked_at.is_(None)
+)
+
+
+def _unfinished(row: Row[Any], why: str) -> str:
+    return (
+        f"vault-token/{row.path} being issued to {row.agent_id}: {why}; it was not handed "
+        f"out, and whatever the vault made dies by {row.expires_at.isoformat()}"
+    )
+
+
+def _announced(intent: int) -> tuple[Any, ...]:
+    """The row ``intent`` while it waits for its token (no accessor, not closed)."""
+    return (
+        vault_issued.c.id == intent,
+        vault_issued.c.accessor.is_(None),
+        vault_issued.c.revoked_at.is_(None),
+    )
 
 
 def _same_field(path: str, name: str) -> tuple[Any, ...]:

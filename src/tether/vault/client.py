@@ -3,12 +3,18 @@
 Authentication is the configured token, or an AppRole login (``role_id`` / ``secret_id``)
 made on first use and again before its token's lease runs out or when the vault refuses
 it. Every hvac or ``requests`` error becomes a :class:`VaultUnavailable` (HTTP 503) whose
-message names the vault's address and what was asked (a reference, a policy, an
-accessor's last characters), never a token or a secret value.
+message names the vault's address, what was asked (a reference, a policy, an accessor's
+last characters) and the HTTP status or error class, never a token, a secret value or
+the vault's own error text (which may echo request data; it is only read to tell a
+check-and-set conflict or an unknown accessor apart). Every answer is checked by type
+before it is used: a lease or a version is an integer and never a boolean, a policy
+list is a list of strings, the data of a secret a mapping of names; anything else is an
+"unexpected answer", and the operation fails closed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -41,14 +47,18 @@ class VaultUnavailable(StoreUnavailable):
 
 
 class NewToken:
-    """A token just created: the secret, its accessor and its lease in seconds."""
+    """A token just created: the secret, its accessor, its lease in seconds and every
+    policy the vault says it carries (its own and its identity's)."""
 
-    __slots__ = ("accessor", "lease_seconds", "token")
+    __slots__ = ("accessor", "lease_seconds", "policies", "token")
 
-    def __init__(self, token: str, accessor: str, lease_seconds: int) -> None:
+    def __init__(
+        self, token: str, accessor: str, lease_seconds: int, policies: tuple[str, ...] = ()
+    ) -> None:
         self.token = token
         self.accessor = accessor
         self.lease_seconds = lease_seconds
+        self.policies = policies
 
     def __repr__(self) -> str:
         return f"NewToken(accessor=…{self.accessor[-4:]}, lease_seconds={self.lease_seconds})"
@@ -92,14 +102,11 @@ class VaultClient:
             )
 
         answer = self._call(what, call)
-        try:
-            data = answer["data"]["data"]
-            version = answer["data"]["metadata"]["version"]
-        except (KeyError, TypeError):
-            raise self._odd(what) from None
-        if not isinstance(data, dict) or not isinstance(version, int):
+        data = _field(answer, "data", "data")
+        version = _field(answer, "data", "metadata", "version")
+        if not (isinstance(data, dict) and all(isinstance(k, str) for k in data)):
             raise self._odd(what)
-        return data, version
+        return data, self._count(version, what)
 
     def write_secret(self, path: str, data: Mapping[str, Any], cas: int, what: str) -> int:
         """Write a new version of ``path`` if its current version is still ``cas``; returns
@@ -110,14 +117,7 @@ class VaultClient:
                 path=path, secret=dict(data), cas=cas, mount_point=self._settings.kv_mount
             )
 
-        answer = self._call(what, call, details=False)
-        try:
-            version = answer["data"]["version"]
-        except (KeyError, TypeError):
-            raise self._odd(what) from None
-        if not isinstance(version, int):
-            raise self._odd(what)
-        return version
+        return self._count(_field(self._call(what, call), "data", "version"), what)
 
     def create_token(
         self, policy: str, ttl_seconds: int, display_name: str, meta: Mapping[str, str], what: str
@@ -136,30 +136,74 @@ class VaultClient:
             )
 
         answer = self._call(what, call)
+        token = _field(answer, "auth", "client_token")
+        accessor = _field(answer, "auth", "accessor")
         try:
-            auth = answer["auth"]
-            token, accessor, lease = auth["client_token"], auth["accessor"], auth["lease_duration"]
-        except (KeyError, TypeError):
-            raise self._odd(what) from None
-        if not (isinstance(token, str) and isinstance(accessor, str) and isinstance(lease, int)):
+            if not (_text(token) and _text(accessor)):
+                raise self._odd(what)
+            lease = self._count(_field(answer, "auth", "lease_duration"), what, least=0)
+            return NewToken(token, accessor, lease, self._policies(answer["auth"], what))
+        except VaultUnavailable:
+            if _text(accessor):  # a token was made, but its answer is unusable: revoke it
+                with contextlib.suppress(VaultUnavailable):
+                    self.revoke_accessor(accessor, what)
+            raise
+
+    def own_policies(self) -> tuple[str, ...]:
+        """The policies of Tether's own token (``auth/token/lookup-self``)."""
+        what = "the broker's own token"
+        answer = self._call(what, lambda c: c.auth.token.lookup_self())
+        data = _field(answer, "data")
+        if not isinstance(data, dict):
             raise self._odd(what)
-        return NewToken(token, accessor, lease)
+        return self._policies(data, what)
 
     def revoke_accessor(self, accessor: str, what: str) -> bool:
         """Revoke the token behind ``accessor``; False if the vault knew no such token
         (expired or revoked already)."""
-        try:
-            answer = self._call(what, lambda c: c.auth.token.revoke_accessor(accessor))
-        except VaultUnavailable as exc:
-            if "invalid accessor" in exc.description:  # older servers: no such token
-                return False
-            raise
+
+        def call(client: Any) -> Any:
+            try:
+                return client.auth.token.revoke_accessor(accessor)
+            except hvac.exceptions.InvalidRequest as exc:
+                if "invalid accessor" in _errors(exc):  # older servers: no such token
+                    return _GONE
+                raise
+
+        answer = self._call(what, call)
+        if answer is _GONE:
+            return False
         warnings = answer.get("warnings") if isinstance(answer, dict) else None
-        return not any("no token found" in str(w).lower() for w in warnings or ())
+        if warnings is not None and not (
+            isinstance(warnings, list) and all(isinstance(w, str) for w in warnings)
+        ):
+            raise self._odd(what)
+        return not any("no token found" in w.lower() for w in warnings or ())
+
+    # ---- checking answers ---------------------------------------------------------------
+
+    def _count(self, value: Any, what: str, *, least: int = 1) -> int:
+        """``value`` if it is an integer (never a boolean) of at least ``least``."""
+        if type(value) is not int or value < least:
+            raise self._odd(what)
+        return value
+
+    def _policies(self, auth: Mapping[str, Any], what: str) -> tuple[str, ...]:
+        """Every policy named in ``policies``, ``token_policies`` and ``identity_policies``
+        (each a list of strings or absent; ``policies`` must be there)."""
+        found: set[str] = set()
+        for key in ("policies", "token_policies", "identity_policies"):
+            names = auth.get(key)
+            if names is None and key != "policies":
+                continue
+            if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+                raise self._odd(what)
+            found.update(names)
+        return tuple(sorted(found))
 
     # ---- plumbing -----------------------------------------------------------------------
 
-    def _call(self, what: str, call: Callable[[Any], T], *, details: bool = True) -> T:
+    def _call(self, what: str, call: Callable[[Any], T]) -> T:
         """``call(client)``, logged in; with AppRole, once more after a fresh login if
         the vault refused the token (it may have expired early)."""
         try:
@@ -173,7 +217,7 @@ class VaultClient:
         except VaultUnavailable:
             raise
         except Exception as exc:
-            raise self._translate(exc, what, details=details) from None
+            raise self._translate(exc, what) from None
 
     def _authenticated(self, *, fresh: bool = False) -> Any:
         s = self._settings
@@ -198,19 +242,26 @@ class VaultClient:
             answer = self._client.auth.approle.login(
                 role_id=self._settings.role_id, secret_id=self._settings.secret_id
             )
-            lease = int(answer["auth"]["lease_duration"])
+            token = _field(answer, "auth", "client_token")
+            lease = _field(answer, "auth", "lease_duration")
         except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest):
             raise VaultUnavailable(
                 f"the vault at {self.address} refused Tether's AppRole login "
                 "(check role_id and secret_id)"
             ) from None
         except Exception as exc:
-            raise self._translate(exc, "AppRole login", details=False) from None
+            raise self._translate(exc, "AppRole login") from None
+        if not _text(token):
+            raise self._odd("AppRole login")
+        lease = self._count(lease, "AppRole login", least=0)
         # a lease of 0 never expires; otherwise log in again well before it does
         self._login_until = time.monotonic() + lease * _RELOGIN_AT if lease > 0 else float("inf")
 
-    def _translate(self, exc: BaseException, what: str, *, details: bool) -> VaultUnavailable:
+    def _translate(self, exc: BaseException, what: str) -> VaultUnavailable:
+        """Our own words for ``exc``: the status or error class, never the vault's text."""
         at = f"the vault at {self.address}"
+        if isinstance(exc, requests.exceptions.JSONDecodeError):
+            return self._odd(what, exc)
         if isinstance(exc, requests.exceptions.RequestException):
             return VaultUnavailable(f"{at} is unreachable: {type(exc).__name__}", unreachable=True)
         if isinstance(exc, hvac.exceptions.VaultDown):
@@ -221,18 +272,20 @@ class VaultClient:
             return VaultUnavailable(
                 f"{what}: {at} refused Tether's credentials (permission denied)"
             )
-        if isinstance(exc, hvac.exceptions.VaultError):
-            # the server's own words help with a 400 ("child policies must be subset of
-            # parent"); left out where request data could be echoed (KV writes)
-            said = _errors(exc)
-            if not details:
-                said = (
-                    "the secret changed meanwhile (check-and-set)"
-                    if "check-and-set" in said
-                    else ""
-                )
+        said = _errors(exc) if isinstance(exc, hvac.exceptions.InvalidRequest) else ""
+        if "check-and-set" in said:
+            return VaultUnavailable(f"{what}: the secret changed meanwhile (check-and-set)")
+        if "child policies must be subset" in said:
             return VaultUnavailable(
-                f"{what}: {at} answered {type(exc).__name__}" + (f": {said}" if said else "")
+                f"{what}: {at} refused: Tether's token does not hold that policy (a token "
+                "hands out only policies it holds)"
+            )
+        if isinstance(exc, hvac.exceptions.VaultError):
+            status = _STATUS.get(type(exc))
+            shown = f"HTTP {status}" if status else "an unexpected HTTP status"
+            return VaultUnavailable(
+                f"{what}: {at} answered {shown} ({type(exc).__name__}); "
+                "its own message is not shown"
             )
         return self._odd(what, exc)
 
@@ -241,9 +294,37 @@ class VaultClient:
         return VaultUnavailable(f"{what}: unexpected answer from the vault at {self.address}{why}")
 
 
+_GONE = object()  # revoke_accessor: the vault knew no such accessor
+
+_STATUS: dict[type[hvac.exceptions.VaultError], int] = {
+    hvac.exceptions.InvalidRequest: 400,
+    hvac.exceptions.Unauthorized: 401,
+    hvac.exceptions.Forbidden: 403,
+    hvac.exceptions.InvalidPath: 404,
+    hvac.exceptions.RateLimitExceeded: 429,
+    hvac.exceptions.InternalServerError: 500,
+    hvac.exceptions.VaultNotInitialized: 501,
+    hvac.exceptions.BadGateway: 502,
+    hvac.exceptions.VaultDown: 503,
+}
+
+
+def _field(answer: Any, *keys: str) -> Any:
+    """``answer[k1][k2]...``, or None where a level is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(answer, dict):
+            return None
+        answer = answer.get(key)
+    return answer
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
 def _errors(exc: hvac.exceptions.VaultError) -> str:
+    """The vault's error text, lowercased, for telling cases apart: never shown."""
     errors = getattr(exc, "errors", None)
     if not isinstance(errors, list | tuple):
         return ""
-    text = "; ".join(" ".join(str(e).replace("*", " ").split()) for e in errors)
-    return text[:200]
+    return " ".join(str(e) for e in errors).lower()

@@ -5,10 +5,16 @@
     ``vault:team/ci#api_key``). Resource name ``vault/<path>``.
 ``vault-token:<policy>``
     A new Vault token carrying that one policy (``vault-token:ci-read``). Resource name
-    ``vault-token/<policy>``. ``root`` is refused: no grant can mint a root token.
+    ``vault-token/<policy>``. ``root`` is refused in any spelling: no grant can mint a
+    root token.
 
 Parsing is strict (ASCII names only, no empty, ``.`` or ``..`` segments, at most 512
 characters), so a reference is its own canonical form and ``text`` is a safe cache key.
+A policy name is compared the way OpenBao / Vault compare them (``policyutil.
+SanitizePolicies``: surrounding white space trimmed, then lowercased): a name that is not
+already in that form is refused, so ``vault-token:CI-Read`` can neither pass a grant or
+guardrail written for ``vault-token/ci-read`` nor become a token the grant did not name,
+and ``ROOT`` or `` root`` are refused as ``root``.
 """
 
 from __future__ import annotations
@@ -19,14 +25,14 @@ from typing import Literal
 
 from tether.errors import InvalidRequest
 
-__all__ = ["MAX_REF", "VaultRef", "parse_ref"]
+__all__ = ["MAX_REF", "VaultRef", "parse_ref", "vault_policy_name"]
 
 MAX_REF = 512
 _MAX_FIELD = 255  # vault_issued.field
 _MAX_POLICY = 128
 _SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
 _FIELD = re.compile(r"[A-Za-z0-9_.-]+")
-_POLICY = re.compile(r"[A-Za-z0-9_-]+")
+_POLICY = re.compile(r"[a-z0-9_-]+")
 _FORBIDDEN_POLICIES = frozenset({"root"})
 _EXAMPLES = "use vault:<path>#<field> (e.g. vault:github#token) or vault-token:<policy>"
 
@@ -63,13 +69,17 @@ def parse_ref(text: str) -> VaultRef:
     if not sep or scheme not in ("vault", "vault-token"):
         raise InvalidRequest(f"not a vault reference {_shown(text)}: {_EXAMPLES}")
     if scheme == "vault-token":
-        if len(rest) > _MAX_POLICY or _POLICY.fullmatch(rest) is None:
+        policy = vault_policy_name(rest)
+        if policy in _FORBIDDEN_POLICIES:
             raise InvalidRequest(
-                f"invalid policy in {_shown(text)}: a policy name is 1-{_MAX_POLICY} of "
-                "A-Z a-z 0-9 _ -"
+                f"{_shown(text)}: Tether never issues {policy} tokens, in any spelling"
             )
-        if rest in _FORBIDDEN_POLICIES:
-            raise InvalidRequest(f"{_shown(text)}: Tether never issues {rest} tokens")
+        if len(rest) > _MAX_POLICY or _POLICY.fullmatch(rest) is None:
+            hint = f" (the vault reads it as {_shown(policy)})" if policy != rest and policy else ""
+            raise InvalidRequest(
+                f"invalid policy in {_shown(text)}{hint}: a policy name is 1-{_MAX_POLICY} "
+                "of a-z 0-9 _ - (the vault lowercases policy names)"
+            )
         return VaultRef("dynamic", rest, None, text)
     path, sep, field = rest.partition("#")
     if not sep:
@@ -87,6 +97,11 @@ def parse_ref(text: str) -> VaultRef:
             f"invalid field in {_shown(text)}: a field is 1-{_MAX_FIELD} of A-Z a-z 0-9 _ . -"
         )
     return VaultRef("static", path, field, text)
+
+
+def vault_policy_name(name: str) -> str:
+    """``name`` as the vault stores and compares it: trimmed of white space, lowercased."""
+    return name.strip().lower()
 
 
 def as_ref(ref: str | VaultRef) -> VaultRef:
