@@ -52,7 +52,7 @@ from mcp.shared.inbound import (
 )
 
 from tether.agent_keys import client_assertion, key_file_agent, load_private_key
-from tether.errors import InvalidRequest, TetherError, Unauthenticated
+from tether.errors import InvalidRequest, TetherError, error_for_code
 
 __all__ = ["AgentTokens", "Bridge", "BridgeConfig", "serve_stdio"]
 
@@ -193,22 +193,29 @@ class AgentTokens:
         body = _json_object(response.content) or {}
         token, lifetime = body.get("access_token"), body.get("expires_in")
         if response.status_code != 200 or not isinstance(token, str):
-            why = body.get("error_description") or body.get("error")
-            why = why or f"HTTP {response.status_code}"
-            raise Unauthenticated(f"Tether refused the agent a token: {why}")
+            code = str(body.get("error") or "")
+            why = body.get("error_description") or code or f"HTTP {response.status_code}"
+            refused = error_for_code(code, response.status_code)
+            raise refused(f"Tether refused the agent a token: {why}")
         return token, float(lifetime) if isinstance(lifetime, int | float) else 60.0
 
 
 class Bridge:
     """Relays JSON-RPC between newline-delimited stdio and ``/mcp/NAME`` (streamable HTTP)."""
 
-    def __init__(self, http: httpx2.AsyncClient, tokens: AgentTokens, endpoint: str) -> None:
+    def __init__(
+        self,
+        http: httpx2.AsyncClient,
+        tokens: AgentTokens,
+        endpoint: str,
+        write: Callable[[bytes], None] | None = None,
+    ) -> None:
+        """``write`` takes each answer line (default: this process's stdout)."""
         self._http = http
         self._tokens = tokens
         self._endpoint = endpoint
         self._out_lock = anyio.Lock()
-        self._write: Callable[[bytes], Any] = sys.stdout.buffer.write
-        self._flush: Callable[[], Any] = sys.stdout.buffer.flush
+        self._write = write or _stdout
         self.session_id: str | None = None
         self._version: str | None = None  # negotiated by initialize
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}
@@ -375,11 +382,7 @@ class Bridge:
             self._learn(str(request.get("method")), answer.get("result"))
         line = json.dumps(answer, separators=(",", ":")).encode() + b"\n"
         async with self._out_lock:
-            await anyio.to_thread.run_sync(self._write_line, line)
-
-    def _write_line(self, line: bytes) -> None:
-        self._write(line)
-        self._flush()
+            await anyio.to_thread.run_sync(self._write, line)
 
     def _learn(self, method: str, result: Any) -> None:
         """Remember what later requests' headers need: the negotiated version, and which
@@ -403,6 +406,11 @@ async def serve_stdio(config: BridgeConfig) -> None:
         await tokens.bearer()  # fail now, not at the first request
         bridge = Bridge(http, tokens, f"{config.url}/mcp/{quote(config.name, safe='')}")
         await bridge.run(_lines(anyio.wrap_file(sys.stdin.buffer)))
+
+
+def _stdout(line: bytes) -> None:
+    sys.stdout.buffer.write(line)
+    sys.stdout.buffer.flush()
 
 
 async def _lines(stdin: Any) -> AsyncIterator[bytes]:
@@ -455,7 +463,9 @@ def _refusal(request: dict[str, Any], code: int, text: str) -> dict[str, Any]:
     """The answer to a request the server refused without JSON-RPC: a tool result with
     ``isError`` for a tool call (as the gateway answers), a JSON-RPC error otherwise."""
     if request.get("method") == "tools/call":
-        result = {"content": [{"type": "text", "text": text}], "isError": True}
+        result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": True}
+        if _modern_version(request) is not None:
+            result["resultType"] = "complete"  # the per-request era's results say so
         return {"jsonrpc": "2.0", "id": request["id"], "result": result}
     return _error(request["id"], code, text)
 
