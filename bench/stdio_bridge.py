@@ -56,6 +56,7 @@ AGENT, OWNER, TOOL, NAME = "bench", "alice@example.com", "echo", "test"
 WARM, BLOCK = 20, 25
 QUICK_SAMPLES, FULL_SAMPLES = 200, 2000
 Call = Callable[[int], Awaitable[None]]
+GIT_LOG = ["git", "-C", str(ROOT), "log", "--format=%H", "-S", "class Bridge", "--reverse"]
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -78,6 +79,7 @@ def tether_cli(src: Path, env: dict[str, str], *argv: str) -> None:
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     expect(done.returncode == 0, f"tether {' '.join(argv)}: {done.stderr.strip()}")
 
@@ -129,8 +131,7 @@ def old_source(into: Path) -> Path | None:
     """``src`` of the last commit before the bridge, or None (and why, on stderr)."""
     try:
         log = subprocess.run(
-            ["git", "-C", str(ROOT), "log", "--format=%H", "-S", "class Bridge", "--reverse"]
-            + ["--", "src/tether/gateway/stdio.py"],
+            [*GIT_LOG, "--", "src/tether/gateway/stdio.py"],
             capture_output=True,
             text=True,
             check=True,
