@@ -169,12 +169,13 @@ class AgentTokens:
             raise TetherError(f"unexpected answer (HTTP {response.status_code}) from {url}{path}")
         return body
 
-    async def bearer(self, *, renew: bool = False) -> str:
-        """A token with at least 30 s to live (a new one when ``renew``)."""
+    async def bearer(self, *, renew: str | None = None) -> str:
+        """A token with at least 30 s to live; ``renew``: a token the server refused, to
+        be replaced (once, however many requests met the refusal at the same time)."""
         if not self.renewable:
             return self._token
         async with self._lock:
-            if renew or self._clock() > self._expires - RENEW_BEFORE:
+            if renew == self._token or self._clock() > self._expires - RENEW_BEFORE:
                 self._token, lifetime = await self._issue()
                 self._expires = self._clock() + lifetime
             return self._token
@@ -264,6 +265,7 @@ class Bridge:
             modern = _modern_version(message) is not None
             self._modern = self._modern or modern
             self._in_flight[_key(request_id)] = (scope, modern)
+        answer = None  # also when a per-request era cancel closes the stream
         try:
             with scope:
                 answer = await self._post(message)
@@ -283,9 +285,10 @@ class Bridge:
         """POST ``message`` and relay what comes back; returns the refusal when the
         server answered without JSON-RPC (error code, text), else None."""
         body = json.dumps(message, separators=(",", ":")).encode()
+        bearer = ""
         for attempt in range(2):
             try:
-                bearer = await self._tokens.bearer(renew=attempt > 0)
+                bearer = await self._tokens.bearer(renew=bearer if attempt else None)
             except TetherError as exc:
                 return DENIED, f"denied: {exc.description}"
             headers = self._headers(message) | {"authorization": f"Bearer {bearer}"}
