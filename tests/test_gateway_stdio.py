@@ -93,8 +93,11 @@ def test_a_desktop_client_uses_the_gateway_over_stdio_as_the_agent(desk, tmp_pat
         denied = await client.call_tool("write_note", {"path": str(note), "text": "x"})
         assert denied.is_error and "denied" in denied.content[0].text
 
+    decoy = tmp_path / "decoy-home"  # were TETHER_HOME read, this would stop the bridge
+    decoy.mkdir()
+    (decoy / "tether.toml").write_text("this is [[ not toml\n", encoding="utf-8")
     with serving(tether) as url:
-        _session(_env(url, key), work, mode)
+        _session(_env(url, key) | {"TETHER_HOME": str(decoy)}, work, mode)
     assert not note.exists()
     decided = [(e.resource, e.decision, e.actor) for e in tether.events.list(type="decision")]
     agent = tether.registry.agent_id("desk-agent")
