@@ -157,7 +157,8 @@ async def _lines(send: Any) -> AsyncIterator[bytes]:
 def test_tokens_are_renewed_before_they_expire_and_once_on_a_401(desk) -> None:
     """In process (the bridge over the app): a token near its end is renewed before the
     call; a token revoked under the bridge is met by a 401, renewed once, and the call
-    goes through."""
+    goes through; so does a call after the server ended the session that token held (the
+    bridge opens a new one as the client opened the first)."""
     tether, key = desk
     from tether.api import create_app
 
@@ -189,6 +190,7 @@ def test_tokens_are_renewed_before_they_expire_and_once_on_a_401(desk) -> None:
                 return out[-1]
 
             bridge = Bridge(http, tokens, "http://t/mcp/test", write)
+            face = _face(app)
             async with anyio.create_task_group() as group:
                 group.start_soon(bridge.run, _lines(receive))
                 await ask(_INIT)
@@ -200,12 +202,29 @@ def test_tokens_are_renewed_before_they_expire_and_once_on_a_401(desk) -> None:
                 second = await tokens.bearer()
                 assert second != first
                 await anyio.to_thread.run_sync(tether.tokens.revoke, ADMIN, second)
-                assert (await ask(_call(4)))["result"]["isError"] is False  # after a 401
-                assert await tokens.bearer() != second
+                answered = await ask(_call(4))
+                assert answered.get("result", {}).get("isError") is False, answered  # a 401 first
+                third = await tokens.bearer()
+                assert third != second
+                await anyio.to_thread.run_sync(tether.tokens.revoke, ADMIN, third)
+                held = face.server.session_manager._server_instances
+                ended = bridge.session_id
+                with anyio.fail_after(10):  # the epoch moved: the face closes the session
+                    while ended in held:
+                        await anyio.sleep(0.05)
+                answered = await ask(_call(5))
+                assert answered.get("result", {}).get("isError") is False, answered
+                assert bridge.session_id not in (None, ended)
                 send.close()
 
     anyio.run(run)
-    assert len(tether.events.list(type="token.issued")) == 3
+    assert len(tether.events.list(type="token.issued")) == 4
+
+
+def _face(app: Any) -> Any:
+    from tether.gateway.http import McpFace
+
+    return next(r.app for r in app.routes if isinstance(getattr(r, "app", None), McpFace))
 
 
 _INIT = {

@@ -11,7 +11,8 @@ issuer come from the server's RFC 9728 document, the token endpoint from its RFC
 metadata; each token is a ``client_credentials`` grant authenticated by a fresh RFC 7523
 client assertion signed with the key (``private_key_jwt``), renewed 30 s before it expires
 and once more when the server answers 401. The agent's ID comes from ``TETHER_AGENT_ID``
-or from the ``Agent:`` line that ``tether agent register`` writes into the key file.
+or from the ``Agent:`` line that ``tether agent register`` writes into the key file (the
+credentials are :mod:`tether.gateway.bridge_auth`).
 
 Why a raw JSON-RPC relay rather than the MCP SDK's client and server back to back: the
 relay is the smallest thing that forwards every message of both protocol eras unchanged
@@ -32,12 +33,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import anyio
 import httpx2
@@ -51,154 +49,21 @@ from mcp.shared.inbound import (
     x_mcp_header_map,
 )
 
-from tether.agent_keys import client_assertion, key_file_agent, load_private_key
-from tether.errors import InvalidRequest, TetherError, error_for_code
+from tether.errors import TetherError
+from tether.gateway.bridge_auth import AgentTokens, BridgeConfig, json_value
 
 __all__ = ["AgentTokens", "Bridge", "BridgeConfig", "serve_stdio"]
 
 log = logging.getLogger("tether.gateway")
 
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
 PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"  # the per-request era's
 SESSION_HEADER = "mcp-session-id"
 DENIED = -32003  # as the gateway's own refusals (tether.gateway.handlers)
 UNAVAILABLE = -32004
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
-RENEW_BEFORE = 30.0  # seconds of life left when a token is renewed
 TIMEOUT = httpx2.Timeout(30.0, read=None)  # a tool call may take long; connecting may not
 MAX_EVENT = 16 * 1024 * 1024  # bytes in one answer (an SSE event or a JSON body)
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeConfig:
-    """What the bridge is given: the server, the upstream's name and the agent's credential."""
-
-    url: str
-    name: str
-    key_file: Path | None = None
-    agent_id: str | None = None
-    token: str | None = None
-
-    @classmethod
-    def from_env(cls, name: str, environ: Mapping[str, str]) -> BridgeConfig:
-        """Read ``TETHER_URL``, ``TETHER_AGENT_KEY`` / ``TETHER_AGENT_TOKEN`` and
-        ``TETHER_AGENT_ID`` (only these: ``TETHER_HOME`` is never looked at)."""
-        url = (environ.get("TETHER_URL") or "").strip().rstrip("/")
-        if not url:
-            raise InvalidRequest(
-                "TETHER_URL is not set: the stdio bridge is a client of a running Tether "
-                "(e.g. TETHER_URL=http://127.0.0.1:8700)"
-            )
-        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-            raise InvalidRequest(f"TETHER_URL must be an http(s) URL, not {url!r}")
-        if not name or "/" in name:
-            raise InvalidRequest(f"invalid MCP server name {name!r}")
-        token = (environ.get("TETHER_AGENT_TOKEN") or "").strip() or None
-        key = (environ.get("TETHER_AGENT_KEY") or "").strip() or None
-        if token is None and key is None:
-            raise InvalidRequest(
-                "the agent's credential is missing: set TETHER_AGENT_KEY (its key file) "
-                "or TETHER_AGENT_TOKEN"
-            )
-        agent_id = (environ.get("TETHER_AGENT_ID") or "").strip() or None
-        key_file = Path(key) if key is not None and token is None else None
-        return cls(url, name, key_file, agent_id, token)
-
-
-class AgentTokens:
-    """The agent's bearer tokens for ``<issuer>/mcp/NAME``, got and renewed from the server."""
-
-    def __init__(
-        self,
-        http: httpx2.AsyncClient,
-        config: BridgeConfig,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._http = http
-        self._config = config
-        self._clock = clock
-        self._lock = anyio.Lock()
-        self._token = config.token or ""
-        self._expires = float("inf") if config.token else 0.0
-        self._agent_id = ""
-        self._key: Any = None
-        self.resource = ""
-        self._token_path = ""
-        self._audience = ""
-
-    @property
-    def renewable(self) -> bool:
-        return self._config.token is None
-
-    async def discover(self) -> None:
-        """Read the key and learn the resource, the issuer and the token endpoint."""
-        config = self._config
-        if config.key_file is not None:
-            self._key = load_private_key(config.key_file)
-            agent_id = config.agent_id or key_file_agent(config.key_file)
-            if agent_id is None:
-                raise InvalidRequest(
-                    f"{config.key_file} does not name its agent: set TETHER_AGENT_ID to the "
-                    "agent's SPIFFE ID (key files written by `tether agent register` name it)"
-                )
-            self._agent_id = agent_id
-        name = quote(config.name, safe="")
-        resource = await self._document(f"/.well-known/oauth-protected-resource/mcp/{name}")
-        if resource is None:
-            raise InvalidRequest(f"Tether at {config.url} has no MCP server {config.name!r}")
-        self.resource = str(resource.get("resource") or "")
-        issuers = resource.get("authorization_servers") or [""]
-        server = await self._document("/.well-known/oauth-authorization-server") or {}
-        if not self.resource or server.get("issuer") != issuers[0]:
-            raise TetherError(f"{config.url} does not describe /mcp/{config.name} as Tether does")
-        self._audience = str(server.get("token_endpoint") or "")
-        self._token_path = urlsplit(self._audience).path or "/oauth2/token"
-
-    async def _document(self, path: str) -> dict[str, Any] | None:
-        """The JSON document at ``path`` (None when there is none: 404)."""
-        url = self._config.url
-        try:
-            response = await self._http.get(url + path)
-        except httpx2.HTTPError as exc:
-            raise TetherError(f"cannot reach Tether at {url}: {exc}") from None
-        body = _json_object(response.content)
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200 or body is None:
-            raise TetherError(f"unexpected answer (HTTP {response.status_code}) from {url}{path}")
-        return body
-
-    async def bearer(self, *, renew: str | None = None) -> str:
-        """A token with at least 30 s to live; ``renew``: a token the server refused, to
-        be replaced (once, however many requests met the refusal at the same time)."""
-        if not self.renewable:
-            return self._token
-        async with self._lock:
-            if renew == self._token or self._clock() > self._expires - RENEW_BEFORE:
-                self._token, lifetime = await self._issue()
-                self._expires = self._clock() + lifetime
-            return self._token
-
-    async def _issue(self) -> tuple[str, float]:
-        form = {
-            "grant_type": "client_credentials",
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": client_assertion(self._agent_id, self._audience, self._key),
-            "resource": self.resource,
-        }
-        try:
-            response = await self._http.post(self._config.url + self._token_path, data=form)
-        except httpx2.HTTPError as exc:
-            raise TetherError(f"cannot reach Tether at {self._config.url}: {exc}") from None
-        body = _json_object(response.content) or {}
-        token, lifetime = body.get("access_token"), body.get("expires_in")
-        if response.status_code != 200 or not isinstance(token, str):
-            code = str(body.get("error") or "")
-            why = body.get("error_description") or code or f"HTTP {response.status_code}"
-            refused = error_for_code(code, response.status_code)
-            raise refused(f"Tether refused the agent a token: {why}")
-        return token, float(lifetime) if isinstance(lifetime, int | float) else 60.0
 
 
 class Bridge:
@@ -222,6 +87,8 @@ class Bridge:
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}
         self._in_flight: dict[Any, tuple[anyio.CancelScope, bool]] = {}  # scope, modern?
         self._modern = False  # a per-request era request was seen
+        self._init: dict[str, Any] | None = None  # the client's initialize, to open anew
+        self._reopening = anyio.Lock()
 
     async def run(self, lines: AsyncIterator[bytes]) -> None:
         """Relay until stdin ends; then end the session (answers still due are dropped:
@@ -258,6 +125,8 @@ class Bridge:
             return
         request = "method" in message and "id" in message
         request_id = message.get("id") if request else None
+        if message.get("method") == "initialize":
+            self._init = message
         if self._cancels_modern(message):
             return
         scope = anyio.CancelScope()
@@ -283,25 +152,78 @@ class Bridge:
 
     async def _post(self, message: dict[str, Any]) -> tuple[int, str] | None:
         """POST ``message`` and relay what comes back; returns the refusal when the
-        server answered without JSON-RPC (error code, text), else None."""
+        server answered without JSON-RPC (error code, text), else None. A 401 renews the
+        token once; a session the server ended (404) is opened again once, as the client
+        opened it (its tokens may have been replaced meanwhile, or the server restarted)."""
         body = json.dumps(message, separators=(",", ":")).encode()
-        bearer = ""
-        for attempt in range(2):
+        refused: str | None = None  # a bearer the server answered 401
+        renewed = reopened = False
+        while True:
             try:
-                bearer = await self._tokens.bearer(renew=bearer if attempt else None)
+                bearer = await self._tokens.bearer(renew=refused)
             except TetherError as exc:
                 return DENIED, f"denied: {exc.description}"
+            stale, refused = self.session_id, None
             headers = self._headers(message) | {"authorization": f"Bearer {bearer}"}
             try:
                 async with self._http.stream(
                     "POST", self._endpoint, content=body, headers=headers
                 ) as response:
-                    if response.status_code == 401 and attempt == 0 and self._tokens.renewable:
-                        continue  # the token may have just been revoked or expired: once more
-                    return await self._relay(message, response)
+                    if response.status_code == 401 and not renewed and self._tokens.renewable:
+                        renewed, refused = True, bearer  # revoked or expired: once more
+                        continue
+                    ended = response.status_code == 404 and stale is not None
+                    if not ended or reopened or message.get("method") == "initialize":
+                        return await self._relay(message, response)
             except httpx2.HTTPError as exc:
                 return UNAVAILABLE, f"cannot reach Tether: {exc}"
-        return DENIED, "denied: Tether refused a fresh token too"
+            reopened = True
+            why = await self._reopen(stale)
+            if why is not None and why.startswith("denied: "):
+                return DENIED, why
+            if why is not None:
+                return UNAVAILABLE, f"the MCP session ended and could not be opened again: {why}"
+
+    async def _reopen(self, stale: str | None) -> str | None:
+        """Open a new session with the client's own ``initialize`` (and ``initialized``)
+        in place of ``stale``; None when done (by this request or another), else why not."""
+        async with self._reopening:
+            if self.session_id != stale:
+                return None
+            if self._init is None:
+                return "the client never opened one"
+            self.session_id = None
+            plain = {"accept": "application/json, text/event-stream"}
+            plain["content-type"] = "application/json"
+            try:
+                opened, auth = await self._initialize(plain)
+                sid = opened.headers.get(SESSION_HEADER)
+                if opened.status_code != 200 or not sid:
+                    return _refusal_of(opened.status_code, json_value(opened.content), False)[1]
+                auth[SESSION_HEADER] = sid
+                if self._version is not None:
+                    auth[MCP_PROTOCOL_VERSION_HEADER] = self._version
+                done = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
+                await self._http.post(self._endpoint, content=done, headers=plain | auth)
+            except TetherError as exc:
+                return f"denied: {exc.description}"
+            except httpx2.HTTPError as exc:
+                return f"cannot reach Tether: {exc}"
+            self.session_id = sid
+            log.info("opened a new MCP session in place of one Tether ended")
+            return None
+
+    async def _initialize(self, plain: dict[str, str]) -> tuple[httpx2.Response, dict[str, str]]:
+        """POST the client's ``initialize``, with a token renewed once on a 401."""
+        body = json.dumps(self._init).encode()
+        refused: str | None = None
+        while True:
+            bearer = await self._tokens.bearer(renew=refused)
+            auth = {"authorization": f"Bearer {bearer}"}
+            opened = await self._http.post(self._endpoint, content=body, headers=plain | auth)
+            if opened.status_code != 401 or refused is not None or not self._tokens.renewable:
+                return opened, auth
+            refused = bearer
 
     def _headers(self, message: dict[str, Any]) -> dict[str, str]:
         headers = {
@@ -350,7 +272,7 @@ class Bridge:
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "text/event-stream" and response.is_success:
             return await self._relay_events(message, response)
-        answer = _json_value(await _read_capped(response))
+        answer = json_value(await _read_capped(response))
         if not isinstance(answer, dict) or answer.get("jsonrpc") != "2.0":
             return _refusal_of(response.status_code, answer, self.session_id is not None)
         if "id" not in message:  # an error for a notification or a response: no one to tell
@@ -368,7 +290,7 @@ class Bridge:
             self.session_id = response.headers.get(SESSION_HEADER)
         try:
             async for event in httpx2.EventSource(response, max_event_size=MAX_EVENT):
-                answer = _json_value(event.data.encode()) if event.data else None
+                answer = json_value(event.data.encode()) if event.data else None
                 if not isinstance(answer, dict) or answer.get("jsonrpc") != "2.0":
                     continue
                 await self._emit(answer, message)
@@ -428,18 +350,6 @@ async def _read_capped(response: httpx2.Response) -> bytes:
         if len(data) > MAX_EVENT:
             return b""
     return data
-
-
-def _json_value(data: bytes) -> Any:
-    try:
-        return json.loads(data) if data else None
-    except ValueError:
-        return None
-
-
-def _json_object(data: bytes) -> dict[str, Any] | None:
-    value = _json_value(data)
-    return value if isinstance(value, dict) else None
 
 
 def _modern_version(message: dict[str, Any]) -> str | None:
