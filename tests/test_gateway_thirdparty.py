@@ -34,6 +34,7 @@ import anyio
 import httpx2
 import pytest
 from conftest import spec
+from helpers.uvicorn_thread import serving
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -179,27 +180,27 @@ def real_time(clock: Any) -> None:
     clock.now = datetime.now(UTC)
 
 
-def test_through_the_stdio_face_launched_by_the_sdk_client(
-    real_time: None, org, home: Path, db_url: str
-) -> None:
+def test_through_the_stdio_face_launched_by_the_sdk_client(real_time: None, org) -> None:
+    """The stdio bridge with a static token, against the Tether served over HTTP."""
     tether, token, root = org
-    env = {
-        "TETHER_HOME": str(home),
-        "TETHER_DB": db_url,
-        "TETHER_AGENT_TOKEN": token,
-        "PATH": os.environ.get("PATH", ""),
-    }
-    face = StdioServerParameters(
-        command=str(Path(sys.executable).parent / "tether"),
-        args=["gateway", "stdio", "fs"],
-        env=env,
-    )
+    with serving(tether) as url:
+        env = {
+            "TETHER_URL": url,
+            "TETHER_AGENT_TOKEN": token,
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+        }
+        face = StdioServerParameters(
+            command=str(Path(sys.executable).parent / "tether"),
+            args=["gateway", "stdio", "fs"],
+            env=env,
+        )
 
-    async def run() -> str:
-        async with Client(face) as c:
-            return await _sdk_session(root, c)
+        async def run() -> str:
+            async with Client(face) as c:
+                return await _sdk_session(root, c)
 
-    _check_the_record(tether, root, anyio.run(run))
+        _check_the_record(tether, root, anyio.run(run))
 
 
 def test_through_the_library_over_stdio(org) -> None:

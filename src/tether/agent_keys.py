@@ -2,7 +2,9 @@
 
 The registry stores only the public key (raw 32 bytes, base64url without padding). The
 private key is written as PKCS#8 PEM to a file with mode 0600 and is never stored,
-logged or printed.
+logged or printed. Once the agent is registered its key file also names it: a line
+``Agent: <SPIFFE ID>`` before the PEM block (RFC 7468 explanatory text, which PEM readers
+skip), so a process given only the key file (the stdio bridge) knows whom it speaks for.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from tether.errors import Conflict, InvalidRequest
 
+_AGENT_LINE = b"Agent: "
+_PEM_BEGIN = b"-----BEGIN"
+
 __all__ = [
     "KeyPair",
     "client_assertion",
     "generate_key_pair",
+    "key_file_agent",
+    "label_key_file",
     "load_private_key",
     "parse_public_key",
     "write_private_key",
@@ -93,11 +100,43 @@ def write_private_key(path: Path, pem: bytes) -> None:
         handle.write(pem)
 
 
+def label_key_file(path: Path, agent_id: str) -> None:
+    """Name the agent in its key file (``Agent: <agent_id>`` before the PEM block),
+    replacing the file atomically; its mode stays 0600."""
+    pem = _read(path)
+    staged = path.with_name(f".{path.name}.label")
+    staged.unlink(missing_ok=True)
+    write_private_key(staged, _AGENT_LINE + agent_id.encode("ascii") + b"\n" + _pem_block(pem))
+    os.replace(staged, path)
+
+
+def key_file_agent(path: Path) -> str | None:
+    """The agent a key file names (its ``Agent:`` line), or None when it names none."""
+    head, _, _ = _read(path).partition(_PEM_BEGIN)
+    for line in head.splitlines():
+        if line.startswith(_AGENT_LINE):
+            return line[len(_AGENT_LINE) :].strip().decode("ascii", "replace") or None
+    return None
+
+
+def _pem_block(data: bytes) -> bytes:
+    at = data.find(_PEM_BEGIN)
+    return data[at:] if at >= 0 else data
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read the agent's key {path}: {exc.strerror}") from None
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """An agent's private key from its file."""
+    data = _read(path)
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), None)
-    except (OSError, ValueError) as exc:
+        key = serialization.load_pem_private_key(data, None)
+    except ValueError as exc:
         raise InvalidRequest(f"cannot read the agent's key {path}: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise InvalidRequest(f"{path} is not an Ed25519 private key")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tether.agent_keys import generate_key_pair, write_private_key
+from tether.agent_keys import generate_key_pair, label_key_file, write_private_key
 from tether.cli import output
 from tether.cli.context import keys_dir, open_client
 from tether.cli.options import Json, Reason
@@ -80,6 +80,7 @@ def register(
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+        label_key_file(path, str(agent["id"]))  # the key file names its agent
     _show(agent, json_, {"key_file": str(path)})
 
 
@@ -166,5 +167,6 @@ def rotate_key(
         except BaseException:
             staged.unlink(missing_ok=True)
             raise
+        label_key_file(staged, str(agent["id"]))
         os.replace(staged, path)
     _show(agent, json_, {"key_file": str(path)})

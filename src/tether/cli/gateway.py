@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from tether.cli import output
-from tether.cli.context import open_client, settings
+from tether.cli.context import open_client
 from tether.cli.options import Json, Reason
 
 __all__ = ["app"]
@@ -103,15 +103,13 @@ def approve(
 
 @app.command()
 def stdio(name: Annotated[str, typer.Argument(help="The upstream server's name.")]) -> None:
-    """Serve upstream NAME as a stdio MCP server (for a desktop MCP client's config), as
-    the agent of TETHER_AGENT_TOKEN or TETHER_AGENT_KEY, on TETHER_HOME / TETHER_DB."""
+    """As the agent: bridge stdio (a desktop MCP client's config) to /mcp/NAME of the running
+    Tether at TETHER_URL, with the agent's own key (TETHER_AGENT_KEY) or token
+    (TETHER_AGENT_TOKEN). TETHER_HOME is never read: it belongs to another OS user."""
     import os
 
     import anyio
 
-    from tether.core import Tether
-    from tether.gateway.stdio import serve_stdio
+    from tether.gateway.stdio import BridgeConfig, serve_stdio
 
-    with Tether.open(settings()) as tether:
-        tether.listen()  # PostgreSQL: a kill elsewhere reaches this face at once
-        anyio.run(serve_stdio, tether, name, dict(os.environ))
+    anyio.run(serve_stdio, BridgeConfig.from_env(name, os.environ))

@@ -101,13 +101,18 @@ class McpFace:
         token, bearer = verdict
         headers = dict(scope.get("headers") or ())
         known = headers.get(SESSION_HEADER)
+        audience = str(token.claims["aud"])
+        if known and not self.sessions.admits(known.decode("latin-1"), token.chain, audience):
+            await to_thread.run_sync(self._not_yours, token, name)
+            await _session_not_found(scope, receive, send)
+            return
 
         async def tracked(message: Message) -> None:
             if message["type"] == "http.response.start":  # a new session gets its ID here
                 given = dict(message.get("headers") or ()).get(SESSION_HEADER) or known
                 if given:
                     sid = given.decode("latin-1")
-                    self.sessions.seen(sid, token.chain, bearer, token.claims["aud"])
+                    self.sessions.seen(sid, token.chain, bearer, audience)
             await send(message)
 
         await self._inner(scope, receive, tracked)
@@ -138,6 +143,15 @@ class McpFace:
         body = {"error": "invalid_token", "error_description": why}
         return _json(401, body, {"WWW-Authenticate": challenge})
 
+    def _not_yours(self, token: VerifiedToken, name: str) -> None:
+        self.tether.refused(
+            token.client_id,
+            "the MCP session was opened by another agent or chain",
+            "mcp",
+            type="tool.refused",
+            resource=f"{name}/*",
+        )
+
     def _upstream(self, name: str) -> Upstream:
         """The upstream named ``name``, read from the store at most once a second."""
         now = time.monotonic()
@@ -166,6 +180,15 @@ def _who(ctx: Any) -> tuple[str, str]:
     name = str(request.path_params.get("name", ""))
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return name, token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def _session_not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """The SDK's own answer to an unknown session ID (MCP: 404), so that another's session
+    cannot be told from one that does not exist."""
+    from starlette.responses import JSONResponse
+
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}}
+    await JSONResponse(body, status_code=404)(scope, receive, send)
 
 
 def _json(status: int, body: dict[str, str], headers: dict[str, str] | None = None) -> ASGIApp:

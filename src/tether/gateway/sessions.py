@@ -2,6 +2,11 @@
 killed (at once, in this process) or when their token stops verifying (a kill, a
 revocation or a suspension anywhere: checked whenever the state epoch moves).
 
+A session belongs to the token chain that opened it, on the server it was opened on: a
+request of another chain (another agent, or the same agent for another person) naming
+its ID is answered as for an unknown session (404 "Session not found", as MCP says), so
+no one can use, end or re-bind another's session, and a kill always finds it.
+
 A session's every request is verified anyway; closing it also ends the client's session
 (its next request is answered 404, so it must start over, with a token that verifies).
 """
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +36,13 @@ CHECK_EVERY = 0.5  # seconds between epoch checks of the open sessions
 
 @dataclass(frozen=True, slots=True)
 class _Open:
-    agents: frozenset[str]
+    chain: tuple[str, ...]
     bearer: str
     resource: str
+
+    @property
+    def agents(self) -> frozenset[str]:
+        return frozenset(c for c in self.chain if not c.startswith("user:"))
 
 
 class Sessions:
@@ -46,11 +55,24 @@ class Sessions:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def seen(self, session_id: str, chain: Collection[str], bearer: str, resource: str) -> None:
-        """A request of ``session_id`` was made with ``bearer`` (its chain verified)."""
-        agents = frozenset(c for c in chain if not c.startswith("user:"))
+    def seen(self, session_id: str, chain: Sequence[str], bearer: str, resource: str) -> None:
+        """A request of ``session_id`` was made with ``bearer`` (its chain verified): a new
+        session is bound to that chain and resource; a known one keeps its binding and
+        takes the newer bearer (a renewed token of the same chain)."""
         with self._lock:
-            self._open[session_id] = _Open(agents, bearer, resource)
+            known = self._open.get(session_id)
+            if known is None or (known.chain, known.resource) == (tuple(chain), resource):
+                self._open[session_id] = _Open(tuple(chain), bearer, resource)
+
+    def admits(self, session_id: str, chain: Sequence[str], resource: str) -> bool:
+        """Whether a request of ``chain`` for ``resource`` may name ``session_id``: only
+        the chain that opened it, on its server (an ID no one opened is for the SDK to
+        answer; one the SDK holds without a binding is refused, failing closed)."""
+        with self._lock:
+            known = self._open.get(session_id)
+        if known is None:
+            return session_id not in self._manager._server_instances
+        return (known.chain, known.resource) == (tuple(chain), resource)
 
     async def watching(self) -> None:
         """Run for the face's lifetime: register with the kill switch, and close sessions
