@@ -122,17 +122,7 @@ def _from_token(tether: Tether, item: Evaluation, context: dict[str, Any]) -> Ac
     client = str(verified.claims["client_id"])
     if item.subject.id not in (client, client.rsplit("/", 1)[-1]):
         raise InvalidToken("the token belongs to another client than the subject")
-    people = [c for c in verified.chain if c.startswith("user:")]
-    agents = [c for c in verified.chain if not c.startswith("user:")]
-    request = AccessRequest.of(
-        client,
-        item.action.name,
-        item.resource.id,
-        on_behalf_of=people[0] if people else None,
-        chain=agents[:-1],
-        context=context,
-        scope=verified.scope,
-    )
+    request = verified.request(item.action.name, item.resource.id, context)
     tether.pdp.validate(request)
     return request
 
