@@ -230,7 +230,9 @@ def test_item_15_the_cli_refuses_an_unknown_audience(cli_env, capsys) -> None:
 # ---- item 18: a used assertion jti is kept until its exact exp plus the leeway -------
 
 
-def test_item_18_a_jti_is_kept_until_its_exact_exp_plus_leeway(tether: Tether, clock: Clock) -> None:
+def test_item_18_a_jti_is_kept_until_its_exact_exp_plus_leeway(
+    tether: Tether, clock: Clock
+) -> None:
     pair = generate_key_pair()
     key = serialization.load_pem_private_key(pair.private_pem, None)
     agent = tether.registry.register(
@@ -254,4 +256,3 @@ def test_item_18_a_jti_is_kept_until_its_exact_exp_plus_leeway(tether: Tether, c
     assert tether.tokens.purge() == 1  # now it can no longer be replayed: forgotten
     with pytest.raises(InvalidClient, match="expired"):
         tether.tokens.authenticate_client(ASSERTION_TYPE, assertion)
-
