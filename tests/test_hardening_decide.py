@@ -256,3 +256,38 @@ def test_item_18_a_jti_is_kept_until_its_exact_exp_plus_leeway(
     assert tether.tokens.purge() == 1  # now it can no longer be replayed: forgotten
     with pytest.raises(InvalidClient, match="expired"):
         tether.tokens.authenticate_client(ASSERTION_TYPE, assertion)
+
+
+def test_item_06_groups_from_the_cli_dev_idp_reach_the_hop(cli_env, capsys, tmp_path) -> None:
+    cli_env.mkdir()
+    (cli_env / "tether.toml").write_text("dev_idp = true\n")
+    cli = initialised(Cli(capsys))
+    for name in ("planner", "worker"):
+        assert cli("agent", "register", name, "--owner", "alice@example.com")[0] == 0
+    for args in (
+        ("user:alice@example.com", "--action", "tools/call", "--resource", "jira/*"),
+        ("planner", "--action", "tools/call", "--resource", "jira/*"),
+        ("planner", "--action", "delegate", "--resource", "worker"),
+    ):
+        assert cli("grant", "add", *args)[0] == 0
+    rail = tmp_path / "interns.cedar"
+    rail.write_text(
+        '@id("no-interns-hand-off")\n'
+        'forbid (principal, action == Action::"delegate", resource)\n'
+        'when { principal has groups && principal.groups.contains("interns") };\n'
+    )
+    assert cli("policy", "add", str(rail))[0] == 0
+    worker = spiffe("worker")
+    for groups, expected in ((["staff"], 0), (["interns", "staff"], 3)):
+        code, token, _ = cli("dev", "user-token", "alice@example.com", *_flags("--group", groups))
+        assert code == 0
+        token = token.strip()
+        assert decode(token)["groups"] == groups
+        argv = ("--subject-token", token, "--actor", "planner", "--audience", worker)
+        code, out, err = cli("token", "exchange", *argv)
+        assert code == expected, (out, err)
+    assert "no-interns-hand-off" in err
+
+
+def _flags(flag: str, values: list[str]) -> list[str]:
+    return [part for value in values for part in (flag, value)]

@@ -444,14 +444,12 @@ class Tokens:
             raise InvalidGrant(
                 f"delegation depth {len(agents)} is over the cap ({self._settings.max_chain_depth})"
             )
+        lifetime = min(ttl or self._settings.token_ttl_default, parent_exp - self._clock())
+        if lifetime <= timedelta(0):
+            raise InvalidGrant("the subject token has expired")
         self._decide_hop(subject, actor)
         holders = [c for c in chain if c.startswith("user:")] + agents
         granted = self._exchange_scope(holders, subject.scope, target, scope)
-        now = self._clock()
-        lifetime = ttl or self._settings.token_ttl_default
-        lifetime = min(lifetime, parent_exp - now)
-        if lifetime <= timedelta(0):
-            raise InvalidGrant("the subject token has expired")
         person = next((c for c in chain if c.startswith("user:")), None)
         act: dict[str, Any] | None = None
         for agent_id in agents:  # earliest first; the outermost act is the current actor
