@@ -291,3 +291,27 @@ def test_item_06_groups_from_the_cli_dev_idp_reach_the_hop(cli_env, capsys, tmp_
 
 def _flags(flag: str, values: list[str]) -> list[str]:
     return [part for value in values for part in (flag, value)]
+
+
+def test_item_06_a_persons_groups_reach_a_direct_decision(cli_env, capsys, tmp_path) -> None:
+    cli = initialised(Cli(capsys))
+    assert cli("agent", "register", "helper", "--owner", "alice@example.com")[0] == 0
+    for principal in ("helper", "user:alice@example.com"):
+        grant = ("--action", "tools/call", "--resource", "github/*")
+        assert cli("grant", "add", principal, *grant)[0] == 0
+    rail = tmp_path / "contractors.cedar"
+    rail.write_text(
+        '@id("no-contractors")\nforbid (principal, action, resource)\n'
+        'when { principal has groups && principal.groups.contains("contractors") };\n'
+    )
+    assert cli("policy", "add", str(rail))[0] == 0
+    ask = ("--action", "tools/call", "--resource", "github/create_issue")
+    for who in (("--principal", "user:alice@example.com"),) + (
+        ("--principal", "helper", "--on-behalf-of", "user:alice@example.com"),
+    ):
+        assert cli("authorize", *who, *ask, "--group", "staff")[0] == 0
+        code, out, _ = cli("authorize", *who, *ask, "--group", "contractors")
+        assert code == 3 and "no-contractors" in out
+        assert cli("authorize", *who, *ask, "--group", "staff")[0] == 0  # no cache leak
+    code, _, err = cli("authorize", "--principal", "helper", *ask, "--group", "staff")
+    assert code == 2 and "person" in err  # groups belong to a person
