@@ -306,9 +306,8 @@ def test_item_06_a_persons_groups_reach_a_direct_decision(cli_env, capsys, tmp_p
     )
     assert cli("policy", "add", str(rail))[0] == 0
     ask = ("--action", "tools/call", "--resource", "github/create_issue")
-    for who in (("--principal", "user:alice@example.com"),) + (
-        ("--principal", "helper", "--on-behalf-of", "user:alice@example.com"),
-    ):
+    alice = "user:alice@example.com"
+    for who in (("--principal", alice), ("--principal", "helper", "--on-behalf-of", alice)):
         assert cli("authorize", *who, *ask, "--group", "staff")[0] == 0
         code, out, _ = cli("authorize", *who, *ask, "--group", "contractors")
         assert code == 3 and "no-contractors" in out
