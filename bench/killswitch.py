@@ -350,7 +350,10 @@ def run(quick: bool) -> list[Result]:
         ports = [free_port(), free_port()]
         while ports[1] == ports[0]:
             ports[1] = free_port()
-        (home / "tether.toml").write_text(f'issuer = "http://127.0.0.1:{ports[0]}"\n')
+        issuer = f"http://127.0.0.1:{ports[0]}"
+        (home / "tether.toml").write_text(
+            f'issuer = "{issuer}"\nresource_servers = ["{issuer}/mcp/x"]\n'
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
         env |= {"TETHER_HOME": str(home), "TETHER_DB": url}
         admin = {"Authorization": f"Bearer {initialise(env, home)}"}

@@ -44,6 +44,7 @@ import jwt
 from _common import TIMES, Op, Result, best_of, expect, main, opened, result
 
 from tether import AgentSpec, Caller, Tether, generate_key_pair
+from tether.gateway.servers import UpstreamSpec
 from tether.grants import GrantSpec
 from tether.model import Agent
 
@@ -76,6 +77,7 @@ def bench_tokens(tether: Tether, plan: Plan) -> list[Result]:
     tokens = tether.tokens
     settings = tether.settings
     audience = f"{settings.issuer}/mcp/github"
+    tether.upstreams.add(ADMIN, UpstreamSpec("github", url="http://127.0.0.1:9/mcp"))
     key = generate_key_pair().public_key
     tether.registry.register(ADMIN, AgentSpec(name=AGENT, owner=OWNER, public_key=key))
     tether.grants.add(ADMIN, GrantSpec(AGENT, ACTION, RESOURCE, reason="bench tokens"))

@@ -227,7 +227,7 @@ def test_when_no_event_can_be_written_nothing_happens_and_every_decision_is_a_de
     tether.grants.add(ADMIN, GrantSpec(helper.id, "tools/call", "github/create_issue"))
     ask = AccessRequest.of("helper", "tools/call", "github/create_issue")
     assert tether.authorize(ask).allowed  # allowed, and the allow is cached
-    github = f"{tether.tokens.issuer}/mcp/github"
+    github = tether.tokens.issuer  # an audience Tether always knows
     assert tether.tokens.client_credentials(helper, github, None).jti
     client = TestClient(create_app(tether), raise_server_exceptions=False)
 

@@ -295,7 +295,7 @@ def build(tether: Tether, clock: Clock) -> tuple[int, int]:
     with pytest.raises(Forbidden):
         tether.registry.register(Caller.user(BOB), spec("sneaky", owner=ALICE))  # type: ignore[arg-type]
     step()
-    tether.tokens.client_credentials(helper, f"{tether.tokens.issuer}/mcp/github", None)
+    tether.tokens.client_credentials(helper, tether.tokens.issuer, None)
     step()
     tether.events.record(
         "test.note",

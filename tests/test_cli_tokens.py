@@ -13,7 +13,9 @@ from tether.cli.main import run
 @pytest.fixture
 def cli(cli_env, capsys):
     cli_env.mkdir()
-    (cli_env / "tether.toml").write_text("dev_idp = true\n")
+    (cli_env / "tether.toml").write_text(
+        'dev_idp = true\nresource_servers = ["http://127.0.0.1:8700/mcp/jira"]\n'
+    )
     run_cli = Cli(capsys)
 
     def call(*argv: str) -> tuple[int, str, str]:
@@ -100,7 +102,13 @@ def test_person_to_agent_to_agent_from_the_cli(cli) -> None:
     assert cli("token", "inspect", own)[0] == 0
     assert cli("token", "inspect", own[:-6] + "AAAAAA")[0] == 4
     code, _, err = cli(
-        "token", "issue", "worker", "--audience", "x", "--scope", "tools/call:jira/delete"
+        "token",
+        "issue",
+        "worker",
+        "--audience",
+        "http://127.0.0.1:8700/mcp/jira",
+        "--scope",
+        "tools/call:jira/delete",
     )
     assert code == 3
     assert "beyond" in err

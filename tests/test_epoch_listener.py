@@ -15,7 +15,7 @@ from tether.errors import InvalidToken, TetherError
 from tether.store import epoch_acks
 
 ADMIN = Caller.admin()
-RESOURCE = "http://127.0.0.1:8700/mcp/github"
+RESOURCE = "http://127.0.0.1:8700"  # Tether's own issuer: an audience it always knows
 
 
 @pytest.fixture

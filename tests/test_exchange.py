@@ -117,7 +117,8 @@ def make_org(make_settings: Any, home: Any) -> Org:
     jwk["kid"] = "idp-1"
     (home / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
     settings = make_settings(
-        idp=[{"issuer": IDP, "audience": "tether", "jwks_file": str(home / "jwks.json")}]
+        idp=[{"issuer": IDP, "audience": "tether", "jwks_file": str(home / "jwks.json")}],
+        resource_servers=[GITHUB],  # a known audience (tokens are only for known ones)
     )
     first, result = Tether.init(settings)
     first.close()
@@ -464,7 +465,7 @@ def test_a_retired_key_stops_verifying_in_a_running_process(make_settings) -> No
     from tether import AgentSpec, Tether, generate_key_pair
 
     clock = Clock()
-    settings = make_settings()
+    settings = make_settings(resource_servers=[GITHUB])
     Tether.init(settings)[0].close()
     tether = Tether.open(settings, clock=clock)
     tether.registry.register(

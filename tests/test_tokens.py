@@ -296,7 +296,8 @@ def env(
     jwks = tmp_path / "idp-jwks.json"
     jwks.write_text(json.dumps({"keys": [jwk]}), encoding="utf-8")
     settings_ = make_settings(
-        idp=[{"issuer": IDP_ISSUER, "audience": "tether", "jwks_file": str(jwks)}]
+        idp=[{"issuer": IDP_ISSUER, "audience": "tether", "jwks_file": str(jwks)}],
+        resource_servers=[GITHUB, JIRA],  # known audiences (tokens are only for known ones)
     )
     assert settings_.issuer == ISSUER
     first, result = Tether.init(settings_)
@@ -758,6 +759,9 @@ def test_a_fresh_token_verifies_on_the_clock_it_was_issued_on(tether: Tether) ->
     tether.grants.add(
         ADMIN, GrantSpec(principal=agent.id, action="tools/call", resource="github/*")
     )
+    from tether.gateway.servers import UpstreamSpec
+
+    tether.upstreams.add(ADMIN, UpstreamSpec("github", url="http://127.0.0.1:9/mcp"))
     token = tether.tokens.client_credentials(agent, GITHUB, None).access_token
     assert tether.tokens.verify(token, GITHUB).claims["sub"] == agent.id
 

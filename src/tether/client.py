@@ -6,6 +6,7 @@ The CLI speaks only this client, so local mode and ``TETHER_URL`` mode share one
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -142,8 +143,9 @@ class Client:
     def introspect(self, token: str) -> dict[str, Any]:
         return self._object("POST", "/oauth2/introspect", data={"token": token})
 
-    def dev_user_token(self, email: str) -> dict[str, Any]:
-        return self._object("POST", "/v1/dev/user-token", json={"email": email})
+    def dev_user_token(self, email: str, groups: Sequence[str] = ()) -> dict[str, Any]:
+        body: dict[str, Any] = {"email": email, "groups": list(groups)}
+        return self._object("POST", "/v1/dev/user-token", json=body)
 
     def audit_events(self, params: dict[str, str]) -> dict[str, Any]:
         return self._object("GET", "/v1/audit/events", params=params)

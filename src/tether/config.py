@@ -170,6 +170,9 @@ class Settings(BaseModel):
     token_ttl_max: Duration = timedelta(minutes=15)
     token_leeway: Duration = timedelta(seconds=30)
     assertion_ttl_max: Duration = timedelta(minutes=5)
+    # Resource servers (APIs) Tether issues tokens for, besides itself, its gateway
+    # servers and (for a hand-off) agents; any other audience is invalid_target.
+    resource_servers: tuple[str, ...] = ()
     admin_groups: tuple[str, ...] = ()
     idp: tuple[IdpConfig, ...] = ()
     audit: AuditSettings = AuditSettings()
@@ -187,6 +190,13 @@ class Settings(BaseModel):
             raise ValueError("issuer must be an http(s) URL without a trailing slash")
         if self.grant_lifetime_default > self.grant_lifetime_max:
             raise ValueError("grant_lifetime_default is longer than grant_lifetime_max")
+        for server in self.resource_servers:
+            if (
+                not server.startswith(("https://", "http://"))
+                or len(server) > 512
+                or any(c.isspace() for c in server)
+            ):
+                raise ValueError(f"resource_servers: {server!r} is not an http(s) URL")
         return self
 
     @property

@@ -119,6 +119,7 @@ class Tether:
             self.epoch,
             self.identity_providers,
             clock,
+            decisions=self,  # every exchange hop is decided and recorded like any decision
         )
         self.killswitch = KillSwitch(store, self.registry, self.events, self.epoch, clock)
         self.vault = (

@@ -13,7 +13,9 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -22,7 +24,8 @@ from jwt.algorithms import OKPAlgorithm
 
 from tether.agent_keys import write_private_key
 from tether.config import IdpConfig, Settings
-from tether.errors import Conflict, Forbidden
+from tether.errors import Conflict, Forbidden, InvalidRequest
+from tether.idp import MAX_GROUP_LENGTH, MAX_GROUPS
 from tether.model import parse_email
 
 __all__ = ["DevIdp"]
@@ -59,14 +62,19 @@ class DevIdp:
         assert isinstance(loaded, Ed25519PrivateKey)
         return loaded
 
-    def user_token(self, email: str, *, is_admin_caller: bool) -> str:
+    def user_token(self, email: str, *, is_admin_caller: bool, groups: Sequence[str] = ()) -> str:
         """A person's token from the development IdP (admins only), addressed to the token
-        endpoint: it starts a delegation and is no login to the admin API."""
+        endpoint: it starts a delegation and is no login to the admin API. ``groups``
+        become its ``groups`` claim, as a real IdP's would."""
         if not is_admin_caller:
             raise Forbidden("only an admin can mint development user tokens")
         person = parse_email(email)
+        if len(groups) > MAX_GROUPS or not all(
+            isinstance(g, str) and 0 < len(g) <= MAX_GROUP_LENGTH for g in groups
+        ):
+            raise InvalidRequest(f"groups: at most {MAX_GROUPS} names of 1-256 characters")
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": f"{self._settings.issuer}/oauth2/token",  # for delegation only
             "sub": person,
@@ -76,4 +84,6 @@ class DevIdp:
             "jti": str(uuid.uuid4()),
             "tether_dev_idp": True,
         }
+        if groups:
+            claims["groups"] = sorted(set(groups))
         return jwt.encode(claims, self._key(), algorithm="EdDSA", headers={"kid": "dev-idp"})

@@ -3,6 +3,12 @@
 Only EdDSA, ES256 and RS256 are accepted, the key type must match the algorithm, and keys
 come only from the configured JWKS: ``jku``, ``x5u``, ``jwk`` and ``crit`` headers are
 refused, never followed.
+
+A person's groups come from the claim each ``[[idp]]`` names (``groups_claim``, default
+``groups``): a list of at most :data:`MAX_GROUPS` strings of at most
+:data:`MAX_GROUP_LENGTH` characters. :meth:`IdentityProviders.identify` returns them with
+the person; a claim that is not such a list is reported (``Person.groups_error``), never
+silently read as "no groups", because guardrails decide on them (fail closed).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -20,14 +27,40 @@ from jwt import PyJWK
 from tether.callers import Caller
 from tether.config import IdpConfig
 from tether.errors import InvalidRequest, Unauthenticated
-from tether.model import parse_email
+from tether.model import Email, parse_email
 
-__all__ = ["ALLOWED_ALGORITHMS", "IdentityProviders"]
+__all__ = ["ALLOWED_ALGORITHMS", "MAX_GROUPS", "MAX_GROUP_LENGTH", "IdentityProviders", "Person"]
 
 ALLOWED_ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256"})
+MAX_GROUPS = 200  # what large IdPs put in a token before they switch to an overage claim
+MAX_GROUP_LENGTH = 256
 _FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
 _JWKS_URL_TTL = 300.0
 _LEEWAY = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """A person a verified identity-provider token names."""
+
+    email: Email
+    groups: tuple[str, ...]  # sorted, unique
+    groups_error: str | None  # why the groups claim could not be read (then groups is ())
+    claims: dict[str, Any]  # the verified claims
+    admin: bool
+
+
+def _parse_groups(value: Any, claim: str) -> tuple[tuple[str, ...], str | None]:
+    """(the groups, None) or ((), why the claim is unusable); an absent claim is no groups."""
+    if value is None:
+        return (), None
+    if not isinstance(value, list) or not all(isinstance(g, str) and g for g in value):
+        return (), f"the {claim!r} claim must be a list of group names"
+    if len(value) > MAX_GROUPS:
+        return (), f"the {claim!r} claim names {len(value)} groups, more than {MAX_GROUPS}"
+    if any(len(g) > MAX_GROUP_LENGTH or "\x00" in g for g in value):
+        return (), f"a group in {claim!r} is longer than {MAX_GROUP_LENGTH} or holds NUL"
+    return tuple(sorted(set(value))), None
 
 
 class IdentityProviders:
@@ -48,6 +81,11 @@ class IdentityProviders:
         ``audience`` overrides the provider's configured one: a token a person hands an
         agent for delegation is addressed to Tether's token endpoint, so it can never
         double as a login to the admin API (and a login can never be delegated)."""
+        person = self.identify(token, audience=audience)
+        return Caller.user(person.email, admin=person.admin)
+
+    def identify(self, token: str, *, audience: str | None = None) -> Person:
+        """The person, their groups and the verified claims (see :meth:`authenticate`)."""
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(token, options={"verify_signature": False})
@@ -83,11 +121,9 @@ class IdentityProviders:
             person = parse_email(email)
         except InvalidRequest as exc:
             raise Unauthenticated(f"identity token email is invalid: {exc}") from exc
-        groups = verified.get(idp.groups_claim, [])
-        is_admin = isinstance(groups, list) and any(
-            isinstance(group, str) and group in self._admin_groups for group in groups
-        )
-        return Caller.user(person, admin=is_admin)
+        groups, problem = _parse_groups(verified.get(idp.groups_claim), idp.groups_claim)
+        is_admin = any(group in self._admin_groups for group in groups)
+        return Person(person, groups, problem, verified, is_admin)
 
     def _key(self, idp: IdpConfig, kid: Any, alg: str) -> PyJWK:
         keys = self._jwks_of(idp).get("keys")

@@ -10,6 +10,27 @@ an ``exp`` within minutes and a ``jti`` that is accepted once. It then gets a sh
 claims, audience, ``exp``/``nbf`` with the configured leeway, keys only from Tether's own
 set, revocation, and every identity of the chain active. Verified tokens are cached by
 their hash until they expire or the state epoch moves.
+
+Audiences (RFC 8707) are only those Tether knows: its own issuer, a gateway server that
+exists (``<issuer>/mcp/NAME``), a configured ``resource_servers`` entry, or, for a
+hand-off, a registered, active agent's ID. Anything else is ``invalid_target``.
+
+Every hop of a token exchange (RFC 8693) is a decision of the decision point, asked and
+recorded exactly as ``tether authorize --action delegate`` would be: the identity handing
+the task on (the person, or the subject token's client) ``delegate``-s it to the actor,
+for the person, through the agents before. Grants, their ``--when`` conditions and the
+guardrails all apply; a deny is ``invalid_grant`` with the decision's reasons. A person's
+token that carries ``may_act`` (RFC 8693 section 4.4) can be exchanged only by the agent
+it names (``sub`` or ``client_id`` = the agent's SPIFFE ID, ``iss`` if given = Tether's
+issuer); any other agent is refused, and the refusal is recorded as a decision.
+
+The person's groups are *carried in the token*: Tether sees the person's identity-provider
+token only once, at the first exchange, so it copies the groups claim (the one the
+``[[idp]]`` names, bounded by :data:`tether.idp.MAX_GROUPS`) into a ``groups`` claim
+(RFC 9068 section 2.2.3.1) of every token of that delegation, signed with the rest. Each
+decision made with such a token carries them (``AccessRequest.groups``), which keys the
+decision cache. Resolving them at decision time would need a directory Tether does not
+have; a malformed groups claim refuses the exchange rather than reading as "no groups".
 """
 
 from __future__ import annotations
@@ -21,7 +42,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from sqlalchemy import Connection, delete, insert, select, update
@@ -43,20 +64,21 @@ from tether.errors import (
     UnauthorizedClient,
 )
 from tether.grants import Grant, Grants
-from tether.idp import IdentityProviders
+from tether.idp import MAX_GROUP_LENGTH, MAX_GROUPS, IdentityProviders
 from tether.jose import read_header
 from tether.keys import SigningKeys
 from tether.model import Agent, AgentState
 from tether.permissions import Permission, pattern_matches
-from tether.policy.decision import AccessRequest
+from tether.policy.decision import AccessRequest, Decision
 from tether.registry import Registry
-from tether.store import Store, assertion_jtis, issued_tokens
+from tether.store import Store, assertion_jtis, gateway_servers, issued_tokens
 
 __all__ = [
     "ASSERTION_TYPE",
     "EXCHANGE",
     "TOKEN_TYPE_ACCESS",
     "TOKEN_TYPE_JWT",
+    "Decisions",
     "IssuedToken",
     "Tokens",
     "VerifiedToken",
@@ -72,6 +94,15 @@ _TYP = ("at+jwt", "application/at+jwt")
 _MAX_TIME = 253402300799  # 9999-12-31: anything later is malformed
 _REQUIRED = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"]
 _SYSTEM = Caller.system("tokens")
+_MAY_ACT_MEMBERS = frozenset({"sub", "client_id", "iss"})
+
+
+class Decisions(Protocol):
+    """Where exchange hops are decided and recorded (the :class:`tether.core.Tether`)."""
+
+    def decide_all(self, requests: Sequence[AccessRequest]) -> list[Decision]: ...
+
+    def record(self, decisions: Sequence[Decision]) -> list[Decision]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +145,17 @@ class VerifiedToken:
     def client_id(self) -> str:
         return str(self.claims["client_id"])
 
-    def request(self, action: str, resource: str) -> AccessRequest:
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The person's identity-provider groups the token carries (checked on verify)."""
+        return tuple(self.claims.get("groups", ()))
+
+    def request(
+        self, action: str, resource: str, context: dict[str, Any] | None = None
+    ) -> AccessRequest:
         """The PDP question for doing ``action`` on ``resource`` with this token: its
-        acting agent, the person it acts for, the agents between, and its scope."""
+        acting agent, the person it acts for (with their groups), the agents between,
+        and its scope."""
         people = [c for c in self.chain if c.startswith("user:")]
         agents = [c for c in self.chain if not c.startswith("user:")]
         return AccessRequest.of(
@@ -125,8 +164,21 @@ class VerifiedToken:
             resource,
             on_behalf_of=people[0] if people else None,
             chain=agents[:-1],
+            context=context,
             scope=self.scope,
+            groups=self.groups if people else (),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Subject:
+    """What an exchange takes from its subject token."""
+
+    parent: str | None  # the parent token's jti (None for a person's IdP token)
+    chain: tuple[str, ...]  # human first
+    scope: list[str] | None  # None: a person's token (no scope of its own)
+    expires: datetime
+    groups: tuple[str, ...]
 
 
 class Tokens:
@@ -141,8 +193,11 @@ class Tokens:
         epoch: StateEpoch,
         people: IdentityProviders,
         clock: Callable[[], datetime],
+        *,
+        decisions: Decisions,
     ) -> None:
         self._people = people
+        self._decisions = decisions
         self._store = store
         self._settings = settings
         self._keys = keys
@@ -204,17 +259,19 @@ class Tokens:
             raise InvalidClient(f"client assertion rejected: {exc}") from None
         now = self._clock()
         latest = now + self._settings.assertion_ttl_max + self._settings.token_leeway
-        if int(claims["exp"]) > latest.timestamp():
+        if claims["exp"] > latest.timestamp():
             raise InvalidClient("client assertion lives too long: exp must be within minutes")
-        expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
-        self._use_jti(str(claims["jti"]), agent.id, expires)
+        self._use_jti(str(claims["jti"]), agent.id, claims["exp"])
         if agent.state is not AgentState.ACTIVE:
             raise UnauthorizedClient(f"agent {agent.name} is {agent.state.value}", agent.id)
         if agent.owner is None:
             raise UnauthorizedClient(f"agent {agent.name} has no owner", agent.id)
         return agent
 
-    def _use_jti(self, jti: str, client: str, expires: datetime) -> None:
+    def _use_jti(self, jti: str, client: str, exp: float) -> None:
+        """Record a used ID until its exact ``exp`` (rounded *up* to the second: the row
+        outlives every instant the token is accepted, exp plus the leeway)."""
+        expires = datetime.fromtimestamp(math.ceil(exp), UTC)
         key = hashlib.sha256(f"{client}|{jti}".encode()).hexdigest()
         try:
             with self._store.write() as conn:
@@ -247,11 +304,32 @@ class Tokens:
         return self._issue(claims, target, granted, ttl, parent=None, ceiling=agent.expires_at)
 
     def _audience(self, audience: str | None) -> str:
+        """``audience`` if Tether knows it (see the module docstring); else invalid_target."""
         if not audience or not isinstance(audience, str) or len(audience) > 512:
             raise InvalidTarget("name the resource the token is for: resource= or audience=")
         if any(c.isspace() for c in audience):
             raise InvalidTarget("one audience per token, without spaces")
-        return audience
+        if audience == self.issuer or audience in self._settings.resource_servers:
+            return audience
+        server = self._server_of(audience)
+        if server is not None:
+            with self._store.read() as conn:
+                known = conn.execute(
+                    select(gateway_servers.c.name).where(gateway_servers.c.name == server)
+                ).first()
+            if known is None:
+                raise InvalidTarget(f"{audience} names no gateway server (tether gateway list)")
+            return audience
+        if audience.startswith("spiffe://"):
+            agent = self._snapshot().agents.get(audience)
+            if agent is None or agent.state is not AgentState.ACTIVE:
+                raise InvalidTarget(f"{audience} is not a registered, active agent")
+            return audience
+        raise InvalidTarget(
+            f"unknown audience {audience!r}: tokens are for {self.issuer}, a gateway server "
+            f"({self.issuer}/mcp/NAME), a configured resource server (resource_servers in "
+            "tether.toml) or, for a hand-off, an active agent's ID"
+        )
 
     def _scope(self, grants: list[Grant], audience: str, requested: str | None) -> list[str]:
         if requested is None or not requested.strip():
@@ -349,16 +427,16 @@ class Tokens:
         if not subject_token:
             raise InvalidRequest("subject_token is required")
         target = self._audience(audience)
-        parent: str | None
         if subject_token_type == TOKEN_TYPE_ACCESS:
-            parent, chain, parent_scope, parent_exp = self._tether_subject(subject_token, actor)
+            subject = self._tether_subject(subject_token, actor)
         elif subject_token_type in (TOKEN_TYPE_JWT, TOKEN_TYPE_ID):
-            parent, chain, parent_scope, parent_exp = self._person_subject(subject_token, actor)
+            subject = self._person_subject(subject_token, actor)
         else:
             raise InvalidRequest(
                 f"subject_token_type must be {TOKEN_TYPE_ACCESS} (a Tether token) or "
                 f"{TOKEN_TYPE_JWT} (a person's identity-provider token)"
             )
+        chain, parent_exp = subject.chain, subject.expires
         if actor.id in chain:
             raise InvalidGrant(f"{actor.id} already acts in this chain: a cycle is refused")
         agents = [c for c in chain if not c.startswith("user:")] + [actor.id]
@@ -366,13 +444,12 @@ class Tokens:
             raise InvalidGrant(
                 f"delegation depth {len(agents)} is over the cap ({self._settings.max_chain_depth})"
             )
-        holders = [c for c in chain if c.startswith("user:")] + agents
-        granted = self._exchange_scope(holders, parent_scope, target, scope)
-        now = self._clock()
-        lifetime = ttl or self._settings.token_ttl_default
-        lifetime = min(lifetime, parent_exp - now)
+        lifetime = min(ttl or self._settings.token_ttl_default, parent_exp - self._clock())
         if lifetime <= timedelta(0):
             raise InvalidGrant("the subject token has expired")
+        self._decide_hop(subject, actor)
+        holders = [c for c in chain if c.startswith("user:")] + agents
+        granted = self._exchange_scope(holders, subject.scope, target, scope)
         person = next((c for c in chain if c.startswith("user:")), None)
         act: dict[str, Any] | None = None
         for agent_id in agents:  # earliest first; the outermost act is the current actor
@@ -383,60 +460,94 @@ class Tokens:
         }
         if person is not None or len(agents) > 1:
             claims["act"] = act
+        if person is not None and subject.groups:
+            claims["groups"] = list(subject.groups)
         known = self._snapshot().agents
         ceiling = min(
             [parent_exp, actor.expires_at] + [known[a].expires_at for a in agents if a in known]
         )  # never outlive the subject token, nor any agent of the chain
-        return self._issue(claims, target, granted, lifetime, parent=parent, ceiling=ceiling)
+        return self._issue(
+            claims, target, granted, lifetime, parent=subject.parent, ceiling=ceiling
+        )
 
-    def _tether_subject(
-        self, token: str, actor: Agent
-    ) -> tuple[str, tuple[str, ...], list[str] | None, datetime]:
+    def _decide_hop(self, subject: _Subject, actor: Agent) -> None:
+        """The decision point decides (and records) this hop: the subject token's last
+        identity hands the task to ``actor``, for the person, through the agents before."""
+        chain = subject.chain
+        delegator = chain[-1]
+        person = chain[0] if chain[0].startswith("user:") and chain[0] != delegator else None
+        request = AccessRequest.of(
+            delegator,
+            "delegate",
+            actor.id,
+            on_behalf_of=person,
+            chain=[c for c in chain[:-1] if not c.startswith("user:")],
+            groups=subject.groups if chain[0].startswith("user:") else (),
+        )
+        [decision] = self._decisions.decide_all([request])
+        if not decision.allowed:
+            raise InvalidGrant("delegation denied: " + "; ".join(decision.reasons))
+
+    def _tether_subject(self, token: str, actor: Agent) -> _Subject:
         try:
             verified = self.verify(token, None)
         except InvalidToken as exc:
             raise InvalidGrant(f"subject_token rejected: {exc.description}") from None
         if verified.claims["aud"] != actor.id:
             raise InvalidGrant("the subject token's audience is not this client")
-        previous = str(verified.claims["client_id"])
-        if not self._holds(previous, "delegate", actor.id):
-            raise InvalidGrant(f"{previous} holds no delegate grant on {actor.id}")
         exp = datetime.fromtimestamp(int(verified.claims["exp"]), UTC)
-        return verified.jti, verified.chain, list(verified.scope), exp
+        return _Subject(verified.jti, verified.chain, list(verified.scope), exp, verified.groups)
 
-    def _person_subject(
-        self, token: str, actor: Agent
-    ) -> tuple[None, tuple[str, ...], list[str] | None, datetime]:
+    def _person_subject(self, token: str, actor: Agent) -> _Subject:
         try:
-            person = self._people.authenticate(token, audience=self.token_endpoint)
-            claims = jwt.decode(token, options={"verify_signature": False})
+            person = self._people.identify(token, audience=self.token_endpoint)
         except TetherError as exc:
             raise InvalidGrant(
                 f"subject_token rejected: {exc.description} (a person's token for delegation "
                 f"is addressed to {self.token_endpoint})"
             ) from None
-        assert person.email is not None
+        claims = person.claims
         jti, exp = claims.get("jti"), claims.get("exp")
         if not isinstance(jti, str) or not jti:
             raise InvalidGrant("the person's subject_token needs a jti (it is used once)")
-        if not isinstance(exp, int):
+        if not isinstance(exp, int) or isinstance(exp, bool) or abs(exp) > _MAX_TIME:
             raise InvalidGrant("the person's subject_token needs a numeric exp")
+        if person.groups_error is not None:
+            raise InvalidGrant(f"the person's subject_token is refused: {person.groups_error}")
+        self._check_may_act(claims, person.email, actor)
         try:
-            self._use_jti(f"subject:{jti}", actor.id, datetime.fromtimestamp(exp, UTC))
+            self._use_jti(f"subject:{jti}", actor.id, exp)
         except InvalidClient:
             raise InvalidGrant("the person's subject_token was already exchanged") from None
-        return (
-            None,
-            (f"user:{person.email}",),
-            None,
-            datetime.fromtimestamp(int(claims["exp"]), UTC),
-        )
+        expires = datetime.fromtimestamp(exp, UTC)
+        return _Subject(None, (f"user:{person.email}",), None, expires, person.groups)
 
-    def _holds(self, holder: str, action: str, resource: str) -> bool:
-        return any(
-            _within(Permission(action, resource), g)
-            for g in self._grants.list(_SYSTEM, principal=holder)
+    def _check_may_act(self, claims: dict[str, Any], email: str, actor: Agent) -> None:
+        """RFC 8693 section 4.4: when the person's token says who may act for them, only
+        that agent may exchange it. A refusal is recorded as a deny decision."""
+        if "may_act" not in claims:
+            return
+        may_act = claims["may_act"]
+        problem: str | None = None
+        if not isinstance(may_act, dict) or not may_act:
+            problem = "its may_act claim is not an object naming the agent"
+        elif not _MAY_ACT_MEMBERS.issuperset(may_act):
+            unknown = sorted(set(may_act) - _MAY_ACT_MEMBERS)[0]
+            problem = f"its may_act member {unknown!r} cannot be checked (sub, client_id, iss)"
+        elif "sub" not in may_act and "client_id" not in may_act:
+            problem = "its may_act names no agent (sub or client_id)"
+        elif "iss" in may_act and may_act["iss"] != self.issuer:
+            problem = f"its may_act names an actor of another issuer than {self.issuer}"
+        elif any(may_act.get(k, actor.id) != actor.id for k in ("sub", "client_id")):
+            problem = f"its may_act does not name {actor.id}"
+        if problem is None:
+            return
+        reason = f"the person's token may be exchanged only by the agent it names: {problem}"
+        person = f"user:{email}"
+        self._decisions.record(
+            [Decision(False, (person, actor.id), "delegate", actor.id, (reason,))]
         )
+        raise InvalidGrant(reason)
 
     def _exchange_scope(
         self, holders: list[str], parent: list[str] | None, audience: str, requested: str | None
@@ -526,6 +637,13 @@ class Tokens:
             raise InvalidToken(f"token rejected: {exc}") from None
         if not isinstance(claims.get("aud"), str):
             raise InvalidToken("token must name exactly one audience")
+        groups = claims.get("groups", [])
+        if (
+            not isinstance(groups, list)
+            or len(groups) > MAX_GROUPS
+            or not all(isinstance(g, str) and 0 < len(g) <= MAX_GROUP_LENGTH for g in groups)
+        ):
+            raise InvalidToken("token groups must be a list of group names")
         snapshot = self._snapshot()
         if str(claims["jti"]) in snapshot.revoked:
             raise InvalidToken("token was revoked")

@@ -3,8 +3,9 @@
 ``POST /access/v1/evaluation`` answers one request, ``POST /access/v1/evaluations`` a
 batch in request order. The subject is the acting agent (``type`` ``agent``) or person
 (``type`` ``user``); a delegation chain comes as ``context.on_behalf_of`` (the person)
-and ``context.chain`` (agents, earliest first, the acting one last or omitted), or from a
-Tether access token in ``context.token`` (then its scope applies too; a token that does
+and ``context.chain`` (agents, earliest first, the acting one last or omitted), with the
+person's identity-provider groups in ``context.groups``, or from a Tether access token in
+``context.token`` (then its scope and the groups it carries apply too; a token that does
 not verify is a deny).
 Other context keys reach Cedar as request context. Callers authenticate as admins.
 """
@@ -79,6 +80,9 @@ def _request(tether: Tether, item: Evaluation) -> AccessRequest:
         return _from_token(tether, item, context)
     on_behalf_of = context.pop("on_behalf_of", None)
     chain = context.pop("chain", [])
+    groups = context.pop("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise InvalidRequest("context.groups must be a list of the person's group names")
     if on_behalf_of is not None and not isinstance(on_behalf_of, str):
         raise InvalidRequest("context.on_behalf_of must be a string: user:<email>")
     if not isinstance(chain, list) or not all(isinstance(c, str) for c in chain):
@@ -97,6 +101,7 @@ def _request(tether: Tether, item: Evaluation) -> AccessRequest:
         on_behalf_of=on_behalf_of,
         chain=chain,
         context=context,
+        groups=groups,
     )
     tether.pdp.validate(request)
     return request
@@ -116,23 +121,13 @@ def _from_token(tether: Tether, item: Evaluation, context: dict[str, Any]) -> Ac
         )
     if audience.startswith("spiffe://"):
         raise InvalidRequest("context.audience must be a resource, not an agent")
-    if "chain" in context or "on_behalf_of" in context:
-        raise InvalidRequest("with context.token the chain comes from the token only")
+    if "chain" in context or "on_behalf_of" in context or "groups" in context:
+        raise InvalidRequest("with context.token the chain and groups come from the token only")
     verified = tether.tokens.verify(token, audience)
     client = str(verified.claims["client_id"])
     if item.subject.id not in (client, client.rsplit("/", 1)[-1]):
         raise InvalidToken("the token belongs to another client than the subject")
-    people = [c for c in verified.chain if c.startswith("user:")]
-    agents = [c for c in verified.chain if not c.startswith("user:")]
-    request = AccessRequest.of(
-        client,
-        item.action.name,
-        item.resource.id,
-        on_behalf_of=people[0] if people else None,
-        chain=agents[:-1],
-        context=context,
-        scope=verified.scope,
-    )
+    request = verified.request(item.action.name, item.resource.id, context)
     tether.pdp.validate(request)
     return request
 

@@ -195,14 +195,17 @@ def rotate_keys(tether: TetherDep, caller: CallerDep) -> dict[str, Any]:
 
 
 @router.post("/v1/dev/user-token", tags=["development"])
-def dev_user_token(tether: TetherDep, caller: CallerDep, body: dict[str, str]) -> dict[str, str]:
-    """A person's token from the development IdP (only with --demo or dev_idp = true)."""
+def dev_user_token(tether: TetherDep, caller: CallerDep, body: dict[str, Any]) -> dict[str, str]:
+    """A person's token from the development IdP (only with --demo or dev_idp = true);
+    ``groups``, a list of names, become its groups claim."""
     if tether.dev_idp is None:
         raise NotFound("the development identity provider is off (tether up --demo enables it)")
-    email = body.get("email")
+    email, groups = body.get("email"), body.get("groups", [])
     if not isinstance(email, str):
         raise InvalidRequest("give the person's email")
+    if not isinstance(groups, list):
+        raise InvalidRequest("groups must be a list of group names")
     if not caller.is_admin:
         tether.refused(caller.subject, "only admins mint development user tokens", "dev.token")
-    token = tether.dev_idp.user_token(email, is_admin_caller=caller.is_admin)
+    token = tether.dev_idp.user_token(email, is_admin_caller=caller.is_admin, groups=groups)
     return {"token": token, "issuer": tether.dev_idp.issuer, "warning": "development IdP"}

@@ -34,6 +34,10 @@ def authorize(
     chain: Annotated[
         list[str] | None, typer.Option(help="Agents before the acting one, earliest first.")
     ] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(help="An IdP group of the person (repeatable); with --token, its own."),
+    ] = None,
     context: Annotated[str | None, typer.Option(help="Extra Cedar context, a JSON object.")] = None,
     token: Annotated[
         str | None, typer.Option(help="A Tether access token: its chain and scope apply.")
@@ -60,6 +64,8 @@ def authorize(
         extra["on_behalf_of"] = on_behalf_of
     if chain:
         extra["chain"] = chain
+    if group:
+        extra["groups"] = group
     kind = "user" if principal.startswith("user:") else "agent"
     body = {
         "subject": {"type": kind, "id": principal},

@@ -26,11 +26,14 @@ dev_app = typer.Typer(help="Development helpers (only with --demo).", no_args_is
 @dev_app.command("user-token")
 def user_token(
     email: Annotated[str, typer.Argument(help="The person.")],
+    group: Annotated[
+        list[str] | None, typer.Option(help="An IdP group of the person (repeatable).")
+    ] = None,
     json_: Json = False,
 ) -> None:
     """A person's token from the development IdP (on with `up --demo` or dev_idp = true)."""
     with open_client() as client:
-        result = client.dev_user_token(email)
+        result = client.dev_user_token(email, group or ())
     if json_:
         output.emit(result)
     else:

@@ -15,7 +15,10 @@ class AccessRequest:
 
     ``chain`` lists the agents the task passed through before ``principal`` (the acting
     one), earliest first. ``scope``, when given, is the token's list of ``ACTION:RESOURCE``
-    permissions: the request must fall inside one of them.
+    permissions: the request must fall inside one of them. ``groups`` are the person's
+    identity-provider groups (the person of ``on_behalf_of``, or the principal when it is
+    a person), sorted: Cedar sees them as ``User.groups``, and as a field of the request
+    they are part of the decision cache key.
     """
 
     principal: str
@@ -25,6 +28,7 @@ class AccessRequest:
     chain: tuple[str, ...] = ()
     context: str = ""  # extra Cedar context, as canonical JSON (hashable: requests key the cache)
     scope: tuple[str, ...] | None = None
+    groups: tuple[str, ...] = ()
 
     @classmethod
     def of(
@@ -37,6 +41,7 @@ class AccessRequest:
         chain: tuple[str, ...] | list[str] = (),
         context: dict[str, Any] | None = None,
         scope: tuple[str, ...] | list[str] | None = None,
+        groups: tuple[str, ...] | list[str] = (),
     ) -> AccessRequest:
         return cls(
             principal=principal,
@@ -46,6 +51,7 @@ class AccessRequest:
             chain=tuple(chain),
             context=json.dumps(context, sort_keys=True, separators=(",", ":")) if context else "",
             scope=tuple(scope) if scope is not None else None,
+            groups=tuple(sorted(set(groups))),
         )
 
 

@@ -5,6 +5,21 @@ A request made for a person through a chain of agents is allowed only when the p
 given) and no guardrail forbids it. Every identity is evaluated with cedarpy against its
 own grants (compiled to ``permit`` policies) and the guardrails; any error on the way is
 a deny with the reason (fail closed).
+
+A ``delegate`` request is one hop of a delegation: the principal (the identity handing
+the task on) hands it to the agent named as the resource, for ``on_behalf_of`` through
+``chain``. The hop is the principal's act, so only the principal needs a ``delegate``
+grant (with its ``--when`` condition); the person and the earlier agents need none, but a
+guardrail that forbids the hop for any of them still denies it. A person handing their
+own task to an agent (a ``user:`` principal, alone) needs no grant either: what the agent
+may then do stays bounded by the person's own grants. Token exchange asks exactly this
+question for every hop (see :mod:`tether.tokens`), so ``tether authorize --action
+delegate`` answers what an exchange would.
+
+The person's identity-provider groups come with the request (``AccessRequest.groups``,
+carried in Tether's delegated tokens) and reach Cedar as ``User.groups``; being a field
+of the request they are part of the decision cache key, and the compiled entities are
+cached per chain *and* groups.
 """
 
 from __future__ import annotations
@@ -145,7 +160,7 @@ class DecisionPoint:
         # Serialised once for every identity; resources and actions are checked to hold
         # no characters that JSON would escape.
         context = json.dumps(self._context(request, agents, now))
-        compiled = state.chain(identities)
+        compiled = state.chain(identities, request.groups)
         depth = resource.count("/") + 1
         delta = (
             f'[{{"uid":{{"type":"Resource","id":"{resource}"}},'
@@ -187,6 +202,8 @@ class DecisionPoint:
             raise InvalidRequest("a person acts only for themselves: no on_behalf_of or chain")
         if len(set(found)) != len(found):
             raise InvalidRequest("the delegation chain names an identity twice (a cycle)")
+        if request.groups and found[0].kind != "user":
+            raise InvalidRequest("groups are a person's: give on_behalf_of (or a user principal)")
         return tuple(found)
 
     def _context(
@@ -224,9 +241,11 @@ class DecisionPoint:
         granted: list[str] = []
         forbidden: list[str] = []
         allowed = True
-        for name, result in zip(chain, results, strict=True):
+        hop = action == "delegate"
+        for index, (name, result) in enumerate(zip(chain, results, strict=True)):
             diagnostics = result.diagnostics
             ids = [diagnostics.id_annotations_by_reason.get(r, r) for r in diagnostics.reasons]
+            delegator = index == len(chain) - 1
             if diagnostics.errors:
                 allowed = False
                 reasons.append(
@@ -240,11 +259,18 @@ class DecisionPoint:
                 allowed = False
                 forbidden.extend(ids)
                 reasons.append(f"{name} forbidden by policy {', '.join(ids)}")
+            elif hop and not delegator:
+                reasons.append(f"no guardrail forbids the hop for {name}")
+            elif hop and identities[index].kind == "user":
+                reasons.append(
+                    f"{name} hands their own task to {resource} (a person needs no "
+                    "delegate grant) and no guardrail forbids it"
+                )
             else:
                 allowed = False
                 reasons.append(f"{name} holds no grant for {action} on {resource}")
         if not allowed:
-            reasons = [r for r in reasons if " allowed by " not in r]
+            reasons = [r for r in reasons if " allowed by " not in r and "no guardrail" not in r]
         return Decision(
             allowed=allowed,
             chain=chain,

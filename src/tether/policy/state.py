@@ -58,7 +58,9 @@ class PolicyState:
     guardrails: str  # built-in and organisation guardrails, as Cedar text
     time_sensitive: bool
     decisions: dict[AccessRequest, Decision] = field(default_factory=dict)
-    _chains: dict[tuple[Principal, ...], CompiledChain] = field(default_factory=dict)
+    _chains: dict[tuple[tuple[Principal, ...], tuple[str, ...]], CompiledChain] = field(
+        default_factory=dict
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -93,15 +95,20 @@ class PolicyState:
             time_sensitive=reads_the_clock(guardrails + conditional),
         )
 
-    def chain(self, principals: tuple[Principal, ...]) -> CompiledChain:
-        """Parsed policies (guardrails + these principals' grants) and entities, cached."""
-        compiled = self._chains.get(principals)
+    def chain(
+        self, principals: tuple[Principal, ...], groups: tuple[str, ...] = ()
+    ) -> CompiledChain:
+        """Parsed policies (guardrails + these principals' grants) and entities, cached
+        per chain *and* the person's groups (the ``User`` entity holds them), so entities
+        built for one set of groups are never used for another."""
+        key = (principals, groups)
+        compiled = self._chains.get(key)
         if compiled is not None:
             return compiled
         text = self.guardrails + "".join(
             grant.to_cedar() for p in principals for grant in self.grants.get(p.key, ())
         )
-        entities = [self._entity(p) for p in dict.fromkeys(principals)]
+        entities = [self._entity(p, groups) for p in dict.fromkeys(principals)]
         compiled = CompiledChain(
             cedarpy.PolicySet.from_str(text),
             cedarpy.Entities.from_json_str(json.dumps(entities)),
@@ -109,14 +116,14 @@ class PolicyState:
         with self._lock:
             if len(self._chains) >= _MAX_CHAINS:
                 self._chains.clear()
-            self._chains[principals] = compiled
+            self._chains[key] = compiled
         return compiled
 
-    def _entity(self, principal: Principal) -> dict[str, Any]:
+    def _entity(self, principal: Principal, groups: tuple[str, ...]) -> dict[str, Any]:
         if principal.kind == "user":
             return {
                 "uid": {"type": "User", "id": principal.id},
-                "attrs": {"email": principal.id, "groups": [], "state": "active"},
+                "attrs": {"email": principal.id, "groups": list(groups), "state": "active"},
                 "parents": [],
             }
         agent = self.agents[principal.id]
