@@ -171,6 +171,7 @@ class Settings(BaseModel):
     token_leeway: Duration = timedelta(seconds=30)
     assertion_ttl_max: Duration = timedelta(minutes=5)
     admin_groups: tuple[str, ...] = ()
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)  # every request body
     idp: tuple[IdpConfig, ...] = ()
     audit: AuditSettings = AuditSettings()
     vault: VaultSettings = VaultSettings()
