@@ -14,9 +14,14 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from conftest import Served, served
+import sqlalchemy as sa
+from conftest import ADMIN, Served, served, spec
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from tether import Settings
+from tether import GrantSpec, InvalidRequest, Settings, Tether
+from tether.permissions import check_pattern, is_broad, pattern_matches
 
 ISSUER = "https://idp.example.com"
 ADMIN_GROUP = "security-admins"
@@ -145,3 +150,74 @@ def _within_and_beyond(up: Served, limit: int) -> None:
 
 def test_item_07_the_default_limit_is_one_mebibyte() -> None:
     assert Settings().max_request_bytes == 1024 * 1024
+
+
+# ---- item 9: "broad" is any wildcard in the server segment -------------------------------
+
+_SERVER = st.text(alphabet="*ae-_.x", min_size=1, max_size=6).filter(
+    lambda t: "**" not in t and t not in (".", "..")
+)
+_NAME = st.one_of(st.just("*"), st.text(alphabet="akz_*", min_size=1, max_size=4)).filter(
+    lambda t: "**" not in t
+)
+
+
+def _fill(pattern: str, server_fill: str) -> str:
+    """A concrete resource inside ``pattern``: wildcards in the server segment become
+    ``server_fill``, those in later segments ``k``."""
+    first, *rest = pattern.split("/")
+    return "/".join([first.replace("*", server_fill), *(s.replace("*", "k") for s in rest)])
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    _SERVER,
+    st.lists(_NAME, max_size=3),
+    st.sampled_from(["tools/call", "resources/read", "GET", "*"]),
+)
+def test_item_09_broad_means_a_wildcard_in_the_server_segment(
+    first: str, rest: list[str], action: str
+) -> None:
+    pattern = check_pattern(action, "/".join([first, *rest]))
+    assert is_broad(action, pattern) == (action == "*" or "*" in first)
+    if "*" in first:  # it reaches two servers: fill its wildcards two ways, both match
+        one, two = _fill(pattern, "p"), _fill(pattern, "q")
+        assert one.split("/")[0] != two.split("/")[0]
+        assert pattern_matches(pattern, one) and pattern_matches(pattern, two)
+    else:  # everything it matches is on the one server it names
+        inside = _fill(pattern, "")
+        assert pattern_matches(pattern, inside)
+        for other in (f"{first}x", f"x{first}", "other"):
+            assert not pattern_matches(pattern, "/".join([other, *inside.split("/")[1:]]))
+
+
+def test_item_09_the_issues_examples_are_broad() -> None:
+    for pattern in ("*e*/*", "*-*/*", "*_*/**", "*", "**", "*/x", "gh*/x"):
+        assert is_broad("tools/call", pattern), pattern
+    for pattern in ("github/*", "fs/docs/**", "github/*e*", "spiffe://tether.local/agent/a"):
+        assert not is_broad("tools/call", pattern), pattern
+
+
+@pytest.mark.parametrize("resource", ["*e*/*", "*-*/*", "*_*/*", "gh*/x"])
+def test_item_09_wildcards_inside_the_first_segment_make_a_grant_broad(
+    tether: Tether, resource: str
+) -> None:
+    tether.registry.register(ADMIN, spec("helper"))
+    narrow = GrantSpec(principal="helper", action="tools/call", resource=resource)
+    with pytest.raises(InvalidRequest, match="broad grant"):
+        tether.grants.add(ADMIN, narrow)
+    allowed = GrantSpec(
+        principal="helper",
+        action="tools/call",
+        resource=resource,
+        allow_broad=True,
+        reason="incident 42",
+    )
+    added = tether.grants.add(ADMIN, allowed)
+    assert added.broad is True
+    assert [r.grant.id for r in tether.reports.grants(ADMIN, broad=True)] == [added.id]
+    # a grant stored as not broad under the old rule is broad when read back
+    with tether.store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE grants SET broad = :f"), {"f": False})
+    [report] = tether.reports.grants(ADMIN, broad=True)
+    assert report.grant.id == added.id and report.suggestion == "narrow: a broad grant"

@@ -2,8 +2,9 @@
 
 No grant, no access. A grant names a principal, an action, a resource pattern, an optional
 Cedar condition, an expiry, who granted it and why. Broad grants (any action, or a
-resource pattern that starts with ``*`` / ``**``) are refused unless explicitly allowed
-with a reason, and stay marked as broad.
+resource pattern with a wildcard in its first segment: see
+:func:`tether.permissions.is_broad`) are refused unless explicitly allowed with a reason,
+and stay marked as broad (a grant stored under an older, looser rule is marked on read).
 """
 
 from __future__ import annotations
@@ -300,7 +301,7 @@ def grant_from_row(row: Row[Any]) -> Grant:
         action=row.action,
         resource=row.resource,
         condition=row.condition,
-        broad=bool(row.broad),
+        broad=bool(row.broad) or is_broad(row.action, row.resource),
         granted_by=row.granted_by,
         reason=row.reason,
         created_at=row.created_at,
