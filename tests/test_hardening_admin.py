@@ -221,3 +221,78 @@ def test_item_09_wildcards_inside_the_first_segment_make_a_grant_broad(
         conn.execute(sa.text("UPDATE grants SET broad = :f"), {"f": False})
     [report] = tether.reports.grants(ADMIN, broad=True)
     assert report.grant.id == added.id and report.suggestion == "narrow: a broad grant"
+
+
+# ---- item 10: an admin's suspension is an admin hold ---------------------------------------
+
+
+def _state(up: Served, name: str) -> str:
+    state: str = up.client.get(f"/v1/agents/{name}", headers=up.admin).json()["state"]
+    return state
+
+
+def _resume(up: Served, name: str, headers: dict[str, str]) -> httpx.Response:
+    return up.client.patch(f"/v1/agents/{name}", json={"state": "active"}, headers=headers)
+
+
+def _suspend(up: Served, name: str, headers: dict[str, str]) -> httpx.Response:
+    return up.client.patch(f"/v1/agents/{name}", json={"state": "suspended"}, headers=headers)
+
+
+def test_item_10_the_owner_cannot_lift_an_admin_hold(up: Served) -> None:
+    from tether.agent_keys import generate_key_pair
+
+    alice = person(up, ALICE)
+    body = {"name": "held", "owner": ALICE, "public_key": generate_key_pair().public_key}
+    assert up.client.post("/v1/agents", json=body, headers=up.admin).status_code == 201
+    assert _suspend(up, "held", up.admin).status_code == 200
+    before = up.tether.events.size()
+    why = error_of(_resume(up, "held", alice), 403, "access_denied")
+    assert "admin hold" in why
+    assert _state(up, "held") == "suspended"
+    [refusal] = up.tether.events.list(type="access.refused", after=before)
+    assert refusal.actor == f"user:{ALICE}" and "admin hold" in (refusal.reason or "")
+    assert up.tether.events.list(type="agent.resumed") == []
+    # the admin lifts it; after that the owner's own suspension is the owner's to lift
+    assert _resume(up, "held", up.admin).status_code == 200
+    assert _state(up, "held") == "active"
+    assert _suspend(up, "held", alice).status_code == 200
+    assert _resume(up, "held", alice).status_code == 200
+    assert _state(up, "held") == "active"
+    # an admin can turn an owner's suspension into a hold
+    assert _suspend(up, "held", alice).status_code == 200
+    assert _suspend(up, "held", up.admin).status_code == 200
+    error_of(_resume(up, "held", alice), 403, "access_denied")
+    assert _state(up, "held") == "suspended"
+
+
+def test_item_10_the_cli_refuses_the_owner_with_exit_3(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import Cli
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from jwt.algorithms import OKPAlgorithm
+
+    key = Ed25519PrivateKey.generate()
+    jwk = OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    cli_env.mkdir()
+    jwks = cli_env / "idp.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "idp-1"}]}), encoding="utf-8")
+    (cli_env / "tether.toml").write_text(
+        f'[[idp]]\nissuer = "{ISSUER}"\naudience = "tether"\njwks_file = "{jwks}"\n',
+        encoding="utf-8",
+    )
+    cli = Cli(capsys)
+    assert cli("init")[0] == 0
+    assert cli("agent", "register", "held", "--owner", ALICE)[0] == 0
+    assert cli("agent", "suspend", "held", "--reason", "investigating")[0] == 0
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": "tether", "sub": ALICE, "email": ALICE, "exp": now + 300}
+    token = jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "idp-1"})
+    monkeypatch.setenv("TETHER_TOKEN", token)
+    code, out, err = cli("agent", "resume", "held")
+    assert code == 3, (code, out, err)
+    assert "admin hold" in err and "Traceback" not in out + err
+    monkeypatch.delenv("TETHER_TOKEN")
+    assert cli.json("agent", "show", "held")["state"] == "suspended"
+    assert cli.json("agent", "resume", "held")["state"] == "active"
