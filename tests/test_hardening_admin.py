@@ -296,3 +296,66 @@ def test_item_10_the_cli_refuses_the_owner_with_exit_3(
     monkeypatch.delenv("TETHER_TOKEN")
     assert cli.json("agent", "show", "held")["state"] == "suspended"
     assert cli.json("agent", "resume", "held")["state"] == "active"
+
+
+# ---- item 11: refusals are rate-limited per caller, counted, never silently dropped -------
+
+
+def test_item_11_one_callers_flood_neither_fills_the_log_nor_hides_another_caller(
+    up: Served,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from tether.api import create_app
+    from tether.audit.throttle import Refusals
+
+    now = [0.0]
+    up.tether.refusals.buckets = Refusals(rate=1.0, burst=5, clock=lambda: now[0])
+    from tether.agent_keys import generate_key_pair
+
+    body = {"name": "bob-bot", "owner": BOB, "public_key": generate_key_pair().public_key}
+    assert up.client.post("/v1/agents", json=body, headers=up.admin).status_code == 201
+    before = up.tether.events.size()
+    alice, carol = person(up, ALICE), person(up, "carol@example.com")
+    for _ in range(40):  # an authenticated flood: someone else's agent, refused
+        assert up.client.get("/v1/agents/bob-bot", headers=alice).status_code == 404
+    for _ in range(40):  # an unauthenticated flood from one address
+        assert up.client.get("/v1/agents").status_code == 401
+    assert up.client.get("/v1/agents/bob-bot", headers=carol).status_code == 404
+    elsewhere = TestClient(create_app(up.tether), client=("203.0.113.9", 4000))
+    assert elsewhere.get("/v1/agents").status_code == 401
+    refused = up.tether.events.list(type="access.refused", after=before)
+    by_actor: dict[str, int] = {}
+    for event in refused:
+        by_actor[event.actor] = by_actor.get(event.actor, 0) + 1
+    # five each for the flooders; the others' refusals are on record all the same
+    assert by_actor == {f"user:{ALICE}": 5, "user:carol@example.com": 1, "anonymous": 6}
+    assert refused[-1].actor == "anonymous" and refused[-2].actor == "user:carol@example.com"
+    # what was only counted is counted: a metric now, and on record once the buckets refill
+    metrics = up.client.get("/metrics").text
+    assert "tether_refusals_suppressed_total 70\n" in metrics
+    now[0] += 10.0
+    assert up.client.get("/v1/agents/bob-bot", headers=carol).status_code == 404
+    summaries = {
+        (e.detail["caller"], e.detail["suppressed"])
+        for e in up.tether.events.list(type="access.refused", after=refused[-1].seq)
+        if e.detail.get("op") == "refusals.suppressed"
+    }
+    assert summaries == {(f"user:{ALICE}", 35), ("anonymous@testclient", 35)}
+    # the flooder's own next refusal is recorded again
+    assert up.client.get("/v1/agents/bob-bot", headers=alice).status_code == 404
+    assert up.tether.events.list(type="access.refused")[-1].actor == f"user:{ALICE}"
+
+
+def test_item_11_counts_survive_forgetting_a_caller_and_closing() -> None:
+    from tether.audit.throttle import Refusals
+
+    now = [0.0]
+    buckets = Refusals(rate=1.0, burst=1, clock=lambda: now[0], max_callers=2)
+    assert [buckets.take("a") for _ in range(4)] == [0, None, None, None]
+    assert buckets.settled() == []  # a's bucket is still empty: nothing due yet
+    assert buckets.take("b") == 0 and buckets.take("c") == 0  # "a" is forgotten...
+    assert buckets.settled() == [("a", 3)]  # ...with its count handed out to record
+    assert buckets.take("b") is None
+    assert buckets.settled(skip="b") == []
+    assert buckets.settled(force=True) == [("b", 1)]  # at close, whatever is pending

@@ -20,6 +20,7 @@ import cedarpy
 from sqlalchemy import Connection, Row, insert, select, update
 
 from tether.audit.log import AuditLog
+from tether.audit.throttle import RefusalLog, Refusals
 from tether.callers import Caller
 from tether.config import Settings
 from tether.durations import format_duration
@@ -105,11 +106,15 @@ class Grants:
         log: AuditLog,
         epoch: StateEpoch,
         clock: Callable[[], datetime],
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._registry = registry
         self._log = log
+        self._refusals = refusals or RefusalLog(
+            log, Refusals(settings.refusals_per_second, settings.refusals_burst)
+        )
         self._epoch = epoch
         self._clock = clock
 
@@ -128,12 +133,11 @@ class Grants:
         condition = self._condition(spec.condition)
         lifetime = self._lifetime(spec.expires_in)
         if not by.is_admin:
-            self._log.record(
-                "access.refused",
-                actor=by.subject,
+            self._refusals.record(
+                by.subject,
+                "only admins grant permissions",
+                "grant.add",
                 subject=principal.display(self._settings.trust_domain),
-                reason="only admins grant permissions",
-                detail={"op": "grant.add"},
             )
             raise Forbidden("only an admin can grant permissions")
         now = self._clock()
@@ -195,12 +199,8 @@ class Grants:
     def revoke(self, by: Caller, grant_id: str, reason: str = "") -> Grant:
         reason = parse_text(reason, "reason")
         if not by.is_admin:
-            self._log.record(
-                "access.refused",
-                actor=by.subject,
-                subject=grant_id,
-                reason="only admins revoke grants",
-                detail={"op": "grant.revoke"},
+            self._refusals.record(
+                by.subject, "only admins revoke grants", "grant.revoke", subject=grant_id
             )
             raise Forbidden("only an admin can revoke grants")
         now = self._clock()

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 
 from tether.agent_keys import generate_key_pair, parse_public_key
 from tether.audit.log import AuditLog
+from tether.audit.throttle import RefusalLog, Refusals
 from tether.callers import Caller
 from tether.config import Settings
 from tether.durations import format_duration
@@ -70,10 +71,14 @@ class Registry:
         log: AuditLog,
         epoch: StateEpoch,
         clock: Callable[[], datetime],
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._log = log
+        self._refusals = refusals or RefusalLog(
+            log, Refusals(settings.refusals_per_second, settings.refusals_burst)
+        )
         self._epoch = epoch
         self._clock = clock
         self._prefix = agent_id_prefix(settings.trust_domain)
@@ -493,9 +498,7 @@ class Registry:
             raise Forbidden(held.reason) from None
 
     def _refuse(self, by: Caller, subject: str, what: str, why: str) -> None:
-        self._log.record(
-            "access.refused", actor=by.subject, subject=subject, reason=why, detail={"op": what}
-        )
+        self._refusals.record(by.subject, why, what, subject=subject)
 
     def _agent(self, found: Row[Any] | Mapping[str, Any]) -> Agent:
         row = SimpleNamespace(**(found._mapping if isinstance(found, Row) else found))
