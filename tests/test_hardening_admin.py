@@ -15,12 +15,15 @@ import httpx
 import jwt
 import pytest
 import sqlalchemy as sa
-from conftest import ADMIN, Served, served, spec
+from conftest import ADMIN, Cli, Served, served, spec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from jwt.algorithms import OKPAlgorithm
 
 from tether import GrantSpec, InvalidRequest, Settings, Tether
+from tether.agent_keys import generate_key_pair
 from tether.permissions import check_pattern, is_broad, pattern_matches
 
 ISSUER = "https://idp.example.com"
@@ -30,20 +33,37 @@ BOB = "bob@example.com"
 MIB = 1024 * 1024
 
 
-def person(up: Served, email: str, groups: list[str] | None = None) -> dict[str, str]:
+def _idp_token(key: Ed25519PrivateKey, email: str) -> str:
+    """A person's token from the test IdP (kid ``idp-1``), for the admin API."""
     now = int(time.time())
-    claims: dict[str, Any] = {
-        "iss": ISSUER,
-        "aud": "tether",
-        "sub": email,
-        "email": email,
-        "iat": now,
-        "exp": now + 300,
-    }
-    if groups is not None:
-        claims["groups"] = groups
-    token = jwt.encode(claims, up.idp_key, algorithm="EdDSA", headers={"kid": "idp-1"})
-    return {"Authorization": f"Bearer {token}"}
+    claims = {"iss": ISSUER, "aud": "tether", "sub": email, "email": email, "exp": now + 300}
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "idp-1"})
+
+
+def person(up: Served, email: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_idp_token(up.idp_key, email)}"}
+
+
+def _cli_with_idp(home: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Cli, Ed25519PrivateKey]:
+    """The CLI in local mode on a new ``home`` that trusts a test IdP (whose key is returned):
+    TETHER_TOKEN set to a person's token makes the CLI act as that person."""
+    key = Ed25519PrivateKey.generate()
+    jwk = OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    home.mkdir()
+    jwks = home / "idp.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "idp-1"}]}), encoding="utf-8")
+    (home / "tether.toml").write_text(
+        f'[[idp]]\nissuer = "{ISSUER}"\naudience = "tether"\njwks_file = "{jwks}"\n',
+        encoding="utf-8",
+    )
+    cli = Cli(capsys)
+    assert cli("init")[0] == 0
+    return cli, key
+
+
+def _register(up: Served, name: str, owner: str) -> None:
+    body = {"name": name, "owner": owner, "public_key": generate_key_pair().public_key}
+    assert up.client.post("/v1/agents", json=body, headers=up.admin).status_code == 201
 
 
 def error_of(response: httpx.Response, status: int, error: str) -> str:
@@ -121,8 +141,6 @@ def test_item_07_a_body_within_the_limit_still_works(
 
 
 def _within_and_beyond(up: Served, limit: int) -> None:
-    from tether.agent_keys import generate_key_pair
-
     body = {"name": "small", "owner": ALICE, "public_key": generate_key_pair().public_key}
     assert up.client.post("/v1/agents", json=body, headers=up.admin).status_code == 201
     padded = json.dumps(
@@ -240,11 +258,8 @@ def _suspend(up: Served, name: str, headers: dict[str, str]) -> httpx.Response:
 
 
 def test_item_10_the_owner_cannot_lift_an_admin_hold(up: Served) -> None:
-    from tether.agent_keys import generate_key_pair
-
     alice = person(up, ALICE)
-    body = {"name": "held", "owner": ALICE, "public_key": generate_key_pair().public_key}
-    assert up.client.post("/v1/agents", json=body, headers=up.admin).status_code == 201
+    _register(up, "held", ALICE)
     assert _suspend(up, "held", up.admin).status_code == 200
     before = up.tether.events.size()
     why = error_of(_resume(up, "held", alice), 403, "access_denied")
@@ -269,27 +284,10 @@ def test_item_10_the_owner_cannot_lift_an_admin_hold(up: Served) -> None:
 def test_item_10_the_cli_refuses_the_owner_with_exit_3(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from conftest import Cli
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from jwt.algorithms import OKPAlgorithm
-
-    key = Ed25519PrivateKey.generate()
-    jwk = OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
-    cli_env.mkdir()
-    jwks = cli_env / "idp.json"
-    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "idp-1"}]}), encoding="utf-8")
-    (cli_env / "tether.toml").write_text(
-        f'[[idp]]\nissuer = "{ISSUER}"\naudience = "tether"\njwks_file = "{jwks}"\n',
-        encoding="utf-8",
-    )
-    cli = Cli(capsys)
-    assert cli("init")[0] == 0
+    cli, key = _cli_with_idp(cli_env, capsys)
     assert cli("agent", "register", "held", "--owner", ALICE)[0] == 0
     assert cli("agent", "suspend", "held", "--reason", "investigating")[0] == 0
-    now = int(time.time())
-    claims = {"iss": ISSUER, "aud": "tether", "sub": ALICE, "email": ALICE, "exp": now + 300}
-    token = jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "idp-1"})
-    monkeypatch.setenv("TETHER_TOKEN", token)
+    monkeypatch.setenv("TETHER_TOKEN", _idp_token(key, ALICE))
     code, out, err = cli("agent", "resume", "held")
     assert code == 3, (code, out, err)
     assert "admin hold" in err and "Traceback" not in out + err
@@ -311,10 +309,7 @@ def test_item_11_one_callers_flood_neither_fills_the_log_nor_hides_another_calle
 
     now = [0.0]
     up.tether.refusals.buckets = Refusals(rate=1.0, burst=5, clock=lambda: now[0])
-    from tether.agent_keys import generate_key_pair
-
-    body = {"name": "bob-bot", "owner": BOB, "public_key": generate_key_pair().public_key}
-    assert up.client.post("/v1/agents", json=body, headers=up.admin).status_code == 201
+    _register(up, "bob-bot", BOB)
     before = up.tether.events.size()
     alice, carol = person(up, ALICE), person(up, "carol@example.com")
     for _ in range(40):  # an authenticated flood: someone else's agent, refused
@@ -359,3 +354,63 @@ def test_item_11_counts_survive_forgetting_a_caller_and_closing() -> None:
     assert buckets.take("b") is None
     assert buckets.settled(skip="b") == []
     assert buckets.settled(force=True) == [("b", 1)]  # at close, whatever is pending
+
+
+# ---- item 16: upstream definitions are for admins and the server's owner ------------------
+
+SECRET_LOOKING = ("--token-file", "/etc/files/token", "API_BASE", "internal.example", "env:GH")
+
+
+def test_item_16_upstream_definitions_are_shown_to_admins_and_the_owner_only(
+    up: Served,
+) -> None:
+    server = {
+        "name": "files",
+        "command": "python -m files_server --token-file /etc/files/token",
+        "env": ["API_BASE=https://internal.example"],
+        "credentials": ["TOKEN=env:GH"],
+        "owner": ALICE,
+    }
+    added = up.client.post("/v1/gateway/servers", json=server, headers=up.admin)
+    assert added.status_code == 201, added.text
+    resource = added.json()["resource"]
+    for who, headers in (("admin", up.admin), ("owner", person(up, ALICE))):
+        [listed] = up.client.get("/v1/gateway/servers", headers=headers).json()["servers"]
+        shown = up.client.get("/v1/gateway/servers/files", headers=headers).json()
+        for view in (listed, shown):
+            assert view["command"][-1] == "/etc/files/token", who
+            assert view["env"] == {"API_BASE": "https://internal.example"}, who
+            assert view["credentials"][0]["ref"] == "env:GH", who
+        assert "pins" in shown
+    other = person(up, BOB)
+    [listed] = up.client.get("/v1/gateway/servers", headers=other).json()["servers"]
+    shown = up.client.get("/v1/gateway/servers/files", headers=other)
+    assert shown.status_code == 200
+    for view in (listed, shown.json()):
+        assert view == {"name": "files", "transport": "stdio", "resource": resource}
+        assert not any(text in json.dumps(view) for text in SECRET_LOOKING)
+    # without a token: nothing at all
+    assert up.client.get("/v1/gateway/servers").status_code == 401
+
+
+def test_item_16_the_cli_list_hides_the_definition_from_another_user(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli, key = _cli_with_idp(cli_env, capsys)
+    code, out, err = cli(
+        "gateway",
+        "add",
+        "files",
+        "--command",
+        "python -m files_server --token-file /etc/files/token",
+        "--env",
+        "API_BASE=https://internal.example",
+        "--credential",
+        "TOKEN=env:GH",
+    )
+    assert code == 0, (out, err)
+    monkeypatch.setenv("TETHER_TOKEN", _idp_token(key, BOB))
+    for argv in (("gateway", "list"), ("gateway", "list", "--json")):
+        code, out, err = cli(*argv)
+        assert code == 0 and "files" in out and "Traceback" not in out + err, (out, err)
+        assert not any(text in out for text in SECRET_LOOKING), out
