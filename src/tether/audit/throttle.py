@@ -4,8 +4,9 @@ Every refusal is recorded, up to ``rate`` a second (bursts of ``burst``) *per ca
 authenticated identity, or for an unauthenticated request the client's address. Beyond
 that a caller's refusals are only counted, and the count is recorded all the same: the
 caller's next recorded refusal carries it, or, when that caller's bucket has refilled, a
-summary event written on anyone's next refusal (or when Tether closes). One caller's flood
-thus neither grows the log without bound nor hides another caller's refusals."""
+summary event written on anyone's next refusal, by the server's sweeper, or when Tether
+closes. One caller's flood thus neither grows the log without bound nor hides another
+caller's refusals."""
 
 from __future__ import annotations
 
@@ -164,6 +165,11 @@ class RefusalLog:
             body["suppressed_before"] = suppressed
         body.update(detail or {})
         self._log.record(type, actor=actor, subject=subject, reason=reason, detail=body, **fields)
+
+    def settle(self) -> None:
+        """Record the counts of callers whose buckets have refilled (a periodic chore, so a
+        flood that stops is on record without waiting for the next refusal)."""
+        self.summarise(self.buckets.settled())
 
     def flush(self) -> None:
         """Record every count still pending (at close)."""

@@ -97,7 +97,11 @@ def up(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request URLs may carry secrets
     # Kill actions outside the store that failed (vault leases, rotations) are retried.
-    chores = [tether.tokens.purge, every(10.0, tether.killswitch.retry)]
+    chores = [
+        tether.tokens.purge,
+        every(10.0, tether.killswitch.retry),
+        every(5.0, tether.refusals.settle),  # suppressed refusals' counts, on record
+    ]
     sweeper = Sweeper(tether.registry, config.sweep_interval.total_seconds(), chores)
     checkpointer = Checkpointer(
         tether.checkpoints,
