@@ -414,3 +414,28 @@ def test_item_16_the_cli_list_hides_the_definition_from_another_user(
         code, out, err = cli(*argv)
         assert code == 0 and "files" in out and "Traceback" not in out + err, (out, err)
         assert not any(text in out for text in SECRET_LOOKING), out
+
+
+def test_item_11_an_ipv6_host_gets_one_bucket_for_its_whole_64() -> None:
+    from tether.audit.throttle import CLIENT_ADDRESS, RefusalLog, Refusals
+
+    recorded: list[dict[str, Any]] = []
+
+    class Log:
+        def record(self, type: str, **fields: Any) -> None:
+            recorded.append(fields)
+
+    refusals = RefusalLog(Log(), Refusals(rate=0.0, burst=1))  # type: ignore[arg-type]
+    for address in ("2001:db8::1", "2001:db8::2:3", "2001:db8:0:1::1", "192.0.2.1"):
+        token = CLIENT_ADDRESS.set(address)
+        try:
+            refusals.record("anonymous", "missing bearer token", "authenticate")
+        finally:
+            CLIENT_ADDRESS.reset(token)
+    assert len(recorded) == 3  # the second address shares the first one's /64
+    refusals.flush()
+    assert recorded[-1]["detail"] == {
+        "op": "refusals.suppressed",
+        "suppressed": 1,
+        "caller": "anonymous@2001:db8::/64",
+    }

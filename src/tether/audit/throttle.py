@@ -10,6 +10,7 @@ caller's refusals."""
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import OrderedDict
@@ -154,7 +155,7 @@ class RefusalLog:
     ) -> None:
         """Record a refusal of ``actor`` (``anonymous``: keyed by the client's address), or
         only count it when that caller is over its rate."""
-        caller = actor if actor != "anonymous" else f"anonymous@{CLIENT_ADDRESS.get() or '-'}"
+        caller = actor if actor != "anonymous" else f"anonymous@{_network(CLIENT_ADDRESS.get())}"
         self.summarise(self.buckets.settled(skip=caller))
         suppressed = self.buckets.take(caller)
         if suppressed is None:
@@ -187,3 +188,17 @@ class RefusalLog:
                 "(rate limit)",
                 detail={"op": "refusals.suppressed", "suppressed": count, "caller": caller},
             )
+
+
+def _network(address: str | None) -> str:
+    """The bucket of an anonymous client: its IPv4 address, or its IPv6 /64 (one host
+    holds a whole /64, so a bucket per IPv6 address would be a bucket per attempt)."""
+    if not address:
+        return "-"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if parsed.version == 6 and parsed.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed.ipv4_mapped or parsed) if parsed.version == 6 else str(parsed)
