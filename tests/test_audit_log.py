@@ -675,11 +675,11 @@ def test_anonymous_refusals_are_rate_limited_and_counted() -> None:
 def test_a_flood_of_unauthenticated_requests_cannot_grow_the_log_without_bound(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    from tether.audit.throttle import Throttle
+    from tether.audit.throttle import Refusals
 
     now = [0.0]
     with served(make_settings, tmp_path, ISSUER) as up:
-        up.tether.anonymous = Throttle(rate=1.0, burst=50, clock=lambda: now[0])
+        up.tether.refusals.buckets = Refusals(rate=1.0, burst=50, clock=lambda: now[0])
         before = up.tether.events.size()
         for _ in range(260):
             assert up.client.get("/v1/agents").status_code == 401  # refused all the same
@@ -871,7 +871,7 @@ def test_a_note_with_non_ascii_in_its_signature_is_a_verification_failure() -> N
 def test_a_suspended_agents_refused_token_names_the_agent_and_is_never_dropped(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    from tether.audit.throttle import Throttle
+    from tether.audit.throttle import Refusals
 
     with served(make_settings, tmp_path, ISSUER) as up:
         from tether.agent_keys import generate_key_pair
@@ -880,7 +880,10 @@ def test_a_suspended_agents_refused_token_names_the_agent_and_is_never_dropped(
         body = {"name": "bot", "owner": "alice@example.com", "public_key": pair.public_key}
         assert up.client.post("/v1/agents", json=body, headers=up.admin).status_code == 201
         up.tether.registry.suspend(ADMIN, "bot")
-        up.tether.anonymous = Throttle(rate=0.0, burst=0)  # anonymous refusals all dropped
+        # per caller since issue 13 item 11: anonymous callers have no room left, but the
+        # agent's refusal is in its own bucket
+        up.tether.refusals.buckets = Refusals(rate=0.0, burst=1)
+        up.tether.refusals.buckets.take("anonymous@testclient")
         agent_id = up.tether.registry.agent_id("bot")
         now = int(time.time())
         assertion = jwt.encode(

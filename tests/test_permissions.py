@@ -272,7 +272,10 @@ def test_any_accepted_pattern_compiles_to_one_valid_cedar_condition(text: str) -
         ("tools/call", "github/**", False),
         ("tools/call", "github/create_issue", False),
         ("tools/call", "fs/read_*", False),
-        ("tools/call", "a*/b", False),
+        ("tools/call", "a*/b", True),  # issue 13 item 9: a wildcard in the server segment
+        ("tools/call", "*e*/*", True),
+        ("tools/call", "*-*/*", True),
+        ("tools/call", "github/*e*", False),
         ("delegate", AGENT_ID, False),
     ],
 )

@@ -174,6 +174,9 @@ class Settings(BaseModel):
     # servers and (for a hand-off) agents; any other audience is invalid_target.
     resource_servers: tuple[str, ...] = ()
     admin_groups: tuple[str, ...] = ()
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)  # every request body
+    refusals_per_second: float = Field(default=20.0, ge=0)  # recorded refusals, per caller
+    refusals_burst: int = Field(default=200, ge=1)
     idp: tuple[IdpConfig, ...] = ()
     audit: AuditSettings = AuditSettings()
     vault: VaultSettings = VaultSettings()

@@ -13,7 +13,7 @@ from tether.admin_tokens import TOKEN_PREFIX, AdminTokens
 from tether.audit.checkpoints import Checkpoints
 from tether.audit.log import AuditLog
 from tether.audit.record import Entry
-from tether.audit.throttle import Throttle
+from tether.audit.throttle import RefusalLog, Refusals
 from tether.audit.verify import Report, verify
 from tether.callers import Caller
 from tether.config import Settings
@@ -95,18 +95,24 @@ class Tether:
         self.clock = clock
         self.events = AuditLog(store, clock)
         self.checkpoints = Checkpoints(store, settings, self.events, clock)
-        self.anonymous = Throttle(rate=20.0, burst=200)  # refusals of unknown callers
         self.upstreams = Upstreams(store, settings, self.events, clock)
         self.pins = Pins(store, self.events, clock)
         self.metrics = Metrics()
+        self.refusals = RefusalLog(
+            self.events,
+            Refusals(settings.refusals_per_second, settings.refusals_burst),
+            lambda: self.metrics.inc("tether_refusals_suppressed_total"),
+        )
         self.admin_tokens = AdminTokens(store, clock)
         self.dev_idp = DevIdp(settings) if settings.dev_idp else None
         idps = (*settings.idp, self.dev_idp.config()) if self.dev_idp else settings.idp
         self.identity_providers = IdentityProviders(idps, settings.admin_groups)
         self.epoch = StateEpoch(store, settings.decision_staleness_ms / 1000)
         self._listener: EpochListener | None = None
-        self.registry = Registry(store, settings, self.events, self.epoch, clock)
-        self.grants = Grants(store, settings, self.registry, self.events, self.epoch, clock)
+        self.registry = Registry(store, settings, self.events, self.epoch, clock, self.refusals)
+        self.grants = Grants(
+            store, settings, self.registry, self.events, self.epoch, clock, self.refusals
+        )
         self.guardrails = Guardrails(store, self.events, self.epoch, clock)
         self.keys = SigningKeys(store, settings, self.events, clock)
         self.tokens = Tokens(
@@ -231,25 +237,9 @@ class Tether:
         return list(decisions)
 
     def refused(self, actor: str, reason: str, op: str, **fields: Any) -> None:
-        """Record a refusal at a face (``access.refused``, or ``type=``); refusals of
-        anonymous callers are rate-limited and counted (see :class:`Throttle`)."""
-        detail: dict[str, Any] = {"op": op}
-        if actor == "anonymous":
-            suppressed = self.anonymous.take()
-            if suppressed is None:
-                return
-            if suppressed:
-                detail["suppressed_before"] = suppressed
-        detail.update(fields.pop("detail", {}))
-        type_ = fields.pop("type", "access.refused")
-        self.events.record(
-            type_,
-            actor=actor,
-            subject=fields.pop("subject", None),
-            reason=reason,
-            detail=detail,
-            **fields,
-        )
+        """Record a refusal at a face (``access.refused``, or ``type=``), rate-limited per
+        caller and never silently dropped (see :mod:`tether.audit.throttle`)."""
+        self.refusals.record(actor, reason, op, **fields)
 
     @property
     def version(self) -> str:
@@ -290,6 +280,10 @@ class Tether:
             self._listener = EpochListener(self.store, self.epoch).start()
 
     def close(self) -> None:
+        try:  # suppressed refusals still only counted are recorded before closing
+            self.refusals.flush()
+        except TetherError as exc:
+            log.error("suppressed refusals were not recorded at close: %s", exc.description)
         if self._listener is not None:
             self._listener.stop()
             self._listener = None

@@ -2,8 +2,9 @@
 
 No grant, no access. A grant names a principal, an action, a resource pattern, an optional
 Cedar condition, an expiry, who granted it and why. Broad grants (any action, or a
-resource pattern that starts with ``*`` / ``**``) are refused unless explicitly allowed
-with a reason, and stay marked as broad.
+resource pattern with a wildcard in its first segment: see
+:func:`tether.permissions.is_broad`) are refused unless explicitly allowed with a reason,
+and stay marked as broad (a grant stored under an older, looser rule is marked on read).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import cedarpy
 from sqlalchemy import Connection, Row, insert, select, update
 
 from tether.audit.log import AuditLog
+from tether.audit.throttle import RefusalLog, Refusals
 from tether.callers import Caller
 from tether.config import Settings
 from tether.durations import format_duration
@@ -104,11 +106,15 @@ class Grants:
         log: AuditLog,
         epoch: StateEpoch,
         clock: Callable[[], datetime],
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._registry = registry
         self._log = log
+        self._refusals = refusals or RefusalLog(
+            log, Refusals(settings.refusals_per_second, settings.refusals_burst)
+        )
         self._epoch = epoch
         self._clock = clock
 
@@ -127,12 +133,11 @@ class Grants:
         condition = self._condition(spec.condition)
         lifetime = self._lifetime(spec.expires_in)
         if not by.is_admin:
-            self._log.record(
-                "access.refused",
-                actor=by.subject,
+            self._refusals.record(
+                by.subject,
+                "only admins grant permissions",
+                "grant.add",
                 subject=principal.display(self._settings.trust_domain),
-                reason="only admins grant permissions",
-                detail={"op": "grant.add"},
             )
             raise Forbidden("only an admin can grant permissions")
         now = self._clock()
@@ -194,12 +199,8 @@ class Grants:
     def revoke(self, by: Caller, grant_id: str, reason: str = "") -> Grant:
         reason = parse_text(reason, "reason")
         if not by.is_admin:
-            self._log.record(
-                "access.refused",
-                actor=by.subject,
-                subject=grant_id,
-                reason="only admins revoke grants",
-                detail={"op": "grant.revoke"},
+            self._refusals.record(
+                by.subject, "only admins revoke grants", "grant.revoke", subject=grant_id
             )
             raise Forbidden("only an admin can revoke grants")
         now = self._clock()
@@ -300,7 +301,7 @@ def grant_from_row(row: Row[Any]) -> Grant:
         action=row.action,
         resource=row.resource,
         condition=row.condition,
-        broad=bool(row.broad),
+        broad=bool(row.broad) or is_broad(row.action, row.resource),
         granted_by=row.granted_by,
         reason=row.reason,
         created_at=row.created_at,

@@ -13,7 +13,9 @@ use ``A-Z a-z 0-9 . _ ~ : @ + = , -``. A resource *pattern* may also use:
   (``fs/docs/**`` matches ``fs/docs/a`` and ``fs/docs/a/b``).
 
 For ``delegate`` the resource is an agent ID (a SPIFFE ID), or ``*`` for any agent.
-A pattern whose first segment is ``*`` or ``**``, or whose action is ``*``, is *broad*.
+A grant whose action is ``*``, or whose pattern's first segment (the server, or the whole
+``delegate`` target) holds a wildcard anywhere (``*``, ``**``, ``*e*``, ``gh-*``), is *broad*:
+it reaches across servers rather than within one.
 """
 
 from __future__ import annotations
@@ -104,7 +106,9 @@ def check_pattern(action: str, pattern: str) -> str:
 
 
 def is_broad(action: str, pattern: str) -> bool:
-    return action == "*" or pattern.split("/", 1)[0] in ("*", "**")
+    """Any action, or a wildcard anywhere in the first segment: such a pattern can match
+    resources of more than one server (a narrow one names its server literally)."""
+    return action == "*" or "*" in pattern.split("/", 1)[0]
 
 
 @lru_cache(maxsize=4096)

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 
 from tether.agent_keys import generate_key_pair, parse_public_key
 from tether.audit.log import AuditLog
+from tether.audit.throttle import RefusalLog, Refusals
 from tether.callers import Caller
 from tether.config import Settings
 from tether.durations import format_duration
@@ -70,10 +71,14 @@ class Registry:
         log: AuditLog,
         epoch: StateEpoch,
         clock: Callable[[], datetime],
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._log = log
+        self._refusals = refusals or RefusalLog(
+            log, Refusals(settings.refusals_per_second, settings.refusals_burst)
+        )
         self._epoch = epoch
         self._clock = clock
         self._prefix = agent_id_prefix(settings.trust_domain)
@@ -264,9 +269,12 @@ class Registry:
     # ---- changes ----------------------------------------------------------------------
 
     def suspend(self, by: Caller, ref: str, reason: str = "") -> Agent:
+        """Suspend an agent. An admin's suspension is an *admin hold*: only an admin lifts
+        it (an admin may also turn an owner's suspension into a hold)."""
         return self._move(by, ref, AgentState.SUSPENDED, "agent.suspended", reason)
 
     def resume(self, by: Caller, ref: str, reason: str = "") -> Agent:
+        """Resume a suspended agent; its owner cannot lift an admin hold (refused, recorded)."""
         return self._move(by, ref, AgentState.ACTIVE, "agent.resumed", reason)
 
     def retire(self, by: Caller, ref: str, reason: str = "") -> Agent:
@@ -274,13 +282,33 @@ class Registry:
 
     def _move(self, by: Caller, ref: str, target: AgentState, event: str, reason: str) -> Agent:
         def change(conn: Connection, agent: Agent) -> dict[str, Any]:
+            held_by = conn.execute(
+                select(agents.c.held_by).where(agents.c.name == agent.name)
+            ).scalar()
+            if agent.state is not AgentState.SUSPENDED:
+                held_by = None  # a hold ends with the suspension (expiry, retirement, kill)
+            hold = by.subject if by.is_admin and target is AgentState.SUSPENDED else None
+            if hold is not None and agent.state is target and held_by is None:
+                self._write_state(conn, agent.name, target, held_by=hold)  # now a hold
+                return {"from": agent.state.value, "to": target.value, "hold": True}
             check_transition(agent.name, agent.state, target)
+            if target is AgentState.ACTIVE and held_by is not None and not by.is_admin:
+                raise _Held(
+                    agent.name,
+                    f"agent {agent.name} is on an admin hold: an admin "
+                    "suspended it, and only an admin can resume it",
+                )
             if target is AgentState.ACTIVE and agent.owner is None:
                 raise InvalidRequest(
                     f"agent {agent.name} has no owner: set one with `agent set-owner` first"
                 )
-            self._write_state(conn, agent.name, target)
-            return {"from": agent.state.value, "to": target.value}
+            self._write_state(conn, agent.name, target, held_by=hold)
+            detail: dict[str, Any] = {"from": agent.state.value, "to": target.value}
+            if target is AgentState.SUSPENDED:
+                detail["hold"] = hold is not None
+            if held_by is not None:
+                detail["lifted_hold_of"] = held_by
+            return detail
 
         return self._change(by, ref, event, reason, change)
 
@@ -440,11 +468,13 @@ class Registry:
             row = conn.execute(select(agents).where(agents.c.name == name)).one()
         return self._agent(row)
 
-    def _write_state(self, conn: Connection, name: str, state: AgentState) -> None:
+    def _write_state(
+        self, conn: Connection, name: str, state: AgentState, held_by: str | None = None
+    ) -> None:
         conn.execute(
             update(agents)
             .where(agents.c.name == name)
-            .values(state=state.value, state_changed_at=self._clock())
+            .values(state=state.value, state_changed_at=self._clock(), held_by=held_by)
         )
 
     def _visible(self, by: Caller, name: AgentName, row: Row[Any] | None) -> Agent:
@@ -463,11 +493,12 @@ class Registry:
             if hidden.exists:
                 self._refuse(by, agent_id, what, "not the owner")
             raise NotFound(f"no agent {agent_id}") from None
+        except _Held as held:
+            self._refuse(by, self.agent_id(held.name), what, held.reason)
+            raise Forbidden(held.reason) from None
 
     def _refuse(self, by: Caller, subject: str, what: str, why: str) -> None:
-        self._log.record(
-            "access.refused", actor=by.subject, subject=subject, reason=why, detail={"op": what}
-        )
+        self._refusals.record(by.subject, why, what, subject=subject)
 
     def _agent(self, found: Row[Any] | Mapping[str, Any]) -> Agent:
         row = SimpleNamespace(**(found._mapping if isinstance(found, Row) else found))
@@ -503,6 +534,15 @@ class _Hidden(Exception):
         super().__init__(name)
         self.name = name
         self.exists = exists
+
+
+class _Held(Exception):
+    """The owner tried to lift an admin hold (refused once the transaction is over)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name = name
+        self.reason = reason
 
 
 def _refuse_terminal(agent: Agent, verb: str) -> None:

@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.routing import Route
 
 from tether.api import agents, audit, authzen, credentials, discovery, gateway, grants, oauth
+from tether.api.body_limit import BodyLimit
 from tether.api.errors import install_error_handlers
 from tether.api.request_ids import RequestIds
 from tether.callers import Caller
@@ -38,7 +39,8 @@ def create_app(tether: Tether) -> FastAPI:
     )
     app.state.tether = tether
     install_error_handlers(app)
-    app.add_middleware(RequestIds)
+    app.add_middleware(BodyLimit, max_bytes=tether.settings.max_request_bytes)
+    app.add_middleware(RequestIds)  # outermost: even a refused body gets its request ID
     app.include_router(agents.router)
     app.include_router(grants.router)
     app.include_router(authzen.router)

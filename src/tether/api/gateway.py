@@ -1,4 +1,8 @@
-"""``/v1/gateway/servers``: the upstream MCP servers behind the gateway and their pins."""
+"""``/v1/gateway/servers``: the upstream MCP servers behind the gateway and their pins.
+
+A server's upstream definition (command line, URL, environment, credential references,
+owner) and its pins are shown to admins and the server's owner only; any other
+authenticated person sees what an agent needs to reach it: name, transport and resource."""
 
 from __future__ import annotations
 
@@ -9,11 +13,25 @@ from pydantic import Field
 
 from tether.api.bodies import StrictBody
 from tether.api.deps import CallerDep, TetherDep
-from tether.gateway.servers import UpstreamSpec
+from tether.callers import Caller
+from tether.gateway.servers import Upstream, UpstreamSpec
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["gateway"])
+
+PUBLIC_FIELDS = ("name", "transport", "resource")
+
+
+def _sees_definition(caller: Caller, upstream: Upstream) -> bool:
+    return caller.is_admin or caller.owns(upstream.owner)
+
+
+def _view(tether: TetherDep, caller: Caller, upstream: Upstream) -> dict[str, Any]:
+    full = upstream.to_dict(tether.settings.issuer)
+    if _sees_definition(caller, upstream):
+        return full
+    return {key: full[key] for key in PUBLIC_FIELDS}
 
 
 class AddServer(StrictBody):
@@ -34,8 +52,7 @@ class Approve(StrictBody):
 
 @router.get("/v1/gateway/servers")
 def list_servers(tether: TetherDep, caller: CallerDep) -> dict[str, Any]:
-    issuer = tether.settings.issuer
-    return {"servers": [u.to_dict(issuer) for u in tether.upstreams.list()]}
+    return {"servers": [_view(tether, caller, u) for u in tether.upstreams.list()]}
 
 
 @router.post("/v1/gateway/servers", status_code=201)
@@ -54,6 +71,8 @@ def add_server(tether: TetherDep, caller: CallerDep, body: AddServer) -> dict[st
 @router.get("/v1/gateway/servers/{name}")
 def show_server(tether: TetherDep, caller: CallerDep, name: str) -> dict[str, Any]:
     upstream = tether.upstreams.get(name)
+    if not _sees_definition(caller, upstream):
+        return _view(tether, caller, upstream)
     return {
         **upstream.to_dict(tether.settings.issuer),
         "pins": [p.to_dict() for p in tether.pins.list(upstream.name)],

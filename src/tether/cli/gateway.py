@@ -61,9 +61,12 @@ def list_(json_: Json = False) -> None:
         return
     table = Table("name", "transport", "where", "credentials", "owner", "resource")
     for server in servers:
-        where = " ".join(server["command"]) if server["transport"] == "stdio" else server["url"]
-        creds = ", ".join(f"{c['name']}={c['ref']}" for c in server["credentials"])
-        owner = server.get("owner") or "-"
+        if "command" not in server:  # not an admin nor its owner: no upstream definition
+            where, creds, owner = "(hidden)", "(hidden)", "(hidden)"
+        else:
+            where = " ".join(server["command"]) if server["transport"] == "stdio" else server["url"]
+            creds = ", ".join(f"{c['name']}={c['ref']}" for c in server["credentials"])
+            owner = server.get("owner") or "-"
         table.add_row(server["name"], server["transport"], where, creds, owner, server["resource"])
     output.console.print(table)
 

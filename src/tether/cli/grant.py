@@ -25,7 +25,12 @@ def add(
     expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 7d.")] = None,
     reason: Reason = "",
     allow_broad: Annotated[
-        bool, typer.Option("--allow-broad", help="Allow * / ** at the top (needs --reason).")
+        bool,
+        typer.Option(
+            "--allow-broad",
+            help="Allow a broad grant: action *, or a wildcard in the server segment "
+            "(needs --reason).",
+        ),
     ] = False,
     json_: Json = False,
 ) -> None:

@@ -102,7 +102,11 @@ def up(
     if vault_warning:
         logging.getLogger("tether.vault").warning("%s", vault_warning)
     # Kill actions outside the store that failed (vault leases, rotations) are retried.
-    chores = [tether.tokens.purge, every(10.0, tether.killswitch.retry)]
+    chores = [
+        tether.tokens.purge,
+        every(10.0, tether.killswitch.retry),
+        every(5.0, tether.refusals.settle),  # suppressed refusals' counts, on record
+    ]
     sweeper = Sweeper(tether.registry, config.sweep_interval.total_seconds(), chores)
     checkpointer = Checkpointer(
         tether.checkpoints,

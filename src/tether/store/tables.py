@@ -69,6 +69,9 @@ agents = Table(
     Column("unowned_since", UtcDateTime, nullable=True),
     Column("public_key", String(64), nullable=False, unique=True),
     Column("key_rotated_at", UtcDateTime, nullable=False),
+    # the admin whose suspension this is (an admin hold: only an admin lifts it); NULL when
+    # the agent is not suspended, or its owner suspended it
+    Column("held_by", String(300), nullable=True),
     Index("ix_agents_owner", "owner"),
     Index("ix_agents_state", "state"),
     Index("ix_agents_parent", "parent"),
