@@ -115,21 +115,44 @@ def agent_user() -> Iterator[Agent]:
     home = Path(tempfile.mkdtemp(prefix="tether-agent-"))
     os.chown(home, uid, gid)
     home.chmod(0o700)
+    mirror: Path | None = None
     try:
-        for python in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
-            agent = Agent(uid, gid, python, f"{SRC}:{site}", home)
-            probe = subprocess.run(
-                agent.argv("-c", "import tether.gateway.stdio"),
-                env=agent.env("http://unused", home / "none"),
-                capture_output=True,
-                cwd=home,
-            )
-            if probe.returncode == 0:
-                yield agent
-                return
+        paths = f"{SRC}:{site}"
+        for attempt in range(2):
+            for python in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+                agent = Agent(uid, gid, python, paths, home)
+                probe = subprocess.run(
+                    agent.argv("-c", "import tether.gateway.stdio"),
+                    env=agent.env("http://unused", home / "none"),
+                    capture_output=True,
+                    cwd=home,
+                )
+                if probe.returncode == 0:
+                    yield agent
+                    return
+            if attempt == 0:
+                # The checkout or the venv sits below a folder the user cannot enter (a
+                # clone under a 0700 /root): give it a readable copy, linked where it can be.
+                mirror = Path(tempfile.mkdtemp(prefix="tether-agent-py-"))
+                mirror.chmod(0o755)
+                paths = ":".join(str(_mirror(Path(p), mirror / n)) for n, p in (("src", SRC), ("site", site)))
         _unavailable(f"no Python {version} that the user {AGENT_USER} may run")
     finally:
         shutil.rmtree(home, ignore_errors=True)
+        if mirror is not None:
+            shutil.rmtree(mirror, ignore_errors=True)
+
+
+def _mirror(source: Path, target: Path) -> Path:
+    """A copy of ``source`` at ``target`` that any user may read: hard links where the file
+    system allows (files keep their own modes), a plain copy otherwise."""
+    linked = subprocess.run(["cp", "-al", str(source), str(target)], capture_output=True)
+    if linked.returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target, symlinks=True)
+    for folder in [target, *(p for p in target.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        folder.chmod(0o755)
+    return target
 
 
 class Served:
