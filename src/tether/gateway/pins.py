@@ -129,6 +129,8 @@ class Pins:
         # (server, kind, name) -> the hash seen pinned: a definition seen as pinned stays
         # pinned until it changes (and then it no longer matches) or its server is removed.
         self._known: dict[tuple[str, str, str], str] = {}
+        # (server, kind) whose first listing this process saw pinned
+        self._listed: set[tuple[str, str]] = set()
         # items refused for their name or form, already recorded (by this process)
         self._refused: set[tuple[str, str, str]] = set()
 
@@ -177,7 +179,11 @@ class Pins:
                 keys.add(key)
                 items.append(item)
         known = self._known
-        if not odd and all(known.get((server, kind, i.key)) == i.digest for i in items):
+        if (
+            not odd
+            and (server, kind) in self._listed
+            and all(known.get((server, kind, i.key)) == i.digest for i in items)
+        ):
             return Sorted([i.definition for i in items], held)  # all pinned: nothing to write
         shown: list[Mapping[str, Any]] = []
         learned: dict[tuple[str, str, str], str] = {}
@@ -216,6 +222,8 @@ class Pins:
                     .values(listed=",".join(sorted({*listed, kind})))
                 )
         self._known.update(learned)  # only once committed
+        if not first or complete:
+            self._listed.add((server, kind))
         if len(self._refused) > _MEMO:
             self._refused.clear()
         self._refused.update(memo for memo, _, _ in odd)
