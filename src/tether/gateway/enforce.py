@@ -177,17 +177,19 @@ class Gateway:
         try:
             if isinstance(offered, Exception):
                 raise offered
-            found = self.tether.pins.sort(self.server, kind, offered, complete=False)
+            shown = self.tether.pins.observe(self.server, kind, offered, complete=False)
+            held: dict[str, str] = {}
+            if not shown:  # why it is held (the pins are settled now: nothing is recorded twice)
+                held = self.tether.pins.sort(self.server, kind, offered, complete=False).held
         except Exception as exc:  # the upstream or the store failed: fail closed
             why = f"the request was not made: {_reason(exc)}"
             self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why) from None
-        if not found.shown:
-            detail = found.held.get(wanted, f"no such {kind}")
-            why = f"{kind} {wanted} is not available ({detail})"
+        if not shown:
+            why = f"{kind} {wanted} is not available ({held.get(wanted, f'no such {kind}')})"
             self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why)
-        path = item_path(self.server, kind, found.shown[0])
+        path = item_path(self.server, kind, shown[0])
         [decision] = self.tether.decide_all([token.request(action, path)])
         if not decision.allowed:
             raise Refused("; ".join(decision.reasons))
