@@ -181,7 +181,7 @@ class Pins:
         known = self._known
         if (
             not odd
-            and (server, kind) in self._listed
+            and (not complete or (server, kind) in self._listed)  # a first listing marks
             and all(known.get((server, kind, i.key)) == i.digest for i in items)
         ):
             return Sorted([i.definition for i in items], held)  # all pinned: nothing to write
