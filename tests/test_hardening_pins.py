@@ -9,11 +9,13 @@ import copy
 import hashlib
 import itertools
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy as sa
 from conftest import spec
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -27,7 +29,7 @@ from tether.gateway.enforce import Gateway, Refused
 from tether.gateway.servers import UpstreamSpec
 from tether.gateway.upstream import UpstreamSession
 from tether.grants import GrantSpec
-from tether.store import gateway_pins
+from tether.store import Store, gateway_pins, gateway_servers
 
 ADMIN = Caller.admin()
 ALICE = Caller.user("alice@example.com")  # type: ignore[arg-type]
@@ -412,3 +414,43 @@ def test_item_23_the_probe_backs_off_while_nothing_changes(
 
     anyio.run(run)
     assert listings <= 12, listings
+
+
+def test_item_01_the_migration_keeps_old_pins_as_old_and_marks_listed_kinds(db_url: str) -> None:
+    """Upgrading a store with pins: they stay version 1 (to be migrated on sight), their
+    partial pending changes are dropped, and the kinds already listed stay listed (so what
+    appears next is held, not trusted on first sight)."""
+    from alembic import command
+
+    from tether.store import engine as store_engine
+
+    store = Store.open(db_url)
+    config = store_engine._alembic_config()
+    try:
+        with store.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0009")
+            conn.execute(
+                sa.text(
+                    "INSERT INTO gateway_servers (name, transport, command, url, env, "
+                    "credentials, created_by, created_at) VALUES ('fs', 'stdio', '[\"x\"]', "
+                    "NULL, '{}', '[]', 'admin', :at)"
+                ),
+                {"at": datetime(2026, 1, 1, tzinfo=UTC)},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO gateway_pins (server, kind, name, status, pinned_hash, pinned, "
+                    "pending_hash, pending, pinned_at) VALUES ('fs', 'tool', 'read', 'changed', "
+                    ":old, '{}', :old, '{}', :at)"
+                ),
+                {"old": "a" * 64, "at": datetime(2026, 1, 1, tzinfo=UTC)},
+            )
+        store.migrate()
+        with store.read() as conn:
+            pin = conn.execute(sa.select(gateway_pins)).one()
+            server = conn.execute(sa.select(gateway_servers)).one()
+        assert pin.hash_version == 1 and pin.pending_hash is None and pin.pending is None
+        assert server.listed == "tool"
+    finally:
+        store.dispose()
