@@ -454,3 +454,43 @@ def test_item_01_the_migration_keeps_old_pins_as_old_and_marks_listed_kinds(db_u
         assert server.listed == "tool"
     finally:
         store.dispose()
+
+
+async def _face(tether: Tether, server: str, token: str, upstream: FakeUpstream) -> Any:
+    """An SDK client of the gateway's MCP server (in process) for ``upstream``."""
+    from mcp import Client
+
+    from tether.gateway.handlers import build_server
+
+    async def resolve(_: Any) -> tuple[Gateway, str, Any]:
+        return Gateway(tether, server), token, upstream
+
+    return Client(build_server(resolve, version="test"), mode="legacy")
+
+
+def test_item_05_and_23_through_the_mcp_face(make_settings: Any) -> None:
+    """Through an SDK client: an odd name leaves tools/list working for everyone; a listing
+    above the cap is a clear MCP error naming the cap, not an internal error."""
+    from mcp.shared.exceptions import MCPError
+
+    tether, _ = Tether.init(make_settings(gateway_max_items=3))
+    try:
+        tether.upstreams.add(ADMIN, UpstreamSpec("fs", command="x"))
+        token = _agent(tether, "fs", ("tools/call", "fs/*"))
+        odd = FakeUpstream(tools=[_tool("echo"), _tool("bad name")])
+        many = FakeUpstream(tools=[_tool(f"t{i}") for i in range(4)])
+
+        async def run() -> tuple[list[str], str]:
+            async with await _face(tether, "fs", token, odd) as client:
+                listed = [t.name for t in (await client.list_tools()).tools]
+            async with await _face(tether, "fs", token, many) as client:
+                with pytest.raises(MCPError) as caught:
+                    await client.list_tools()
+            return listed, caught.value.error.message
+
+        listed, refused = anyio.run(run)
+        assert listed == ["echo"]
+        assert "cap of 3" in refused and "gateway_max_items" in refused
+        assert tether.pins.list("fs")[0].name == "echo" and len(tether.pins.list("fs")) == 1
+    finally:
+        tether.close()

@@ -47,7 +47,7 @@ def build_server(
         try:
             return await fetch(bearer, upstream)
         except Refused as refused:  # too large a listing: refused whole
-            raise MCPError(code=UNAVAILABLE, message=f"refused: {refused.reason}") from None
+            raise MCPError(code=UNAVAILABLE, message=refused.reason) from None
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
         tools = await listed(ctx, "tool")
