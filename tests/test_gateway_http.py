@@ -138,7 +138,7 @@ def test_no_token_a_forged_one_or_one_for_another_server_gets_401(org) -> None:
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 def test_resources_and_prompts_are_enforced_too(org, mode: str) -> None:
     tether, _, _ = org
-    tether.grants.add(ADMIN, GrantSpec("helper", "resources/read", "test/welcome"))
+    tether.grants.add(ADMIN, GrantSpec("helper", "resources/read", "test/note:/=/welcome"))
     tether.grants.add(ADMIN, GrantSpec("helper", "prompts/get", "test/summarise"))
     token = _token(tether)
 
@@ -160,8 +160,8 @@ def test_resources_and_prompts_are_enforced_too(org, mode: str) -> None:
     anyio.run(_served, tether, work)
     decided = [(e.action, e.resource, e.decision) for e in tether.events.list(type="decision")]
     assert decided == [
-        ("resources/read", "test/welcome", "allow"),
-        ("resources/read", "test/payroll", "deny"),
+        ("resources/read", "test/note:/=/welcome", "allow"),
+        ("resources/read", "test/note:/=/payroll", "deny"),
         ("prompts/get", "test/summarise", "allow"),
         ("prompts/get", "test/exfiltrate", "deny"),
     ]

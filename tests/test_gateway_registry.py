@@ -194,14 +194,14 @@ def test_a_schema_change_blocks_too_and_going_back_unblocks(tether: Tether) -> N
     assert tether.pins.observe("fs", "tool", [widened]) == []
     assert tether.pins.observe("fs", "tool", [original]) == [original]
     assert [p.status for p in tether.pins.list("fs")] == ["pinned"]
-    # unpinned fields (annotations aside) and key order do not count as a change
+    # key order does not count as a change; every field does, _meta too (whole definitions)
     reordered = {
         "inputSchema": original["inputSchema"],
         "name": "run",
         "description": "does a thing",
-        "_meta": {"x": 1},
     }
     assert tether.pins.observe("fs", "tool", [reordered]) == [reordered]
+    assert tether.pins.observe("fs", "tool", [{**original, "_meta": {"x": 1}}]) == []
 
 
 def test_removing_a_server_forgets_its_pins(tether: Tether) -> None:

@@ -27,6 +27,7 @@ SERVER = Path(__file__).parent / "helpers" / "mcp_test_server.py"
 @pytest.fixture(autouse=True)
 def quick_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(supervisor, "WATCH", 0.2)
+    monkeypatch.setattr(supervisor, "PROBE_MAX", 0.4)
 
 
 def _alive(pid: int) -> bool:

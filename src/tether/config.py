@@ -164,6 +164,9 @@ class Settings(BaseModel):
     max_chain_depth: int = Field(default=4, ge=1, le=16)
     decision_staleness_ms: int = Field(default=1000, ge=0, le=60_000)
     decision_cache_size: int = Field(default=100_000, ge=0)
+    # the most tools (or resources, or prompts) one upstream listing may hold; a larger
+    # listing is refused whole (nothing of it is pinned or shown)
+    gateway_max_items: int = Field(default=1_000, ge=1, le=100_000)
     issuer: str = "http://127.0.0.1:8700"
     dev_idp: bool = False
     token_ttl_default: Duration = timedelta(minutes=5)

@@ -6,7 +6,9 @@ use (delegation rule, token scope); every ``tools/call``, ``resources/read`` and
 forwarded. A deny, a token that no longer verifies, a changed definition or any failure on
 the way is refused with the reason (a tool call gets an MCP error result; a read or a
 prompt an MCP error), and the upstream never sees the request. The result is audited too
-(outcome, size, latency). Grants name items as ``SERVER/<tool, resource or prompt name>``.
+(outcome, size, latency). Grants name tools and prompts as ``SERVER/<name>`` and resources
+by their URI (:mod:`tether.gateway.paths`). A listing of more items than
+``gateway_max_items`` is refused whole, with the reason; nothing of it is pinned or shown.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from anyio import to_thread
@@ -22,6 +24,7 @@ from anyio import to_thread
 from tether.audit.record import Entry
 from tether.core import Tether
 from tether.errors import TetherError
+from tether.gateway.paths import FIELD, item_path
 from tether.tokens import VerifiedToken
 
 __all__ = [
@@ -33,12 +36,8 @@ __all__ = [
 
 log = logging.getLogger("tether.gateway")
 
-# kind -> (the action decided, the field naming an item in a listing, its name in grants)
-_KINDS = {
-    "tool": ("tools/call", "name"),
-    "resource": ("resources/read", "uri"),
-    "prompt": ("prompts/get", "name"),
-}
+# kind -> the action decided
+_ACTIONS = {"tool": "tools/call", "resource": "resources/read", "prompt": "prompts/get"}
 
 
 class ToolSource(Protocol):
@@ -87,13 +86,21 @@ class Gateway:
         return await self._listing(bearer, upstream.list_prompts, "prompt")
 
     async def _listing(self, bearer: str, fetch: Listing, kind: str) -> list[dict[str, Any]]:
-        action, _ = _KINDS[kind]
+        """What the token's chain may see of a listing; raises :class:`Refused` when the
+        listing is larger than the cap."""
+        action = _ACTIONS[kind]
         token = await to_thread.run_sync(self.verify, bearer)
         offered = await fetch()
+        try:
+            self._capped(kind, offered)
+        except Refused as refused:
+            actor, path = str(token.claims["client_id"]), f"{self.server}/*"
+            await to_thread.run_sync(self._refuse, path, action, refused.reason, actor)
+            raise
 
         def allowed() -> list[dict[str, Any]]:
             shown = self.tether.pins.observe(self.server, kind, offered)
-            requests = [token.request(action, self._path(kind, item)) for item in shown]
+            requests = [token.request(action, item_path(self.server, kind, i)) for i in shown]
             decisions = [self.tether.pdp.decide(r) for r in requests]
             return [dict(item) for item, d in zip(shown, decisions, strict=True) if d.allowed]
 
@@ -136,13 +143,15 @@ class Gateway:
         thread hop; a tool is looked up in the upstream's last listing, so the token is
         checked with the rest, while a resource or prompt costs a fresh listing, which is
         only fetched for a valid token."""
-        action, key = _KINDS[kind]
+        action, key = _ACTIONS[kind], FIELD[kind]
         caller: str | VerifiedToken = bearer
         if kind != "tool":
             caller = await to_thread.run_sync(self._verified, bearer, action)
         try:  # only an item the upstream serves, as pinned, may be used
+            listing = await fetch()
+            self._capped(kind, listing)
             offered: list[dict[str, Any]] | Exception = [
-                item for item in await fetch() if item.get(key) == wanted
+                item for item in listing if item.get(key) == wanted
             ]
         except Exception as exc:  # the upstream failed: refused below, with the caller
             offered = exc
@@ -162,27 +171,25 @@ class Gateway:
         wanted: str,
         offered: list[dict[str, Any]] | Exception,
     ) -> tuple[VerifiedToken, str]:
-        action, _ = _KINDS[kind]
+        action = _ACTIONS[kind]
         token = self._verified(caller, action) if isinstance(caller, str) else caller
         actor = str(token.claims["client_id"])
         try:
             if isinstance(offered, Exception):
                 raise offered
-            shown = self.tether.pins.observe(self.server, kind, offered)
+            shown = self.tether.pins.observe(self.server, kind, offered, complete=False)
+            held: dict[str, str] = {}
+            if not shown:  # why it is held (the pins are settled now: nothing is recorded twice)
+                held = self.tether.pins.sort(self.server, kind, offered, complete=False).held
         except Exception as exc:  # the upstream or the store failed: fail closed
             why = f"the request was not made: {_reason(exc)}"
             self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why) from None
         if not shown:
-            detail = (
-                f"no such {kind}"
-                if not offered
-                else "its definition changed: blocked until approved"
-            )
-            why = f"{kind} {wanted} is not available ({detail})"
+            why = f"{kind} {wanted} is not available ({held.get(wanted, f'no such {kind}')})"
             self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why)
-        path = self._path(kind, shown[0])
+        path = item_path(self.server, kind, shown[0])
         [decision] = self.tether.decide_all([token.request(action, path)])
         if not decision.allowed:
             raise Refused("; ".join(decision.reasons))
@@ -211,11 +218,15 @@ class Gateway:
         self._result(token, action, path, outcome, size, started, redacted)
         return result
 
-    def _path(self, kind: str, item: Mapping[str, Any]) -> str:
-        """How grants name an item: ``SERVER/<name>`` (a resource by its name, or its URI
-        when it has none)."""
-        name = item.get("name") if kind != "resource" else item.get("name") or item.get("uri")
-        return f"{self.server}/{name}"
+    def _capped(self, kind: str, listing: list[dict[str, Any]]) -> None:
+        """Refuse a listing of more items than ``gateway_max_items`` (before any of it
+        is pinned: a huge listing costs neither pins nor decisions)."""
+        cap = self.tether.settings.gateway_max_items
+        if len(listing) > cap:
+            raise Refused(
+                f"upstream {self.server} lists {len(listing)} {kind}s, more than the "
+                f"gateway's cap of {cap} (gateway_max_items): refused"
+            )
 
     def _refuse(self, path: str, action: str, why: str, actor: str = "anonymous") -> None:
         self.tether.refused(actor, why, "mcp", type="tool.refused", action=action, resource=path)
@@ -253,4 +264,6 @@ class Gateway:
 
 
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, Refused):
+        return exc.reason
     return exc.description if isinstance(exc, TetherError) else type(exc).__name__

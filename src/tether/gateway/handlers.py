@@ -39,9 +39,18 @@ def build_server(
             why = f"upstream unavailable: {exc.description}"
             raise MCPError(code=UNAVAILABLE, message=why) from None
 
-    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+    async def listed(ctx: Any, kind: str) -> list[dict[str, Any]]:
         gate, bearer, upstream = await opened(ctx)
-        tools = await gate.list_tools(bearer, upstream)
+        fetch = {"tool": gate.list_tools, "resource": gate.list_resources}.get(
+            kind, gate.list_prompts
+        )
+        try:
+            return await fetch(bearer, upstream)
+        except Refused as refused:  # too large a listing: refused whole
+            raise MCPError(code=UNAVAILABLE, message=refused.reason) from None
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        tools = await listed(ctx, "tool")
         return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
@@ -53,8 +62,7 @@ def build_server(
         return types.CallToolResult.model_validate(result)
 
     async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
-        gate, bearer, upstream = await opened(ctx)
-        found = await gate.list_resources(bearer, upstream)
+        found = await listed(ctx, "resource")
         return types.ListResourcesResult(
             resources=[types.Resource.model_validate(r) for r in found]
         )
@@ -70,8 +78,7 @@ def build_server(
         return types.ReadResourceResult.model_validate(read)
 
     async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
-        gate, bearer, upstream = await opened(ctx)
-        found = await gate.list_prompts(bearer, upstream)
+        found = await listed(ctx, "prompt")
         return types.ListPromptsResult(prompts=[types.Prompt.model_validate(p) for p in found])
 
     async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:

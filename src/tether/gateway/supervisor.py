@@ -3,9 +3,12 @@ upstream, opened on first use, watched, restarted when it dies, closed cleanly.
 
 Each upstream gets a supervising task in the caller's task group. It opens the session,
 publishes it, and then watches it. A request that failed on the connection, a probe that
-fails (a fresh tool listing every ``WATCH`` seconds, so that a process that died while
-idle is noticed too) or a change of the upstream's configuration in the store closes the
-session and opens a new one; a removed upstream is closed for good. A session that fails
+fails (a fresh tool listing, so that a process that died while idle is noticed too) or a
+change of the upstream's configuration in the store (checked every ``WATCH`` seconds)
+closes the session and opens a new one; a removed upstream is closed for good. The probe
+runs ``WATCH`` seconds after the session opened and backs off while nothing changes: each
+listing equal to the one before, or larger than ``gateway_max_items``, doubles the wait up
+to ``PROBE_MAX``; a listing that changed brings it back to ``WATCH``. A session that fails
 to open is retried with exponential backoff (0.25 s doubling up to 30 s); meanwhile
 requests are refused at once with the reason rather than left waiting.
 """
@@ -31,7 +34,8 @@ __all__ = ["Supervisor"]
 
 log = logging.getLogger("tether.gateway")
 
-WATCH = 2.0  # seconds between liveness probes (and configuration checks) of a session
+WATCH = 2.0  # seconds between configuration checks of a session (and its first probe)
+PROBE_MAX = 60.0  # the longest wait between two probes of a session that never changes
 PROBE_TIMEOUT = 10.0  # a probe unanswered this long means the upstream is gone
 START_TIMEOUT = 30.0  # how long a request waits for a session being (re)opened
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.25, 30.0
@@ -149,6 +153,9 @@ class Supervisor:
     async def _watch(self, session: UpstreamSession, slot: _Slot) -> Upstream | None:
         """Wait until the session must end; return the configuration to reopen with (None:
         the upstream was removed, or the supervisor stops)."""
+        pace = WATCH  # seconds until the next probe, doubled while nothing changes
+        probe_at = time.monotonic() + pace
+        last: list[dict[str, Any]] | None = None
         while True:
             with anyio.move_on_after(WATCH):
                 await _first(slot.stop, session.dead)
@@ -156,12 +163,16 @@ class Supervisor:
                 return None
             if session.broken:
                 return await self._current(session.upstream.name)
-            try:
-                with anyio.fail_after(PROBE_TIMEOUT):
-                    await session.probe()
-            except Exception:
-                log.warning("upstream %s stopped answering", session.upstream.name)
-                return await self._current(session.upstream.name)
+            if time.monotonic() >= probe_at:
+                try:
+                    with anyio.fail_after(PROBE_TIMEOUT):
+                        listing = await session.list_tools()
+                except Exception:
+                    log.warning("upstream %s stopped answering", session.upstream.name)
+                    return await self._current(session.upstream.name)
+                capped = len(listing) > self._tether.settings.gateway_max_items
+                pace = min(pace * 2, PROBE_MAX) if capped or listing == last else WATCH
+                probe_at, last = time.monotonic() + pace, listing
             current = await self._current(session.upstream.name)
             if current != session.upstream:
                 return current

@@ -253,6 +253,8 @@ gateway_servers = Table(
     Column("created_by", String(300), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("owner", String(320), nullable=True),  # approves changed definitions (and admins)
+    # the kinds (tool, resource, prompt) whose first listing was pinned: later ones are held
+    Column("listed", String(64), nullable=False, server_default=""),
 )
 
 # The pinned definition of each tool, resource and prompt an upstream serves.
@@ -270,6 +272,8 @@ gateway_pins = Table(
     Column("pinned_at", UtcDateTime, nullable=False),
     Column("changed_at", UtcDateTime, nullable=True),
     Column("approved_by", String(300), nullable=True),
+    # 2: the hash of the whole definition; 1: of part of it, cut (pinned before 0010)
+    Column("hash_version", Integer, nullable=False, server_default="1"),
 )
 
 
