@@ -1,0 +1,202 @@
+"""Regression tests for issue 13, items 12-14 (engineer ``audit``).
+
+12. ``tether audit verify`` never crashes: a stored value of the wrong kind anywhere in
+    the audit tables is tampering (exit 4, naming the first bad sequence number or the
+    checkpoint row / tree head / subtree), never a traceback or exit 1.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from test_audit_tamper import Log, log  # noqa: F401  (the tampering fixture)
+
+# ---- item 12: values of the wrong kind in the audit tables -------------------------------
+
+AUDIT_COLUMNS = {
+    "events": ("seq", "at", "type", "subject", "body", "leaf_hash"),
+    "audit_head": ("id", "size", "frontier"),
+    "audit_nodes": ("level", "idx", "hash"),
+    "audit_checkpoints": ("size", "root", "note", "verifier_key", "signed_at"),
+}
+PLACE = re.compile(r"checkpoint|tree head|subtree|audit table")
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A value given as SQL (what no Python value binds to: text that is not UTF-8)."""
+
+    sql: str
+
+
+NOT_OBJECTS = ("[]", "[1,2]", '"text"', "null", "1", "true", "{}", '{"seq":1}', "")
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from((0, -1, 1, 2**53, 2**62)),
+    st.floats(allow_nan=False),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=40),
+    st.sampled_from(NOT_OBJECTS),
+    st.binary(max_size=40),
+    st.binary(min_size=32, max_size=32),
+    st.sampled_from(
+        (Raw("CAST(X'FF' AS TEXT)"), Raw("CAST(X'C328' AS TEXT)"), Raw("X''"), Raw("-0.5"))
+    ),
+)
+
+
+def reported_as_tampering(built: Log, what: str) -> dict[str, Any]:
+    """``tether audit verify --json``: exit 4 (no traceback, checked by the Cli helper),
+    and the report names a place: a sequence number, or the checkpoint, tree head or
+    subtree that is wrong."""
+    report: dict[str, Any] = built.cli.json("audit", "verify", expect=4)
+    assert report["ok"] is False and report["problems"], (what, report)
+    named = report["first_bad_seq"] is not None or any(PLACE.search(p) for p in report["problems"])
+    assert named, (what, report)
+    return report
+
+
+def _stored(conn: sa.Connection, table: str, column: str, rowid: int) -> Any:
+    return conn.exec_driver_sql(  # None: the row moved (its rowid was its key)
+        f"SELECT typeof({column}), hex({column}) FROM {table} WHERE rowid = ?", (rowid,)
+    ).first()
+
+
+def corrupt_sqlite(built: Log, table: str, column: str, pick: int, value: Any) -> bool:
+    """Set one column of one row (the ``pick``-th, cyclically) to ``value`` as raw SQL
+    would; False when SQLite refused (a constraint) or the stored value did not change."""
+    with built.engine.begin() as conn:
+        rowids = [r[0] for r in conn.exec_driver_sql(f"SELECT rowid FROM {table} ORDER BY 1")]
+        rowid = rowids[pick % len(rowids)]
+        before = _stored(conn, table, column, rowid)
+    sql, params = (value.sql, ()) if isinstance(value, Raw) else ("?", (value,))
+    try:
+        with built.engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"UPDATE {table} SET {column} = {sql} WHERE rowid = ?", (*params, rowid)
+            )
+    except sa.exc.IntegrityError:
+        return False
+    with built.engine.connect() as conn:
+        return bool(_stored(conn, table, column, rowid) != before)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
+)
+@given(data=st.data())
+def test_item_12_a_value_of_any_kind_in_any_audit_column_is_tampering(
+    log: Log,  # noqa: F811
+    data: st.DataObject,
+) -> None:
+    table = data.draw(st.sampled_from(sorted(AUDIT_COLUMNS)), label="table")
+    column = data.draw(st.sampled_from(AUDIT_COLUMNS[table]), label="column")
+    pick = data.draw(st.integers(0, 200), label="row")
+    value = data.draw(VALUES, label="value")
+    try:
+        assume(corrupt_sqlite(log, table, column, pick, value))
+        reported_as_tampering(log, f"{table}.{column} = {value!r}")
+    finally:
+        log.restore()
+
+
+SQLITE_CASES = {
+    "seq as text": "UPDATE events SET seq = 'abc' WHERE seq = 5",
+    "seq as a fraction": "UPDATE events SET seq = 5.5 WHERE seq = 5",
+    "seq as bytes": "UPDATE events SET seq = X'05' WHERE seq = 23",
+    "type not UTF-8": "UPDATE events SET type = CAST(X'FF' AS TEXT) WHERE seq = 5",
+    "subject not UTF-8": "UPDATE events SET subject = CAST(X'C328' AS TEXT) WHERE seq = 5",
+    "body not an object": "UPDATE events SET body = '[1]' WHERE seq = 5",
+    "body NULL-like": "UPDATE events SET body = X'' WHERE seq = 5",
+    "head size as text": "UPDATE audit_head SET size = 'many'",
+    "head size as a fraction": "UPDATE audit_head SET size = 23.5",
+    "head frontier not JSON": "UPDATE audit_head SET frontier = X'FF'",
+    "head frontier not UTF-8": "UPDATE audit_head SET frontier = CAST(X'FF' AS TEXT)",
+    "node hash as text": "UPDATE audit_nodes SET hash = 'abc' WHERE level = 1 AND idx = 0",
+    "node hash as a number": "UPDATE audit_nodes SET hash = 7 WHERE level = 1 AND idx = 0",
+    "node level as text": "UPDATE audit_nodes SET level = 'x' WHERE level = 1 AND idx = 0",
+    "checkpoint size as text": "UPDATE audit_checkpoints SET size = 'x' WHERE size = 14",
+    "checkpoint root as text": "UPDATE audit_checkpoints SET root = 'x' WHERE size = 14",
+    "checkpoint root short": "UPDATE audit_checkpoints SET root = X'00' WHERE size = 14",
+    "checkpoint note as bytes": "UPDATE audit_checkpoints SET note = X'00' WHERE size = 14",
+    "checkpoint note not UTF-8": (
+        "UPDATE audit_checkpoints SET note = CAST(X'FF' AS TEXT) WHERE size = 14"
+    ),
+    "checkpoint key as a number": ("UPDATE audit_checkpoints SET verifier_key = 5 WHERE size = 14"),
+    "checkpoint time as text": (
+        "UPDATE audit_checkpoints SET signed_at = 'yesterday' WHERE size = 14"
+    ),
+    "checkpoint time as a number": "UPDATE audit_checkpoints SET signed_at = 1.5 WHERE size = 18",
+    "checkpoint key empty": "UPDATE audit_checkpoints SET verifier_key = '' WHERE size = 14",
+    "head moved": f"UPDATE audit_head SET id = {2**62}",
+}
+
+PG_CASES = {
+    "seq negative": "UPDATE events SET seq = -5 WHERE seq = 5",
+    "seq huge": f"UPDATE events SET seq = {2**62} WHERE seq = 23",
+    "leaf hash short": "UPDATE events SET leaf_hash = '\\x00' WHERE seq = 5",
+    "body not an object": "UPDATE events SET body = '\"text\"' WHERE seq = 5",
+    "at infinite": "UPDATE events SET at = '-infinity' WHERE seq = 5",
+    "head size negative": "UPDATE audit_head SET size = -1",
+    "head size huge": f"UPDATE audit_head SET size = {2**62}",
+    "head frontier not a list": "UPDATE audit_head SET frontier = '{\"a\": 1}'",
+    "node hash short": "UPDATE audit_nodes SET hash = '\\x0102' WHERE level = 1 AND idx = 0",
+    "node level negative": "UPDATE audit_nodes SET level = -1 WHERE level = 1 AND idx = 0",
+    "checkpoint root short": "UPDATE audit_checkpoints SET root = '\\x00' WHERE size = 14",
+    "checkpoint size negative": "UPDATE audit_checkpoints SET size = -14 WHERE size = 14",
+    "checkpoint time infinite": (
+        "UPDATE audit_checkpoints SET signed_at = 'infinity' WHERE size = 18"
+    ),
+    "checkpoint root NULL": (
+        "ALTER TABLE audit_checkpoints ALTER COLUMN root DROP NOT NULL; "
+        "UPDATE audit_checkpoints SET root = NULL WHERE size = 14"
+    ),
+    "checkpoint note NULL": (
+        "ALTER TABLE audit_checkpoints ALTER COLUMN note DROP NOT NULL; "
+        "UPDATE audit_checkpoints SET note = NULL WHERE size = 18"
+    ),
+    "leaf hash NULL": (
+        "ALTER TABLE events ALTER COLUMN leaf_hash DROP NOT NULL; "
+        "UPDATE events SET leaf_hash = NULL WHERE seq = 5"
+    ),
+    "head size NULL": (
+        "ALTER TABLE audit_head ALTER COLUMN size DROP NOT NULL; UPDATE audit_head SET size = NULL"
+    ),
+    "seq as text": (
+        "ALTER TABLE events ALTER COLUMN seq TYPE text; UPDATE events SET seq = 'five' WHERE seq = '5'"
+    ),
+    "checkpoint size as text": (
+        "ALTER TABLE audit_checkpoints ALTER COLUMN size TYPE text; "
+        "UPDATE audit_checkpoints SET size = 'x' WHERE size = '14'"
+    ),
+    "node hash as text": (
+        "ALTER TABLE audit_nodes ALTER COLUMN hash TYPE text; "
+        "UPDATE audit_nodes SET hash = 'abc' WHERE level = 1 AND idx = 0"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("db_url", "sql"),
+    [pytest.param("sqlite", sql, id=f"sqlite-{case}") for case, sql in SQLITE_CASES.items()]
+    + [pytest.param("postgresql", sql, id=f"pg-{case}") for case, sql in PG_CASES.items()],
+    indirect=["db_url"],
+)
+def test_item_12_values_a_typed_schema_would_refuse_are_tampering(
+    log: Log,  # noqa: F811
+    sql: str,
+) -> None:
+    with log.engine.begin() as conn:
+        for statement in sql.split("; "):
+            conn.exec_driver_sql(statement)
+    reported_as_tampering(log, sql)
