@@ -3,19 +3,31 @@
 12. ``tether audit verify`` never crashes: a stored value of the wrong kind anywhere in
     the audit tables is tampering (exit 4, naming the first bad sequence number or the
     checkpoint row / tree head / subtree), never a traceback or exit 1.
+13. Credential fingerprints are HMAC-SHA256 under a per-installation key kept in
+    ``TETHER_HOME`` (0600): stable across scans of one home, different across homes, never
+    an unkeyed hash.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import re
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import Cli, initialised
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_audit_tamper import Log, log  # noqa: F401  (the tampering fixture)
+
+from tether.discover.interface import fingerprint
+from tether.discover.scan import run_scan
 
 # ---- item 12: values of the wrong kind in the audit tables -------------------------------
 
@@ -200,3 +212,83 @@ def test_item_12_values_a_typed_schema_would_refuse_are_tampering(
         for statement in sql.split("; "):
             conn.exec_driver_sql(statement)
     reported_as_tampering(log, sql)
+
+
+# ---- item 13: keyed discovery fingerprints ----------------------------------------------
+
+PLANTED = "sk-proj-" + "Q7f2LmX9" * 12 + "T3BlbkFJ" + "Zr4Wd8Kp" * 5
+
+
+def unkeyed(secret: str) -> set[str]:
+    """What an offline guesser could compute from a guess: every plain hash, as shown."""
+    data = secret.encode()
+    digests = [
+        hashlib.new(name, data).hexdigest()
+        for name in sorted(hashlib.algorithms_guaranteed)
+        if not name.startswith("shake")
+    ]
+    return {d[:n] for d in digests for n in (12, 16, len(d))}
+
+
+def _scan_prints(cli: Cli, tree: Path) -> tuple[set[str], str]:
+    code, out, err = cli("discover", "scan", str(tree), "--json")
+    assert code == 0, (out, err)
+    done = json.loads(out)
+    return {c["fingerprint"] for f in done["findings"] for c in f["credentials"]}, out + err
+
+
+def test_item_13_fingerprints_are_keyed_per_installation_and_stable_within_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = tmp_path / "estate"
+    tree.mkdir()
+    (tree / ".env").write_text(f"OPENAI_API_KEY={PLANTED}\n", encoding="utf-8")
+    monkeypatch.delenv("TETHER_URL", raising=False)
+    monkeypatch.delenv("TETHER_TOKEN", raising=False)
+    prints: dict[str, set[str]] = {}
+    for name in ("one", "two"):
+        home = tmp_path / name
+        monkeypatch.setenv("TETHER_HOME", str(home))
+        monkeypatch.setenv("TETHER_DB", f"sqlite:///{tmp_path / name}.db")
+        cli = initialised(Cli(capsys))
+        key_file = home / "discovery.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600  # made at init, private
+        key = bytes.fromhex(key_file.read_text(encoding="ascii"))
+        first, said = _scan_prints(cli, tree)
+        again, said_again = _scan_prints(cli, tree)
+        mine = hmac.new(key, PLANTED.encode(), hashlib.sha256).hexdigest()[:12]
+        assert first == again == {mine}  # the same secret, the same print, scan after scan
+        assert key.hex() not in said + said_again and PLANTED not in said + said_again
+        prints[name] = first
+    assert prints["one"] != prints["two"]  # another installation, another print
+    assert not (prints["one"] | prints["two"]) & unkeyed(PLANTED)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_item_13_a_home_without_a_key_gets_one_on_first_scan(
+    tmp_path: Path, cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A home initialised before keyed fingerprints: the first scan makes the key (0600)
+    and later scans keep it."""
+    cli = initialised(Cli(capsys))
+    (cli_env / "discovery.key").unlink()
+    tree = tmp_path / "estate"
+    tree.mkdir()
+    (tree / ".env").write_text(f"OPENAI_API_KEY={PLANTED}\n", encoding="utf-8")
+    first, _ = _scan_prints(cli, tree)
+    key_file = cli_env / "discovery.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = bytes.fromhex(key_file.read_text(encoding="ascii"))
+    assert first == {hmac.new(key, PLANTED.encode(), hashlib.sha256).hexdigest()[:12]}
+    assert _scan_prints(cli, tree)[0] == first
+
+
+def test_item_13_a_scan_without_an_installation_key_is_never_unkeyed(tmp_path: Path) -> None:
+    """The library without a key (and the CLI without a home) keys with a key of its own."""
+    tree = tmp_path / "estate"
+    tree.mkdir()
+    (tree / ".env").write_text(f"OPENAI_API_KEY={PLANTED}\n", encoding="utf-8")
+    found = {c.fingerprint for f in run_scan([tree]).findings for c in f.credentials}
+    assert found == {fingerprint(PLANTED)} and not found & unkeyed(PLANTED)
+    keyed = {c.fingerprint for f in run_scan([tree], key=b"k" * 32).findings for c in f.credentials}
+    assert keyed == {hmac.new(b"k" * 32, PLANTED.encode(), hashlib.sha256).hexdigest()[:12]}
