@@ -138,25 +138,24 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-_AUDIT_TABLES = (events, audit_head, audit_nodes)
-
-
 def _schema_intact(conn: Connection, report: Report) -> bool:
     """Whether every column of the audit tables still holds the kind of value Tether keeps
     there (an altered column type is tampering: its values cannot be read as the log)."""
     inspector = inspect(conn)
-    for table in (*_AUDIT_TABLES, audit_checkpoints):
+    intact = True
+    for table in (events, audit_head, audit_nodes, audit_checkpoints):
         found = {c["name"]: c["type"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
             kept = column.type
             kept = kept.impl_instance if isinstance(kept, TypeDecorator) else kept
             if _python_type(found.get(column.name)) is not kept.python_type:
+                intact = False
                 report.fail(
                     None,
                     f"the audit table {table.name} was altered: its column {column.name} "
-                    f"is {found.get(column.name, 'gone')}, not {column.type.compile(conn.dialect)}",
+                    f"is {found.get(column.name, 'gone')}, not {kept.compile(conn.dialect)}",
                 )
-    return report.ok
+    return intact
 
 
 def _python_type(stored: Any) -> type | None:
