@@ -6,6 +6,8 @@
 13. Credential fingerprints are HMAC-SHA256 under a per-installation key kept in
     ``TETHER_HOME`` (0600): stable across scans of one home, different across homes, never
     an unkeyed hash.
+14. Control and bidirectional characters are shown as visible escapes in CEF, syslog and
+    terminal tables, and a value is never taken for Rich markup.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_audit_tamper import Log, log  # noqa: F401  (the tampering fixture)
 
+from tether.audit.cef import parse_cef, to_cef
+from tether.audit.export import FORMATS, render
+from tether.audit.record import canonical, clean
+from tether.audit.sinks import SyslogSink
+from tether.cli import output
+from tether.config import SinkConfig
 from tether.discover.interface import fingerprint
 from tether.discover.scan import run_scan
 
@@ -292,3 +300,174 @@ def test_item_13_a_scan_without_an_installation_key_is_never_unkeyed(tmp_path: P
     assert found == {fingerprint(PLANTED)} and not found & unkeyed(PLANTED)
     keyed = {c.fingerprint for f in run_scan([tree], key=b"k" * 32).findings for c in f.credentials}
     assert keyed == {hmac.new(b"k" * 32, PLANTED.encode(), hashlib.sha256).hexdigest()[:12]}
+
+
+# ---- item 14: control and bidirectional characters are shown, never obeyed ---------------
+
+# What must never reach a reader raw (restated here, not imported): C0 and C1 controls,
+# DEL, the bidirectional marks, embeddings, overrides and isolates, LINE and PARAGRAPH
+# SEPARATOR, lone surrogates.
+UNSAFE = frozenset(
+    chr(c)
+    for c in (
+        *range(0x20),
+        *range(0x7F, 0xA0),
+        0x061C,
+        0x200E,
+        0x200F,
+        0x2028,
+        0x2029,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+        *range(0xD800, 0xE000),
+    )
+)
+TROJAN = "\u202e\u2066\u2069\u200f\u061c\x1b[31m\x85\x9b\x07\r\n\t\x00\u2028\x7f"
+SHOWN = st.text(
+    st.one_of(st.sampled_from(sorted(UNSAFE)), st.sampled_from("[]/=|\\ :"), st.characters()),
+    max_size=24,
+)
+
+
+def clean_lines(text: str) -> bool:
+    """No line of ``text`` holds a control or bidirectional character (TAB aside: Rich
+    expands it, and the tables hold none)."""
+    return not any(c in UNSAFE for line in text.split("\n") for c in line)
+
+
+@st.composite
+def events(draw: st.DrawFn) -> dict[str, Any]:
+    chain = [draw(SHOWN.map("user:".__add__)), draw(SHOWN.map("spiffe://t/agent/".__add__))]
+    event = {
+        "action": draw(SHOWN),
+        "actor": chain[-1],
+        "chain": chain,
+        "decision": draw(st.sampled_from([None, "allow", "deny"])),
+        "detail": draw(st.dictionaries(SHOWN, SHOWN, max_size=2)),
+        "reasons": draw(st.lists(SHOWN, max_size=2)),
+        "request_id": draw(st.none() | SHOWN),
+        "resource": draw(SHOWN),
+        "seq": 7,
+        "subject": draw(st.none() | SHOWN),
+        "time": "2026-01-02T03:04:05.000006Z",
+        "type": draw(st.sampled_from(["decision", "agent.registered"]) | SHOWN),
+    }
+    cleaned: dict[str, Any] = clean(event)
+    return cleaned
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=events(), version=SHOWN, host=SHOWN)
+def test_item_14_cef_and_syslog_lines_show_every_control_and_bidi_character_escaped(
+    event: dict[str, Any], version: str, host: str
+) -> None:
+    line = to_cef(event, version=version)
+    assert clean_lines(line) and "\n" not in line, line
+    header, ext = parse_cef(line)  # still a valid CEF line: the escapes are its text
+    assert header[0] == "CEF:0" and ext["externalId"] == "7"
+    sink = SyslogSink(
+        SinkConfig(name="s", kind="syslog", host="127.0.0.1", port=514), hostname=host
+    )
+    body = canonical(event).decode()
+    for format in FORMATS:
+        message = sink.message(event, render(body, format, version=version))
+        assert clean_lines(message) and "\n" not in message, (format, message)
+        if format != "cef":  # a JSON line escaped so stays the same JSON
+            shown = message.removeprefix(sink.message(event, ""))
+            assert json.loads(shown) == json.loads(render(body, format, version=version))
+
+
+def test_item_14_a_trojan_source_value_is_shown_escaped_in_cef() -> None:
+    event = clean(
+        {
+            "action": "tools/call",
+            "actor": "admin",
+            "chain": ["admin"],
+            "decision": "deny",
+            "detail": {},
+            "reasons": [f"no grant{TROJAN}"],
+            "request_id": None,
+            "resource": f"github/{TROJAN}",
+            "seq": 1,
+            "subject": None,
+            "time": "2026-01-02T03:04:05.000006Z",
+            "type": "decision",
+        }
+    )
+    _, ext = parse_cef(to_cef(event, version="1"))
+    assert ext["reason"].startswith("no grant\\u202e\\u2066\\u2069\\u200f\\u061c\\u001b[31m")
+    # (NUL is "\\x00" already in the event: the log keeps no NUL)
+    assert "\\u0085\\u009b\\u0007\r\n\\u0009\\x00\\u2028\\u007f" in ext["cs1"]
+
+
+def _agent(text: str) -> dict[str, Any]:
+    return {
+        "id": f"spiffe://t/agent/{text}",
+        "name": text,
+        "kind": text,
+        "owner": text or None,
+        "state": text or "active",
+        "purpose": text,
+        "parent": None,
+        "labels": {text: text},
+        "created_at": "2026-01-02T03:04:05Z",
+        "created_by": text,
+        "expires_at": None,
+        "public_key": text,
+    }
+
+
+def _grant(text: str) -> dict[str, Any]:
+    return {
+        "id": text,
+        "principal": text,
+        "action": text,
+        "resource": text,
+        "expires_at": None,
+        "last_used": None,
+        "broad": True,
+        "suggestion": text,
+        "condition": text,
+    }
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=SHOWN)
+def test_item_14_terminal_tables_show_every_control_and_bidi_character_escaped(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    output.agent_table([_agent(text)])
+    output.agent_detail(_agent(text), {text: text})
+    output.grant_table([_grant(text)])
+    output.console.print(text)  # a value printed on its own (line breaks kept)
+    output.error({"error_description": text}, as_json=False)
+    out, err = capsys.readouterr()
+    assert clean_lines(out) and clean_lines(err), (out, err)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["[red]x[/red]", "[link=https://evil.example/]click[/link]", "[bold", "\\[x]", "[/]"],
+)
+def test_item_14_a_value_is_never_taken_for_rich_markup(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output.agent_table([_agent(value)])
+    output.grant_table([_grant(value)])
+    output.error({"error_description": value}, as_json=False)
+    out, err = capsys.readouterr()
+    assert out.count(value) >= 7 and value in err, (out, err)
+    assert "\x1b]8;" not in out + err  # no hyperlink escape
+
+
+def test_item_14_a_trojan_source_value_is_shown_escaped_in_a_table(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    output.agent_detail(_agent(f"helper{TROJAN}"))
+    out, _ = capsys.readouterr()
+    shown = "helper" + "".join(c if c in "[31m" else f"\\u{ord(c):04x}" for c in TROJAN)
+    assert shown in out.replace("\n", "").replace(" ", ""), out
+    assert clean_lines(out), out

@@ -130,13 +130,18 @@ def _table(done: dict[str, Any], files: int | None, warnings: dict[str, Any]) ->
         where = f"{f['path']}:{f['line']}" if f.get("line") else str(f["path"])
         creds = ", ".join(f"{c['type']} {c['fingerprint']}" for c in f.get("credentials") or [])
         table.add_row(
-            f["status"],
-            f["kind"],
-            str(f["name"]),
-            where,
-            ", ".join(f.get("flags") or []),
-            creds,
-            f.get("creator") or "-",
+            *map(
+                output.cell,
+                (
+                    f["status"],
+                    f["kind"],
+                    f["name"],
+                    where,
+                    ", ".join(f.get("flags") or []),
+                    creds,
+                    f.get("creator") or "-",
+                ),
+            )
         )
     output.console.print(table)
     counts = done.get("counts")
