@@ -17,6 +17,7 @@ import hmac
 import json
 import re
 import stat
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,19 @@ def test_item_12_values_a_typed_schema_would_refuse_are_tampering(
     reported_as_tampering(log, sql)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_item_12_a_tampered_newest_checkpoint_row_blocks_signing_and_proofs_cleanly(
+    log: Log,  # noqa: F811
+) -> None:
+    with log.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE audit_checkpoints SET root = 'x' WHERE size = {log.c2}")
+    for argv in (("audit", "checkpoint"), ("audit", "prove", "3")):
+        code, out, err = log.cli(*argv)
+        assert code == 4 and "Traceback" not in out + err, (argv, code, out, err)
+        assert f"checkpoint {log.c2} was changed" in err, err
+    log.make_refuses()
+
+
 # ---- item 13: keyed discovery fingerprints ----------------------------------------------
 
 PLANTED = "sk-proj-" + "Q7f2LmX9" * 12 + "T3BlbkFJ" + "Zr4Wd8Kp" * 5
@@ -304,23 +318,12 @@ def test_item_13_a_scan_without_an_installation_key_is_never_unkeyed(tmp_path: P
 
 # ---- item 14: control and bidirectional characters are shown, never obeyed ---------------
 
-# What must never reach a reader raw (restated here, not imported): C0 and C1 controls,
-# DEL, the bidirectional marks, embeddings, overrides and isolates, LINE and PARAGRAPH
-# SEPARATOR, lone surrogates.
+# What must never reach a reader raw (restated here, not imported): the Cc controls (C0,
+# DEL, C1), lone surrogates, and the bidirectional marks, embeddings, overrides, isolates
+# and the LINE and PARAGRAPH SEPARATORs.
+BIDI = "\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 UNSAFE = frozenset(
-    chr(c)
-    for c in (
-        *range(0x20),
-        *range(0x7F, 0xA0),
-        0x061C,
-        0x200E,
-        0x200F,
-        0x2028,
-        0x2029,
-        *range(0x202A, 0x202F),
-        *range(0x2066, 0x206A),
-        *range(0xD800, 0xE000),
-    )
+    c for c in map(chr, range(0x10000)) if unicodedata.category(c) in ("Cc", "Cs") or c in BIDI
 )
 TROJAN = "\u202e\u2066\u2069\u200f\u061c\x1b[31m\x85\x9b\x07\r\n\t\x00\u2028\x7f"
 SHOWN = st.text(

@@ -518,7 +518,11 @@ class Checkpointer:
                 self._checkpoints.key_file,
             )
             return
-        latest = self._checkpoints.latest()
+        try:
+            latest = self._checkpoints.latest()
+        except VerificationFailed as exc:  # make() would refuse every time: sign nothing
+            log.error("no checkpoints are signed: %s (run tether audit verify)", exc.description)
+            return
         self._signed = latest.size if latest is not None else 0
         self._thread.start()
 
