@@ -19,6 +19,7 @@ from tether.callers import Caller
 from tether.config import Settings
 from tether.dev_idp import DevIdp
 from tether.discover.findings import Findings
+from tether.discover.key import home_key
 from tether.epoch import EpochListener, StateEpoch
 from tether.errors import (
     Denied,
@@ -174,6 +175,7 @@ class Tether:
         tether = cls.open(settings, migrate=True)
         tether.keys.ensure()
         tether.checkpoints.ensure_key()  # the audit key, made on first init
+        home_key(home)  # the key discovery fingerprints are made with (tether.discover.key)
         token: str | None = None
         if not tether.admin_tokens.exist():
             token = tether.admin_tokens.create()

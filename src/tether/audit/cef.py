@@ -24,7 +24,8 @@ alert, 10 for a critical alert). The extensions:
 A key whose value is absent (null, or an empty chain, reason list or detail) is left
 out. Escaping follows the CEF spec: in the header ``\\`` and ``|``; in extension values
 ``\\``, ``=``, and line breaks as ``\\n`` / ``\\r``. The header cannot carry a line break
-at all, so one there becomes a space: a line never holds a raw CR or LF.
+at all, so one there becomes a space: a line never holds a raw CR or LF. Every other
+control or bidirectional character is shown as its ``\\uXXXX`` escape (:func:`visible`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import json
 from typing import Any
 
 from tether.audit.ocsf import epoch_ms, severity_id, summary
+from tether.safe_text import neutralise
 
 __all__ = ["parse_cef", "to_cef", "visible"]
 
@@ -123,18 +125,12 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-# Characters some readers take as line ends or terminal controls (C0 but TAB, CR, LF;
-# DEL; C1 incl. NEL; LINE and PARAGRAPH SEPARATOR). CEF has no escape for them, so they
-# become U+FFFD: a value can never forge a second line or a fake header.
-_INVISIBLE = dict.fromkeys(
-    (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029),
-    "\ufffd",
-)
-
-
 def visible(text: str) -> str:
-    """``text`` with line-breaking and control characters (but CR, LF, TAB) replaced."""
-    return text.translate(_INVISIBLE)
+    """``text`` with control and bidirectional characters (but CR and LF, which CEF
+    escapes its own way) as visible ``\\uXXXX`` escapes (:mod:`tether.safe_text`): CEF has
+    no escape for them, and a value must never forge a second line, a fake header, or
+    text that reads in another order than it is written."""
+    return neutralise(text, keep="\r\n")
 
 
 def _escape_header(text: str) -> str:

@@ -14,16 +14,17 @@ import base64
 import contextlib
 import logging
 import os
+import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select, text
 
 from tether.audit.log import AuditLog
 from tether.audit.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
@@ -38,12 +39,24 @@ __all__ = [
     "CheckpointRecord",
     "Checkpointer",
     "Checkpoints",
+    "MalformedCheckpoint",
     "key_file_of",
+    "kind_of",
     "origin_of",
     "pinned_keys",
+    "raw_text",
 ]
 
 log = logging.getLogger("tether.audit")
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedCheckpoint:
+    """A checkpoint row that holds a value of the wrong kind: the ``place``-th row in size
+    order, and what is wrong with it."""
+
+    place: int
+    problem: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,16 +190,23 @@ class Checkpoints:
 
     # ---- checkpoints -------------------------------------------------------------------
 
-    def list(self) -> list[CheckpointRecord]:
-        with self._store.read() as conn:
-            rows = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.size))
-            return [_record(row) for row in rows]
+    def list(self) -> list[CheckpointRecord | MalformedCheckpoint]:
+        """Every checkpoint row in size order; a row holding a value of the wrong kind (it
+        was tampered with) comes back as a :class:`MalformedCheckpoint` saying which."""
+        with self._store.read() as conn, raw_text(conn):
+            rows = conn.execute(text(f"{_SELECT} ORDER BY size")).all()
+        listed: list[CheckpointRecord | MalformedCheckpoint] = []
+        for place, row in enumerate(rows, 1):
+            try:
+                listed.append(_record(row, place))
+            except VerificationFailed as exc:
+                listed.append(MalformedCheckpoint(place, exc.description))
+        return listed
 
     def latest(self) -> CheckpointRecord | None:
-        with self._store.read() as conn:
-            row = conn.execute(
-                select(audit_checkpoints).order_by(audit_checkpoints.c.size.desc()).limit(1)
-            ).first()
+        """The newest checkpoint; :class:`VerificationFailed` if its row was tampered with."""
+        with self._store.read() as conn, raw_text(conn):
+            row = conn.execute(text(f"{_SELECT} ORDER BY size DESC LIMIT 1")).first()
         return _record(row) if row is not None else None
 
     def make(self) -> CheckpointRecord:
@@ -238,15 +258,13 @@ class Checkpoints:
                         )
                     )
             except Conflict:  # another process checkpointed this size first
-                with self._store.read() as conn:
-                    row = conn.execute(
-                        select(audit_checkpoints).where(audit_checkpoints.c.size == size)
-                    ).one()
-                if bytes(row.root) != root:
+                with self._store.read() as conn, raw_text(conn):
+                    row = conn.execute(text(f"{_SELECT} WHERE size = :size"), {"size": size})
+                    record = _record(row.one())
+                if record.root != root:
                     raise VerificationFailed(
                         f"another checkpoint of size {size} has a different root"
                     ) from None
-                record = _record(row)
             if anchor is None or anchor.size < size:  # our own note, never going back
                 _replace_file(self.anchor_file, note.encode())
             return record
@@ -400,14 +418,77 @@ def _replace_file(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _record(row: Any) -> CheckpointRecord:
-    return CheckpointRecord(
-        size=int(row.size),
-        root=bytes(row.root),
-        note=str(row.note),
-        verifier_key=str(row.verifier_key),
-        signed_at=row.signed_at,
-    )
+# The columns as stored, the time as text: nothing converted by SQLAlchemy or the
+# driver, so a value of the wrong kind is read (and reported) rather than failing the read.
+_SELECT = "SELECT size, root, note, verifier_key, CAST(signed_at AS TEXT) FROM audit_checkpoints"
+
+
+def _record(row: Sequence[Any], place: int | None = None) -> CheckpointRecord:
+    """A checkpoint row (as :data:`_SELECT` reads it) checked value by value; a value of
+    the wrong kind is tampering: :class:`VerificationFailed` naming the row."""
+    size, root, note, vkey, signed_at = row
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        where = f"the checkpoint row {place}" if place is not None else "a checkpoint row"
+        raise VerificationFailed(f"{where} was changed: its size is {kind_of(size)}")
+    at = _time(signed_at)
+    if not isinstance(root, bytes | memoryview) or len(root) != 32:
+        problem = f"its root is {kind_of(root)}, not a 32-byte hash"
+    elif not isinstance(note, str):
+        problem = f"its note is {kind_of(note)}"
+    elif not isinstance(vkey, str):
+        problem = f"its verifier key is {kind_of(vkey)}"
+    elif at is None:
+        problem = f"its signing time is {kind_of(signed_at)}"
+    else:
+        return CheckpointRecord(size, bytes(root), note, vkey, at)
+    raise VerificationFailed(f"checkpoint {size} was changed: {problem}")
+
+
+def _time(stored: object) -> datetime | None:
+    """A stored time read as text (UTC; SQLite keeps it without a zone), if it is one."""
+    try:
+        at = datetime.fromisoformat(stored)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def kind_of(value: object) -> str:
+    """What a stored value is, for a report (never the value: it may be anything)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool | int):
+        return "a negative number" if value < 0 else "a number"
+    if isinstance(value, float):
+        return "a fraction"
+    if isinstance(value, bytes | memoryview):
+        return f"{len(value)} bytes"
+    if isinstance(value, str):
+        return "a text"
+    return "a value of the wrong kind"
+
+
+@contextlib.contextmanager
+def raw_text(conn: Connection) -> Iterator[None]:
+    """Read text as stored: on SQLite, text that is not UTF-8 (SQLite keeps whatever it is
+    given) comes back as its bytes, a value of the wrong kind, instead of failing the read."""
+    raw = conn.connection.dbapi_connection
+    if not isinstance(raw, sqlite3.Connection):
+        yield
+        return
+    before = raw.text_factory
+    raw.text_factory = _text_or_bytes
+    try:
+        yield
+    finally:
+        raw.text_factory = before
+
+
+def _text_or_bytes(data: bytes) -> str | bytes:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
 
 
 class Checkpointer:
@@ -437,7 +518,11 @@ class Checkpointer:
                 self._checkpoints.key_file,
             )
             return
-        latest = self._checkpoints.latest()
+        try:
+            latest = self._checkpoints.latest()
+        except VerificationFailed as exc:  # make() would refuse every time: sign nothing
+            log.error("no checkpoints are signed: %s (run tether audit verify)", exc.description)
+            return
         self._signed = latest.size if latest is not None else 0
         self._thread.start()
 

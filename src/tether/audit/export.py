@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from tether.audit.cef import to_cef
 from tether.audit.ocsf import to_ocsf
+from tether.safe_text import neutralise
 
 __all__ = ["FORMATS", "Format", "render"]
 
@@ -20,8 +21,9 @@ def render(body: str, format: Format, *, version: str) -> str:
         return body
 
     event: dict[str, Any] = json.loads(body)
-    if format == "ocsf":
-        return json.dumps(
+    if format == "ocsf":  # control and bidi characters as JSON escapes: the same JSON
+        text = json.dumps(
             to_ocsf(event, version=version), ensure_ascii=False, separators=(",", ":")
         )
+        return neutralise(text)
     return to_cef(event, version=version)

@@ -82,6 +82,7 @@ from tether.audit.poster import DeadlinePassed, Poster
 from tether.config import SinkConfig
 from tether.errors import Conflict
 from tether.redact import SECRETS, Redactor, is_field_value
+from tether.safe_text import neutralise
 from tether.store import Store, sink_cursors
 
 __all__ = [
@@ -207,7 +208,7 @@ class SyslogSink(Sink):
         pri = SYSLOG_FACILITY * 8 + syslog_severity(event)
         stamp = _token(str(event.get("time") or ""), 64)
         msgid = _token(str(event.get("type") or ""), 32)
-        return f"<{pri}>1 {stamp} {self.hostname} tether - {msgid} - {line}"
+        return f"<{pri}>1 {stamp} {self.hostname} tether - {msgid} - {neutralise(line)}"
 
     def send(self, lines: list[str]) -> None:
         try:

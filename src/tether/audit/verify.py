@@ -14,19 +14,20 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, and_, func, inspect, or_, select, type_coerce
+from sqlalchemy.types import NullType, TypeDecorator
 
-from tether.audit.checkpoints import CheckpointRecord
+from tether.audit.checkpoints import CheckpointRecord, MalformedCheckpoint, kind_of, raw_text
 from tether.audit.log import AuditLog
 from tether.audit.note import Checkpoint, Verifier
 from tether.audit.record import has_columns
 from tether.audit.tree import Frontier
 from tether.errors import VerificationFailed
-from tether.store import Store, audit_head, events
+from tether.store import Store, audit_checkpoints, audit_head, audit_nodes, events
 
 __all__ = ["Report", "verify"]
 
@@ -65,7 +66,7 @@ class Report:
 def verify(
     store: Store,
     log: AuditLog,
-    records: list[CheckpointRecord],
+    records: Sequence[CheckpointRecord | MalformedCheckpoint],
     trusted: list[Verifier],
     anchors: Sequence[Checkpoint] = (),
     *,
@@ -83,27 +84,28 @@ def verify(
         if by_size.setdefault(size, root) != root:
             report.fail(None, f"two signed checkpoints of size {size} have different roots")
     report.checkpoints = len(signed)
-    with store.read(snapshot=True) as conn:  # one snapshot: the head and what it covers
-        head = conn.execute(
-            select(audit_head.c.size, audit_head.c.frontier).where(audit_head.c.id == 1)
-        ).first()
-        head_size = int(head.size) if head is not None else None
-        walk = _Walk(log, conn, signed, report)
+    # one snapshot: the head and what it covers; every value read as stored
+    with store.read(snapshot=True) as conn, raw_text(conn):
+        if not _schema_intact(conn, report):
+            return report
+        head_size, head_frontier = _head(conn, report)
+        walk = _Walk(conn, signed, report)
         with log.scan(conn, upto=head_size) as rows:
             for row in rows:
                 walk.step(*row)
         walk.finish()
         if head_size is None:
-            report.fail(None, "the tree head is missing")
             return report
         beyond = conn.execute(select(func.max(events.c.seq))).scalar()
-        if beyond is not None and beyond > head_size and not walk.broken:
+        if beyond is not None and not _is_count(beyond):
+            report.fail(None, f"an event's sequence number is {kind_of(beyond)}")
+        elif not walk.broken and beyond is not None and beyond > head_size:
             report.fail(head_size + 1, f"events after {head_size} are not in the tree head")
     count = walk.expected - 1
     report.size = count
-    if not walk.broken and head is not None:
+    if not walk.broken:
         report.root = walk.frontier.root()
-        if head_size == count and _frontier(head.frontier) != walk.frontier.hashes:
+        if head_size == count and _frontier(head_frontier) != walk.frontier.hashes:
             report.fail(None, "the stored tree head does not match the events")
         if head_size > count:
             report.fail(count + 1, f"events {count + 1}..{head_size} are missing: the tail was cut")
@@ -114,6 +116,53 @@ def verify(
             f"checkpoint {newest} was signed but the log ends at {count}: the tail was cut",
         )
     return report
+
+
+def _head(conn: Connection, report: Report) -> tuple[int | None, Any]:
+    """The stored tree head (its size, None if it has none or one of the wrong kind, and
+    its frontier as stored)."""
+    head = conn.execute(
+        select(audit_head.c.size, audit_head.c.frontier).where(audit_head.c.id == 1)
+    ).first()
+    if head is None:
+        report.fail(None, "the tree head is missing")
+        return None, None
+    if not _is_count(head.size):
+        report.fail(None, f"the tree head was changed: its size is {kind_of(head.size)}")
+        return None, None
+    return head.size, head.frontier
+
+
+def _is_count(value: object) -> bool:
+    """Whether a stored size or sequence number is one (a whole number, not negative)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _schema_intact(conn: Connection, report: Report) -> bool:
+    """Whether every column of the audit tables still holds the kind of value Tether keeps
+    there (an altered column type is tampering: its values cannot be read as the log)."""
+    inspector = inspect(conn)
+    intact = True
+    for table in (events, audit_head, audit_nodes, audit_checkpoints):
+        found = {c["name"]: c["type"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            kept = column.type
+            kept = kept.impl_instance if isinstance(kept, TypeDecorator) else kept
+            if _python_type(found.get(column.name)) is not kept.python_type:
+                intact = False
+                report.fail(
+                    None,
+                    f"the audit table {table.name} was altered: its column {column.name} "
+                    f"is {found.get(column.name, 'gone')}, not {kept.compile(conn.dialect)}",
+                )
+    return intact
+
+
+def _python_type(stored: Any) -> type | None:
+    try:
+        return stored.python_type if stored is not None else None
+    except NotImplementedError:  # a type SQLAlchemy does not know
+        return None
 
 
 def _frontier(text: Any) -> list[bytes] | None:
@@ -130,25 +179,21 @@ class _Walk:
     """One pass over the events in order: leaves, columns, places, roots at the
     checkpoints, and the stored subtrees; stops judging at the first bad event."""
 
-    def __init__(
-        self, log: AuditLog, conn: Any, signed: list[tuple[int, bytes]], report: Report
-    ) -> None:
-        self.log, self.conn, self.report = log, conn, report
+    def __init__(self, conn: Connection, signed: list[tuple[int, bytes]], report: Report) -> None:
+        self.conn, self.report = conn, report
         self.signed = signed
         self.roots = dict(signed)
         self.frontier = Frontier()
         self.expected = 1
         self.broken = False
         self.made: dict[tuple[int, int], bytes] = {}
-        self.batch_start = 0
 
-    def step(self, seq: int, time: Any, type: Any, subject: Any, body: Any, stored: Any) -> None:
-        if self.broken:
-            self.expected = seq + 1
-            return
-        if seq != self.expected:
-            self._bad(self.expected, _gap(self.expected, seq))
-            self.expected = seq + 1
+    def step(self, seq: Any, time: Any, type: Any, subject: Any, body: Any, stored: Any) -> None:
+        if self.broken or not _is_count(seq) or seq != self.expected:
+            if not self.broken:
+                self._bad(self.expected, _gap(self.expected, seq))
+            if _is_count(seq):
+                self.expected = seq + 1  # the events are still counted
             return
         data = bytes(body) if isinstance(body, bytes | memoryview) else b""
         leaf = sha256(b"\x00" + data).digest()
@@ -175,7 +220,7 @@ class _Walk:
         the recomputed ones (proofs are served from them)."""
         if self.broken or not self.made:
             return
-        stored = self.log.completed_nodes(self.conn, self.batch_start, self.frontier.size)
+        stored = _stored_nodes(self.conn, self.made)
         wrong = [node for node, value in self.made.items() if stored.get(node) != value]
         if wrong:
             # the smallest subtree that differs, leftmost: it names the events
@@ -187,7 +232,7 @@ class _Walk:
                 "recomputed from the events differs from the stored one (proofs from it "
                 "would not verify)",
             )
-        self.made, self.batch_start = {}, self.frontier.size
+        self.made = {}
 
     def _bad(self, seq: int, problem: str) -> None:
         self.finish()  # subtrees the good leaves before it completed are still judged
@@ -195,7 +240,34 @@ class _Walk:
         self.broken = True
 
 
-def _gap(expected: int, found: int) -> str:
+def _stored_nodes(conn: Connection, nodes: Iterable[tuple[int, int]]) -> dict[Any, bytes]:
+    """The stored subtrees in the span of ``nodes`` (per level, from the lowest index to
+    the highest), keyed as stored; a hash of the wrong kind is left out (it is wrong)."""
+    span: dict[int, tuple[int, int]] = {}
+    for level, idx in nodes:
+        lo, hi = span.get(level, (idx, idx))
+        span[level] = (min(lo, idx), max(hi, idx))
+    value = type_coerce(audit_nodes.c.hash, NullType())  # as stored: no conversion
+    rows = conn.execute(
+        select(audit_nodes.c.level, audit_nodes.c.idx, value).where(
+            or_(
+                *(
+                    and_(audit_nodes.c.level == level, audit_nodes.c.idx.between(lo, hi))
+                    for level, (lo, hi) in span.items()
+                )
+            )
+        )
+    )
+    return {
+        (level, idx): bytes(value)
+        for level, idx, value in rows
+        if isinstance(value, bytes | memoryview)
+    }
+
+
+def _gap(expected: int, found: Any) -> str:
+    if not _is_count(found):
+        return f"event {expected}'s sequence number is {kind_of(found)}"
     if found < expected:
         return f"event {found} appears twice or out of order"
     if found == expected + 1:
@@ -204,12 +276,18 @@ def _gap(expected: int, found: int) -> str:
 
 
 def _open_checkpoints(
-    records: list[CheckpointRecord], trusted: list[Verifier], origin: str, report: Report
+    records: Sequence[CheckpointRecord | MalformedCheckpoint],
+    trusted: list[Verifier],
+    origin: str,
+    report: Report,
 ) -> list[tuple[int, bytes]]:
     """The checkpoints whose signature verifies with a trusted key, as (size, root)."""
     keys = {v.text: v for v in trusted}
     signed: list[tuple[int, bytes]] = []
     for record in records:
+        if isinstance(record, MalformedCheckpoint):
+            report.fail(None, record.problem)
+            continue
         verifier = keys.get(record.verifier_key)
         if verifier is None:
             report.fail(None, f"checkpoint {record.size} is signed by an untrusted key")

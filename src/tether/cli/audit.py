@@ -217,13 +217,18 @@ def search(
     table = Table("seq", "time", "type", "chain", "action", "resource", "decision")
     for event in found["events"]:
         table.add_row(
-            str(event["seq"]),
-            output.short_time(event["time"]),
-            event["type"],
-            " > ".join(event["chain"]),
-            event["action"] or "",
-            event["resource"] or "",
-            event["decision"] or "",
+            *map(
+                output.cell,
+                (
+                    event["seq"],
+                    output.short_time(event["time"]),
+                    event["type"],
+                    " > ".join(event["chain"]),
+                    event["action"] or "",
+                    event["resource"] or "",
+                    event["decision"] or "",
+                ),
+            )
         )
     output.console.print(table)
     if found["next"] is not None:

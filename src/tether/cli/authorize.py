@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import jwt
 import typer
+from rich.markup import escape
 
 from tether.cli import output
 from tether.cli.context import open_client
@@ -82,7 +83,8 @@ def authorize(
         output.emit(decision)
     else:
         verdict = "[bold green]ALLOW[/]" if decision["allowed"] else "[bold red]DENY[/]"
-        output.console.print(f"{verdict} {decision['action']} {decision['resource']}")
+        what = f"{escape(decision['action'])} {escape(decision['resource'])}"
+        output.console.print(f"{verdict} {what}", markup=True)
         output.console.print("chain: " + " -> ".join(decision["chain"]), markup=False)
         for reason in decision["reasons"]:
             output.console.print(f"  - {reason}", markup=False)

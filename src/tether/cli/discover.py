@@ -4,6 +4,7 @@ registry."""
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,8 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tether.cli import output
-from tether.cli.context import open_client
+from tether.cli.context import open_client, settings
 from tether.cli.options import Json
+from tether.discover.key import home_key
 from tether.errors import InvalidRequest
 
 __all__ = ["app"]
@@ -74,7 +76,7 @@ def scan(
         def advance(file: Any) -> None:
             progress.update(task, advance=1, current=file.relpath[-60:])
 
-        result = run_scan(targets, progress=advance)
+        result = run_scan(targets, progress=advance, key=_fingerprint_key())
     body = {
         "roots": [str(r) for r in result.roots],
         "findings": result.to_dict()["findings"],
@@ -88,6 +90,22 @@ def scan(
         print(json.dumps(to_sarif(done["findings"], version=VERSION), indent=2))
     else:
         _table(done, result.files_seen, result.warnings.to_dict())
+
+
+def _fingerprint_key() -> bytes:
+    """This installation's discovery key (made in TETHER_HOME on first use); a scan from a
+    machine without a home (recording to a server at TETHER_URL) gets a key of its own,
+    never an unkeyed hash."""
+    home = settings().home
+    if home.is_dir():
+        return home_key(home)
+    output.stderr.print(
+        f"note: {home} does not exist: credential fingerprints are keyed for this scan "
+        "only (they differ from those of other scans); run from an initialised TETHER_HOME "
+        "for stable fingerprints",
+        markup=False,
+    )
+    return secrets.token_bytes(32)
 
 
 @app.command()
@@ -112,13 +130,18 @@ def _table(done: dict[str, Any], files: int | None, warnings: dict[str, Any]) ->
         where = f"{f['path']}:{f['line']}" if f.get("line") else str(f["path"])
         creds = ", ".join(f"{c['type']} {c['fingerprint']}" for c in f.get("credentials") or [])
         table.add_row(
-            f["status"],
-            f["kind"],
-            str(f["name"]),
-            where,
-            ", ".join(f.get("flags") or []),
-            creds,
-            f.get("creator") or "-",
+            *map(
+                output.cell,
+                (
+                    f["status"],
+                    f["kind"],
+                    f["name"],
+                    where,
+                    ", ".join(f.get("flags") or []),
+                    creds,
+                    f.get("creator") or "-",
+                ),
+            )
         )
     output.console.print(table)
     counts = done.get("counts")

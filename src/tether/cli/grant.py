@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tether.cli import output
@@ -103,7 +104,7 @@ def review(
     if not owners:
         output.console.print("nothing to review")
     for entry in owners:
-        output.console.print(f"[bold]{entry['owner']}[/]")
+        output.console.print(f"[bold]{escape(entry['owner'])}[/]", markup=True)
         table = Table(box=None, header_style="bold")
         for column in ("AGENT", "STATE", "GRANT", "PERMISSION", "LAST USED", "SUGGESTION"):
             table.add_column(column)

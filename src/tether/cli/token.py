@@ -37,7 +37,9 @@ def user_token(
     if json_:
         output.emit(result)
     else:
-        output.stderr.print("[yellow]development identity provider: not for real people[/]")
+        output.stderr.print(
+            "[yellow]development identity provider: not for real people[/]", markup=True
+        )
         print(result["token"])
 
 

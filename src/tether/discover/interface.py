@@ -4,16 +4,21 @@ a scan reads, and the warnings it counts.
 A scanner is read-only and offline: it is handed files (already found by the walker, under
 the scanned paths, size-capped, not binary) and yields :class:`Finding` objects. It never
 keeps a secret: a credential becomes its type, where it was given, and a fingerprint (the
-first 12 hex digits of its SHA-256), via :meth:`Credential.of`. Malformed input is not an
-error: the scanner calls :meth:`SourceFile.warn` and yields what it could read.
+first 12 hex digits of its HMAC-SHA256 under the installation's discovery key, see
+:mod:`tether.discover.key`), via :meth:`Credential.of`. Malformed input is not an error:
+the scanner calls :meth:`SourceFile.warn` and yields what it could read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +32,7 @@ __all__ = [
     "SourceFile",
     "Warnings",
     "fingerprint",
+    "fingerprint_key",
 ]
 
 # What was found. Every kind but "credential" is an agent (it can be registered).
@@ -49,10 +55,32 @@ FLAGS = (
 )
 
 
+# The key fingerprints are made with: the installation's, while a scan handed one runs
+# (:func:`fingerprint_key`); else one made for this process, so no fingerprint is ever an
+# unkeyed hash (those match only within the process).
+_KEY: ContextVar[bytes | None] = ContextVar("tether_fingerprint_key", default=None)
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
 def fingerprint(secret: str) -> str:
-    """The first 12 hex digits of the secret's SHA-256: enough to match the same key found
-    twice, useless to anyone who wants the key."""
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    """The first 12 hex digits of the secret's HMAC-SHA256 under the discovery key: enough
+    to match the same key found twice, useless to anyone who wants the key (without the
+    discovery key a guess of the secret cannot be checked against it)."""
+    key = _KEY.get() or _PROCESS_KEY
+    data = secret.encode("utf-8", "surrogatepass")
+    return hmac.new(key, data, hashlib.sha256).hexdigest()[:12]
+
+
+@contextmanager
+def fingerprint_key(key: bytes) -> Iterator[None]:
+    """Make the fingerprints of this context (a scan) with ``key``."""
+    if len(key) < 16:
+        raise ValueError("a fingerprint key has at least 16 bytes")
+    token = _KEY.set(key)
+    try:
+        yield
+    finally:
+        _KEY.reset(token)
 
 
 @dataclass(frozen=True, slots=True)

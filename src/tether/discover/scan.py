@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tether.discover.interface import Finding, Scanner, SourceFile, Warnings
+from tether.discover.interface import Finding, Scanner, SourceFile, Warnings, fingerprint_key
 from tether.discover.walk import MAX_BYTES, walk
 
 __all__ = ["ScanResult", "default_scanners", "run_scan"]
@@ -79,8 +79,14 @@ def run_scan(
     *,
     progress: Callable[[SourceFile], None] | None = None,
     max_bytes: int = MAX_BYTES,
+    key: bytes | None = None,
 ) -> ScanResult:
-    """Scan ``paths`` (files or directories); never raises for what is in them."""
+    """Scan ``paths`` (files or directories); never raises for what is in them.
+    Credential fingerprints are keyed with ``key`` (the installation's discovery key, see
+    :mod:`tether.discover.key`); without one, with a key of this process only."""
+    if key is not None:
+        with fingerprint_key(key):
+            return run_scan(paths, scanners, progress=progress, max_bytes=max_bytes)
     chosen = list(scanners) if scanners is not None else default_scanners()
     warnings = Warnings()
     roots = [p.resolve() for p in paths if p.exists()]  # the walker counts the others
