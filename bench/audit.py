@@ -12,10 +12,10 @@ through the same engine:
 - ``append grouped``: T threads (16) calling ``record(...)`` at once, so the group commit
   writes whatever queued up together, vs one thread doing a bare ``executemany`` of T rows
   + ``COMMIT`` (the best a batch of T can do). The mean group Tether achieved goes to stderr.
-- ``append many 100``: ``record_many`` of 100 entries vs a bare ``executemany`` of 100
+- ``append many 100``: ``record`` of 100 entries vs a bare ``executemany`` of 100
   + ``COMMIT``.
 
-Verification and proofs use one SQLite log grown with ``record_many`` in batches of 25k,
+Verification and proofs use one SQLite log grown with ``record`` in batches of 25k,
 with a signed checkpoint at each measured size:
 
 - ``verify 100k``: ``tether.verify_audit()`` (every leaf recomputed, columns checked
@@ -68,8 +68,8 @@ from tether.store import audit_nodes, events
 
 ROUNDS = 3  # as in _common.best_of
 THREADS = 16  # callers of record() at once for the grouped figure
-MANY = 100  # entries per record_many call
-BUILD_BATCH = 25_000  # entries per record_many call while growing the big log
+MANY = 100  # entries per record call
+BUILD_BATCH = 25_000  # entries per record call while growing the big log
 VERIFY_GOAL = 0.5  # verify at least half as fast as bare hashlib over the same bytes
 MIN_SAMPLES = 25  # proof samples taken whatever the time budget
 CHECKS = 10  # proofs checked (and bare reads counted) before timing
@@ -127,18 +127,9 @@ def bodies(tether: Tether) -> list[str]:
 
 
 def record(log: AuditLog, e: Entry) -> int:
-    """``log.record`` of the fields of ``e``: one event, returned after its commit."""
-    return log.record(
-        e.type,
-        actor=e.actor,
-        subject=e.subject,
-        chain=e.chain,
-        action=e.action,
-        resource=e.resource,
-        decision=e.decision,
-        reasons=e.reasons,
-        detail=e.detail,
-    )
+    """``log.record`` of one event, returned after its commit."""
+    [seq] = log.record(e)
+    return seq
 
 
 def bench_appends(label: str, tether: Tether, seconds: float) -> list[Result]:
@@ -149,9 +140,11 @@ def bench_appends(label: str, tether: Tether, seconds: float) -> list[Result]:
 
     # Check both paths write what they claim before timing anything.
     before = log.size()
-    seq = log.record("decision", actor="agent-0", subject="agent-0", reason="bench check")
+    [seq] = log.record(
+        Entry.of("decision", actor="agent-0", subject="agent-0", reason="bench check")
+    )
     expect(seq == before + 1 and log.size() == seq, f"record() gave {seq} after {before}")
-    expect(len(log.record_many(ENTRIES[:MANY])) == MANY, "record_many lost entries")
+    expect(len(log.record(*ENTRIES[:MANY])) == MANY, "record lost entries")
     with engine.begin() as conn:
         conn.execute(sa.insert(plain), {"body": texts[0]})
         stored = conn.execute(sa.select(plain.c.body).order_by(plain.c.id.desc())).first()
@@ -169,7 +162,7 @@ def bench_appends(label: str, tether: Tether, seconds: float) -> list[Result]:
 
     def many(_tag: str, _n: int) -> Op:
         batches = [ENTRIES[k : k + MANY] for k in range(0, POOL, MANY)]
-        return lambda i: log.record_many(batches[i % len(batches)])
+        return lambda i: log.record(*batches[i % len(batches)])
 
     def executemany(size: int) -> Callable[[str, int], Op]:
         rows = [{"body": t} for t in texts]
@@ -262,14 +255,14 @@ def concurrent_appends(
 
 
 def grow(tether: Tether, size: int) -> float:
-    """Append pool entries with record_many until the log holds ``size`` events, then
+    """Append pool entries with record until the log holds ``size`` events, then
     sign a checkpoint; the events/s of the growing."""
     log = tether.events
     start, have = time.perf_counter(), log.size()
     at = have
     while at < size:
         n = min(BUILD_BATCH, size - at)
-        log.record_many([ENTRIES[(at + k) % POOL] for k in range(n)])
+        log.record(*[ENTRIES[(at + k) % POOL] for k in range(n)])
         at += n
     elapsed = time.perf_counter() - start
     tether.checkpoints.make()
@@ -480,7 +473,7 @@ def run(quick: bool) -> list[Result]:
                 speed = grow(tether, size)
                 print(
                     f"grew the SQLite log to {size:,} events ({speed:,.0f} events/s by "
-                    f"record_many of {BUILD_BATCH:,}; {time.perf_counter() - started:.0f}s "
+                    f"record of {BUILD_BATCH:,}; {time.perf_counter() - started:.0f}s "
                     "so far)",
                     file=sys.stderr,
                 )

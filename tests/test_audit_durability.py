@@ -270,7 +270,7 @@ def test_when_no_event_can_be_written_nothing_happens_and_every_decision_is_a_de
         tether.registry.suspend(ADMIN, "helper", "no record, no suspension")
     assert tether.registry.get(ADMIN, "helper").state.value == "active"
     with pytest.raises(TetherError):
-        tether.events.record("test.note", actor="tester", subject=None)
+        tether.events.record(Entry.of("test.note", actor="tester", subject=None))
 
     # decisions: the allow (even the cached one) becomes a deny, nothing is recorded
     with pytest.raises(Denied, match="decision record could not be written"):
@@ -374,7 +374,7 @@ def test_every_acknowledged_append_survives_sigkill(
 
 PROCESSES = 4
 THREADS = 3
-OPS = 60  # per thread; half record(), half record_many() of 1-4: about 120 events a thread
+OPS = 60  # per thread; half record(), half record() of 1-4: about 120 events a thread
 
 
 @pytest.mark.slow
@@ -469,9 +469,14 @@ def test_group_commit_batches_concurrent_records(tether: Tether, cli: Cli) -> No
         try:
             barrier.wait()
             for i in range(50):
-                seqs[t].append(
+                seqs[t].extend(
                     tether.events.record(
-                        "test.append", actor=f"thread:{t}", subject=None, detail={"n": f"{t}.{i}"}
+                        Entry.of(
+                            "test.append",
+                            actor=f"thread:{t}",
+                            subject=None,
+                            detail={"n": f"{t}.{i}"},
+                        )
                     )
                 )
         except BaseException as exc:  # reported below
@@ -506,7 +511,7 @@ def test_group_commit_batches_concurrent_records(tether: Tether, cli: Cli) -> No
 
 
 def _deferred(tether: Tether, n: str) -> None:
-    tether.events.defer([Entry.of("test.later", actor="gateway", subject=None, detail={"n": n})])
+    tether.events.defer(Entry.of("test.later", actor="gateway", subject=None, detail={"n": n}))
 
 
 def test_a_deferred_record_rides_along_with_the_next_commit(tether: Tether, cli: Cli) -> None:
@@ -517,7 +522,7 @@ def test_a_deferred_record_rides_along_with_the_next_commit(tether: Tether, cli:
     tether.events.on_commit(commits.append)
     _deferred(tether, "a")
     _deferred(tether, "b")
-    seq = tether.events.record("test.now", actor="gateway", subject=None)
+    [seq] = tether.events.record(Entry.of("test.now", actor="gateway", subject=None))
     assert len(commits) == 1
     rows = dict(log_rows(engine))
     assert [rows[seq - 2]["detail"]["n"], rows[seq - 1]["detail"]["n"]] == ["a", "b"]
@@ -546,7 +551,7 @@ def test_a_deferred_record_survives_a_failed_write_and_is_written_later(
     _refuse_every_event(engine)
     _deferred(tether, "kept")
     with pytest.raises(TetherError):
-        tether.events.record("test.now", actor="gateway", subject=None)
+        tether.events.record(Entry.of("test.now", actor="gateway", subject=None))
     with pytest.raises(TetherError):
         tether.events.flush()
     assert tether.events.list(type="test.later") == []

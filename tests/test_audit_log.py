@@ -122,7 +122,9 @@ def test_canonical_edge_cases_match_rfc8785(value: Any) -> None:
 
 def test_the_leaf_is_the_canonical_json_of_the_exported_line(tether: Tether, capsys) -> None:
     tether.registry.register(ADMIN, spec("helper"))
-    tether.events.record("probe", actor="admin", subject=None, detail={"z": 1, "a": "é\n\x00"})
+    tether.events.record(
+        Entry.of("probe", actor="admin", subject=None, detail={"z": 1, "a": "é\n\x00"})
+    )
     size, _ = tether.events.root()
     lines = tether.events.bodies()
     assert [seq for seq, _, _ in lines] == list(range(1, size + 1))
@@ -141,7 +143,7 @@ def _grow(tether: Tether, size: int) -> None:
     if have < size:
         entries = [Entry.of("probe", actor="admin", detail={"n": i}) for i in range(have, size)]
         for at in range(0, len(entries), 1000):
-            tether.events.record_many(entries[at : at + 1000])
+            tether.events.record(*entries[at : at + 1000])
 
 
 def _flip(value: bytes, bit: int) -> bytes:
@@ -290,7 +292,9 @@ def test_a_checkpoint_is_made_every_n_events(
         worker.start()
         try:
             for i in range(12):
-                tether.events.record("probe", actor="admin", subject=None, detail={"i": i})
+                tether.events.record(
+                    Entry.of("probe", actor="admin", subject=None, detail={"i": i})
+                )
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 latest = tether.checkpoints.latest()
@@ -307,7 +311,7 @@ def test_a_checkpoint_is_made_every_t_milliseconds(tether: Tether) -> None:
     worker = Checkpointer(tether.checkpoints, tether.events, 1_000_000, 0.05)
     worker.start()
     try:
-        tether.events.record("probe", actor="admin", subject=None)
+        tether.events.record(Entry.of("probe", actor="admin", subject=None))
         size = tether.events.size()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -578,10 +582,10 @@ def test_random_histories_always_verify(tether: Tether) -> None:
     for i in range(60):
         kind = rng.choice(["record", "many", "effect"])
         if kind == "record":
-            tether.events.record("probe", actor="admin", subject=None, detail={"i": i})
+            tether.events.record(Entry.of("probe", actor="admin", subject=None, detail={"i": i}))
         elif kind == "many":
-            tether.events.record_many(
-                [
+            tether.events.record(
+                *[
                     Entry.of("probe", actor="admin", detail={"i": i, "j": j})
                     for j in range(rng.randint(1, 9))
                 ]
@@ -649,7 +653,7 @@ def test_a_rolled_back_append_leaves_nothing_on_the_pooled_connection(tether: Te
     transaction on the same pooled connection records its own events as ever."""
     for i in range(12):  # more than the pool, so every pooled connection is hit
         with pytest.raises(RuntimeError), tether.store.write() as conn:  # noqa: PT012
-            tether.events.append(conn, "probe", actor="admin", subject=None)
+            tether.events.append(conn, Entry.of("probe", actor="admin", subject=None))
             raise RuntimeError("the effect failed after its event was queued")
         tether.registry.register(ADMIN, spec(f"after{i}"))
         found = tether.events.list(

@@ -22,6 +22,7 @@ import pytest
 from tether import Tether
 from tether.audit.export import render
 from tether.audit.log import AuditLog
+from tether.audit.record import Entry
 from tether.audit.sinks import (
     SYSLOG_FACILITY,
     SinkRunner,
@@ -46,8 +47,11 @@ RFC5424 = re.compile(
 
 def add_events(tether: Tether, n: int, type: str = "test.event") -> list[int]:
     return [
-        tether.events.record(type, actor="admin", subject=f"subject-{i}", reason=f"r{i}")
+        seq
         for i in range(n)
+        for seq in tether.events.record(
+            Entry.of(type, actor="admin", subject=f"subject-{i}", reason=f"r{i}")
+        )
     ]
 
 
@@ -351,7 +355,9 @@ def test_syslog_udp_sends_one_rfc5424_datagram_per_event(tether: Tether, receive
 def test_syslog_tcp_uses_octet_counting(tether: Tether, receivers) -> None:
     tcp = TcpReceiver()
     receivers.append(tcp)
-    tether.events.record("subject.with spaces", actor="admin", subject="x", reason="ünïcode ✓")
+    tether.events.record(
+        Entry.of("subject.with spaces", actor="admin", subject="x", reason="ünïcode ✓")
+    )
     add_events(tether, 3)
     config = SinkConfig(
         name="tcp",

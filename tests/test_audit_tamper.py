@@ -298,20 +298,24 @@ def build(tether: Tether, clock: Clock) -> tuple[int, int]:
     tether.tokens.client_credentials(helper, tether.tokens.issuer, None)
     step()
     tether.events.record(
-        "test.note",
-        actor="tester",
-        subject=None,
-        detail={"float": 1.5, "big": 2**60, "nested": {"list": [1, None, True]}},
+        Entry.of(
+            "test.note",
+            actor="tester",
+            subject=None,
+            detail={"float": 1.5, "big": 2**60, "nested": {"list": [1, None, True]}},
+        )
     )
     step()
     c1 = tether.checkpoints.make().size
     tether.registry.suspend(ADMIN, "planner", "on leave")
     step()
     tether.events.record(
-        "test.note",
-        actor="tester",
-        subject='ünïcödé "quoted" \\ / \u2028 \x01 😀',
-        detail={"text": "line\nbreak\ttab"},
+        Entry.of(
+            "test.note",
+            actor="tester",
+            subject='ünïcödé "quoted" \\ / \u2028 \x01 😀',
+            detail={"text": "line\nbreak\ttab"},
+        )
     )
     step()
     with pytest.raises(Denied):
@@ -323,8 +327,8 @@ def build(tether: Tether, clock: Clock) -> tuple[int, int]:
     with pytest.raises(Denied):
         tether.authorize(AccessRequest.of("helper", "tools/call", "github/create_issue"))
     step()
-    tether.events.record_many(
-        [Entry.of("test.note", actor="tester", subject="batch", detail={"i": i}) for i in range(3)]
+    tether.events.record(
+        *[Entry.of("test.note", actor="tester", subject="batch", detail={"i": i}) for i in range(3)]
     )
     step()
     tether.registry.register(ADMIN, spec("late"))
@@ -578,7 +582,7 @@ def test_a_checkpoint_signed_by_a_key_published_in_the_store_is_not_trusted(log:
         conn.execute(sa.insert(audit_keys).values(verifier_key=vkey, created_at=datetime.now(UTC)))
     log.assert_bad(1)
     log.make_refuses()
-    log.tether.events.record("test.note", actor="tester", subject="after")
+    log.tether.events.record(Entry.of("test.note", actor="tester", subject="after"))
     log.make_refuses()  # nor does it sign the next size on top of the forged one
     log.assert_bad(1)
 

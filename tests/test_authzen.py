@@ -608,7 +608,7 @@ def _unwritable_record(pdp: Pdp, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: Any, **__: Any) -> None:
         raise StoreUnavailable("boom")
 
-    monkeypatch.setattr(pdp.tether.events, "record_many", refuse)
+    monkeypatch.setattr(pdp.tether.events, "record", refuse)
 
 
 def test_an_unwritable_record_denies_what_grants_allow(

@@ -24,6 +24,7 @@ from test_gateway_enforce import http_upstream  # noqa: F401  (a fixture)
 from test_gateway_http import SERVER, _connect, _served, _text
 
 from tether.audit.log import AuditLog
+from tether.audit.record import Entry
 from tether.audit.sinks import SinkRunner
 from tether.callers import Caller
 from tether.config import SinkConfig
@@ -156,7 +157,7 @@ def test_item_20_a_sink_with_a_bad_header_value_leaves_last_error_clean(
     core = f"sk_{secrets.token_hex(12)}"
     receiver = Receiver(answer_now)
     try:
-        tether.events.record("test.event", actor="admin", subject="s", reason="r")
+        tether.events.record(Entry.of("test.event", actor="admin", subject="s", reason="r"))
         config = SinkConfig(
             name="hook",
             kind="webhook",
@@ -324,7 +325,7 @@ def webhook(receiver: Receiver, **kw: Any) -> SinkConfig:
 def test_item_22_a_huge_answer_is_never_read(tether: Tether, status: int) -> None:
     receiver = Receiver(huge_answer(status))
     try:
-        tether.events.record("test.event", actor="admin", subject="s", reason="r")
+        tether.events.record(Entry.of("test.event", actor="admin", subject="s", reason="r"))
         with SinkRunner(tether.store, tether.events, [webhook(receiver)], version="t") as r:
             delivered = r.deliver_once()
             [state] = r.status()
@@ -341,7 +342,7 @@ def test_item_22_a_huge_answer_is_never_read(tether: Tether, status: int) -> Non
 def test_item_22_a_dripping_receiver_hits_the_deadline(tether: Tether) -> None:
     receiver = Receiver(drip)
     try:
-        tether.events.record("test.event", actor="admin", subject="s", reason="r")
+        tether.events.record(Entry.of("test.event", actor="admin", subject="s", reason="r"))
         config = webhook(receiver, timeout_ms=300)
         with SinkRunner(tether.store, tether.events, [config], version="t") as r:
             delivered = r.deliver_once()
@@ -357,7 +358,7 @@ def test_item_22_no_transaction_is_held_while_a_receiver_waits(tether: Tether) -
     receiver = Receiver(held)
     other = Store.open(tether.settings.database_url)
     try:
-        tether.events.record("test.event", actor="admin", subject="s", reason="r")
+        tether.events.record(Entry.of("test.event", actor="admin", subject="s", reason="r"))
         pending = tether.events.size()
         r = SinkRunner(tether.store, tether.events, [webhook(receiver)], version="t")
         done: list[int] = []
@@ -366,7 +367,7 @@ def test_item_22_no_transaction_is_held_while_a_receiver_waits(tether: Tether) -
         assert receiver.arrived.wait(10)
         # while the receiver holds its answer: another connection appends to the audit
         # log and writes the sink's own cursor row, without waiting for the send
-        AuditLog(other, tether.clock).record("test.other", actor="admin", subject="s")
+        AuditLog(other, tether.clock).record(Entry.of("test.other", actor="admin", subject="s"))
         with other.write() as conn:
             if other.dialect == "postgresql":
                 conn.execute(sql("SET LOCAL lock_timeout = '2s'"))

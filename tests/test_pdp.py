@@ -215,7 +215,7 @@ def test_failed_decision_record_is_a_deny(org: Tether, monkeypatch) -> None:
     def broken(*_a, **_k):
         raise StoreUnavailable("the store is unavailable")
 
-    monkeypatch.setattr(org.events, "record_many", broken)
+    monkeypatch.setattr(org.events, "record", broken)
     with pytest.raises(Denied, match="could not be written"):
         org.authorize(AccessRequest.of("helper", "tools/call", "github/create_issue"))
 

@@ -40,6 +40,7 @@ from tether.policy.guardrails import Guardrails
 from tether.policy.pdp import DecisionPoint
 from tether.registry import Registry
 from tether.reports import Reports
+from tether.services import Services
 from tether.store import Store
 from tether.tokens import Tokens
 from tether.vault import Broker
@@ -109,6 +110,7 @@ class Tether:
         idps = (*settings.idp, self.dev_idp.config()) if self.dev_idp else settings.idp
         self.identity_providers = IdentityProviders(idps, settings.admin_groups)
         self.epoch = StateEpoch(store, settings.decision_staleness_ms / 1000)
+        self.services = Services(store, settings, self.events, self.epoch, clock)
         self._listener: EpochListener | None = None
         self.registry = Registry(store, settings, self.events, self.epoch, clock, self.refusals)
         self.grants = Grants(
@@ -229,7 +231,7 @@ class Tether:
                 cached=str(d.cached).lower(),
             )
         try:
-            self.events.record_many(entries)
+            self.events.record(*entries)
         except TetherError as exc:
             why = f"decision record could not be written, denied: {exc.description}"
             return [

@@ -20,6 +20,7 @@ import cedarpy
 from sqlalchemy import Connection, Row, insert, select, update
 
 from tether.audit.log import AuditLog
+from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog, Refusals
 from tether.callers import Caller
 from tether.config import Settings
@@ -166,11 +167,13 @@ class Grants:
             conn.execute(insert(grants).values(**_row(grant)))
             self._log.append(
                 conn,
-                "grant.added",
-                actor=by.subject,
-                subject=principal.display(self._settings.trust_domain),
-                reason=reason,
-                detail=grant.to_dict(self._settings.trust_domain),
+                Entry.of(
+                    "grant.added",
+                    actor=by.subject,
+                    subject=principal.display(self._settings.trust_domain),
+                    reason=reason,
+                    detail=grant.to_dict(self._settings.trust_domain),
+                ),
             )
             self._epoch.bump(conn)
         return grant
@@ -215,11 +218,13 @@ class Grants:
             )
             self._log.append(
                 conn,
-                "grant.revoked",
-                actor=by.subject,
-                subject=grant.principal.display(self._settings.trust_domain),
-                reason=reason,
-                detail={"grant": grant.id},
+                Entry.of(
+                    "grant.revoked",
+                    actor=by.subject,
+                    subject=grant.principal.display(self._settings.trust_domain),
+                    reason=reason,
+                    detail={"grant": grant.id},
+                ),
             )
             self._epoch.bump(conn)
             return self._one(conn, grant_id)

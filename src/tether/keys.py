@@ -21,6 +21,7 @@ from sqlalchemy import insert, select, update
 
 from tether.agent_keys import write_private_key
 from tether.audit.log import AuditLog
+from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.config import Settings
 from tether.errors import Forbidden, StoreUnavailable
@@ -64,11 +65,13 @@ class SigningKeys:
     def rotate(self, by: Caller) -> str:
         if not by.is_admin:
             self._log.record(
-                "access.refused",
-                actor=by.subject,
-                subject=None,
-                reason="only admins rotate signing keys",
-                detail={"op": "keys.rotate"},
+                Entry.of(
+                    "access.refused",
+                    actor=by.subject,
+                    subject=None,
+                    reason="only admins rotate signing keys",
+                    detail={"op": "keys.rotate"},
+                )
             )
             raise Forbidden("only an admin can rotate signing keys")
         return self._create(by)
@@ -98,10 +101,12 @@ class SigningKeys:
             )
             self._log.append(
                 conn,
-                "keys.rotated",
-                actor=(by or Caller.system("keys")).subject,
-                subject=f"kid:{kid}",
-                detail={"kid": kid},
+                Entry.of(
+                    "keys.rotated",
+                    actor=(by or Caller.system("keys")).subject,
+                    subject=f"kid:{kid}",
+                    detail={"kid": kid},
+                ),
             )
         with self._lock:
             self._current = None

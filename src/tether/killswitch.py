@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, func, or_, select, update
 
 from tether.audit.log import AuditLog
+from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.epoch import StateEpoch
 from tether.errors import Forbidden, IllegalTransition, InvalidRequest, NotFound
@@ -244,11 +245,13 @@ class KillSwitch:
                 detail["cascade_from"] = self._registry.agent_id(root)
             self._log.append(
                 conn,
-                "agent.killed",
-                actor=by.subject,
-                subject=agent_id,
-                reason=reason,
-                detail=detail,
+                Entry.of(
+                    "agent.killed",
+                    actor=by.subject,
+                    subject=agent_id,
+                    reason=reason,
+                    detail=detail,
+                ),
             )
         if report.agents_killed:
             self._epoch.bump(conn)
@@ -346,15 +349,23 @@ class KillSwitch:
     def _record(self, report: KillReport, *, killed: builtins.list[str]) -> None:
         detail = report.to_dict()
         self._log.record(
-            "kill.completed",
-            actor=report.by,
-            subject=killed[0] if killed else None,
-            reason=report.reason,
-            decision="deny",
-            detail=detail,
+            Entry.of(
+                "kill.completed",
+                actor=report.by,
+                subject=killed[0] if killed else None,
+                reason=report.reason,
+                decision="deny",
+                detail=detail,
+            )
         )
 
     def _refuse(self, by: Caller, subject: str, why: str) -> None:
         self._log.record(
-            "access.refused", actor=by.subject, subject=subject, reason=why, detail={"op": "kill"}
+            Entry.of(
+                "access.refused",
+                actor=by.subject,
+                subject=subject,
+                reason=why,
+                detail={"op": "kill"},
+            )
         )

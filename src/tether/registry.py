@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 
 from tether.agent_keys import generate_key_pair, parse_public_key
 from tether.audit.log import AuditLog
+from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog, Refusals
 from tether.callers import Caller
 from tether.config import Settings
@@ -177,15 +178,17 @@ class Registry:
             conn.execute(insert(agents).values(**row))
             self._log.append(
                 conn,
-                "agent.registered",
-                actor=by.subject,
-                subject=self.agent_id(name),
-                detail={
-                    "owner": owner,
-                    "kind": kind.value,
-                    "parent": self.agent_id(parent) if parent else None,
-                    "expires_at": expires_at.isoformat(),
-                },
+                Entry.of(
+                    "agent.registered",
+                    actor=by.subject,
+                    subject=self.agent_id(name),
+                    detail={
+                        "owner": owner,
+                        "kind": kind.value,
+                        "parent": self.agent_id(parent) if parent else None,
+                        "expires_at": expires_at.isoformat(),
+                    },
+                ),
             )
             self._epoch.bump(conn)
         return self._agent(row)
@@ -231,11 +234,13 @@ class Registry:
         conn.execute(insert(agents).values(**row))
         self._log.append(
             conn,
-            "agent.registered",
-            actor=by.subject,
-            subject=self.agent_id(valid),
-            reason="discovered running: unowned and suspended until adopted",
-            detail={"owner": None, "kind": row["kind"], "discovered": checked},
+            Entry.of(
+                "agent.registered",
+                actor=by.subject,
+                subject=self.agent_id(valid),
+                reason="discovered running: unowned and suspended until adopted",
+                detail={"owner": None, "kind": row["kind"], "discovered": checked},
+            ),
         )
         self._epoch.bump(conn)
         return self.agent_id(valid)
@@ -393,11 +398,13 @@ class Registry:
                 )
                 self._log.append(
                     conn,
-                    "agent.unowned",
-                    actor=by.subject,
-                    subject=self.agent_id(name),
-                    reason=reason or f"owner {email} offboarded",
-                    detail={"previous_owner": email},
+                    Entry.of(
+                        "agent.unowned",
+                        actor=by.subject,
+                        subject=self.agent_id(name),
+                        reason=reason or f"owner {email} offboarded",
+                        detail={"previous_owner": email},
+                    ),
                 )
             if names:
                 self._epoch.bump(conn)
@@ -432,11 +439,13 @@ class Registry:
                     )
                 self._log.append(
                     conn,
-                    event,
-                    actor=_SWEEPER.subject,
-                    subject=agent.id,
-                    reason=why,
-                    detail={"from": stored.value, "to": agent.state.value},
+                    Entry.of(
+                        event,
+                        actor=_SWEEPER.subject,
+                        subject=agent.id,
+                        reason=why,
+                        detail={"from": stored.value, "to": agent.state.value},
+                    ),
                 )
                 changed.append(agent)
             if changed:
@@ -462,7 +471,8 @@ class Registry:
             agent = self._visible(by, name, row)
             detail = change(conn, agent)
             self._log.append(
-                conn, event, actor=by.subject, subject=agent.id, reason=reason, detail=detail
+                conn,
+                Entry.of(event, actor=by.subject, subject=agent.id, reason=reason, detail=detail),
             )
             self._epoch.bump(conn)
             row = conn.execute(select(agents).where(agents.c.name == name)).one()

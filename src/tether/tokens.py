@@ -48,6 +48,7 @@ import jwt
 from sqlalchemy import Connection, delete, insert, select, update
 
 from tether.audit.log import AuditLog
+from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.config import Settings
 from tether.epoch import StateEpoch
@@ -401,14 +402,21 @@ class Tokens:
             )
             self._log.append(
                 conn,
-                "token.issued" if parent is None else "token.exchanged",
-                actor=str(payload["client_id"]),
-                subject=str(payload["sub"]),
-                chain=_chain(payload),
-                action="token/issue" if parent is None else "token/exchange",
-                resource=audience,
-                decision="allow",
-                detail={"jti": jti, "aud": audience, "scope": payload["scope"], "parent": parent},
+                Entry.of(
+                    "token.issued" if parent is None else "token.exchanged",
+                    actor=str(payload["client_id"]),
+                    subject=str(payload["sub"]),
+                    chain=_chain(payload),
+                    action="token/issue" if parent is None else "token/exchange",
+                    resource=audience,
+                    decision="allow",
+                    detail={
+                        "jti": jti,
+                        "aud": audience,
+                        "scope": payload["scope"],
+                        "parent": parent,
+                    },
+                ),
             )
         return IssuedToken(token, int(lifetime.total_seconds()), payload["scope"], jti)
 
@@ -736,10 +744,12 @@ class Tokens:
             )
             self._log.append(
                 conn,
-                "token.revoked",
-                actor=by.subject,
-                subject=row.subject,
-                detail={"jti": jti, "family": family},
+                Entry.of(
+                    "token.revoked",
+                    actor=by.subject,
+                    subject=row.subject,
+                    detail={"jti": jti, "family": family},
+                ),
             )
             self._epoch.bump(conn)
         return len(family)

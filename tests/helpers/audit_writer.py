@@ -40,20 +40,22 @@ def entry(tag: str, nonce: str) -> Entry:
 
 
 def one(tether: Tether, tag: str, nonce: str) -> None:
-    seq = tether.events.record(
-        "test.append", actor=f"writer:{tag}", subject=f"writer:{tag}", detail={"nonce": nonce}
+    [seq] = tether.events.record(
+        Entry.of(
+            "test.append", actor=f"writer:{tag}", subject=f"writer:{tag}", detail={"nonce": nonce}
+        )
     )
     say(f"ack {seq} {nonce}")
 
 
 def batch(tether: Tether, tag: str, nonces: list[str]) -> None:
-    seqs = tether.events.record_many([entry(tag, nonce) for nonce in nonces])
+    seqs = tether.events.record(*[entry(tag, nonce) for nonce in nonces])
     for seq, nonce in zip(seqs, nonces, strict=True):
         say(f"ack {seq} {nonce}")
 
 
 def crash(tether: Tether, tag: str, threads: int) -> None:
-    """``threads`` threads, each making record(), record_many() and agent registrations in
+    """``threads`` threads, each making record(), record() of several and agent registrations in
     turn, until SIGKILL."""
     workers = [
         threading.Thread(target=crash_loop, args=(tether, f"{tag}-{t}"), daemon=True)
@@ -84,7 +86,7 @@ def crash_loop(tether: Tether, tag: str) -> None:
 
 
 def append(tether: Tether, tag: str, threads: int, ops: int, go: Path) -> None:
-    """``threads`` threads, each ``ops`` calls alternating record() and record_many()."""
+    """``threads`` threads, each ``ops`` calls alternating record() and record() of several."""
     commits: list[int] = []
     tether.events.on_commit(commits.append)
 

@@ -198,31 +198,16 @@ class AuditLog:
         """Call ``listener(new size)`` after every commit that appended events."""
         self._listeners.append(listener)
 
-    def append(
-        self,
-        conn: Connection,
-        type: str,
-        *,
-        actor: str,
-        subject: str | None,
-        reason: str = "",
-        detail: dict[str, Any] | None = None,
-        **fields: Any,
-    ) -> None:
-        """Append inside the caller's write transaction: the event is written as the
-        transaction's last step and commits with its effect, or neither does."""
-        self.add(
-            conn,
-            [Entry.of(type, actor=actor, subject=subject, reason=reason, detail=detail, **fields)],
-        )
+    # Three ways to write, by what the event goes with:
+    #   append(conn, ...)  with the caller's write transaction (an effect and its record
+    #                      commit together, or neither does);
+    #   record(...)        on its own, waiting until it is committed (decisions, refusals);
+    #   defer(...)         on its own, without waiting (records that must not hold an
+    #                      answer up); flush() writes what is deferred now.
 
-    def append_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        """Append several events given as keyword dicts of :meth:`append`."""
-        self.add(conn, [Entry.of(**row) for row in rows])
-
-    def add(self, conn: Connection, entries: Iterable[Entry]) -> None:
-        """Queue ``entries`` on the write transaction of ``conn``; they are written as its
-        last step (and dropped with it if it rolls back)."""
+    def append(self, conn: Connection, *entries: Entry) -> None:
+        """Queue ``entries`` on the write transaction of ``conn``: they are written as its
+        last step and commit with its effect (and are dropped with it if it rolls back)."""
         state = Store.state(conn)
         pending: list[Entry] | None = state.get(_PENDING)
         if pending is None:
@@ -236,29 +221,14 @@ class AuditLog:
             Store.before_commit(conn, flush)
         pending.extend(entries)
 
-    def record(
-        self,
-        type: str,
-        *,
-        actor: str,
-        subject: str | None,
-        reason: str = "",
-        detail: dict[str, Any] | None = None,
-        **fields: Any,
-    ) -> int:
-        """Append on its own (for refusals and decisions, which have no effect to commit
-        with); returns the event's sequence number once it is committed."""
-        entry = Entry.of(type, actor=actor, subject=subject, reason=reason, detail=detail, **fields)
-        [seq] = self.record_many([entry])
-        return seq
-
-    def record_many(self, entries: Sequence[Entry]) -> list[int]:
-        """Append through the group commit; returns the sequence numbers once committed."""
+    def record(self, *entries: Entry) -> list[int]:
+        """Write ``entries`` on their own (through the group commit) and return their
+        sequence numbers once they are committed."""
         return self._group.submit(entries) if entries else []
 
-    def defer(self, entries: Sequence[Entry]) -> None:
-        """Append without waiting: the entries are written with the next commit of the log,
-        or on their own within 50 ms (for records that must not hold an answer up)."""
+    def defer(self, *entries: Entry) -> None:
+        """Write ``entries`` without waiting: with the next commit of the log, or on their
+        own within 50 ms."""
         self._group.defer(entries)
 
     def flush(self) -> None:

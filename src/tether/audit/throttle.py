@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from tether.audit.record import Entry
+
 if TYPE_CHECKING:
     from tether.audit.log import AuditLog
 
@@ -165,7 +167,9 @@ class RefusalLog:
         if suppressed:
             body["suppressed_before"] = suppressed
         body.update(detail or {})
-        self._log.record(type, actor=actor, subject=subject, reason=reason, detail=body, **fields)
+        self._log.record(
+            Entry.of(type, actor=actor, subject=subject, reason=reason, detail=body, **fields)
+        )
 
     def settle(self) -> None:
         """Record the counts of callers whose buckets have refilled (a periodic chore, so a
@@ -181,12 +185,14 @@ class RefusalLog:
         for caller, count in counts:
             actor = "anonymous" if caller.startswith("anonymous@") else caller
             self._log.record(
-                "access.refused",
-                actor=actor,
-                subject=None,
-                reason=f"{count} more refusals of this caller were counted, not recorded "
-                "(rate limit)",
-                detail={"op": "refusals.suppressed", "suppressed": count, "caller": caller},
+                Entry.of(
+                    "access.refused",
+                    actor=actor,
+                    subject=None,
+                    reason=f"{count} more refusals of this caller were counted, not recorded "
+                    "(rate limit)",
+                    detail={"op": "refusals.suppressed", "suppressed": count, "caller": caller},
+                )
             )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from tether.audit.log import AuditLog
+from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.errors import Forbidden, InvalidRequest
 from tether.registry import Registry
@@ -96,11 +97,13 @@ class Findings:
         absolute path) under the scanned ``roots``, with their status against the registry."""
         if not by.is_admin:
             self._log.record(
-                "access.refused",
-                actor=by.subject,
-                subject=None,
-                reason="only admins record discovery scans",
-                detail={"op": "discovery"},
+                Entry.of(
+                    "access.refused",
+                    actor=by.subject,
+                    subject=None,
+                    reason="only admins record discovery scans",
+                    detail={"op": "discovery"},
+                )
             )
             raise Forbidden("only an admin can record discovery scans")
         checked = [_checked(f) for f in found]
@@ -132,15 +135,17 @@ class Findings:
                 out.stale.append(finding_id)
             self._log.append(
                 conn,
-                "discovery.scanned",
-                actor=by.subject,
-                subject=None,
-                detail={
-                    "roots": list(roots),
-                    "counts": out.counts(),
-                    "imported": out.imported,
-                    "stale": out.stale,
-                },
+                Entry.of(
+                    "discovery.scanned",
+                    actor=by.subject,
+                    subject=None,
+                    detail={
+                        "roots": list(roots),
+                        "counts": out.counts(),
+                        "imported": out.imported,
+                        "stale": out.stale,
+                    },
+                ),
             )
         return out
 

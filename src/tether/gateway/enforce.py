@@ -249,17 +249,15 @@ class Gateway:
         # The decision was recorded before the call; the result rides along with the next
         # commit of the log (or its own within 50 ms), so it does not hold answers up.
         self.tether.events.defer(
-            [
-                Entry.of(
-                    "tool.result",
-                    actor=actor,
-                    subject=actor,
-                    chain=token.chain,
-                    action=action,
-                    resource=path,
-                    detail=detail,
-                )
-            ]
+            Entry.of(
+                "tool.result",
+                actor=actor,
+                subject=actor,
+                chain=token.chain,
+                action=action,
+                resource=path,
+                detail=detail,
+            )
         )
 
 

@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from tether.audit.log import AuditLog
-from tether.audit.record import canonical, clean
+from tether.audit.record import Entry, canonical, clean
 from tether.callers import Caller
 from tether.errors import Forbidden, InvalidRequest, NotFound
 from tether.gateway.paths import item_key, item_path
@@ -191,13 +191,15 @@ class Pins:
             for _, shown_as, problem in odd:
                 self._log.append(
                     conn,
-                    f"gateway.{kind}_refused",
-                    actor="system:gateway",
-                    subject=f"mcp:{server}",
-                    resource=f"{server}/*",
-                    decision="deny",
-                    reason=f"{kind} {shown_as!r} is hidden and refused: {problem}",
-                    detail={"name": shown_as},
+                    Entry.of(
+                        f"gateway.{kind}_refused",
+                        actor="system:gateway",
+                        subject=f"mcp:{server}",
+                        resource=f"{server}/*",
+                        decision="deny",
+                        reason=f"{kind} {shown_as!r} is hidden and refused: {problem}",
+                        detail={"name": shown_as},
+                    ),
                 )
             listed = _listed(conn, server)
             first = listed is None or kind not in listed
@@ -321,13 +323,15 @@ class Pins:
     ) -> None:
         self._log.append(
             conn,
-            f"gateway.{kind}_{what}",
-            actor="system:gateway",
-            subject=f"mcp:{server}",
-            resource=f"{server}/{name}",
-            decision="deny" if why else None,
-            reason=why,
-            detail=detail,
+            Entry.of(
+                f"gateway.{kind}_{what}",
+                actor="system:gateway",
+                subject=f"mcp:{server}",
+                resource=f"{server}/{name}",
+                decision="deny" if why else None,
+                reason=why,
+                detail=detail,
+            ),
         )
 
     def list(self, server: str) -> list[Pin]:
@@ -346,11 +350,13 @@ class Pins:
         _check_kind(kind)
         if not by.is_admin and not by.owns(self._owner(server)):
             self._log.record(
-                "access.refused",
-                actor=by.subject,
-                subject=f"mcp:{server}",
-                reason="only an admin or the server's owner approves changed definitions",
-                detail={"op": "gateway.approve"},
+                Entry.of(
+                    "access.refused",
+                    actor=by.subject,
+                    subject=f"mcp:{server}",
+                    reason="only an admin or the server's owner approves changed definitions",
+                    detail={"op": "gateway.approve"},
+                )
             )
             raise Forbidden("only an admin or the server's owner can approve a changed definition")
         with self._store.write() as conn:
@@ -375,16 +381,18 @@ class Pins:
             )
             self._log.append(
                 conn,
-                f"gateway.{kind}_approved",
-                actor=by.subject,
-                subject=f"mcp:{server}",
-                resource=f"{server}/{name}",
-                decision="allow",
-                detail={
-                    "previous": dict(row.pinned),
-                    "approved": dict(row.pending),
-                    "hash": row.pending_hash,
-                },
+                Entry.of(
+                    f"gateway.{kind}_approved",
+                    actor=by.subject,
+                    subject=f"mcp:{server}",
+                    resource=f"{server}/{name}",
+                    decision="allow",
+                    detail={
+                        "previous": dict(row.pinned),
+                        "approved": dict(row.pending),
+                        "hash": row.pending_hash,
+                    },
+                ),
             )
         return next(p for p in self.list(server) if p.kind == kind and p.name == name)
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, insert, select
 
 from tether.audit.log import AuditLog
+from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.config import Settings
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -98,10 +99,12 @@ class Upstreams:
             conn.execute(insert(gateway_servers).values(**_row(upstream)))
             self._log.append(
                 conn,
-                "gateway.server_added",
-                actor=by.subject,
-                subject=f"mcp:{upstream.name}",
-                detail=upstream.to_dict(self._settings.issuer),
+                Entry.of(
+                    "gateway.server_added",
+                    actor=by.subject,
+                    subject=f"mcp:{upstream.name}",
+                    detail=upstream.to_dict(self._settings.issuer),
+                ),
             )
         return upstream
 
@@ -131,19 +134,23 @@ class Upstreams:
             conn.execute(delete(gateway_pins).where(gateway_pins.c.server == name))
             self._log.append(
                 conn,
-                "gateway.server_removed",
-                actor=by.subject,
-                subject=f"mcp:{name}",
-                reason=reason,
+                Entry.of(
+                    "gateway.server_removed",
+                    actor=by.subject,
+                    subject=f"mcp:{name}",
+                    reason=reason,
+                ),
             )
 
     def _refuse(self, by: Caller, name: str, why: str) -> None:
         self._log.record(
-            "access.refused",
-            actor=by.subject,
-            subject=f"mcp:{name}",
-            reason=why,
-            detail={"op": "gateway"},
+            Entry.of(
+                "access.refused",
+                actor=by.subject,
+                subject=f"mcp:{name}",
+                reason=why,
+                detail={"op": "gateway"},
+            )
         )
         raise Forbidden(why)
 

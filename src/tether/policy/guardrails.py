@@ -17,6 +17,7 @@ import cedarpy
 from sqlalchemy import delete, insert, select
 
 from tether.audit.log import AuditLog
+from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.epoch import StateEpoch
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -66,11 +67,13 @@ class Guardrails:
         split = _split(text)
         if not by.is_admin:
             self._log.record(
-                "access.refused",
-                actor=by.subject,
-                subject=",".join(split),
-                reason="only admins add guardrails",
-                detail={"op": "policy.add"},
+                Entry.of(
+                    "access.refused",
+                    actor=by.subject,
+                    subject=",".join(split),
+                    reason="only admins add guardrails",
+                    detail={"op": "policy.add"},
+                )
             )
             raise Forbidden("only an admin can add guardrails")
         now = self._clock()
@@ -93,10 +96,12 @@ class Guardrails:
                 )
                 self._log.append(
                     conn,
-                    "policy.added",
-                    actor=by.subject,
-                    subject=f"policy:{rail.id}",
-                    detail={"text": rail.text, "source": rail.source},
+                    Entry.of(
+                        "policy.added",
+                        actor=by.subject,
+                        subject=f"policy:{rail.id}",
+                        detail={"text": rail.text, "source": rail.source},
+                    ),
                 )
             self._epoch.bump(conn)
         return added
@@ -106,11 +111,13 @@ class Guardrails:
             raise InvalidRequest(f"{policy_id} is a built-in guardrail and is always on")
         if not by.is_admin:
             self._log.record(
-                "access.refused",
-                actor=by.subject,
-                subject=f"policy:{policy_id}",
-                reason="only admins remove guardrails",
-                detail={"op": "policy.remove"},
+                Entry.of(
+                    "access.refused",
+                    actor=by.subject,
+                    subject=f"policy:{policy_id}",
+                    reason="only admins remove guardrails",
+                    detail={"op": "policy.remove"},
+                )
             )
             raise Forbidden("only an admin can remove guardrails")
         with self._store.write() as conn:
@@ -120,11 +127,13 @@ class Guardrails:
             conn.execute(delete(policies).where(policies.c.id == policy_id))
             self._log.append(
                 conn,
-                "policy.removed",
-                actor=by.subject,
-                subject=f"policy:{policy_id}",
-                reason=reason,
-                detail={"text": row.text},
+                Entry.of(
+                    "policy.removed",
+                    actor=by.subject,
+                    subject=f"policy:{policy_id}",
+                    reason=reason,
+                    detail={"text": row.text},
+                ),
             )
             self._epoch.bump(conn)
         return Guardrail(row.id, row.text, row.source, row.added_by, row.added_at)

@@ -58,6 +58,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from tether.audit.log import AuditLog
+from tether.audit.record import Entry
 from tether.config import VaultSettings
 from tether.errors import Denied, InvalidRequest
 from tether.store import Store, vault_issued
@@ -246,11 +247,13 @@ class Broker:
         """The ``credential.issued`` event: the reference and ``shown``, never a secret."""
         self._log.append(
             conn,
-            "credential.issued",
-            actor=agent_id,
-            subject=agent_id,
-            resource=ref.resource,
-            detail={"ref": ref.text, "kind": ref.kind, **shown},
+            Entry.of(
+                "credential.issued",
+                actor=agent_id,
+                subject=agent_id,
+                resource=ref.resource,
+                detail={"ref": ref.text, "kind": ref.kind, **shown},
+            ),
         )
 
     def _issue_dynamic(
@@ -517,11 +520,13 @@ class Broker:
                 if marked:
                     self._log.append(
                         conn,
-                        "credential.revoked",
-                        actor=by,
-                        subject=row.agent_id,
-                        resource=f"vault-token/{row.path}",
-                        detail={"ref": row.ref, "kind": "dynamic", "was_live": live},
+                        Entry.of(
+                            "credential.revoked",
+                            actor=by,
+                            subject=row.agent_id,
+                            resource=f"vault-token/{row.path}",
+                            detail={"ref": row.ref, "kind": "dynamic", "was_live": live},
+                        ),
                     )
         except Exception as exc:
             actions.failures.append(f"{what}: revoked, but not recorded ({type(exc).__name__})")
@@ -577,20 +582,22 @@ class Broker:
                 others = self._mark_rotated(conn, path, name, upto, set(killed))
                 self._log.append(
                     conn,
-                    "credential.rotated",
-                    actor=by,
-                    subject=killed[0],
-                    resource=f"vault/{path}",
-                    detail={
-                        "ref": ref,
-                        "path": path,
-                        "field": name,
-                        "old_version": old,
-                        "new_version": new,
-                        "compromised_versions": sorted({r.version for r in held}),
-                        "agents": killed,
-                        "also_held_by": others,
-                    },
+                    Entry.of(
+                        "credential.rotated",
+                        actor=by,
+                        subject=killed[0],
+                        resource=f"vault/{path}",
+                        detail={
+                            "ref": ref,
+                            "path": path,
+                            "field": name,
+                            "old_version": old,
+                            "new_version": new,
+                            "compromised_versions": sorted({r.version for r in held}),
+                            "agents": killed,
+                            "also_held_by": others,
+                        },
+                    ),
                 )
         except Exception as exc:
             actions.failures.append(
