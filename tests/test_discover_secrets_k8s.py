@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from tether.discover import ai_keys
 from tether.discover.interface import Finding, SourceFile, Warnings, fingerprint
-from tether.discover.kubernetes import KubernetesScanner, YamlRejected, load_yaml
+from tether.discover.kubernetes import KubernetesScanner
+from tether.discover.safe_yaml import YamlRejected, load_yaml
 from tether.discover.secrets import SecretsScanner
 from tether.discover.walk import walk
 
