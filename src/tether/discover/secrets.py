@@ -617,8 +617,8 @@ def _k8s_entry(
 ) -> _Hit | None:
     if not value or is_placeholder(value) or len(value) < 6:
         return None
-    found = classify_source(value, key)
-    kind, detector = found or (ai_keys.type_for_name(key), "tether:k8s-secret")
+    typed = classify_source(value, key)
+    kind, detector = typed or (ai_keys.type_for_name(key), "tether:k8s-secret")
     if kind is None:
         if not _SECRETISH_KEY.search(key) or _PUBLIC_KEY.search(key):
             return None
