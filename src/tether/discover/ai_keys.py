@@ -1,9 +1,11 @@
-"""AI-provider API keys: what they look like, what a variable holding one is called, and
-what is only a placeholder.
+"""AI-provider API keys: what they look like and what a variable holding one is called.
 
-Shared by the discovery scanners (secrets in files, Kubernetes manifests, MCP client
-configurations ...). Nothing here keeps a value: callers classify a string and fingerprint
-it with :meth:`tether.discover.interface.Credential.of`.
+The first tier of the one classifier every scanner uses,
+:mod:`tether.discover.classify` (scanners type values there, not here; the secrets scanner
+also searches texts with :func:`find_keys` / :func:`find_hinted`). Placeholders are
+:mod:`tether.discover.placeholders`' (re-exported here as :func:`is_placeholder`). Nothing
+here keeps a value: callers fingerprint it with
+:meth:`tether.discover.interface.Credential.of`.
 
 Two kinds of pattern:
 

@@ -31,8 +31,9 @@ and the workflow-level ``env``) is a ``ci-secret`` credential ``where="secrets.X
 fingerprint is that of the reference (GitHub keeps the value); ``toJSON(secrets)`` is
 ``secrets.*``, and so is ``secrets: inherit`` (a reusable workflow given every secret). A
 literal key written in the file (a known key format anywhere in the job,
-or a secret-looking value under a secret-looking ``env``/``with`` name; placeholders such
-as ``sk-your-key-here`` or ``AKIA...EXAMPLE`` are not keys) is kept as a fingerprint only and
+or a secret-looking value under a secret-looking ``env``/``with`` name, typed by
+:mod:`tether.discover.classify` as every scanner types it; placeholders such as
+``sk-your-key-here`` or ``AKIA...EXAMPLE`` are not keys) is kept as a fingerprint only and
 flags the job ``plaintext-secret`` and ``static-key``. A ``secrets.X`` whose name ends in
 ``KEY`` (an API or access key: long-lived) also flags ``static-key``.
 

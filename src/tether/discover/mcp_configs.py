@@ -24,8 +24,13 @@ cline, roo-code,   ``cline_mcp_settings.json``, ``.roo/mcp.json``, ``.amazonq/mc
 amazon-q, generic  ``amazonq/mcp.json``, any other ``mcp.json`` (``mcpServers`` / ``servers``)
 =================  ==========================================================================
 
-JSON files are read as JSONC (comments and trailing commas are tolerated, as VS Code and
-Zed do); a file that does not parse is a counted ``malformed`` warning, never an error.
+The table above is :mod:`tether.discover.mcp_clients`'. JSON files are read as JSONC
+(:mod:`tether.discover.jsonc`: comments and trailing commas are tolerated, as VS Code and
+Zed do), YAML with :mod:`tether.discover.safe_yaml`; a file that does not parse is a
+counted ``malformed`` warning, never an error. A server's configuration is read by
+:mod:`tether.discover.mcp_servers`, what it reaches and holds by
+:mod:`tether.discover.mcp_access` (its URLs: :mod:`tether.discover.mcp_urls`, its
+literals and references: :mod:`tether.discover.mcp_literals`).
 
 One :class:`Finding` of kind ``mcp-server`` per server: ``name`` is the server's key (or,
 in a list, its ``name``, else the package it runs), ``pointer`` the JSON path of the server
@@ -77,9 +82,10 @@ an argument: ``env:NAME:password``, ``arg:2:password`` ...).
   ``sk-ant-``, ``xoxb-``, ``AKIA``, ``AIza``, ``glpat-``, ``hf_`` ...) or when its name looks
   secret (``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, ``*API_KEY*``, ``Authorization`` ...) and
   the value is not a placeholder (``<your-token>``, ``xxx``, ``YOUR_API_KEY``, ``changeme``,
-  ``...``), not empty, not a path or plain URL, and not of very low entropy. Its type comes
-  from the prefix, else from the name (``github-token``, ``openai-api-key``, ``password``,
-  ``api-key``, ``token``, ``secret``).
+  ``...``), not empty, not a path or plain URL, and not of very low entropy. Its type is
+  the one classifier's (:func:`tether.discover.classify.secret_type`): from its form, else
+  from the name (``github-token``, ``openai-api-key``, ``password``, ``api-key``, ``token``,
+  ``secret``), as every other scanner types it.
 """
 
 from __future__ import annotations

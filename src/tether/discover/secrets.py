@@ -1,11 +1,13 @@
 """Secrets written in files: ``.env`` files, configuration (JSON, YAML, TOML, INI, cfg,
 properties), shell scripts, Dockerfiles, docker-compose files, source code.
 
-Detection is detect-secrets' named detectors plus the AI-provider key patterns of
-:mod:`tether.discover.ai_keys`. detect-secrets' plugin classes are instantiated once per
-process and their patterns run directly: no global detect-secrets settings are touched
-(``default_settings()`` / ``transient_settings`` are process-global and would race with
-anything else using detect-secrets), nothing is verified, nothing is sent anywhere.
+Detection is detect-secrets' named detectors (:mod:`tether.discover.detectors`: run
+directly, no global detect-secrets settings touched, nothing verified, nothing sent
+anywhere) plus the AI-provider key patterns of :mod:`tether.discover.ai_keys`. A value
+found by a keyword, by its entropy or in a Kubernetes Secret is typed by the one
+classifier every scanner uses, :func:`tether.discover.classify.secret_type` (by its form,
+else by its name: ``password``, ``api-key``, ``token``, ``secret`` ...), so it is reported as
+the same credential wherever it is found.
 
 Speed (about 40 times detect-secrets' own ``scan_file``): each plugin first gets a cheap
 whole-text test — a literal every match holds (``str`` search), or a "gate" pattern that
@@ -45,7 +47,7 @@ Rules (one :class:`Finding` per secret, kind ``credential``, flags ``plaintext-s
   YAML file); when two secrets of a file would still have the same ID, the later ones get
   a pointer ``<name>#2`` ... (stable when lines are inserted above). ``where`` is the name,
   else ``<path>:<line>``.
-* **Never reported**: placeholders (:func:`tether.discover.ai_keys.is_placeholder`:
+* **Never reported**: placeholders (:func:`tether.discover.placeholders.is_placeholder`:
   ``sk-xxxx``, ``sk-...``, ``<OPENAI_API_KEY>``, ``${OPENAI_API_KEY}``, ``YOUR_API_KEY``,
   ``changeme``, ``scott:tiger``, one repeated character, runs, AWS' ``...EXAMPLE`` keys),
   values under 4 characters, a basic-auth password that decodes to words
