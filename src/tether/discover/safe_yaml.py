@@ -13,7 +13,8 @@ Untrusted input, so:
   refers to itself, is rejected before anything walks it;
 * **no nesting deeper than** :data:`MAX_DEPTH` (counted through aliases too), the same
   cap as the JSONC reader's;
-* the size of a file is capped before it is read (:data:`tether.discover.walk.MAX_BYTES`);
+* at most :data:`MAX_CHARS` characters (the walker's file size cap,
+  :data:`tether.discover.walk.MAX_BYTES`, so a text from elsewhere is held to it too);
 * any failure of the reader, parser or constructor (a bad tag, an unhashable key, a date
   out of range, ...) is a :class:`YamlRejected` (a ``ValueError``) whose message says what
   and where without quoting the text; the documents read before the problem are in its
@@ -31,7 +32,10 @@ from typing import Any
 
 import yaml
 
+from tether.discover.walk import MAX_BYTES
+
 __all__ = [
+    "MAX_CHARS",
     "MAX_DEPTH",
     "MAX_DOCUMENTS",
     "MAX_NODES",
@@ -45,6 +49,7 @@ __all__ = [
 MAX_DOCUMENTS = 1000  # documents read from one file
 MAX_NODES = 200_000  # nodes one file may expand to, counting every alias expansion
 MAX_DEPTH = 200  # nesting, counted through aliases
+MAX_CHARS = MAX_BYTES  # the text of one file
 
 KeyPath = tuple[str | int, ...]
 
@@ -101,9 +106,11 @@ def load_yaml(
 ) -> YamlDocuments:
     """Every document of ``text``, read safely (see the module documentation). Raises
     :class:`YamlRejected` when the text is malformed, holds more than ``max_documents``
-    documents, nests deeper than ``max_depth``, or its aliases expand past ``max_nodes``
-    nodes or loop."""
+    documents, nests deeper than ``max_depth``, is longer than :data:`MAX_CHARS`, or its
+    aliases expand past ``max_nodes`` nodes or loop."""
     found = YamlDocuments()
+    if len(text) > MAX_CHARS:
+        raise YamlRejected(f"YAML larger than {MAX_CHARS} characters", found)
     loader = None
     budget = max_nodes
     try:
