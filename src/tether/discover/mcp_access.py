@@ -83,7 +83,7 @@ _SERVICE_ENV: tuple[tuple[str, str], ...] = (
 _WIDE_DIRS = frozenset(
     {"/", "~", "~/", "$HOME", "${HOME}", "%USERPROFILE%", "C:\\", "C:/", "/home", "/Users"}
 )
-SECRET_FLAG = re.compile(r"^--?([A-Za-z][\w.\-]*)$")
+_SECRET_FLAG = re.compile(r"^--?([A-Za-z][\w.\-]*)$")
 _ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
 
 
@@ -216,7 +216,7 @@ def _argument(words: list[str], index: int, collector: Collector) -> str:
         if literal_secret_type(name, value) is not None:
             return f"{name}=<secret:{fingerprint(value)}>"
         return word
-    if not word.startswith("-") and SECRET_FLAG.match(words[index - 1]):  # --token VALUE
+    if not word.startswith("-") and _SECRET_FLAG.match(words[index - 1]):  # --token VALUE
         hidden = _flag_value(words[index - 1], word, collector)
         return word if hidden is None else hidden
     known = classify(word)

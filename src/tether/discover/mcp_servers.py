@@ -33,7 +33,7 @@ _RUNNERS = frozenset(
 )
 
 
-def strings(value: Any) -> list[str]:
+def _strings(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list):
@@ -115,10 +115,10 @@ def _spec_command(raw: Mapping[str, Any], spec: Spec, depth: int) -> None:
     elif isinstance(command, str):
         spec.command = command
     elif isinstance(command, list):
-        words = strings(command)
+        words = _strings(command)
         spec.command, spec.args = (words[0], words[1:]) if words else (None, [])
     if spec.command is not None and not spec.args:
-        spec.args = strings(raw.get("args"))
+        spec.args = _strings(raw.get("args"))
         if not spec.args and " " in spec.command.strip():  # "npx -y pkg" in one string
             try:
                 words = shlex.split(spec.command)
@@ -159,7 +159,7 @@ def _spec_codex(raw: Mapping[str, Any], spec: Spec) -> None:
         spec.headers.append(("Authorization", bearer))
     for header, variable in _pairs(raw.get("env_http_headers")):
         spec.references.append((f"header:{header}", "${" + variable + "}"))
-    for variable in strings(raw.get("env_vars")):
+    for variable in _strings(raw.get("env_vars")):
         if is_secret_name(variable):
             spec.references.append((f"env:{variable}", "${" + variable + "}"))
 
