@@ -306,7 +306,7 @@ def test_a_literal_key_is_only_a_fingerprint_and_placeholders_are_not_keys(
         [
             ("aws-access-key", fingerprint(aws)),
             ("github-token", fingerprint(ghp)),
-            ("secret", fingerprint(bespoke)),
+            ("password", fingerprint(bespoke)),  # AGENT_PASSWORD: typed as every scanner does
         ]
     )
     _no_secret_in(found, aws, ghp, bespoke, "AKIAIOSFODNN7EXAMPLE", "your-anthropic-key-here")

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from tether.discover.agent_code import AgentCodeScanner
 from tether.discover.interface import Finding, SourceFile, Warnings, fingerprint
-from tether.discover.mcp_configs import McpConfigScanner, parse_jsonc, user_locations
+from tether.discover.jsonc import parse_jsonc
+from tether.discover.mcp_clients import user_locations
+from tether.discover.mcp_configs import McpConfigScanner
 from tether.discover.walk import walk
 
 FIXTURES = Path(__file__).parent / "fixtures" / "discover"

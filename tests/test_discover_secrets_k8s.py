@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from tether.discover import ai_keys
 from tether.discover.interface import Finding, SourceFile, Warnings, fingerprint
-from tether.discover.kubernetes import KubernetesScanner, YamlRejected, load_yaml
+from tether.discover.kubernetes import KubernetesScanner
+from tether.discover.safe_yaml import YamlRejected, load_yaml
 from tether.discover.secrets import SecretsScanner
 from tether.discover.walk import walk
 
@@ -635,3 +636,21 @@ def test_random_manifests_never_raise(tmp_path: Path, docs: list[dict]) -> None:
     scanner.scan(SourceFile(path=path, root=tmp_path, warnings=Warnings()))
     for found in scanner.finish():
         json.dumps(found.to_dict())
+
+
+def test_load_yaml_limits() -> None:
+    """The one loader's limits: documents, depth (through aliases too), size, and any
+    constructor failure as a YamlRejected that does not quote the text."""
+    with pytest.raises(YamlRejected, match="more than 1 YAML document"):
+        load_yaml("a: 1\n---\nb: 2\n", max_documents=1)
+    with pytest.raises(YamlRejected, match="nested deeper"):
+        load_yaml("a: " + "[" * 250 + "]" * 250 + "\n")
+    deep = "a: &a " + "[" * 150 + "]" * 150 + "\nb: " + "[" * 100 + "*a" + "]" * 100 + "\n"
+    with pytest.raises(YamlRejected, match="nested deeper"):
+        load_yaml(deep)
+    with pytest.raises(YamlRejected, match="larger than"):
+        load_yaml("a: b\n" * 600_000)
+    with pytest.raises(YamlRejected) as rejected:
+        load_yaml("token: !!python/object:os.system s3cr3t-value\n")
+    assert "s3cr3t" not in str(rejected.value)
+    assert load_yaml("a: 1\n", max_documents=1).documents == [{"a": 1}]

@@ -31,8 +31,9 @@ and the workflow-level ``env``) is a ``ci-secret`` credential ``where="secrets.X
 fingerprint is that of the reference (GitHub keeps the value); ``toJSON(secrets)`` is
 ``secrets.*``, and so is ``secrets: inherit`` (a reusable workflow given every secret). A
 literal key written in the file (a known key format anywhere in the job,
-or a secret-looking value under a secret-looking ``env``/``with`` name; placeholders such
-as ``sk-your-key-here`` or ``AKIA...EXAMPLE`` are not keys) is kept as a fingerprint only and
+or a secret-looking value under a secret-looking ``env``/``with`` name, typed by
+:mod:`tether.discover.classify` as every scanner types it; placeholders such as
+``sk-your-key-here`` or ``AKIA...EXAMPLE`` are not keys) is kept as a fingerprint only and
 flags the job ``plaintext-secret`` and ``static-key``. A ``secrets.X`` whose name ends in
 ``KEY`` (an API or access key: long-lived) also flags ``static-key``.
 
@@ -59,15 +60,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tether.discover.ai_keys import classify, find_keys, is_placeholder, type_for_name
+from tether.discover.ai_keys import type_for_name
+from tether.discover.classify import classify, find_keys, is_placeholder, name_type
 from tether.discover.interface import Credential, Finding, SourceFile
+from tether.discover.safe_yaml import YamlRejected, key_lines, load_yaml
 
 __all__ = ["CiWorkflowScanner"]
 
 _NAME = "ci-workflows"
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when there: twice as fast
 _MAX_NODES = 50_000  # values visited per workflow (anchors are visited once)
 _MAX_LIST = 50  # entries kept in a detail list
 
@@ -177,11 +177,6 @@ _EXPRESSION = re.compile(r"\$\{\{((?:(?!\}\}|\$\{\{).)*)\}\}", re.DOTALL)
 _SECRET_DOT = re.compile(r"(?<![\w.])secrets\s*\.\s*([A-Za-z_][A-Za-z0-9_-]*)")
 _SECRET_INDEX = re.compile(r"(?<![\w.])secrets\s*\[\s*(['\"])([^'\"]+)\1\s*\]")
 _ALL_SECRETS = re.compile(r"toJSON\s*\(\s*secrets\s*\)", re.IGNORECASE)
-_OTHER_KEYS = (  # not AI keys (those are ai_keys.find_keys'), but keys all the same
-    ("aws-access-key", re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])")),
-    ("github-token", re.compile(r"(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{36,}")),
-    ("github-token", re.compile(r"(?<![A-Za-z0-9_])github_pat_[A-Za-z0-9_]{22,}")),
-)
 _SECRET_NAME = re.compile(  # not a bare "key" (actions/cache's), nor a cache key
     r"^(?!.*cache)(?:.*[_-])?(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$"
     r"|^(?!.*cache).+[_-]KEY$",
@@ -242,45 +237,19 @@ def _parse(file: SourceFile) -> tuple[dict[Any, Any], dict[str, int]] | None:
     text = file.text
     if not text.strip():
         return None
-    loader = None
     try:
-        loader = _LOADER(text)  # (the reader already refuses control characters)
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except Exception as exc:  # untrusted YAML: any reader, parser or constructor failure
-        file.warn("malformed", _why(exc))
+        docs = load_yaml(text, max_documents=1)  # (the reader refuses control characters)
+    except YamlRejected as exc:
+        file.warn("malformed", str(exc))
         return None
-    finally:
-        if loader is not None:
-            loader.dispose()
+    data = docs.documents[0] if docs.documents else None
     if data is None:
         return None
     if not isinstance(data, dict):
         file.warn("malformed", "not a mapping")
         return None
-    return data, _job_lines(node)
-
-
-def _why(exc: BaseException) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}" if mark is not None else ""
-    return f"YAML: {type(exc).__name__}{where}"
-
-
-def _job_lines(root: Any) -> dict[str, int]:
-    lines: dict[str, int] = {}
-    if not isinstance(root, yaml.MappingNode):
-        return lines
-    for key, value in root.value:
-        if (
-            isinstance(key, yaml.ScalarNode)
-            and key.value == "jobs"
-            and isinstance(value, yaml.MappingNode)
-        ):
-            for job_key, _ in value.value:
-                if isinstance(job_key, yaml.ScalarNode):
-                    lines.setdefault(job_key.value, job_key.start_mark.line + 1)
-    return lines
+    lines = key_lines(docs.nodes[0], depth=2)
+    return data, {str(k[1]): v for k, v in lines.items() if len(k) == 2 and k[0] == "jobs"}
 
 
 class _Workflow:
@@ -451,16 +420,13 @@ class _Seen:
 
     def _literal(self, where: str, key: str, container: str, value: str) -> None:
         found = [(match.type, match.value) for match in find_keys(value)]
-        for kind, pattern in _OTHER_KEYS:
-            found += [(kind, m.group(0)) for m in pattern.finditer(value)]
-        found = [(kind, secret) for kind, secret in found if not is_placeholder(secret)]
         if not found and container in ("env", "with") and _looks_secret(value):
             text = value.strip()
-            named = classify(text, key) or type_for_name(key)
-            if named is None and _SECRET_NAME.search(key):
-                named = "secret"
-            if named is not None:
-                found.append((named, text))
+            kind = classify(text, key)
+            if kind is None and (type_for_name(key) is not None or _SECRET_NAME.search(key)):
+                kind = name_type(key)
+            if kind is not None:
+                found.append((kind, text))
         for kind, secret in found:
             credential = Credential.of(kind, secret, where)
             self.credentials.setdefault((credential.fingerprint, where), credential)

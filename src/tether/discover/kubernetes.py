@@ -48,151 +48,32 @@ scan, resolves everything and returns the findings (and resets the scanner for t
 scan). ``KubernetesScanner(deferred=False)`` resolves each file on its own in ``scan`` and
 ``finish`` returns nothing.
 
-YAML is read with :func:`load_yaml`: safe loading (no Python objects), at most
-:data:`MAX_DOCUMENTS` documents, and no alias bombs (a graph that expands to more than
-:data:`MAX_NODES` nodes, or refers to itself, is rejected before anything walks it).
-Malformed input is warned about (``malformed``), never raised.
+YAML is read with :func:`tether.discover.safe_yaml.load_yaml` (safe types, capped
+documents, nodes and depth, no alias bombs); values are typed by
+:mod:`tether.discover.classify`, the classifier every scanner shares. Malformed input is
+warned about (``malformed``), never raised.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tether.discover import ai_keys
+from tether.discover.classify import (
+    classify,
+    decode_base64,
+    is_ai_type,
+    is_placeholder,
+    name_type,
+)
 from tether.discover.interface import Credential, Finding, SourceFile, fingerprint
+from tether.discover.safe_yaml import YamlDocuments, YamlRejected, load_yaml
 
-__all__ = [
-    "MAX_DOCUMENTS",
-    "MAX_NODES",
-    "KubernetesScanner",
-    "YamlDocuments",
-    "YamlRejected",
-    "decode_base64",
-    "load_yaml",
-]
-
-MAX_DOCUMENTS = 1000  # documents read from one file
-MAX_NODES = 200_000  # nodes one file may expand to, counting every alias expansion
-
-# -- safe YAML ------------------------------------------------------------------------------
-
-
-class YamlRejected(ValueError):
-    """The YAML is not read: malformed, too many documents, or an alias bomb."""
-
-
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc]
-    """A safe loader that notes the line where each mapping starts."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.lines: dict[int, int] = {}
-
-
-def _construct_map(loader: _Loader, node: Any) -> Iterator[dict[Any, Any]]:
-    data: dict[Any, Any] = {}
-    loader.lines[id(data)] = node.start_mark.line + 1
-    yield data
-    data.update(loader.construct_mapping(node))
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-
-
-@dataclass
-class YamlDocuments:
-    """The documents of a YAML stream, the line where each starts, and where any mapping
-    in them starts (:meth:`line_of`)."""
-
-    documents: list[Any] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)
-    _mapping_lines: dict[int, int] = field(default_factory=dict)
-
-    def line_of(self, value: Any) -> int | None:
-        return self._mapping_lines.get(id(value))
-
-
-def _check_graph(root: Any, budget: int) -> int:
-    """The number of nodes ``root`` expands to (aliases counted each time they are used);
-    raises :class:`YamlRejected` past ``budget`` or on a node that contains itself."""
-    sizes: dict[int, int] = {}
-    open_nodes: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        ident = id(node)
-        if children_done:
-            open_nodes.discard(ident)
-            size = 1 + sum(sizes[id(child)] for child in _children(node))
-            if size > budget:
-                raise YamlRejected("YAML aliases expand too far (an alias bomb?)")
-            sizes[ident] = size
-            continue
-        if ident in sizes:
-            continue
-        if ident in open_nodes:
-            raise YamlRejected("YAML alias refers to itself")
-        open_nodes.add(ident)
-        stack.append((node, True))
-        for child in _children(node):
-            if id(child) in open_nodes:
-                raise YamlRejected("YAML alias refers to itself")
-            if id(child) not in sizes:
-                stack.append((child, False))
-    return sizes[id(root)]
-
-
-def _children(node: Any) -> Iterator[Any]:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            yield key
-            yield value
-    elif isinstance(node, yaml.SequenceNode):
-        yield from node.value
-
-
-def load_yaml(
-    text: str, *, max_documents: int = MAX_DOCUMENTS, max_nodes: int = MAX_NODES
-) -> YamlDocuments:
-    """Every document of ``text``, read safely. Raises :class:`YamlRejected` (a
-    ``ValueError``) when the text is malformed, holds more than ``max_documents``
-    documents, or its aliases expand past ``max_nodes`` nodes or loop; the documents read
-    before the problem are in the exception's ``partial`` attribute."""
-    found = YamlDocuments()
-    loader = _Loader(text)
-    budget = max_nodes
-    try:
-        while loader.check_node():
-            if len(found.documents) >= max_documents:
-                raise YamlRejected(f"more than {max_documents} YAML documents")
-            node = loader.get_node()
-            if node is None:  # pragma: no cover - check_node said there is one
-                break
-            budget -= _check_graph(node, budget)
-            found.lines.append(node.start_mark.line + 1)
-            found.documents.append(loader.construct_document(node))
-    except YamlRejected as exc:
-        exc.partial = found  # type: ignore[attr-defined]
-        raise
-    except (yaml.YAMLError, ValueError, TypeError, RecursionError, OverflowError) as exc:
-        rejected = YamlRejected(_short(exc))
-        rejected.partial = found  # type: ignore[attr-defined]
-        raise rejected from None
-    finally:
-        found._mapping_lines = loader.lines
-        loader.dispose()
-    return found
+__all__ = ["KubernetesScanner"]
 
 
 def _short(exc: BaseException) -> str:
@@ -374,7 +255,7 @@ def _read_file(file: SourceFile, text: str, state: _Scan) -> None:
         docs = load_yaml(text)
     except YamlRejected as exc:
         file.warn("malformed", str(exc))
-        docs = getattr(exc, "partial", YamlDocuments())
+        docs = exc.partial
     for index, doc in enumerate(docs.documents):
         if doc is None:
             continue
@@ -481,11 +362,9 @@ def _rules(res: dict[Any, Any]) -> list[Any]:
 
 
 def _classified(key: str, value: str) -> _Value:
-    from tether.discover.secrets import classify_secret  # it imports this module
-
-    ai_type = ai_keys.classify(value, key)
-    placeholder = ai_keys.is_placeholder(value)
-    kind = classify_secret(value, key) if not placeholder else None
+    placeholder = is_placeholder(value)
+    kind = classify(value, key) if not placeholder else None
+    ai_type = kind if kind is not None and is_ai_type(kind) else None
     secretish = (
         bool(value)
         and not placeholder
@@ -493,7 +372,7 @@ def _classified(key: str, value: str) -> _Value:
     )
     if ai_type is None and secretish:
         ai_type = ai_keys.type_for_name(key)
-    return _Value(ai_type, kind or ai_type or "generic-secret", fingerprint(value), secretish)
+    return _Value(ai_type, kind or name_type(key), fingerprint(value), secretish)
 
 
 def _secret_values(res: dict[Any, Any]) -> dict[str, _Value]:
@@ -521,16 +400,6 @@ def _configmap_values(res: dict[Any, Any]) -> dict[str, _Value]:
         for key, raw in data.items()
         if isinstance(key, str) and isinstance(raw, str) and len(raw) <= 4096
     }
-
-
-def decode_base64(raw: str) -> str | None:
-    """A Secret's ``data`` value decoded to text (None when it is not base64 text)."""
-    compact = "".join(raw.split())
-    try:
-        decoded = base64.b64decode(compact, validate=True)
-        return decoded.decode("utf-8").strip()
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
 
 
 def _containers(podspec: dict[Any, Any]) -> list[_Container]:
@@ -589,15 +458,15 @@ def _env(container: _Container, item: dict[Any, Any]) -> None:
         container.signals.append(f"env:{name}")
     value = item.get("value")
     if isinstance(value, str) and value:
-        kind = ai_keys.classify(value, name)
-        if kind is None and not ai_keys.is_placeholder(value) and len(value) >= 8:
-            if key_type is not None:
-                kind = key_type
-            elif _SECRETISH.search(name) and not _NOT_SECRETISH.search(name):
-                kind = "generic-secret"
+        kind = classify(value, name)
+        ai = kind is not None and is_ai_type(kind)
+        if kind is None and not is_placeholder(value) and len(value) >= 8:
+            ai = key_type is not None
+            if ai or (_SECRETISH.search(name) and not _NOT_SECRETISH.search(name)):
+                kind = name_type(name)
         if kind is not None:
             container.credentials.append(Credential.of(kind, value, where=f"env:{name}"))
-            if kind != "generic-secret" and f"env:{name}" not in container.signals:
+            if ai and f"env:{name}" not in container.signals:
                 container.signals.append(f"env:{name}")
         return
     ref = _get(item, "valueFrom", "secretKeyRef")

@@ -1,11 +1,13 @@
 """Secrets written in files: ``.env`` files, configuration (JSON, YAML, TOML, INI, cfg,
 properties), shell scripts, Dockerfiles, docker-compose files, source code.
 
-Detection is detect-secrets' named detectors plus the AI-provider key patterns of
-:mod:`tether.discover.ai_keys`. detect-secrets' plugin classes are instantiated once per
-process and their patterns run directly: no global detect-secrets settings are touched
-(``default_settings()`` / ``transient_settings`` are process-global and would race with
-anything else using detect-secrets), nothing is verified, nothing is sent anywhere.
+Detection is detect-secrets' named detectors (:mod:`tether.discover.detectors`: run
+directly, no global detect-secrets settings touched, nothing verified, nothing sent
+anywhere) plus the AI-provider key patterns of :mod:`tether.discover.ai_keys`. A value
+found by a keyword, by its entropy or in a Kubernetes Secret is typed by the one
+classifier every scanner uses, :func:`tether.discover.classify.secret_type` (by its form,
+else by its name: ``password``, ``api-key``, ``token``, ``secret`` ...), so it is reported as
+the same credential wherever it is found.
 
 Speed (about 40 times detect-secrets' own ``scan_file``): each plugin first gets a cheap
 whole-text test — a literal every match holds (``str`` search), or a "gate" pattern that
@@ -45,7 +47,7 @@ Rules (one :class:`Finding` per secret, kind ``credential``, flags ``plaintext-s
   YAML file); when two secrets of a file would still have the same ID, the later ones get
   a pointer ``<name>#2`` ... (stable when lines are inserted above). ``where`` is the name,
   else ``<path>:<line>``.
-* **Never reported**: placeholders (:func:`tether.discover.ai_keys.is_placeholder`:
+* **Never reported**: placeholders (:func:`tether.discover.placeholders.is_placeholder`:
   ``sk-xxxx``, ``sk-...``, ``<OPENAI_API_KEY>``, ``${OPENAI_API_KEY}``, ``YOUR_API_KEY``,
   ``changeme``, ``scott:tiger``, one repeated character, runs, AWS' ``...EXAMPLE`` keys),
   values under 4 characters, a basic-auth password that decodes to words
@@ -72,7 +74,6 @@ import re
 import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote
@@ -86,47 +87,25 @@ from detect_secrets.filters.heuristic import (
     is_sequential_string,
     is_templated_secret,
 )
-from detect_secrets.plugins.artifactory import ArtifactoryDetector
-from detect_secrets.plugins.aws import AWSKeyDetector
-from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
-from detect_secrets.plugins.basic_auth import BasicAuthDetector
-from detect_secrets.plugins.cloudant import CloudantDetector
-from detect_secrets.plugins.discord import DiscordBotTokenDetector
-from detect_secrets.plugins.github_token import GitHubTokenDetector
-from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
-from detect_secrets.plugins.high_entropy_strings import (
-    Base64HighEntropyString,
-    HexHighEntropyString,
-)
-from detect_secrets.plugins.ibm_cloud_iam import IbmCloudIamDetector
-from detect_secrets.plugins.ibm_cos_hmac import IbmCosHmacDetector
-from detect_secrets.plugins.jwt import JwtTokenDetector
 from detect_secrets.plugins.keyword import (
     CONFIG_DENYLIST_REGEX_TO_GROUP,
-    DENYLIST,
     QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP,
     REGEX_BY_FILETYPE,
-    KeywordDetector,
 )
-from detect_secrets.plugins.mailchimp import MailchimpDetector
-from detect_secrets.plugins.npm import NpmDetector
-from detect_secrets.plugins.openai import OpenAIDetector
-from detect_secrets.plugins.private_key import PrivateKeyDetector
-from detect_secrets.plugins.pypi_token import PypiTokenDetector
-from detect_secrets.plugins.sendgrid import SendGridDetector
-from detect_secrets.plugins.slack import SlackDetector
-from detect_secrets.plugins.softlayer import SoftlayerDetector
-from detect_secrets.plugins.square_oauth import SquareOAuthDetector
-from detect_secrets.plugins.stripe import StripeDetector
-from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
-from detect_secrets.plugins.twilio import TwilioKeyDetector
 from detect_secrets.util.filetype import determine_file_type
 
-from tether.discover import ai_keys
+from tether.discover import ai_keys, detectors
+from tether.discover.classify import (
+    classify_source,
+    decode_base64,
+    is_placeholder,
+    name_type,
+    secret_type,
+)
 from tether.discover.interface import Credential, Finding, SourceFile
-from tether.discover.kubernetes import YamlRejected, decode_base64, load_yaml
+from tether.discover.safe_yaml import YamlRejected, load_yaml
 
-__all__ = ["SecretsScanner", "classify_secret"]
+__all__ = ["SecretsScanner"]
 
 # -- which files ------------------------------------------------------------------------------
 
@@ -224,171 +203,9 @@ def _is_doc(relpath: str) -> bool:
 
 # -- detectors ------------------------------------------------------------------------------
 
-# detect-secrets plugin class -> credential type (AWS and Slack are refined by value).
-_DS_TYPES: dict[str, str] = {
-    "ArtifactoryDetector": "artifactory-token",
-    "AWSKeyDetector": "aws-access-key",
-    "AzureStorageKeyDetector": "azure-storage-key",
-    "BasicAuthDetector": "basic-auth-password",
-    "CloudantDetector": "cloudant-credential",
-    "DiscordBotTokenDetector": "discord-bot-token",
-    "GitHubTokenDetector": "github-token",
-    "GitLabTokenDetector": "gitlab-token",
-    "IbmCloudIamDetector": "ibm-cloud-iam-key",
-    "IbmCosHmacDetector": "ibm-cos-hmac-key",
-    "JwtTokenDetector": "jwt",
-    "MailchimpDetector": "mailchimp-api-key",
-    "NpmDetector": "npm-token",
-    "OpenAIDetector": "openai-api-key",
-    "PrivateKeyDetector": "private-key",
-    "PypiTokenDetector": "pypi-token",
-    "SendGridDetector": "sendgrid-api-key",
-    "SlackDetector": "slack-token",
-    "SoftlayerDetector": "softlayer-api-key",
-    "SquareOAuthDetector": "square-oauth-secret",
-    "StripeDetector": "stripe-api-key",
-    "TelegramBotTokenDetector": "telegram-bot-token",
-    "TwilioKeyDetector": "twilio-api-key",
-}
-# Distinctive enough to report in documentation and example files too.
-_HIGH_CONFIDENCE = frozenset(
-    {
-        "AWSKeyDetector",
-        "AzureStorageKeyDetector",
-        "GitHubTokenDetector",
-        "GitLabTokenDetector",
-        "NpmDetector",
-        "OpenAIDetector",
-        "PrivateKeyDetector",
-        "PypiTokenDetector",
-        "SendGridDetector",
-        "SlackDetector",
-        "SquareOAuthDetector",
-        "StripeDetector",
-    }
-)
 
 # Rank: which detector wins when several find the same secret on one line.
 _RANK_AI, _RANK_AI_HINTED, _RANK_K8S, _RANK_NAMED, _RANK_KEYWORD, _RANK_ENTROPY = range(6)
-
-
-@dataclass(frozen=True)
-class _RegexPlugin:
-    """A detect-secrets regex plugin and how to find, fast, the lines it may match:
-    ``literals`` (one must be in the text, ``str`` search) and ``gates`` (patterns, run
-    over the text or its lower-case copy, whose matches mark the lines to analyse: a
-    superset of the plugin's own matches)."""
-
-    name: str
-    plugin: Any
-    literals: tuple[str, ...]
-    gates: tuple[tuple[re.Pattern[str], bool], ...]  # (pattern, on the lower-case text)
-    high_confidence: bool
-
-
-@dataclass(frozen=True)
-class _Engine:
-    regex_plugins: tuple[_RegexPlugin, ...]
-    keyword: Any
-    keyword_gate: re.Pattern[str]  # on the lower-case text
-    keyword_gate_ci: re.Pattern[str]  # on the text (when lower-casing changes offsets)
-    entropy: tuple[Any, ...]
-
-
-# Plugins whose own patterns are slow to run over a whole text (they begin with
-# look-behinds or wide classes): faster patterns that match wherever they may.
-_GATES: dict[str, tuple[tuple[str, bool], ...]] = {
-    "ArtifactoryDetector": ((r"AKC|AP[\dA-F]", False),),
-    "AWSKeyDetector": ((r"A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA", False), (r"aws", True)),
-    "CloudantDetector": (
-        (r"cl(?:oudant|ou)?[_-]?(?:api)?(?:key|pwd|pw|pass|token)", True),
-        (r"cloudant\.com", True),
-    ),
-    "IbmCloudIamDetector": (
-        (
-            r"(?:key|pwd|password|pass|token)[\"'\]]{0,2} *(?:=>|:=|::|=|:)? *[\"']?"
-            r"[a-z0-9_\-]{44}",
-            True,
-        ),
-    ),
-    "IbmCosHmacDetector": ((r"secret[-_]?(?:access)?[-_]?key", True),),
-    "SoftlayerDetector": (
-        (r"(?:softlayer|sl)[_-]?(?:api)?[_-]?(?:key|pwd|password|pass|token)", True),
-        (r"api\.softlayer\.com", True),
-    ),
-    "MailchimpDetector": ((r"-us[0-9]", False),),
-    "TelegramBotTokenDetector": ((r":[0-9A-Za-z_-]{35}", False),),
-    "DiscordBotTokenDetector": ((r"\.[a-zA-Z0-9_-]{6}\.[a-zA-Z0-9_-]{27}", False),),
-}
-# Plugins with a literal every match holds: skipped on a text without one.
-_LITERALS: dict[str, tuple[str, ...]] = {
-    "AzureStorageKeyDetector": ("AccountKey=",),
-    "BasicAuthDetector": ("://",),
-    "GitHubTokenDetector": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
-    "GitLabTokenDetector": (
-        "glpat-", "gldt-", "glft-", "glsoat-", "glrt-", "GR1348941", "glcbt-", "glimt-",
-        "glptt-", "glagent-", "gloas-",
-    ),
-    "JwtTokenDetector": ("eyJ",),
-    "NpmDetector": ("_authToken",),
-    "OpenAIDetector": ("T3BlbkFJ",),
-    "PrivateKeyDetector": ("PRIVATE KEY", "PuTTY-User-Key-File-2"),
-    "PypiTokenDetector": ("pypi-",),
-    "SendGridDetector": ("SG.",),
-    "SlackDetector": ("xox", "hooks.slack.com"),
-    "SquareOAuthDetector": ("sq0csp-",),
-    "StripeDetector": ("k_live_",),
-}  # fmt: skip
-
-
-@cache
-def _engine() -> _Engine:
-    """detect-secrets' plugins, built once per process (their default settings)."""
-    classes = (
-        ArtifactoryDetector,
-        AWSKeyDetector,
-        AzureStorageKeyDetector,
-        BasicAuthDetector,
-        CloudantDetector,
-        DiscordBotTokenDetector,
-        GitHubTokenDetector,
-        GitLabTokenDetector,
-        IbmCloudIamDetector,
-        IbmCosHmacDetector,
-        JwtTokenDetector,
-        MailchimpDetector,
-        NpmDetector,
-        OpenAIDetector,
-        PrivateKeyDetector,
-        PypiTokenDetector,
-        SendGridDetector,
-        SlackDetector,
-        SoftlayerDetector,
-        SquareOAuthDetector,
-        StripeDetector,
-        TelegramBotTokenDetector,
-        TwilioKeyDetector,
-    )
-    plugins = []
-    for cls in classes:
-        plugin = cls()
-        name = cls.__name__
-        if name in _GATES:
-            gates = tuple((re.compile(p), lower) for p, lower in _GATES[name])
-        else:  # the plugin's own patterns, with ^ and $ at every line
-            gates = tuple(
-                (re.compile(r.pattern, r.flags | re.MULTILINE), False) for r in plugin.denylist
-            )
-        literals = _LITERALS.get(name, ())
-        plugins.append(_RegexPlugin(name, plugin, literals, gates, name in _HIGH_CONFIDENCE))
-    words = "|".join(DENYLIST)
-    return _Engine(
-        tuple(plugins),
-        KeywordDetector(),
-        re.compile(words),
-        re.compile(words, re.IGNORECASE),
-        (Base64HighEntropyString(), HexHighEntropyString()),
-    )
 
 
 @dataclass(frozen=True)
@@ -541,7 +358,7 @@ class SecretsScanner:
 
 
 def _detect(file: SourceFile, text: str, relpath: str) -> list[_Hit]:
-    engine = _engine()
+    engine = detectors.engine()
     doc = _is_doc(relpath)
     filename = file.path.name
     source = _Text(text)
@@ -584,7 +401,7 @@ def _lines_matching(probes: Iterable[tuple[re.Pattern[str], bool]], source: _Tex
     return sorted(found)
 
 
-def _named(regex_plugin: _RegexPlugin, source: _Text) -> Iterator[_Hit]:
+def _named(regex_plugin: detectors.RegexPlugin, source: _Text) -> Iterator[_Hit]:
     name = regex_plugin.name
     if regex_plugin.literals and not any(lit in source.text for lit in regex_plugin.literals):
         return
@@ -595,38 +412,9 @@ def _named(regex_plugin: _RegexPlugin, source: _Text) -> Iterator[_Hit]:
             if hit is not None:
                 yield hit
             continue
-        for value in _regex_values(regex_plugin, line):
-            kind = _DS_TYPES[name]
-            if name == "AWSKeyDetector" and not _AWS_KEY_ID.match(value):
-                kind = "aws-secret-key"
-            elif name == "SlackDetector" and value.startswith("https://"):
-                kind = "slack-webhook"
+        for value in detectors.regex_values(regex_plugin, line):
+            kind = detectors.type_of(name, value)
             yield _Hit(number, line.find(value), value, kind, f"detect-secrets:{name}", _RANK_NAMED)
-
-
-_AWS_KEY_ID = re.compile(r"A3T|ABIA|ACCA|AKIA|ASIA")
-_GROUP_IS_PREFIX = frozenset({"GitHubTokenDetector", "GitLabTokenDetector"})
-
-
-def _regex_values(regex_plugin: _RegexPlugin, line: str) -> Iterator[str]:
-    """The secrets a detect-secrets regex plugin matches in ``line``. Its own
-    ``analyze_string`` yields a pattern's capturing groups, which for GitHub and GitLab are
-    only the prefix (``(ghp|gho|...)_...`` yields ``ghp``): the fingerprint has to be of the
-    whole secret, so for those the whole match is taken, for the others the (longest)
-    group, which is the secret (AWS secret keys, basic-auth passwords, npm tokens ...)."""
-    plugin = regex_plugin.plugin
-    whole = regex_plugin.name in _GROUP_IS_PREFIX
-    for regex in plugin.denylist:
-        for match in regex.finditer(line):
-            groups = [g for g in match.groups() if g]
-            value = match.group(0) if whole or not groups else max(groups, key=len)
-            value = value.lstrip(" \t=:\"'").rstrip(" \t\"'")
-            if regex_plugin.name == "AzureStorageKeyDetector" and "=" in value:
-                value = value.split("=", 1)[1]
-            if regex_plugin.name == "JwtTokenDetector" and not plugin.is_formally_valid(value):
-                continue
-            if value:
-                yield value
 
 
 _PEM = re.compile(
@@ -697,7 +485,12 @@ def _clean_keyword_value(value: str) -> str | None:
     return value
 
 
-def _keywords(engine: _Engine, source: _Text, filename: str) -> Iterator[_Hit]:
+def _line_type(line: str) -> str:
+    """A keyword's value with no name to go by: a password when the line says so."""
+    return "password" if re.search(r"(?i)pass|pwd|contrase", line) else "secret"
+
+
+def _keywords(engine: detectors.Engine, source: _Text, filename: str) -> Iterator[_Hit]:
     regexes = _keyword_regexes(filename)
     gate = (
         (engine.keyword_gate, True) if source.lower is not None else (engine.keyword_gate_ci, False)
@@ -706,7 +499,7 @@ def _keywords(engine: _Engine, source: _Text, filename: str) -> Iterator[_Hit]:
         yield from _keyword_line(engine, source.line(number), number, regexes)
 
 
-def _keyword_line(engine: _Engine, line: str, number: int, regexes: Any) -> Iterator[_Hit]:
+def _keyword_line(engine: detectors.Engine, line: str, number: int, regexes: Any) -> Iterator[_Hit]:
     if len(line) > 4000 or is_indirect_reference(line):
         return
     for raw in engine.keyword.analyze_string(line, denylist_regex_to_group=regexes):
@@ -719,7 +512,7 @@ def _keyword_line(engine: _Engine, line: str, number: int, regexes: Any) -> Iter
         name = _name_at(line, col) if col >= 0 else None
         if _not_a_secret_name(name):
             continue
-        kind = "password" if re.search(r"(?i)pass|pwd|contrase", name or line) else "secret"
+        kind = secret_type(value, name) if name else _line_type(line)
         yield _Hit(number, col, value, kind, "detect-secrets:KeywordDetector", _RANK_KEYWORD, name)
 
 
@@ -744,7 +537,7 @@ _SECRET_NAME = re.compile(
 )
 
 
-def _entropy(engine: _Engine, source: _Text) -> Iterator[_Hit]:
+def _entropy(engine: detectors.Engine, source: _Text) -> Iterator[_Hit]:
     for plugin in engine.entropy:
         # Shannon entropy over n symbols is at most log2(n): shorter strings cannot pass.
         shortest = int(2**plugin.entropy_limit) + 1
@@ -761,7 +554,7 @@ def _entropy(engine: _Engine, source: _Text) -> Iterator[_Hit]:
             if plugin.calculate_shannon_entropy(value) <= plugin.entropy_limit:
                 continue
             detector = f"detect-secrets:{type(plugin).__name__}"
-            yield _Hit(number, col, value, "high-entropy-string", detector, _RANK_ENTROPY, name)
+            yield _Hit(number, col, value, secret_type(value, name), detector, _RANK_ENTROPY, name)
 
 
 _ENV_PAIR = re.compile(
@@ -771,7 +564,7 @@ _ENV_PAIR = re.compile(
 )
 
 
-def _yaml_env_pairs(engine: _Engine, source: _Text, filename: str) -> Iterator[_Hit]:
+def _yaml_env_pairs(engine: detectors.Engine, source: _Text, filename: str) -> Iterator[_Hit]:
     """``- name: DB_PASSWORD`` / ``value: ...`` (Kubernetes, compose): read as
     ``DB_PASSWORD: ...``."""
     if "value:" not in source.text:
@@ -824,18 +617,14 @@ _PUBLIC_KEY = re.compile(r"(?i)(?:\.crt|cert|ca\.pem|public|pub|user|username|na
 def _k8s_entry(
     source: _Text, start: int, root: str, field: str, key: str, raw: str, value: str | None
 ) -> _Hit | None:
-    if not value or ai_keys.is_placeholder(value) or len(value) < 6:
+    if not value or is_placeholder(value) or len(value) < 6:
         return None
-    detector = "tether:k8s-secret"
-    kind = ai_keys.classify(value, key)
-    if kind is not None:
-        detector = "tether:ai-keys"
-    else:
-        kind, detector = _typed(value) or (ai_keys.type_for_name(key), detector)
+    typed = classify_source(value, key)
+    kind, detector = typed or (ai_keys.type_for_name(key), "tether:k8s-secret")
     if kind is None:
         if not _SECRETISH_KEY.search(key) or _PUBLIC_KEY.search(key):
             return None
-        kind = "password" if re.search(r"(?i)pass|pwd", key) else "k8s-secret"
+        kind = name_type(key)
     where = re.compile(rf"""(?m)^[ \t]*["']?{re.escape(key)}["']?[ \t]*:""")
     found = where.search(source.text, start)
     number = source.lineno(found.start()) if found else source.lineno(start)
@@ -859,9 +648,11 @@ def _ds_filtered(hit: _Hit, line: str) -> bool:
         return False
     plugin: Any = None
     if hit.rank in (_RANK_KEYWORD, _RANK_ENTROPY):
-        plugin = _engine().keyword if hit.rank == _RANK_KEYWORD else _engine().entropy[0]
+        engine = detectors.engine()
+        plugin = engine.keyword if hit.rank == _RANK_KEYWORD else engine.entropy[0]
     else:
-        plugin = _engine().regex_plugins[0].plugin  # any regex-based plugin: not ID-filtered
+        # any regex-based plugin: not ID-filtered
+        plugin = detectors.engine().regex_plugins[0].plugin
     return bool(
         is_sequential_string(value)
         or is_potential_uuid(value)
@@ -872,43 +663,15 @@ def _ds_filtered(hit: _Hit, line: str) -> bool:
     )
 
 
-def _typed(value: str) -> tuple[str, str] | None:
-    """The type of a whole value that one of detect-secrets' named detectors recognises
-    (a decoded Kubernetes Secret, a base64 value): ``(type, detector)``."""
-    for regex_plugin in _engine().regex_plugins:
-        if regex_plugin.name in ("PrivateKeyDetector", "BasicAuthDetector"):
-            continue
-        if any(found == value for found in _regex_values(regex_plugin, value)):
-            kind = _DS_TYPES[regex_plugin.name]
-            if regex_plugin.name == "AWSKeyDetector" and not _AWS_KEY_ID.match(value):
-                kind = "aws-secret-key"
-            return kind, f"detect-secrets:{regex_plugin.name}"
-    return None
-
-
-def classify_secret(value: str, name: str | None = None) -> str | None:
-    """The credential type of a whole value (an AI key, with ``name`` as a hint, or one
-    of detect-secrets' named kinds: ``github-token``, ``aws-access-key`` ...), or None.
-    For values read out of structured data (a decoded Kubernetes Secret ...)."""
-    if ai_keys.is_placeholder(value):
-        return None
-    kind = ai_keys.classify(value, name)
-    if kind is not None:
-        return kind
-    typed = _typed(value)
-    return typed[0] if typed is not None else None
-
-
 def _upgrade_base64(hit: _Hit) -> _Hit:
     """A base64 value that decodes to a recognised key (an AI key, or one of
     detect-secrets' named kinds): reported, and fingerprinted, decoded."""
     if hit.rank < _RANK_NAMED or len(hit.value) % 4 or not _BASE64.fullmatch(hit.value):
         return hit
     decoded = decode_base64(hit.value)
-    if not decoded or ai_keys.is_placeholder(decoded):
+    if not decoded or is_placeholder(decoded):
         return hit
-    kind = ai_keys.classify(decoded, hit.name)
-    typed = (kind, "tether:ai-keys") if kind is not None else _typed(decoded)
+    typed = classify_source(decoded, hit.name)
     if typed is None:
         return hit
     return replace(hit, value=decoded, type=typed[0], detector=typed[1] + "+base64", rank=_RANK_AI)
@@ -921,11 +684,11 @@ def _filter(hits: list[_Hit], source: _Text) -> list[_Hit]:
         line = source.line(hit.line)
         if _ALLOW.search(line) or _ALLOW_NEXT.search(source.line(hit.line - 1)):
             continue
-        if ai_keys.is_placeholder(hit.value) or (hit.rank >= _RANK_NAMED and len(hit.value) < 4):
+        if is_placeholder(hit.value) or (hit.rank >= _RANK_NAMED and len(hit.value) < 4):
             continue
         if hit.type == "basic-auth-password":
             decoded = unquote(hit.value)
-            if any(c.isspace() for c in decoded) or ai_keys.is_placeholder(decoded):
+            if any(c.isspace() for c in decoded) or is_placeholder(decoded):
                 continue
         if hit.rank >= _RANK_NAMED and _ds_filtered(hit, line):
             continue
