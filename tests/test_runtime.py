@@ -23,6 +23,7 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 from conftest import ADMIN, spec
+from helpers.mcp_wire import CALL, INIT, INITIALISED, mcp_headers
 from helpers.uvicorn_thread import free_port
 
 from tether import Settings, Tether
@@ -273,33 +274,6 @@ def test_the_asgi_app_runs_a_runtime_and_closes_it(initialised: Settings) -> Non
 
 # ---- MCP sessions across processes --------------------------------------------------------
 
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "probe", "version": "1"},
-    },
-}
-INITIALISED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-CALL = {
-    "jsonrpc": "2.0",
-    "id": 2,
-    "method": "tools/call",
-    "params": {"name": "echo", "arguments": {"text": "hi"}},
-}
-
-
-def _mcp_headers(token: str, session: str | None = None) -> dict[str, str]:
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2025-06-18",
-    }
-    return headers | ({"Mcp-Session-Id": session} if session else {})
-
 
 def _organisation(tether: Tether) -> str:
     """An upstream ``test``, an agent ``helper`` that may call its echo; its token."""
@@ -334,12 +308,12 @@ def test_a_session_reaching_a_process_that_does_not_hold_it_is_not_found(
                     transport=httpx2.ASGITransport(app=apps[1]), base_url="http://b"
                 ) as b,
             ):
-                opened = await a.post("/mcp/test", json=INIT, headers=_mcp_headers(token))
+                opened = await a.post("/mcp/test", json=INIT, headers=mcp_headers(token))
                 sid = opened.headers["mcp-session-id"]
-                await a.post("/mcp/test", json=INITIALISED, headers=_mcp_headers(token, sid))
+                await a.post("/mcp/test", json=INITIALISED, headers=mcp_headers(token, sid))
                 for method, body in (("POST", CALL), ("GET", None), ("DELETE", None)):
                     elsewhere = await b.request(
-                        method, "/mcp/test", json=body, headers=_mcp_headers(token, sid)
+                        method, "/mcp/test", json=body, headers=mcp_headers(token, sid)
                     )
                     assert elsewhere.status_code == 404, (method, elsewhere.text)
                     assert elsewhere.json() == {
@@ -347,10 +321,10 @@ def test_a_session_reaching_a_process_that_does_not_hold_it_is_not_found(
                         "id": None,
                         "error": {"code": -32600, "message": "Session not found"},
                     }
-                here = await a.post("/mcp/test", json=CALL, headers=_mcp_headers(token, sid))
+                here = await a.post("/mcp/test", json=CALL, headers=mcp_headers(token, sid))
                 assert here.status_code == 200 and '"hi"' in here.text
                 # the other process, asked without a session, opens its own
-                again = await b.post("/mcp/test", json=INIT, headers=_mcp_headers(token))
+                again = await b.post("/mcp/test", json=INIT, headers=mcp_headers(token))
                 assert again.status_code == 200 and again.headers["mcp-session-id"] != sid
 
         anyio.run(work)
@@ -457,10 +431,10 @@ def _apart(a: httpx.Client, b: httpx.Client, admin: dict[str, str]) -> bool:
 
 
 def _session(connection: httpx.Client, token: str) -> str:
-    opened = connection.post("/mcp/test", json=INIT, headers=_mcp_headers(token))
+    opened = connection.post("/mcp/test", json=INIT, headers=mcp_headers(token))
     assert opened.status_code == 200, opened.text
     sid = opened.headers["mcp-session-id"]
-    connection.post("/mcp/test", json=INITIALISED, headers=_mcp_headers(token, sid))
+    connection.post("/mcp/test", json=INITIALISED, headers=mcp_headers(token, sid))
     return sid
 
 
@@ -501,12 +475,12 @@ def test_two_uvicorn_workers_serve_and_a_kill_through_one_is_refused_by_the_othe
         sessions = {}
         for worker, connection in (("a", a), ("b", b)):  # the gateway, on each worker
             sessions[worker] = sid = _session(connection, token)
-            said = connection.post("/mcp/test", json=CALL, headers=_mcp_headers(token, sid))
+            said = connection.post("/mcp/test", json=CALL, headers=mcp_headers(token, sid))
             assert said.status_code == 200 and '"hi"' in said.text, said.text
             active = connection.post("/oauth2/introspect", data={"token": token}, headers=admin)
             assert active.json()["active"] is True
         # a's session is unknown on b's worker
-        stray = b.post("/mcp/test", json=CALL, headers=_mcp_headers(token, sessions["a"]))
+        stray = b.post("/mcp/test", json=CALL, headers=mcp_headers(token, sessions["a"]))
         assert stray.status_code == 404
 
         killed = a.post("/v1/agents/helper/kill", json={"reason": "test"}, headers=admin)
@@ -516,9 +490,9 @@ def test_two_uvicorn_workers_serve_and_a_kill_through_one_is_refused_by_the_othe
             gone = connection.post("/oauth2/introspect", data={"token": token}, headers=admin)
             assert gone.json() == {"active": False}, worker
             sid = sessions[worker]
-            call = connection.post("/mcp/test", json=CALL, headers=_mcp_headers(token, sid))
+            call = connection.post("/mcp/test", json=CALL, headers=mcp_headers(token, sid))
             assert call.status_code == 401, (worker, call.text)
-            fresh = connection.post("/mcp/test", json=INIT, headers=_mcp_headers(token))
+            fresh = connection.post("/mcp/test", json=INIT, headers=mcp_headers(token))
             assert fresh.status_code == 401, (worker, fresh.text)
         assert _apart(a, b, admin)  # the same two workers answered throughout
     finally:
