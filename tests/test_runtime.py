@@ -26,14 +26,14 @@ from conftest import ADMIN, spec
 from helpers.mcp_wire import CALL, INIT, INITIALISED, mcp_headers
 from helpers.uvicorn_thread import free_port
 
-from tether import Settings, Tether
+from tether import InitResult, Settings, Tether
 from tether.api import create_app
 from tether.errors import StoreUnavailable
 from tether.gateway.servers import UpstreamSpec
 from tether.grants import GrantSpec
 from tether.jobs import Job, Periodic
-from tether.server import Deployment, Runtime, standard_jobs
-from tether.store import epoch_acks
+from tether.server import Deployment, Runtime, initialise, standard_jobs
+from tether.store import admin_tokens, epoch_acks
 from tether.store.locks import StoreLock
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -226,6 +226,34 @@ def test_a_start_that_fails_half_way_stops_what_had_started(initialised: Setting
     _until(lambda: _threads() <= before, what="the started job and the listener to stop")
     with pytest.raises(RuntimeError, match="not running"):
         runtime.app  # noqa: B018
+
+
+def test_processes_initialising_one_store_together_make_one_admin_token(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    results: list[InitResult] = []
+    errors: list[BaseException] = []
+
+    def init() -> None:
+        try:
+            tether, result = initialise(settings)
+            tether.close()
+            results.append(result)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=init) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and len(results) == 3
+    assert [r.created for r in results].count(True) == 1
+    [made] = [r.admin_token for r in results if r.admin_token]
+    assert settings.admin_token_file.read_text().strip() == made
+    with Tether.open(settings) as tether, tether.store.read() as conn:
+        assert len(conn.execute(sa.select(admin_tokens)).all()) == 1
 
 
 def test_a_store_not_initialised_is_refused(tmp_path: Path, db_url: str) -> None:

@@ -40,12 +40,15 @@ from tether.config import Settings
 from tether.core import InitResult, Tether
 from tether.errors import StoreUnavailable, TetherError
 from tether.jobs import Job, Periodic
+from tether.store import Store
 from tether.store.locks import StoreLock
 from tether.sweeper import Sweeper, every
 
-__all__ = ["Deployment", "Runtime", "app", "standard_jobs"]
+__all__ = ["Deployment", "Runtime", "app", "initialise", "standard_jobs"]
 
 log = logging.getLogger("tether.server")
+
+_INIT_WAIT = 120.0  # seconds to wait for another process's initialisation
 
 
 def standard_jobs(tether: Tether) -> list[Job]:
@@ -80,6 +83,26 @@ def standard_jobs(tether: Tether) -> list[Job]:
             lock=once("audit-sinks"),
         ),
     ]
+
+
+def initialise(settings: Settings) -> tuple[Tether, InitResult]:
+    """:meth:`Tether.init`, one process at a time per store: two started together would
+    otherwise both find no admin token and both make one."""
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = Store.open(settings.database_url)
+    try:
+        lock = StoreLock(store, "init")
+        if not lock.wait(_INIT_WAIT):
+            raise StoreUnavailable(
+                f"another process has been initialising {store.describe()} for "
+                f"{_INIT_WAIT:.0f}s; try again when it is done"
+            )
+        try:
+            return Tether.init(settings)
+        finally:
+            lock.release()
+    finally:
+        store.dispose()
 
 
 class Runtime:
@@ -146,7 +169,7 @@ class Runtime:
 
     def _open(self) -> Tether:
         if self._initialise:
-            tether, self.init = Tether.init(self.settings)
+            tether, self.init = initialise(self.settings)
             return tether
         if not self.settings.home.is_dir():
             raise StoreUnavailable(

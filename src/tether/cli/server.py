@@ -19,7 +19,9 @@ __all__ = ["init", "up"]
 
 def init(json_: Json = False) -> None:
     """Create TETHER_HOME, bring the store's schema up to date, make the admin token."""
-    tether, result = Tether.init(settings())
+    from tether.server import initialise
+
+    tether, result = initialise(settings())
     tether.close()
     if json_:
         output.emit(

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +73,15 @@ class StoreLock:
                 except Exception:  # never pool a connection that may still hold the lock
                     conn.invalidate()
             self._drop()
+
+    def wait(self, timeout: float, poll: float = 0.05) -> bool:
+        """Take the lock, waiting up to ``timeout`` seconds for its holder to let go."""
+        deadline = time.monotonic() + timeout
+        while not self.hold():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[bool]:
