@@ -32,6 +32,7 @@ import httpx
 import httpx2
 import pytest
 from conftest import spec
+from helpers.mcp_wire import CALL, INIT, mcp_headers
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
@@ -366,33 +367,6 @@ def two_agents(tether: Tether) -> tuple[Tether, str, str]:
     return tether, token("owner-agent"), token("other-agent")
 
 
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "probe", "version": "1"},
-    },
-}
-CALL = {
-    "jsonrpc": "2.0",
-    "id": 2,
-    "method": "tools/call",
-    "params": {"name": "echo", "arguments": {"text": "hi"}},
-}
-
-
-def _mcp_headers(token: str, session: str | None = None) -> dict[str, str]:
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2025-06-18",
-    }
-    return headers | ({"Mcp-Session-Id": session} if session else {})
-
-
 def test_item_08_a_session_belongs_to_the_agent_that_opened_it(two_agents) -> None:
     """Another agent using or deleting the session ID gets "Session not found" (404); the
     session lives on for its agent, and a kill of that agent still closes it."""
@@ -404,17 +378,17 @@ def test_item_08_a_session_belongs_to_the_agent_that_opened_it(two_agents) -> No
             app.router.lifespan_context(app),
             httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as http,
         ):
-            opened = await http.post("/mcp/test", json=INIT, headers=_mcp_headers(mine))
+            opened = await http.post("/mcp/test", json=INIT, headers=mcp_headers(mine))
             sid = opened.headers["mcp-session-id"]
             done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-            await http.post("/mcp/test", json=done, headers=_mcp_headers(mine, sid))
+            await http.post("/mcp/test", json=done, headers=mcp_headers(mine, sid))
             for method, body in (("POST", CALL), ("DELETE", None)):
                 stolen = await http.request(
-                    method, "/mcp/test", json=body, headers=_mcp_headers(theirs, sid)
+                    method, "/mcp/test", json=body, headers=mcp_headers(theirs, sid)
                 )
                 assert stolen.status_code == 404, (method, stolen.text)
                 assert stolen.json()["error"]["message"] == "Session not found"
-            still = await http.post("/mcp/test", json=CALL, headers=_mcp_headers(mine, sid))
+            still = await http.post("/mcp/test", json=CALL, headers=mcp_headers(mine, sid))
             assert still.status_code == 200 and '"hi"' in still.text
             report = await anyio.to_thread.run_sync(
                 lambda: tether.killswitch.kill(ADMIN, "owner-agent", reason="test")

@@ -33,7 +33,9 @@ from tether.audit.record import has_columns
 from tether.audit.tree import Frontier
 from tether.config import Settings
 from tether.errors import Conflict, InvalidRequest, VerificationFailed
+from tether.jobs import Periodic
 from tether.store import Store, audit_checkpoints, audit_keys
+from tether.store.locks import StoreLock
 
 __all__ = [
     "CheckpointRecord",
@@ -492,24 +494,30 @@ def _text_or_bytes(data: bytes) -> str | bytes:
 
 
 class Checkpointer:
-    """Signs a checkpoint every ``every`` events or ``interval`` seconds, whichever first."""
+    """Signs a checkpoint every ``every`` events or ``interval`` seconds, whichever first
+    (a background job: once per store when given the store's ``lock``)."""
+
+    name = "checkpointer"
 
     def __init__(
-        self, checkpoints: Checkpoints, log: AuditLog, every: int, interval: float
+        self,
+        checkpoints: Checkpoints,
+        log: AuditLog,
+        every: int,
+        interval: float,
+        *,
+        lock: StoreLock | None = None,
     ) -> None:
         self._checkpoints = checkpoints
         self._log = log
         self._every = every
-        self._interval = interval
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._signed = -1
-        self._thread = threading.Thread(target=self._run, name="tether-checkpointer", daemon=True)
+        self._job = Periodic(self.name, interval, self._tick, lock=lock)
         log.on_commit(self._appended)
 
     def _appended(self, size: int) -> None:
         if self._signed >= 0 and size - self._signed >= self._every:
-            self._wake.set()
+            self._job.wake()
 
     def start(self) -> None:
         if not self._checkpoints.has_key():
@@ -524,22 +532,11 @@ class Checkpointer:
             log.error("no checkpoints are signed: %s (run tether audit verify)", exc.description)
             return
         self._signed = latest.size if latest is not None else 0
-        self._thread.start()
+        self._job.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        with contextlib.suppress(RuntimeError):
-            self._thread.join(timeout=5)
+        self._job.stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                if self._log.size() > self._signed:
-                    self._signed = self._checkpoints.make().size
-            except Exception:  # retried next tick; verification reports what is wrong
-                log.exception("checkpoint failed")
+    def _tick(self) -> None:
+        if self._log.size() > self._signed:  # verification reports what is wrong, if any
+            self._signed = self._checkpoints.make().size

@@ -58,7 +58,6 @@ The kinds:
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -74,7 +73,6 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 from sqlalchemy import Connection, insert, select, update
-from sqlalchemy import text as sql
 
 from tether.audit.export import render
 from tether.audit.log import AuditLog
@@ -84,6 +82,7 @@ from tether.errors import Conflict
 from tether.redact import SECRETS, Redactor, is_field_value
 from tether.safe_text import neutralise
 from tether.store import Store, sink_cursors
+from tether.store.locks import StoreLock
 
 __all__ = [
     "SYSLOG_FACILITY",
@@ -369,7 +368,11 @@ class _State:
 class SinkRunner:
     """Delivers the audit log to its sinks: :meth:`deliver_once` on demand, or a thread per
     sink between :meth:`start` and :meth:`stop`, woken by commits in this process and
-    polling every ``poll_interval`` seconds for those of other processes."""
+    polling every ``poll_interval`` seconds for those of other processes. Given the
+    store's ``lock``, the threads deliver only while this process holds it (a background
+    job that runs once per store)."""
+
+    name = "audit-sinks"
 
     def __init__(
         self,
@@ -381,8 +384,10 @@ class SinkRunner:
         clock: Callable[[], datetime] = _utcnow,
         poll_interval: float = _POLL_SECONDS,
         sink_factory: Callable[[SinkConfig], Sink] = make_sink,
+        lock: StoreLock | None = None,
     ) -> None:
         self._store = store
+        self._lock = lock
         self._log = log
         self._version = version
         self._clock = clock
@@ -423,6 +428,8 @@ class SinkRunner:
                 state.thread.join(timeout=state.config.timeout_ms / 1000 + 1)
         for state in self._states:
             state.sink.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def _committed(self, _size: int) -> None:
         for state in self._states:
@@ -430,7 +437,7 @@ class SinkRunner:
 
     def _run(self, state: _State) -> None:
         while not self._stopping.is_set():
-            if time.monotonic() >= state.due:
+            if time.monotonic() >= state.due and (self._lock is None or self._lock.hold()):
                 self._drain(state)
             wait = self._poll
             if state.failures:
@@ -516,22 +523,13 @@ class SinkRunner:
         return self._batch_compare_and_set(state)
 
     def _batch_locked(self, state: _State) -> tuple[int, int]:
-        """PostgreSQL: the batch is delivered under the sink's session-level advisory
-        lock, taken on a connection that is in no transaction (autocommit), so the wait
-        for the receiver holds no transaction, no row and no table lock."""
-        with self._store.engine.connect() as opened:
-            conn = opened.execution_options(isolation_level="AUTOCOMMIT")
-            key = {"k": _lock_key(state.config.name)}
-            if not conn.execute(sql("SELECT pg_try_advisory_lock(:k)"), key).scalar():
+        """PostgreSQL: the batch is delivered under the sink's lock (a session-level
+        advisory lock, :class:`StoreLock`), so the wait for the receiver holds no
+        transaction, no row and no table lock."""
+        with StoreLock(self._store, f"audit-sink:{state.config.name}").holding() as mine:
+            if not mine:
                 return 0, 0  # another process is delivering this sink's batch
-            try:
-                return self._batch_compare_and_set(state)
-            finally:
-                try:
-                    conn.execute(sql("SELECT pg_advisory_unlock(:k)"), key)
-                except Exception:  # never return a connection that still holds the lock
-                    opened.invalidate()
-                    raise
+            return self._batch_compare_and_set(state)
 
     def _batch_compare_and_set(self, state: _State) -> tuple[int, int]:
         name = state.config.name
@@ -630,9 +628,3 @@ class SinkRunner:
 def _clip(message: str) -> str:
     message = " ".join(message.split())
     return message if len(message) <= _ERROR_MAX else message[: _ERROR_MAX - 3] + "..."
-
-
-def _lock_key(name: str) -> int:
-    """The PostgreSQL advisory lock key (a signed 64-bit integer) of sink ``name``."""
-    digest = hashlib.sha256(f"tether-audit-sink:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)

@@ -12,14 +12,16 @@ from tether.callers import Caller
 from tether.cli import output
 from tether.cli.context import settings
 from tether.cli.options import Json
-from tether.core import Tether
+from tether.core import InitResult, Tether
 
 __all__ = ["init", "up"]
 
 
 def init(json_: Json = False) -> None:
     """Create TETHER_HOME, bring the store's schema up to date, make the admin token."""
-    tether, result = Tether.init(settings())
+    from tether.server import initialise
+
+    tether, result = initialise(settings())
     tether.close()
     if json_:
         output.emit(
@@ -52,11 +54,8 @@ def up(
     """Serve the API (initialising TETHER_HOME if it is new)."""
     import uvicorn
 
-    from tether.api import create_app
-    from tether.audit.checkpoints import Checkpointer
-    from tether.audit.sinks import SinkRunner
     from tether.demo import seed_demo
-    from tether.sweeper import Sweeper, every
+    from tether.server import Runtime
 
     config = settings()
     url = f"http://{host}:{port}"
@@ -64,10 +63,19 @@ def up(
         config = config.model_copy(update={"issuer": url})
     if demo:
         config = config.model_copy(update={"dev_idp": True})
-    tether, result = Tether.init(config)
-    tether.listen()  # PostgreSQL: other processes' kills and revocations arrive at once
-    if demo:
-        seed_demo(tether)
+    with Runtime(config, initialise=True, prepare=seed_demo if demo else None) as runtime:
+        assert runtime.init is not None  # initialise=True
+        vault_warning = _greet(runtime.tether, runtime.init, url, demo=demo)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # request URLs may carry secrets
+        if vault_warning:
+            logging.getLogger("tether.vault").warning("%s", vault_warning)
+        uvicorn.run(runtime.app, host=host, port=port, log_level="warning")
+
+
+def _greet(tether: Tether, result: InitResult, url: str, *, demo: bool) -> str | None:
+    """Print where Tether serves, the admin token and what to try; the vault's warning."""
+    config = tether.settings
     token_file = config.admin_token_file
     token_cmd = f"$(cat {shlex.quote(str(token_file))})"
     lines = [
@@ -97,31 +105,4 @@ def up(
         "",
     ]
     output.console.print("\n".join(lines), markup=False)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # request URLs may carry secrets
-    if vault_warning:
-        logging.getLogger("tether.vault").warning("%s", vault_warning)
-    # Kill actions outside the store that failed (vault leases, rotations) are retried.
-    chores = [
-        tether.tokens.purge,
-        every(10.0, tether.killswitch.retry),
-        every(5.0, tether.refusals.settle),  # suppressed refusals' counts, on record
-    ]
-    sweeper = Sweeper(tether.registry, config.sweep_interval.total_seconds(), chores)
-    checkpointer = Checkpointer(
-        tether.checkpoints,
-        tether.events,
-        config.audit.checkpoint_every,
-        config.audit.checkpoint_interval_ms / 1000,
-    )
-    sinks = SinkRunner(tether.store, tether.events, config.audit.sinks, version=tether.version)
-    sweeper.start()
-    checkpointer.start()
-    sinks.start()
-    try:
-        uvicorn.run(create_app(tether), host=host, port=port, log_level="warning")
-    finally:
-        sinks.stop()
-        checkpointer.stop()
-        sweeper.stop()
-        tether.close()
+    return vault_warning

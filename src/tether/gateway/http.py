@@ -102,13 +102,17 @@ class McpFace:
         headers = dict(scope.get("headers") or ())
         known = headers.get(SESSION_HEADER)
         audience = str(token.claims["aud"])
+        if known and not self.sessions.holds(known.decode("latin-1")):
+            await _session_not_found(scope, receive, send)  # ended, or another worker's
+            return
         if known and not self.sessions.admits(known.decode("latin-1"), token.chain, audience):
             await to_thread.run_sync(self._not_yours, token, name)
             await _session_not_found(scope, receive, send)
             return
 
         async def tracked(message: Message) -> None:
-            if message["type"] == "http.response.start":  # a new session gets its ID here
+            # a new session gets its ID here (bound only once the SDK accepted it)
+            if message["type"] == "http.response.start" and message["status"] < 400:
                 given = dict(message.get("headers") or ()).get(SESSION_HEADER) or known
                 if given:
                     sid = given.decode("latin-1")

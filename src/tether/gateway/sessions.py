@@ -2,10 +2,12 @@
 killed (at once, in this process) or when their token stops verifying (a kill, a
 revocation or a suspension anywhere: checked whenever the state epoch moves).
 
-A session belongs to the token chain that opened it, on the server it was opened on: a
-request of another chain (another agent, or the same agent for another person) naming
-its ID is answered as for an unknown session (404 "Session not found", as MCP says), so
-no one can use, end or re-bind another's session, and a kill always finds it.
+A session belongs to the token chain that opened it, on the server it was opened on, in
+the process that opened it: a request of another chain (another agent, or the same agent
+for another person) naming its ID is answered as for an unknown session (404 "Session
+not found", as MCP says), so no one can use, end or re-bind another's session, and a
+kill always finds it. So is a request naming a session this process does not hold (it
+ended, or another worker serving the same store opened it): the client starts a new one.
 
 A session's every request is verified anyway; closing it also ends the client's session
 (its next request is answered 404, so it must start over, with a token that verifies).
@@ -64,14 +66,19 @@ class Sessions:
             if known is None or (known.chain, known.resource) == (tuple(chain), resource):
                 self._open[session_id] = _Open(tuple(chain), bearer, resource)
 
+    def holds(self, session_id: str) -> bool:
+        """Whether this process holds the session: an ID it does not hold (one that ended,
+        or one that another worker serving the same store opened) is unknown here."""
+        return session_id in self._manager._server_instances
+
     def admits(self, session_id: str, chain: Sequence[str], resource: str) -> bool:
-        """Whether a request of ``chain`` for ``resource`` may name ``session_id``: only
-        the chain that opened it, on its server (an ID no one opened is for the SDK to
-        answer; one the SDK holds without a binding is refused, failing closed)."""
+        """Whether a request of ``chain`` for ``resource`` may name ``session_id``, a
+        session this process holds: only the chain that opened it, on its server (one
+        held without a binding yet is refused, failing closed)."""
         with self._lock:
             known = self._open.get(session_id)
         if known is None:
-            return session_id not in self._manager._server_instances
+            return False
         return (known.chain, known.resource) == (tuple(chain), resource)
 
     async def watching(self) -> None:
