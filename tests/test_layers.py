@@ -1,4 +1,6 @@
-"""What holds the layers in place beyond the import contracts (``make lint``).
+"""What holds the layers in place beside the import contracts (``make lint``).
+
+Every module of ``tether`` has a place in the layers contract, so none escapes it.
 
 Migration 0004 carries old events into the Merkle log with a frozen copy of the encoding
 (:mod:`tether.store.migrations.audit_0004`), not the live code. Today the two agree byte
@@ -10,10 +12,14 @@ wrote.
 from __future__ import annotations
 
 import random
+import re
+import tomllib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import tether
 from tether.audit.record import REQUEST_ID, Entry, stage
 from tether.audit.tree import Frontier
 from tether.store.migrations import audit_0004 as frozen
@@ -116,3 +122,33 @@ def test_the_frozen_hashes_are_rfc_9162s() -> None:
     for data in (b"", b"\x00", b"event", bytes(range(256))):
         assert frozen.leaf_hash(data) == merkle.leaf_hash(data)
         assert frozen.node_hash(data, data[::-1]) == merkle.node_hash(data, data[::-1])
+
+
+def _contracts() -> dict[str, dict[str, Any]]:
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    config = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["importlinter"]
+    return {c["id"]: c for c in config["contracts"]}
+
+
+def _layer_modules(layer: str) -> list[str]:
+    names = re.split(r"[|:]", layer)
+    return [n.strip().strip("()") for n in names]
+
+
+def test_every_module_of_tether_has_a_layer() -> None:
+    """A module the layers contract does not name is checked by nothing: each one has a
+    place, and each from the core down is held to the plain-below-gateway contract."""
+    package = Path(tether.__file__).parent
+    modules = {
+        f"tether.{p.stem if p.suffix == '.py' else p.name}"
+        for p in package.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
+    }
+    contracts = _contracts()
+    layers = [_layer_modules(layer) for layer in contracts["layers"]["layers"]]
+    named = {m for layer in layers for m in layer}
+    assert modules - named == set()
+    core = next(i for i, layer in enumerate(layers) if "tether.core" in layer)
+    below_gateway = {m for layer in layers[core:] for m in layer} & modules
+    plain = set(contracts["plain-below-gateway"]["source_modules"])
+    assert below_gateway == plain
