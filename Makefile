@@ -30,6 +30,7 @@ test: install
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
+	$(BIN)/lint-imports --no-cache  # the layers of DESIGN.md §3 ([tool.importlinter] in pyproject.toml)
 
 bench: install
 	$(BIN)/python bench/run_all.py

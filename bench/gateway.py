@@ -67,9 +67,9 @@ from mcp.server.lowlevel import Server
 from tether import AgentSpec, Caller, Tether, generate_key_pair
 from tether.api import create_app
 from tether.gateway.enforce import Gateway
-from tether.gateway.servers import Upstream, UpstreamSpec
 from tether.gateway.upstream import UpstreamSession
 from tether.grants import GrantSpec
+from tether.upstreams.servers import Upstream, UpstreamSpec
 
 ADMIN = Caller.admin()
 OWNER = "bench@example.com"

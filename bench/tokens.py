@@ -44,9 +44,9 @@ import jwt
 from _common import TIMES, Op, Result, best_of, expect, main, opened, result
 
 from tether import AgentSpec, Caller, Tether, generate_key_pair
-from tether.gateway.servers import UpstreamSpec
 from tether.grants import GrantSpec
 from tether.model import Agent
+from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
 OWNER = "bench@example.com"

@@ -17,9 +17,9 @@ from conftest import spec
 from tether.callers import Caller
 from tether.core import Tether
 from tether.gateway.enforce import Gateway
-from tether.gateway.servers import UpstreamSpec
 from tether.gateway.upstream import UpstreamSession
 from tether.grants import GrantSpec
+from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
 SERVER = Path(__file__).parent / "helpers" / "mcp_test_server.py"

@@ -21,8 +21,8 @@ from mcp.shared.exceptions import MCPError
 from tether.api import create_app
 from tether.callers import Caller
 from tether.core import Tether
-from tether.gateway.servers import UpstreamSpec
 from tether.grants import GrantSpec
+from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
 SERVER = Path(__file__).parent / "helpers" / "mcp_test_server.py"

@@ -11,9 +11,9 @@ from conftest import Cli, initialised
 from tether.callers import Caller
 from tether.core import Tether
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound, StoreUnavailable
-from tether.gateway.credentials import Credential, parse_credential, resolve
-from tether.gateway.pins import definition_hash
-from tether.gateway.servers import UpstreamSpec
+from tether.upstreams.credentials import Credential, parse_credential, resolve
+from tether.upstreams.pins import definition_hash
+from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
 ALICE = Caller.user("alice@example.com")  # type: ignore[arg-type]

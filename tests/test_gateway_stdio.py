@@ -30,10 +30,10 @@ from mcp.shared.exceptions import MCPError
 from tether.agent_keys import generate_key_pair, key_file_agent, label_key_file, load_private_key
 from tether.callers import Caller
 from tether.core import Tether
-from tether.gateway.servers import UpstreamSpec
 from tether.gateway.stdio import AgentTokens, Bridge, BridgeConfig
 from tether.grants import GrantSpec
 from tether.registry import AgentSpec
+from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
 SERVER = Path(__file__).parent / "helpers" / "mcp_test_server.py"

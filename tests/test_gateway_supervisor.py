@@ -17,8 +17,8 @@ from tether.callers import Caller
 from tether.core import Tether
 from tether.errors import NotFound, UpstreamUnavailable
 from tether.gateway import supervisor
-from tether.gateway.servers import UpstreamSpec
 from tether.gateway.supervisor import Supervisor
+from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
 SERVER = Path(__file__).parent / "helpers" / "mcp_test_server.py"

@@ -43,9 +43,9 @@ from tether.api import create_app
 from tether.callers import Caller
 from tether.core import Tether
 from tether.gateway.enforce import Gateway
-from tether.gateway.servers import UpstreamSpec
 from tether.gateway.upstream import UpstreamSession
 from tether.grants import GrantSpec
+from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
 BASE = "http://testserver"

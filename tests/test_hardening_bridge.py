@@ -40,8 +40,8 @@ import tether
 from tether.api import create_app
 from tether.callers import Caller
 from tether.core import Tether
-from tether.gateway.servers import UpstreamSpec
 from tether.grants import GrantSpec
+from tether.upstreams.servers import UpstreamSpec
 
 SRC = Path(tether.__file__).resolve().parents[1]  # the Tether under test (PYTHONPATH's)
 TETHER = str(Path(sys.executable).with_name("tether"))

@@ -27,8 +27,8 @@ from test_exchange import (
 
 from tether import AccessRequest, AgentSpec, GrantSpec, Tether, generate_key_pair
 from tether.errors import InvalidClient
-from tether.gateway.servers import UpstreamSpec
 from tether.tokens import ASSERTION_TYPE
+from tether.upstreams.servers import UpstreamSpec
 
 
 @pytest.fixture

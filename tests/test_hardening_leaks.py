@@ -31,10 +31,10 @@ from tether.config import SinkConfig
 from tether.core import Tether
 from tether.errors import InvalidRequest
 from tether.gateway.enforce import Gateway
-from tether.gateway.servers import UpstreamSpec
 from tether.gateway.upstream import UpstreamSession
 from tether.grants import GrantSpec
 from tether.store import Store, sink_cursors
+from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
 
@@ -140,7 +140,7 @@ def test_item_20_log_records_never_carry_a_secret_in_play(
     [("http", "tok\n"), ("http", " tok"), ("http", "t\x7fok"), ("stdio", "t\x00ok")],
 )
 def test_item_20_a_credential_value_is_checked_before_use(transport: str, bad: str) -> None:
-    from tether.gateway.credentials import parse_credential, resolve
+    from tether.upstreams.credentials import parse_credential, resolve
 
     credential = parse_credential("X_KEY=env:TETHER_TEST_BAD", transport)
     with pytest.raises(InvalidRequest) as refused:

@@ -26,10 +26,10 @@ from tether.callers import Caller
 from tether.core import Tether
 from tether.gateway import supervisor
 from tether.gateway.enforce import Gateway, Refused
-from tether.gateway.servers import UpstreamSpec
 from tether.gateway.upstream import UpstreamSession
 from tether.grants import GrantSpec
 from tether.store import Store, gateway_pins, gateway_servers
+from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
 ALICE = Caller.user("alice@example.com")  # type: ignore[arg-type]

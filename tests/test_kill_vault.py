@@ -28,8 +28,8 @@ from mcp.client.streamable_http import streamable_http_client
 from tether import AgentSpec, Caller, GrantSpec, Settings, Tether, generate_key_pair
 from tether.agent_keys import client_assertion, load_private_key
 from tether.api import create_app
-from tether.gateway.servers import UpstreamSpec
 from tether.tokens import ASSERTION_TYPE
+from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
 ISSUER = "http://127.0.0.1:8700"

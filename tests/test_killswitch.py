@@ -20,8 +20,8 @@ from test_exchange import GITHUB, Org, make_org, spiffe, two_hops
 
 from tether import AgentSpec, Caller, GrantSpec, Tether, generate_key_pair
 from tether.errors import Forbidden, IllegalTransition, InvalidRequest, InvalidToken, NotFound
-from tether.gateway.servers import UpstreamSpec
 from tether.model import AgentState
+from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
 SERVER = Path(__file__).parent / "helpers" / "mcp_test_server.py"

@@ -759,7 +759,7 @@ def test_a_fresh_token_verifies_on_the_clock_it_was_issued_on(tether: Tether) ->
     tether.grants.add(
         ADMIN, GrantSpec(principal=agent.id, action="tools/call", resource="github/*")
     )
-    from tether.gateway.servers import UpstreamSpec
+    from tether.upstreams.servers import UpstreamSpec
 
     tether.upstreams.add(ADMIN, UpstreamSpec("github", url="http://127.0.0.1:9/mcp"))
     token = tether.tokens.client_credentials(agent, GITHUB, None).access_token

@@ -28,8 +28,6 @@ from tether.errors import (
     Unauthenticated,
     VerificationFailed,
 )
-from tether.gateway.pins import Pins
-from tether.gateway.servers import Upstreams
 from tether.grants import Grants
 from tether.idp import IdentityProviders
 from tether.keys import SigningKeys
@@ -43,6 +41,7 @@ from tether.reports import Reports
 from tether.services import Services
 from tether.store import Store
 from tether.tokens import Tokens
+from tether.upstreams import Pins, Upstreams
 from tether.vault import Broker
 
 log = logging.getLogger("tether")
@@ -97,8 +96,6 @@ class Tether:
         self.clock = clock
         self.events = AuditLog(store, clock)
         self.checkpoints = Checkpoints(store, settings, self.events, clock)
-        self.upstreams = Upstreams(store, settings, self.events, clock)
-        self.pins = Pins(store, self.events, clock)
         self.metrics = Metrics()
         self.refusals = RefusalLog(
             self.events,
@@ -111,6 +108,8 @@ class Tether:
         self.identity_providers = IdentityProviders(idps, settings.admin_groups)
         self.epoch = StateEpoch(store, settings.decision_staleness_ms / 1000)
         self.services = Services(store, settings, self.events, self.epoch, clock)
+        self.upstreams = Upstreams(self.services)
+        self.pins = Pins(self.services)
         self._listener: EpochListener | None = None
         self.registry = Registry(store, settings, self.events, self.epoch, clock, self.refusals)
         self.grants = Grants(

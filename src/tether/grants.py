@@ -23,13 +23,13 @@ from tether.audit.log import AuditLog
 from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog, Refusals
 from tether.callers import Caller
+from tether.cedar_schema import schema
 from tether.config import Settings
 from tether.durations import format_duration
 from tether.epoch import StateEpoch
 from tether.errors import Forbidden, InvalidRequest, NotFound
 from tether.model import AgentState, parse_text
 from tether.permissions import cedar_match, check_action, check_pattern, is_broad
-from tether.policy.schema import schema
 from tether.principals import Principal, parse_principal
 from tether.registry import Registry
 from tether.store import Store, grants

@@ -14,7 +14,7 @@ from pydantic import Field
 from tether.api.bodies import StrictBody
 from tether.api.deps import CallerDep, TetherDep
 from tether.callers import Caller
-from tether.gateway.servers import Upstream, UpstreamSpec
+from tether.upstreams.servers import Upstream, UpstreamSpec
 
 __all__ = ["router"]
 

@@ -1,22 +1,41 @@
-"""Questions asked of the audit log: search, and "who did this?" (explain)."""
+"""Questions asked of the audit log: search, and "who did this?" (explain).
+
+The audit log sits below the domain, so these questions do not import the registry: the
+caller above passes in what answers for agents (:class:`Agents`, which
+:class:`tether.registry.Registry` is)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from tether.audit.log import AuditLog
 from tether.callers import Caller
 from tether.errors import InvalidRequest, NotFound
-from tether.model import Agent, Event, parse_email
-from tether.registry import Registry
+from tether.model import Agent, AgentId, AgentName, Event, parse_email
 
-__all__ = ["Filter", "explain", "search"]
+__all__ = ["Agents", "Filter", "explain", "search"]
 
 _SCAN = 2_000
 _OWNERSHIP = ("agent.registered", "agent.owner_changed", "agent.unowned")
+
+
+class Agents(Protocol):
+    """What the questions need to know of agents: names them, and how they are now."""
+
+    def parse_ref(self, ref: str, /) -> AgentName:
+        """A SPIFFE ID or a bare name, checked: the agent's name."""
+        ...
+
+    def agent_id(self, name: str, /) -> AgentId:
+        """The SPIFFE ID of the agent of that name."""
+        ...
+
+    def get(self, by: Caller, ref: str, /) -> Agent:
+        """The agent as it is now (:class:`~tether.errors.NotFound` if it is not)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +52,7 @@ class Filter:
     @classmethod
     def of(
         cls,
-        registry: Registry,
+        registry: Agents,
         *,
         agent: str | None = None,
         user: str | None = None,
@@ -95,7 +114,7 @@ def search(
     return found, cursor
 
 
-def explain(log: AuditLog, registry: Registry, seq: int) -> dict[str, Any]:
+def explain(log: AuditLog, registry: Agents, seq: int) -> dict[str, Any]:
     """The event and its whole chain, human first: each agent with its owner at the time
     (replayed from the log itself) and now, the decision and its reasons, and the other
     events of the same request."""
@@ -132,7 +151,7 @@ def explain(log: AuditLog, registry: Registry, seq: int) -> dict[str, Any]:
     }
 
 
-def _agent(log: AuditLog, registry: Registry, agent_id: str, seq: int) -> dict[str, Any]:
+def _agent(log: AuditLog, registry: Agents, agent_id: str, seq: int) -> dict[str, Any]:
     owner: str | None = None
     known = False
     history = log.bodies(subject=agent_id, types=_OWNERSHIP, upto=seq)

@@ -1,1 +1,1 @@
-"""The MCP gateway: upstream servers, their credentials and pinned tool definitions."""
+"""The MCP gateway: the enforcement point and its faces (streamable HTTP, the stdio bridge)."""

@@ -7,7 +7,7 @@ forwarded. A deny, a token that no longer verifies, a changed definition or any 
 the way is refused with the reason (a tool call gets an MCP error result; a read or a
 prompt an MCP error), and the upstream never sees the request. The result is audited too
 (outcome, size, latency). Grants name tools and prompts as ``SERVER/<name>`` and resources
-by their URI (:mod:`tether.gateway.paths`). A listing of more items than
+by their URI (:mod:`tether.upstreams.paths`). A listing of more items than
 ``gateway_max_items`` is refused whole, with the reason; nothing of it is pinned or shown.
 """
 
@@ -24,8 +24,8 @@ from anyio import to_thread
 from tether.audit.record import Entry
 from tether.core import Tether
 from tether.errors import TetherError
-from tether.gateway.paths import FIELD, item_path
 from tether.tokens import VerifiedToken
+from tether.upstreams.paths import FIELD, item_path
 
 __all__ = [
     "Gateway",

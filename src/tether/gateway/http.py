@@ -26,11 +26,11 @@ from tether.core import Tether
 from tether.errors import TetherError
 from tether.gateway.enforce import Gateway
 from tether.gateway.handlers import build_server
-from tether.gateway.servers import Upstream
 from tether.gateway.sessions import SESSION_HEADER, Sessions
 from tether.gateway.supervisor import Supervisor
 from tether.gateway.upstream import UpstreamSession
 from tether.tokens import VerifiedToken
+from tether.upstreams.servers import Upstream
 
 __all__ = ["McpFace", "protected_resource_metadata"]
 

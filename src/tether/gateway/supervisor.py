@@ -27,8 +27,8 @@ from anyio import to_thread
 from tether import redact
 from tether.core import Tether
 from tether.errors import NotFound, TetherError, UpstreamUnavailable
-from tether.gateway.servers import Upstream
 from tether.gateway.upstream import UpstreamSession
+from tether.upstreams.servers import Upstream
 
 __all__ = ["Supervisor"]
 

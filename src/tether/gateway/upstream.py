@@ -30,9 +30,9 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 
 from tether.errors import TetherError, UpstreamUnavailable
-from tether.gateway.credentials import resolve
-from tether.gateway.servers import Upstream
 from tether.redact import SECRETS, Redactor
+from tether.upstreams.credentials import resolve
+from tether.upstreams.servers import Upstream
 from tether.vault import Broker
 
 __all__ = ["Result", "UpstreamSession"]

@@ -16,26 +16,9 @@ are never cached.
 
 from __future__ import annotations
 
-from functools import cache
-
-import cedarpy
-
-from tether.permissions import ACTIONS
+from tether.cedar_schema import SCHEMA_TEXT, schema
 
 __all__ = ["BUILTIN_GUARDRAILS", "BUILTIN_IDS", "SCHEMA_TEXT", "schema"]
-
-_ACTION_LIST = ", ".join(f'"{action}"' for action in ACTIONS)
-
-SCHEMA_TEXT = f"""\
-entity User = {{ email: String, groups: Set<String>, state: String }};
-entity Agent = {{ owner: String, state: String, kind: String, parent: String }} tags String;
-entity Resource = {{ path: String, depth: Long }};
-action {_ACTION_LIST} appliesTo {{
-  principal: [Agent, User],
-  resource: [Resource],
-  context: {{ chain_depth: Long, on_behalf_of: String, time: Long, hour: Long }}
-}};
-"""
 
 BUILTIN_GUARDRAILS = """\
 @id("tether-not-active")
@@ -48,9 +31,3 @@ when { principal is Agent && principal.owner == "" };
 """
 
 BUILTIN_IDS = frozenset({"tether-not-active", "tether-unowned"})
-
-
-@cache
-def schema() -> cedarpy.Schema:
-    """The parsed schema (parsed once per process)."""
-    return cedarpy.Schema.from_str(SCHEMA_TEXT)

@@ -1,7 +1,8 @@
 """The audit log: events become the leaves of an RFC 9162 Merkle tree, with stored
 subtrees, a locked head, signed checkpoints, audit keys and SIEM sink cursors.
 
-Events recorded before this revision are carried over in order, as leaves 1..n.
+Events recorded before this revision are carried over in order, as leaves 1..n, encoded
+as this revision wrote them (:mod:`tether.store.migrations.audit_0004`, a frozen copy).
 
 Revision ID: 0004
 Revises: 0003
@@ -13,8 +14,7 @@ from datetime import UTC
 import sqlalchemy as sa
 from alembic import op
 
-from tether.audit.record import Entry, stage
-from tether.audit.tree import Frontier
+from tether.store.migrations.audit_0004 import Frontier, stage
 from tether.store.types import UtcDateTime
 
 revision = "0004"
@@ -92,16 +92,7 @@ def upgrade() -> None:
     frontier = Frontier()
     event_rows, node_rows = stage(
         (
-            (
-                Entry.of(
-                    row.type,
-                    actor=row.actor,
-                    subject=row.subject,
-                    reason=row.reason,
-                    detail=row.detail or {},
-                ),
-                row.at.astimezone(UTC),
-            )
+            (row.type, row.actor, row.subject, row.reason, row.detail or {}, row.at.astimezone(UTC))
             for row in carried
         ),
         frontier,

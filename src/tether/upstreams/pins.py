@@ -10,7 +10,7 @@ sight. After it:
   refused when used until an admin or the server's owner approves the new definition (or
   the upstream serves the pinned one again);
 - an item that was not in that first listing is *new*: held the same way until approved;
-- an item that grants cannot name (:mod:`tether.gateway.paths`), or whose definition has no
+- an item that grants cannot name (:mod:`tether.upstreams.paths`), or whose definition has no
   RFC 8785 form, is hidden and refused, and recorded once (``gateway.<kind>_refused``).
 
 Changes are recorded once each, with both versions (cut for the log; the hashes are always
@@ -28,20 +28,20 @@ covered what agents are shown.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from tether.audit.log import AuditLog
 from tether.audit.record import Entry, canonical, clean
 from tether.callers import Caller
 from tether.errors import Forbidden, InvalidRequest, NotFound
-from tether.gateway.paths import item_key, item_path
 from tether.model import parse_name
-from tether.store import Store, gateway_pins, gateway_servers
+from tether.services import Services
+from tether.store import gateway_pins, gateway_servers
+from tether.upstreams.paths import item_key, item_path
 
 __all__ = ["HASH_VERSION", "KINDS", "Pin", "Pins", "Sorted", "definition_hash"]
 
@@ -122,10 +122,10 @@ class _Item:
 
 
 class Pins:
-    def __init__(self, store: Store, log: AuditLog, clock: Callable[[], datetime]) -> None:
-        self._store = store
-        self._log = log
-        self._clock = clock
+    def __init__(self, services: Services) -> None:
+        self._store = services.store
+        self._log = services.events
+        self._clock = services.clock
         # (server, kind, name) -> the hash seen pinned: a definition seen as pinned stays
         # pinned until it changes (and then it no longer matches) or its server is removed.
         self._known: dict[tuple[str, str, str], str] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,14 +20,13 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import delete, insert, select
 
-from tether.audit.log import AuditLog
 from tether.audit.record import Entry
 from tether.callers import Caller
-from tether.config import Settings
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from tether.gateway.credentials import Credential, parse_credential
 from tether.model import Email, parse_email, parse_name
-from tether.store import Store, gateway_pins, gateway_servers
+from tether.services import Services
+from tether.store import gateway_pins, gateway_servers
+from tether.upstreams.credentials import Credential, parse_credential
 
 __all__ = ["Upstream", "UpstreamSpec", "Upstreams"]
 
@@ -79,13 +78,11 @@ class Upstream:
 
 
 class Upstreams:
-    def __init__(
-        self, store: Store, settings: Settings, log: AuditLog, clock: Callable[[], datetime]
-    ) -> None:
-        self._store = store
-        self._settings = settings
-        self._log = log
-        self._clock = clock
+    def __init__(self, services: Services) -> None:
+        self._store = services.store
+        self._settings = services.settings
+        self._log = services.events
+        self._clock = services.clock
 
     def add(self, by: Caller, spec: UpstreamSpec) -> Upstream:
         upstream = self._check(spec, by)
