@@ -29,12 +29,12 @@ from helpers.uvicorn_thread import free_port
 from tether import InitResult, Settings, Tether
 from tether.api import create_app
 from tether.errors import StoreUnavailable
-from tether.gateway.servers import UpstreamSpec
 from tether.grants import GrantSpec
 from tether.jobs import Job, Periodic
 from tether.server import Deployment, Runtime, initialise, standard_jobs
 from tether.store import admin_tokens, epoch_acks
 from tether.store.locks import StoreLock
+from tether.upstreams.servers import UpstreamSpec
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SERVER = Path(__file__).parent / "helpers" / "mcp_test_server.py"
