@@ -8,10 +8,14 @@ Entities:
 
 Actions: ``Action::"tools/call"`` and the other names in :mod:`tether.permissions`.
 
-Context: ``chain_depth`` (agents in the delegation chain, the acting one included),
-``on_behalf_of`` (the person's email, ``""`` without one), ``time`` (Unix seconds) and
-``hour`` (0-23, UTC). Decisions whose policies read ``context.time`` or ``context.hour``
-are never cached.
+Context: every key of the schema's context record is server-computed, by a decision
+input (:mod:`tether.policy.inputs`, the record is made from
+:data:`~tether.policy.inputs.BUILTIN_INPUTS`): ``chain_depth`` (agents in the delegation
+chain, the acting one included), ``on_behalf_of`` (the person's email, ``""`` without
+one), ``time`` (Unix seconds) and ``hour`` (0-23, UTC). Decisions whose policies read
+``context.time`` or ``context.hour`` are never cached. ``risk``, ``args`` and ``session``
+are reserved for inputs to come. A caller may set none of these keys; the context it
+gives otherwise is passed on as it is.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from functools import cache
 import cedarpy
 
 from tether.permissions import ACTIONS
+from tether.policy.inputs import BUILTIN_INPUTS
 
 __all__ = ["BUILTIN_GUARDRAILS", "BUILTIN_IDS", "SCHEMA_TEXT", "schema"]
 
 _ACTION_LIST = ", ".join(f'"{action}"' for action in ACTIONS)
+_CONTEXT_TYPE = ", ".join(f"{i.name}: {i.cedar_type}" for i in BUILTIN_INPUTS)
 
 SCHEMA_TEXT = f"""\
 entity User = {{ email: String, groups: Set<String>, state: String }};
@@ -33,7 +39,7 @@ entity Resource = {{ path: String, depth: Long }};
 action {_ACTION_LIST} appliesTo {{
   principal: [Agent, User],
   resource: [Resource],
-  context: {{ chain_depth: Long, on_behalf_of: String, time: Long, hour: Long }}
+  context: {{ {_CONTEXT_TYPE} }}
 }};
 """
 
