@@ -13,7 +13,9 @@ The decision point (:class:`tether.policy.pdp.DecisionPoint`) composes the conte
 its inputs and keys its cache by the request *and* the key part of every input a policy
 reads; an input no policy reads cannot change a decision and does not key the cache. The
 inputs Tether always has are :data:`BUILTIN_INPUTS` (the schema's context record, see
-:mod:`tether.policy.schema`); more are passed to the decision point's constructor.
+:mod:`tether.policy.schema`); more are passed to the decision point's constructor. Grant
+conditions and guardrails are validated against the schema, so an input they are to read
+must also be declared there (as the built-in ones are, made from this tuple).
 
 Every input's name, and every name in :data:`RESERVED` (kept for inputs to come:
 ``risk`` from behaviour monitoring, ``args`` for a tool call's arguments, ``session`` for
