@@ -24,6 +24,7 @@ from jwt.algorithms import OKPAlgorithm
 
 from tether import GrantSpec, InvalidRequest, Settings, Tether
 from tether.agent_keys import generate_key_pair
+from tether.audit.record import Entry
 from tether.permissions import check_pattern, is_broad, pattern_matches
 
 ISSUER = "https://idp.example.com"
@@ -422,8 +423,9 @@ def test_item_11_an_ipv6_host_gets_one_bucket_for_its_whole_64() -> None:
     recorded: list[dict[str, Any]] = []
 
     class Log:
-        def record(self, type: str, **fields: Any) -> None:
-            recorded.append(fields)
+        def record(self, *entries: Entry) -> list[int]:
+            recorded.extend({"detail": dict(e.detail)} for e in entries)
+            return list(range(len(entries)))
 
     refusals = RefusalLog(Log(), Refusals(rate=0.0, burst=1))  # type: ignore[arg-type]
     for address in ("2001:db8::1", "2001:db8::2:3", "2001:db8:0:1::1", "192.0.2.1"):

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tether.admin_tokens import TOKEN_PREFIX, AdminTokens
 from tether.audit.checkpoints import Checkpoints
@@ -49,6 +49,8 @@ log = logging.getLogger("tether")
 __all__ = ["VERSION", "InitResult", "Tether", "utcnow"]
 
 VERSION = "0.1.0"
+
+Item = TypeVar("Item")
 
 
 def utcnow() -> datetime:
@@ -136,9 +138,7 @@ class Tether:
         self.killswitch.vault = self.vault
         self.discovery = Findings(store, self.registry, self.events, clock)
         self.reports = Reports(settings, self.registry, self.grants, self.events, clock)
-        self.pdp = DecisionPoint(
-            settings, self.registry, self.grants, self.guardrails, self.epoch, clock
-        )
+        self.pdp = DecisionPoint(self.services, self.registry, self.grants, self.guardrails)
 
     @classmethod
     def open(
@@ -204,6 +204,11 @@ class Tether:
             raise Unauthenticated("invalid bearer token")
         return self.identity_providers.authenticate(bearer)
 
+    # ---- the one door for decisions (DESIGN.md §5, invariant 8) --------------------------
+    # An allow comes only from decide_all / authorize, recorded before it is returned;
+    # visible filters a listing unrecorded and hands back items, never a Decision, so it
+    # can hide but never allow. Nothing else calls the decision point.
+
     def authorize(self, request: AccessRequest) -> Decision:
         """Decide and record; returns the Decision on allow, raises :class:`Denied` on deny.
 
@@ -218,6 +223,24 @@ class Tether:
         """Decide each request and record every decision in one transaction; if the
         record cannot be written, every answer is a deny."""
         return self.record([self.pdp.decide(request) for request in requests])
+
+    def visible(
+        self, items: Sequence[Item], request_of: Callable[[Item], AccessRequest]
+    ) -> list[Item]:
+        """The items whose request (``request_of(item)``) the decision point would allow,
+        in order: a listing's filter. Not recorded, and not a decision: what it shows must
+        still be decided (:meth:`decide_all`) when it is used."""
+        return [item for item in items if self.pdp.decide(request_of(item)).allowed]
+
+    def validate(self, request: AccessRequest) -> None:
+        """Raise :class:`~tether.errors.InvalidRequest` for a malformed request (a caller's
+        context that sets a server-computed key included), before anything is decided."""
+        self.pdp.validate(request)
+
+    @property
+    def reserved_context(self) -> frozenset[str]:
+        """The context keys the server computes, which no caller may set."""
+        return self.pdp.reserved
 
     def record(self, decisions: Sequence[Decision]) -> list[Decision]:
         """Write decisions to the event record in one transaction (and count them); if

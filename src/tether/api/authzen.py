@@ -7,7 +7,11 @@ and ``context.chain`` (agents, earliest first, the acting one last or omitted), 
 person's identity-provider groups in ``context.groups``, or from a Tether access token in
 ``context.token`` (then its scope and the groups it carries apply too; a token that does
 not verify is a deny).
-Other context keys reach Cedar as request context. Callers authenticate as admins.
+Other context keys reach Cedar as request context, except the server-computed ones
+(:mod:`tether.policy.inputs`: ``time``, ``hour``, ``chain_depth``, ``risk``, ``args``,
+``session`` ...): a context that sets one, of an evaluation or of any item of a batch,
+is refused whole with a 400 naming the key, before anything is decided. Callers
+authenticate as admins.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from tether.api.deps import CallerDep, TetherDep
 from tether.core import Tether
 from tether.errors import Forbidden, InvalidRequest, InvalidToken, TetherError
 from tether.policy.decision import AccessRequest, Decision
+from tether.policy.inputs import check_caller_context
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["AuthZEN"])
 
 _MAX_BATCH = 1000
+# context keys AuthZEN reads itself (who asks, through which chain, with which token):
+# they never reach Cedar as context
+_PROTOCOL = frozenset({"on_behalf_of", "chain", "groups", "token", "audience"})
 
 
 class Subject(BaseModel):
@@ -72,6 +80,19 @@ def _admin(tether: Tether, caller: Any) -> None:
         raise Forbidden(why)
 
 
+def _server_computed(tether: Tether, body: Evaluation | Evaluations) -> None:
+    """Refuse the whole call (a 400 naming the key, before anything is decided or
+    recorded) when any of its contexts sets a key the server computes."""
+    reserved = tether.reserved_context - _PROTOCOL
+    contexts = [("context", body.context)]
+    if isinstance(body, Evaluations):
+        items = body.evaluations or []
+        contexts += [(f"evaluations[{i}].context", item.context) for i, item in enumerate(items)]
+    for where, context in contexts:
+        if context:
+            check_caller_context(context, where, reserved)
+
+
 def _request(tether: Tether, item: Evaluation) -> AccessRequest:
     if item.subject is None or item.action is None or item.resource is None:
         raise InvalidRequest("an evaluation needs subject, action and resource")
@@ -103,7 +124,7 @@ def _request(tether: Tether, item: Evaluation) -> AccessRequest:
         context=context,
         groups=groups,
     )
-    tether.pdp.validate(request)
+    tether.validate(request)
     return request
 
 
@@ -128,7 +149,7 @@ def _from_token(tether: Tether, item: Evaluation, context: dict[str, Any]) -> Ac
     if item.subject.id not in (client, client.rsplit("/", 1)[-1]):
         raise InvalidToken("the token belongs to another client than the subject")
     request = verified.request(item.action.name, item.resource.id, context)
-    tether.pdp.validate(request)
+    tether.validate(request)
     return request
 
 
@@ -177,6 +198,7 @@ def configuration(request: Request) -> dict[str, str]:
 @router.post("/access/v1/evaluation")
 def evaluation(tether: TetherDep, caller: CallerDep, body: Evaluation) -> dict[str, Any]:
     _admin(tether, caller)
+    _server_computed(tether, body)
     try:
         request = _request(tether, body)
     except InvalidToken as exc:  # a forged or dead token is a deny, not a caller error
@@ -189,6 +211,7 @@ def evaluation(tether: TetherDep, caller: CallerDep, body: Evaluation) -> dict[s
 @router.post("/access/v1/evaluations")
 def evaluations(tether: TetherDep, caller: CallerDep, body: Evaluations) -> dict[str, Any]:
     _admin(tether, caller)
+    _server_computed(tether, body)
     if not body.evaluations:
         [decision] = tether.decide_all([_request(tether, body)])
         return _answer(decision)

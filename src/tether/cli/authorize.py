@@ -1,4 +1,10 @@
-"""``tether authorize``: ask the decision point; exit 0 on allow, 3 on deny."""
+"""``tether authorize``: ask the decision point; exit 0 on allow, 3 on deny.
+
+``--context`` may not set what the server computes (``time``, ``hour``, ``chain_depth``,
+``risk``, ``args``, ``session`` ...: :mod:`tether.policy.inputs`): the server refuses it
+naming the key, a usage error (exit 2) locally and against a server (TETHER_URL) alike.
+Nor may it set what an option of its own sets (``chain``: ``--chain`` ...).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,16 @@ from tether.errors import InvalidRequest, InvalidToken
 
 __all__ = ["authorize"]
 
+# context keys that have an option of their own: set through --context they would be
+# overridden by it, or override the option's default, so they are refused
+_OPTIONS = {
+    "on_behalf_of": "--on-behalf-of",
+    "chain": "--chain",
+    "groups": "--group",
+    "token": "--token",
+    "audience": "--audience",
+}
+
 
 def _audience_of(token: str) -> str:
     try:
@@ -23,6 +39,22 @@ def _audience_of(token: str) -> str:
     except jwt.PyJWTError:
         raise InvalidToken("--token is not a JWT") from None
     return aud if isinstance(aud, str) else ""
+
+
+def _context_of(context: str | None) -> dict[str, Any]:
+    """The ``--context`` object, refused when it sets what an option of its own sets."""
+    if context is None:
+        return {}
+    try:
+        extra = json.loads(context)
+    except ValueError as exc:
+        raise InvalidRequest(f"--context is not JSON: {exc}") from None
+    if not isinstance(extra, dict):
+        raise InvalidRequest("--context must be a JSON object")
+    for key, option in _OPTIONS.items():
+        if key in extra:
+            raise InvalidRequest(f"--context key {key!r} has an option of its own: use {option}")
+    return extra
 
 
 def authorize(
@@ -50,14 +82,7 @@ def authorize(
     json_: Json = False,
 ) -> None:
     """Would this request be allowed? Every identity of the chain must hold a grant."""
-    extra: dict[str, Any] = {}
-    if context is not None:
-        try:
-            extra = json.loads(context)
-        except ValueError as exc:
-            raise InvalidRequest(f"--context is not JSON: {exc}") from None
-        if not isinstance(extra, dict):
-            raise InvalidRequest("--context must be a JSON object")
+    extra = _context_of(context)
     if token is not None:
         extra["token"] = token
         extra["audience"] = audience or _audience_of(token)

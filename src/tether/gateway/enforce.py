@@ -1,14 +1,16 @@
 """The policy enforcement point: what an agent's token may see and use upstream.
 
 Every listing shows only the pinned tools, resources and prompts the token's chain may
-use (delegation rule, token scope); every ``tools/call``, ``resources/read`` and
-``prompts/get`` is decided by the PDP and written to the audit log *before* it is
-forwarded. A deny, a token that no longer verifies, a changed definition or any failure on
-the way is refused with the reason (a tool call gets an MCP error result; a read or a
-prompt an MCP error), and the upstream never sees the request. The result is audited too
-(outcome, size, latency). Grants name tools and prompts as ``SERVER/<name>`` and resources
-by their URI (:mod:`tether.upstreams.paths`). A listing of more items than
-``gateway_max_items`` is refused whole, with the reason; nothing of it is pinned or shown.
+use (delegation rule, token scope), through :meth:`tether.core.Tether.visible`, an
+unrecorded filter that can hide but never allow; every ``tools/call``,
+``resources/read`` and ``prompts/get`` is decided by the PDP and written to the audit
+log *before* it is forwarded. A deny, a token that no longer verifies, a changed
+definition or any failure on the way is refused with the reason (a tool call gets an MCP
+error result; a read or a prompt an MCP error), and the upstream never sees the request.
+The result is audited too (outcome, size, latency). Grants name tools and prompts as
+``SERVER/<name>`` and resources by their URI (:mod:`tether.upstreams.paths`). A listing of
+more items than ``gateway_max_items`` is refused whole, with the reason; nothing of it is
+pinned or shown.
 """
 
 from __future__ import annotations
@@ -98,13 +100,18 @@ class Gateway:
             await to_thread.run_sync(self._refuse, path, action, refused.reason, actor)
             raise
 
-        def allowed() -> list[dict[str, Any]]:
+        def visible() -> list[dict[str, Any]]:
+            # an unrecorded filter: it hides what the chain may not use; every use of what
+            # it shows is decided and recorded on its own (_judge), never taken from here
             shown = self.tether.pins.observe(self.server, kind, offered)
-            requests = [token.request(action, item_path(self.server, kind, i)) for i in shown]
-            decisions = [self.tether.pdp.decide(r) for r in requests]
-            return [dict(item) for item, d in zip(shown, decisions, strict=True) if d.allowed]
+            return [
+                dict(item)
+                for item in self.tether.visible(
+                    shown, lambda i: token.request(action, item_path(self.server, kind, i))
+                )
+            ]
 
-        return await to_thread.run_sync(allowed)
+        return await to_thread.run_sync(visible)
 
     # ---- uses -----------------------------------------------------------------------------
 

@@ -16,6 +16,19 @@ may then do stays bounded by the person's own grants. Token exchange asks exactl
 question for every hop (see :mod:`tether.tokens`), so ``tether authorize --action
 delegate`` answers what an exchange would.
 
+**One door.** Nothing outside :mod:`tether.core` calls :meth:`DecisionPoint.decide`:
+every allow of an agent's action goes through :meth:`tether.core.Tether.decide_all` (or
+``authorize``), which records it before it is used, and a listing is filtered through
+:meth:`tether.core.Tether.visible`, which hands back the visible items, never a
+:class:`Decision`, so it can hide but never allow.
+
+**Inputs.** The Cedar context is the caller's (``AccessRequest.context``) together with
+what the server computes, the decision inputs (:mod:`tether.policy.inputs`): the built-in
+``chain_depth``, ``on_behalf_of``, ``time`` and ``hour`` and any passed to the
+constructor. A caller may not set any of them, nor a key reserved for inputs to come. The
+decision cache is keyed by the request and the key part of every input a policy reads;
+an uncachable one (the clock) bypasses the cache, and its decisions say ``cached: false``.
+
 The person's identity-provider groups come with the request (``AccessRequest.groups``,
 carried in Tether's delegated tokens) and reach Cedar as ``User.groups``; being a field
 of the request they are part of the decision cache key, and the compiled entities are
@@ -27,50 +40,68 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Hashable, Sequence
 from datetime import datetime
 from typing import Any
 
 import cedarpy
 
 from tether.callers import Caller
-from tether.config import Settings
-from tether.epoch import StateEpoch
 from tether.errors import InvalidRequest
 from tether.grants import Grants
 from tether.permissions import Permission, check_action, check_resource
 from tether.policy.decision import AccessRequest, Decision
 from tether.policy.guardrails import Guardrails
-from tether.policy.state import PolicyState
+from tether.policy.inputs import (
+    BUILTIN_INPUTS,
+    DecisionInput,
+    Uncachable,
+    check_caller_context,
+    reserved_names,
+)
+from tether.policy.state import PolicyState, reads
 from tether.principals import Principal, parse_principal
 from tether.registry import Registry
+from tether.services import Services
 
 __all__ = ["DecisionPoint"]
 
 log = logging.getLogger("tether.pdp")
-_RESERVED_CONTEXT = frozenset({"chain_depth", "on_behalf_of", "time", "hour"})
 _SYSTEM = Caller.system("pdp")
 
 
 class DecisionPoint:
+    """Decides :class:`AccessRequest` s; ``inputs`` add server-computed context keys to the
+    built-in ones (:data:`tether.policy.inputs.BUILTIN_INPUTS`)."""
+
     def __init__(
         self,
-        settings: Settings,
+        services: Services,
         registry: Registry,
         grants: Grants,
         guardrails: Guardrails,
-        epoch: StateEpoch,
-        clock: Callable[[], datetime],
+        inputs: Sequence[DecisionInput] = (),
     ) -> None:
-        self._settings = settings
+        self._settings = services.settings
         self._registry = registry
         self._grants = grants
         self._guardrails = guardrails
-        self._epoch = epoch
-        self._clock = clock
-        self._state: PolicyState | None = None
+        self._epoch = services.epoch
+        self._clock = services.clock
+        self._inputs: tuple[DecisionInput, ...] = (*BUILTIN_INPUTS, *inputs)
+        names = [i.name for i in self._inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two decision inputs share a name: {sorted(names)}")
+        self._reserved = reserved_names(inputs)
+        # the compiled state, and the inputs its policies read (one object: swapped whole)
+        self._state: tuple[PolicyState, tuple[DecisionInput, ...]] | None = None
         self._build_lock = threading.Lock()
-        self._cache_size = settings.decision_cache_size
+        self._cache_size = self._settings.decision_cache_size
+
+    @property
+    def reserved(self) -> frozenset[str]:
+        """The context keys a caller may not set (server-computed)."""
+        return self._reserved
 
     # ---- the answer ---------------------------------------------------------------------
 
@@ -78,13 +109,16 @@ class DecisionPoint:
         """Decide; a deny is a Decision with reasons. Malformed requests raise
         :class:`InvalidRequest`; every other failure is a deny (fail closed)."""
         try:
-            state, now = self._current()
-            cached = state.decisions.get(request)
+            state, keyed, now = self._current()
+            key = _cache_key(keyed, request, now)
+            if key is None:  # an input that must not be cached: decided afresh
+                return self._evaluate(state, request, now)
+            cached = state.decisions.get(key)
             if cached is not None:
                 return cached
             decision = self._evaluate(state, request, now)
-            if not state.time_sensitive and len(state.decisions) < self._cache_size:
-                state.decisions[request] = _as_cached(decision)
+            if len(state.decisions) < self._cache_size:
+                state.decisions[key] = _as_cached(decision)
             return decision
         except InvalidRequest:
             raise
@@ -103,20 +137,21 @@ class DecisionPoint:
         action = check_action(request.action)
         check_resource(action, request.resource)
         self._identities(request)
-        self._context(request, [], self._clock())
+        self._caller_context(request)
 
-    def _current(self) -> tuple[PolicyState, datetime]:
+    def _current(self) -> tuple[PolicyState, tuple[DecisionInput, ...], datetime]:
         epoch = self._epoch.current()
         now = self._clock()
-        state = self._state
-        if state is not None and state.epoch == epoch and now < state.valid_until:
-            return state, now
+        current = self._state
+        if current is not None and current[0].epoch == epoch and now < current[0].valid_until:
+            return (*current, now)
         with self._build_lock:
-            state = self._state
-            if state is None or state.epoch != epoch or now >= state.valid_until:
+            current = self._state
+            if current is None or current[0].epoch != epoch or now >= current[0].valid_until:
                 state = self._build(epoch, now)
-                self._state = state
-        return state, now
+                keyed = tuple(i for i in self._inputs if reads(state.context_reads, i.name))
+                current = self._state = (state, keyed)
+        return (*current, now)
 
     def _build(self, epoch: int, now: datetime) -> PolicyState:
         grace = self._settings.unowned_grace
@@ -159,7 +194,7 @@ class DecisionPoint:
             return deny(f"{action}:{resource} is outside the token's scope")
         # Serialised once for every identity; resources and actions are checked to hold
         # no characters that JSON would escape.
-        context = json.dumps(self._context(request, agents, now))
+        context = json.dumps(self._context(request, identities, now))
         compiled = state.chain(identities, request.groups)
         depth = resource.count("/") + 1
         delta = (
@@ -206,27 +241,26 @@ class DecisionPoint:
             raise InvalidRequest("groups are a person's: give on_behalf_of (or a user principal)")
         return tuple(found)
 
-    def _context(
-        self, request: AccessRequest, agents: list[Principal], now: datetime
-    ) -> dict[str, Any]:
+    def _caller_context(self, request: AccessRequest) -> dict[str, Any]:
+        """The caller's part of the context; refused when it sets a server-computed key."""
         try:
             extra = json.loads(request.context) if request.context else {}
         except ValueError:
             raise InvalidRequest("context must be a JSON object") from None
         if not isinstance(extra, dict):
             raise InvalidRequest("context must be a JSON object")
-        clash = _RESERVED_CONTEXT.intersection(extra)
-        if clash:
-            raise InvalidRequest(f"context key {sorted(clash)[0]!r} is set by Tether")
+        check_caller_context(extra, reserved=self._reserved)
         _check_context_value(extra, "context")
-        on_behalf_of = request.on_behalf_of or ""
-        return {
-            **extra,
-            "chain_depth": len(agents),
-            "on_behalf_of": on_behalf_of.removeprefix("user:").lower(),
-            "time": int(now.timestamp()),
-            "hour": now.hour,
-        }
+        return extra
+
+    def _context(
+        self, request: AccessRequest, identities: tuple[Principal, ...], now: datetime
+    ) -> dict[str, Any]:
+        """The caller's context and every input's value, under the input's name."""
+        context = self._caller_context(request)
+        for source in self._inputs:
+            context[source.name] = source.value(request, identities, now)
+        return context
 
     def _judge(
         self,
@@ -311,6 +345,21 @@ def _check_context_value(value: Any, where: str) -> None:
         return
     kind = "null" if value is None else type(value).__name__
     raise InvalidRequest(f"{where}: {kind} values are not allowed in Cedar context")
+
+
+def _cache_key(
+    keyed: tuple[DecisionInput, ...], request: AccessRequest, now: datetime
+) -> Hashable | None:
+    """The request and the key part of every input the policies read; ``None`` when one
+    of them may not be cached."""
+    parts: list[tuple[str, Hashable]] = []
+    for source in keyed:
+        part = source.key(request, now)
+        if isinstance(part, Uncachable):
+            return None
+        if part is not None:
+            parts.append((source.name, part))
+    return (request, tuple(parts)) if parts else request
 
 
 def _as_cached(d: Decision) -> Decision:

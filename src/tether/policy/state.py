@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,32 +15,41 @@ import cedarpy
 
 from tether.grants import Grant
 from tether.model import Agent, AgentState
-from tether.policy.decision import AccessRequest, Decision
+from tether.policy.decision import Decision
 from tether.principals import Principal
 
-__all__ = ["CompiledChain", "PolicyState", "reads_the_clock"]
+__all__ = ["CompiledChain", "PolicyState", "context_reads", "reads"]
 
 _MAX_CHAINS = 4096
 
 
 _CONTEXT = '{"Var":"context"}'
-_OTHER_ATTR = re.compile(r',"attr":"(?!(?:time|hour)")[^"]*"')
+_ATTR = re.compile(r',"attr":("(?:[^"\\]|\\.)*")')
 
 
-def reads_the_clock(policies: str) -> bool:
-    """Whether any policy may read ``context.time`` or ``context.hour`` (however it is
-    written: ``context["hour"]``, ``context has time``, or the whole context record).
-    Decisions under such policies are never cached."""
+def context_reads(policies: str) -> frozenset[str] | None:
+    """The context keys any policy may read, however it is written (``context.hour``,
+    ``context["hour"]``, ``context has hour``), or ``None`` when a policy uses the whole
+    context record (then it may read every key). Inputs no policy reads do not key the
+    decision cache (see :mod:`tether.policy.inputs`)."""
     if "context" not in policies:
-        return False
+        return frozenset()
     document = cedarpy.policies_to_json_str(policies)
+    keys: set[str] = set()
     start = document.find(_CONTEXT)
     while start != -1:
         after = start + len(_CONTEXT)
-        if _OTHER_ATTR.match(document, after) is None:
-            return True
+        attr = _ATTR.match(document, after)
+        if attr is None:
+            return None
+        keys.add(json.loads(attr.group(1)))
         start = document.find(_CONTEXT, after)
-    return False
+    return frozenset(keys)
+
+
+def reads(keys: frozenset[str] | None, name: str) -> bool:
+    """Whether policies reading ``keys`` (see :func:`context_reads`) may read ``name``."""
+    return keys is None or name in keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +65,8 @@ class PolicyState:
     agents: dict[str, Agent]
     grants: dict[str, list[Grant]]  # by principal key
     guardrails: str  # built-in and organisation guardrails, as Cedar text
-    time_sensitive: bool
-    decisions: dict[AccessRequest, Decision] = field(default_factory=dict)
+    context_reads: frozenset[str] | None  # the context keys policies read (None: any)
+    decisions: dict[Hashable, Decision] = field(default_factory=dict)  # by request + inputs
     _chains: dict[tuple[tuple[Principal, ...], tuple[str, ...]], CompiledChain] = field(
         default_factory=dict
     )
@@ -92,7 +101,7 @@ class PolicyState:
             agents=by_name,
             grants=by_principal,
             guardrails=guardrails,
-            time_sensitive=reads_the_clock(guardrails + conditional),
+            context_reads=context_reads(guardrails + conditional),
         )
 
     def chain(
