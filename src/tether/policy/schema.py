@@ -12,10 +12,10 @@ Context: every key of the schema's context record is server-computed, by a decis
 input (:mod:`tether.policy.inputs`; the record in :mod:`tether.cedar_schema` is
 :data:`~tether.policy.inputs.BUILTIN_INPUTS`, a test holds them equal): ``chain_depth``
 (agents in the delegation chain, the acting one included), ``on_behalf_of`` (the person's
-email, ``""`` without one), ``time`` (Unix seconds) and ``hour`` (0-23, UTC). Decisions whose policies read
-``context.time`` or ``context.hour`` are never cached. ``risk``, ``args`` and ``session``
-are reserved for inputs to come. A caller may set none of these keys; the context it
-gives otherwise is passed on as it is.
+email, ``""`` without one), ``time`` (Unix seconds) and ``hour`` (0-23, UTC).
+Decisions whose policies read ``context.time`` or ``context.hour`` are never cached.
+``risk``, ``args`` and ``session`` are reserved for inputs to come. A caller may set none
+of these keys; the context it gives otherwise is passed on as it is.
 """
 
 from __future__ import annotations
