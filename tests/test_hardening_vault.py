@@ -26,6 +26,7 @@ import hvac
 import hvac.exceptions
 import pytest
 from helpers.openbao import OpenBao, openbao
+from helpers.vault_broker import broker_for
 from sqlalchemy import insert, select
 from test_kill_vault import Org
 
@@ -168,7 +169,7 @@ def test_item_19_a_token_with_other_policies_than_asked_is_revoked_and_refused(
     lowercases CI-Read to ci-read and ROOT to root; both tokens are revoked and refused."""
     client = Recording(VaultSettings(address=bao.address, token=bao.root_token))
     settings = VaultSettings(address=bao.address, token=bao.root_token)
-    broker = Broker(settings, tether.store, tether.events, tether.clock, client=client)
+    broker = broker_for(tether, settings, client)
     who = "spiffe://tether.local/agent/a"
     for policy, why in (("CI-Read", "other policies than CI-Read"), ("ROOT", "the root policy")):
         ref = VaultRef("dynamic", policy, None, f"vault-token:{policy}")
@@ -191,7 +192,7 @@ def test_item_19_the_broker_warns_when_its_own_token_holds_root(
 ) -> None:
     def broker(token: str) -> Broker:
         settings = VaultSettings(address=bao.address, token=token)
-        return Broker(settings, tether.store, tether.events, tether.clock)
+        return broker_for(tether, settings)
 
     warning = broker(bao.root_token).root_warning()
     assert warning is not None and "holds the root policy" in warning
@@ -386,7 +387,7 @@ def fake() -> Iterator[FakeVault]:
 
 def _fake_broker(fake: FakeVault, tether: Tether) -> Broker:
     settings = VaultSettings(address=fake.address, token="fake-token", cache_ms=0, timeout_ms=2000)
-    return Broker(settings, tether.store, tether.events, tether.clock)
+    return broker_for(tether, settings)
 
 
 def _kv(data: Any, version: Any) -> dict[str, Any]:
@@ -504,7 +505,7 @@ def test_item_24_openbao_error_text_is_not_echoed(bao: OpenBao, tether: Tether) 
     """The real thing: OpenBao refuses a policy the broker does not hold ("child policies
     must be subset of parent"); our words say so, OpenBao's do not appear."""
     settings = VaultSettings(address=bao.address, token=_broker_token(bao))
-    broker = Broker(settings, tether.store, tether.events, tether.clock)
+    broker = broker_for(tether, settings)
     with pytest.raises(VaultUnavailable) as caught:
         broker.issue("spiffe://tether.local/agent/a", "vault-token:tether-admin", 60)
     text = caught.value.description

@@ -21,6 +21,7 @@ import hvac.exceptions
 import pytest
 from conftest import Clock
 from helpers.openbao import OpenBao, free_port, openbao
+from helpers.vault_broker import broker_for
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -110,7 +111,7 @@ def make_broker(vault: Vault, tether: Tether) -> Callable[..., Broker]:
         fields: dict[str, Any] = {"address": vault.address, "token": vault.broker_token}
         fields.update(overrides)
         settings = VaultSettings(**fields)
-        return Broker(settings, tether.store, tether.events, tether.clock, client=client)
+        return broker_for(tether, settings, client)
 
     return make
 
@@ -576,7 +577,7 @@ def test_an_unreachable_vault_fails_closed_and_leaves_work_for_a_retry(
 def test_a_stopped_server_is_unreachable(tmp_path: Path, tether: Tether) -> None:
     with openbao(tmp_path / "bao") as server:
         settings = VaultSettings(address=server.address, token=server.root_token, cache_ms=0)
-        broker = Broker(settings, tether.store, tether.events, tether.clock)
+        broker = broker_for(tether, settings)
         hvac.Client(
             url=server.address, token=server.root_token
         ).secrets.kv.v2.create_or_update_secret("x", secret={"f": "v"}, mount_point="secret")

@@ -113,31 +113,22 @@ class Tether:
         self.upstreams = Upstreams(self.services)
         self.pins = Pins(self.services)
         self._listener: EpochListener | None = None
-        self.registry = Registry(store, settings, self.events, self.epoch, clock, self.refusals)
-        self.grants = Grants(
-            store, settings, self.registry, self.events, self.epoch, clock, self.refusals
-        )
-        self.guardrails = Guardrails(store, self.events, self.epoch, clock)
-        self.keys = SigningKeys(store, settings, self.events, clock)
+        self.registry = Registry(self.services, self.refusals)
+        self.grants = Grants(self.services, self.registry, self.refusals)
+        self.guardrails = Guardrails(self.services)
+        self.keys = SigningKeys(self.services)
         self.tokens = Tokens(
-            store,
-            settings,
+            self.services,
             self.keys,
             self.registry,
             self.grants,
-            self.events,
-            self.epoch,
             self.identity_providers,
-            clock,
             decisions=self,  # every exchange hop is decided and recorded like any decision
         )
-        self.killswitch = KillSwitch(store, self.registry, self.events, self.epoch, clock)
-        self.vault = (
-            Broker(settings.vault, store, self.events, clock) if settings.vault.configured else None
-        )
-        self.killswitch.vault = self.vault
-        self.discovery = Findings(store, self.registry, self.events, clock)
-        self.reports = Reports(settings, self.registry, self.grants, self.events, clock)
+        self.vault = Broker(self.services) if settings.vault.configured else None
+        self.killswitch = KillSwitch(self.services, self.registry, self.vault)
+        self.discovery = Findings(self.services, self.registry)
+        self.reports = Reports(self.services, self.registry, self.grants)
         self.pdp = DecisionPoint(self.services, self.registry, self.grants, self.guardrails)
 
     @classmethod

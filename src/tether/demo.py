@@ -3,7 +3,7 @@ agent and one expired agent. Seeding is idempotent."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from tether.agent_keys import generate_key_pair, write_private_key
@@ -120,7 +120,7 @@ def seed_demo(tether: Tether) -> bool:
     tether.registry.offboard_owner(_SEEDER, _UNOWNED.owner, "demo: dave left the company")
     # An agent registered 100 days ago for 90 days: expired today.
     past = tether.clock() - timedelta(days=100)
-    backdated = Registry(tether.store, tether.settings, tether.events, tether.epoch, lambda: past)
+    backdated = Registry(replace(tether.services, clock=lambda: past))
     _register(backdated, _EXPIRED, tether, timedelta(days=90))
     for principal, action, resource in DEMO_GRANTS:
         tether.grants.add(

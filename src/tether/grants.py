@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import builtins
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,20 +18,18 @@ from typing import Any
 import cedarpy
 from sqlalchemy import Connection, Row, insert, select, update
 
-from tether.audit.log import AuditLog
 from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog, Refusals
 from tether.callers import Caller
 from tether.cedar_schema import schema
-from tether.config import Settings
 from tether.durations import format_duration
-from tether.epoch import StateEpoch
 from tether.errors import Forbidden, InvalidRequest, NotFound
 from tether.model import AgentState, parse_text
 from tether.permissions import cedar_match, check_action, check_pattern, is_broad
 from tether.principals import Principal, parse_principal
 from tether.registry import Registry
-from tether.store import Store, grants
+from tether.services import Services
+from tether.store import grants
 
 __all__ = ["Grant", "GrantSpec", "Grants"]
 
@@ -100,24 +97,18 @@ class GrantSpec:
 
 class Grants:
     def __init__(
-        self,
-        store: Store,
-        settings: Settings,
-        registry: Registry,
-        log: AuditLog,
-        epoch: StateEpoch,
-        clock: Callable[[], datetime],
-        refusals: RefusalLog | None = None,
+        self, services: Services, registry: Registry, refusals: RefusalLog | None = None
     ) -> None:
-        self._store = store
+        settings = services.settings
+        self._store = services.store
         self._settings = settings
         self._registry = registry
-        self._log = log
+        self._log = services.events
         self._refusals = refusals or RefusalLog(
-            log, Refusals(settings.refusals_per_second, settings.refusals_burst)
+            services.events, Refusals(settings.refusals_per_second, settings.refusals_burst)
         )
-        self._epoch = epoch
-        self._clock = clock
+        self._epoch = services.epoch
+        self._clock = services.clock
 
     def add(self, by: Caller, spec: GrantSpec) -> Grant:
         """Give a permission; refused for non-admins, inactive agents and unjustified breadth."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +18,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, select, update
 
 from tether.agent_keys import write_private_key
-from tether.audit.log import AuditLog
 from tether.audit.record import Entry
 from tether.callers import Caller
-from tether.config import Settings
 from tether.errors import Forbidden, StoreUnavailable
 from tether.jose import b64url_decode, b64url_encode, public_jwk, raw_public, thumbprint
-from tether.store import Store, signing_keys
+from tether.services import Services
+from tether.store import signing_keys
 
 __all__ = ["SigningKeys"]
 
@@ -34,13 +31,11 @@ _REFRESH_SECONDS = 1.0
 
 
 class SigningKeys:
-    def __init__(
-        self, store: Store, settings: Settings, log: AuditLog, clock: Callable[[], datetime]
-    ) -> None:
-        self._store = store
-        self._settings = settings
-        self._log = log
-        self._clock = clock
+    def __init__(self, services: Services) -> None:
+        self._store = services.store
+        self._settings = services.settings
+        self._log = services.events
+        self._clock = services.clock
         self._lock = threading.Lock()
         self._current: tuple[str, Ed25519PrivateKey] | None = None
         self._current_at = float("-inf")

@@ -31,15 +31,14 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, func, or_, select, update
 
-from tether.audit.log import AuditLog
 from tether.audit.record import Entry
 from tether.callers import Caller
-from tether.epoch import StateEpoch
 from tether.errors import Forbidden, IllegalTransition, InvalidRequest, NotFound
 from tether.lifecycle import check_transition
 from tether.model import AgentState, parse_email, parse_text
 from tether.registry import Registry
-from tether.store import Store, agents, epoch_acks, issued_tokens, state_epoch
+from tether.services import Services
+from tether.store import agents, epoch_acks, issued_tokens, state_epoch
 from tether.tokens import token_family
 
 __all__ = ["KillReport", "KillSwitch", "SessionCloser", "VaultRevoker"]
@@ -94,19 +93,14 @@ class KillReport:
 
 class KillSwitch:
     def __init__(
-        self,
-        store: Store,
-        registry: Registry,
-        log: AuditLog,
-        epoch: StateEpoch,
-        clock: Callable[[], datetime],
+        self, services: Services, registry: Registry, vault: VaultRevoker | None = None
     ) -> None:
-        self._store = store
+        self._store = services.store
         self._registry = registry
-        self._log = log
-        self._epoch = epoch
-        self._clock = clock
-        self.vault: VaultRevoker | None = None
+        self._log = services.events
+        self._epoch = services.epoch
+        self._clock = services.clock
+        self.vault = vault  # revokes the killed agents' leases (None: no vault configured)
         self._closers: list[SessionCloser] = []
         self._failed_last: list[str] = []  # the last retry's failures, recorded once
 

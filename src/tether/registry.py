@@ -19,13 +19,10 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Row, insert, select, update
 
 from tether.agent_keys import generate_key_pair, parse_public_key
-from tether.audit.log import AuditLog
 from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog, Refusals
 from tether.callers import Caller
-from tether.config import Settings
 from tether.durations import format_duration
-from tether.epoch import StateEpoch
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound, OwnerRequired
 from tether.lifecycle import TERMINAL, check_transition, effective_state
 from tether.model import (
@@ -42,7 +39,8 @@ from tether.model import (
     parse_name,
     parse_text,
 )
-from tether.store import Store, agents
+from tether.services import Services
+from tether.store import agents
 
 __all__ = ["AgentSpec", "Registry"]
 
@@ -65,23 +63,16 @@ class AgentSpec:
 
 
 class Registry:
-    def __init__(
-        self,
-        store: Store,
-        settings: Settings,
-        log: AuditLog,
-        epoch: StateEpoch,
-        clock: Callable[[], datetime],
-        refusals: RefusalLog | None = None,
-    ) -> None:
-        self._store = store
+    def __init__(self, services: Services, refusals: RefusalLog | None = None) -> None:
+        settings = services.settings
+        self._store = services.store
         self._settings = settings
-        self._log = log
+        self._log = services.events
         self._refusals = refusals or RefusalLog(
-            log, Refusals(settings.refusals_per_second, settings.refusals_burst)
+            services.events, Refusals(settings.refusals_per_second, settings.refusals_burst)
         )
-        self._epoch = epoch
-        self._clock = clock
+        self._epoch = services.epoch
+        self._clock = services.clock
         self._prefix = agent_id_prefix(settings.trust_domain)
 
     # ---- identities -------------------------------------------------------------------

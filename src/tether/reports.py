@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tether.audit.log import AuditLog
 from tether.callers import Caller
-from tether.config import Settings
 from tether.durations import format_duration
 from tether.grants import Grant, Grants
 from tether.model import Agent, AgentState
 from tether.registry import Registry
+from tether.services import Services
 
 __all__ = ["GrantReport", "Reports"]
 
@@ -33,19 +31,12 @@ class GrantReport:
 
 
 class Reports:
-    def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        grants: Grants,
-        log: AuditLog,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._settings = settings
+    def __init__(self, services: Services, registry: Registry, grants: Grants) -> None:
+        self._settings = services.settings
         self._registry = registry
         self._grants = grants
-        self._log = log
-        self._clock = clock
+        self._log = services.events
+        self._clock = services.clock
 
     def last_uses(self, since: datetime) -> dict[str, datetime]:
         """When each grant last allowed a decision, from the decision record since ``since``."""

@@ -24,12 +24,12 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from tether.audit.log import AuditLog
 from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.errors import Forbidden, InvalidRequest
 from tether.registry import Registry
-from tether.store import Store, agents, discovery_findings
+from tether.services import Services
+from tether.store import agents, discovery_findings
 
 __all__ = ["FINDING_LABEL", "Findings", "Reconciled"]
 
@@ -79,11 +79,11 @@ class Reconciled:
 
 
 class Findings:
-    def __init__(self, store: Store, registry: Registry, log: AuditLog, clock: Any) -> None:
-        self._store = store
+    def __init__(self, services: Services, registry: Registry) -> None:
+        self._store = services.store
         self._registry = registry
-        self._log = log
-        self._clock = clock
+        self._log = services.events
+        self._clock = services.clock
 
     def reconcile(
         self,

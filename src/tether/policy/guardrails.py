@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,13 +15,12 @@ from typing import Any
 import cedarpy
 from sqlalchemy import delete, insert, select
 
-from tether.audit.log import AuditLog
 from tether.audit.record import Entry
 from tether.callers import Caller
-from tether.epoch import StateEpoch
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from tether.policy.schema import BUILTIN_GUARDRAILS, BUILTIN_IDS, schema
-from tether.store import Store, policies
+from tether.services import Services
+from tether.store import policies
 
 __all__ = ["Guardrail", "Guardrails"]
 
@@ -51,13 +49,11 @@ class Guardrail:
 
 
 class Guardrails:
-    def __init__(
-        self, store: Store, log: AuditLog, epoch: StateEpoch, clock: Callable[[], datetime]
-    ) -> None:
-        self._store = store
-        self._log = log
-        self._epoch = epoch
-        self._clock = clock
+    def __init__(self, services: Services) -> None:
+        self._store = services.store
+        self._log = services.events
+        self._epoch = services.epoch
+        self._clock = services.clock
 
     def add(self, by: Caller, text: str, source: str = "") -> list[Guardrail]:
         """Check a whole Cedar file and store each of its policies; all or nothing."""

@@ -57,11 +57,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
-from tether.audit.log import AuditLog
 from tether.audit.record import Entry
-from tether.config import VaultSettings
 from tether.errors import Denied, InvalidRequest
-from tether.store import Store, vault_issued
+from tether.services import Services
+from tether.store import vault_issued
 from tether.vault.client import NewToken, VaultClient, VaultUnavailable
 from tether.vault.refs import VaultRef, as_ref, vault_policy_name
 from tether.vault.rotation import RotationFailed, new_value
@@ -121,21 +120,14 @@ class VaultActions:
 class Broker:
     """Vault secrets and tokens for agents and upstreams (see the module doc)."""
 
-    def __init__(
-        self,
-        settings: VaultSettings,
-        store: Store,
-        log: AuditLog,
-        clock: Callable[[], datetime],
-        *,
-        client: VaultClient | None = None,
-    ) -> None:
+    def __init__(self, services: Services, *, client: VaultClient | None = None) -> None:
+        settings = services.settings.vault
         if not settings.configured:
             raise InvalidRequest("the vault broker needs [vault] address in tether.toml")
         self._settings = settings
-        self._store = store
-        self._log = log
-        self._clock = clock
+        self._store = services.store
+        self._log = services.events
+        self._clock = services.clock
         self._client = client if client is not None else VaultClient(settings)
         self._cache: dict[str, tuple[str, datetime]] = {}
         self._cache_lock = threading.Lock()

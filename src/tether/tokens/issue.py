@@ -1,0 +1,163 @@
+"""RFC 9068 access tokens: an ``at+jwt`` bound to one audience (RFC 8707), whose scope is
+a subset of the agent's grants, signed with Tether's current key and recorded (the
+issued-token row and a ``token.issued`` or ``token.exchanged`` event, in one transaction).
+
+Audiences are only those Tether knows: its own issuer, a gateway server that exists
+(``<issuer>/mcp/NAME``), a configured ``resource_servers`` entry, or, for a hand-off, a
+registered, active agent's ID. Anything else is ``invalid_target``."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from sqlalchemy import insert, select
+
+from tether.audit.record import Entry
+from tether.errors import InvalidRequest, InvalidScope, InvalidTarget
+from tether.grants import Grant, Grants
+from tether.keys import SigningKeys
+from tether.model import Agent, AgentState
+from tether.services import Services
+from tether.store import gateway_servers, issued_tokens
+from tether.tokens.claims import SYSTEM, IssuedToken, chain_of
+from tether.tokens.scopes import fits_server, parse_scope, server_of, within
+from tether.tokens.snapshot import Snapshots
+
+__all__ = ["Issuer"]
+
+
+class Issuer:
+    def __init__(
+        self, services: Services, keys: SigningKeys, grants: Grants, snapshots: Snapshots
+    ) -> None:
+        self._store = services.store
+        self._settings = services.settings
+        self._log = services.events
+        self._clock = services.clock
+        self._keys = keys
+        self._grants = grants
+        self._snapshots = snapshots
+
+    def client_credentials(
+        self, agent: Agent, audience: str | None, scope: str | None, ttl: timedelta | None = None
+    ) -> IssuedToken:
+        """An access token for ``agent`` itself (no person in the chain)."""
+        target = self.audience(audience)
+        grants = self._grants.list(SYSTEM, principal=agent.id)
+        granted = self._scope(grants, target, scope)
+        claims = {"sub": agent.id, "client_id": agent.id}
+        return self.issue(claims, target, granted, ttl, parent=None, ceiling=agent.expires_at)
+
+    def audience(self, audience: str | None) -> str:
+        """``audience`` if Tether knows it (see the module docstring); else invalid_target."""
+        issuer = self._settings.issuer
+        if not audience or not isinstance(audience, str) or len(audience) > 512:
+            raise InvalidTarget("name the resource the token is for: resource= or audience=")
+        if any(c.isspace() for c in audience):
+            raise InvalidTarget("one audience per token, without spaces")
+        if audience == issuer or audience in self._settings.resource_servers:
+            return audience
+        server = server_of(issuer, audience)
+        if server is not None:
+            with self._store.read() as conn:
+                known = conn.execute(
+                    select(gateway_servers.c.name).where(gateway_servers.c.name == server)
+                ).first()
+            if known is None:
+                raise InvalidTarget(f"{audience} names no gateway server (tether gateway list)")
+            return audience
+        if audience.startswith("spiffe://"):
+            agent = self._snapshots.current().agents.get(audience)
+            if agent is None or agent.state is not AgentState.ACTIVE:
+                raise InvalidTarget(f"{audience} is not a registered, active agent")
+            return audience
+        raise InvalidTarget(
+            f"unknown audience {audience!r}: tokens are for {issuer}, a gateway server "
+            f"({issuer}/mcp/NAME), a configured resource server (resource_servers in "
+            "tether.toml) or, for a hand-off, an active agent's ID"
+        )
+
+    def _scope(self, grants: list[Grant], audience: str, requested: str | None) -> list[str]:
+        server = server_of(self._settings.issuer, audience)
+        if requested is None or not requested.strip():
+            fit = [f"{g.action}:{g.resource}" for g in grants if fits_server(g, server)]
+            if not fit:
+                raise InvalidScope(f"the agent holds no grant that fits {audience}")
+            return sorted(set(fit))
+        wanted = parse_scope(requested)
+        for permission in wanted:
+            if server is not None and permission.resource.split("/", 1)[0] != server:
+                raise InvalidScope(f"{permission} is not for {audience}")
+            if not any(within(permission, g) for g in grants):
+                raise InvalidScope(f"{permission} is beyond the agent's grants")
+        return sorted({str(p) for p in wanted})
+
+    def issue(
+        self,
+        claims: dict[str, Any],
+        audience: str,
+        scope: list[str],
+        ttl: timedelta | None,
+        parent: str | None,
+        ceiling: datetime | None = None,
+    ) -> IssuedToken:
+        """Sign and record a token of ``claims`` for ``audience`` with ``scope``, living
+        ``ttl`` (the default when None) but never past ``ceiling``; ``parent`` is the jti
+        it was exchanged from (None: issued)."""
+        lifetime = ttl or self._settings.token_ttl_default
+        if lifetime > self._settings.token_ttl_max or lifetime <= timedelta(0):
+            raise InvalidRequest("token lifetime above the configured maximum")
+        now = self._clock()
+        expires = now + lifetime
+        if ceiling is not None and expires > ceiling:  # never outlive the subject token
+            expires = ceiling
+            lifetime = expires - now
+        jti = secrets.token_urlsafe(16)
+        payload = {
+            **claims,
+            "iss": self._settings.issuer,
+            "aud": audience,
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
+            "jti": jti,
+            "scope": " ".join(scope),
+        }
+        kid, key = self._keys.current()
+        token = jwt.encode(payload, key, algorithm="EdDSA", headers={"typ": "at+jwt", "kid": kid})
+        with self._store.write() as conn:
+            conn.execute(
+                insert(issued_tokens).values(
+                    jti=jti,
+                    parent_jti=parent,
+                    subject=str(payload["sub"]),
+                    client_id=str(payload["client_id"]),
+                    audience=audience,
+                    scope=payload["scope"],
+                    issued_at=now,
+                    expires_at=expires,
+                    revoked_at=None,
+                )
+            )
+            self._log.append(
+                conn,
+                Entry.of(
+                    "token.issued" if parent is None else "token.exchanged",
+                    actor=str(payload["client_id"]),
+                    subject=str(payload["sub"]),
+                    chain=chain_of(payload),
+                    action="token/issue" if parent is None else "token/exchange",
+                    resource=audience,
+                    decision="allow",
+                    detail={
+                        "jti": jti,
+                        "aud": audience,
+                        "scope": payload["scope"],
+                        "parent": parent,
+                    },
+                ),
+            )
+        return IssuedToken(token, int(lifetime.total_seconds()), payload["scope"], jti)
