@@ -33,13 +33,22 @@ _REFRESH_SECONDS = 1.0
 
 
 class SigningKeys:
+    """The signing keys of one store. ``monotonic`` times the once-a-second re-reads
+    (tests replace it to step past a refresh instead of sleeping through it)."""
+
     def __init__(
-        self, store: Store, settings: Settings, log: AuditLog, clock: Callable[[], datetime]
+        self,
+        store: Store,
+        settings: Settings,
+        log: AuditLog,
+        clock: Callable[[], datetime],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._settings = settings
         self._log = log
         self._clock = clock
+        self.monotonic = monotonic
         self._lock = threading.Lock()
         self._current: tuple[str, Ed25519PrivateKey] | None = None
         self._current_at = float("-inf")
@@ -111,11 +120,11 @@ class SigningKeys:
     def current(self) -> tuple[str, Ed25519PrivateKey]:
         """The kid and private key new tokens are signed with."""
         current = self._current
-        if current is not None and time.monotonic() - self._current_at < _REFRESH_SECONDS:
+        if current is not None and self.monotonic() - self._current_at < _REFRESH_SECONDS:
             return current
         kid = self.ensure()  # another process may have rotated
         if current is not None and current[0] == kid:
-            self._current_at = time.monotonic()
+            self._current_at = self.monotonic()
             return current
         path = self._dir / f"{kid}.pem"
         try:
@@ -125,19 +134,19 @@ class SigningKeys:
         assert isinstance(loaded, Ed25519PrivateKey)
         with self._lock:
             self._current = (kid, loaded)
-            self._current_at = time.monotonic()
+            self._current_at = self.monotonic()
         return kid, loaded
 
     def public(self, kid: str) -> bytes | None:
         """The raw public key for ``kid`` if it is published; re-read at most once a second."""
-        if time.monotonic() - self._loaded_at >= _REFRESH_SECONDS:
+        if self.monotonic() - self._loaded_at >= _REFRESH_SECONDS:
             self._reload()  # also drops keys retired for longer than a token can live
         return self._public.get(kid)
 
     def verifier(self, kid: str) -> jwt.PyJWK | None:
         """The published key ``kid`` as PyJWT wants it (built once per key)."""
         found = self._verifiers.get(kid)
-        if found is not None and time.monotonic() - self._loaded_at < _REFRESH_SECONDS:
+        if found is not None and self.monotonic() - self._loaded_at < _REFRESH_SECONDS:
             return found
         raw = self.public(kid)
         if raw is None:
@@ -161,7 +170,7 @@ class SigningKeys:
         with self._lock:
             self._public = published
             self._verifiers = {k: v for k, v in self._verifiers.items() if k in published}
-            self._loaded_at = time.monotonic()
+            self._loaded_at = self.monotonic()
 
     def jwks(self) -> dict[str, Any]:
         self._reload()
