@@ -15,23 +15,20 @@ import json
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import httpx2
 import pytest
 from conftest import spec
+from helpers.processes import ServerProcess, free_port
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
@@ -55,12 +52,6 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: the user switch is mandatory)")
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -155,37 +146,17 @@ def _mirror(source: Path, target: Path) -> Path:
     return target
 
 
-class Served:
+class Served(ServerProcess):
     """``tether up`` as root on a free port, its TETHER_HOME mode 0700."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
         home.mkdir(mode=0o700)
         home.chmod(0o700)
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
+        port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
         self.env.update(TETHER_HOME=str(home), PYTHONPATH=str(SRC))
-        self.proc = subprocess.Popen(
-            [TETHER, "up", "--port", str(port)],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"tether up exited: {self.proc.stdout.read()}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            self.stop()
-            raise AssertionError("tether up did not come up within 60 s")
+        super().__init__([TETHER, "up", "--port", str(port)], self.env, port)
         self.admin = {
             **self.env,
             "TETHER_URL": self.url,
@@ -199,15 +170,6 @@ class Served:
         )
         assert done.returncode == 0, done.stderr
         return done
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 @pytest.fixture
