@@ -194,6 +194,14 @@ def initialised(cli: Cli) -> Cli:
     return cli
 
 
+def with_dev_idp(cli_env: Path, capsys: pytest.CaptureFixture[str], *config: str) -> Cli:
+    """The CLI, initialised on a home whose tether.toml turns the development identity
+    provider on (and holds the further ``config`` lines)."""
+    cli_env.mkdir()
+    (cli_env / "tether.toml").write_text("\n".join(["dev_idp = true", *config]) + "\n")
+    return initialised(Cli(capsys))
+
+
 @dataclass
 class Served:
     """An initialised Tether behind the API, trusting one test identity provider."""

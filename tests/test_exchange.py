@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
+from helpers.people import delegation_token
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import OKPAlgorithm
@@ -68,17 +69,7 @@ class Org:
         return jwt.encode(claims, self.keys[name], algorithm="EdDSA")
 
     def person(self, email: str, ttl: int = 600) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": IDP,
-            "aud": f"{ISSUER}/oauth2/token",  # for delegation: no admin-API login
-            "sub": email,
-            "email": email,
-            "iat": now,
-            "exp": now + ttl,
-            "jti": str(uuid.uuid4()),
-        }
-        return jwt.encode(claims, self.idp_key, algorithm="EdDSA", headers={"kid": "idp-1"})
+        return delegation_token(self.idp_key, email, issuer=IDP, tether=ISSUER, ttl=ttl)
 
     def exchange(self, actor: str, subject: str, kind: str, **form: str) -> Any:
         data = {

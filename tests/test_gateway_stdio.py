@@ -22,6 +22,7 @@ import anyio
 import httpx2
 import pytest
 from conftest import Cli, initialised
+from helpers.mcp_clients import over_stdio
 from helpers.uvicorn_thread import serving
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
@@ -70,14 +71,8 @@ def _env(url: str, key: Path) -> dict[str, str]:
 
 
 def _session(env: dict[str, str], work: Any, mode: str = "auto") -> Any:
-    async def run() -> Any:
-        params = StdioServerParameters(
-            command=str(TETHER), args=["gateway", "stdio", "test"], env=env
-        )
-        async with Client(params, mode=mode) as client:
-            return await work(client)
-
-    return anyio.run(run)
+    params = StdioServerParameters(command=str(TETHER), args=["gateway", "stdio", "test"], env=env)
+    return over_stdio(params, work, mode)
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

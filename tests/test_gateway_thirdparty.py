@@ -34,6 +34,7 @@ import anyio
 import httpx2
 import pytest
 from conftest import spec
+from helpers.mcp_clients import over_stdio
 from helpers.uvicorn_thread import serving
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
@@ -195,12 +196,7 @@ def test_through_the_stdio_face_launched_by_the_sdk_client(real_time: None, org)
             args=["gateway", "stdio", "fs"],
             env=env,
         )
-
-        async def run() -> str:
-            async with Client(face) as c:
-                return await _sdk_session(root, c)
-
-        _check_the_record(tether, root, anyio.run(run))
+        _check_the_record(tether, root, over_stdio(face, lambda c: _sdk_session(root, c)))
 
 
 def test_through_the_library_over_stdio(org) -> None:

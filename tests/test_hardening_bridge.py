@@ -28,6 +28,7 @@ import anyio
 import httpx2
 import pytest
 from conftest import spec
+from helpers.mcp_clients import over_stdio
 from helpers.processes import ServerProcess, free_port
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
@@ -237,15 +238,14 @@ def test_item_02_the_desktop_bridge_runs_as_another_user_with_only_its_key(desk)
         cwd=str(agent.home),
     )
 
-    async def work() -> None:
-        async with Client(bridge) as client:
-            assert [t.name for t in (await client.list_tools()).tools] == ["echo"]
-            said = await client.call_tool("echo", {"text": "from the desk"})
-            assert not said.is_error and said.content[0].text == "from the desk"
-            refused = await client.call_tool("write_note", {"path": "/tmp/x", "text": "x"})
-            assert refused.is_error and refused.content[0].text.startswith("denied: ")
+    async def work(client: Client) -> None:
+        assert [t.name for t in (await client.list_tools()).tools] == ["echo"]
+        said = await client.call_tool("echo", {"text": "from the desk"})
+        assert not said.is_error and said.content[0].text == "from the desk"
+        refused = await client.call_tool("write_note", {"path": "/tmp/x", "text": "x"})
+        assert refused.is_error and refused.content[0].text.startswith("denied: ")
 
-    anyio.run(work)
+    over_stdio(bridge, work)
 
     # The same user and environment cannot reach the admin API ...
     def as_agent(*argv: str, extra: dict[str, str] | None = None) -> Any:

@@ -22,10 +22,11 @@ import hvac.exceptions
 import pytest
 from fastapi.testclient import TestClient
 from helpers.openbao import OpenBao, openbao
+from helpers.vault_org import vault_tether
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tether import AgentSpec, Caller, GrantSpec, Settings, Tether, generate_key_pair
+from tether import Caller, GrantSpec, Tether
 from tether.agent_keys import client_assertion, load_private_key
 from tether.api import create_app
 from tether.gateway.servers import UpstreamSpec
@@ -79,17 +80,9 @@ class Org:
 
 @pytest.fixture
 def org(bao: OpenBao, make_settings: Any, tmp_path: Path) -> Iterator[Org]:
-    settings: Settings = make_settings(
-        vault={"address": bao.address, "token": bao.root_token, "timeout_ms": 1000, "cache_ms": 0}
-    )
-    tether, _ = Tether.init(settings)
-    pair = generate_key_pair()
     key_file = tmp_path / "a.pem"
-    key_file.write_bytes(pair.private_pem)
-    tether.registry.register(
-        ADMIN, AgentSpec(name="a", owner="alice@example.com", public_key=pair.public_key)
-    )
-    with tether:
+    token = bao.root_token
+    with vault_tether(bao, make_settings, key_file, token=token, timeout_ms=1000) as tether:
         yield Org(tether, key_file)
 
 
