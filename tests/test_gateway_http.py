@@ -91,6 +91,7 @@ def _text(result: Any) -> str:
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.slow
 def test_an_agent_sees_and_calls_only_what_it_may(org, mode: str) -> None:
     tether, token, tmp_path = org
     note = tmp_path / "note.txt"
@@ -157,6 +158,7 @@ def test_no_token_a_forged_one_or_one_for_another_server_gets_401(org) -> None:
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.slow
 def test_resources_and_prompts_are_enforced_too(org, mode: str) -> None:
     tether, _, _ = org
     tether.grants.add(ADMIN, GrantSpec("helper", "resources/read", "test/note:/=/welcome"))
@@ -188,6 +190,7 @@ def test_resources_and_prompts_are_enforced_too(org, mode: str) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_an_upstream_that_dies_is_started_again_on_the_next_call(org) -> None:
     tether, _, _ = org
     tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", "test/crash"))
@@ -210,6 +213,7 @@ def _recorded(tether: Tether) -> list[Any]:
     return tether.events.list(type="tool.result")
 
 
+@pytest.mark.slow
 def test_a_kill_closes_the_agents_open_sessions_and_says_how_many(org, caplog) -> None:
     """A legacy-mode session (Mcp-Session-Id) of the killed agent is terminated by the kill
     itself, and the kill says so."""
@@ -237,6 +241,7 @@ def test_a_kill_closes_the_agents_open_sessions_and_says_how_many(org, caplog) -
     assert completed.detail["sessions_closed"] == 1
 
 
+@pytest.mark.slow
 def test_a_suspension_elsewhere_closes_the_session_when_the_epoch_moves(org, caplog) -> None:
     """Not only kills in this process: any change that makes the session's token fail
     (here a suspension, as another process would make it) closes the session at the next

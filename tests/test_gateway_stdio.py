@@ -77,6 +77,7 @@ def _session(env: dict[str, str], work: Any, mode: str = "auto") -> Any:
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.slow
 def test_a_desktop_client_uses_the_gateway_over_stdio_as_the_agent(desk, tmp_path, mode) -> None:
     tether, key = desk
     note = tmp_path / "note.txt"
@@ -101,6 +102,7 @@ def test_a_desktop_client_uses_the_gateway_over_stdio_as_the_agent(desk, tmp_pat
     assert tether.events.list(type="token.issued")  # it got its own token
 
 
+@pytest.mark.slow
 def test_a_refusal_by_the_server_reaches_the_client_as_an_mcp_error(desk) -> None:
     """Once the agent is suspended its token fails and a new one is refused: a tool call
     answers with the reason (isError), a listing with a JSON-RPC error; never a closed
@@ -121,6 +123,7 @@ def test_a_refusal_by_the_server_reaches_the_client_as_an_mcp_error(desk) -> Non
         _session(_env(url, key), work)
 
 
+@pytest.mark.slow
 def test_without_credentials_or_tether_url_the_bridge_does_not_start(desk, tmp_path) -> None:
     """It says what is missing and exits 2; a TETHER_HOME in its environment is not read."""
     import subprocess
@@ -150,6 +153,7 @@ async def _lines(send: Any) -> AsyncIterator[bytes]:
         yield item
 
 
+@pytest.mark.slow
 def test_tokens_are_renewed_before_they_expire_and_once_on_a_401(desk, caplog) -> None:
     """In process (the bridge over the app): a token near its end is renewed before the
     call; a token revoked under the bridge is met by a 401, renewed once, and the call

@@ -157,6 +157,7 @@ def _text(content: list[Any]) -> str:
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.slow
 def test_over_streamable_http_with_the_sdk_client(org, mode: str) -> None:
     tether, token, root = org
 
@@ -181,6 +182,7 @@ def real_time(clock: Any) -> None:
     clock.now = datetime.now(UTC)
 
 
+@pytest.mark.slow
 def test_through_the_stdio_face_launched_by_the_sdk_client(real_time: None, org) -> None:
     """The stdio bridge with a static token, against the Tether served over HTTP."""
     tether, token, root = org
@@ -199,6 +201,7 @@ def test_through_the_stdio_face_launched_by_the_sdk_client(real_time: None, org)
         _check_the_record(tether, root, over_stdio(face, lambda c: _sdk_session(root, c)))
 
 
+@pytest.mark.slow
 def test_through_the_library_over_stdio(org) -> None:
     tether, token, root = org
     control = root / "docs" / "control.txt"

@@ -279,6 +279,7 @@ def test_item_02_the_desktop_bridge_runs_as_another_user_with_only_its_key(desk)
     assert [g["resource"] for g in grants] == ["test/echo"]  # nothing was granted
 
 
+@pytest.mark.slow
 def test_item_02_the_bridge_imports_nothing_of_the_core_and_reads_no_tether_home(
     tmp_path: Path,
 ) -> None:
@@ -355,6 +356,7 @@ def _mcp_headers(token: str, session: str | None = None) -> dict[str, str]:
     return headers | ({"Mcp-Session-Id": session} if session else {})
 
 
+@pytest.mark.slow
 def test_item_08_a_session_belongs_to_the_agent_that_opened_it(two_agents) -> None:
     """Another agent using or deleting the session ID gets "Session not found" (404); the
     session lives on for its agent, and a kill of that agent still closes it."""

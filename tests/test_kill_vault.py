@@ -92,6 +92,7 @@ def _secret(bao: OpenBao, path: str) -> tuple[dict[str, Any], int]:
     return read["data"]["data"], int(read["data"]["metadata"]["version"])
 
 
+@pytest.mark.slow
 def test_a_kill_rotates_the_secret_the_agent_read_and_revokes_its_vault_token(
     bao: OpenBao, org: Org
 ) -> None:
@@ -140,6 +141,7 @@ def test_a_kill_rotates_the_secret_the_agent_read_and_revokes_its_vault_token(
     assert (f"vault/{path}", "allow") in decisions and ("vault/ci/other", "deny") in decisions
 
 
+@pytest.mark.slow
 def test_without_a_reachable_vault_everything_fails_closed_and_kills_are_retried(
     bao: OpenBao, org: Org
 ) -> None:
@@ -204,6 +206,7 @@ def _admin(org: Org) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+@pytest.mark.slow
 def test_an_agent_fetches_its_credential_with_the_cli(
     bao: OpenBao,
     cli_env: Path,
