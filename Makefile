@@ -24,8 +24,11 @@ install: $(STAMP)
 run: install
 	$(BIN)/tether up --demo --host $(HOST) --port $(PORT)
 
+# The whole suite on TEST_WORKERS processes (pytest-xdist; tests that start servers wait on
+# them, so more workers than cores pay); `make test TEST_WORKERS=0` runs it in one.
+TEST_WORKERS ?= 4
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: install
 	$(BIN)/ruff check src tests bench

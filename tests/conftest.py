@@ -1,5 +1,8 @@
 """Shared fixtures: every store test runs on SQLite and on a fresh PostgreSQL schema.
 
+Each store comes migrated, cloned from a template migrated once per test process
+(tests/helpers/stores.py); a test marked ``unmigrated`` gets an empty one instead.
+
 PostgreSQL comes from ``TETHER_TEST_POSTGRES_URL`` (default: the local server). When it is
 unreachable the PostgreSQL runs skip with the reason, except under ``CI=true``, where
 they fail.
@@ -9,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from helpers.stores import PostgresTemplate, SqliteTemplate
 
 from tether import Caller, Settings, Tether
 from tether.agent_keys import generate_key_pair
@@ -48,39 +51,60 @@ def _postgres_or_skip() -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[PostgresTemplate]:
+    """The migration, recorded once per test process (see tests/helpers/stores.py)."""
+    template = PostgresTemplate(_postgres_or_skip())
+    yield template
+    template.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SqliteTemplate:
+    """A migrated SQLite file, made once per test process."""
+    return SqliteTemplate(tmp_path_factory.mktemp("template"))
+
+
+def _migrated(request: pytest.FixtureRequest) -> bool:
+    """Stores come migrated, except for tests marked ``unmigrated`` (they test migration)."""
+    return request.node.get_closest_marker("unmigrated") is None
+
+
 @pytest.fixture
-def postgres_schema_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL schema for one test; dropped afterwards."""
-    base = _postgres_or_skip()
-    schema = f"tether_test_{secrets.token_hex(6)}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+def postgres_schema_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test, migrated (or empty if the test is marked
+    ``unmigrated``); dropped afterwards."""
+    template: PostgresTemplate = request.getfixturevalue("postgres_template")
+    with template.schema(migrated=_migrated(request)) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store on each backend: migrated, or empty for tests marked ``unmigrated``."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tether.db'}"
+        target = tmp_path / "tether.db"
+        if not _migrated(request):
+            return f"sqlite:///{target}"
+        template: SqliteTemplate = request.getfixturevalue("sqlite_template")
+        return template.clone(target)
     url: str = request.getfixturevalue("postgres_schema_url")
     return url
 
 
 class Clock:
-    """A clock the test moves by hand."""
+    """A clock the test moves by hand: a wall clock (call it) and a monotonic one
+    (:meth:`monotonic`, seconds moved so far), both moved by :meth:`advance`."""
 
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    def __init__(self, start: datetime | None = None) -> None:
+        self.start = start or datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+        self.now = self.start
 
     def __call__(self) -> datetime:
         return self.now
+
+    def monotonic(self) -> float:
+        return (self.now - self.start).total_seconds()
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
@@ -89,6 +113,21 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+@pytest.fixture
+def cli_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The clock of every Tether opened in this test (so of the in-process CLI), starting
+    now: a test moves it past an expiry instead of sleeping. A test seam, not a setting:
+    it replaces ``Tether.open`` for this test only, and the CLI stays as users run it."""
+    moved = Clock(datetime.now(UTC))
+    real_open = Tether.open
+
+    def open_on_clock(settings: Settings, *, migrate: bool = False, **_: Any) -> Tether:
+        return real_open(settings, migrate=migrate, clock=moved)
+
+    monkeypatch.setattr(Tether, "open", staticmethod(open_on_clock))
+    return moved
 
 
 @pytest.fixture
@@ -153,6 +192,14 @@ def initialised(cli: Cli) -> Cli:
     assert doc["created"] is True
     assert doc["admin_token"].startswith("tta_")
     return cli
+
+
+def with_dev_idp(cli_env: Path, capsys: pytest.CaptureFixture[str], *config: str) -> Cli:
+    """The CLI, initialised on a home whose tether.toml turns the development identity
+    provider on (and holds the further ``config`` lines)."""
+    cli_env.mkdir()
+    (cli_env / "tether.toml").write_text("\n".join(["dev_idp = true", *config]) + "\n")
+    return initialised(Cli(capsys))
 
 
 @dataclass

@@ -22,6 +22,7 @@ import pytest
 from conftest import served
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
+from helpers.people import person_token
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -63,19 +64,7 @@ class Api:
     names: set[str] = field(default_factory=set)
 
     def token(self, email: str, /, groups: list[str] | None = None, **claims: Any) -> str:
-        now = int(time.time())
-        payload: dict[str, Any] = {
-            "iss": ISSUER,
-            "aud": "tether",
-            "sub": email,
-            "email": email,
-            "iat": now,
-            "exp": now + 300,
-        }
-        if groups is not None:
-            payload["groups"] = groups
-        payload.update(claims)
-        return jwt.encode(payload, self.idp_key, algorithm="EdDSA", headers={"kid": "idp-1"})
+        return person_token(self.idp_key, email, groups, issuer=ISSUER, **claims)
 
     def person(
         self, email: str, /, groups: list[str] | None = None, **claims: Any

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from alembic import command
 from conftest import Cli, Clock, initialised, served, spec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from helpers.people import person_header
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -445,17 +446,7 @@ def test_the_cli_proves_checkpoints_verifies_and_exports(
 
 
 def _person(idp_key: Ed25519PrivateKey, email: str) -> dict[str, str]:
-    now = int(time.time())
-    payload = {
-        "iss": ISSUER,
-        "aud": "tether",
-        "sub": email,
-        "email": email,
-        "iat": now,
-        "exp": now + 300,
-    }
-    token = jwt.encode(payload, idp_key, algorithm="EdDSA", headers={"kid": "idp-1"})
-    return {"Authorization": f"Bearer {token}"}
+    return person_header(idp_key, email, issuer=ISSUER)
 
 
 def test_the_http_api_proves_and_refuses_what_it_must(

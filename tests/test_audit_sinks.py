@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.processes import free_port
 
 from tether import Tether
 from tether.audit.export import render
@@ -74,12 +75,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met before the deadline")
         time.sleep(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class UdpReceiver:
@@ -326,6 +321,7 @@ def test_file_sink_outage_then_fixed(tether: Tether, tmp_path) -> None:
 # ---- syslog ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_syslog_udp_sends_one_rfc5424_datagram_per_event(tether: Tether, receivers) -> None:
     udp = UdpReceiver()
     receivers.append(udp)
@@ -352,6 +348,7 @@ def test_syslog_udp_sends_one_rfc5424_datagram_per_event(tether: Tether, receive
     r.stop()
 
 
+@pytest.mark.slow
 def test_syslog_tcp_uses_octet_counting(tether: Tether, receivers) -> None:
     tcp = TcpReceiver()
     receivers.append(tcp)
@@ -379,6 +376,7 @@ def test_syslog_tcp_uses_octet_counting(tether: Tether, receivers) -> None:
     r.stop()
 
 
+@pytest.mark.slow
 def test_syslog_tcp_outage_and_catch_up(tether: Tether, receivers) -> None:
     tcp = TcpReceiver()
     receivers.append(tcp)
@@ -434,6 +432,7 @@ def test_syslog_header_fields_are_clean() -> None:
 # ---- the webhook -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_webhook_posts_bounded_batches_with_headers(tether: Tether, receivers) -> None:
     http = HttpReceiver()
     receivers.append(http)
@@ -469,6 +468,7 @@ def test_webhook_posts_bounded_batches_with_headers(tether: Tether, receivers) -
     r.stop()
 
 
+@pytest.mark.slow
 def test_webhook_url_credentials_become_basic_auth(tether: Tether, receivers) -> None:
     http = HttpReceiver()
     receivers.append(http)
@@ -484,6 +484,7 @@ def test_webhook_url_credentials_become_basic_auth(tether: Tether, receivers) ->
     r.stop()
 
 
+@pytest.mark.slow
 def test_webhook_outage_and_catch_up(tether: Tether, receivers, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     http = HttpReceiver()
@@ -528,6 +529,7 @@ def test_webhook_outage_and_catch_up(tether: Tether, receivers, caplog) -> None:
     r.stop()
 
 
+@pytest.mark.slow
 def test_webhook_non_2xx_is_a_failure(tether: Tether, receivers) -> None:
     http = HttpReceiver(status=503)
     receivers.append(http)
@@ -567,6 +569,7 @@ def test_a_failing_sink_does_not_hold_up_the_others(tether: Tether, tmp_path) ->
     r.stop()
 
 
+@pytest.mark.slow
 def test_background_threads_deliver_and_retry_with_backoff(
     tether: Tether, tmp_path, receivers, runners
 ) -> None:
@@ -623,6 +626,7 @@ def test_backoff_doubles_up_to_the_maximum() -> None:
     assert state.backoff() == 1.0
 
 
+@pytest.mark.slow
 def test_two_processes_deliver_each_batch_once(tether: Tether, receivers) -> None:
     """Two runners on two engines (as two processes would be) share one cursor: nothing
     is lost, and on PostgreSQL (row lock) no batch is delivered twice."""
@@ -661,6 +665,7 @@ def test_two_processes_deliver_each_batch_once(tether: Tether, receivers) -> Non
 
 
 @pytest.mark.parametrize("fmt", ["ocsf", "cef"])
+@pytest.mark.slow
 def test_siem_formats_are_rendered_per_event(tether: Tether, tmp_path, receivers, fmt) -> None:
     add_events(tether, 2)
     add_events(tether, 1, type="access.refused")

@@ -9,18 +9,17 @@ least-privilege scenario: agent ``helper`` (owner alice) may ``tools/call``
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 from conftest import served
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
+from helpers.people import person_header
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -76,19 +75,7 @@ class Pdp:
     grants: dict[str, str]  # "helper" / "alice" -> grant id
 
     def person(self, email: str, groups: list[str] | None = None) -> dict[str, str]:
-        now = int(time.time())
-        payload: dict[str, Any] = {
-            "iss": ISSUER,
-            "aud": "tether",
-            "sub": email,
-            "email": email,
-            "iat": now,
-            "exp": now + 300,
-        }
-        if groups is not None:
-            payload["groups"] = groups
-        token = jwt.encode(payload, self.idp_key, algorithm="EdDSA", headers={"kid": "idp-1"})
-        return {"Authorization": f"Bearer {token}"}
+        return person_header(self.idp_key, email, groups, issuer=ISSUER)
 
     def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
         response: httpx.Response = self.client.post(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import stat
-import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import Cli, initialised
+from conftest import Cli, Clock, initialised
 from cryptography.hazmat.primitives import serialization
 
 from tether.agent_keys import parse_public_key
@@ -114,16 +113,16 @@ def test_rotate_key_replaces_file_and_public_key(cli: Cli, tmp_path) -> None:
     assert list(path.parent.glob(".*")) == []
 
 
-def test_expired_agent_shows_expired_and_resume_is_refused(cli: Cli) -> None:
+def test_expired_agent_shows_expired_and_resume_is_refused(cli_clock: Clock, cli: Cli) -> None:
     cli.json("agent", "register", "short", "--owner", "a@example.com", "--expires", "2s")
     assert cli.json("agent", "show", "short")["state"] == "active"
-    time.sleep(3)
+    cli_clock.advance(seconds=3)
     assert cli.json("agent", "show", "short")["state"] == "expired"
     code, out, err = cli("agent", "resume", "short")
     assert code == 3 and "expired" in err and out == ""
 
 
-def test_offboard_then_unowned_then_suspended(cli: Cli, tmp_path) -> None:
+def test_offboard_then_unowned_then_suspended(cli_clock: Clock, cli: Cli, tmp_path) -> None:
     (tmp_path / "home" / "tether.toml").write_text('unowned_grace = "1s"\n')
     for name in ("a1", "a2"):
         cli.json("agent", "register", name, "--owner", "alice@example.com")
@@ -135,7 +134,7 @@ def test_offboard_then_unowned_then_suspended(cli: Cli, tmp_path) -> None:
         ("a1", None, True),
         ("a2", None, True),
     ]
-    time.sleep(1.5)
+    cli_clock.advance(seconds=1.5)
     states = {a["name"]: a["state"] for a in cli.json("agent", "list")["agents"]}
     assert states == {"a1": "suspended", "a2": "suspended", "b1": "active"}
     code, out, _ = cli("agent", "list", "--unowned")

@@ -5,24 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Cli
+from conftest import with_dev_idp
 
 from tether.cli.main import run
 
 
 @pytest.fixture
 def cli(cli_env, capsys):
-    cli_env.mkdir()
-    (cli_env / "tether.toml").write_text(
-        'dev_idp = true\nresource_servers = ["http://127.0.0.1:8700/mcp/jira"]\n'
-    )
-    run_cli = Cli(capsys)
+    run_cli = with_dev_idp(cli_env, capsys, 'resource_servers = ["http://127.0.0.1:8700/mcp/jira"]')
 
     def call(*argv: str) -> tuple[int, str, str]:
         code, out, err = run_cli(*argv)
         return code, out.strip(), err
 
-    assert call("init")[0] == 0
     return call
 
 

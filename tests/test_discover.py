@@ -51,6 +51,7 @@ def _key(f: dict[str, Any]) -> tuple[str, str, str, str]:
     return (f["kind"], f["name"], f["path"], f["scanner"])
 
 
+@pytest.mark.slow
 def test_every_planted_agent_and_credential_is_found_and_nothing_else(tree: Path) -> None:
     expected, secrets, lookalikes = _expected()
     assert expected and secrets and lookalikes  # the fixture tree plants something
@@ -66,6 +67,7 @@ def test_every_planted_agent_and_credential_is_found_and_nothing_else(tree: Path
                 assert credential.where != fake and fake not in json.dumps(credential.to_dict())
 
 
+@pytest.mark.slow
 def test_the_cli_imports_shadows_rescans_idempotently_and_sees_stale_agents(
     tree: Path, cli_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -52,6 +52,7 @@ def _text(result: dict[str, Any]) -> str:
     return " ".join(c.get("text", "") for c in result["content"])
 
 
+@pytest.mark.slow
 def test_only_granted_tools_are_listed_and_callable(gateway, tmp_path: Path) -> None:
     tether, token = gateway
     note = tmp_path / "note.txt"
@@ -90,6 +91,7 @@ def test_only_granted_tools_are_listed_and_callable(gateway, tmp_path: Path) -> 
     assert SECRET not in exported and token not in exported
 
 
+@pytest.mark.slow
 def test_a_changed_tool_is_blocked_until_approved(gateway, tmp_path: Path) -> None:
     tether, token = gateway
 
@@ -112,6 +114,7 @@ def test_a_changed_tool_is_blocked_until_approved(gateway, tmp_path: Path) -> No
     assert "echo" in listed and not said.get("isError")
 
 
+@pytest.mark.slow
 def test_a_suspended_agent_is_refused_on_its_next_call(gateway) -> None:
     tether, token = gateway
 
@@ -129,6 +132,7 @@ def test_a_suspended_agent_is_refused_on_its_next_call(gateway) -> None:
     assert len(refused) == 1 and refused[0].decision == "deny"
 
 
+@pytest.mark.slow
 def test_a_token_for_another_server_is_refused(gateway) -> None:
     tether, token = gateway
 
@@ -142,6 +146,7 @@ def test_a_token_for_another_server_is_refused(gateway) -> None:
     assert result["isError"] and "audience" in _text(result)
 
 
+@pytest.mark.slow
 def test_a_change_made_by_another_process_is_seen_within_the_staleness_bound(
     make_settings, monkeypatch
 ) -> None:
@@ -206,6 +211,7 @@ def http_upstream() -> Any:
         process.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_an_http_upstream_gets_its_credential_header_and_never_the_agents_token(
     tether: Tether, http_upstream: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ listing and calling only what the token allows, a suspended agent refused mid-se
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,14 +56,34 @@ async def _served(tether: Tether, work: Any) -> Any:
 
 
 @asynccontextmanager
-async def _connect(transport: Any, token: str, mode: str = "auto") -> AsyncIterator[Client]:
-    """The official SDK client on ``/mcp/test`` of the served app, with ``token``."""
+async def _connect(
+    transport: Any, token: str, mode: str = "auto", session_ids: list[str] | None = None
+) -> AsyncIterator[Client]:
+    """The official SDK client on ``/mcp/test`` of the served app, with ``token``; the
+    ``Mcp-Session-Id`` the server hands it goes to ``session_ids`` (as seen on the wire)."""
     headers = {"Authorization": f"Bearer {token}"}
+
+    async def seen(response: Any) -> None:
+        sid = response.headers.get("mcp-session-id")
+        if session_ids is not None and sid and sid not in session_ids:
+            session_ids.append(sid)
+
+    hooks = {"response": [seen]}
     async with (
-        httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers) as http,
+        httpx2.AsyncClient(
+            transport=transport, base_url=BASE, headers=headers, event_hooks=hooks
+        ) as http,
         Client(streamable_http_client(f"{BASE}/mcp/test", http_client=http), mode=mode) as c,
     ):
         yield c
+
+
+def _closed(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The sessions the gateway says (in its log, as an operator reads it) it closed, by
+    the 8-character prefix it logs."""
+    return [
+        str(r.args[0]) for r in caplog.records if r.getMessage().startswith("closed MCP session")
+    ]
 
 
 def _text(result: Any) -> str:
@@ -70,6 +91,7 @@ def _text(result: Any) -> str:
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.slow
 def test_an_agent_sees_and_calls_only_what_it_may(org, mode: str) -> None:
     tether, token, tmp_path = org
     note = tmp_path / "note.txt"
@@ -136,6 +158,7 @@ def test_no_token_a_forged_one_or_one_for_another_server_gets_401(org) -> None:
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.slow
 def test_resources_and_prompts_are_enforced_too(org, mode: str) -> None:
     tether, _, _ = org
     tether.grants.add(ADMIN, GrantSpec("helper", "resources/read", "test/note:/=/welcome"))
@@ -167,6 +190,7 @@ def test_resources_and_prompts_are_enforced_too(org, mode: str) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_an_upstream_that_dies_is_started_again_on_the_next_call(org) -> None:
     tether, _, _ = org
     tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", "test/crash"))
@@ -189,22 +213,25 @@ def _recorded(tether: Tether) -> list[Any]:
     return tether.events.list(type="tool.result")
 
 
-def test_a_kill_closes_the_agents_open_sessions_and_says_how_many(org) -> None:
+@pytest.mark.slow
+def test_a_kill_closes_the_agents_open_sessions_and_says_how_many(org, caplog) -> None:
     """A legacy-mode session (Mcp-Session-Id) of the killed agent is terminated by the kill
     itself, and the kill says so."""
     tether, token, _ = org
+    caplog.set_level(logging.INFO, logger="tether.gateway")
 
     async def work(transport: Any) -> int:
-        face = _face(transport.app)
-        async with _connect(transport, token, "legacy") as c:
+        session_ids: list[str] = []
+        async with _connect(transport, token, "legacy", session_ids) as c:
             said = await c.call_tool("echo", {"text": "before"})
             assert not said.is_error
-            [sdk_session] = face.server.session_manager._server_instances.values()
-            assert not sdk_session.is_terminated
+            [session_id] = session_ids
+            assert _closed(caplog) == []
             report = await anyio.to_thread.run_sync(
                 lambda: tether.killswitch.kill(ADMIN, "helper", reason="test")
             )
-            assert sdk_session.is_terminated  # closed by the kill, before it returned
+            # closed by the kill, before it returned
+            assert _closed(caplog) == [session_id[:8]]
             with pytest.raises(MCPError):
                 await c.call_tool("echo", {"text": "after"})
         return report.sessions_closed
@@ -214,20 +241,23 @@ def test_a_kill_closes_the_agents_open_sessions_and_says_how_many(org) -> None:
     assert completed.detail["sessions_closed"] == 1
 
 
-def test_a_suspension_elsewhere_closes_the_session_when_the_epoch_moves(org) -> None:
+@pytest.mark.slow
+def test_a_suspension_elsewhere_closes_the_session_when_the_epoch_moves(org, caplog) -> None:
     """Not only kills in this process: any change that makes the session's token fail
     (here a suspension, as another process would make it) closes the session at the next
     epoch check."""
     tether, token, _ = org
+    caplog.set_level(logging.INFO, logger="tether.gateway")
 
     async def work(transport: Any) -> None:
         face = _face(transport.app)
-        async with _connect(transport, token, "legacy") as c:
+        session_ids: list[str] = []
+        async with _connect(transport, token, "legacy", session_ids) as c:
             await c.call_tool("echo", {"text": "before"})
-            [sdk_session] = face.server.session_manager._server_instances.values()
+            [session_id] = session_ids
             await anyio.to_thread.run_sync(tether.registry.suspend, ADMIN, "helper")
             with anyio.fail_after(10):
-                while not sdk_session.is_terminated:
+                while session_id[:8] not in _closed(caplog):
                     await anyio.sleep(0.05)
             assert not face.sessions._open
 

@@ -11,6 +11,7 @@ of its own. ``test_hardening_bridge.py`` runs it against ``tether up`` as anothe
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ import anyio
 import httpx2
 import pytest
 from conftest import Cli, initialised
+from helpers.mcp_clients import over_stdio
 from helpers.uvicorn_thread import serving
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
@@ -70,17 +72,12 @@ def _env(url: str, key: Path) -> dict[str, str]:
 
 
 def _session(env: dict[str, str], work: Any, mode: str = "auto") -> Any:
-    async def run() -> Any:
-        params = StdioServerParameters(
-            command=str(TETHER), args=["gateway", "stdio", "test"], env=env
-        )
-        async with Client(params, mode=mode) as client:
-            return await work(client)
-
-    return anyio.run(run)
+    params = StdioServerParameters(command=str(TETHER), args=["gateway", "stdio", "test"], env=env)
+    return over_stdio(params, work, mode)
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.slow
 def test_a_desktop_client_uses_the_gateway_over_stdio_as_the_agent(desk, tmp_path, mode) -> None:
     tether, key = desk
     note = tmp_path / "note.txt"
@@ -105,6 +102,7 @@ def test_a_desktop_client_uses_the_gateway_over_stdio_as_the_agent(desk, tmp_pat
     assert tether.events.list(type="token.issued")  # it got its own token
 
 
+@pytest.mark.slow
 def test_a_refusal_by_the_server_reaches_the_client_as_an_mcp_error(desk) -> None:
     """Once the agent is suspended its token fails and a new one is refused: a tool call
     answers with the reason (isError), a listing with a JSON-RPC error; never a closed
@@ -125,6 +123,7 @@ def test_a_refusal_by_the_server_reaches_the_client_as_an_mcp_error(desk) -> Non
         _session(_env(url, key), work)
 
 
+@pytest.mark.slow
 def test_without_credentials_or_tether_url_the_bridge_does_not_start(desk, tmp_path) -> None:
     """It says what is missing and exits 2; a TETHER_HOME in its environment is not read."""
     import subprocess
@@ -154,7 +153,8 @@ async def _lines(send: Any) -> AsyncIterator[bytes]:
         yield item
 
 
-def test_tokens_are_renewed_before_they_expire_and_once_on_a_401(desk) -> None:
+@pytest.mark.slow
+def test_tokens_are_renewed_before_they_expire_and_once_on_a_401(desk, caplog) -> None:
     """In process (the bridge over the app): a token near its end is renewed before the
     call; a token revoked under the bridge is met by a 401, renewed once, and the call
     goes through; so does a call after the server ended the session that token held (the
@@ -162,6 +162,7 @@ def test_tokens_are_renewed_before_they_expire_and_once_on_a_401(desk) -> None:
     tether, key = desk
     from tether.api import create_app
 
+    caplog.set_level(logging.INFO, logger="tether.gateway")
     now = [0.0]
     out: list[dict[str, Any]] = []
     config = BridgeConfig.from_env("test", {"TETHER_URL": "http://t", "TETHER_AGENT_KEY": str(key)})
@@ -190,7 +191,6 @@ def test_tokens_are_renewed_before_they_expire_and_once_on_a_401(desk) -> None:
                 return out[-1]
 
             bridge = Bridge(http, tokens, "http://t/mcp/test", write)
-            face = _face(app)
             async with anyio.create_task_group() as group:
                 group.start_soon(bridge.run, _lines(receive))
                 await ask(_INIT)
@@ -207,10 +207,11 @@ def test_tokens_are_renewed_before_they_expire_and_once_on_a_401(desk) -> None:
                 third = await tokens.bearer()
                 assert third != second
                 await anyio.to_thread.run_sync(tether.tokens.revoke, ADMIN, third)
-                held = face.server.session_manager._server_instances
                 ended = bridge.session_id
+                assert ended
+                closed = f"closed MCP session {ended[:8]}"  # what the gateway logs
                 with anyio.fail_after(10):  # the epoch moved: the face closes the session
-                    while ended in held:
+                    while not any(r.getMessage().startswith(closed) for r in caplog.records):
                         await anyio.sleep(0.05)
                 answered = await ask(_call(5))
                 assert answered.get("result", {}).get("isError") is False, answered
@@ -219,12 +220,6 @@ def test_tokens_are_renewed_before_they_expire_and_once_on_a_401(desk) -> None:
 
     anyio.run(run)
     assert len(tether.events.list(type="token.issued")) == 4
-
-
-def _face(app: Any) -> Any:
-    from tether.gateway.http import McpFace
-
-    return next(r.app for r in app.routes if isinstance(getattr(r, "app", None), McpFace))
 
 
 _INIT = {

@@ -56,6 +56,7 @@ async def _until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyp
         await anyio.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_one_process_per_upstream_restarted_when_it_dies_while_idle(tether: Tether) -> None:
     tether.upstreams.add(ADMIN, UpstreamSpec("test", command=f"{sys.executable} {SERVER}"))
 
@@ -74,6 +75,7 @@ def test_one_process_per_upstream_restarted_when_it_dies_while_idle(tether: Teth
     assert not _alive(second)  # stopped cleanly with the gateway
 
 
+@pytest.mark.slow
 def test_a_command_that_cannot_start_is_refused_with_why_and_backed_off(
     tether: Tether, tmp_path: Path
 ) -> None:
@@ -104,6 +106,7 @@ def test_a_command_that_cannot_start_is_refused_with_why_and_backed_off(
     assert "FileNotFoundError" in missing[0] and "next try in" in missing[0]
 
 
+@pytest.mark.slow
 def test_removing_an_upstream_stops_its_process(tether: Tether) -> None:
     tether.upstreams.add(ADMIN, UpstreamSpec("test", command=f"{sys.executable} {SERVER}"))
 

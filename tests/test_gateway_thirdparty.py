@@ -34,6 +34,7 @@ import anyio
 import httpx2
 import pytest
 from conftest import spec
+from helpers.mcp_clients import over_stdio
 from helpers.uvicorn_thread import serving
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
@@ -156,6 +157,7 @@ def _text(content: list[Any]) -> str:
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.slow
 def test_over_streamable_http_with_the_sdk_client(org, mode: str) -> None:
     tether, token, root = org
 
@@ -180,6 +182,7 @@ def real_time(clock: Any) -> None:
     clock.now = datetime.now(UTC)
 
 
+@pytest.mark.slow
 def test_through_the_stdio_face_launched_by_the_sdk_client(real_time: None, org) -> None:
     """The stdio bridge with a static token, against the Tether served over HTTP."""
     tether, token, root = org
@@ -195,14 +198,10 @@ def test_through_the_stdio_face_launched_by_the_sdk_client(real_time: None, org)
             args=["gateway", "stdio", "fs"],
             env=env,
         )
-
-        async def run() -> str:
-            async with Client(face) as c:
-                return await _sdk_session(root, c)
-
-        _check_the_record(tether, root, anyio.run(run))
+        _check_the_record(tether, root, over_stdio(face, lambda c: _sdk_session(root, c)))
 
 
+@pytest.mark.slow
 def test_through_the_library_over_stdio(org) -> None:
     tether, token, root = org
     control = root / "docs" / "control.txt"

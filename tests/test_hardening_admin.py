@@ -6,17 +6,16 @@ ones run on SQLite and PostgreSQL through the ``db_url`` fixture."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 import sqlalchemy as sa
 from conftest import ADMIN, Cli, Served, served, spec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from helpers.people import person_token
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -36,9 +35,7 @@ MIB = 1024 * 1024
 
 def _idp_token(key: Ed25519PrivateKey, email: str) -> str:
     """A person's token from the test IdP (kid ``idp-1``), for the admin API."""
-    now = int(time.time())
-    claims = {"iss": ISSUER, "aud": "tether", "sub": email, "email": email, "exp": now + 300}
-    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "idp-1"})
+    return person_token(key, email, issuer=ISSUER, iat=None)
 
 
 def person(up: Served, email: str) -> dict[str, str]:

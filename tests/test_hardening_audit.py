@@ -259,6 +259,7 @@ def _scan_prints(cli: Cli, tree: Path) -> tuple[set[str], str]:
     return {c["fingerprint"] for f in done["findings"] for c in f["credentials"]}, out + err
 
 
+@pytest.mark.slow
 def test_item_13_fingerprints_are_keyed_per_installation_and_stable_within_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -287,6 +288,7 @@ def test_item_13_fingerprints_are_keyed_per_installation_and_stable_within_one(
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.slow
 def test_item_13_a_home_without_a_key_gets_one_on_first_scan(
     tmp_path: Path, cli_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -305,6 +307,7 @@ def test_item_13_a_home_without_a_key_gets_one_on_first_scan(
     assert _scan_prints(cli, tree)[0] == first
 
 
+@pytest.mark.slow
 def test_item_13_a_scan_without_an_installation_key_is_never_unkeyed(tmp_path: Path) -> None:
     """The library without a key (and the CLI without a home) keys with a key of its own."""
     tree = tmp_path / "estate"

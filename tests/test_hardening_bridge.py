@@ -15,24 +15,22 @@ import json
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import httpx2
 import pytest
 from conftest import spec
+from helpers.mcp_clients import over_stdio
 from helpers.mcp_wire import CALL, INIT, mcp_headers
+from helpers.processes import ServerProcess, free_port
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
@@ -56,12 +54,6 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: the user switch is mandatory)")
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -156,37 +148,17 @@ def _mirror(source: Path, target: Path) -> Path:
     return target
 
 
-class Served:
+class Served(ServerProcess):
     """``tether up`` as root on a free port, its TETHER_HOME mode 0700."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
         home.mkdir(mode=0o700)
         home.chmod(0o700)
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
+        port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
         self.env.update(TETHER_HOME=str(home), PYTHONPATH=str(SRC))
-        self.proc = subprocess.Popen(
-            [TETHER, "up", "--port", str(port)],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"tether up exited: {self.proc.stdout.read()}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            self.stop()
-            raise AssertionError("tether up did not come up within 60 s")
+        super().__init__([TETHER, "up", "--port", str(port)], self.env, port)
         self.admin = {
             **self.env,
             "TETHER_URL": self.url,
@@ -200,15 +172,6 @@ class Served:
         )
         assert done.returncode == 0, done.stderr
         return done
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 @pytest.fixture
@@ -276,15 +239,14 @@ def test_item_02_the_desktop_bridge_runs_as_another_user_with_only_its_key(desk)
         cwd=str(agent.home),
     )
 
-    async def work() -> None:
-        async with Client(bridge) as client:
-            assert [t.name for t in (await client.list_tools()).tools] == ["echo"]
-            said = await client.call_tool("echo", {"text": "from the desk"})
-            assert not said.is_error and said.content[0].text == "from the desk"
-            refused = await client.call_tool("write_note", {"path": "/tmp/x", "text": "x"})
-            assert refused.is_error and refused.content[0].text.startswith("denied: ")
+    async def work(client: Client) -> None:
+        assert [t.name for t in (await client.list_tools()).tools] == ["echo"]
+        said = await client.call_tool("echo", {"text": "from the desk"})
+        assert not said.is_error and said.content[0].text == "from the desk"
+        refused = await client.call_tool("write_note", {"path": "/tmp/x", "text": "x"})
+        assert refused.is_error and refused.content[0].text.startswith("denied: ")
 
-    anyio.run(work)
+    over_stdio(bridge, work)
 
     # The same user and environment cannot reach the admin API ...
     def as_agent(*argv: str, extra: dict[str, str] | None = None) -> Any:
@@ -318,6 +280,7 @@ def test_item_02_the_desktop_bridge_runs_as_another_user_with_only_its_key(desk)
     assert [g["resource"] for g in grants] == ["test/echo"]  # nothing was granted
 
 
+@pytest.mark.slow
 def test_item_02_the_bridge_imports_nothing_of_the_core_and_reads_no_tether_home(
     tmp_path: Path,
 ) -> None:
@@ -367,6 +330,7 @@ def two_agents(tether: Tether) -> tuple[Tether, str, str]:
     return tether, token("owner-agent"), token("other-agent")
 
 
+@pytest.mark.slow
 def test_item_08_a_session_belongs_to_the_agent_that_opened_it(two_agents) -> None:
     """Another agent using or deleting the session ID gets "Session not found" (404); the
     session lives on for its agent, and a kill of that agent still closes it."""

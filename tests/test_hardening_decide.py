@@ -3,15 +3,14 @@ through the token endpoint, the AuthZEN face and the CLI, on SQLite and PostgreS
 
 from __future__ import annotations
 
-import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 import pytest
-from conftest import Cli, Clock, initialised
+from conftest import Cli, Clock, initialised, with_dev_idp
 from cryptography.hazmat.primitives import serialization
+from helpers.people import delegation_token
 from test_exchange import (
     ACCESS,
     ADMIN,
@@ -39,18 +38,7 @@ def org(make_settings: Any, home: Any) -> Org:
 
 def person(org: Org, email: str, **extra: Any) -> str:
     """A person's delegation token from the test IdP, with extra claims."""
-    now = int(time.time())
-    claims = {
-        "iss": IDP,
-        "aud": f"{ISSUER}/oauth2/token",
-        "sub": email,
-        "email": email,
-        "iat": now,
-        "exp": now + 600,
-        "jti": str(uuid.uuid4()),
-        **extra,
-    }
-    return jwt.encode(claims, org.idp_key, algorithm="EdDSA", headers={"kid": "idp-1"})
+    return delegation_token(org.idp_key, email, issuer=IDP, tether=ISSUER, **extra)
 
 
 def delegate_decisions(org: Org) -> list[Any]:
@@ -259,9 +247,7 @@ def test_item_18_a_jti_is_kept_until_its_exact_exp_plus_leeway(
 
 
 def test_item_06_groups_from_the_cli_dev_idp_reach_the_hop(cli_env, capsys, tmp_path) -> None:
-    cli_env.mkdir()
-    (cli_env / "tether.toml").write_text("dev_idp = true\n")
-    cli = initialised(Cli(capsys))
+    cli = with_dev_idp(cli_env, capsys)
     for name in ("planner", "worker"):
         assert cli("agent", "register", name, "--owner", "alice@example.com")[0] == 0
     for args in (

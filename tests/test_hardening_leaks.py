@@ -49,6 +49,7 @@ def recorded(tether: Tether) -> str:
     return "\n".join(row[-1] for row in tether.events.bodies(after=0))
 
 
+@pytest.mark.slow
 def test_item_20_a_credential_with_a_newline_never_leaks_into_errors(
     tether: Tether,
     http_upstream: str,  # noqa: F811
@@ -151,6 +152,7 @@ def test_item_20_a_credential_value_is_checked_before_use(transport: str, bad: s
     assert resolve(credential, {"TETHER_TEST_BAD": good}, transport=transport) == good
 
 
+@pytest.mark.slow
 def test_item_20_a_sink_with_a_bad_header_value_leaves_last_error_clean(
     tether: Tether, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -179,6 +181,7 @@ def test_item_20_a_sink_with_a_bad_header_value_leaves_last_error_clean(
 # ---- item 17: injected credentials never come back out -------------------------------
 
 
+@pytest.mark.slow
 def test_item_17_an_upstream_echoing_its_credential_is_redacted_and_recorded(
     tether: Tether, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -322,6 +325,7 @@ def webhook(receiver: Receiver, **kw: Any) -> SinkConfig:
 
 
 @pytest.mark.parametrize("status", [200, 500])
+@pytest.mark.slow
 def test_item_22_a_huge_answer_is_never_read(tether: Tether, status: int) -> None:
     receiver = Receiver(huge_answer(status))
     try:
@@ -339,6 +343,7 @@ def test_item_22_a_huge_answer_is_never_read(tether: Tether, status: int) -> Non
         assert delivered == 0 and state["last_error"] == "the webhook answered HTTP 500"
 
 
+@pytest.mark.slow
 def test_item_22_a_dripping_receiver_hits_the_deadline(tether: Tether) -> None:
     receiver = Receiver(drip)
     try:
@@ -354,6 +359,7 @@ def test_item_22_a_dripping_receiver_hits_the_deadline(tether: Tether) -> None:
     assert "within 300 ms" in state["last_error"] and "deadline" in state["last_error"]
 
 
+@pytest.mark.slow
 def test_item_22_no_transaction_is_held_while_a_receiver_waits(tether: Tether) -> None:
     receiver = Receiver(held)
     other = Store.open(tether.settings.database_url)

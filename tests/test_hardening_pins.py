@@ -100,6 +100,7 @@ def _text(result: dict[str, Any]) -> str:
 # ---- item 1: a pin covers the whole definition --------------------------------------------
 
 
+@pytest.mark.slow
 def test_item_01_a_change_past_character_2048_blocks_the_tool(
     tether: Tether, tmp_path: Path
 ) -> None:
@@ -359,6 +360,7 @@ def test_item_05_an_odd_tool_name_is_hidden_refused_and_recorded_once(tether: Te
 # ---- item 23: listings are capped, the probe backs off ------------------------------------
 
 
+@pytest.mark.slow
 def test_item_23_a_listing_above_the_cap_is_refused_whole_and_pins_nothing(
     make_settings: Any,
 ) -> None:
@@ -391,6 +393,7 @@ def test_item_23_a_listing_above_the_cap_is_refused_whole_and_pins_nothing(
         tether.close()
 
 
+@pytest.mark.slow
 def test_item_23_the_probe_backs_off_while_nothing_changes(
     tether: Tether, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -416,6 +419,7 @@ def test_item_23_the_probe_backs_off_while_nothing_changes(
     assert listings <= 12, listings
 
 
+@pytest.mark.unmigrated
 def test_item_01_the_migration_keeps_old_pins_as_old_and_marks_listed_kinds(db_url: str) -> None:
     """Upgrading a store with pins: they stay version 1 (to be migrated on sight), their
     partial pending changes are dropped, and the kinds already listed stay listed (so what

@@ -27,6 +27,7 @@ import hvac.exceptions
 import pytest
 from helpers.openbao import OpenBao, openbao
 from helpers.vault_broker import broker_for
+from helpers.vault_org import vault_tether
 from sqlalchemy import insert, select
 from test_kill_vault import Org
 
@@ -78,17 +79,8 @@ def _accessors(bao: OpenBao) -> set[str]:
 def _org(
     bao: OpenBao, make_settings: Callable[..., Settings], tmp_path: Path, token: str
 ) -> Iterator[Org]:
-    settings: Settings = make_settings(
-        vault={"address": bao.address, "token": token, "timeout_ms": 2000, "cache_ms": 0}
-    )
-    tether, _ = Tether.init(settings)
-    pair = generate_key_pair()
     key_file = tmp_path / "a.pem"
-    key_file.write_bytes(pair.private_pem)
-    tether.registry.register(
-        ADMIN, AgentSpec(name="a", owner="alice@example.com", public_key=pair.public_key)
-    )
-    with tether:
+    with vault_tether(bao, make_settings, key_file, token=token, timeout_ms=2000) as tether:
         yield Org(tether, key_file)
 
 

@@ -22,10 +22,11 @@ import hvac.exceptions
 import pytest
 from fastapi.testclient import TestClient
 from helpers.openbao import OpenBao, openbao
+from helpers.vault_org import vault_tether
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tether import AgentSpec, Caller, GrantSpec, Settings, Tether, generate_key_pair
+from tether import Caller, GrantSpec, Tether
 from tether.agent_keys import client_assertion, load_private_key
 from tether.api import create_app
 from tether.tokens import ASSERTION_TYPE
@@ -79,17 +80,9 @@ class Org:
 
 @pytest.fixture
 def org(bao: OpenBao, make_settings: Any, tmp_path: Path) -> Iterator[Org]:
-    settings: Settings = make_settings(
-        vault={"address": bao.address, "token": bao.root_token, "timeout_ms": 1000, "cache_ms": 0}
-    )
-    tether, _ = Tether.init(settings)
-    pair = generate_key_pair()
     key_file = tmp_path / "a.pem"
-    key_file.write_bytes(pair.private_pem)
-    tether.registry.register(
-        ADMIN, AgentSpec(name="a", owner="alice@example.com", public_key=pair.public_key)
-    )
-    with tether:
+    token = bao.root_token
+    with vault_tether(bao, make_settings, key_file, token=token, timeout_ms=1000) as tether:
         yield Org(tether, key_file)
 
 
@@ -99,6 +92,7 @@ def _secret(bao: OpenBao, path: str) -> tuple[dict[str, Any], int]:
     return read["data"]["data"], int(read["data"]["metadata"]["version"])
 
 
+@pytest.mark.slow
 def test_a_kill_rotates_the_secret_the_agent_read_and_revokes_its_vault_token(
     bao: OpenBao, org: Org
 ) -> None:
@@ -147,6 +141,7 @@ def test_a_kill_rotates_the_secret_the_agent_read_and_revokes_its_vault_token(
     assert (f"vault/{path}", "allow") in decisions and ("vault/ci/other", "deny") in decisions
 
 
+@pytest.mark.slow
 def test_without_a_reachable_vault_everything_fails_closed_and_kills_are_retried(
     bao: OpenBao, org: Org
 ) -> None:
@@ -211,6 +206,7 @@ def _admin(org: Org) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+@pytest.mark.slow
 def test_an_agent_fetches_its_credential_with_the_cli(
     bao: OpenBao,
     cli_env: Path,

@@ -4,61 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from helpers.processes import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TETHER = str(Path(sys.executable).with_name("tether"))
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, argv: list[str], env: dict[str, str], port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.proc.stdout.read()}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise AssertionError("server did not come up within 60s")
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.stdout.read() if self.proc.stdout else ""
 
 
 def env_for(home: Path, db_url: str | None = None) -> dict[str, str]:
@@ -70,11 +27,12 @@ def env_for(home: Path, db_url: str | None = None) -> dict[str, str]:
 
 
 @pytest.fixture
-def demo(tmp_path: Path, db_url: str) -> Iterator[tuple[Server, str, dict[str, str]]]:
+def demo(tmp_path: Path, db_url: str) -> Iterator[tuple[ServerProcess, str, dict[str, str]]]:
     """`make run` exactly as the README says, on a free port and a temporary home."""
     port = free_port()
     env = env_for(tmp_path / "home", db_url)
-    server = Server(["make", "--no-print-directory", "run", f"PORT={port}"], env, port)
+    argv = ["make", "--no-print-directory", "run", f"PORT={port}"]
+    server = ServerProcess(argv, env, port, cwd=ROOT)
     token = (tmp_path / "home" / "admin.token").read_text().strip()
     try:
         yield server, token, env

@@ -12,6 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from tether import Settings, StoreUnavailable, Tether
 from tether.store import Store, metadata
 
+pytestmark = pytest.mark.unmigrated  # these test migrating and initialising a store for real
+
 
 def test_migrations_build_exactly_the_declared_tables(db_url: str) -> None:
     store = Store.open(db_url)

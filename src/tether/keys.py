@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,17 @@ _REFRESH_SECONDS = 1.0
 
 
 class SigningKeys:
-    def __init__(self, services: Services) -> None:
+    """The signing keys of one store. ``monotonic`` times the once-a-second re-reads
+    (tests replace it to step past a refresh instead of sleeping through it)."""
+
+    def __init__(
+        self, services: Services, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self._store = services.store
         self._settings = services.settings
         self._log = services.events
         self._clock = services.clock
+        self.monotonic = monotonic
         self._lock = threading.Lock()
         self._current: tuple[str, Ed25519PrivateKey] | None = None
         self._current_at = float("-inf")
@@ -111,11 +118,11 @@ class SigningKeys:
     def current(self) -> tuple[str, Ed25519PrivateKey]:
         """The kid and private key new tokens are signed with."""
         current = self._current
-        if current is not None and time.monotonic() - self._current_at < _REFRESH_SECONDS:
+        if current is not None and self.monotonic() - self._current_at < _REFRESH_SECONDS:
             return current
         kid = self.ensure()  # another process may have rotated
         if current is not None and current[0] == kid:
-            self._current_at = time.monotonic()
+            self._current_at = self.monotonic()
             return current
         path = self._dir / f"{kid}.pem"
         try:
@@ -125,19 +132,19 @@ class SigningKeys:
         assert isinstance(loaded, Ed25519PrivateKey)
         with self._lock:
             self._current = (kid, loaded)
-            self._current_at = time.monotonic()
+            self._current_at = self.monotonic()
         return kid, loaded
 
     def public(self, kid: str) -> bytes | None:
         """The raw public key for ``kid`` if it is published; re-read at most once a second."""
-        if time.monotonic() - self._loaded_at >= _REFRESH_SECONDS:
+        if self.monotonic() - self._loaded_at >= _REFRESH_SECONDS:
             self._reload()  # also drops keys retired for longer than a token can live
         return self._public.get(kid)
 
     def verifier(self, kid: str) -> jwt.PyJWK | None:
         """The published key ``kid`` as PyJWT wants it (built once per key)."""
         found = self._verifiers.get(kid)
-        if found is not None and time.monotonic() - self._loaded_at < _REFRESH_SECONDS:
+        if found is not None and self.monotonic() - self._loaded_at < _REFRESH_SECONDS:
             return found
         raw = self.public(kid)
         if raw is None:
@@ -161,7 +168,7 @@ class SigningKeys:
         with self._lock:
             self._public = published
             self._verifiers = {k: v for k, v in self._verifiers.items() if k in published}
-            self._loaded_at = time.monotonic()
+            self._loaded_at = self.monotonic()
 
     def jwks(self) -> dict[str, Any]:
         self._reload()

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers.processes import free_port
+
 __all__ = ["OpenBao", "bao_binary", "free_port", "openbao"]
 
 STARTUP_TIMEOUT = 30.0
@@ -32,14 +33,6 @@ STARTUP_TIMEOUT = 30.0
 def bao_binary() -> Path:
     """The ``bao`` of this virtual environment."""
     return Path(sys.executable).parent / "bao"
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on (at the time of asking)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
