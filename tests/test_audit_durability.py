@@ -318,6 +318,7 @@ def test_every_acknowledged_append_survives_sigkill(
     outputs: list[Output] = []
     started = time.monotonic()
     rounds = 0
+
     def more() -> bool:
         appended, spent = sum(len(o.acks) + len(o.agents) for o in outputs), time.monotonic()
         return (

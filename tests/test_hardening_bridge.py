@@ -128,7 +128,9 @@ def agent_user() -> Iterator[Agent]:
                 # clone under a 0700 /root): give it a readable copy, linked where it can be.
                 mirror = Path(tempfile.mkdtemp(prefix="tether-agent-py-"))
                 mirror.chmod(0o755)
-                paths = ":".join(str(_mirror(Path(p), mirror / n)) for n, p in (("src", SRC), ("site", site)))
+                paths = ":".join(
+                    str(_mirror(Path(p), mirror / n)) for n, p in (("src", SRC), ("site", site))
+                )
         _unavailable(f"no Python {version} that the user {AGENT_USER} may run")
     finally:
         shutil.rmtree(home, ignore_errors=True)

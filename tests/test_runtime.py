@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import ADMIN, spec
 from helpers.mcp_wire import CALL, INIT, INITIALISED, mcp_headers
-from helpers.uvicorn_thread import free_port
+from helpers.processes import free_port
 
 from tether import InitResult, Settings, Tether
 from tether.api import create_app
@@ -146,6 +146,29 @@ def test_a_dead_holders_lock_is_taken_over(initialised: Settings) -> None:
             holder.wait()
 
 
+def test_stores_in_other_schemas_of_one_database_hold_their_own_jobs(
+    postgres_schema_url: str, postgres_template: Any
+) -> None:
+    """PostgreSQL advisory locks are per database: two Tether stores in two schemas of one
+    database must not take each other's jobs (each runs its own sweeper)."""
+    from tether.store import Store
+
+    with postgres_template.schema(migrated=True) as other_url:
+        one, two = Store.open(postgres_schema_url), Store.open(other_url)
+        mine, theirs = StoreLock(one, "job:sweeper"), StoreLock(two, "job:sweeper")
+        three = Store.open(postgres_schema_url)
+        same = StoreLock(three, "job:sweeper")
+        try:
+            assert mine.hold()
+            assert theirs.hold()  # another store: its own lock
+            assert not same.hold()  # the same store: held by the first
+        finally:
+            for lock in (mine, theirs, same):
+                lock.release()
+            for store in (one, two, three):
+                store.dispose()
+
+
 def test_a_lock_whose_connection_died_is_lost_and_taken_over(postgres_schema_url: str) -> None:
     from tether.store import Store
 
@@ -256,6 +279,7 @@ def test_processes_initialising_one_store_together_make_one_admin_token(
         assert len(conn.execute(sa.select(admin_tokens)).all()) == 1
 
 
+@pytest.mark.unmigrated  # an empty store: nothing initialised it
 def test_a_store_not_initialised_is_refused(tmp_path: Path, db_url: str) -> None:
     home = tmp_path / "home"
     with pytest.raises(StoreUnavailable, match="tether init"):

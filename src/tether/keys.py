@@ -35,9 +35,7 @@ class SigningKeys:
     """The signing keys of one store. ``monotonic`` times the once-a-second re-reads
     (tests replace it to step past a refresh instead of sleeping through it)."""
 
-    def __init__(
-        self, services: Services, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, services: Services, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._store = services.store
         self._settings = services.settings
         self._log = services.events

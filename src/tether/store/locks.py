@@ -40,12 +40,24 @@ class StoreLock:
         self._conn: Connection | None = None  # PostgreSQL: the session holding the lock
         self._fd: int | None = None  # SQLite: the open lock file
         self._path = _lock_file(store, name)
+        self._key: int | None = None
 
     @property
     def key(self) -> int:
-        """The PostgreSQL advisory lock key (a signed 64-bit integer) of this name."""
-        digest = hashlib.sha256(f"tether-{self.name}".encode()).digest()
-        return int.from_bytes(digest[:8], "big", signed=True)
+        """The PostgreSQL advisory lock key (a signed 64-bit integer) of this name in this
+        store's schema: advisory locks are per database, and several stores may share a
+        database in different schemas without taking each other's jobs."""
+        if self._key is None:
+            with self._store.engine.connect() as conn:
+                self._key = self._key_on(conn)
+        return self._key
+
+    def _key_on(self, conn: Connection) -> int:
+        if self._key is None:
+            schema = conn.execute(text("SELECT current_schema()")).scalar() or ""
+            digest = hashlib.sha256(f"tether-{schema}-{self.name}".encode()).digest()
+            self._key = int.from_bytes(digest[:8], "big", signed=True)
+        return self._key
 
     @property
     def held(self) -> bool:
@@ -105,7 +117,8 @@ class StoreLock:
         opened = self._store.engine.connect()
         try:
             conn = opened.execution_options(isolation_level="AUTOCOMMIT")
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key})
+            key = self._key_on(conn)
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
             if got.scalar():
                 self._conn = conn
                 return True
