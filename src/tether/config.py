@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ __all__ = [
     "CONFIG_FILE",
     "DEFAULT_HOME",
     "AuditSettings",
+    "DetectSettings",
     "IdpConfig",
     "Settings",
     "SinkConfig",
@@ -146,6 +148,130 @@ class VaultSettings(BaseModel):
         return self.address is not None
 
 
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+Response = Literal["alert", "suspend", "kill", "kill-cascade"]
+DETECTORS = (
+    "first_use",
+    "new_delegation",
+    "call_rate",
+    "result_volume",
+    "enumeration",
+    "denial_burst",
+    "off_hours",
+    "dormant_wake",
+    "credential_spike",
+    "unowned_actor",
+)
+
+
+class DetectorParams(BaseModel):
+    """What every detector takes (``[detect.detectors.NAME]``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    severity: Severity | None = None  # None: the detector's own (documented) severity
+
+
+class FirstUseParams(DetectorParams):
+    """``first_use``: a tool, resource, upstream server or token audience never used."""
+
+    kinds: tuple[Literal["tool", "resource", "server", "audience"], ...] = (
+        "tool",
+        "resource",
+        "server",
+        "audience",
+    )
+
+
+class SpikeParams(DetectorParams):
+    """A robust spike against the agent's own history of windows (median/MAD)."""
+
+    window: Duration = timedelta(minutes=5)
+    history: int = Field(default=288, ge=8, le=10_000)  # windows remembered
+    mad_k: float = Field(default=8.0, gt=0)  # spike: above median + mad_k * 1.4826 * MAD
+    factor: float = Field(default=3.0, ge=1)  # ... and at least factor * median
+    min_count: float = Field(default=30, ge=1)  # ... and at least this much in the window
+
+
+class EnumerationParams(DetectorParams):
+    window: Duration = timedelta(minutes=10)
+    min_distinct: int = Field(default=15, ge=2)  # distinct tools/resources in one window
+    factor: float = Field(default=3.0, ge=1)  # ... and factor * the most the agent ever did
+
+
+class DenialParams(DetectorParams):
+    window: Duration = timedelta(minutes=5)
+    min_denials: int = Field(default=5, ge=1)
+    min_ratio: float = Field(default=0.5, gt=0, le=1)  # denials / decisions in the window
+
+
+class OffHoursParams(DetectorParams):
+    min_share: float = Field(default=0.005, ge=0, lt=1)  # of the agent's activity in that hour
+    neighbours: int = Field(default=1, ge=0, le=6)  # hours either side that also count
+
+
+class DormantParams(DetectorParams):
+    after: Duration = timedelta(days=14)
+
+
+class Detectors(BaseModel):
+    """``[detect.detectors]``: each detector's parameters (see the README's table)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    first_use: FirstUseParams = FirstUseParams()
+    new_delegation: DetectorParams = DetectorParams()
+    call_rate: SpikeParams = SpikeParams()
+    result_volume: SpikeParams = SpikeParams(min_count=1_000_000)  # bytes per window
+    enumeration: EnumerationParams = EnumerationParams()
+    denial_burst: DenialParams = DenialParams()
+    off_hours: OffHoursParams = OffHoursParams()
+    dormant_wake: DormantParams = DormantParams()
+    credential_spike: SpikeParams = SpikeParams(window=timedelta(minutes=15), min_count=10)
+    unowned_actor: DetectorParams = DetectorParams()
+
+
+class DetectSettings(BaseModel):
+    """``[detect]``: the behaviour detector, its learning, its detectors and the response
+    policy (``[detect.response]``: a detector name or a severity -> ``alert``,
+    ``suspend``, ``kill`` or ``kill-cascade``; a detector's own entry wins over its
+    severity's, and ``default`` over nothing)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    learning: Duration = timedelta(days=7)  # per agent, from its first event: no novelty alerts
+    timezone: str = "UTC"  # for active hours
+    batch_size: int = Field(default=1_000, ge=1, le=100_000)
+    interval_ms: int = Field(default=500, ge=10, le=60_000)
+    max_actions_per_hour: int = Field(default=10, ge=0)  # the circuit breaker
+    response: dict[str, Response] = Field(default_factory=dict)
+    detectors: Detectors = Detectors()
+
+    @model_validator(mode="after")
+    def _check(self) -> DetectSettings:
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: unknown time zone {self.timezone!r}") from None
+        for key in self.response:
+            if key != "default" and key not in DETECTORS and key not in SEVERITIES:
+                raise ValueError(
+                    f"response.{key}: not a detector ({', '.join(DETECTORS)}), a severity "
+                    f"({', '.join(SEVERITIES)}) or 'default'"
+                )
+        return self
+
+    def response_for(self, detector: str, severity: str) -> Response:
+        """What to do on an alert of ``detector`` at ``severity`` (``alert`` unless said)."""
+        for key in (detector, severity, "default"):
+            if key in self.response:
+                return self.response[key]
+        return "alert"
+
+
 class Settings(BaseModel):
     """Everything the library needs to know, already parsed and checked."""
 
@@ -183,6 +309,7 @@ class Settings(BaseModel):
     idp: tuple[IdpConfig, ...] = ()
     audit: AuditSettings = AuditSettings()
     vault: VaultSettings = VaultSettings()
+    detect: DetectSettings = DetectSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
