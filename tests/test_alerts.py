@@ -102,9 +102,14 @@ def test_the_same_finding_raised_again_is_the_same_alert(org: Tether) -> None:
 
 def test_a_rolled_back_transaction_leaves_no_alert_no_event_and_no_risk(org: Tether) -> None:
     size = org.events.size()
-    with pytest.raises(RuntimeError, match="the detector failed"), org.store.write() as conn:
-        org.alerts.raise_all(conn, [finding(), finding("scout", "critical")])
-        raise RuntimeError("the detector failed")
+
+    def fail_after_raising() -> None:
+        with org.store.write() as conn:
+            org.alerts.raise_all(conn, [finding(), finding("scout", "critical")])
+            raise RuntimeError("the detector failed")
+
+    with pytest.raises(RuntimeError, match="the detector failed"):
+        fail_after_raising()
     assert org.alerts.list(ADMIN) == []
     assert org.events.size() == size
     assert org.risk.score("helper") == 0
