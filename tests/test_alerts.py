@@ -307,4 +307,4 @@ def test_open_counts(org: Tether) -> None:
         finding("scout", severity="low", evidence=(3,)),
     )
     org.alerts.acknowledge(ADMIN, a.id)
-    assert org.alerts.open_counts() == {"high": 1, "low": 1}
+    assert org.alerts.open_counts() == {"low": 1, "medium": 0, "high": 1, "critical": 0}

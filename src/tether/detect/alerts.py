@@ -205,14 +205,15 @@ class Alerts:
             return [_alert(row) for row in conn.execute(query.limit(limit))]
 
     def open_counts(self) -> dict[str, int]:
-        """Open alerts by severity (the ``tether_alerts_open`` gauge)."""
+        """Open alerts by severity, every severity named (the ``tether_alerts_open`` gauge)."""
         query = (
             select(alerts.c.severity, func.count())
             .where(alerts.c.state == "open")
             .group_by(alerts.c.severity)
         )
         with self._store.read() as conn:
-            return {str(severity): int(n) for severity, n in conn.execute(query)}
+            counts = {str(severity): int(n) for severity, n in conn.execute(query)}
+        return {severity: counts.get(severity, 0) for severity in SEVERITIES}
 
     # ---- changes by people --------------------------------------------------------------
 
