@@ -4,13 +4,18 @@ the rules, every change on record."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import ADMIN, Clock, spec
+from ocsf_validate import validate
 
 from tether import Caller, Forbidden, IllegalTransition, InvalidRequest, NotFound, Tether
+from tether.audit.sinks import SinkRunner
+from tether.config import SinkConfig
 from tether.detect.alerts import alert_id
 from tether.detect.model import Alert, AlertAction, Finding
 from tether.model import Email
@@ -308,3 +313,34 @@ def test_open_counts(org: Tether) -> None:
     )
     org.alerts.acknowledge(ADMIN, a.id)
     assert org.alerts.open_counts() == {"low": 1, "medium": 0, "high": 1, "critical": 0}
+
+
+# ---- to the SIEM ---------------------------------------------------------------------
+
+
+def test_every_alert_event_reaches_the_file_sink_as_a_valid_detection_finding(
+    org: Tether, tmp_path: Path
+) -> None:
+    [alert] = raise_(org, finding(evidence=(2, 3)))
+    org.alerts.acknowledge(ALICE, alert.id)
+    org.alerts.suppress(ADMIN, alert.id, "a load test")
+    path = tmp_path / "siem.ocsf"
+    config = SinkConfig(name="siem", kind="file", format="ocsf", path=path)
+    with SinkRunner(org.store, org.events, [config], version=org.version) as sink:
+        assert sink.deliver_once() == org.events.size()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    findings = [event for event in lines if event["class_uid"] == 2004]
+    assert [(f["activity_id"], f["status"]) for f in findings] == [
+        (1, "New"),
+        (2, "In Progress"),
+        (3, "Suppressed"),
+    ]
+    for event in findings:
+        assert validate(event) == []
+        assert event["finding_info"]["uid"] == alert.id
+        assert event["finding_info"]["types"] == ["first_use"]
+        assert event["finding_info"]["related_events"] == [{"uid": "2"}, {"uid": "3"}]
+        assert event["severity"] == "High"
+    assert findings[0]["actor"]["user"]["uid"] == "system:detect"
+    assert findings[1]["actor"]["user"]["uid"] == "user:alice@example.com"
+    assert findings[2]["status_detail"] == "a load test"
