@@ -206,6 +206,14 @@ def test_owners_see_only_their_agents_alerts(org: Tether) -> None:
     assert len(events(org, "access.refused")) == refused
 
 
+def test_a_caller_who_owns_nothing_sees_no_unowned_alert(org: Tether) -> None:
+    [alert] = raise_(org, finding("ghost"))  # no owner
+    nobody = Caller("service:reporter")  # neither admin nor a person
+    assert org.alerts.list(nobody) == []
+    with pytest.raises(NotFound):
+        org.alerts.get(nobody, alert.id)
+
+
 def test_an_alert_follows_the_agent_to_its_new_owner_and_stays_with_the_old(
     org: Tether,
 ) -> None:
