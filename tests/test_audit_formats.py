@@ -61,6 +61,18 @@ ODD_DETAIL = {
 }
 
 
+ALERT = {
+    "alert": "alt_0123456789abcdef",
+    "detector": "first_use",
+    "severity": "high",
+    "summary": "helper called payments/refund for the first time",
+    "evidence": [40, 41],
+    "owner": "alice@example.com",
+    "created_at": "2026-11-28T16:11:39.000000+00:00",
+    "state": "open",
+}
+
+
 def body(kind: str, **fields: Any) -> dict[str, Any]:
     """An event body as the log writes it: action = type, resource = subject, chain = actor."""
     actor = fields.pop("actor", "admin")
@@ -328,6 +340,28 @@ CASES: list[tuple[str, dict[str, Any], int, int, int]] = [
         1,
     ),
     ("alert-plain", body("alert", actor="system:watch", subject=None, resource=None), 2004, 1, 1),
+    ("alert.raised", body("alert.raised", actor="system:detect", detail=ALERT), 2004, 1, 1),
+    (
+        "alert.acknowledged",
+        body("alert.acknowledged", actor=ALICE, detail={**ALERT, "state": "acknowledged"}),
+        2004,
+        2,
+        2,
+    ),
+    (
+        "alert.resolved",
+        body("alert.resolved", detail={**ALERT, "state": "resolved"}, reasons=["a new tool"]),
+        2004,
+        3,
+        4,
+    ),
+    (
+        "alert.suppressed",
+        body("alert.suppressed", detail={**ALERT, "state": "suppressed"}, reasons=["noise"]),
+        2004,
+        3,
+        3,
+    ),
     (
         "unknown-with-action",
         body("session.started", action="sessions/open", resource="s-1"),
@@ -377,7 +411,8 @@ def test_every_listed_type_has_a_case():
         "agent.registered", "agent.updated", "agent.suspended", "agent.resumed", "agent.retired",
         "agent.expired", "agent.unowned", "agent.owner_changed", "agent.key_rotated", "agent.killed",
         "grant.added", "grant.revoked", "policy.added", "policy.removed", "keys.rotated",
-        "access.refused", "tool.call", "tool.result", "alert",
+        "access.refused", "tool.call", "tool.result", "alert", "alert.raised",
+        "alert.acknowledged", "alert.resolved", "alert.suppressed",
     }  # fmt: skip
     assert listed <= {case[1]["type"] for case in CASES}
 
@@ -765,3 +800,44 @@ def test_random_bodies_export_validly(event, version):
     shown = visible(json.dumps(event["detail"], ensure_ascii=False))
     assert json.loads(ext.get("cs4", "{}")) == json.loads(shown)
     assert not any(c in line for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def test_alert_events_are_detection_findings_with_the_alert_and_its_state() -> None:
+    raised = to_ocsf(copy.deepcopy(BY_ID["alert.raised"]), version=VERSION)
+    assert raised["type_uid"] == 200401 and raised["is_alert"] is True
+    assert (raised["severity_id"], raised["severity"]) == (4, "High")
+    assert (raised["status_id"], raised["status"]) == (1, "New")
+    info = raised["finding_info"]
+    assert info["uid"] == "alt_0123456789abcdef"
+    assert info["title"] == "helper called payments/refund for the first time"
+    assert info["types"] == ["first_use"]
+    assert info["analytic"] == {"name": "first_use", "type_id": 2, "type": "Behavioral"}
+    assert info["related_events"] == [{"uid": "40"}, {"uid": "41"}]
+    assert info["related_events_count"] == 2
+    assert info["created_time"] == 1795882299000
+    assert "modified_time" not in info
+    assert raised["actor"]["user"]["uid"] == "system:detect"
+    assert raised["resources"] == [{"uid": HELPER, "role_id": 1, "role": "Target"}]
+    resolved = to_ocsf(copy.deepcopy(BY_ID["alert.resolved"]), version=VERSION)
+    assert (resolved["activity_name"], resolved["status"]) == ("Close", "Resolved")
+    assert resolved["status_detail"] == "a new tool"
+    assert resolved["finding_info"]["modified_time"] == TIME_MS
+    assert resolved["finding_info"]["uid"] == info["uid"]  # one finding, followed through
+    acked = to_ocsf(copy.deepcopy(BY_ID["alert.acknowledged"]), version=VERSION)
+    assert (acked["type_uid"], acked["status"]) == (200402, "In Progress")
+    suppressed = to_ocsf(copy.deepcopy(BY_ID["alert.suppressed"]), version=VERSION)
+    assert (suppressed["type_uid"], suppressed["status"]) == (200403, "Suppressed")
+    for severity, expected in (("low", 2), ("medium", 3), ("critical", 5)):
+        event = body("alert.raised", detail={**ALERT, "severity": severity})
+        assert to_ocsf(event, version=VERSION)["severity_id"] == expected
+
+
+def test_odd_alert_details_still_validate() -> None:
+    for detail in (
+        {},
+        {"alert": 7, "evidence": "40", "detector": ["x"], "created_at": "yesterday"},
+        {"evidence": [True, "1", 2**40], "summary": "", "severity": "catastrophic"},
+    ):
+        out = to_ocsf(body("alert.raised", detail=detail), version=VERSION)
+        assert validate(out) == [], detail
+        assert out["finding_info"]["title"] == "Tether alert"

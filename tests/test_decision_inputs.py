@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether import AccessRequest, GrantSpec, InvalidRequest, Settings, Tether
+from tether.detect.risk import RiskInput
 from tether.policy.guardrails import Guardrail
 from tether.policy.inputs import (
     BUILTIN_INPUTS,
@@ -54,8 +55,7 @@ class Risk:
 
 
 class Rails:
-    """The store's guardrails and one more, given as is (the schema does not declare the
-    ``risk`` key yet: its input is still to come)."""
+    """The store's guardrails and one more, given as is (not validated on the way in)."""
 
     def __init__(self, tether: Tether, text: str) -> None:
         self._tether, self._text = tether, text
@@ -80,8 +80,10 @@ def org(tether: Tether) -> Tether:
 REQUEST = AccessRequest.of("helper", "tools/call", "github/create_issue")
 
 
-def test_the_schema_context_is_the_builtin_inputs() -> None:
-    record = ", ".join(f"{i.name}: {i.cedar_type}" for i in BUILTIN_INPUTS)
+def test_the_schema_context_is_the_builtin_inputs_and_risk() -> None:
+    declared = [(i.name, i.cedar_type) for i in BUILTIN_INPUTS]
+    declared.append((RiskInput.name, RiskInput.cedar_type))  # the detector's, wired by the core
+    record = ", ".join(f"{name}: {kind}" for name, kind in declared)
     assert f"context: {{ {record} }}" in SCHEMA_TEXT
     assert {i.name for i in BUILTIN_INPUTS} == {"chain_depth", "on_behalf_of", "time", "hour"}
     assert {"risk", "args", "session"} <= RESERVED

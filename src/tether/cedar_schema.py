@@ -26,7 +26,7 @@ entity Resource = {{ path: String, depth: Long }};
 action {_ACTION_LIST} appliesTo {{
   principal: [Agent, User],
   resource: [Resource],
-  context: {{ chain_depth: Long, on_behalf_of: String, time: Long, hour: Long }}
+  context: {{ chain_depth: Long, on_behalf_of: String, time: Long, hour: Long, risk: Long }}
 }};
 """
 

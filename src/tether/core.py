@@ -17,6 +17,8 @@ from tether.audit.throttle import RefusalLog, Refusals
 from tether.audit.verify import Report, verify
 from tether.callers import Caller
 from tether.config import Settings
+from tether.detect.alerts import Alerts
+from tether.detect.risk import RiskInput, RiskScores
 from tether.dev_idp import DevIdp
 from tether.discover.findings import Findings
 from tether.discover.key import home_key
@@ -129,7 +131,15 @@ class Tether:
         self.killswitch = KillSwitch(self.services, self.registry, self.vault)
         self.discovery = Findings(self.services, self.registry)
         self.reports = Reports(self.services, self.registry, self.grants)
-        self.pdp = DecisionPoint(self.services, self.registry, self.grants, self.guardrails)
+        self.risk = RiskScores(self.services)
+        self.alerts = Alerts(self.services, self.registry, self.refusals, self.risk, self.metrics)
+        self.pdp = DecisionPoint(
+            self.services,
+            self.registry,
+            self.grants,
+            self.guardrails,
+            inputs=(RiskInput(self.risk),),  # context.risk: the chain's highest risk score
+        )
 
     @classmethod
     def open(

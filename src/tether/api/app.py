@@ -11,7 +11,17 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from starlette.routing import Route
 
-from tether.api import agents, audit, authzen, credentials, discovery, gateway, grants, oauth
+from tether.api import (
+    agents,
+    alerts,
+    audit,
+    authzen,
+    credentials,
+    discovery,
+    gateway,
+    grants,
+    oauth,
+)
 from tether.api.body_limit import BodyLimit
 from tether.api.errors import install_error_handlers
 from tether.api.request_ids import RequestIds
@@ -49,6 +59,7 @@ def create_app(tether: Tether) -> FastAPI:
     app.include_router(gateway.router)
     app.include_router(credentials.router)
     app.include_router(discovery.router)
+    app.include_router(alerts.router)
     app.router.routes.append(Route("/mcp/{name}", endpoint=face, methods=["GET", "POST", "DELETE"]))
 
     @app.get("/.well-known/oauth-protected-resource/mcp/{name}", tags=["gateway"])
@@ -62,13 +73,18 @@ def create_app(tether: Tether) -> FastAPI:
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        """Prometheus metrics: agents by state (from the store) and this process's
-        decision counters. Counts only: no names, owners or other identifiers."""
+        """Prometheus metrics: agents by state and open alerts by severity (from the
+        store), this process's decision and alert counters. Counts only: no names, owners
+        or other identifiers."""
         agents = Counter(a.state.value for a in tether.registry.list(Caller.system("metrics")))
         gauges: dict[str, dict[tuple[tuple[str, str], ...], float]] = {
             "tether_agents": {(("state", state),): float(n) for state, n in agents.items()},
             "tether_state_epoch": {(): float(tether.epoch.current())},
             "tether_audit_events": {(): float(tether.events.size())},
+            "tether_alerts_open": {
+                (("severity", severity),): float(n)
+                for severity, n in tether.alerts.open_counts().items()
+            },
         }
         return PlainTextResponse(
             tether.metrics.render(gauges), media_type="text/plain; version=0.0.4"

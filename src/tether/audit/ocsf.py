@@ -14,7 +14,8 @@ The class each event type becomes:
   (3001): an agent is a service account, a grant a policy attached to it.
 * ``agent.updated`` / ``owner_changed`` / ``unowned``, ``policy.*``, ``keys.rotated`` →
   Entity Management (3004).
-* ``alert`` → Detection Finding (2004).
+* ``alert.raised`` / ``acknowledged`` / ``resolved`` / ``suppressed`` (and ``alert``) →
+  Detection Finding (2004), its state as ``status_id`` (:mod:`tether.audit.ocsf_finding`).
 * any other type → API Activity when it names an action and a resource, else Entity
   Management (Other).
 
@@ -34,6 +35,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
+from tether.audit.ocsf_finding import ALERT_EVENTS, STATUSES, finding
 from tether.audit.record import parse_time
 
 __all__ = ["OCSF_VERSION", "epoch_ms", "severity_id", "summary", "to_ocsf"]
@@ -52,7 +54,7 @@ _CLASSES: dict[int, tuple[str, int, str]] = {
 }
 # The captions of the activities used; 99 (Other) is named by Tether's own word for it.
 _ACTIVITIES: dict[int, dict[int, str]] = {
-    2004: {1: "Create"},
+    2004: {1: "Create", 2: "Update", 3: "Close"},
     3001: {
         1: "Create",
         2: "Enable",
@@ -140,7 +142,8 @@ def to_ocsf(event: dict[str, Any], *, version: str) -> dict[str, Any]:
         **fields,
     }
     if class_uid == 2004:
-        out["status_id"], out["status"] = 1, "New"
+        status = ALERT_EVENTS[kind][1]
+        out["status_id"], out["status"] = status, STATUSES[status]
         out["is_alert"] = True
         profiles.append("security_control")
     elif decision == "deny" or kind.endswith(".refused") or _tool_failed(event, kind):
@@ -177,7 +180,7 @@ def severity_id(event: dict[str, Any]) -> int:
     """OCSF severity: an alert's own (High if it names none), High for a kill,
     Medium for a deny or a refusal, Informational for the rest."""
     kind = _text(event.get("type"))
-    if kind == "alert":
+    if kind in ALERT_EVENTS:
         given = _detail(event).get("severity")
         if isinstance(given, str):
             return _ALERT_SEVERITIES.get(given.strip().lower(), 4)
@@ -205,12 +208,15 @@ def _mapping(event: dict[str, Any], kind: str) -> tuple[int, int, dict[str, Any]
     actor = _actor(event)
     target = _text(event.get("subject") or event.get("resource"))
     subject = target or _performer(event)
-    if kind == "alert":
-        return 2004, 1, _finding(event, detail, actor)
+    fields: dict[str, Any]
+    if kind in ALERT_EVENTS:
+        fields = {"actor": actor, **finding(event, detail)}
+        if event.get("resource") is not None:
+            fields["resources"] = [_target(event["resource"])]
+        return 2004, ALERT_EVENTS[kind][0], fields
     if kind in ("token.issued", "token.refused", "token.revoked"):
         activity = 2 if kind == "token.revoked" else 4
         return 3002, activity, _authentication(event, detail, actor)
-    fields: dict[str, Any]
     if kind == "token.exchanged":
         fields = {"actor": actor, "user": _user(subject), "privileges": _scope(detail)}
         return 3003, 1, fields | _session(detail)
@@ -268,24 +274,6 @@ def _authentication(
     if detail.get("error") is not None:
         fields["status_code"] = _text(detail["error"])
     return fields | _session(detail)
-
-
-def _finding(
-    event: dict[str, Any], detail: dict[str, Any], actor: dict[str, Any]
-) -> dict[str, Any]:
-    title = detail.get("title")
-    info: dict[str, Any] = {
-        "uid": _text(event.get("seq")),
-        "title": title if isinstance(title, str) and title else "Tether alert",
-        "created_time": epoch_ms(event["time"]),
-    }
-    reasons = [_text(reason) for reason in event.get("reasons") or []]
-    if reasons:
-        info["desc"] = "; ".join(reasons)
-    fields: dict[str, Any] = {"actor": actor, "finding_info": info}
-    if event.get("resource") is not None:
-        fields["resources"] = [_target(event["resource"])]
-    return fields
 
 
 def _entity(uid: str, kind: str) -> dict[str, Any]:

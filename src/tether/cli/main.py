@@ -10,6 +10,7 @@ import typer
 
 from tether.cli import (
     agent,
+    alerts,
     audit,
     credential,
     discover,
@@ -47,6 +48,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(credential.app, name="credential")
 app.add_typer(discover.app, name="discover")
+app.add_typer(alerts.app, name="alerts")
 app.command()(grant.review)
 app.command()(authorize)
 app.command()(kill)

@@ -17,10 +17,12 @@ inputs Tether always has are :data:`BUILTIN_INPUTS` (the schema's context record
 conditions and guardrails are validated against the schema, so an input they are to read
 must also be declared there (as the built-in ones are, made from this tuple).
 
-Every input's name, and every name in :data:`RESERVED` (kept for inputs to come:
-``risk`` from behaviour monitoring, ``args`` for a tool call's arguments, ``session`` for
-the MCP session), is server-computed: a caller that sets one in its context is refused
-(:func:`check_caller_context`), never overridden and never silently dropped.
+Every input's name, and every name in :data:`RESERVED` (``risk``, the behaviour
+detector's input :class:`tether.detect.risk.RiskInput` that :class:`tether.core.Tether`
+passes in, reserved even where it is not; and for inputs to come ``args`` for a tool
+call's arguments, ``session`` for the MCP session), is server-computed: a caller that
+sets one in its context is refused (:func:`check_caller_context`), never overridden and
+never silently dropped.
 """
 
 from __future__ import annotations
@@ -149,8 +151,8 @@ BUILTIN_INPUTS: Final[tuple[DecisionInput, ...]] = (
     Clock("hour"),
 )
 
-# Server-computed keys whose inputs are still to come; reserved now so that no caller's
-# context comes to mean something else once they arrive.
+# Server-computed keys whose inputs live above this layer (risk) or are still to come;
+# reserved so that no caller's context means something else where they are computed.
 RESERVED: Final = frozenset({"risk", "args", "session"})
 
 

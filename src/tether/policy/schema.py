@@ -10,11 +10,14 @@ Actions: ``Action::"tools/call"`` and the other names in :mod:`tether.permission
 
 Context: every key of the schema's context record is server-computed, by a decision
 input (:mod:`tether.policy.inputs`; the record in :mod:`tether.cedar_schema` is
-:data:`~tether.policy.inputs.BUILTIN_INPUTS`, a test holds them equal): ``chain_depth``
+:data:`~tether.policy.inputs.BUILTIN_INPUTS` and ``risk``, a test holds them equal): ``chain_depth``
 (agents in the delegation chain, the acting one included), ``on_behalf_of`` (the person's
-email, ``""`` without one), ``time`` (Unix seconds) and ``hour`` (0-23, UTC).
+email, ``""`` without one), ``time`` (Unix seconds) and ``hour`` (0-23, UTC); and
+``risk`` (0-100, the highest risk score of the chain's agents from their open alerts: the
+detector's input, :class:`tether.detect.risk.RiskInput`, which the core passes to the
+decision point; decisions are cached per request and those agents' scores).
 Decisions whose policies read ``context.time`` or ``context.hour`` are never cached.
-``risk``, ``args`` and ``session`` are reserved for inputs to come. A caller may set none
+``args`` and ``session`` are reserved for inputs to come. A caller may set none
 of these keys; the context it gives otherwise is passed on as it is.
 """
 

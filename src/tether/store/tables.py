@@ -23,11 +23,16 @@ from tether.store.types import UtcDateTime
 __all__ = [
     "admin_tokens",
     "agents",
+    "alerts",
     "assertion_jtis",
     "audit_checkpoints",
     "audit_head",
     "audit_keys",
     "audit_nodes",
+    "detect_actions",
+    "detect_baselines",
+    "detect_cursor",
+    "detect_risk",
     "discovery_findings",
     "epoch_acks",
     "events",
@@ -314,4 +319,74 @@ discovery_findings = Table(
     Column("first_seen", UtcDateTime, nullable=False),
     Column("last_seen", UtcDateTime, nullable=False),
     Index("ix_discovery_findings_status", "status"),
+)
+
+
+# Alerts the behaviour detector raised (tether.detect.alerts): who they are about, why,
+# the evidence (audit seqs) and their state (open, acknowledged, resolved, suppressed).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(24), primary_key=True),  # alt_ + 16 hex, from the finding
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("detector", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("agent", String(300), nullable=False),  # the agent's SPIFFE ID
+    Column("owner", String(254), nullable=True),  # the agent's owner when it was raised
+    Column("chain", JSON, nullable=False),  # human first, the agent last
+    Column("summary", Text, nullable=False),
+    Column("evidence", JSON, nullable=False),  # audit seqs, in order
+    Column("detail", JSON, nullable=False),  # the detector's figures (never a secret)
+    Column("state", String(16), nullable=False),
+    Column("state_by", String(300), nullable=True),
+    Column("state_reason", Text, nullable=True),
+    Column("state_at", UtcDateTime, nullable=True),
+    Column("actions", JSON, nullable=False),  # automatic responses taken on it
+    Index("ix_alerts_agent", "agent"),
+    Index("ix_alerts_state", "state"),
+    Index("ix_alerts_owner", "owner"),
+    Index("ix_alerts_created_at", "created_at"),
+)
+
+# Each agent's learned behaviour (tether.detect.baseline), as the runner last saved it.
+detect_baselines = Table(
+    "detect_baselines",
+    metadata,
+    Column("agent", String(300), primary_key=True),
+    Column("body", Text, nullable=False),  # JSON
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# How far the detector has read the audit log (the last seq it processed), by name.
+detect_cursor = Table(
+    "detect_cursor",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Each agent's risk score (0-100) from its open and acknowledged alerts; ``rev`` is a
+# store-wide revision that grows with every write, so processes read only what changed.
+detect_risk = Table(
+    "detect_risk",
+    metadata,
+    Column("agent", String(300), primary_key=True),  # the agent's SPIFFE ID
+    Column("score", Integer, nullable=False),
+    Column("rev", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_detect_risk_rev", "rev"),
+)
+
+# Automatic responses (suspend, kill) taken or refused by the circuit breaker.
+detect_actions = Table(
+    "detect_actions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("alert_id", String(24), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_detect_actions_at", "at"),
 )
