@@ -18,7 +18,9 @@ from tether.audit.verify import Report, verify
 from tether.callers import Caller
 from tether.config import Settings
 from tether.detect.alerts import Alerts
+from tether.detect.response import Responder
 from tether.detect.risk import RiskInput, RiskScores
+from tether.detect.runner import Detector
 from tether.dev_idp import DevIdp
 from tether.discover.findings import Findings
 from tether.discover.key import home_key
@@ -140,6 +142,8 @@ class Tether:
             self.guardrails,
             inputs=(RiskInput(self.risk),),  # context.risk: the chain's highest risk score
         )
+        self.responder = Responder(self.services, self.registry, self.killswitch, self.alerts)
+        self.detector = Detector(self.services, self.registry, self.alerts, self.responder)
 
     @classmethod
     def open(

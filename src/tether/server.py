@@ -13,7 +13,8 @@ What runs where, when several processes share one store:
   own suppressed refusals;
 * once per store (:class:`~tether.store.locks.StoreLock`, taken over when its holder
   stops or dies): the sweeper (expiry, token purge, retried kill actions), the
-  checkpointer (in processes whose home holds the audit key) and the SIEM sinks.
+  checkpointer (in processes whose home holds the audit key), the SIEM sinks and the
+  behaviour detector.
 
 ``app`` below is for ASGI servers: its lifespan builds a Runtime from the environment
 (``TETHER_HOME``, ``TETHER_DB``, ``tether.toml``) and closes it at shutdown. It does not
@@ -64,6 +65,7 @@ def standard_jobs(tether: Tether) -> list[Job]:
         every(10.0, tether.killswitch.retry),
     ]
     interval = config.sweep_interval.total_seconds()
+    detector = [tether.detector.job(lock=once("detect"))] if config.detect.enabled else []
     return [
         Sweeper(tether.registry, interval, chores, lock=once("sweeper")),
         # this process's suppressed refusals' counts, on record
@@ -82,6 +84,7 @@ def standard_jobs(tether: Tether) -> list[Job]:
             version=tether.version,
             lock=once("audit-sinks"),
         ),
+        *detector,  # behaviour baselines and alerts ([detect]), once per store
     ]
 
 

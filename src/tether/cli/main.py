@@ -13,6 +13,7 @@ from tether.cli import (
     alerts,
     audit,
     credential,
+    detect,
     discover,
     gateway,
     grant,
@@ -49,6 +50,7 @@ app.add_typer(gateway.app, name="gateway")
 app.add_typer(credential.app, name="credential")
 app.add_typer(discover.app, name="discover")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(detect.app, name="detect")
 app.command()(grant.review)
 app.command()(authorize)
 app.command()(kill)

@@ -1,0 +1,258 @@
+"""The detector job: audit events after a durable cursor in, alerts out.
+
+**Exactly once.** A batch of events after the cursor is read, fed to the engine
+(:class:`~tether.detect.engine.Engine`), and then *one* write transaction stores what it
+learned: the baselines that changed, the alerts it raised (with their ``alert.raised``
+events and the agents' new risk scores), the automatic actions the response policy asks
+for (as ``pending``), and the cursor, moved by compare-and-set on its old value. Either
+all of it commits or none of it does: a process that dies half way leaves the cursor where
+it was, and the next holder reads the same events again from the same baselines. So no
+event is skipped and no alert is raised twice.
+
+**One detector per store.** The job holds a store lock (``job:detect``: a PostgreSQL
+session advisory lock, or a file lock beside a SQLite store) while it works; other
+processes leave the detector to the holder and take it over when the holder stops or
+dies. The compare-and-set on the cursor is the second guard: if two ever raced, the later
+commit finds the cursor moved, rolls back and starts again from the stored state.
+
+**Responses** are taken after the commit, from the ``pending`` rows
+(:class:`~tether.detect.response.Responder`), so a crash between the two leaves them to
+the next tick.
+
+Events the detector raises itself (``alert.*``, actor ``system:detect``) are not fed back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from tether.callers import Caller
+from tether.config import DetectSettings
+from tether.detect.alerts import Alerts
+from tether.detect.engine import Engine
+from tether.detect.model import SYSTEM_ACTOR, AgentFacts, Alert, Finding
+from tether.detect.response import Responder
+from tether.errors import Conflict, NotFound, TetherError
+from tether.jobs import Periodic
+from tether.model import Event
+from tether.registry import Registry
+from tether.services import Services
+from tether.store import detect_baselines, detect_cursor
+from tether.store.locks import StoreLock
+
+__all__ = ["CURSOR", "Detector", "RegistryFacts", "TickReport"]
+
+log = logging.getLogger("tether.detect")
+
+CURSOR = "detector"  # the name of the detector's row in detect_cursor
+_OWN_TYPES = ("alert.", "detect.")
+
+
+class RegistryFacts:
+    """:class:`~tether.detect.model.Facts` from the registry, remembered until
+    :meth:`clear` (the runner clears them before each batch, so a batch sees the registry
+    as it was when the batch was read or later)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._seen: dict[str, AgentFacts | None] = {}
+        self._by = Caller.system("detect")
+
+    def agent(self, agent_id: str) -> AgentFacts | None:
+        if agent_id not in self._seen:
+            self._seen[agent_id] = self._look_up(agent_id)
+        return self._seen[agent_id]
+
+    def _look_up(self, agent_id: str) -> AgentFacts | None:
+        try:
+            agent = self._registry.get(self._by, agent_id)
+        except (NotFound, TetherError):  # another trust domain, or no such agent
+            return None
+        return AgentFacts(
+            id=agent.id,
+            kind=agent.kind.value,
+            owner=agent.owner,
+            state=agent.state.value,
+            shadow=agent.owner is None and "discovery.finding" in agent.labels,
+        )
+
+    def named(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` names an agent of this trust domain (alerts are about those
+        only; a finding about anything else is dropped, logged)."""
+        try:
+            self._registry.parse_ref(agent_id)
+        except TetherError:
+            log.warning("finding about %r dropped: not an agent of this trust domain", agent_id)
+            return False
+        return True
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one batch did."""
+
+    read: int  # events read after the cursor
+    cursor: int  # the cursor after the batch
+    alerts: tuple[Alert, ...] = ()
+
+
+class Detector:
+    """The detector of one store. :meth:`tick` works one batch (the job calls it under
+    its lock); :meth:`job` makes the background job."""
+
+    def __init__(
+        self,
+        services: Services,
+        registry: Registry,
+        alerts: Alerts,
+        responder: Responder,
+        settings: DetectSettings | None = None,
+    ) -> None:
+        self._services = services
+        self._store = services.store
+        self._events = services.events
+        self._settings = settings or services.settings.detect
+        self._alerts = alerts
+        self._responder = responder
+        self._facts = RegistryFacts(registry)
+        self._engine = self._new_engine()
+        self._cursor: int | None = None  # where the in-memory engine state stands
+
+    def _new_engine(self) -> Engine:
+        return Engine(self._settings, self._facts, self._baseline)
+
+    # ---- the batch ---------------------------------------------------------------------
+
+    def tick(self) -> TickReport:
+        """Read the next batch after the cursor, detect, commit; then take the pending
+        automatic actions. Returns what was done."""
+        stored = self.cursor()
+        if stored != self._cursor:  # first run, or another process moved it: start afresh
+            self.forget()
+            self._cursor = stored
+        found = self._events.bodies(after=stored, limit=self._settings.batch_size)
+        if not found:
+            self._responder.run_pending()
+            return TickReport(0, stored)
+        self._facts.clear()
+        events = [Event.from_body(json.loads(body), at) for _, at, body in found if not _own(body)]
+        last = found[-1][0]
+        try:
+            findings = [f for f in self._engine.feed(events) if self._facts.named(f.agent)]
+            raised = self._commit(stored, last, findings, self._engine.dirty())
+        except Exception:
+            self.forget()  # the engine's state is ahead of the store's: rebuild it from there
+            raise
+        self._cursor = last
+        self._responder.run_pending()
+        return TickReport(len(found), last, tuple(raised))
+
+    def run_until_idle(self, limit: int = 1_000_000) -> list[Alert]:
+        """Work batches until the log is read (tests, ``tether detect run --once``)."""
+        raised: list[Alert] = []
+        for _ in range(limit):
+            report = self.tick()
+            raised.extend(report.alerts)
+            if report.read == 0:
+                break
+        return raised
+
+    def _commit(
+        self,
+        old: int,
+        new: int,
+        findings: list[Finding],
+        baselines: Mapping[str, Mapping[str, Any]],
+    ) -> list[Alert]:
+        now = self._services.clock()
+        with self._store.write() as conn:
+            moved = conn.execute(
+                update(detect_cursor)
+                .where(detect_cursor.c.name == CURSOR, detect_cursor.c.seq == old)
+                .values(seq=new, updated_at=now)
+            ).rowcount
+            if moved != 1:
+                raise Conflict(
+                    f"the detector's cursor is no longer at {old}: another detector moved it"
+                )
+            for agent, body in baselines.items():
+                _save_baseline(conn, agent, body, now)
+            raised = self._alerts.raise_all(conn, findings) if findings else []
+            self._responder.plan(conn, raised)
+        return raised
+
+    # ---- state -------------------------------------------------------------------------
+
+    def cursor(self) -> int:
+        """The seq of the last event the detector has read (made at 0 if missing)."""
+        with self._store.read() as conn:
+            seq = conn.execute(
+                select(detect_cursor.c.seq).where(detect_cursor.c.name == CURSOR)
+            ).scalar()
+        if seq is not None:
+            return int(seq)
+        with self._store.write() as conn:
+            seq = conn.execute(
+                select(detect_cursor.c.seq).where(detect_cursor.c.name == CURSOR)
+            ).scalar()
+            if seq is None:
+                conn.execute(
+                    insert(detect_cursor).values(
+                        name=CURSOR, seq=0, updated_at=self._services.clock()
+                    )
+                )
+                seq = 0
+        return int(seq)
+
+    def forget(self) -> None:
+        """Drop what is in memory; baselines are read again from the store when needed."""
+        self._engine = self._new_engine()
+        self._cursor = None
+
+    def _baseline(self, agent: str) -> Mapping[str, Any] | None:
+        with self._store.read() as conn:
+            body = conn.execute(
+                select(detect_baselines.c.body).where(detect_baselines.c.agent == agent)
+            ).scalar()
+        return json.loads(body) if body is not None else None
+
+    # ---- the job -----------------------------------------------------------------------
+
+    def job(self, lock: StoreLock | None = None) -> Periodic:
+        """The background job: a tick every ``interval_ms`` and as soon as events are
+        committed in this process; with ``lock`` (the runtime passes ``job:detect``) only
+        in the process holding it."""
+        job = Periodic("detector", self._settings.interval_ms / 1000, self._tick_held, lock=lock)
+        self._events.on_commit(lambda _size: job.wake())
+        return job
+
+    def _tick_held(self) -> None:
+        while self.tick().read >= self._settings.batch_size:
+            pass  # a full batch: more is waiting
+
+
+def _own(body: str) -> bool:
+    """Whether an event body is the detector's own (never fed back)."""
+    return f'"actor":"{SYSTEM_ACTOR}"' in body and any(
+        f'"type":"{prefix}' in body for prefix in _OWN_TYPES
+    )
+
+
+def _save_baseline(conn: Connection, agent: str, body: Mapping[str, Any], now: Any) -> None:
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+    changed = conn.execute(
+        update(detect_baselines)
+        .where(detect_baselines.c.agent == agent)
+        .values(body=text, updated_at=now)
+    ).rowcount
+    if not changed:
+        conn.execute(insert(detect_baselines).values(agent=agent, body=text, updated_at=now))
