@@ -88,16 +88,16 @@ def test_a_job_runs_once_across_two_runtimes_and_is_taken_over(initialised: Sett
 
 
 def test_the_standard_jobs_run_once_per_store(make_settings: Callable[..., Settings]) -> None:
-    """The sweeper and the checkpointer take their job's lock of the store (and the
-    sinks, when there are any); the count of this process's suppressed refusals runs in
+    """The sweeper, the checkpointer and the detector take their job's lock of the store
+    (and the sinks, when there are any); the count of this process's suppressed refusals runs in
     every process."""
     settings = make_settings(sweep_interval="1s", audit={"checkpoint_interval_ms": 50})
     Tether.init(settings)[0].close()
     with Runtime(settings) as one, Runtime(settings) as two:
         names = [job.name for job in one.jobs]
-        assert names == ["sweeper", "refusals", "checkpointer", "audit-sinks"]
+        assert names == ["sweeper", "refusals", "checkpointer", "audit-sinks", "detector"]
         assert [job.name for job in standard_jobs(two.tether)] == names
-        for job in ("sweeper", "checkpointer"):
+        for job in ("sweeper", "checkpointer", "detect"):
             _until(lambda job=job: _taken(one.tether, f"job:{job}"), what=f"{job}'s lock")
     with Tether.open(settings) as tether, StoreLock(tether.store, "job:sweeper").holding() as got:
         assert got  # both runtimes stopped: the lock is free again
