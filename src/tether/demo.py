@@ -1,19 +1,30 @@
 """A demo organisation for ``tether up --demo``: owners, agents of every kind, one unowned
-agent and one expired agent. Seeding is idempotent."""
+agent and one expired agent, and the detector's baselines learned from two synthetic weeks
+of their usual work. Seeding is idempotent."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from tether.agent_keys import generate_key_pair, write_private_key
 from tether.callers import Caller
 from tether.core import Tether
 from tether.errors import NotFound
 from tether.grants import GrantSpec
+from tether.model import Event
 from tether.registry import AgentSpec, Registry
 
-__all__ = ["DEMO_AGENTS", "DEMO_GRANTS", "DemoAgent", "seed_demo"]
+__all__ = [
+    "DEMO_AGENTS",
+    "DEMO_GRANTS",
+    "DEMO_ROUTINE",
+    "DemoAgent",
+    "demo_history",
+    "seed_demo",
+]
 
 _SEEDER = Caller.system("demo")
 
@@ -128,4 +139,94 @@ def seed_demo(tether: Tether) -> bool:
         )
     tether.guardrails.add(_SEEDER, NO_DELETES, "demo/no-deletes.cedar")
     tether.registry.sweep()
+    if tether.settings.detect.enabled:  # the detector starts with baselines learned
+        tether.detector.learn(demo_history(tether))
     return True
+
+
+# What each demo agent usually does, office hours (09:00-17:00 UTC) on weekdays: the
+# tools it calls (by weight) and the agents it delegates to. ``demo_history`` makes two
+# weeks of it, so the detector's baselines start learned (nothing in it is in the log).
+DEMO_ROUTINE: dict[str, tuple[tuple[tuple[str, int], ...], tuple[str, ...]]] = {
+    "support-bot": (
+        (("zendesk/get_ticket", 6), ("zendesk/search_tickets", 3), ("zendesk/add_comment", 2)),
+        ("triage-worker",),
+    ),
+    "triage-worker": ((("zendesk/get_ticket", 1),), ()),
+    "github-connector": ((("github/list_issues", 3), ("github/create_issue", 1)), ()),
+    "code-copilot": ((("github/list_issues", 2), ("github/get_file", 5)), ()),
+    "desktop-client": ((("files/read_file", 4), ("files/list_directory", 2)), ()),
+}
+
+
+def demo_history(tether: Tether, days: int = 14) -> list[Event]:
+    """Two weeks of the demo agents' usual work before now (seeded: the same each time)."""
+    rng = random.Random(8700)  # noqa: S311 -- made-up demo history, not a secret
+    person = {a.name: f"user:{a.owner}" for a in DEMO_AGENTS}
+    issuer = tether.settings.issuer
+    end = tether.clock().replace(minute=0, second=0, microsecond=0)
+    events: list[Event] = []
+    for day in range(days, 0, -1):
+        date = end - timedelta(days=day)
+        if date.weekday() >= 5:
+            continue
+        for minute in range(9 * 60, 17 * 60, 7):
+            at = date.replace(hour=minute // 60, minute=minute % 60)
+            for name, (tools, delegates) in DEMO_ROUTINE.items():
+                if rng.random() > 0.35:
+                    continue
+                agent = tether.registry.agent_id(name)
+                chain = (person[name], agent)
+                [tool] = rng.choices([t for t, _ in tools], [w for _, w in tools])
+                server = tool.split("/", 1)[0]
+                events.append(
+                    _past(
+                        at,
+                        "token.issued",
+                        agent,
+                        chain,
+                        "token/issue",
+                        f"{issuer}/mcp/{server}",
+                        {"aud": f"{issuer}/mcp/{server}"},
+                    )
+                )
+                events.append(_past(at, "decision", agent, chain, "tools/call", tool, {}))
+                events.append(
+                    _past(
+                        at,
+                        "tool.result",
+                        agent,
+                        chain,
+                        "tools/call",
+                        tool,
+                        {"size": int(rng.lognormvariate(7, 1)), "outcome": "ok"},
+                    )
+                )
+                for target in delegates:
+                    if rng.random() < 0.3:
+                        events.append(
+                            _past(
+                                at,
+                                "decision",
+                                agent,
+                                chain,
+                                "delegate",
+                                tether.registry.agent_id(target),
+                                {},
+                            )
+                        )
+    events.sort(key=lambda e: e.at)
+    return events
+
+
+def _past(
+    at: datetime,
+    type: str,
+    actor: str,
+    chain: tuple[str, ...],
+    action: str,
+    resource: str,
+    detail: dict[str, Any],
+) -> Event:
+    decision = "allow" if type == "decision" else None
+    return Event(0, at, type, actor, actor, chain, action, resource, decision, (), None, detail)

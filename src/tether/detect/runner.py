@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,6 +189,27 @@ class Detector:
             raised = self._alerts.raise_all(conn, findings) if findings else []
             self._responder.plan(conn, raised)
         return raised
+
+    def learn(self, history: Iterable[Event]) -> int:
+        """Learn baselines from ``history``: events that are *not* in the log (the demo's
+        synthetic past), in time order. No alert is raised from them; the baselines are
+        stored and the cursor moves to the end of the log, so the detector judges what
+        happens from now on against them. Returns the number of agents learned."""
+        engine = self._new_engine()
+        engine.feed(history)  # findings about a made-up past are not alerts
+        learned = engine.dirty()
+        stored, size = self.cursor(), self._events.size()
+        now = self._services.clock()
+        with self._store.write() as conn:
+            for agent, body in learned.items():
+                _save_baseline(conn, agent, body, now)
+            conn.execute(
+                update(detect_cursor)
+                .where(detect_cursor.c.name == CURSOR, detect_cursor.c.seq == stored)
+                .values(seq=max(stored, size), updated_at=now)
+            )
+        self.forget()
+        return len(learned)
 
     # ---- state -------------------------------------------------------------------------
 
