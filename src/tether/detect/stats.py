@@ -33,10 +33,11 @@ window and compares with two precomputed numbers. Windows are aligned on the epo
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Self
 
 __all__ = [
     "EVIDENCE_CAP",
@@ -46,6 +47,7 @@ __all__ = [
     "Hours",
     "Limits",
     "Series",
+    "Volume",
     "median_mad",
 ]
 
@@ -176,7 +178,7 @@ class Series:
         history: int,
         limits: Limits,
         cold: bool = False,
-    ) -> Series:
+    ) -> Self:
         """The series as persisted, under today's parameters. A series persisted with
         another window length starts afresh: its history measures something else."""
         series = cls(window, history, limits, cold)
@@ -189,6 +191,68 @@ class Series:
         series.alerted = bool(data["alerted"])
         series.evidence.extend(int(s) for s in data["evidence"])
         return series
+
+
+class Volume(Series):
+    """A :class:`Series` of bytes that knows the agent's results are heavy-tailed.
+
+    Result sizes are roughly log-normal: an agent whose results are usually kilobytes
+    now and then returns a megabyte, legitimately. So the series also keeps the log sizes
+    of the agent's last :data:`SIZES` results, and their robust spread: a result up to
+    ``exp(median + TAIL * 1.4826 * MAD)`` of the logs is *plausible* for this agent. The
+    window is judged without its largest plausible result: one large result of the
+    agent's own kind is not a spike, one far outside it (a dump) or many of them are."""
+
+    __slots__ = ("largest", "plausible", "sizes")
+
+    SIZES: Final = 512
+    TAIL: Final = 6.0
+
+    def __init__(self, window: int, history: int, limits: Limits, cold: bool = False) -> None:
+        super().__init__(window, history, limits, cold)
+        self.sizes: deque[float] = deque(maxlen=self.SIZES)
+        self.largest = 0.0  # the open window's largest plausible result
+        self.plausible = 0.0  # the largest plausible result (bytes); 0 before any history
+
+    def add(self, t: float, amount: float, seq: int) -> None:
+        super().add(t, amount, seq)
+        if amount > self.largest and amount <= self.plausible:
+            self.largest = amount
+        self.sizes.append(math.log1p(amount))
+
+    @property
+    def spiking(self) -> bool:
+        value = self.value - self.largest
+        return value >= self.floor and value > self.above
+
+    def _roll(self, index: int) -> None:
+        super()._roll(index)
+        self.largest = 0.0
+        self._tail()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "largest": self.largest, "sizes": list(self.sizes)}
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any] | None,
+        window: int,
+        history: int,
+        limits: Limits,
+        cold: bool = False,
+    ) -> Self:
+        made = super().from_dict(data, window, history, limits, cold)
+        if data and data.get("window") == window:
+            made.sizes.extend(float(v) for v in data["sizes"][-cls.SIZES :])
+            made.largest = float(data["largest"])
+            made._tail()
+        return made
+
+    def _tail(self) -> None:
+        if len(self.sizes) >= MIN_WINDOWS:
+            med, mad = median_mad(self.sizes)
+            self.plausible = math.expm1(med + self.TAIL * MAD_SCALE * mad)
 
 
 class Distinct:
