@@ -95,13 +95,13 @@ def test_a_volume_forgives_one_plausible_large_result_not_a_dump() -> None:
             volume.add(i * 300 + j, 10_000 + 1000 * j, i * 10 + j)
     base = 40 * 300
     volume.add(base + 1, 1_100_000, 1)  # one result 70 times its usual size
-    assert volume.plausible < 1_100_000 and volume.spiking  # far outside its tail: a spike
+    assert volume.spiking and 0 < volume.plausible < 1_100_000  # far outside its tail
     tail = Volume(300, 288, Limits(8.0, 3.0, 1_000_000))
     for i in range(40):  # results spread over three orders of magnitude
         for j in range(10):
             tail.add(i * 300 + j, 10 ** (3 + (i * 10 + j) % 4), i * 10 + j)
     tail.add(base + 1, 1_100_000, 1)
-    assert tail.plausible > 1_100_000 and not tail.spiking  # one of its own kind: forgiven
+    assert not tail.spiking and tail.plausible > 1_100_000  # one of its own kind: forgiven
     for k in range(2, 11):
         tail.add(base + k, 1_100_000, k)
     assert tail.spiking  # ten of them in a window: not one outlier

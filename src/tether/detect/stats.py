@@ -97,6 +97,7 @@ class Series:
         "limits",
         "mad",
         "median",
+        "stale",
         "value",
         "window",
     )
@@ -114,7 +115,7 @@ class Series:
         self.mad = 0.0
         self.floor = float("inf")
         self.above = float("inf")
-        self._recompute()
+        self.stale = True  # the history changed since the thresholds were computed
 
     @property
     def ready(self) -> bool:
@@ -133,23 +134,33 @@ class Series:
     def spiking(self) -> bool:
         """The open window is over its threshold (the caller sets :attr:`alerted` when it
         reports it, so a window is reported once)."""
-        return self.value >= self.floor and self.value > self.above
+        return self._over(self.value)
+
+    def _over(self, value: float) -> bool:
+        if value < self.limits.min_count:
+            return False  # below every threshold: no need to look at the history
+        if self.stale:
+            self._recompute()
+        return value >= self.floor and value > self.above
 
     @property
     def threshold(self) -> float:
         """The smallest total that spikes (for reports)."""
+        if self.stale:
+            self._recompute()
         return max(self.floor, self.above)
 
     def _roll(self, index: int) -> None:
         if self.value > 0:
             self.history.append(self.value)
-            self._recompute()
+            self.stale = True
         self.index = index
         self.value = 0.0
         self.alerted = False
         self.evidence.clear()
 
     def _recompute(self) -> None:
+        self.stale = False
         limits = self.limits
         if len(self.history) < MIN_WINDOWS:
             cold = self.cold
@@ -185,7 +196,6 @@ class Series:
         if not data or data.get("window") != window:
             return series
         series.history.extend(float(v) for v in data["history"][-history:])
-        series._recompute()
         series.index = int(data["index"])
         series.value = float(data["value"])
         series.alerted = bool(data["alerted"])
@@ -198,12 +208,13 @@ class Volume(Series):
 
     Result sizes are roughly log-normal: an agent whose results are usually kilobytes
     now and then returns a megabyte, legitimately. So the series also keeps the log sizes
-    of the agent's last :data:`SIZES` results, and their robust spread: a result up to
-    ``exp(median + TAIL * 1.4826 * MAD)`` of the logs is *plausible* for this agent. The
-    window is judged without its largest plausible result: one large result of the
-    agent's own kind is not a spike, one far outside it (a dump) or many of them are."""
+    of the agent's last :data:`SIZES` results and their robust spread: a result up to
+    ``exp(median + TAIL * 1.4826 * MAD)`` of the logs is *plausible* for this agent. A
+    window is judged without its largest result when that result is plausible: one large
+    result of the agent's own kind is not a spike; one far outside it (a dump), or many
+    large ones, are."""
 
-    __slots__ = ("largest", "plausible", "sizes")
+    __slots__ = ("largest", "plausible", "sizes", "sizes_stale")
 
     SIZES: Final = 512
     TAIL: Final = 6.0
@@ -211,24 +222,30 @@ class Volume(Series):
     def __init__(self, window: int, history: int, limits: Limits, cold: bool = False) -> None:
         super().__init__(window, history, limits, cold)
         self.sizes: deque[float] = deque(maxlen=self.SIZES)
-        self.largest = 0.0  # the open window's largest plausible result
+        self.sizes_stale = True
+        self.largest = 0.0  # the open window's largest result
         self.plausible = 0.0  # the largest plausible result (bytes); 0 before any history
 
     def add(self, t: float, amount: float, seq: int) -> None:
+        index = self.index
         super().add(t, amount, seq)
-        if amount > self.largest and amount <= self.plausible:
-            self.largest = amount
+        if self.index != index:
+            self.largest = 0.0
+        self.largest = max(self.largest, amount)
         self.sizes.append(math.log1p(amount))
+        self.sizes_stale = True
 
     @property
     def spiking(self) -> bool:
-        value = self.value - self.largest
-        return value >= self.floor and value > self.above
-
-    def _roll(self, index: int) -> None:
-        super()._roll(index)
-        self.largest = 0.0
-        self._tail()
+        if not self._over(self.value):
+            return False
+        if self.sizes_stale:
+            self.sizes_stale = False
+            if len(self.sizes) >= MIN_WINDOWS:
+                med, mad = median_mad(self.sizes)
+                self.plausible = math.expm1(med + self.TAIL * MAD_SCALE * mad)
+        discount = self.largest if self.largest <= self.plausible else 0.0
+        return self._over(self.value - discount)
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "largest": self.largest, "sizes": list(self.sizes)}
@@ -246,13 +263,7 @@ class Volume(Series):
         if data and data.get("window") == window:
             made.sizes.extend(float(v) for v in data["sizes"][-cls.SIZES :])
             made.largest = float(data["largest"])
-            made._tail()
         return made
-
-    def _tail(self) -> None:
-        if len(self.sizes) >= MIN_WINDOWS:
-            med, mad = median_mad(self.sizes)
-            self.plausible = math.expm1(med + self.TAIL * MAD_SCALE * mad)
 
 
 class Distinct:
