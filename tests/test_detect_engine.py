@@ -18,7 +18,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from helpers.workload import Attacks, Profile, Raw, Roster, Workload, number, shape_a, shape_b
+from helpers.attacks import Attacks
+from helpers.workload import Profile, Raw, Roster, Workload, number, shape_a, shape_b
 
 from tether.config import DetectSettings
 from tether.detect.engine import Engine

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from tether.config import DetectSettings
 from tether.detect.baseline import SET_CAP, Baseline
 from tether.detect.engine import Engine
+from tether.detect.hours import Hours
 from tether.detect.model import AgentFacts
-from tether.detect.stats import MIN_WINDOWS, Distinct, Hours, Limits, Series, Volume, median_mad
+from tether.detect.stats import MIN_WINDOWS, Distinct, Limits, Series, Volume, median_mad
 from tether.model import Event
 
 values = st.lists(st.floats(min_value=0, max_value=1e9, allow_nan=False), min_size=1, max_size=60)

@@ -28,9 +28,8 @@ or two workers of their owner three times a day. Results are log-normal, median 
 * *delegation*: ETL agents hand a third of their sessions to a batch agent of their owner;
 * other zones, owners, kinds, server names and seed.
 
-Attacks (:class:`Attacks`) make the events of one attack by one agent, at a given time,
-for the tests to append after the benign traffic; :func:`number` gives events their
-``seq`` in time order.
+:mod:`helpers.attacks` makes the events of attacks, for the tests to append after the
+benign traffic; :func:`number` gives events their ``seq`` in time order.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ from tether.model import Event
 
 __all__ = [
     "START",
-    "Attacks",
+    "Emitter",
     "Profile",
     "Raw",
     "Roster",
@@ -161,7 +160,7 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-class _Emitter:
+class Emitter:
     """Writes one agent's events (the same vocabulary as the gateway, token service and
     vault broker write)."""
 
@@ -306,7 +305,7 @@ def shape_a(agents: int = 12, days: int = 7, seed: int = 1515, start: datetime =
             workers = [q.id for q in profiles if q.owner == p.owner and q.kind == "worker"]
             p.delegates = tuple(workers[: rng.randint(1, 2)])
     out: list[Raw] = []
-    emit = _Emitter(rng, out)
+    emit = Emitter(rng, out)
     by_id = {p.id: p for p in profiles}
     for p in profiles:
         _office(p, emit, by_id, start, days)
@@ -314,7 +313,7 @@ def shape_a(agents: int = 12, days: int = 7, seed: int = 1515, start: datetime =
 
 
 def _office(
-    p: Profile, emit: _Emitter, by_id: dict[str, Profile], start: datetime, days: int
+    p: Profile, emit: Emitter, by_id: dict[str, Profile], start: datetime, days: int
 ) -> None:
     rng = emit.rng
     zone = zoneinfo.ZoneInfo(p.zone)
@@ -394,7 +393,7 @@ def shape_b(agents: int = 12, days: int = 7, seed: int = 4242, start: datetime =
             batch = [q.id for q in profiles if q.owner == p.owner and q.kind == "batch"]
             p.delegates = tuple(batch[:1])
     out: list[Raw] = []
-    emit = _Emitter(rng, out)
+    emit = Emitter(rng, out)
     by_id = {p.id: p for p in profiles}
     for p in profiles:
         _sessions(p, emit, by_id, start, days)
@@ -402,7 +401,7 @@ def shape_b(agents: int = 12, days: int = 7, seed: int = 4242, start: datetime =
 
 
 def _sessions(
-    p: Profile, emit: _Emitter, by_id: dict[str, Profile], start: datetime, days: int
+    p: Profile, emit: Emitter, by_id: dict[str, Profile], start: datetime, days: int
 ) -> None:
     rng = emit.rng
     zone = zoneinfo.ZoneInfo(p.zone)
@@ -439,101 +438,3 @@ def _workload(profiles: list[Profile], out: list[Raw], end: datetime) -> Workloa
     for p in profiles:
         roster.add(p)
     return Workload(profiles, out, roster, end)
-
-
-# ---- attacks ---------------------------------------------------------------------------------
-
-
-class Attacks:
-    """The events of one attack by one agent from time ``at`` (to append to a workload and
-    number after it). Each method returns the raws in time order."""
-
-    def __init__(self, seed: int = 99) -> None:
-        self.rng = random.Random(seed)
-
-    def _emit(self) -> tuple[_Emitter, list[Raw]]:
-        out: list[Raw] = []
-        return _Emitter(self.rng, out), out
-
-    def enumeration(self, p: Profile, at: datetime, n: int = 80) -> list[Raw]:
-        """Reads of ``n`` distinct paths never read, two a second; a third denied."""
-        emit, out = self._emit()
-        server = p.servers[0]
-        for i in range(n):
-            emit.call(
-                p,
-                at + timedelta(seconds=i / 2),
-                path=f"{server}/secret/dump{i}",
-                read=True,
-                deny=i % 3 == 0,
-                size=2048,
-            )
-        return out
-
-    def exfiltration(self, p: Profile, at: datetime, n: int = 5, size: float = 40e6) -> list[Raw]:
-        """``n`` calls of its usual top tool returning ``size`` bytes each."""
-        emit, out = self._emit()
-        for i in range(n):
-            emit.call(
-                p,
-                at + timedelta(seconds=20 * i),
-                path=p.tools[0],
-                read=False,
-                deny=False,
-                size=size,
-            )
-        return out
-
-    def burst(self, p: Profile, at: datetime, n: int = 40) -> list[Raw]:
-        """``n`` ordinary calls in ``n`` minutes (at an hour chosen by the caller)."""
-        emit, out = self._emit()
-        for i in range(n):
-            emit.call(p, at + timedelta(seconds=60 * i + 1), deny=False)
-        return out
-
-    def flood(self, p: Profile, at: datetime, n: int = 400) -> list[Raw]:
-        """``n`` ordinary calls in ``n / 4`` seconds (a runaway loop)."""
-        emit, out = self._emit()
-        for i in range(n):
-            emit.call(p, at + timedelta(seconds=i / 4), path=p.tools[0], read=False, deny=False)
-        return out
-
-    def new_tool(
-        self, p: Profile, at: datetime, tool: str = "admin/delete_everything"
-    ) -> list[Raw]:
-        emit, out = self._emit()
-        emit.call(p, at, path=tool, read=False, deny=False)
-        return out
-
-    def new_delegation(self, p: Profile, target: Profile, at: datetime) -> list[Raw]:
-        emit, out = self._emit()
-        emit.delegate(p, target, at)
-        return out
-
-    def probing(self, p: Profile, at: datetime, n: int = 20) -> list[Raw]:
-        """``n`` denied calls, two a second, on tools it has no grant for."""
-        emit, out = self._emit()
-        for i in range(n):
-            emit.call(
-                p,
-                at + timedelta(seconds=i / 2),
-                path=f"{p.servers[0]}/forbidden{i % 4}",
-                read=False,
-                deny=True,
-            )
-        return out
-
-    def wake(self, p: Profile, at: datetime, n: int = 3) -> list[Raw]:
-        return self.burst(p, at, n)
-
-    def credentials(self, p: Profile, at: datetime, n: int = 30) -> list[Raw]:
-        """``n`` vault fetches of distinct references within a few minutes."""
-        emit, out = self._emit()
-        for i in range(n):
-            emit.credential(p, at + timedelta(seconds=6 * i), ref=f"vault/kv/prod/key{i}")
-        return out
-
-    def unowned(self, p: Profile, at: datetime, n: int = 3) -> list[Raw]:
-        """The agent loses its owner (an ``agent.unowned`` event), then acts."""
-        lost: Raw = (at, "agent.unowned", "admin", ("admin",), "agent.unowned", p.id, None, {})
-        return [lost, *self.burst(p, at + timedelta(seconds=1), n)]

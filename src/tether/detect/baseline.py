@@ -11,7 +11,7 @@ A :class:`Baseline` holds
 * per-window series (:mod:`tether.detect.stats`): ``calls``, ``results`` (bytes),
   ``credentials``, ``denials`` and ``decisions`` (the denial ratio), and ``distinct``
   (distinct tools and resources per window);
-* ``hours``: its active hours, in ``[detect] timezone``;
+* ``hours``: its active hours, in ``[detect] timezone`` (:mod:`tether.detect.hours`);
 * ``marks``: the detectors' dedup state (when a cooldown ends, which day was reported),
   so one anomaly raises one finding across restarts.
 
@@ -35,8 +35,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from tether.config import DetectSettings, SpikeParams
+from tether.detect.hours import Hours
 from tether.detect.observe import AUDIENCE, DELEGATE_TO, DELEGATED_BY, RESOURCE, SERVER, TOOL
-from tether.detect.stats import Distinct, Hours, Limits, Series, Volume
+from tether.detect.stats import Distinct, Limits, Series, Volume
 
 __all__ = ["SETS", "SET_CAP", "VERSION", "Baseline"]
 
