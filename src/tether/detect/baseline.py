@@ -5,12 +5,13 @@ A :class:`Baseline` holds
 * ``first_seen`` / ``last_seen`` (unix seconds) and ``last_seq``: the learning period
   runs from ``first_seen``; ``last_seen`` is its last *active* observation (what a
   dormant agent wakes from);
-* the sets it has used: ``tool``, ``resource``, ``server``, ``audience``,
-  ``delegate_to``, ``delegated_by``;
+* the sets it has used: ``tool``, ``resource`` (resource *collections*, see
+  :mod:`~tether.detect.detectors.first_use`), ``server``, ``audience``, ``delegate_to``,
+  ``delegated_by``;
 * per-window series (:mod:`tether.detect.stats`): ``calls``, ``results`` (bytes),
   ``credentials``, ``denials`` and ``decisions`` (the denial ratio), and ``distinct``
   (distinct tools and resources per window);
-* ``hours``: its active hours, in ``[detect] timezone``;
+* ``hours``: its active hours, in ``[detect] timezone`` (:mod:`tether.detect.hours`);
 * ``marks``: the detectors' dedup state (when a cooldown ends, which day was reported),
   so one anomaly raises one finding across restarts.
 
@@ -34,8 +35,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from tether.config import DetectSettings, SpikeParams
+from tether.detect.hours import Hours
 from tether.detect.observe import AUDIENCE, DELEGATE_TO, DELEGATED_BY, RESOURCE, SERVER, TOOL
-from tether.detect.stats import Distinct, Hours, Limits, Series
+from tether.detect.stats import Distinct, Limits, Series, Volume
 
 __all__ = ["SETS", "SET_CAP", "VERSION", "Baseline"]
 
@@ -90,7 +92,7 @@ class Baseline:
         self.calls = Series.from_dict(
             data.get("calls"), _seconds(rate), rate.history, _limits(rate)
         )
-        self.results = Series.from_dict(
+        self.results = Volume.from_dict(
             data.get("results"), _seconds(volume), volume.history, _limits(volume)
         )
         self.credentials = Series.from_dict(

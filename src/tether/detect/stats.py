@@ -33,19 +33,20 @@ window and compares with two precomputed numbers. Windows are aligned on the epo
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Self
 
 __all__ = [
     "EVIDENCE_CAP",
     "MAD_SCALE",
     "MIN_WINDOWS",
     "Distinct",
-    "Hours",
     "Limits",
     "Series",
+    "Volume",
     "median_mad",
 ]
 
@@ -95,6 +96,7 @@ class Series:
         "limits",
         "mad",
         "median",
+        "stale",
         "value",
         "window",
     )
@@ -112,7 +114,7 @@ class Series:
         self.mad = 0.0
         self.floor = float("inf")
         self.above = float("inf")
-        self._recompute()
+        self.stale = True  # the history changed since the thresholds were computed
 
     @property
     def ready(self) -> bool:
@@ -131,23 +133,33 @@ class Series:
     def spiking(self) -> bool:
         """The open window is over its threshold (the caller sets :attr:`alerted` when it
         reports it, so a window is reported once)."""
-        return self.value >= self.floor and self.value > self.above
+        return self._over(self.value)
+
+    def _over(self, value: float) -> bool:
+        if value < self.limits.min_count:
+            return False  # below every threshold: no need to look at the history
+        if self.stale:
+            self._recompute()
+        return value >= self.floor and value > self.above
 
     @property
     def threshold(self) -> float:
         """The smallest total that spikes (for reports)."""
+        if self.stale:
+            self._recompute()
         return max(self.floor, self.above)
 
     def _roll(self, index: int) -> None:
         if self.value > 0:
             self.history.append(self.value)
-            self._recompute()
+            self.stale = True
         self.index = index
         self.value = 0.0
         self.alerted = False
         self.evidence.clear()
 
     def _recompute(self) -> None:
+        self.stale = False
         limits = self.limits
         if len(self.history) < MIN_WINDOWS:
             cold = self.cold
@@ -176,19 +188,81 @@ class Series:
         history: int,
         limits: Limits,
         cold: bool = False,
-    ) -> Series:
+    ) -> Self:
         """The series as persisted, under today's parameters. A series persisted with
         another window length starts afresh: its history measures something else."""
         series = cls(window, history, limits, cold)
         if not data or data.get("window") != window:
             return series
         series.history.extend(float(v) for v in data["history"][-history:])
-        series._recompute()
         series.index = int(data["index"])
         series.value = float(data["value"])
         series.alerted = bool(data["alerted"])
         series.evidence.extend(int(s) for s in data["evidence"])
         return series
+
+
+class Volume(Series):
+    """A :class:`Series` of bytes that knows the agent's results are heavy-tailed.
+
+    Result sizes are roughly log-normal: an agent whose results are usually kilobytes
+    now and then returns a megabyte, legitimately. So the series also keeps the log sizes
+    of the agent's last :data:`SIZES` results and their robust spread: a result up to
+    ``exp(median + TAIL * 1.4826 * MAD)`` of the logs is *plausible* for this agent. A
+    window is judged without its largest result when that result is plausible: one large
+    result of the agent's own kind is not a spike; one far outside it (a dump), or many
+    large ones, are."""
+
+    __slots__ = ("largest", "plausible", "sizes", "sizes_stale")
+
+    SIZES: Final = 512
+    TAIL: Final = 6.0
+
+    def __init__(self, window: int, history: int, limits: Limits, cold: bool = False) -> None:
+        super().__init__(window, history, limits, cold)
+        self.sizes: deque[float] = deque(maxlen=self.SIZES)
+        self.sizes_stale = True
+        self.largest = 0.0  # the open window's largest result
+        self.plausible = 0.0  # the largest plausible result (bytes); 0 before any history
+
+    def add(self, t: float, amount: float, seq: int) -> None:
+        index = self.index
+        super().add(t, amount, seq)
+        if self.index != index:
+            self.largest = 0.0
+        self.largest = max(self.largest, amount)
+        self.sizes.append(math.log1p(amount))
+        self.sizes_stale = True
+
+    @property
+    def spiking(self) -> bool:
+        if not self._over(self.value):
+            return False
+        if self.sizes_stale:
+            self.sizes_stale = False
+            if len(self.sizes) >= MIN_WINDOWS:
+                med, mad = median_mad(self.sizes)
+                self.plausible = math.expm1(med + self.TAIL * MAD_SCALE * mad)
+        discount = self.largest if self.largest <= self.plausible else 0.0
+        return self._over(self.value - discount)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "largest": self.largest, "sizes": list(self.sizes)}
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any] | None,
+        window: int,
+        history: int,
+        limits: Limits,
+        cold: bool = False,
+    ) -> Self:
+        made = super().from_dict(data, window, history, limits, cold)
+        if data and data.get("window") == window:
+            made.sizes.extend(float(v) for v in data["sizes"][-cls.SIZES :])
+            made.largest = float(data["largest"])
+        return made
 
 
 class Distinct:
@@ -285,49 +359,4 @@ class Distinct:
         made.items = {str(i) for i in data["items"][:cap]}
         made.alerted = bool(data["alerted"])
         made.evidence.extend(int(s) for s in data["evidence"])
-        return made
-
-
-class Hours:
-    """The agent's active hours: how many *active minutes* fell in each hour of the day
-    (local time). A minute counts once however many events it holds, so a burst weighs
-    what it lasted, not how loud it was. Past ``cap`` minutes every count is halved: old
-    habits fade with a half-life of about ``cap / 2`` active minutes."""
-
-    __slots__ = ("cap", "counts", "minute", "total")
-
-    def __init__(self, cap: int = 20_000) -> None:
-        self.cap = cap
-        self.counts = [0.0] * 24
-        self.total = 0.0
-        self.minute = -1  # the last active minute (unix time // 60)
-
-    def share(self, hour: int, neighbours: int) -> float:
-        """The share of active minutes in ``hour`` and ``neighbours`` hours either side."""
-        if self.total <= 0:
-            return 0.0
-        counts = self.counts
-        seen = sum(counts[(hour + d) % 24] for d in range(-neighbours, neighbours + 1))
-        return seen / self.total
-
-    def add(self, hour: int) -> None:
-        self.counts[hour] += 1.0
-        self.total += 1.0
-        if self.total > self.cap:
-            self.counts = [c / 2.0 for c in self.counts]
-            self.total = sum(self.counts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"counts": list(self.counts), "minute": self.minute}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> Hours:
-        made = cls()
-        if data:
-            counts = [float(c) for c in data["counts"]]
-            if len(counts) != 24:
-                raise ValueError(f"active hours: 24 counts expected, got {len(counts)}")
-            made.counts = counts
-            made.total = sum(counts)
-            made.minute = int(data["minute"])
         return made

@@ -8,6 +8,12 @@ exercised for the first time, a token asked for a new audience (lateral movement
 another server). Only *allowed* uses count: a denied attempt is the business of
 ``denial_burst`` and ``enumeration``.
 
+**Resources by collection.** A resource is judged by its collection, the path without its
+last segment (``docs/reports/q3.pdf`` -> ``docs/reports``; a path of two segments is its
+own collection): a new document in a folder the agent reads is its job, a new folder is
+news. Data paths grow every day; the places they live in do not. (``enumeration`` watches
+the individual paths.)
+
 **Peers.** An agent in its learning period has no history of its own; it is compared with
 its peer group, the agents of the same kind and owner that are past learning. An item that
 *no* peer ever used raises the finding (``detail.basis = "peer group"``); with no peers,
@@ -35,10 +41,15 @@ from tether.detect.detectors.base import Detector, Moment, short
 from tether.detect.model import Finding, Severity
 from tether.detect.observe import AUDIENCE, RESOURCE, SERVER, TOOL, Observation
 
-__all__ = ["FirstUse"]
+__all__ = ["FirstUse", "collection"]
 
 _ITEMS = frozenset({TOOL, RESOURCE, SERVER, AUDIENCE})
 _ATTEMPTS = frozenset({TOOL, RESOURCE})  # amount 0.0: denied, an attempt and not a use
+
+
+def collection(path: str) -> str:
+    """The collection of a resource path: without its last segment, if it has three."""
+    return path.rsplit("/", 1)[0] if path.count("/") >= 2 else path
 
 
 class FirstUse(Detector):
@@ -58,14 +69,15 @@ class FirstUse(Detector):
             kind = o.kind
             if kind not in _ITEMS or (kind in _ATTEMPTS and not o.amount):
                 continue
-            if not baseline.learn(kind, o.value) or kind not in self.reported:
+            value = collection(o.value) if kind == RESOURCE else o.value
+            if not baseline.learn(kind, value) or kind not in self.reported:
                 continue
             if not moment.learning:
-                novel.append((kind, o.value))
+                novel.append((kind, value))
                 continue
             peers = moment.peers()
-            if peers and not any(p.knows(kind, o.value) for p in peers):
-                novel.append((kind, o.value))
+            if peers and not any(p.knows(kind, value) for p in peers):
+                novel.append((kind, value))
         if not novel:
             return None
         what = ", ".join(f"{kind} {value}" for kind, value in novel)

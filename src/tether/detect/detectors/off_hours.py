@@ -4,7 +4,7 @@
 working through the night, an attacker who waits until nobody watches. The histogram is
 of *active minutes* per hour of the day in ``[detect] timezone`` (a minute counts once,
 however many events it holds), learned continuously and fading slowly (see
-:class:`tether.detect.stats.Hours`).
+:class:`tether.detect.hours.Hours`).
 
 **Parameters** ``[detect.detectors.off_hours]``: ``min_share`` (0.005) and ``neighbours``
 (1): a minute is off-hours when the hour it falls in, with ``neighbours`` hours either
