@@ -276,3 +276,23 @@ def _open_off(tether: Tether) -> Tether:
         update={"detect": tether.settings.detect.model_copy(update={"enabled": False})}
     )
     return Tether.open(settings)
+
+
+def test_after_a_restart_stored_baselines_are_peers_at_once(
+    opened: Callable[..., Tether], clock: Clock
+) -> None:
+    tether = opened()
+    tether.registry.register(ADMIN, spec("veteran"))
+    _routine(tether, clock, "veteran", days=3)
+    tether.detector.run_until_idle()
+    tether.registry.register(ADMIN, spec("rookie"))  # same kind and owner: a peer
+    clock.now = clock.now.replace(hour=10)
+    known = _call(tether, "rookie", "read_a")
+    novel = _call(tether, "rookie", "export_all")
+    with Tether.open(tether.settings, clock=clock) as restarted:  # the veteran is not acting
+        raised = restarted.detector.run_until_idle()
+    rookie = tether.registry.agent_id("rookie")
+    [finding] = [a for a in raised if a.detector == "first_use"]
+    assert (finding.agent, finding.evidence) == (rookie, (novel,))
+    assert finding.detail.get("basis") == "peer group"
+    assert known not in finding.evidence

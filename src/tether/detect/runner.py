@@ -126,6 +126,7 @@ class Detector:
         self._facts = RegistryFacts(registry)
         self._engine = self._new_engine()
         self._cursor: int | None = None  # where the in-memory engine state stands
+        self._primed: dict[str, str] = {}  # stored baselines being loaded by _prime
 
     def _new_engine(self) -> Engine:
         return Engine(self._settings, self._facts, self._baseline)
@@ -138,6 +139,7 @@ class Detector:
         stored = self.cursor()
         if stored != self._cursor:  # first run, or another process moved it: start afresh
             self.forget()
+            self._prime()
             self._cursor = stored
         found = self._events.bodies(after=stored, limit=self._settings.batch_size)
         if not found:
@@ -239,7 +241,21 @@ class Detector:
         self._engine = self._new_engine()
         self._cursor = None
 
+    def _prime(self) -> None:
+        """Load every stored baseline (one query), so that agents count as peers before
+        they act again."""
+        with self._store.read() as conn:
+            rows = conn.execute(select(detect_baselines.c.agent, detect_baselines.c.body)).all()
+        self._primed = {row.agent: row.body for row in rows}
+        try:
+            self._engine.prime(list(self._primed))
+        finally:
+            self._primed = {}
+
     def _baseline(self, agent: str) -> Mapping[str, Any] | None:
+        body = self._primed.pop(agent, None)
+        if body is not None:
+            return json.loads(body)  # type: ignore[no-any-return]
         with self._store.read() as conn:
             body = conn.execute(
                 select(detect_baselines.c.body).where(detect_baselines.c.agent == agent)
