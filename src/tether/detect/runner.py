@@ -40,6 +40,7 @@ from tether.detect.model import SYSTEM_ACTOR, AgentFacts, Alert, Finding
 from tether.detect.response import Responder
 from tether.errors import Conflict, NotFound, TetherError
 from tether.jobs import Periodic
+from tether.epoch import StateEpoch
 from tether.model import Event
 from tether.registry import Registry
 from tether.services import Services
@@ -55,14 +56,29 @@ _OWN_TYPES = ("alert.", "detect.")
 
 
 class RegistryFacts:
-    """:class:`~tether.detect.model.Facts` from the registry, remembered until
-    :meth:`clear` (the runner clears them before each batch, so a batch sees the registry
-    as it was when the batch was read or later)."""
+    """:class:`~tether.detect.model.Facts` from the registry, remembered while the state
+    epoch stands (every registry change moves it) and dropped for the agents whose
+    ``agent.*`` events a batch holds (:meth:`refresh`): a batch never judges an agent by
+    facts older than the events it reads."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, epoch: StateEpoch) -> None:
         self._registry = registry
+        self._epoch = epoch
+        self._at_epoch: int | None = None
         self._seen: dict[str, AgentFacts | None] = {}
         self._by = Caller.system("detect")
+
+    def refresh(self, events: Iterable[Event]) -> None:
+        """Before a batch: forget everything if the epoch moved, else the agents the
+        batch's lifecycle events are about."""
+        epoch = self._epoch.current()
+        if epoch != self._at_epoch:
+            self._seen.clear()
+            self._at_epoch = epoch
+            return
+        for event in events:
+            if event.type.startswith("agent.") and event.subject:
+                self._seen.pop(event.subject, None)
 
     def agent(self, agent_id: str) -> AgentFacts | None:
         if agent_id not in self._seen:
@@ -123,7 +139,7 @@ class Detector:
         self._settings = settings or services.settings.detect
         self._alerts = alerts
         self._responder = responder
-        self._facts = RegistryFacts(registry)
+        self._facts = RegistryFacts(registry, services.epoch)
         self._engine = self._new_engine()
         self._cursor: int | None = None  # where the in-memory engine state stands
         self._primed: dict[str, str] = {}  # stored baselines being loaded by _prime
@@ -145,8 +161,8 @@ class Detector:
         if not found:
             self._responder.run_pending()
             return TickReport(0, stored)
-        self._facts.clear()
         events = [Event.from_body(json.loads(body), at) for _, at, body in found if not _own(body)]
+        self._facts.refresh(events)
         last = found[-1][0]
         try:
             findings = [f for f in self._engine.feed(events) if self._facts.named(f.agent)]
