@@ -22,6 +22,7 @@ from tether.errors import Denied, InvalidRequest, TetherError
 from tether.grants import GrantSpec
 from tether.model import AgentState
 from tether.policy.decision import AccessRequest
+from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
 PERSON = "user:alice@example.com"
@@ -178,15 +179,30 @@ def test_suspend_by_policy_is_an_admin_hold_and_the_next_decision_is_denied(
     assert tether.registry.get(ADMIN, "worker").state is AgentState.SUSPENDED
 
 
-def test_kill_by_policy_kills_the_agent(opened: Callable[..., Tether], clock: Clock) -> None:
-    tether = opened(response={"first_use": "kill"})
+@pytest.mark.parametrize(("policy", "child_dies"), [("kill", False), ("kill-cascade", True)])
+def test_kill_by_policy_kills_the_agent_and_its_tokens(
+    opened: Callable[..., Tether], clock: Clock, policy: str, child_dies: bool
+) -> None:
+    tether = opened(response={"first_use": policy})
     tether.registry.register(ADMIN, spec("worker"))
+    tether.registry.register(ADMIN, spec("helper", parent="worker"))
+    tether.grants.add(ADMIN, GrantSpec("worker", "tools/call", "files/*"))
     _routine(tether, clock, "worker", days=3)
     _anomalies(tether, clock, "worker")
+    audience = f"{tether.settings.issuer}/mcp/files"
+    tether.upstreams.add(ADMIN, UpstreamSpec("files", url="http://127.0.0.1:9/mcp"))
+    token = tether.tokens.client_credentials(
+        tether.registry.get(ADMIN, "worker"), audience, None, None
+    ).access_token
+    assert tether.tokens.verify(token, audience).claims["client_id"].endswith("/worker")
     tether.detector.run_until_idle()
     assert tether.registry.get(ADMIN, "worker").state is AgentState.KILLED
-    [killed] = tether.events.list(type="agent.killed")
-    assert killed.actor == "system:detect"
+    with pytest.raises(TetherError):  # the chain dies: its token is refused at once
+        tether.tokens.verify(token, audience)
+    helper = tether.registry.get(ADMIN, "helper").state
+    assert (helper is AgentState.KILLED) is child_dies  # no cascade unless the policy says
+    killed = tether.events.list(type="agent.killed")
+    assert killed and {e.actor for e in killed} == {"system:detect"}
 
 
 def test_the_circuit_breaker_stops_automatic_actions_and_says_so(
