@@ -116,7 +116,7 @@ def test_a_first_use_after_learning_is_one_alert_with_its_event_as_evidence(
 def test_restarts_and_a_failed_commit_lose_nothing_and_raise_nothing_twice(
     opened: Callable[..., Tether], clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tether = opened(batch_size=7)
+    tether = opened(batch_size=7)  # many batches
     tether.registry.register(ADMIN, spec("worker"))
     _routine(tether, clock, "worker", days=3)
     seqs = _anomalies(tether, clock, "worker")

@@ -244,7 +244,7 @@ class DetectSettings(BaseModel):
     enabled: bool = True
     learning: Duration = timedelta(days=7)  # per agent, from its first event: no novelty alerts
     timezone: str = "UTC"  # for active hours
-    batch_size: int = Field(default=1_000, ge=1, le=100_000)
+    batch_size: int = Field(default=5_000, ge=1, le=100_000)  # events per transaction
     interval_ms: int = Field(default=500, ge=10, le=60_000)
     max_actions_per_hour: int = Field(default=10, ge=0)  # the circuit breaker
     response: dict[str, Response] = Field(default_factory=dict)

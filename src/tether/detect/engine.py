@@ -72,7 +72,7 @@ class Engine:
         self._load = load
         self._learning = settings.learning.total_seconds()
         self._detectors = build(settings)
-        self._dispatch: dict[frozenset[str], tuple[Detector, ...]] = {}
+        self._dispatch: dict[tuple[str, ...], tuple[Detector, ...]] = {}
         self._agents: dict[str, _Agent] = {}
         self._groups: dict[_Group, set[str]] = {}
         self._dirty: set[str] = set()
@@ -89,7 +89,7 @@ class Engine:
                     self._stale(str(event.subject))
                 continue
             first = observations[0].agent
-            if all(o.agent == first for o in observations):
+            if len(observations) == 1 or all(o.agent == first for o in observations):
                 self._judge(first, event, observations, found)
                 continue
             groups: dict[str, list[Observation]] = {}
@@ -136,7 +136,11 @@ class Engine:
         now = event.at.timestamp()
         held = self._agent(agent, now)
         baseline = held.baseline
-        kinds = frozenset(o.kind for o in observations)
+        kinds = (  # observe() gives them in a fixed order
+            (observations[0].kind,)
+            if len(observations) == 1
+            else tuple([o.kind for o in observations])
+        )
         detectors = self._dispatch.get(kinds)
         if detectors is None:
             detectors = tuple(d for d in self._detectors if not d.kinds.isdisjoint(kinds))
@@ -155,7 +159,7 @@ class Engine:
             finding = detector.observe(moment, observations)
             if finding is not None:
                 found.append(finding)
-        baseline.seen(now, event.seq, active=kinds != {DELEGATED_BY})
+        baseline.seen(now, event.seq, active=kinds != (DELEGATED_BY,))
         self._dirty.add(agent)
 
     def _agent(self, agent: str, now: float) -> _Agent:

@@ -71,6 +71,12 @@ class Responder:
         self._alerts = alerts
         self._by = Caller.system("detect")
         assert self._by.subject == SYSTEM_ACTOR
+        self._maybe_pending = True  # until a look finds none; set by plan() and recheck()
+
+    def recheck(self) -> None:
+        """Look for pending actions at the next :meth:`run_pending` (after a start or a
+        take-over: a process that died may have left some)."""
+        self._maybe_pending = True
 
     def plan(self, conn: Connection, raised: Sequence[Alert]) -> None:
         """Queue the actions the policy asks for on ``raised`` (in the caller's
@@ -87,9 +93,12 @@ class Responder:
                     alert_id=alert.id, action=action, at=now, outcome="pending", detail=""
                 )
             )
+            self._maybe_pending = True
 
     def run_pending(self) -> int:
         """Take the pending actions, oldest first; returns how many were taken."""
+        if not self._maybe_pending:
+            return 0
         with self._store.read() as conn:
             pending = conn.execute(
                 select(
@@ -113,6 +122,7 @@ class Responder:
             )
             self._settle(row.id, row.alert_id, row.action, outcome, detail)
             taken += 1
+        self._maybe_pending = False  # (an exception above leaves it set: looked at again)
         return taken
 
     def _take(self, action: str, agent: str, reason: str) -> tuple[str, str]:

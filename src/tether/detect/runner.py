@@ -253,9 +253,11 @@ class Detector:
         return int(seq)
 
     def forget(self) -> None:
-        """Drop what is in memory; baselines are read again from the store when needed."""
+        """Drop what is in memory; baselines are read again from the store when needed
+        (and pending actions looked for: the last holder may have left some)."""
         self._engine = self._new_engine()
         self._cursor = None
+        self._responder.recheck()
 
     def _prime(self) -> None:
         """Load every stored baseline (one query), so that agents count as peers before
@@ -293,11 +295,13 @@ class Detector:
             pass  # a full batch: more is waiting
 
 
+_OWN_ACTOR = f'"actor":"{SYSTEM_ACTOR}"'
+_OWN_TYPE_TEXT = tuple(f'"type":"{prefix}' for prefix in _OWN_TYPES)
+
+
 def _own(body: str) -> bool:
     """Whether an event body is the detector's own (never fed back)."""
-    return f'"actor":"{SYSTEM_ACTOR}"' in body and any(
-        f'"type":"{prefix}' in body for prefix in _OWN_TYPES
-    )
+    return _OWN_ACTOR in body and any(text in body for text in _OWN_TYPE_TEXT)
 
 
 def _save_baseline(conn: Connection, agent: str, body: Mapping[str, Any], now: Any) -> None:
