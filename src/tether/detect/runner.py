@@ -38,9 +38,9 @@ from tether.detect.alerts import Alerts
 from tether.detect.engine import Engine
 from tether.detect.model import SYSTEM_ACTOR, AgentFacts, Alert, Finding
 from tether.detect.response import Responder
+from tether.epoch import StateEpoch
 from tether.errors import Conflict, NotFound, TetherError
 from tether.jobs import Periodic
-from tether.epoch import StateEpoch
 from tether.model import Event
 from tether.registry import Registry
 from tether.services import Services
