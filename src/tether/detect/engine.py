@@ -49,13 +49,14 @@ _Group = tuple[str, str | None]  # (kind, owner): a peer group
 class _Agent:
     """An agent as the engine holds it: its baseline and the cached registry facts."""
 
-    __slots__ = ("baseline", "facts", "facts_at", "group")
+    __slots__ = ("baseline", "facts", "facts_at", "group", "moment")
 
     def __init__(self, baseline: Baseline) -> None:
         self.baseline = baseline
         self.facts: AgentFacts | None = None
         self.facts_at = float("-inf")
         self.group: _Group | None = None
+        self.moment: Moment | None = None  # reused event after event (detectors keep none)
 
 
 class Engine:
@@ -145,16 +146,23 @@ class Engine:
         if detectors is None:
             detectors = tuple(d for d in self._detectors if not d.kinds.isdisjoint(kinds))
             self._dispatch[kinds] = detectors
-        moment = Moment(
-            agent=agent,
-            baseline=baseline,
-            facts=held.facts,
-            event=event,
-            now=now,
-            learning=baseline.learning(now, self._learning),
-            previous=baseline.last_seen,
-            peers=lambda: self._peers(agent, held, now),
-        )
+        moment = held.moment
+        if moment is None:
+            moment = held.moment = Moment(
+                agent=agent,
+                baseline=baseline,
+                facts=None,
+                event=event,
+                now=now,
+                learning=True,
+                previous=None,
+                peers=lambda: self._peers(agent, held, held.moment.now if held.moment else 0.0),
+            )
+        moment.facts = held.facts
+        moment.event = event
+        moment.now = now
+        moment.learning = baseline.learning(now, self._learning)
+        moment.previous = baseline.last_seen
         for detector in detectors:
             finding = detector.observe(moment, observations)
             if finding is not None:
