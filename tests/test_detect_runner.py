@@ -312,3 +312,37 @@ def test_after_a_restart_stored_baselines_are_peers_at_once(
     assert (finding.agent, finding.evidence) == (rookie, (novel,))
     assert finding.detail.get("basis") == "peer group"
     assert known not in finding.evidence
+
+
+def test_detect_run_once_reads_the_log_and_prints_the_alerts(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import Cli, initialised
+
+    cli = initialised(Cli(capsys))
+    settings = Settings.from_env()
+    with Tether.open(settings) as tether:
+        tether.registry.register(ADMIN, spec("orphan", owner="bob@example.com"))
+        tether.registry.offboard_owner(ADMIN, "bob@example.com", reason="left")
+        _call(tether, "orphan", "read_a")
+        size = tether.events.size()
+    doc = cli.json("detect", "run", "--once")
+    assert doc["cursor"] >= size
+    assert [a["detector"] for a in doc["alerts"]] == ["unowned_actor"]
+    assert cli.json("detect", "run", "--once")["alerts"] == []  # nothing raised twice
+    listed = cli.json("alerts", "list")["alerts"]
+    assert [a["id"] for a in listed] == [doc["alerts"][0]["id"]]
+
+
+def test_detect_run_refuses_when_the_detector_is_off(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import Cli, initialised
+
+    cli = initialised(Cli(capsys))
+    (cli_env / "tether.toml").write_text("[detect]\nenabled = false\n", encoding="utf-8")
+    code, out, err = cli("detect", "run", "--once")
+    assert code == 2 and "the detector is off" in out + err
+    (cli_env / "tether.toml").write_text('[detect]\nlearning = "later"\n', encoding="utf-8")
+    code, out, err = cli("detect", "run", "--once")
+    assert code == 2 and "detect.learning" in out + err and "Traceback" not in out + err
