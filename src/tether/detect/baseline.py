@@ -24,8 +24,11 @@ histogram halves itself past its cap. A persisted baseline is therefore a few hu
 kilobytes at most, whatever the agent does.
 
 **Format.** :meth:`Baseline.to_dict` is versioned (``"version": 1``); :meth:`from_dict`
-refuses a version it does not know (``ValueError``) rather than silently starting over,
-which would restart the learning period and blind the novelty detectors.
+refuses a version it does not know, or a document it cannot read whole (``ValueError``),
+rather than silently starting over, which would restart the learning period and blind the
+novelty detectors. The engine then starts that agent afresh *and says so* (a
+``detect.baseline_reset`` event, see :mod:`tether.detect.engine`): one unreadable row
+never stops the detector for every other agent.
 """
 
 from __future__ import annotations
@@ -171,6 +174,8 @@ class Baseline:
         """A baseline persisted by :meth:`to_dict`, under today's settings (a series whose
         window length changed starts afresh). ``ValueError`` for an unknown version or a
         malformed document."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"malformed baseline: a {type(data).__name__}, not an object")
         if data.get("version") != VERSION:
             raise ValueError(f"baseline version {data.get('version')!r} unknown ({VERSION})")
         try:
@@ -184,8 +189,8 @@ class Baseline:
             made.marks = {str(k): float(v) for k, v in data["marks"].items()}
             made.hours = Hours.from_dict(data["hours"])
             made._series(settings, data)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"malformed baseline: {exc!r}") from None
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"malformed baseline: {exc!r}"[:300]) from None
         return made
 
 

@@ -18,6 +18,14 @@ the registry facts (re-read through :class:`~tether.detect.model.Facts`) and the
 index (kind + owner -> the agents met since start; :meth:`Engine.prime` fills it from
 the baselines the runner knows of).
 
+**What it cannot read, it says.** A stored baseline that cannot be read (not JSON, a
+malformed document, an unknown version: ``load`` raises ``ValueError``) does not stop the
+engine: that agent starts afresh, its learning period again, and the reset is handed to
+the runner (:meth:`Engine.resets`), which records it as a ``detect.baseline_reset`` event
+by ``system:detect`` in the batch's transaction (and logs it). So one bad row neither halts
+detection for every agent (the runner would retry the same batch forever) nor blinds one
+agent silently.
+
 **Facts.** Each agent's facts (kind, owner, shadow) are looked up when it is first met,
 again when a lifecycle event about it (``agent.*``) goes by, and at least every
 :data:`FACTS_TTL` seconds of event time.
@@ -77,6 +85,7 @@ class Engine:
         self._agents: dict[str, _Agent] = {}
         self._groups: dict[_Group, set[str]] = {}
         self._dirty: set[str] = set()
+        self._resets: list[tuple[str, str]] = []  # (agent, why): unreadable baselines
 
     # ---- the public face ----------------------------------------------------------------
 
@@ -107,12 +116,19 @@ class Engine:
         self._dirty.clear()
         return changed
 
+    def resets(self) -> list[tuple[str, str]]:
+        """The agents whose stored baseline could not be read since the last call, and
+        why (each started afresh); the list is then empty."""
+        found, self._resets = self._resets, []
+        return found
+
     def forget(self) -> None:
         """Drop every in-memory state (the runner lost its lock: another process goes on
         from the committed cursor and baselines; this one will reload them if it resumes)."""
         self._agents.clear()
         self._groups.clear()
         self._dirty.clear()
+        self._resets.clear()
         self._detectors = build(self.settings)  # drops the detectors' per-run memos
         self._dispatch.clear()
 
@@ -173,15 +189,17 @@ class Engine:
     def _agent(self, agent: str, now: float) -> _Agent:
         held = self._agents.get(agent)
         if held is None:
-            data = self._load(agent)
             try:
+                data = self._load(agent)
                 baseline = (
                     Baseline.from_dict(data, self.settings)
                     if data is not None
                     else Baseline(agent, self.settings)
                 )
-            except ValueError as exc:
-                raise ValueError(f"baseline of {agent}: {exc}") from None
+            except ValueError as exc:  # unreadable: afresh, and said (the module docstring)
+                baseline = Baseline(agent, self.settings)
+                self._resets.append((agent, str(exc)))
+                self._dirty.add(agent)  # the bad row is replaced at the next commit
             held = self._agents[agent] = _Agent(baseline)
         if now - held.facts_at > FACTS_TTL:
             self._refresh(agent, held, now)

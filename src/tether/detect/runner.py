@@ -19,19 +19,26 @@ commit finds the cursor moved, rolls back and starts again from the stored state
 (:class:`~tether.detect.response.Responder`), so a crash between the two leaves them to
 the next tick.
 
-Events the detector raises itself (``alert.*``, actor ``system:detect``) are not fed back.
+Events the detector raises itself (``alert.*``, ``detect.*``, actor ``system:detect``)
+are not fed back.
+
+**Nothing it cannot read stops it.** A stored baseline that cannot be read makes its agent
+start afresh; the batch records a ``detect.baseline_reset`` event (actor
+``system:detect``, subject the agent, the reason) with the rest, and the bad row is
+replaced (:mod:`tether.detect.engine`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.config import DetectSettings
 from tether.detect.alerts import Alerts
@@ -166,7 +173,9 @@ class Detector:
         last = found[-1][0]
         try:
             findings = [f for f in self._engine.feed(events) if self._facts.named(f.agent)]
-            raised = self._commit(stored, last, findings, self._engine.dirty())
+            raised = self._commit(
+                stored, last, findings, self._engine.dirty(), self._engine.resets()
+            )
         except Exception:
             self.forget()  # the engine's state is ahead of the store's: rebuild it from there
             raise
@@ -190,8 +199,11 @@ class Detector:
         new: int,
         findings: list[Finding],
         baselines: Mapping[str, Mapping[str, Any]],
+        resets: Sequence[tuple[str, str]] = (),
     ) -> list[Alert]:
         now = self._services.clock()
+        for agent, why in resets:
+            log.warning("stored baseline of %r unreadable, started afresh: %s", agent, why)
         with self._store.write() as conn:
             moved = conn.execute(
                 update(detect_cursor)
@@ -204,6 +216,8 @@ class Detector:
                 )
             for agent, body in baselines.items():
                 _save_baseline(conn, agent, body, now)
+            for agent, why in resets:
+                self._events.append(conn, _reset_entry(agent, why))
             raised = self._alerts.raise_all(conn, findings) if findings else []
             self._responder.plan(conn, raised)
         return raised
@@ -302,6 +316,16 @@ _OWN_TYPE_TEXT = tuple(f'"type":"{prefix}' for prefix in _OWN_TYPES)
 def _own(body: str) -> bool:
     """Whether an event body is the detector's own (never fed back)."""
     return _OWN_ACTOR in body and any(text in body for text in _OWN_TYPE_TEXT)
+
+
+def _reset_entry(agent: str, why: str) -> Entry:
+    return Entry.of(
+        "detect.baseline_reset",
+        actor=SYSTEM_ACTOR,
+        subject=agent,
+        resource=agent,
+        reason=f"the stored baseline could not be read ({why}): the agent is learned afresh",
+    )
 
 
 def _save_baseline(conn: Connection, agent: str, body: Mapping[str, Any], now: Any) -> None:

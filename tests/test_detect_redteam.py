@@ -1,0 +1,82 @@
+"""The detector under attack: events, stored state and configuration chosen to halt it,
+blind it, turn its automatic response on the wrong agent or disable it. Each test names
+what the attacker controls; each was a failing regression test before its fix."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import Clock, spec
+from sqlalchemy import select, update
+from test_detect_runner import ADMIN, PERSON, _call, _routine, opened
+
+from tether.audit.record import Entry
+from tether.core import Tether
+from tether.store import detect_baselines
+
+__all__ = ["opened"]  # the fixture, shared with the runner's tests
+
+
+def _record(tether: Tether, kind: str, agent: str, **fields: Any) -> int:
+    agent_id = tether.registry.agent_id(agent)
+    fields.setdefault("chain", (PERSON, agent_id))
+    [seq] = tether.events.record(Entry.of(kind, actor=agent_id, subject=agent_id, **fields))
+    return seq
+
+
+def _office(clock: Clock) -> None:
+    clock.now = clock.now.replace(hour=11, minute=0)
+
+
+# ---- halting the detector -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"version": 1, "agent": "x", "first_seen": "not a time"',  # not JSON
+        "[1, 2, 3]",  # not an object
+        '{"version": 99}',  # a version this process does not know
+        '{"version": 1, "agent": "x", "first_seen": null, "last_seen": null, '
+        '"last_seq": Infinity, "sets": {}, "saturated": [], "marks": {}, "hours": null}',
+        '{"version": 1, "agent": "x", "first_seen": null, "last_seen": null, '
+        '"last_seq": 1, "sets": {}, "saturated": [], "marks": {}, "hours": null, '
+        '"calls": {"window": 300, "history": ["x"], "index": 0, "value": 0, '
+        '"alerted": false, "evidence": []}}',
+    ],
+)
+def test_a_corrupt_stored_baseline_does_not_halt_the_detector(
+    opened: Callable[..., Tether], clock: Clock, body: str
+) -> None:
+    """Attacker (or a bad restore) controls one ``detect_baselines.body``: the detector
+    must go on for everyone, say what it did, and judge that agent afresh."""
+    tether = opened()
+    for name in ("worker", "other"):
+        tether.registry.register(ADMIN, spec(name))
+    _routine(tether, clock, ["worker", "other"], days=3)
+    tether.detector.run_until_idle()
+    worker = tether.registry.agent_id("worker")
+    with tether.store.write() as conn:
+        conn.execute(
+            update(detect_baselines).where(detect_baselines.c.agent == worker).values(body=body)
+        )
+    _office(clock)
+    _call(tether, "worker", "read_a")
+    novel = _call(tether, "other", "export_all")
+    with Tether.open(tether.settings, clock=clock) as restarted:  # reads the stored rows
+        raised = restarted.detector.run_until_idle()
+        assert restarted.detector.cursor() == restarted.events.size()
+    assert [(a.detector, a.evidence) for a in raised if a.agent.endswith("/other")] == [
+        ("first_use", (novel,))
+    ]
+    [skipped] = tether.events.list(type="detect.baseline_reset")
+    assert skipped.actor == "system:detect" and skipped.subject == worker
+    assert "baseline" in skipped.reason
+    with tether.store.read() as conn:  # the bad row was replaced by a readable one
+        stored = conn.execute(
+            select(detect_baselines.c.body).where(detect_baselines.c.agent == worker)
+        ).scalar_one()
+    assert json.loads(stored)["version"] == 1
