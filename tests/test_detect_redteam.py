@@ -15,6 +15,7 @@ from test_detect_runner import ADMIN, PERSON, _call, _routine, opened
 
 from tether.audit.record import Entry
 from tether.core import Tether
+from tether.model import AgentState
 from tether.store import detect_baselines
 
 __all__ = ["opened"]  # the fixture, shared with the runner's tests
@@ -80,3 +81,33 @@ def test_a_corrupt_stored_baseline_does_not_halt_the_detector(
             select(detect_baselines.c.body).where(detect_baselines.c.agent == worker)
         ).scalar_one()
     assert json.loads(stored)["version"] == 1
+
+
+# ---- the circuit breaker -----------------------------------------------------------------
+
+
+def test_one_agent_cannot_trip_the_breaker_with_actions_that_change_nothing(
+    opened: Callable[..., Tether], clock: Clock
+) -> None:
+    """Attacker controls one agent and what it calls: a burst of new tools raises many
+    alerts whose ``suspend`` is redundant after the first; that must not use up the
+    breaker and leave the next agent's attack unanswered."""
+    tether = opened(response={"first_use": "suspend"}, max_actions_per_hour=3)
+    for name in ("decoy", "target"):
+        tether.registry.register(ADMIN, spec(name))
+    _routine(tether, clock, ["decoy", "target"], days=3)
+    tether.detector.run_until_idle()
+    _office(clock)
+    for n in range(6):
+        _call(tether, "decoy", f"new_{n}")
+    tether.detector.run_until_idle()
+    assert tether.registry.get(ADMIN, "decoy").state is AgentState.SUSPENDED
+    outcomes = sorted(
+        x.outcome for a in tether.alerts.list(ADMIN, agent="decoy") for x in a.actions
+    )
+    assert outcomes == ["done"] + ["unneeded"] * 5
+    clock.advance(minutes=5)
+    _call(tether, "target", "export_all")
+    tether.detector.run_until_idle()
+    assert tether.registry.get(ADMIN, "target").state is AgentState.SUSPENDED
+    assert not [a for a in tether.alerts.list(ADMIN) if a.detector == "response_breaker"]

@@ -72,7 +72,7 @@ class AlertAction:
 
     action: str  # suspend, kill, kill-cascade
     at: datetime
-    outcome: str  # done, failed, skipped (breaker), pending
+    outcome: str  # done, unneeded (already stopped), failed, skipped (breaker), pending
     detail: str = ""
 
 

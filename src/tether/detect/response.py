@@ -16,12 +16,21 @@ the registry or the kill switch with actor ``system:detect``, and is listed on t
 **Planned, then taken.** The runner plans actions in the transaction that raises the
 alerts (a ``pending`` row in ``detect_actions``); they are taken after the commit and
 marked ``done`` or ``failed``. A process that dies in between leaves them pending, and the
-next detector takes them. An agent already suspended (or already dead) counts as done.
+next detector takes them. An action that finds nothing to do (the agent is already
+suspended, or dead: typically the second alert of one burst) is marked ``unneeded``.
 
 **Circuit breaker.** At most ``max_actions_per_hour`` actions are taken in any hour; past
 that, actions are ``skipped`` (the alert stays, the agent keeps running) and one
 ``response_breaker`` alert (high) says the breaker tripped, once per hour. So a flood of
 provoked alerts cannot make Tether stop the whole estate by itself.
+
+The breaker counts what *stopped something or tried to* (``done``, ``failed``), never an
+``unneeded`` action: otherwise one hijacked agent could raise a burst of alerts (a dozen
+new tools in a minute), be suspended by the first, and use up the hour's actions with the
+redundant rest, leaving the next agent's attack unanswered. The breaker can still be
+tripped on purpose by an attacker who holds more agents than ``max_actions_per_hour``
+(each one must be stopped for real); its alert is the signal that automatic response is
+off for the hour, so route ``response_breaker`` to a person.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from tether.callers import Caller
 from tether.config import DetectSettings
 from tether.detect.alerts import Alerts
 from tether.detect.model import SYSTEM_ACTOR, Alert, AlertAction, Finding
-from tether.errors import Conflict, InvalidRequest, NotFound, TetherError
+from tether.errors import Conflict, IllegalTransition, InvalidRequest, NotFound, TetherError
 from tether.killswitch import KillSwitch
 from tether.registry import Registry
 from tether.services import Services
@@ -49,7 +58,7 @@ log = logging.getLogger("tether.detect")
 
 BREAKER = "response_breaker"  # the detector name of the breaker's own alert
 _HOUR = timedelta(hours=1)
-_TAKEN = ("done", "failed")  # what counts against the breaker
+_TAKEN = ("done", "failed")  # what counts against the breaker (never "unneeded")
 
 
 class Responder:
@@ -138,8 +147,8 @@ class Responder:
             return "done", f"killed {killed} agent(s)" + (
                 f"; to retry: {failures}" if failures else ""
             )
-        except (Conflict, InvalidRequest) as exc:  # already suspended, already dead
-            return "done", f"nothing to do: {exc.description}"
+        except (IllegalTransition, Conflict, InvalidRequest) as exc:  # already stopped
+            return "unneeded", f"nothing to do: {exc.description}"
         except NotFound as exc:
             return "failed", exc.description
         except TetherError as exc:
