@@ -111,3 +111,32 @@ def test_one_agent_cannot_trip_the_breaker_with_actions_that_change_nothing(
     tether.detector.run_until_idle()
     assert tether.registry.get(ADMIN, "target").state is AgentState.SUSPENDED
     assert not [a for a in tether.alerts.list(ADMIN) if a.detector == "response_breaker"]
+
+
+# ---- the wrong agent ----------------------------------------------------------------------
+
+
+def test_being_delegated_to_never_makes_the_delegate_the_agent_acted_on(
+    opened: Callable[..., Tether], clock: Clock
+) -> None:
+    """Attacker controls a new agent that may delegate to a long-standing one: its first
+    hand-off must not put the innocent delegate under an alert's automatic response."""
+    tether = opened(response={"new_delegation": "suspend"})
+    tether.registry.register(ADMIN, spec("veteran"))
+    _routine(tether, clock, "veteran", days=3)
+    tether.detector.run_until_idle()
+    tether.registry.register(ADMIN, spec("rogue", kind="other"))
+    _office(clock)
+    veteran = tether.registry.agent_id("veteran")
+    seq = _record(
+        tether, "decision", "rogue", action="delegate", resource=veteran, decision="allow"
+    )
+    raised = tether.detector.run_until_idle()
+    found = [a for a in raised if a.detector == "new_delegation"]
+    rogue = tether.registry.agent_id("rogue")
+    assert [(a.agent, a.evidence, a.detail["side"]) for a in found] == [
+        (rogue, (seq,), "delegated_by")
+    ]
+    assert tether.registry.get(ADMIN, "veteran").state is AgentState.ACTIVE
+    assert tether.risk.score("veteran") == 0
+    assert tether.registry.get(ADMIN, "rogue").state is AgentState.SUSPENDED

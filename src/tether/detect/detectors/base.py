@@ -67,14 +67,16 @@ class Detector:
         summary: str,
         evidence: Iterable[int],
         detail: dict[str, Any],
+        agent: str | None = None,
     ) -> Finding | None:
-        """The finding, or None when the detector is disabled."""
+        """The finding, or None when the detector is disabled. It is about ``agent``
+        (default: the agent whose observation it is)."""
         if not self.enabled:
             return None
         return Finding(
             detector=self.id,
             severity=self.severity,
-            agent=moment.agent,
+            agent=agent or moment.agent,
             chain=moment.event.chain or (moment.agent,),
             summary=summary,
             evidence=tuple(evidence),

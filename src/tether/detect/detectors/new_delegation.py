@@ -7,9 +7,15 @@ cross-team hop nobody designed. Read from allowed ``delegate`` decisions and fro
 ``token.exchanged`` chains (``..., A, B``: A delegates to B).
 
 **Dedup.** Once per pair: the pair joins both baselines (A's ``delegate_to``, B's
-``delegated_by``). One hop raises one finding, about the delegator when it is past
-learning, else about the delegate when *it* is past learning and never saw the
-delegator.
+``delegated_by``). One hop raises one finding, when the delegator is past learning, or
+else when the delegate is past learning and never saw the delegator (judged by the
+delegate's baseline, ``detail.side = "delegated_by"``).
+
+**About the delegator, always.** The finding -- hence the risk score it adds and any
+automatic ``suspend`` or ``kill`` -- names the delegator, the agent that chose the hop.
+Being delegated to is something done *to* the delegate: were the finding about it, any
+agent allowed to hand work to a long-standing one (a new, still-learning agent above all)
+could put that innocent agent under suspension by its first hand-off.
 
 **Parameters** ``[detect.detectors.new_delegation]``: ``enabled``, ``severity`` only.
 
@@ -61,5 +67,6 @@ class NewDelegation(Detector):
                 f"{short(delegator)} delegated to {short(delegate)} for the first time",
                 (o.seq,),
                 {"delegator": delegator, "delegate": delegate, "side": o.kind},
+                agent=delegator,  # the one that acted (the module docstring)
             )
         return found
