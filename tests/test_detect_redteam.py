@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,9 @@ from sqlalchemy import select, update
 from test_detect_runner import ADMIN, PERSON, _call, _routine, opened
 
 from tether.audit.record import Entry
+from tether.config import Settings
 from tether.core import Tether
+from tether.errors import InvalidRequest
 from tether.model import AgentState
 from tether.store import detect_baselines
 
@@ -140,3 +143,39 @@ def test_being_delegated_to_never_makes_the_delegate_the_agent_acted_on(
     assert tether.registry.get(ADMIN, "veteran").state is AgentState.ACTIVE
     assert tether.risk.score("veteran") == 0
     assert tether.registry.get(ADMIN, "rogue").state is AgentState.SUSPENDED
+
+
+# ---- configuration -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ("[detect.detectors.call_rate]\nmad_k = inf\n", "detect.detectors.call_rate.mad_k"),
+        ("[detect.detectors.call_rate]\nmad_k = nan\n", "detect.detectors.call_rate.mad_k"),
+        ("[detect.detectors.call_rate]\nfactor = inf\n", "detect.detectors.call_rate.factor"),
+        (
+            "[detect.detectors.result_volume]\nmin_count = inf\n",
+            "detect.detectors.result_volume.min_count",
+        ),
+        ("[detect.detectors.off_hours]\nmin_share = nan\n", "detect.detectors.off_hours.min_share"),
+        ("[detect.detectors.enumeration]\nfactor = nan\n", "detect.detectors.enumeration.factor"),
+        ("[detect]\nlearning = -5\n", "detect.learning"),
+        ("[detect]\nlearning = 0\n", "detect.learning"),
+        ("[detect.detectors.call_rate]\nwindow = -300\n", "detect.detectors.call_rate.window"),
+        ("[detect.detectors.call_rate]\nwindow = 0.5\n", "detect.detectors.call_rate.window"),
+        ("[detect.detectors.dormant_wake]\nafter = -1\n", "detect.detectors.dormant_wake.after"),
+        ("[detect.detectors.call_rate]\nwindow = 1e300\n", "detect.detectors.call_rate.window"),
+        ('[detect]\ntimezone = ""\n', "timezone"),
+        ('[detect]\ntimezone = "../../etc/passwd"\n', "timezone"),
+    ],
+)
+def test_malformed_detector_values_are_a_start_up_error_naming_the_key(
+    tmp_path: Path, config: str, named: str
+) -> None:
+    """Whoever writes ``tether.toml`` controls these: a value the detector cannot use is
+    refused when the settings load, never a crash (or a silently blind detector) later."""
+    (tmp_path / "tether.toml").write_text(config, encoding="utf-8")
+    with pytest.raises(InvalidRequest) as caught:
+        Settings.load(tmp_path)
+    assert named in caught.value.description

@@ -11,9 +11,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
-from tether.durations import parse_duration
+from tether.durations import MAX_DURATION, parse_duration
 from tether.errors import InvalidRequest
 
 __all__ = [
@@ -42,6 +50,21 @@ def _duration(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+def _period(value: timedelta) -> timedelta:
+    if value <= timedelta(0) or value > MAX_DURATION or value.microseconds:
+        raise ValueError(
+            "must be a whole number of seconds, above zero and at most 3650d "
+            "(write it as 90s, 15m, 8h or 30d)"
+        )
+    return value
+
+
+# A detector period (learning, windows, dormancy): what Duration takes, and only what the
+# duration syntax can say, whichever way it is written (a bare number is seconds): a zero,
+# negative or fractional window would divide time into nothing, or into one-second slices.
+Period = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_period)]
 
 
 class IdpConfig(BaseModel):
@@ -188,32 +211,39 @@ class FirstUseParams(DetectorParams):
 class SpikeParams(DetectorParams):
     """A robust spike against the agent's own history of windows (median/MAD)."""
 
-    window: Duration = timedelta(minutes=5)
+    window: Period = timedelta(minutes=5)
     history: int = Field(default=288, ge=8, le=10_000)  # windows remembered
-    mad_k: float = Field(default=8.0, gt=0)  # spike: above median + mad_k * 1.4826 * MAD
-    factor: float = Field(default=3.0, ge=1)  # ... and at least factor * median
-    min_count: float = Field(default=30, ge=1)  # ... and at least this much in the window
+    # spike: above median + mad_k * 1.4826 * MAD ...
+    mad_k: float = Field(default=8.0, gt=0, allow_inf_nan=False)
+    factor: float = Field(default=3.0, ge=1, allow_inf_nan=False)  # ... and factor * median
+    # ... and at least this much in the window
+    min_count: float = Field(default=30, ge=1, allow_inf_nan=False)
 
 
 class EnumerationParams(DetectorParams):
-    window: Duration = timedelta(minutes=10)
+    window: Period = timedelta(minutes=10)
     min_distinct: int = Field(default=15, ge=2)  # distinct tools/resources in one window
-    factor: float = Field(default=3.0, ge=1)  # ... and factor * the most the agent ever did
+    # ... and factor * the most the agent ever did
+    factor: float = Field(default=3.0, ge=1, allow_inf_nan=False)
 
 
 class DenialParams(DetectorParams):
-    window: Duration = timedelta(minutes=5)
+    window: Period = timedelta(minutes=5)
     min_denials: int = Field(default=5, ge=1)
-    min_ratio: float = Field(default=0.5, gt=0, le=1)  # denials / decisions in the window
+    min_ratio: float = Field(
+        default=0.5, gt=0, le=1, allow_inf_nan=False
+    )  # denials / decisions in the window
 
 
 class OffHoursParams(DetectorParams):
-    min_share: float = Field(default=0.005, ge=0, lt=1)  # of the agent's activity in that hour
+    min_share: float = Field(
+        default=0.005, ge=0, lt=1, allow_inf_nan=False
+    )  # of the agent's activity in that hour
     neighbours: int = Field(default=1, ge=0, le=6)  # hours either side that also count
 
 
 class DormantParams(DetectorParams):
-    after: Duration = timedelta(days=14)
+    after: Period = timedelta(days=14)
 
 
 class Detectors(BaseModel):
@@ -242,7 +272,7 @@ class DetectSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
-    learning: Duration = timedelta(days=7)  # per agent, from its first event: no novelty alerts
+    learning: Period = timedelta(days=7)  # per agent, from its first event: no novelty alerts
     timezone: str = "UTC"  # for active hours
     batch_size: int = Field(default=5_000, ge=1, le=100_000)  # events per transaction
     interval_ms: int = Field(default=500, ge=10, le=60_000)
