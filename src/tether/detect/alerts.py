@@ -9,7 +9,10 @@ mid-batch -- is the alert already stored, not a second one.
 
 **Who sees what.** An admin sees every alert; anyone else the alerts of the agents they
 own now, and those raised while they owned the agent (the ``owner`` field). Any other
-alert is "not found" (404), and the refusal is recorded, as for agents.
+alert is "not found" (404), and the refusal is recorded, as for agents. Seeing is not
+answering: only the agent's *current* owner (or an admin) changes an alert's state. A
+former owner's attempt is refused (403, recorded): an agent taken from its owner must
+not have its risk lowered by them.
 
 **States.** ``open`` → ``acknowledged`` → ``resolved`` or ``suppressed`` (both also
 straight from ``open``); resolved and suppressed are final, and any other move is an
@@ -240,6 +243,10 @@ class Alerts:
             raise InvalidRequest(f"a reason is required to {verb} an alert (--reason TEXT)")
         with self._guard(by, event), self._store.write() as conn:
             row = self._visible(conn, by, alert_id, lock=True)
+            if not by.is_admin and not by.owns(self._owner_now(conn, row.agent)):
+                raise _Refused(
+                    row.id, f"only the agent's current owner or an admin can mark it {to}"
+                )
             if row.state not in _FROM[to]:
                 raise IllegalTransition(
                     f"alert {row.id} is {row.state}: it cannot be {to}"
@@ -270,13 +277,15 @@ class Alerts:
         row = conn.execute(query.with_for_update() if lock else query).first()
         if row is None:
             raise _Hidden(alert_id, exists=False)
-        if by.is_admin or by.owns(row.owner):
-            return row
-        name = self._registry.parse_ref(row.agent)
-        owner = conn.execute(select(agents.c.owner).where(agents.c.name == name)).scalar()
-        if by.owns(owner):
+        if by.is_admin or by.owns(row.owner) or by.owns(self._owner_now(conn, row.agent)):
             return row
         raise _Hidden(alert_id, exists=True)
+
+    def _owner_now(self, conn: Connection, agent: str) -> str | None:
+        """The current owner of the alert's agent (None: unowned, or no longer there)."""
+        name = self._registry.parse_ref(agent)
+        owner = conn.execute(select(agents.c.owner).where(agents.c.name == name)).scalar()
+        return None if owner is None else str(owner)
 
     @contextmanager
     def _guard(self, by: Caller, what: str) -> Iterator[None]:
