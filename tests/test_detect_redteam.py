@@ -19,13 +19,15 @@ from tether.config import Settings
 from tether.core import Tether
 from tether.errors import InvalidRequest
 from tether.model import AgentState
+from tether.safe_text import UNSAFE
 from tether.store import detect_baselines
 
 __all__ = ["opened"]  # the fixture, shared with the runner's tests
 
 
 def _record(tether: Tether, kind: str, agent: str, **fields: Any) -> int:
-    agent_id = tether.registry.agent_id(agent)
+    """Record an event by ``agent`` (a name, or any ``spiffe://`` ID as it is)."""
+    agent_id = agent if agent.startswith("spiffe://") else tether.registry.agent_id(agent)
     fields.setdefault("chain", (PERSON, agent_id))
     [seq] = tether.events.record(Entry.of(kind, actor=agent_id, subject=agent_id, **fields))
     return seq
@@ -179,3 +181,49 @@ def test_malformed_detector_values_are_a_start_up_error_naming_the_key(
     with pytest.raises(InvalidRequest) as caught:
         Settings.load(tmp_path)
     assert named in caught.value.description
+
+
+# ---- poison events ---------------------------------------------------------------------
+
+
+def test_events_with_odd_bodies_neither_halt_the_detector_nor_lose_the_alert(
+    opened: Callable[..., Tether], clock: Clock
+) -> None:
+    """Attacker controls the strings and numbers Tether records about its agent (tool
+    names, paths, audiences, sizes) and which identities appear as actors: none of it may
+    stop the detector (it would retry the same batch for ever, blind for everyone), and the
+    alert it should raise is stored on both stores."""
+    tether = opened()
+    tether.registry.register(ADMIN, spec("worker"))
+    _routine(tether, clock, "worker", days=3)
+    tether.detector.run_until_idle()
+    _office(clock)
+    worker = tether.registry.agent_id("worker")
+    evil = "files/x\x00y\ud800\u202e\x1b[2J" + "z" * 5000
+    poisoned = _call(tether, "worker", evil.removeprefix("files/"))
+    for size in (10**30, float("nan"), float("inf"), -5, True, 1e300, "12", None, [1]):
+        _record(tether, "tool.result", "worker", resource="files/read_a", detail={"size": size})
+    _record(tether, "token.issued", "worker", detail={"aud": {"not": "a string"}})
+    _record(tether, "token.exchanged", "worker", chain=(worker,), detail={"aud": None})
+    _record(tether, "token.exchanged", "worker", chain=("spiffe://else.where/agent/x", worker))
+    _record(tether, "token.exchanged", "worker", chain=(PERSON, PERSON, worker, worker))
+    _record(tether, "credential.issued", "worker", resource=None)
+    _record(tether, "mcp.refused", "worker", action=None)
+    _record(tether, "decision", "worker", action="delegate", resource=worker, decision="allow")
+    _record(tether, "decision", "worker", action=None, resource=None, decision="maybe")
+    for actor in (
+        "spiffe://else.where/agent/worker",  # another trust domain
+        "spiffe://tether.local/agent/ghost",  # never registered
+        "spiffe://tether.local/agent/Not A Name",  # no agent name at all
+        "spiffe://tether.local/",
+    ):
+        call = {"action": "tools/call", "resource": "files/read_a", "decision": "allow"}
+        _record(tether, "decision", actor, chain=(actor,), **call)
+    raised = tether.detector.run_until_idle()
+    assert tether.detector.cursor() == tether.events.size()
+    [first] = [a for a in raised if a.detector == "first_use" and a.evidence == (poisoned,)]
+    assert first.agent == worker
+    stored = tether.alerts.get(ADMIN, first.id)
+    assert len(stored.summary) <= 1000 and not UNSAFE & set(stored.summary)
+    [event] = [e for e in tether.events.list(type="alert.raised") if e.detail["alert"] == first.id]
+    assert event.reason == stored.summary

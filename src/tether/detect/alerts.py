@@ -5,7 +5,12 @@ transaction (the detector's, with its cursor and baselines), each with one
 ``alert.raised`` event by ``system:detect`` and the agent's new risk score; all of it
 commits together or not at all. An alert's id is made from what it is about (detector,
 agent, time and evidence), so the same finding raised again -- a detector restarted
-mid-batch -- is the alert already stored, not a second one.
+mid-batch -- is the alert already stored, not a second one. The summary is one line of at
+most 1000 characters with its control and bidirectional characters as visible ``\\uXXXX``
+escapes (:mod:`tether.safe_text`): it quotes what the agent touched (a tool's name is the
+agent's to choose) and reaches terminals, SIEM titles and consoles through the API's JSON.
+``detail`` keeps the values as recorded (JSON escapes them; every face that shows them
+neutralises them).
 
 **Who sees what.** An admin sees every alert; anyone else the alerts of the agents they
 own now, and those raised while they owned the agent (the ``owner`` field). Any other
@@ -48,6 +53,7 @@ from tether.errors import Forbidden, IllegalTransition, InvalidRequest, NotFound
 from tether.metrics import Metrics
 from tether.model import parse_text
 from tether.registry import Registry
+from tether.safe_text import neutralise
 from tether.services import Services
 from tether.store import Store, agents, alerts
 
@@ -136,7 +142,7 @@ class Alerts:
         name = self._registry.parse_ref(finding.agent)
         agent = self._registry.agent_id(name)
         owner = conn.execute(select(agents.c.owner).where(agents.c.name == name)).scalar()
-        summary = " ".join(finding.summary.split())[:_MAX_SUMMARY]
+        summary = neutralise(" ".join(finding.summary.split()))[:_MAX_SUMMARY]
         return Alert(
             id=alert_id(finding, agent),
             created_at=self._clock(),
