@@ -17,6 +17,8 @@ from test_detect_runner import ADMIN, PERSON, _call, _routine, opened
 from tether.audit.record import Entry
 from tether.config import Settings
 from tether.core import Tether
+from tether.detect.detectors import Moment
+from tether.detect.detectors.first_use import FirstUse
 from tether.errors import InvalidRequest
 from tether.model import AgentState
 from tether.safe_text import UNSAFE
@@ -227,3 +229,37 @@ def test_events_with_odd_bodies_neither_halt_the_detector_nor_lose_the_alert(
     assert len(stored.summary) <= 1000 and not UNSAFE & set(stored.summary)
     [event] = [e for e in tether.events.list(type="alert.raised") if e.detail["alert"] == first.id]
     assert event.reason == stored.summary
+
+
+def test_an_event_a_detector_cannot_judge_is_skipped_and_recorded_not_retried_for_ever(
+    opened: Callable[..., Tether], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attacker finds a value some detector chokes on (here: a tool called ``boom``): the
+    detector records that it skipped the event and judges the next ones, instead of
+    failing the same batch for ever while nothing else is watched."""
+    tether = opened()
+    tether.registry.register(ADMIN, spec("worker"))
+    _routine(tether, clock, "worker", days=3)
+    tether.detector.run_until_idle()
+    real = FirstUse.observe
+
+    def choking(self: FirstUse, moment: Moment, observations: Any) -> Any:
+        if any("boom" in o.value for o in observations):
+            raise ZeroDivisionError("a bug some value reaches")
+        return real(self, moment, observations)
+
+    monkeypatch.setattr(FirstUse, "observe", choking)
+    _office(clock)
+    boom = _call(tether, "worker", "boom")
+    novel = _call(tether, "worker", "export_all")
+    raised = tether.detector.run_until_idle()
+    assert tether.detector.cursor() == tether.events.size()
+    assert [a.evidence for a in raised if a.detector == "first_use"] == [(novel,)]
+    [skipped] = tether.events.list(type="detect.skipped")
+    assert (skipped.actor, skipped.subject, skipped.detail["seq"]) == (
+        "system:detect",
+        tether.registry.agent_id("worker"),
+        boom,
+    )
+    assert "ZeroDivisionError" in skipped.reason
+    assert tether.detector.run_until_idle() == []  # nothing retried, nothing raised twice

@@ -26,6 +26,13 @@ by ``system:detect`` in the batch's transaction (and logs it). So one bad row ne
 detection for every agent (the runner would retry the same batch forever) nor blinds one
 agent silently.
 
+An event the engine cannot judge (a detector, or :func:`observe`, raises on it: a bug
+some recorded value reaches) is skipped for that agent and handed to the runner with the
+error (:meth:`Engine.skipped`), which records a ``detect.skipped`` event naming its seq:
+the detector goes on with the next event instead of retrying the same batch for ever,
+blind for everyone, and the event is not lost silently. Errors of the store (loading a
+baseline, looking facts up) are not caught: the batch fails and is read again.
+
 **Facts.** Each agent's facts (kind, owner, shadow) are looked up when it is first met,
 again when a lifecycle event about it (``agent.*``) goes by, and at least every
 :data:`FACTS_TTL` seconds of event time.
@@ -86,6 +93,7 @@ class Engine:
         self._groups: dict[_Group, set[str]] = {}
         self._dirty: set[str] = set()
         self._resets: list[tuple[str, str]] = []  # (agent, why): unreadable baselines
+        self._skipped: list[tuple[int, str, str]] = []  # (seq, agent, why): not judged
 
     # ---- the public face ----------------------------------------------------------------
 
@@ -93,7 +101,11 @@ class Engine:
         """Judge ``events`` (in ``seq`` order); the findings they raise, in order."""
         found: list[Finding] = []
         for event in events:
-            observations = observe(event)
+            try:
+                observations = observe(event)
+            except Exception as exc:  # skipped and said (the module docstring)
+                self._skipped.append((event.seq, event.actor, _why(exc)))
+                continue
             if not observations:
                 if event.type.startswith("agent.") and is_agent(event.subject):
                     self._stale(str(event.subject))
@@ -122,6 +134,12 @@ class Engine:
         found, self._resets = self._resets, []
         return found
 
+    def skipped(self) -> list[tuple[int, str, str]]:
+        """The events not judged since the last call: (seq, agent, the error); the list
+        is then empty."""
+        found, self._skipped = self._skipped, []
+        return found
+
     def forget(self) -> None:
         """Drop every in-memory state (the runner lost its lock: another process goes on
         from the committed cursor and baselines; this one will reload them if it resumes)."""
@@ -129,6 +147,7 @@ class Engine:
         self._groups.clear()
         self._dirty.clear()
         self._resets.clear()
+        self._skipped.clear()
         self._detectors = build(self.settings)  # drops the detectors' per-run memos
         self._dispatch.clear()
 
@@ -179,10 +198,13 @@ class Engine:
         moment.now = now
         moment.learning = baseline.learning(now, self._learning)
         moment.previous = baseline.last_seen
-        for detector in detectors:
-            finding = detector.observe(moment, observations)
-            if finding is not None:
-                found.append(finding)
+        try:
+            for detector in detectors:
+                finding = detector.observe(moment, observations)
+                if finding is not None:
+                    found.append(finding)
+        except Exception as exc:  # skipped and said (the module docstring)
+            self._skipped.append((event.seq, agent, _why(exc)))
         baseline.seen(now, event.seq, active=kinds != (DELEGATED_BY,))
         self._dirty.add(agent)
 
@@ -231,3 +253,7 @@ class Engine:
                 if not baseline.learning(now, self._learning):
                     peers.append(baseline)
         return peers
+
+
+def _why(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]

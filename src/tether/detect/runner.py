@@ -25,7 +25,11 @@ are not fed back.
 **Nothing it cannot read stops it.** A stored baseline that cannot be read makes its agent
 start afresh; the batch records a ``detect.baseline_reset`` event (actor
 ``system:detect``, subject the agent, the reason) with the rest, and the bad row is
-replaced (:mod:`tether.detect.engine`).
+replaced; an event the engine cannot judge is recorded as a ``detect.skipped`` event
+(its seq, the agent, the error) and the batch goes on (:mod:`tether.detect.engine`). A
+finding the alert store would refuse (an agent of another trust domain, an unknown
+severity) is dropped the same way, said in a ``detect.skipped`` event. So no event stops
+the detector, and none is passed over without a record.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from tether.audit.record import Entry
 from tether.callers import Caller
-from tether.config import DetectSettings
+from tether.config import SEVERITIES, DetectSettings
 from tether.detect.alerts import Alerts
 from tether.detect.engine import Engine
 from tether.detect.model import SYSTEM_ACTOR, AgentFacts, Alert, Finding
@@ -107,11 +111,10 @@ class RegistryFacts:
 
     def named(self, agent_id: str) -> bool:
         """Whether ``agent_id`` names an agent of this trust domain (alerts are about those
-        only; a finding about anything else is dropped, logged)."""
+        only)."""
         try:
             self._registry.parse_ref(agent_id)
         except TetherError:
-            log.warning("finding about %r dropped: not an agent of this trust domain", agent_id)
             return False
         return True
 
@@ -172,9 +175,17 @@ class Detector:
         self._facts.refresh(events)
         last = found[-1][0]
         try:
-            findings = [f for f in self._engine.feed(events) if self._facts.named(f.agent)]
+            findings: list[Finding] = []
+            skipped = []
+            for finding in self._engine.feed(events):
+                refused = self._refused(finding)
+                if refused is None:
+                    findings.append(finding)
+                else:
+                    skipped.append((max(finding.evidence, default=last), finding.agent, refused))
+            skipped.extend(self._engine.skipped())
             raised = self._commit(
-                stored, last, findings, self._engine.dirty(), self._engine.resets()
+                stored, last, findings, self._engine.dirty(), self._engine.resets(), skipped
             )
         except Exception:
             self.forget()  # the engine's state is ahead of the store's: rebuild it from there
@@ -200,10 +211,13 @@ class Detector:
         findings: list[Finding],
         baselines: Mapping[str, Mapping[str, Any]],
         resets: Sequence[tuple[str, str]] = (),
+        skipped: Sequence[tuple[int, str, str]] = (),
     ) -> list[Alert]:
         now = self._services.clock()
         for agent, why in resets:
             log.warning("stored baseline of %r unreadable, started afresh: %s", agent, why)
+        for seq, agent, why in skipped:
+            log.warning("event %d of %r skipped by the detector: %s", seq, agent, why)
         with self._store.write() as conn:
             moved = conn.execute(
                 update(detect_cursor)
@@ -218,9 +232,19 @@ class Detector:
                 _save_baseline(conn, agent, body, now)
             for agent, why in resets:
                 self._events.append(conn, _reset_entry(agent, why))
+            for seq, agent, why in skipped:
+                self._events.append(conn, _skipped_entry(seq, agent, why))
             raised = self._alerts.raise_all(conn, findings) if findings else []
             self._responder.plan(conn, raised)
         return raised
+
+    def _refused(self, finding: Finding) -> str | None:
+        """Why the alert store would refuse ``finding`` (None: it would not)."""
+        if not self._facts.named(finding.agent):
+            return f"a {finding.detector} finding about {finding.agent!r}, not an agent here"
+        if finding.severity not in SEVERITIES or not finding.detector:
+            return f"a finding of {finding.detector!r} at severity {finding.severity!r}"
+        return None
 
     def learn(self, history: Iterable[Event]) -> int:
         """Learn baselines from ``history``: events that are *not* in the log (the demo's
@@ -325,6 +349,17 @@ def _reset_entry(agent: str, why: str) -> Entry:
         subject=agent,
         resource=agent,
         reason=f"the stored baseline could not be read ({why}): the agent is learned afresh",
+    )
+
+
+def _skipped_entry(seq: int, agent: str, why: str) -> Entry:
+    return Entry.of(
+        "detect.skipped",
+        actor=SYSTEM_ACTOR,
+        subject=agent,
+        resource=agent,
+        reason=f"event {seq} was not judged: {why}",
+        detail={"seq": seq},
     )
 
 
