@@ -231,9 +231,11 @@ class Detector:
             for agent, body in baselines.items():
                 _save_baseline(conn, agent, body, now)
             for agent, why in resets:
-                self._events.append(conn, _reset_entry(agent, why))
+                text = f"the stored baseline could not be read ({why}): the agent is learned afresh"
+                self._events.append(conn, _note("detect.baseline_reset", agent, text))
             for seq, agent, why in skipped:
-                self._events.append(conn, _skipped_entry(seq, agent, why))
+                text = f"event {seq} was not judged: {why}"
+                self._events.append(conn, _note("detect.skipped", agent, text, seq=seq))
             raised = self._alerts.raise_all(conn, findings) if findings else []
             self._responder.plan(conn, raised)
         return raised
@@ -342,24 +344,10 @@ def _own(body: str) -> bool:
     return _OWN_ACTOR in body and any(text in body for text in _OWN_TYPE_TEXT)
 
 
-def _reset_entry(agent: str, why: str) -> Entry:
+def _note(kind: str, agent: str, reason: str, **detail: Any) -> Entry:
+    """A ``detect.*`` event: something the detector did not judge as usual, on record."""
     return Entry.of(
-        "detect.baseline_reset",
-        actor=SYSTEM_ACTOR,
-        subject=agent,
-        resource=agent,
-        reason=f"the stored baseline could not be read ({why}): the agent is learned afresh",
-    )
-
-
-def _skipped_entry(seq: int, agent: str, why: str) -> Entry:
-    return Entry.of(
-        "detect.skipped",
-        actor=SYSTEM_ACTOR,
-        subject=agent,
-        resource=agent,
-        reason=f"event {seq} was not judged: {why}",
-        detail={"seq": seq},
+        kind, actor=SYSTEM_ACTOR, subject=agent, resource=agent, reason=reason, detail=detail
     )
 
 
