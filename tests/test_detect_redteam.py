@@ -263,3 +263,32 @@ def test_an_event_a_detector_cannot_judge_is_skipped_and_recorded_not_retried_fo
     )
     assert "ZeroDivisionError" in skipped.reason
     assert tether.detector.run_until_idle() == []  # nothing retried, nothing raised twice
+
+
+def test_long_values_are_bounded_in_baselines_and_stay_distinct() -> None:
+    """An agent inventing 2,000-character paths cannot grow its stored baseline without
+    bound: values past VALUE_MAX are a prefix and a hash, distinct for distinct inputs."""
+    from datetime import UTC, datetime
+
+    from tether.detect.observe import VALUE_MAX, bounded, observe
+    from tether.model import Event
+
+    long_a, long_b = "srv/" + "a" * 3000, "srv/" + "a" * 2999 + "b"
+    assert len(bounded(long_a)) < VALUE_MAX and bounded(long_a) != bounded(long_b)
+    assert bounded("srv/short") == "srv/short"
+    agent = "spiffe://tether.local/agent/x"
+    event = Event(
+        1,
+        datetime(2026, 1, 1, tzinfo=UTC),
+        "decision",
+        agent,
+        agent,
+        (agent,),
+        "tools/call",
+        long_a,
+        "allow",
+        (),
+        None,
+        {},
+    )
+    assert all(len(o.value) <= VALUE_MAX for o in observe(event))

@@ -33,6 +33,7 @@ as activity in its active hours.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Final, NamedTuple
 
@@ -51,7 +52,9 @@ __all__ = [
     "RESULT",
     "SERVER",
     "TOOL",
+    "VALUE_MAX",
     "Observation",
+    "bounded",
     "is_agent",
     "observe",
 ]
@@ -76,6 +79,17 @@ ACTIVE: Final = KINDS - {DELEGATED_BY}  # kinds that are the agent's own doing
 _TOOL_ACTIONS: Final = frozenset({"tools/call", "prompts/get"})
 _MCP_ACTIONS: Final = frozenset({"tools/call", "prompts/get", "resources/read"})
 _IGNORED_PREFIXES: Final = ("alert.", "detect.")
+VALUE_MAX: Final = 256  # longer values are kept as a prefix and a hash of the whole
+
+
+def bounded(value: str) -> str:
+    """``value``, or for one longer than :data:`VALUE_MAX` characters its first 200 and a
+    hash of the whole (``...#<16 hex>``): still one distinct value per distinct input, but a
+    baseline holding 2,000 of them stays small however long the paths an agent invents."""
+    if len(value) <= VALUE_MAX:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{value[:200]}\u2026#{digest}"
 
 
 class Observation(NamedTuple):
@@ -105,7 +119,8 @@ def observe(event: Event) -> tuple[Observation, ...]:
         return _decision(event, actor)
     if kind == "tool.result":
         size = _size(event)
-        return (Observation(actor, RESULT, event.resource or "", size, event.seq, event.at),)
+        value = bounded(event.resource or "")
+        return (Observation(actor, RESULT, value, size, event.seq, event.at),)
     if kind == "token.issued":
         return (Observation(actor, AUDIENCE, _audience(event), 0.0, event.seq, event.at),)
     if kind == "token.exchanged":
@@ -115,18 +130,19 @@ def observe(event: Event) -> tuple[Observation, ...]:
             return (*_delegation(chain[-2], actor, event), audience)  # the delegator first
         return (audience,)
     if kind == "credential.issued":
-        return (Observation(actor, CREDENTIAL, event.resource or "", 1.0, event.seq, event.at),)
+        value = bounded(event.resource or "")
+        return (Observation(actor, CREDENTIAL, value, 1.0, event.seq, event.at),)
     if kind.endswith(".refused"):
-        return (Observation(actor, CALL, event.action or kind, 1.0, event.seq, event.at),)
+        return (Observation(actor, CALL, bounded(event.action or kind), 1.0, event.seq, event.at),)
     return ()
 
 
 def _decision(event: Event, actor: str) -> tuple[Observation, ...]:
     allowed = event.decision == "allow"
-    action = event.action or ""
+    action = bounded(event.action or "")
     seq, at = event.seq, event.at
     call = Observation(actor, CALL, action, 0.0 if allowed else 1.0, seq, at)
-    resource = event.resource
+    resource = bounded(event.resource) if event.resource else None
     if not resource:
         return (call,)
     if action == "delegate":
@@ -157,4 +173,4 @@ def _size(event: Event) -> float:
 
 def _audience(event: Event) -> str:
     aud = event.detail.get("aud")
-    return aud if isinstance(aud, str) else event.resource or ""
+    return bounded(aud if isinstance(aud, str) else event.resource or "")
