@@ -16,6 +16,7 @@ from tether.callers import Caller
 from tether.config import Settings
 from tether.core import Tether
 from tether.detect.alerts import Alerts
+from tether.detect.budget import BUDGET
 from tether.detect.model import Alert
 from tether.detect.response import BREAKER
 from tether.errors import Denied, InvalidRequest, TetherError
@@ -346,3 +347,35 @@ def test_detect_run_refuses_when_the_detector_is_off(
     (cli_env / "tether.toml").write_text('[detect]\nlearning = "later"\n', encoding="utf-8")
     code, out, err = cli("detect", "run", "--once")
     assert code == 2 and "detect.learning" in out + err and "Traceback" not in out + err
+
+
+def test_the_alert_budget_bounds_one_agents_alerts_and_holds_back_nothing_silently(
+    opened: Callable[..., Tether], clock: Clock
+) -> None:
+    tether = opened(max_alerts_per_agent_hour=3)
+    tether.registry.register(ADMIN, spec("worker"))
+    _routine(tether, clock, "worker", days=3)
+    tether.detector.run_until_idle()
+    clock.now = clock.now.replace(hour=11)
+    novel = [_call(tether, "worker", f"new_tool_{i}") for i in range(10)]  # 10 first uses
+    tether.detector.run_until_idle()
+    agent_id = tether.registry.agent_id("worker")
+    stored = tether.alerts.list(ADMIN, agent=agent_id)
+    first_uses = [a for a in stored if a.detector == "first_use"]
+    [over] = [a for a in stored if a.detector == BUDGET]
+    assert len(first_uses) == 3 and over.severity == "high"
+    assert over.detail["held"] == 7 and set(over.evidence) == set(novel) - {
+        seq for a in first_uses for seq in a.evidence
+    }
+    [throttled] = tether.events.list(type="detect.throttled")
+    assert throttled.subject == agent_id and throttled.detail["detectors"] == ["first_use"]
+    # more in the same hour: held back and recorded, no second budget alert
+    _call(tether, "worker", "yet_another")
+    tether.detector.run_until_idle()
+    assert [a.detector for a in tether.alerts.list(ADMIN, agent=agent_id)].count(BUDGET) == 1
+    assert len(tether.events.list(type="detect.throttled")) == 2
+    # an hour later there is room again
+    clock.advance(hours=1, minutes=1)
+    _call(tether, "worker", "the_next_day_tool")
+    raised = tether.detector.run_until_idle()
+    assert [a.detector for a in raised] == ["first_use"]

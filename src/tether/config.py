@@ -277,6 +277,7 @@ class DetectSettings(BaseModel):
     batch_size: int = Field(default=5_000, ge=1, le=100_000)  # events per transaction
     interval_ms: int = Field(default=500, ge=10, le=60_000)
     max_actions_per_hour: int = Field(default=10, ge=0)  # the circuit breaker
+    max_alerts_per_agent_hour: int = Field(default=20, ge=1, le=100_000)  # then one summary
     response: dict[str, Response] = Field(default_factory=dict)
     detectors: Detectors = Detectors()
 

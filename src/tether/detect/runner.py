@@ -46,6 +46,7 @@ from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.config import SEVERITIES, DetectSettings
 from tether.detect.alerts import Alerts
+from tether.detect.budget import budget
 from tether.detect.engine import Engine
 from tether.detect.model import SYSTEM_ACTOR, AgentFacts, Alert, Finding
 from tether.detect.response import Responder
@@ -236,7 +237,16 @@ class Detector:
             for seq, agent, why in skipped:
                 text = f"event {seq} was not judged: {why}"
                 self._events.append(conn, _note("detect.skipped", agent, text, seq=seq))
-            raised = self._alerts.raise_all(conn, findings) if findings else []
+            kept = budget(conn, findings, self._settings.max_alerts_per_agent_hour, now)
+            for agent, held in kept.held.items():
+                text = f"{len(held)} finding(s) held back by the alert budget"
+                detectors = sorted({f.detector for f in held})
+                seqs = sorted({seq for f in held for seq in f.evidence})[:50]
+                self._events.append(
+                    conn,
+                    _note("detect.throttled", agent, text, detectors=detectors, evidence=seqs),
+                )
+            raised = self._alerts.raise_all(conn, kept.raised) if kept.raised else []
             self._responder.plan(conn, raised)
         return raised
 

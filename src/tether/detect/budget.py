@@ -1,0 +1,89 @@
+"""The alert budget: at most ``[detect] max_alerts_per_agent_hour`` alerts about one agent
+in any hour.
+
+An agent with broad grants can touch thousands of things it never touched before; without
+a bound, each would be an alert, an audit event and a SIEM finding. Past the budget, the
+findings about that agent are not raised one by one: one ``alert_budget`` alert (high) per
+agent and hour says how many were held back, from which detectors, with their evidence
+(the first 50 seqs), and a ``detect.throttled`` event records every batch's held-back
+count, so nothing is dropped silently. What was held back is still learned (the baseline
+moved on). Higher severities are raised first when a batch must choose.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, func, select
+
+from tether.detect.model import Finding, severity_rank
+from tether.store import alerts
+
+__all__ = ["BUDGET", "Budgeted", "budget"]
+
+BUDGET = "alert_budget"  # the detector name of the budget's own alert
+_HOUR = timedelta(hours=1)
+_EVIDENCE = 50
+
+
+class Budgeted:
+    """What :func:`budget` decided for one batch."""
+
+    def __init__(self) -> None:
+        self.raised: list[Finding] = []  # within the budget (and the budget's own alerts)
+        self.held: dict[str, list[Finding]] = {}  # agent -> held back
+
+
+def budget(conn: Connection, findings: Sequence[Finding], limit: int, now: datetime) -> Budgeted:
+    """Split ``findings`` into those raised and those held back, by the alerts each agent
+    already has in the hour before ``now`` (read in the caller's transaction)."""
+    out = Budgeted()
+    by_agent: dict[str, list[Finding]] = {}
+    for finding in findings:
+        by_agent.setdefault(finding.agent, []).append(finding)
+    for agent, found in by_agent.items():
+        recent = _recent(conn, agent, now)
+        room = max(0, limit - recent[0])
+        ranked = sorted(found, key=lambda f: -severity_rank(f.severity))  # stable
+        out.raised.extend(ranked[:room])
+        held = ranked[room:]
+        if not held:
+            continue
+        out.held[agent] = held
+        if not recent[1]:  # one budget alert per agent and hour
+            out.raised.append(_budget_alert(agent, held, limit, now))
+    return out
+
+
+def _recent(conn: Connection, agent: str, now: datetime) -> tuple[int, int]:
+    """(alerts about ``agent`` in the last hour, of which budget alerts)."""
+    since = now - _HOUR
+    rows = conn.execute(
+        select(alerts.c.detector, func.count())
+        .where(alerts.c.agent == agent, alerts.c.created_at > since)
+        .group_by(alerts.c.detector)
+    ).all()
+    counts = {str(detector): int(n) for detector, n in rows}
+    return sum(counts.values()), counts.get(BUDGET, 0)
+
+
+def _budget_alert(agent: str, held: list[Finding], limit: int, now: datetime) -> Finding:
+    detectors = Counter(f.detector for f in held)
+    evidence = sorted({seq for f in held for seq in f.evidence})[:_EVIDENCE]
+    names = ", ".join(f"{name}: {n}" for name, n in sorted(detectors.items()))
+    last = held[-1]
+    return Finding(
+        detector=BUDGET,
+        severity="high",
+        agent=agent,
+        chain=last.chain,
+        summary=(
+            f"{agent.rsplit('/', 1)[-1]}: more than {limit} alerts in an hour; "
+            f"{len(held)} more held back ({names})"
+        ),
+        evidence=tuple(evidence),
+        at=now,
+        detail={"limit": limit, "held": len(held), "detectors": dict(detectors)},
+    )
