@@ -21,7 +21,7 @@ from tether.detect.model import Alert
 from tether.detect.response import BREAKER
 from tether.errors import Denied, InvalidRequest, TetherError
 from tether.grants import GrantSpec
-from tether.model import AgentState
+from tether.model import AgentState, Email
 from tether.policy.decision import AccessRequest
 from tether.upstreams.servers import UpstreamSpec
 
@@ -174,7 +174,7 @@ def test_suspend_by_policy_is_an_admin_hold_and_the_next_decision_is_denied(
     shown = tether.alerts.get(ADMIN, first.id)
     assert [(x.action, x.outcome) for x in shown.actions][:1] == [("suspend", "done")]
     # the owner cannot lift it: an admin hold
-    owner = Caller.user("alice@example.com")
+    owner = Caller.user(Email("alice@example.com"))
     with pytest.raises(TetherError):
         tether.registry.resume(owner, "worker", reason="it is fine")
     assert tether.registry.get(ADMIN, "worker").state is AgentState.SUSPENDED
