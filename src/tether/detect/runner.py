@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,9 +69,9 @@ _OWN_TYPES = ("alert.", "detect.")
 
 class RegistryFacts:
     """:class:`~tether.detect.model.Facts` from the registry, remembered while the state
-    epoch stands (every registry change moves it) and dropped for the agents whose
-    ``agent.*`` events a batch holds (:meth:`refresh`): a batch never judges an agent by
-    facts older than the events it reads."""
+    epoch stands (every registry change moves it; :meth:`refresh` before each batch) and
+    dropped for an agent as soon as one of its ``agent.*`` events is read (:meth:`drop`):
+    an agent is never judged by facts older than the events read before."""
 
     def __init__(self, registry: Registry, epoch: StateEpoch) -> None:
         self._registry = registry
@@ -80,17 +80,16 @@ class RegistryFacts:
         self._seen: dict[str, AgentFacts | None] = {}
         self._by = Caller.system("detect")
 
-    def refresh(self, events: Iterable[Event]) -> None:
-        """Before a batch: forget everything if the epoch moved, else the agents the
-        batch's lifecycle events are about."""
+    def refresh(self) -> None:
+        """Before a batch: forget everything if the epoch moved."""
         epoch = self._epoch.current()
         if epoch != self._at_epoch:
             self._seen.clear()
             self._at_epoch = epoch
-            return
-        for event in events:
-            if event.type.startswith("agent.") and event.subject:
-                self._seen.pop(event.subject, None)
+
+    def drop(self, agent_id: str) -> None:
+        """Forget ``agent_id``'s facts (a lifecycle event about it was just read)."""
+        self._seen.pop(agent_id, None)
 
     def agent(self, agent_id: str) -> AgentFacts | None:
         if agent_id not in self._seen:
@@ -172,13 +171,12 @@ class Detector:
         if not found:
             self._responder.run_pending()
             return TickReport(0, stored)
-        events = [Event.from_body(json.loads(body), at) for _, at, body in found if not _own(body)]
-        self._facts.refresh(events)
+        self._facts.refresh()
         last = found[-1][0]
         try:
             findings: list[Finding] = []
             skipped = []
-            for finding in self._engine.feed(events):
+            for finding in self._engine.feed(self._parsed(found)):
                 refused = self._refused(finding)
                 if refused is None:
                     findings.append(finding)
@@ -194,6 +192,18 @@ class Detector:
         self._cursor = last
         self._responder.run_pending()
         return TickReport(len(found), last, tuple(raised))
+
+    def _parsed(self, found: Iterable[tuple[int, Any, str]]) -> Iterator[Event]:
+        """The batch's events one by one (parsed as the engine takes them, so a batch never
+        holds thousands of parsed events at once), the detector's own left out; an
+        agent's lifecycle event makes its registry facts be looked up afresh."""
+        for _, at, body in found:
+            if _own(body):
+                continue
+            event = Event.from_body(json.loads(body), at)
+            if event.type.startswith("agent.") and event.subject:
+                self._facts.drop(event.subject)
+            yield event
 
     def run_until_idle(self, limit: int = 1_000_000) -> list[Alert]:
         """Work batches until the log is read (tests, ``tether detect run --once``)."""
