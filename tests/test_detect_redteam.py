@@ -292,3 +292,44 @@ def test_long_values_are_bounded_in_baselines_and_stay_distinct() -> None:
         {},
     )
     assert all(len(o.value) <= VALUE_MAX for o in observe(event))
+
+
+def test_a_denial_burst_across_a_window_boundary_is_one_finding() -> None:
+    """Probes timed around a clock boundary (3 just before :05:00, 3 just after) are one
+    burst: the window slides, it is not a fixed five-minute block."""
+    from datetime import UTC, datetime, timedelta
+
+    from tether.config import DetectSettings
+    from tether.detect.engine import Engine
+    from tether.detect.model import AgentFacts
+    from tether.model import Event
+
+    agent = "spiffe://tether.local/agent/prober"
+
+    class Facts:
+        def agent(self, agent_id: str) -> AgentFacts | None:
+            return AgentFacts(agent_id, "autonomous", "alice@example.com", "active")
+
+    engine = Engine(DetectSettings(), Facts(), lambda _agent: None)
+    boundary = datetime(2026, 3, 2, 10, 5, tzinfo=UTC)  # a multiple of 300 s
+    times = [boundary + timedelta(seconds=s) for s in (-3, -2, -1, 1, 2, 3)]
+    events = [
+        Event(
+            i + 1,
+            at,
+            "decision",
+            agent,
+            agent,
+            (agent,),
+            "tools/call",
+            f"github/delete_{i}",
+            "deny",
+            (),
+            None,
+            {},
+        )
+        for i, at in enumerate(times)
+    ]
+    findings = [f for f in engine.feed(events) if f.detector == "denial_burst"]
+    assert len(findings) == 1
+    assert findings[0].evidence == (1, 2, 3, 4, 5)  # found at the fifth, across the boundary

@@ -33,6 +33,7 @@ never stops the detector for every other agent.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -46,6 +47,7 @@ __all__ = ["SETS", "SET_CAP", "VERSION", "Baseline"]
 
 VERSION: Final = 1
 SET_CAP: Final = 2_000
+RECENT_CAP: Final = 512  # decided calls remembered for the sliding denial window
 SETS: Final = (TOOL, RESOURCE, SERVER, AUDIENCE, DELEGATE_TO, DELEGATED_BY)
 _NEVER: Final = Limits(mad_k=float("inf"), factor=1.0, min_count=float("inf"))
 
@@ -73,6 +75,7 @@ class Baseline:
         "last_seen",
         "last_seq",
         "marks",
+        "recent_calls",
         "results",
         "saturated",
         "sets",
@@ -86,6 +89,8 @@ class Baseline:
         self.sets: dict[str, set[str]] = {kind: set() for kind in SETS}
         self.saturated: set[str] = set()
         self.marks: dict[str, float] = {}
+        # the last window's decided calls, (time, seq, denied): a sliding window for bursts
+        self.recent_calls: deque[tuple[float, int, bool]] = deque(maxlen=RECENT_CAP)
         self.hours = Hours()
         self._series(settings, {})
 
@@ -160,6 +165,7 @@ class Baseline:
             "sets": {kind: sorted(items) for kind, items in self.sets.items()},
             "saturated": sorted(self.saturated),
             "marks": dict(self.marks),
+            "recent_calls": [[t, seq, denied] for t, seq, denied in self.recent_calls],
             "hours": self.hours.to_dict(),
             "calls": self.calls.to_dict(),
             "results": self.results.to_dict(),
@@ -187,6 +193,10 @@ class Baseline:
                 made.sets[kind] = {str(v) for v in data["sets"].get(kind, ())[:SET_CAP]}
             made.saturated = {str(k) for k in data["saturated"]}
             made.marks = {str(k): float(v) for k, v in data["marks"].items()}
+            made.recent_calls.extend(
+                (float(t), int(seq), bool(denied))
+                for t, seq, denied in data.get("recent_calls", ())[-RECENT_CAP:]
+            )
             made.hours = Hours.from_dict(data["hours"])
             made._series(settings, data)
         except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:

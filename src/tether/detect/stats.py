@@ -135,6 +135,11 @@ class Series:
         reports it, so a window is reported once)."""
         return self._over(self.value)
 
+    def exceeds(self, value: float) -> bool:
+        """Whether a total of ``value`` over one window would spike (a sliding window's
+        total is judged against the same history)."""
+        return self._over(value)
+
     def _over(self, value: float) -> bool:
         if value < self.limits.min_count:
             return False  # below every threshold: no need to look at the history

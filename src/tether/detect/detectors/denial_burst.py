@@ -6,12 +6,13 @@ everything. Counts denied ``decision`` events and ``*.refused`` events of the ag
 against all its decided actions in the same window.
 
 **Parameters** ``[detect.detectors.denial_burst]``: ``window`` (5m), ``min_denials`` (5),
-``min_ratio`` (0.5): a window is reported when its denials reach ``min_denials``, make at
-least ``min_ratio`` of its decisions, and (once the agent has 8 windows with denials)
+``min_ratio`` (0.5): the last ``window`` seconds (a *sliding* window, so a burst across a
+clock boundary counts whole) are reported when their denials reach ``min_denials``, make at
+least ``min_ratio`` of their decisions, and (once the agent has 8 windows with denials)
 also stand out from its own history: ``>= factor * median`` and
 ``> median + mad_k * 1.4826 * MAD`` with the ``call_rate`` robustness settings. This
-detector judges from the first event: probing does not wait for a baseline. Once per
-window.
+detector judges from the first event: probing does not wait for a baseline. One finding
+per burst: none again within ``window`` of the last.
 
 **Severity** high. **OWASP ASI** ASI03 Identity and Privilege Abuse, ASI10 Rogue Agents.
 **MITRE ATLAS** AML.T0133 Discover AI Agent Runtime Capabilities.
@@ -29,6 +30,8 @@ from tether.detect.observe import CALL, Observation
 
 __all__ = ["DenialBurst"]
 
+_UNTIL = "denial_burst.until"  # no second finding before this time (one per burst)
+
 
 class DenialBurst(Detector):
     id: ClassVar[str] = "denial_burst"
@@ -42,30 +45,35 @@ class DenialBurst(Detector):
     def observe(self, moment: Moment, observations: Sequence[Observation]) -> Finding | None:
         baseline = moment.baseline
         denials, decisions = baseline.denials, baseline.decisions
+        recent = baseline.recent_calls
+        now, window = moment.now, denials.window
         denied = False
         for o in observations:
             if o.kind == CALL:
-                decisions.add(moment.now, 1.0, o.seq)
+                decisions.add(now, 1.0, o.seq)  # the history, by fixed windows
                 if o.amount:
-                    denials.add(moment.now, 1.0, o.seq)
+                    denials.add(now, 1.0, o.seq)
                     denied = True
-        if not denied or denials.alerted or not denials.spiking:
+                recent.append((now, o.seq, bool(o.amount)))
+        while recent and recent[0][0] <= now - window:
+            recent.popleft()  # what is left is the last `window` seconds: a sliding window
+        if not denied or now < baseline.marks.get(_UNTIL, float("-inf")):
             return None
-        ratio = denials.value / max(decisions.value, denials.value)
-        if ratio < self.min_ratio:
+        seqs = [seq for _, seq, was_denied in recent if was_denied]
+        count, total = len(seqs), len(recent)
+        if not denials.exceeds(count) or count / total < self.min_ratio:
             return None
-        denials.alerted = True
+        baseline.marks[_UNTIL] = now + window  # one finding per burst
         return self.finding(
             moment,
-            f"{short(moment.agent)}: {denials.value:.0f} denials out of "
-            f"{decisions.value:.0f} decisions in {denials.window}s",
-            denials.evidence,
+            f"{short(moment.agent)}: {count} denials out of {total} decisions in {window}s",
+            tuple(seqs[-50:]),
             {
-                "denials": denials.value,
-                "decisions": decisions.value,
-                "ratio": round(ratio, 4),
+                "denials": count,
+                "decisions": total,
+                "ratio": round(count / total, 4),
                 "median": denials.median,
                 "threshold": denials.threshold,
-                "window_seconds": denials.window,
+                "window_seconds": window,
             },
         )
