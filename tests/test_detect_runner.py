@@ -379,3 +379,27 @@ def test_the_alert_budget_bounds_one_agents_alerts_and_holds_back_nothing_silent
     _call(tether, "worker", "the_next_day_tool")
     raised = tether.detector.run_until_idle()
     assert [a.detector for a in raised] == ["first_use"]
+
+
+def test_the_budget_never_holds_back_a_finding_the_policy_acts_on(
+    opened: Callable[..., Tether], clock: Clock
+) -> None:
+    """An agent that first spends its alert budget on cheap novelties is still suspended
+    by the policy on its next finding (high or acted upon: never held back)."""
+    tether = opened(max_alerts_per_agent_hour=3, response={"denial_burst": "suspend"})
+    tether.registry.register(ADMIN, spec("worker"))
+    _routine(tether, clock, "worker", days=3)
+    tether.detector.run_until_idle()
+    clock.now = clock.now.replace(hour=11)
+    for i in range(10):
+        _call(tether, "worker", f"new_tool_{i}")  # 10 first uses: the budget is spent
+    tether.detector.run_until_idle()
+    clock.advance(minutes=10)
+    for i in range(6):
+        _call(tether, "worker", f"forbidden_{i}", decision="deny")
+    tether.detector.run_until_idle()
+    agent_id = tether.registry.agent_id("worker")
+    assert [a.detector for a in tether.alerts.list(ADMIN, agent=agent_id)].count(
+        "denial_burst"
+    ) == 1
+    assert tether.registry.get(ADMIN, "worker").state is AgentState.SUSPENDED

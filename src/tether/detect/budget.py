@@ -2,7 +2,10 @@
 in any hour.
 
 An agent with broad grants can touch thousands of things it never touched before; without
-a bound, each would be an alert, an audit event and a SIEM finding. Past the budget, the
+a bound, each would be an alert, an audit event and a SIEM finding. The budget holds back
+only low and medium findings that the response policy answers with ``alert``: a high or
+critical finding, or one the policy acts on (suspend, kill), is always raised, so spending
+the budget on cheap novelties never buys an agent out of its response. Past the budget, the
 findings about that agent are not raised one by one: one ``alert_budget`` alert (high) per
 agent and hour says how many were held back, from which detectors, with their evidence
 (the first 50 seqs), and a ``detect.throttled`` event records every batch's held-back
@@ -13,7 +16,7 @@ moved on). Higher severities are raised first when a batch must choose.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, func, select
@@ -36,12 +39,24 @@ class Budgeted:
         self.held: dict[str, list[Finding]] = {}  # agent -> held back
 
 
-def budget(conn: Connection, findings: Sequence[Finding], limit: int, now: datetime) -> Budgeted:
+def budget(
+    conn: Connection,
+    findings: Sequence[Finding],
+    limit: int,
+    now: datetime,
+    exempt: Callable[[Finding], bool] = lambda _finding: False,
+) -> Budgeted:
     """Split ``findings`` into those raised and those held back, by the alerts each agent
-    already has in the hour before ``now`` (read in the caller's transaction)."""
+    already has in the hour before ``now`` (read in the caller's transaction). ``exempt``
+    findings are always raised (the runner exempts high and critical ones and those the
+    response policy acts on: an agent must not buy its way out of a suspension by first
+    spending its budget on cheap novelties)."""
     out = Budgeted()
     by_agent: dict[str, list[Finding]] = {}
     for finding in findings:
+        if exempt(finding):
+            out.raised.append(finding)
+            continue
         by_agent.setdefault(finding.agent, []).append(finding)
     for agent, found in by_agent.items():
         recent = _recent(conn, agent, now)

@@ -247,7 +247,9 @@ class Detector:
             for seq, agent, why in skipped:
                 text = f"event {seq} was not judged: {why}"
                 self._events.append(conn, _note("detect.skipped", agent, text, seq=seq))
-            kept = budget(conn, findings, self._settings.max_alerts_per_agent_hour, now)
+            kept = budget(
+                conn, findings, self._settings.max_alerts_per_agent_hour, now, self._exempt
+            )
             for agent, held in kept.held.items():
                 text = f"{len(held)} finding(s) held back by the alert budget"
                 detectors = sorted({f.detector for f in held})
@@ -259,6 +261,12 @@ class Detector:
             raised = self._alerts.raise_all(conn, kept.raised) if kept.raised else []
             self._responder.plan(conn, raised)
         return raised
+
+    def _exempt(self, finding: Finding) -> bool:
+        """Whether ``finding`` is raised whatever the alert budget (see :mod:`.budget`)."""
+        if finding.severity in ("high", "critical"):
+            return True
+        return self._settings.response_for(finding.detector, finding.severity) != "alert"
 
     def _refused(self, finding: Finding) -> str | None:
         """Why the alert store would refuse ``finding`` (None: it would not)."""
