@@ -5,7 +5,9 @@ text chosen by an attacker (a tool name) reaching a terminal."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from conftest import ADMIN, Cli
 from test_alerts_api import ALICE, BOB, Api, api, cli, error, local, raise_
 
@@ -84,3 +86,21 @@ def test_attacker_text_in_an_alert_reaches_no_terminal_raw(cli: Cli, local: Teth
         assert "[bold red]SAFE[/]" in out  # markup shown as typed, not applied
     shown = cli.json("alerts", "show", alert_id)
     assert shown["detail"]["new"][0]["value"] == evil  # JSON carries the bytes, escaped
+
+
+def test_an_alert_id_that_is_a_path_is_an_unknown_alert(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import Cli, initialised
+
+    cli = initialised(Cli(capsys))
+    for odd in ("../agents", "alt_0123/ack", "x" * 300, "alt_zz"):
+        doc = cli.json("alerts", "show", odd, expect=1)
+        assert doc["error"] == "not_found"
+
+
+def test_a_path_under_an_alert_is_404_after_authentication(api: Api) -> None:
+    assert api.client.get("/v1/alerts/x/agents").status_code == 401
+    answer = api.get("/v1/alerts/..%2Fagents/x", api.admin)
+    assert answer.status_code == 404 and answer.json()["error"] == "not_found"
+    assert api.get("/v1/alerts/alt_0123456789abcdef/ack", api.admin).status_code == 404

@@ -14,6 +14,7 @@ from pydantic import Field
 from tether.api.bodies import StrictBody
 from tether.api.deps import CallerDep, TetherDep
 from tether.detect.alerts import MAX_LIMIT
+from tether.errors import NotFound
 
 __all__ = ["router"]
 
@@ -48,6 +49,13 @@ def list_alerts(
 @router.get("/v1/alerts/{alert_id}")
 def show_alert(tether: TetherDep, caller: CallerDep, alert_id: str) -> dict[str, Any]:
     return tether.alerts.get(caller, alert_id).to_dict()
+
+
+@router.get("/v1/alerts/{alert_id}/{rest:path}", include_in_schema=False)
+def no_such_alert(caller: CallerDep, alert_id: str, rest: str) -> None:
+    """A path under an alert that is not one: 404 (after authentication), as for any
+    unknown alert."""
+    raise NotFound("no such alert resource")
 
 
 @router.post("/v1/alerts/{alert_id}/{move}")

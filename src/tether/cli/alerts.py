@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -12,7 +13,8 @@ from tether.cli import output
 from tether.cli.context import open_client
 from tether.cli.options import Json, Reason
 from tether.client import Client
-from tether.errors import TetherError
+from tether.errors import NotFound, TetherError
+from tether.safe_text import neutralise
 
 __all__ = ["app"]
 
@@ -33,7 +35,12 @@ def _call(client: Client, method: str, path: str, **kwargs: Any) -> dict[str, An
     return answer
 
 
+_ALERT_ID = re.compile(r"alt_[0-9a-f]{16}")
+
+
 def _path(alert_id: str, move: str = "") -> str:
+    if _ALERT_ID.fullmatch(alert_id) is None:  # what no alert can be called: never sent
+        raise NotFound(f"no alert {neutralise(alert_id)[:100]}")
     return "/v1/alerts/" + quote(alert_id, safe="") + (f"/{move}" if move else "")
 
 

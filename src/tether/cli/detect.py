@@ -12,7 +12,7 @@ import typer
 from tether.cli import output
 from tether.cli.context import settings
 from tether.cli.options import Json
-from tether.errors import InvalidRequest
+from tether.errors import Conflict, InvalidRequest, StoreUnavailable
 
 __all__ = ["app"]
 
@@ -35,14 +35,14 @@ def run(
     if not config.detect.enabled:
         raise InvalidRequest("the detector is off ([detect] enabled = false in tether.toml)")
     if not config.home.is_dir():
-        raise InvalidRequest(
+        raise StoreUnavailable(
             f"TETHER_HOME {config.home} is not initialised: run `tether init` first"
         )
     with Tether.open(config) as tether:
         lock = StoreLock(tether.store, "job:detect")
         if once:
             if not lock.hold():
-                raise InvalidRequest("another detector is running on this store")
+                raise Conflict("another detector is running on this store (tether up holds one)")
             try:
                 raised = tether.detector.run_until_idle()
             finally:
@@ -63,9 +63,15 @@ def run(
         tether.listen()
         job = tether.detector.job(lock=lock)
         job.start()
-        output.console.print(
-            f"Detector running on {tether.store.describe()} (Ctrl-C to stop).", markup=False
-        )
+        store = tether.store.describe()
+        if json_:
+            output.emit({"detector": "started", "store": store})
+        else:
+            output.console.print(
+                f"Detector started on {store}: it works while it holds the store's detector "
+                "lock (one per store; it waits while another process holds it). Ctrl-C stops.",
+                markup=False,
+            )
         try:
             stop.wait()
         finally:
