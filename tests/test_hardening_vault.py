@@ -554,7 +554,12 @@ def test_item_21_a_cascading_kill_and_an_issue_holding_the_agents_row_do_not_dea
     )
     with org.tether.store.read() as conn:  # wait until the kill waits for the child's row
         query = "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
-        while not conn.exec_driver_sql(query, (backend[0],)).scalar():
+        # pg_stat_activity is a snapshot taken once per transaction: clear it before each
+        # look, or a first look before the kill blocked is all this loop would ever see
+        while not (
+            conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+            and conn.exec_driver_sql(query, (backend[0],)).scalar()
+        ):
             assert not killed.wait(0.01), "the kill did not wait for the child's row"
     go.set()
     thread.join(30)
