@@ -175,8 +175,9 @@ def test_suspend_by_policy_is_an_admin_hold_and_the_next_decision_is_denied(
     assert [(x.action, x.outcome) for x in shown.actions][:1] == [("suspend", "done")]
     # the owner cannot lift it: an admin hold
     owner = Caller.user(Email("alice@example.com"))
-    with pytest.raises(TetherError):
+    with pytest.raises(TetherError) as caught:
         tether.registry.resume(owner, "worker", reason="it is fine")
+    assert "admin hold (system:detect suspended it)" in caught.value.description
     assert tether.registry.get(ADMIN, "worker").state is AgentState.SUSPENDED
 
 

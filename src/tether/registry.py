@@ -291,8 +291,8 @@ class Registry:
             if target is AgentState.ACTIVE and held_by is not None and not by.is_admin:
                 raise _Held(
                     agent.name,
-                    f"agent {agent.name} is on an admin hold: an admin "
-                    "suspended it, and only an admin can resume it",
+                    f"agent {agent.name} is on an admin hold ({held_by} suspended it): "
+                    "only an admin can resume it",
                 )
             if target is AgentState.ACTIVE and agent.owner is None:
                 raise InvalidRequest(
