@@ -151,4 +151,6 @@ def test_a_new_tool_at_three_in_the_morning_is_alerted_exported_and_stopped(
         f for f in findings if f["finding_info"]["uid"] == first_use[0].id and f["activity_id"] == 1
     ]
     assert validate(raised) == []
+    assert raised["message"].startswith(f"alert.raised on {agent_id}: ")
+    assert raised["message"].endswith("(by system:detect)")
     assert call.seq in [int(e["uid"]) for e in raised["finding_info"]["related_events"]]

@@ -166,7 +166,13 @@ def to_ocsf(event: dict[str, Any], *, version: str) -> dict[str, Any]:
 
 
 def summary(event: dict[str, Any]) -> str:
-    """One line: ``deny tools/call on github/create_issue by user:alice@… → spiffe://…``."""
+    """One line: ``deny tools/call on github/create_issue by user:alice@… → spiffe://…``;
+    for an alert event, ``alert.raised on spiffe://…: <summary> (by system:detect)``."""
+    if _text(event.get("type")) in ALERT_EVENTS:  # the chain is the agent's, not the actor's
+        said = _text(_detail(event).get("summary"))
+        text = f"{_text(event.get('type'))} on {_text(event.get('resource'))}"
+        text += f": {said}" if said else ""
+        return _LINE_BREAKS.sub(" ", f"{text} (by {_performer(event)})")
     chain = [_text(p) for p in event.get("chain") or []]
     words = [_text(event.get("decision")), _text(event.get("action") or event.get("type"))]
     text = " ".join(word for word in words if word)
