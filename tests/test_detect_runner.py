@@ -164,6 +164,7 @@ def test_suspend_by_policy_is_an_admin_hold_and_the_next_decision_is_denied(
     assert raised
     agent = tether.registry.get(ADMIN, "worker")
     assert agent.state is AgentState.SUSPENDED
+    assert agent.held_by == "system:detect" and agent.to_dict()["held_by"] == "system:detect"
     with pytest.raises(Denied):
         tether.authorize(AccessRequest.of(agent.id, "tools/call", "files/read_a"))
     # recorded as system:detect, naming the alert; listed on the alert

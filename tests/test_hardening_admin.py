@@ -263,12 +263,15 @@ def test_item_10_the_owner_cannot_lift_an_admin_hold(up: Served) -> None:
     why = error_of(_resume(up, "held", alice), 403, "access_denied")
     assert "admin hold" in why
     assert _state(up, "held") == "suspended"
+    shown = up.client.get("/v1/agents/held", headers=up.admin).json()
+    assert shown["held_by"] == "admin"  # the hold is visible, and whose it is
     [refusal] = up.tether.events.list(type="access.refused", after=before)
     assert refusal.actor == f"user:{ALICE}" and "admin hold" in (refusal.reason or "")
     assert up.tether.events.list(type="agent.resumed") == []
     # the admin lifts it; after that the owner's own suspension is the owner's to lift
     assert _resume(up, "held", up.admin).status_code == 200
     assert _state(up, "held") == "active"
+    assert up.client.get("/v1/agents/held", headers=up.admin).json()["held_by"] is None
     assert _suspend(up, "held", alice).status_code == 200
     assert _resume(up, "held", alice).status_code == 200
     assert _state(up, "held") == "active"

@@ -135,6 +135,7 @@ class Agent:
     unowned_since: datetime | None
     public_key: str
     key_rotated_at: datetime
+    held_by: str | None = None  # who put the agent on an admin hold (only while suspended)
 
     @property
     def unowned(self) -> bool:
@@ -157,6 +158,7 @@ class Agent:
             "unowned_since": self.unowned_since.isoformat() if self.unowned_since else None,
             "public_key": self.public_key,
             "key_rotated_at": self.key_rotated_at.isoformat(),
+            "held_by": self.held_by,
         }
 
 

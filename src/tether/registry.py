@@ -504,6 +504,14 @@ class Registry:
     def _agent(self, found: Row[Any] | Mapping[str, Any]) -> Agent:
         row = SimpleNamespace(**(found._mapping if isinstance(found, Row) else found))
         stored = AgentState(row.state)
+        state = effective_state(
+            stored,
+            now=self._clock(),
+            expires_at=row.expires_at,
+            unowned_since=row.unowned_since,
+            grace=self._settings.unowned_grace,
+        )
+        held_by = getattr(row, "held_by", None)
         return Agent(
             id=self.agent_id(row.name),
             name=AgentName(row.name),
@@ -515,16 +523,11 @@ class Registry:
             created_by=row.created_by,
             created_at=row.created_at,
             expires_at=row.expires_at,
-            state=effective_state(
-                stored,
-                now=self._clock(),
-                expires_at=row.expires_at,
-                unowned_since=row.unowned_since,
-                grace=self._settings.unowned_grace,
-            ),
+            state=state,
             unowned_since=row.unowned_since,
             public_key=row.public_key,
             key_rotated_at=row.key_rotated_at,
+            held_by=held_by if state is AgentState.SUSPENDED else None,
         )
 
 

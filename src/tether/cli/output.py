@@ -150,6 +150,8 @@ def agent_detail(agent: dict[str, Any], extra: dict[str, str] | None = None) -> 
     ]
     if agent.get("unowned_since"):
         rows.append(("unowned since", short_time(agent["unowned_since"])))
+    if agent.get("held_by"):
+        rows.append(("admin hold", f"by {agent['held_by']}: only an admin can resume it"))
     rows.extend((extra or {}).items())
     for key, value in rows:
         table.add_row(cell(key), value if isinstance(value, Text) else cell(value))
