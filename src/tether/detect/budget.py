@@ -22,13 +22,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, func, select
 
 from tether.detect.model import Finding, severity_rank
+from tether.detect.stats import EVIDENCE_CAP
 from tether.store import alerts
 
-__all__ = ["BUDGET", "Budgeted", "budget"]
+__all__ = ["BUDGET", "Budgeted", "budget", "held_evidence"]
 
 BUDGET = "alert_budget"  # the detector name of the budget's own alert
 _HOUR = timedelta(hours=1)
-_EVIDENCE = 50
 
 
 class Budgeted:
@@ -72,6 +72,11 @@ def budget(
     return out
 
 
+def held_evidence(held: Sequence[Finding]) -> list[int]:
+    """The first :data:`~tether.detect.stats.EVIDENCE_CAP` event seqs of ``held``."""
+    return sorted({seq for f in held for seq in f.evidence})[:EVIDENCE_CAP]
+
+
 def _recent(conn: Connection, agent: str, now: datetime) -> tuple[int, int]:
     """(alerts about ``agent`` in the last hour, of which budget alerts)."""
     since = now - _HOUR
@@ -86,7 +91,7 @@ def _recent(conn: Connection, agent: str, now: datetime) -> tuple[int, int]:
 
 def _budget_alert(agent: str, held: list[Finding], limit: int, now: datetime) -> Finding:
     detectors = Counter(f.detector for f in held)
-    evidence = sorted({seq for f in held for seq in f.evidence})[:_EVIDENCE]
+    evidence = held_evidence(held)
     names = ", ".join(f"{name}: {n}" for name, n in sorted(detectors.items()))
     last = held[-1]
     return Finding(

@@ -20,7 +20,7 @@ commit finds the cursor moved, rolls back and starts again from the stored state
 the next tick.
 
 Events the detector raises itself (``alert.*``, ``detect.*``, actor ``system:detect``)
-are not fed back.
+are not fed back: :func:`~tether.detect.observe.observe` holds no observation for them.
 
 **Nothing it cannot read stops it.** A stored baseline that cannot be read makes its agent
 start afresh; the batch records a ``detect.baseline_reset`` event (actor
@@ -46,7 +46,7 @@ from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.config import SEVERITIES, DetectSettings
 from tether.detect.alerts import Alerts
-from tether.detect.budget import budget
+from tether.detect.budget import budget, held_evidence
 from tether.detect.engine import Engine
 from tether.detect.model import SYSTEM_ACTOR, AgentFacts, Alert, Finding
 from tether.detect.response import Responder
@@ -64,7 +64,6 @@ __all__ = ["CURSOR", "Detector", "RegistryFacts", "TickReport"]
 log = logging.getLogger("tether.detect")
 
 CURSOR = "detector"  # the name of the detector's row in detect_cursor
-_OWN_TYPES = ("alert.", "detect.")
 
 
 class RegistryFacts:
@@ -117,9 +116,6 @@ class RegistryFacts:
         except TetherError:
             return False
         return True
-
-    def clear(self) -> None:
-        self._seen.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,11 +191,10 @@ class Detector:
 
     def _parsed(self, found: Iterable[tuple[int, Any, str]]) -> Iterator[Event]:
         """The batch's events one by one (parsed as the engine takes them, so a batch never
-        holds thousands of parsed events at once), the detector's own left out; an
-        agent's lifecycle event makes its registry facts be looked up afresh."""
+        holds thousands of parsed events at once; the engine's observe() ignores the
+        detector's own ``alert.*`` / ``detect.*``); an agent's lifecycle event makes its
+        registry facts be looked up afresh."""
         for _, at, body in found:
-            if _own(body):
-                continue
             event = Event.from_body(json.loads(body), at)
             if event.type.startswith("agent.") and event.subject:
                 self._facts.drop(event.subject)
@@ -253,7 +248,7 @@ class Detector:
             for agent, held in kept.held.items():
                 text = f"{len(held)} finding(s) held back by the alert budget"
                 detectors = sorted({f.detector for f in held})
-                seqs = sorted({seq for f in held for seq in f.evidence})[:50]
+                seqs = held_evidence(held)
                 self._events.append(
                     conn,
                     _note("detect.throttled", agent, text, detectors=detectors, evidence=seqs),
@@ -361,15 +356,6 @@ class Detector:
     def _tick_held(self) -> None:
         while self.tick().read >= self._settings.batch_size:
             pass  # a full batch: more is waiting
-
-
-_OWN_ACTOR = f'"actor":"{SYSTEM_ACTOR}"'
-_OWN_TYPE_TEXT = tuple(f'"type":"{prefix}' for prefix in _OWN_TYPES)
-
-
-def _own(body: str) -> bool:
-    """Whether an event body is the detector's own (never fed back)."""
-    return _OWN_ACTOR in body and any(text in body for text in _OWN_TYPE_TEXT)
 
 
 def _note(kind: str, agent: str, reason: str, **detail: Any) -> Entry:

@@ -27,6 +27,7 @@ from tether.config import DetectSettings
 from tether.detect.detectors.base import Detector, Moment, short
 from tether.detect.model import Finding, Severity
 from tether.detect.observe import CALL, Observation
+from tether.detect.stats import EVIDENCE_CAP
 
 __all__ = ["DenialBurst"]
 
@@ -67,7 +68,7 @@ class DenialBurst(Detector):
         return self.finding(
             moment,
             f"{short(moment.agent)}: {count} denials out of {total} decisions in {window}s",
-            tuple(seqs[-50:]),
+            tuple(seqs[-EVIDENCE_CAP:]),
             {
                 "denials": count,
                 "decisions": total,
