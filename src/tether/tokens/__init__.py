@@ -8,9 +8,11 @@
   decision point, recorded, and narrows.
 - :mod:`~tether.tokens.verify`: the one verifier (with its cache) and RFC 7662
   introspection; :mod:`~tether.tokens.revocation`: RFC 7009 revocation of a token family.
-- :mod:`~tether.tokens.claims` (what a token says), :mod:`~tether.tokens.scopes` (scope
-  containment), :mod:`~tether.tokens.replay` (IDs used once),
-  :mod:`~tether.tokens.snapshot` (agents and revocations as of the state epoch).
+- :mod:`~tether.tokens.records` (a token on record before it is returned, in commits
+  shared by tokens issued together), :mod:`~tether.tokens.claims` (what a token says),
+  :mod:`~tether.tokens.scopes` (scope containment), :mod:`~tether.tokens.replay` (IDs
+  used once), :mod:`~tether.tokens.snapshot` (agents, revocations, grants and servers as
+  of the state epoch).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tether.tokens.exchange import (
     Exchange,
 )
 from tether.tokens.issue import Issuer
+from tether.tokens.records import Records
 from tether.tokens.replay import UsedIds
 from tether.tokens.revocation import Revocation, token_family
 from tether.tokens.snapshot import Snapshots
@@ -70,14 +73,13 @@ class Tokens:
     ) -> None:
         self._settings = services.settings
         used = UsedIds(services)
-        snapshots = Snapshots(services, registry)
+        snapshots = Snapshots(services, registry, grants)
         self._used = used
         self._clients = ClientAuthentication(services, registry, used)
         self._verifier = Verifier(services, keys, snapshots)
-        self._issuer = Issuer(services, keys, grants, snapshots)
+        self._issuer = Issuer(services, keys, snapshots, Records(services))
         self._exchange = Exchange(
             services,
-            grants,
             people,
             decisions,
             issuer=self._issuer,

@@ -35,13 +35,12 @@ from tether.errors import (
     InvalidToken,
     TetherError,
 )
-from tether.grants import Grants
 from tether.idp import IdentityProviders
 from tether.model import Agent
 from tether.permissions import Permission
 from tether.policy.decision import AccessRequest, Decision
 from tether.services import Services
-from tether.tokens.claims import MAX_TIME, SYSTEM, IssuedToken, token_endpoint
+from tether.tokens.claims import MAX_TIME, IssuedToken, token_endpoint
 from tether.tokens.issue import Issuer
 from tether.tokens.replay import UsedIds
 from tether.tokens.scopes import allowed_to_all, fits_server, parse_scope, server_of
@@ -88,7 +87,6 @@ class Exchange:
     def __init__(
         self,
         services: Services,
-        grants: Grants,
         people: IdentityProviders,
         decisions: Decisions,
         *,
@@ -99,7 +97,6 @@ class Exchange:
     ) -> None:
         self._settings = services.settings
         self._clock = services.clock
-        self._grants = grants
         self._people = people
         self._decisions = decisions
         self._issuer = issuer
@@ -247,7 +244,8 @@ class Exchange:
     def _exchange_scope(
         self, holders: list[str], parent: list[str] | None, audience: str, requested: str | None
     ) -> list[str]:
-        grants = {h: self._grants.list(SYSTEM, principal=h) for h in holders}
+        now = self._clock()
+        grants = {h: self._snapshots.grants_of(h, now) for h in holders}
         if requested is None or not requested.strip():
             # Narrowest common ground: the subject's scope entries and the actor's own
             # grants that fit the audience, kept where every identity holds them.

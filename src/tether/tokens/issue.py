@@ -1,6 +1,11 @@
 """RFC 9068 access tokens: an ``at+jwt`` bound to one audience (RFC 8707), whose scope is
 a subset of the agent's grants, signed with Tether's current key and recorded (the
-issued-token row and a ``token.issued`` or ``token.exchanged`` event, in one transaction).
+issued-token row and a ``token.issued`` or ``token.exchanged`` event, in one transaction
+committed before the token is returned: :mod:`~tether.tokens.records`).
+
+The grants that bound the scope, the agents and the gateway servers come from the
+snapshot of the state epoch (:mod:`~tether.tokens.snapshot`): a grant added or revoked,
+an agent changed, a server removed moves the epoch, and the next token sees it.
 
 Audiences are only those Tether knows: its own issuer, a gateway server that exists
 (``<issuer>/mcp/NAME``), a configured ``resource_servers`` entry, or, for a hand-off, a
@@ -13,16 +18,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import insert, select
 
 from tether.audit.record import Entry
 from tether.errors import InvalidRequest, InvalidScope, InvalidTarget
-from tether.grants import Grant, Grants
+from tether.grants import Grant
 from tether.keys import SigningKeys
 from tether.model import Agent, AgentState
 from tether.services import Services
-from tether.store import gateway_servers, issued_tokens
-from tether.tokens.claims import SYSTEM, IssuedToken, chain_of
+from tether.tokens.claims import IssuedToken, chain_of
+from tether.tokens.records import Record, Records
 from tether.tokens.scopes import fits_server, parse_scope, server_of, within
 from tether.tokens.snapshot import Snapshots
 
@@ -31,23 +35,21 @@ __all__ = ["Issuer"]
 
 class Issuer:
     def __init__(
-        self, services: Services, keys: SigningKeys, grants: Grants, snapshots: Snapshots
+        self, services: Services, keys: SigningKeys, snapshots: Snapshots, records: Records
     ) -> None:
-        self._store = services.store
         self._settings = services.settings
-        self._log = services.events
         self._clock = services.clock
         self._keys = keys
-        self._grants = grants
         self._snapshots = snapshots
+        self._records = records
 
     def client_credentials(
         self, agent: Agent, audience: str | None, scope: str | None, ttl: timedelta | None = None
     ) -> IssuedToken:
         """An access token for ``agent`` itself (no person in the chain)."""
         target = self.audience(audience)
-        grants = self._grants.list(SYSTEM, principal=agent.id)
-        granted = self._scope(grants, target, scope)
+        grants = self._snapshots.grants_of(agent.id, self._clock())
+        granted = self.scope(grants, target, scope)
         claims = {"sub": agent.id, "client_id": agent.id}
         return self.issue(claims, target, granted, ttl, parent=None, ceiling=agent.expires_at)
 
@@ -62,11 +64,7 @@ class Issuer:
             return audience
         server = server_of(issuer, audience)
         if server is not None:
-            with self._store.read() as conn:
-                known = conn.execute(
-                    select(gateway_servers.c.name).where(gateway_servers.c.name == server)
-                ).first()
-            if known is None:
+            if not self._snapshots.has_server(server):
                 raise InvalidTarget(f"{audience} names no gateway server (tether gateway list)")
             return audience
         if audience.startswith("spiffe://"):
@@ -80,7 +78,9 @@ class Issuer:
             "tether.toml) or, for a hand-off, an active agent's ID"
         )
 
-    def _scope(self, grants: list[Grant], audience: str, requested: str | None) -> list[str]:
+    def scope(self, grants: list[Grant], audience: str, requested: str | None) -> list[str]:
+        """The scope of a token for ``audience``: ``requested`` if ``grants`` give all of
+        it, or (none requested) every grant that fits the audience."""
         server = server_of(self._settings.issuer, audience)
         if requested is None or not requested.strip():
             fit = [f"{g.action}:{g.resource}" for g in grants if fits_server(g, server)]
@@ -106,7 +106,22 @@ class Issuer:
     ) -> IssuedToken:
         """Sign and record a token of ``claims`` for ``audience`` with ``scope``, living
         ``ttl`` (the default when None) but never past ``ceiling``; ``parent`` is the jti
-        it was exchanged from (None: issued)."""
+        it was exchanged from (None: issued). Returned once it is on record."""
+        issued, record = self.sign(claims, audience, scope, ttl, parent, ceiling)
+        self._records.write(record)
+        return issued
+
+    def sign(
+        self,
+        claims: dict[str, Any],
+        audience: str,
+        scope: list[str],
+        ttl: timedelta | None,
+        parent: str | None,
+        ceiling: datetime | None = None,
+    ) -> tuple[IssuedToken, Record]:
+        """The signed token (see :meth:`issue`) and the record to write before it is
+        returned."""
         lifetime = ttl or self._settings.token_ttl_default
         if lifetime > self._settings.token_ttl_max or lifetime <= timedelta(0):
             raise InvalidRequest("token lifetime above the configured maximum")
@@ -128,36 +143,27 @@ class Issuer:
         }
         kid, key = self._keys.current()
         token = jwt.encode(payload, key, algorithm="EdDSA", headers={"typ": "at+jwt", "kid": kid})
-        with self._store.write() as conn:
-            conn.execute(
-                insert(issued_tokens).values(
-                    jti=jti,
-                    parent_jti=parent,
-                    subject=str(payload["sub"]),
-                    client_id=str(payload["client_id"]),
-                    audience=audience,
-                    scope=payload["scope"],
-                    issued_at=now,
-                    expires_at=expires,
-                    revoked_at=None,
-                )
-            )
-            self._log.append(
-                conn,
-                Entry.of(
-                    "token.issued" if parent is None else "token.exchanged",
-                    actor=str(payload["client_id"]),
-                    subject=str(payload["sub"]),
-                    chain=chain_of(payload),
-                    action="token/issue" if parent is None else "token/exchange",
-                    resource=audience,
-                    decision="allow",
-                    detail={
-                        "jti": jti,
-                        "aud": audience,
-                        "scope": payload["scope"],
-                        "parent": parent,
-                    },
-                ),
-            )
-        return IssuedToken(token, int(lifetime.total_seconds()), payload["scope"], jti)
+        subject, client = str(payload["sub"]), str(payload["client_id"])
+        row = {
+            "jti": jti,
+            "parent_jti": parent,
+            "subject": subject,
+            "client_id": client,
+            "audience": audience,
+            "scope": payload["scope"],
+            "issued_at": now,
+            "expires_at": expires,
+            "revoked_at": None,
+        }
+        entry = Entry.of(
+            "token.issued" if parent is None else "token.exchanged",
+            actor=client,
+            subject=subject,
+            chain=chain_of(payload),
+            action="token/issue" if parent is None else "token/exchange",
+            resource=audience,
+            decision="allow",
+            detail={"jti": jti, "aud": audience, "scope": payload["scope"], "parent": parent},
+        )
+        issued = IssuedToken(token, int(lifetime.total_seconds()), payload["scope"], jti)
+        return issued, Record(row, entry)

@@ -83,6 +83,7 @@ class Upstreams:
         self._settings = services.settings
         self._log = services.events
         self._clock = services.clock
+        self._epoch = services.epoch
 
     def add(self, by: Caller, spec: UpstreamSpec) -> Upstream:
         upstream = self._check(spec, by)
@@ -138,6 +139,7 @@ class Upstreams:
                     reason=reason,
                 ),
             )
+            self._epoch.bump(conn)  # tokens are no longer issued for it
 
     def _refuse(self, by: Caller, name: str, why: str) -> None:
         self._log.record(
