@@ -20,6 +20,16 @@ key, ``tether.keys.current()``) in the same run:
   RFC 8693 hop: verify the subject token, check the delegate grant and every identity's
   grants, sign and record the new token), vs raw ``jwt.decode`` of the subject token plus
   ``jwt.encode`` of the new one.
+- ``issue, 8 threads`` and ``exchange, 8 threads``: the same calls from 8 threads at once,
+  vs the same raw work from 8 threads. Each token is still on record (its row and event
+  committed) before it is returned; tokens issued together share the commit
+  (``tether.tokens.records``), which is where the single-thread figure spends most of its
+  time (an ``fsync`` on SQLite).
+
+On stderr, a breakdown of one issue's time by stage (client authentication, audience
+check, grant read, scope computation, signing, the issued-token row, the audit event, the
+commit), each measured by calling the stage's own code in turn, and the top of a cProfile
+of the issue call.
 
 ratio = Tether ÷ raw on operations per second, so above 1 Tether is faster and below 1 it is
 slower. The store is opened with ``decision_staleness_ms=60000`` so that the cache-hit
@@ -32,9 +42,17 @@ a round.
 
 from __future__ import annotations
 
+import cProfile
+import io
+import pstats
 import secrets
+import sys
 import tempfile
+import threading
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +64,7 @@ from _common import TIMES, Op, Result, best_of, expect, main, opened, result
 from tether import AgentSpec, Caller, Tether, generate_key_pair
 from tether.grants import GrantSpec
 from tether.model import Agent
+from tether.tokens import ASSERTION_TYPE
 from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
@@ -58,16 +77,18 @@ STALENESS_MS = 60_000  # the epoch is polled at most once a minute: measure the 
 CALIBRATE_CALLS = 200  # at most this many calls (and fresh tokens) to calibrate
 COLD_GOAL = 1 / 1.3  # verify cold: Tether within 1.3x the raw cost
 CACHED_GOAL = 20.0  # verify cached: Tether at least 20x faster than raw
+THREADS = 8  # callers at once for the concurrent rows
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     seconds: float  # length of one timed round of one measure
     cold_cap: int  # fresh tokens per round of verify cold (each is issued before timing)
+    staged: int  # tokens issued stage by stage for the breakdown
 
 
-QUICK = Plan(seconds=0.25, cold_cap=1500)
-FULL = Plan(seconds=1.5, cold_cap=10_000)
+QUICK = Plan(seconds=0.25, cold_cap=1500, staged=300)
+FULL = Plan(seconds=1.5, cold_cap=10_000, staged=2000)
 
 
 # ---- the measures -----------------------------------------------------------------------
@@ -78,10 +99,12 @@ def bench_tokens(tether: Tether, plan: Plan) -> list[Result]:
     settings = tether.settings
     audience = f"{settings.issuer}/mcp/github"
     tether.upstreams.add(ADMIN, UpstreamSpec("github", url="http://127.0.0.1:9/mcp"))
-    key = generate_key_pair().public_key
+    key_pair = generate_key_pair()
+    key = key_pair.public_key
     tether.registry.register(ADMIN, AgentSpec(name=AGENT, owner=OWNER, public_key=key))
     tether.grants.add(ADMIN, GrantSpec(AGENT, ACTION, RESOURCE, reason="bench tokens"))
     agent = tether.registry.get(ADMIN, AGENT)
+    agent_pem = key_pair.private_pem
     kid, private = tether.keys.current()
     public = private.public_key()
     lifetime = settings.token_ttl_default
@@ -169,12 +192,135 @@ def bench_tokens(tether: Tether, plan: Plan) -> list[Result]:
         plan.seconds,
         warm_calls=CALIBRATE_CALLS,
     )
+    together = concurrent(
+        {
+            "issue": issue("threads", 0),
+            "encode": encode("threads", 0),
+            "exchange": exchange("threads", 0),
+            "decode+encode": decode_encode("threads", 0),
+        },
+        plan.seconds,
+    )
+    breakdown(tether, agent, agent_pem, audience, plan.staged)
     return [
         result("issue", rates["issue"], rates["encode"], "tokens/s"),
+        result(f"issue, {THREADS} threads", together["issue"], together["encode"], "tokens/s"),
         result("verify cold", rates["cold"], rates["decode"], "verifies/s"),
         result("verify cached", rates["cached"], rates["decode same"], "verifies/s"),
         result("exchange", rates["exchange"], rates["decode+encode"], "exchanges/s"),
+        result(
+            f"exchange, {THREADS} threads",
+            together["exchange"],
+            together["decode+encode"],
+            "exchanges/s",
+        ),
     ]
+
+
+def concurrent(ops: dict[str, Op], seconds: float) -> dict[str, float]:
+    """Operations per second of each op called from :data:`THREADS` threads at once for
+    ``seconds``; the best of :data:`ROUNDS` rounds, the ops taking turns."""
+    best = dict.fromkeys(ops, 0.0)
+    for _ in range(ROUNDS):
+        for name, op in ops.items():
+            best[name] = max(best[name], threaded(op, seconds))
+    return best
+
+
+def threaded(op: Op, seconds: float) -> float:
+    counts = [0] * THREADS
+    start = threading.Barrier(THREADS + 1)
+    stop = threading.Event()
+
+    def run(slot: int) -> None:
+        start.wait()
+        while not stop.is_set():
+            op(counts[slot])
+            counts[slot] += 1
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
+    for w in workers:
+        w.start()
+    start.wait()
+    began = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for w in workers:
+        w.join()
+    return sum(counts) / (time.perf_counter() - began)
+
+
+# ---- where an issue's time goes (stderr) ---------------------------------------------------
+
+
+class Stages:
+    """Seconds spent per named stage, summed over calls."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        yield
+        self.spent[name] += time.perf_counter() - began
+
+
+def breakdown(tether: Tether, agent: Agent, pem: bytes, audience: str, n: int) -> None:
+    """Issue ``n`` tokens (after authenticating the agent with a fresh client assertion)
+    stage by stage, calling each stage's own code in turn, and print the mean time of each
+    stage per token, then the top of a cProfile of the issue call, on stderr."""
+    tokens = tether.tokens
+    # The bench looks inside on purpose: the stages are the issuer's own parts.
+    issuer = tokens._issuer
+    snapshots, records = issuer._snapshots, issuer._records
+    assertions = [assertion(agent, pem, tokens.token_endpoint) for _ in range(n)]
+    stages = Stages()
+    for signed in assertions:
+        with stages("client authentication"):
+            tokens.authenticate_client(ASSERTION_TYPE, signed)
+        with stages("audience check"):
+            target = issuer.audience(audience)
+        with stages("grant read"):
+            grants = snapshots.grants_of(agent.id, tether.clock())
+        with stages("scope computation"):
+            scope = issuer.scope(grants, target, None)
+        with stages("signing"):
+            claims = {"sub": agent.id, "client_id": agent.id}
+            _, record = issuer.sign(claims, target, scope, None, None, agent.expires_at)
+        committing = time.perf_counter()
+        with tether.store.write() as conn:
+            with stages("issued-token row"):
+                records.insert_rows(conn, [record])
+            with stages("audit event"):
+                tether.events._insert(conn, [record.entry])  # what the commit would run
+            committing = time.perf_counter()
+        stages.spent["commit"] += time.perf_counter() - committing
+    total = sum(stages.spent.values())
+    print(f"issue, stage by stage ({n} tokens, mean per token):", file=sys.stderr)
+    for name, spent in stages.spent.items():
+        print(f"  {name:<24}{spent / n * 1e6:>9.1f} us {spent / total:>6.1%}", file=sys.stderr)
+    print(f"  {'total':<24}{total / n * 1e6:>9.1f} us", file=sys.stderr)
+    profile(lambda: tokens.client_credentials(agent, audience, None), n)
+
+
+def assertion(agent: Agent, pem: bytes, endpoint: str) -> str:
+    """A client assertion (RFC 7523) signed with the agent's key."""
+    now = int(time.time())
+    claims = {"iss": agent.id, "sub": agent.id, "aud": endpoint, "exp": now + 120}
+    return jwt.encode({**claims, "jti": secrets.token_urlsafe(16)}, pem, algorithm="EdDSA")
+
+
+def profile(call: Callable[[], object], n: int) -> None:
+    """The top of a cProfile of ``n`` calls, by cumulative time, on stderr."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(n):
+        call()
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
+    print(f"issue, cProfile of {n} calls:", out.getvalue(), sep="\n", file=sys.stderr)
 
 
 def payload(agent: Agent, audience: str, lifetime: timedelta, issuer: str) -> dict[str, Any]:
