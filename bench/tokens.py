@@ -293,7 +293,7 @@ def breakdown(tether: Tether, agent: Agent, pem: bytes, audience: str, n: int) -
             with stages("issued-token row"):
                 records.insert_rows(conn, [record])
             with stages("audit event"):
-                tether.events._insert(conn, [record.entry])  # what the commit would run
+                tether.events._insert(conn, list(record.entries))  # what the commit would run
             committing = time.perf_counter()
         stages.spent["commit"] += time.perf_counter() - committing
     total = sum(stages.spent.values())

@@ -210,9 +210,11 @@ class Tether:
         return self.identity_providers.authenticate(bearer)
 
     # ---- the one door for decisions (DESIGN.md §5, invariant 8) --------------------------
-    # An allow comes only from decide_all / authorize, recorded before it is returned;
-    # visible filters a listing unrecorded and hands back items, never a Decision, so it
-    # can hide but never allow. Nothing else calls the decision point.
+    # An allow comes only from decide_all / authorize, recorded before it is returned, or
+    # from decide_with_effect, recorded in the transaction of its effect (which is not
+    # released before that commits); visible filters a listing unrecorded and hands back
+    # items, never a Decision, so it can hide but never allow. Nothing else calls the
+    # decision point.
 
     def authorize(self, request: AccessRequest) -> Decision:
         """Decide and record; returns the Decision on allow, raises :class:`Denied` on deny.
@@ -247,16 +249,29 @@ class Tether:
         """The context keys the server computes, which no caller may set."""
         return self.pdp.reserved
 
-    def record(self, decisions: Sequence[Decision]) -> list[Decision]:
-        """Write decisions to the event record in one transaction (and count them); if
-        that fails, every one of them comes back as a deny."""
-        entries = [decision_entry(d) for d in decisions]
+    def decide_with_effect(self, requests: Sequence[AccessRequest]) -> list[tuple[Decision, Entry]]:
+        """Decide each request (and count it) for a caller that records the decision with
+        the effect it allows: each comes with its event, which the caller writes in the
+        transaction of that effect (a token exchange's new token), so the allow and its
+        effect commit together or neither does. A decision whose effect is not written
+        must still be recorded on its own (``events.record``), as a deny always is."""
+        decisions = [self.pdp.decide(request) for request in requests]
+        self._count(decisions)
+        return [(d, decision_entry(d)) for d in decisions]
+
+    def _count(self, decisions: Sequence[Decision]) -> None:
         for d in decisions:
             self.metrics.inc(
                 "tether_decisions_total",
                 decision="allow" if d.allowed else "deny",
                 cached=str(d.cached).lower(),
             )
+
+    def record(self, decisions: Sequence[Decision]) -> list[Decision]:
+        """Write decisions to the event record in one transaction (and count them); if
+        that fails, every one of them comes back as a deny."""
+        entries = [decision_entry(d) for d in decisions]
+        self._count(decisions)
         try:
             self.events.record(*entries)
         except TetherError as exc:

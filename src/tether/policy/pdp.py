@@ -18,7 +18,9 @@ delegate`` answers what an exchange would.
 
 **One door.** Nothing outside :mod:`tether.core` calls :meth:`DecisionPoint.decide`:
 every allow of an agent's action goes through :meth:`tether.core.Tether.decide_all` (or
-``authorize``), which records it before it is used, and a listing is filtered through
+``authorize``), which records it before it is used, or ``decide_with_effect``, whose
+caller records it in the transaction of the effect it allows (a token exchange's token,
+returned only once both are committed), and a listing is filtered through
 :meth:`tether.core.Tether.visible`, which hands back the visible items, never a
 :class:`Decision`, so it can hide but never allow.
 

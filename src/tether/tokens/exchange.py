@@ -6,7 +6,9 @@ Every hop is a decision of the decision point, asked and recorded exactly as ``t
 authorize --action delegate`` would be: the identity handing the task on (the person, or
 the subject token's client) ``delegate``-s it to the actor, for the person, through the
 agents before. Grants, their ``--when`` conditions and the guardrails all apply; a deny is
-``invalid_grant`` with the decision's reasons. A person's token that carries ``may_act``
+recorded and is ``invalid_grant`` with the decision's reasons. An allow is recorded in the
+transaction that records the new token (one commit for both; the token is returned only
+once it is done), or on its own if no token comes of it. A person's token that carries ``may_act``
 (RFC 8693 section 4.4) can be exchanged only by the agent it names (``sub`` or
 ``client_id`` = the agent's SPIFFE ID, ``iss`` if given = Tether's issuer); any other
 agent is refused, and the refusal is recorded as a decision.
@@ -22,11 +24,13 @@ have; a malformed groups claim refuses the exchange rather than reading as "no g
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from tether.audit.record import Entry
 from tether.errors import (
     InvalidClient,
     InvalidGrant,
@@ -42,6 +46,7 @@ from tether.policy.decision import AccessRequest, Decision
 from tether.services import Services
 from tether.tokens.claims import MAX_TIME, IssuedToken, token_endpoint
 from tether.tokens.issue import Issuer
+from tether.tokens.records import Record
 from tether.tokens.replay import UsedIds
 from tether.tokens.scopes import allowed_to_all, fits_server, parse_scope, server_of
 from tether.tokens.snapshot import Snapshots
@@ -63,11 +68,15 @@ TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
 TOKEN_TYPE_ID = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105
 _MAY_ACT_MEMBERS = frozenset({"sub", "client_id", "iss"})
 
+log = logging.getLogger("tether.tokens")
+
 
 class Decisions(Protocol):
     """Where exchange hops are decided and recorded (the :class:`tether.core.Tether`)."""
 
-    def decide_all(self, requests: Sequence[AccessRequest]) -> list[Decision]: ...
+    def decide_with_effect(
+        self, requests: Sequence[AccessRequest]
+    ) -> list[tuple[Decision, Entry]]: ...
 
     def record(self, decisions: Sequence[Decision]) -> list[Decision]: ...
 
@@ -97,6 +106,7 @@ class Exchange:
     ) -> None:
         self._settings = services.settings
         self._clock = services.clock
+        self._log = services.events
         self._people = people
         self._decisions = decisions
         self._issuer = issuer
@@ -137,7 +147,26 @@ class Exchange:
         lifetime = min(ttl or self._settings.token_ttl_default, parent_exp - self._clock())
         if lifetime <= timedelta(0):
             raise InvalidGrant("the subject token has expired")
-        self._decide_hop(subject, actor)
+        hop = self._decide_hop(subject, actor)
+        try:
+            issued, record = self._sign(actor, subject, agents, target, scope, lifetime)
+            self._issuer.record(record.after(hop))  # the allow commits with its token
+        except BaseException:
+            self._record_alone(hop)  # decided but no token: the allow is on record still
+            raise
+        return issued
+
+    def _sign(
+        self,
+        actor: Agent,
+        subject: _Subject,
+        agents: list[str],
+        target: str,
+        scope: str | None,
+        lifetime: timedelta,
+    ) -> tuple[IssuedToken, Record]:
+        """The new token of the exchange (narrowed) and its record, not yet written."""
+        chain, parent_exp = subject.chain, subject.expires
         holders = [c for c in chain if c.startswith("user:")] + agents
         granted = self._exchange_scope(holders, subject.scope, target, scope)
         person = next((c for c in chain if c.startswith("user:")), None)
@@ -156,13 +185,20 @@ class Exchange:
         ceiling = min(
             [parent_exp, actor.expires_at] + [known[a].expires_at for a in agents if a in known]
         )  # never outlive the subject token, nor any agent of the chain
-        return self._issuer.issue(
+        return self._issuer.sign(
             claims, target, granted, lifetime, parent=subject.parent, ceiling=ceiling
         )
 
-    def _decide_hop(self, subject: _Subject, actor: Agent) -> None:
-        """The decision point decides (and records) this hop: the subject token's last
-        identity hands the task to ``actor``, for the person, through the agents before."""
+    def _record_alone(self, hop: Entry) -> None:
+        try:
+            self._log.record(hop)
+        except TetherError as exc:  # no token either: the exchange fails with its own error
+            log.error("an allowed delegation hop could not be recorded: %s", exc)
+
+    def _decide_hop(self, subject: _Subject, actor: Agent) -> Entry:
+        """The decision point decides this hop: the subject token's last identity hands
+        the task to ``actor``, for the person, through the agents before. A deny is
+        recorded and raised; an allow's event is returned, to commit with the token."""
         chain = subject.chain
         delegator = chain[-1]
         person = chain[0] if chain[0].startswith("user:") and chain[0] != delegator else None
@@ -174,9 +210,11 @@ class Exchange:
             chain=[c for c in chain[:-1] if not c.startswith("user:")],
             groups=subject.groups if chain[0].startswith("user:") else (),
         )
-        [decision] = self._decisions.decide_all([request])
+        [(decision, entry)] = self._decisions.decide_with_effect([request])
         if not decision.allowed:
+            [decision] = self._decisions.record([decision])
             raise InvalidGrant("delegation denied: " + "; ".join(decision.reasons))
+        return entry
 
     def _tether_subject(self, token: str, actor: Agent) -> _Subject:
         try:

@@ -108,8 +108,12 @@ class Issuer:
         ``ttl`` (the default when None) but never past ``ceiling``; ``parent`` is the jti
         it was exchanged from (None: issued). Returned once it is on record."""
         issued, record = self.sign(claims, audience, scope, ttl, parent, ceiling)
-        self._records.write(record)
+        self.record(record)
         return issued
+
+    def record(self, record: Record) -> None:
+        """Put a signed token on record; returns once committed (see :meth:`sign`)."""
+        self._records.write(record)
 
     def sign(
         self,
@@ -166,4 +170,4 @@ class Issuer:
             detail={"jti": jti, "aud": audience, "scope": payload["scope"], "parent": parent},
         )
         issued = IssuedToken(token, int(lifetime.total_seconds()), payload["scope"], jti)
-        return issued, Record(row, entry)
+        return issued, Record(row, (entry,))

@@ -29,10 +29,15 @@ _INSERT = insert(issued_tokens)  # built once: compiled once, executed with many
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One issued token as the store keeps it: its ``issued_tokens`` row and its event."""
+    """One issued token as the store keeps it: its ``issued_tokens`` row and its events
+    (the decision that allowed it, for an exchange, then the token's own)."""
 
     row: dict[str, Any]
-    entry: Entry
+    entries: tuple[Entry, ...]
+
+    def after(self, *entries: Entry) -> Record:
+        """This record with ``entries`` written before its own events."""
+        return Record(self.row, (*entries, *self.entries))
 
 
 class _Waiter:
@@ -86,7 +91,7 @@ class Records:
         """Write ``records`` in the write transaction of ``conn``: the rows now, their
         events as the transaction's last step (see :meth:`tether.audit.log.AuditLog.append`)."""
         self.insert_rows(conn, records)
-        self._log.append(conn, *(r.entry for r in records))
+        self._log.append(conn, *(e for r in records for e in r.entries))
 
     @staticmethod
     def insert_rows(conn: Connection, records: Sequence[Record]) -> None:
