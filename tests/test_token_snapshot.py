@@ -8,7 +8,9 @@ that expires does not move the epoch; the scope follows Tether's (hand-moved) cl
 
 Recording: tokens issued from several threads at once share commits, and each one is
 returned only with its issued-token row and its event committed; when the shared
-transaction fails, every token of it fails and none is on record.
+transaction fails, every token of it fails and none is on record. Client assertions
+presented at once share those commits too: of the same assertion presented by many
+callers together exactly one is accepted; distinct ones are all accepted.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from conftest import Clock, spec
 from sqlalchemy import func, select
 
 from tether import AgentSpec, Caller, GrantSpec, Tether, generate_key_pair
-from tether.errors import InvalidScope, InvalidTarget, StoreUnavailable, UnauthorizedClient
+from tether.errors import (
+    InvalidClient,
+    InvalidScope,
+    InvalidTarget,
+    StoreUnavailable,
+    UnauthorizedClient,
+)
 from tether.model import Agent
 from tether.store import issued_tokens
 from tether.tokens import ASSERTION_TYPE, IssuedToken
@@ -208,6 +216,48 @@ def test_a_failed_shared_commit_fails_every_token_of_it(
     with tether.store.read() as conn:
         assert conn.execute(select(func.count()).select_from(issued_tokens)).scalar_one() == 0
     assert tether.events.list(type="token.issued") == []
+
+
+def at_once(calls: list[Callable[[], object]]) -> list[str]:
+    """Run ``calls`` from one thread each, started together; each one's outcome: "ok" or
+    the name of the error it raised."""
+    start = threading.Barrier(len(calls), timeout=10)
+    outcomes: list[str] = []
+
+    def run(call: Callable[[], object]) -> None:
+        start.wait()
+        try:
+            call()
+            outcomes.append("ok")
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+
+    workers = [threading.Thread(target=run, args=(c,)) for c in calls]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return outcomes
+
+
+def test_one_assertion_presented_at_once_is_accepted_once(tether: Tether) -> None:
+    bot, _ = setup(tether)
+    assertion = _assertion(tether, bot)
+    authenticate = lambda: tether.tokens.authenticate_client(ASSERTION_TYPE, assertion)  # noqa: E731
+    outcomes = at_once([authenticate] * 8)
+    assert sorted(outcomes) == ["InvalidClient"] * 7 + ["ok"]
+    with pytest.raises(InvalidClient, match="replayed"):
+        authenticate()
+
+
+def test_distinct_assertions_presented_at_once_are_all_accepted(tether: Tether) -> None:
+    bot, _ = setup(tether)
+    assertions = [_assertion(tether, bot) for _ in range(8)]
+    calls: list[Callable[[], object]] = [
+        lambda a=a: tether.tokens.authenticate_client(ASSERTION_TYPE, a)  # type: ignore[misc]
+        for a in assertions
+    ]
+    assert at_once(calls) == ["ok"] * 8
 
 
 def _assertion(tether: Tether, agent: Agent) -> str:

@@ -8,11 +8,12 @@
   decision point, recorded, and narrows.
 - :mod:`~tether.tokens.verify`: the one verifier (with its cache) and RFC 7662
   introspection; :mod:`~tether.tokens.revocation`: RFC 7009 revocation of a token family.
-- :mod:`~tether.tokens.records` (a token on record before it is returned, in commits
-  shared by tokens issued together), :mod:`~tether.tokens.claims` (what a token says),
-  :mod:`~tether.tokens.scopes` (scope containment), :mod:`~tether.tokens.replay` (IDs
-  used once), :mod:`~tether.tokens.snapshot` (agents, revocations, grants and servers as
-  of the state epoch).
+- :mod:`~tether.tokens.records` (a token on record before it is returned, an ID used
+  once before it is accepted, in commits shared by concurrent callers),
+  :mod:`~tether.tokens.claims` (what a token says), :mod:`~tether.tokens.scopes` (scope
+  containment), :mod:`~tether.tokens.replay` (IDs used once),
+  :mod:`~tether.tokens.snapshot` (agents, revocations, grants and servers as of the state
+  epoch).
 """
 
 from __future__ import annotations
@@ -72,12 +73,13 @@ class Tokens:
         decisions: Decisions,
     ) -> None:
         self._settings = services.settings
-        used = UsedIds(services)
+        records = Records(services)
+        used = UsedIds(services, records)
         snapshots = Snapshots(services, registry, grants)
         self._used = used
         self._clients = ClientAuthentication(services, registry, used)
         self._verifier = Verifier(services, keys, snapshots)
-        self._issuer = Issuer(services, keys, snapshots, Records(services))
+        self._issuer = Issuer(services, keys, snapshots, records)
         self._exchange = Exchange(
             services,
             people,

@@ -1,12 +1,13 @@
-"""Issued tokens on record: a token's issued-token row and its ``token.issued`` or
-``token.exchanged`` event are written in one transaction, and the token is returned only
-once that transaction has committed.
+"""What the token service writes, in commits shared by the callers of the moment: an
+issued token's record (its issued-token row and its ``token.issued`` or
+``token.exchanged`` event, in one transaction, before the token is returned) and an ID
+used once (a client assertion's or a subject token's ``jti``, before it is accepted).
 
-Tokens issued at the same time share the transaction (a group commit): the first caller
-writes every record queued when it starts, in one transaction, while the others wait for
-its commit; each returns only when its own record has committed, and every one of them
-fails if the transaction fails. On one thread this is one transaction per token; under
-concurrency the cost of a commit (an ``fsync`` on SQLite) is shared by the batch.
+The first caller writes everything queued when it starts, in one transaction, while the
+others wait for its commit; each returns only once its own write has committed, and all
+of them fail if that transaction fails. On one thread this is one transaction per write;
+under concurrency the cost of a commit (an ``fsync`` on SQLite) is shared by the batch.
+An ID already used is not an error of the batch: that caller alone learns it was used.
 """
 
 from __future__ import annotations
@@ -14,17 +15,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert
+from sqlalchemy.dialects import postgresql, sqlite
 
 from tether.audit.record import Entry
 from tether.services import Services
-from tether.store import issued_tokens
+from tether.store import assertion_jtis, issued_tokens
 
-__all__ = ["Record", "Records"]
+__all__ = ["Record", "Records", "UsedId"]
 
 _INSERT = insert(issued_tokens)  # built once: compiled once, executed with many rows
+_USE = {  # an ID already there inserts (and returns) nothing: it was used before
+    name: make(assertion_jtis).on_conflict_do_nothing().returning(assertion_jtis.c.jti)
+    for name, make in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +47,23 @@ class Record:
         return Record(self.row, (*entries, *self.entries))
 
 
-class _Waiter:
-    __slots__ = ("done", "error", "record")
+@dataclass(frozen=True, slots=True)
+class UsedId:
+    """An ID used once (already hashed with its client), kept until ``expires``."""
 
-    def __init__(self, record: Record) -> None:
-        self.record = record
+    key: str
+    client: str
+    expires: datetime
+
+
+class _Waiter:
+    __slots__ = ("done", "error", "fresh", "item")
+
+    def __init__(self, item: Record | UsedId) -> None:
+        self.item = item
         self.done = False
         self.error: BaseException | None = None
+        self.fresh = False  # for a UsedId: whether this write was its first use
 
 
 class Records:
@@ -59,7 +76,14 @@ class Records:
 
     def write(self, record: Record) -> None:
         """Return once ``record`` is committed; raise if its transaction failed."""
-        waiter = _Waiter(record)
+        self._submit(record)
+
+    def use(self, used: UsedId) -> bool:
+        """Record the use of an ID; True if committed now, False if it was used before."""
+        return self._submit(used).fresh
+
+    def _submit(self, item: Record | UsedId) -> _Waiter:
+        waiter = _Waiter(item)
         with self._cond:
             self._queue.append(waiter)
             while self._busy and not waiter.done:
@@ -72,12 +96,19 @@ class Records:
             self._lead(batch)
         if waiter.error is not None:
             raise waiter.error
+        return waiter
 
     def _lead(self, batch: list[_Waiter]) -> None:
         error: BaseException | None = None
         try:
             with self._store.write() as conn:
-                self.insert(conn, [w.record for w in batch])
+                uses = [(w, w.item) for w in batch if isinstance(w.item, UsedId)]
+                fresh = self.insert_uses(conn, [used for _, used in uses])
+                for (w, _), first in zip(uses, fresh, strict=True):
+                    w.fresh = first
+                records = [w.item for w in batch if isinstance(w.item, Record)]
+                if records:
+                    self.insert(conn, records)
         except BaseException as exc:
             error = exc
         finally:
@@ -97,3 +128,10 @@ class Records:
     def insert_rows(conn: Connection, records: Sequence[Record]) -> None:
         """The ``issued_tokens`` rows of ``records``."""
         conn.execute(_INSERT, [r.row for r in records])
+
+    @staticmethod
+    def insert_uses(conn: Connection, uses: Sequence[UsedId]) -> list[bool]:
+        """Insert each used ID unless it is there already; whether each one was new."""
+        statement = _USE[conn.dialect.name]
+        values = ({"jti": u.key, "client_id": u.client, "expires_at": u.expires} for u in uses)
+        return [conn.execute(statement, row).first() is not None for row in values]

@@ -1,5 +1,7 @@
 """IDs used once: a client assertion's ``jti`` (RFC 7523 section 3) and a person's
-subject token's ``jti`` (exchanged once), each kept until it could no longer be replayed."""
+subject token's ``jti`` (exchanged once), each kept until it could no longer be replayed.
+A use is committed before the ID is accepted, in a commit shared with the token
+service's other writes of the moment (:mod:`~tether.tokens.records`)."""
 
 from __future__ import annotations
 
@@ -7,18 +9,20 @@ import hashlib
 import math
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete
 
-from tether.errors import Conflict, InvalidClient
+from tether.errors import InvalidClient
 from tether.services import Services
 from tether.store import assertion_jtis
+from tether.tokens.records import Records, UsedId
 
 __all__ = ["UsedIds"]
 
 
 class UsedIds:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, records: Records) -> None:
         self._store = services.store
+        self._records = records
         self._settings = services.settings
         self._clock = services.clock
 
@@ -28,13 +32,8 @@ class UsedIds:
         is :class:`InvalidClient`."""
         expires = datetime.fromtimestamp(math.ceil(exp), UTC)
         key = hashlib.sha256(f"{client}|{jti}".encode()).hexdigest()
-        try:
-            with self._store.write() as conn:
-                conn.execute(
-                    insert(assertion_jtis).values(jti=key, client_id=client, expires_at=expires)
-                )
-        except Conflict:
-            raise InvalidClient("client assertion replayed: its jti was used before") from None
+        if not self._records.use(UsedId(key, client, expires)):
+            raise InvalidClient("client assertion replayed: its jti was used before")
 
     def purge(self) -> int:
         """Forget used assertion and subject-token IDs once they could no longer be
