@@ -15,6 +15,7 @@ no fork.
 from __future__ import annotations
 
 import builtins
+import itertools
 import json
 import logging
 import re
@@ -473,6 +474,15 @@ class AuditLog:
         < seq <= ``upto``, in order, streamed, exactly as stored: the time as text in the
         body's format, the body as its bytes, nothing converted by the driver, so a value
         of the wrong kind is read (and found changed) rather than failing the read."""
+        with self.batches(conn, after=after, upto=upto, size=batch) as found:
+            yield itertools.chain.from_iterable(found)
+
+    @contextmanager
+    def batches(
+        self, conn: Connection, *, after: int = 0, upto: int | None = None, size: int = 8192
+    ) -> Iterator[Iterator[Sequence[Sequence[Any]]]]:
+        """The rows of :meth:`scan` in lists of ``size`` (the last one shorter), read with a
+        server-side cursor on PostgreSQL: memory stays bounded whatever the log holds."""
         bound = upto if upto is not None else 2**63 - 1
         raw = conn.connection.dbapi_connection
         assert raw is not None
@@ -484,7 +494,7 @@ class AuditLog:
                 "WHERE seq > %s AND seq <= %s ORDER BY seq"
             )
             cursor = raw.cursor(name=f"tether_scan_{id(self)}_{threading.get_ident()}")
-            cursor.itersize = batch  # type: ignore[attr-defined]
+            cursor.itersize = size  # type: ignore[attr-defined]
         else:  # SQLAlchemy keeps SQLite times as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC)
             sql = (
                 "SELECT seq, replace(CAST(at AS TEXT), ' ', 'T') || 'Z', type, subject, "
@@ -494,16 +504,16 @@ class AuditLog:
             cursor = raw.cursor()
         driver_error = self._store.engine.dialect.dbapi.Error  # type: ignore[union-attr]
 
-        def rows() -> Iterator[Sequence[Any]]:
+        def lists() -> Iterator[Sequence[Sequence[Any]]]:
             try:
-                while batch_rows := cursor.fetchmany(batch):
-                    yield from batch_rows
+                while found := cursor.fetchmany(size):
+                    yield found
             except driver_error as exc:
                 raise StoreUnavailable(f"cannot read the audit log: {exc}") from exc
 
         try:
             cursor.execute(sql, (after, bound))
-            yield rows()
+            yield lists()
         except driver_error as exc:
             raise StoreUnavailable(f"cannot read the audit log: {exc}") from exc
         finally:  # closed inside the transaction, whatever the caller did with the rows
