@@ -698,10 +698,11 @@ def test_tampering_anywhere_in_a_log_of_many_batches_is_named(
     tether: Tether, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Verification reads the log in batches (streamed with a server-side cursor on
-    PostgreSQL) and judges each batch at once, walking a batch event by event only when
-    something in it differs. An edit in the middle of a batch, on a batch's edge or in
+    PostgreSQL) and judges each batch at once, walking event by event from the first batch
+    where something differs. An edit in the middle of a batch, on a batch's edge or in
     the last, partial batch is found and named, every event is still counted, and the
-    report is exactly the one the event-by-event walk of the whole log gives."""
+    report is the one the event-by-event walk of the whole log gives (which may repeat a
+    bad subtree once more, where its checks of the stored subtrees happen to fall)."""
     grow(tether, 10_000)
     tether.checkpoints.make()
     grow(tether, BIG)
@@ -712,7 +713,7 @@ def test_tampering_anywhere_in_a_log_of_many_batches_is_named(
 
     def by_event() -> dict[str, Any]:
         with monkeypatch.context() as patch:
-            patch.setattr(verify._Walk, "_whole", lambda self, rows: False)
+            patch.setattr(verify._Walk, "whole", lambda self, rows: False)
             return tether.verify_audit().to_dict()
 
     assert by_event() == good.to_dict()
@@ -743,7 +744,10 @@ def test_tampering_anywhere_in_a_log_of_many_batches_is_named(
         for what, table, where, values in edits:
             with edited_rows(engine, table, where, values):
                 report = tether.verify_audit()
-                assert report.to_dict() == by_event(), (seq, what)
+                found, walked = report.to_dict(), by_event()
+            problems, said = found.pop("problems"), walked.pop("problems")
+            assert found == walked and problems[0] == said[0], (seq, what, problems, said)
+            assert set(problems) <= set(said), (seq, what, problems, said)
             assert not report.ok and report.first_bad_seq is not None, (seq, what)
             assert report.first_bad_seq <= seq, (seq, what, report.problems)
             assert report.size == BIG, (seq, what)  # the events after it are still counted

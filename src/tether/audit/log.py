@@ -479,27 +479,35 @@ class AuditLog:
 
     @contextmanager
     def batches(
-        self, conn: Connection, *, after: int = 0, upto: int | None = None, size: int = 8192
+        self,
+        conn: Connection,
+        *,
+        after: int = 0,
+        upto: int | None = None,
+        size: int = 8192,
+        stored_time: bool = False,
     ) -> Iterator[Iterator[Sequence[Sequence[Any]]]]:
         """The rows of :meth:`scan` in lists of ``size`` (the last one shorter), read with a
-        server-side cursor on PostgreSQL: memory stays bounded whatever the log holds."""
+        server-side cursor on PostgreSQL: memory stays bounded whatever the log holds.
+        With ``stored_time`` the time is as SQLite keeps it (``YYYY-MM-DD
+        HH:MM:SS.ffffff``, PostgreSQL gives the same) and SQLite does no work per row."""
         bound = upto if upto is not None else 2**63 - 1
         raw = conn.connection.dbapi_connection
         assert raw is not None
         if self._store.dialect == "postgresql":
+            form = "YYYY-MM-DD HH24:MI:SS.US" if stored_time else 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
             sql = (
-                "SELECT seq, to_char(at AT TIME ZONE 'UTC', "
-                '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\'), type, subject, '
+                f"SELECT seq, to_char(at AT TIME ZONE 'UTC', '{form}'), type, subject, "  # noqa: S608
                 "convert_to(body, 'UTF8'), leaf_hash FROM events "
                 "WHERE seq > %s AND seq <= %s ORDER BY seq"
             )
             cursor = raw.cursor(name=f"tether_scan_{id(self)}_{threading.get_ident()}")
             cursor.itersize = size  # type: ignore[attr-defined]
         else:  # SQLAlchemy keeps SQLite times as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC)
+            time = "at" if stored_time else "replace(CAST(at AS TEXT), ' ', 'T') || 'Z'"
             sql = (
-                "SELECT seq, replace(CAST(at AS TEXT), ' ', 'T') || 'Z', type, subject, "
-                "CAST(body AS BLOB), leaf_hash FROM events "
-                "WHERE seq > ? AND seq <= ? ORDER BY seq"
+                f"SELECT seq, {time}, type, subject, CAST(body AS BLOB), leaf_hash "  # noqa: S608
+                "FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
             )
             cursor = raw.cursor()
         driver_error = self._store.engine.dialect.dbapi.Error  # type: ignore[union-attr]

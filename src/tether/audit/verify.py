@@ -11,14 +11,12 @@ its tail. The answer names the first bad sequence number.
 from __future__ import annotations
 
 import base64
-import contextlib
-import functools
 import hashlib
 import hmac
 import json
 import operator
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,9 +93,11 @@ def verify(
             return report
         head_size, head_frontier = _head(conn, report)
         walk = _Walk(conn, signed, report)
-        with _stored_text(conn), log.batches(conn, upto=head_size, size=_BATCH) as batches:
-            for rows in batches:
-                walk.batch(rows)
+        if not _walk_whole_batches(conn, log, walk, head_size):
+            # something differs: from the first batch that did, event by event
+            with log.scan(conn, after=walk.expected - 1, upto=head_size) as rows:
+                for row in rows:
+                    walk.step(*row)
         walk.finish()
         if head_size is None:
             return report
@@ -121,6 +121,25 @@ def verify(
             f"checkpoint {newest} was signed but the log ends at {count}: the tail was cut",
         )
     return report
+
+
+def _walk_whole_batches(conn: Connection, log: AuditLog, walk: _Walk, upto: int | None) -> bool:
+    """Walk the log in batches judged whole; False at the first batch that is not
+    (``walk`` is then where it was before that batch). Text is read as UTF-8 by the
+    driver itself: a value that is not fails the read here, and the event-by-event walk
+    reads it as stored."""
+    raw = conn.connection.dbapi_connection
+    factory = raw.text_factory if isinstance(raw, sqlite3.Connection) else None
+    try:
+        if isinstance(raw, sqlite3.Connection):
+            raw.text_factory = str
+        with log.batches(conn, upto=upto, size=_BATCH, stored_time=True) as batches:
+            return all(map(walk.whole, batches))
+    except StoreUnavailable:  # not UTF-8; if the store is really gone, it fails again
+        return False
+    finally:
+        if isinstance(raw, sqlite3.Connection):
+            raw.text_factory = factory
 
 
 def _head(conn: Connection, report: Report) -> tuple[int | None, Any]:
@@ -185,10 +204,11 @@ class _Walk:
     """One pass over the events in order: leaves, columns, places, roots at the
     checkpoints, and the stored subtrees; stops judging at the first bad event.
 
-    A batch is judged whole first (:meth:`_whole`): its sequence numbers, leaves and
-    columns compared as lists, its subtrees hashed level by level and compared with the
-    stored ones in one query. Only a batch that fails there is walked again event by event
-    (:meth:`step`), which finds and names what is wrong exactly as it always has."""
+    A batch is judged whole (:meth:`whole`): its sequence numbers, leaves and columns
+    compared as lists, its subtrees hashed level by level and compared with the stored ones
+    one range per level. From the first batch that fails there, the rest of the log is
+    walked event by event (:meth:`step`), which finds and names what is wrong exactly as
+    it always has."""
 
     def __init__(self, conn: Connection, signed: list[tuple[int, bytes]], report: Report) -> None:
         self.conn, self.report = conn, report
@@ -201,23 +221,13 @@ class _Walk:
         self._subjects: dict[str | None, str] = {None: "null"}  # column value -> its JSON
         self._types: dict[str, str] = {}
 
-    def batch(self, rows: Sequence[Sequence[Any]]) -> None:
-        if self.broken:  # the events are still counted
-            last = next((row[0] for row in reversed(rows) if _is_count(row[0])), None)
-            if last is not None:
-                self.expected = last + 1
-            return
-        if not self._whole(rows):
-            for row in rows:
-                self.step(*map(_as_stored, row))
-            self.finish()
-
-    def _whole(self, rows: Sequence[Sequence[Any]]) -> bool:
-        """Judge a batch at once; True if every check passed (the walk has moved past it),
-        False if anything differs (nothing has changed: walk it event by event)."""
+    def whole(self, rows: Sequence[Sequence[Any]]) -> bool:
+        """Judge a batch at once (its times as stored: ``YYYY-MM-DD HH:MM:SS.ffffff``);
+        True if every check passed (the walk has moved past it), False if anything
+        differs (nothing has changed: walk it event by event)."""
         start = self.expected - 1  # leaf index of the first row
         n = len(rows)
-        if start & (_BATCH - 1) or self.frontier.size != start or n > _BATCH:
+        if self.broken or start & (_BATCH - 1) or self.frontier.size != start or n > _BATCH:
             return False
         seqs, times, types, subjects, bodies, stored = zip(*rows, strict=True)
         if seqs != tuple(range(start + 1, start + n + 1)):
@@ -266,15 +276,16 @@ class _Walk:
             if not isinstance(value, str):
                 return False
             quoted_types[value] = json.dumps(value, ensure_ascii=False)
+        space, tee = " ", "T"  # a stored time in the body's format, as the scan's SQL has it
         try:
             tails = [
-                f',"seq":{seq},"subject":{quoted_subjects[subject]},"time":"{time}",'
-                f'"type":{quoted_types[kind]}}}'.encode()
+                f',"seq":{seq},"subject":{quoted_subjects[subject]},'
+                f'"time":"{time.replace(space, tee)}Z","type":{quoted_types[kind]}}}'.encode()
                 for seq, time, kind, subject in zip(seqs, times, types, subjects, strict=True)
             ]
-        except (UnicodeEncodeError, TypeError):  # text that is not UTF-8 as stored
+        except (AttributeError, TypeError):  # a time that is not text
             return False
-        return all(map(bytes.endswith, bodies, tails)) and set(map(type, times)) == {str}
+        return all(map(bytes.endswith, bodies, tails))
 
     def step(self, seq: Any, time: Any, type: Any, subject: Any, body: Any, stored: Any) -> None:
         if self.broken or not _is_count(seq) or seq != self.expected:
@@ -365,33 +376,6 @@ def _stored_runs(conn: Connection, runs: Sequence[tuple[int, int, int]]) -> list
     finally:
         cursor.close()
     return found
-
-
-def _as_stored(value: Any) -> Any:
-    """A value read by :func:`_stored_text` as :func:`raw_text` reads it: text that is not
-    UTF-8 as its bytes."""
-    if isinstance(value, str) and not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogateescape")
-    return value
-
-
-@contextlib.contextmanager
-def _stored_text(conn: Connection) -> Iterator[None]:
-    """On SQLite, read text that is not UTF-8 with its bytes escaped (see
-    :func:`_as_stored`), by a factory that costs no Python call per value."""
-    raw = conn.connection.dbapi_connection
-    if not isinstance(raw, sqlite3.Connection):
-        yield
-        return
-    before = raw.text_factory
-    raw.text_factory = functools.partial(str, encoding="utf-8", errors="surrogateescape")
-    try:
-        yield
-    finally:
-        raw.text_factory = before
 
 
 def _stored_nodes(conn: Connection, nodes: Iterable[tuple[int, int]]) -> dict[Any, bytes]:
