@@ -507,7 +507,7 @@ def run(quick: bool) -> list[Result]:
 def footer(results: list[Result]) -> list[str]:
     lines = [
         "baseline = bare SQLAlchemy Core on the same database (appends, proof reads), bare",
-        "hashlib over the same leaf bytes (verify), or bare SQLAlchemy scan + hashlib (vs scan)",
+        "hashlib over the same leaf bytes (verify), or the bare driver's scan + hashlib (vs scan)",
         f"ratio = Tether ÷ baseline: events/s below 1{TIMES} and µs above 1{TIMES} are slower",
     ]
     for r in results:
