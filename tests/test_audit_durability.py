@@ -48,9 +48,11 @@ from tether import (
     generate_key_pair,
 )
 from tether.api import create_app
+from tether.audit.log import GroupCommit
 from tether.audit.note import Verifier
 from tether.audit.record import Entry
 from tether.audit.tree import Frontier
+from tether.errors import StoreUnavailable
 from tether.store import agents, audit_checkpoints, events, grants, issued_tokens, state_epoch
 
 HELPER = Path(__file__).parent / "helpers" / "audit_writer.py"
@@ -182,30 +184,37 @@ def writers() -> Iterator[list[Writer]]:
 
 
 def _refuse_every_event(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
-        if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql(
-                "CREATE TRIGGER no_events BEFORE INSERT ON events "
-                "BEGIN SELECT RAISE(ABORT, 'no audit log today'); END"
-            )
-        else:
-            conn.exec_driver_sql(
-                "CREATE FUNCTION no_events() RETURNS trigger AS $$ BEGIN "
-                "RAISE EXCEPTION 'no audit log today'; END $$ LANGUAGE plpgsql"
-            )
-            conn.exec_driver_sql(
-                "CREATE TRIGGER no_events BEFORE INSERT ON events "
-                "FOR EACH ROW EXECUTE FUNCTION no_events()"
-            )
+    _refuse(engine, "no_events", "INSERT ON events", "no audit log today")
 
 
 def _accept_events_again(engine: sa.Engine) -> None:
+    _allow(engine, "no_events", "events")
+
+
+def _refuse(engine: sa.Engine, name: str, what: str, message: str) -> None:
+    """A trigger ``name`` that makes every ``what`` (``INSERT ON events``) fail."""
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("DROP TRIGGER no_events")
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {name} BEFORE {what} BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            )
         else:
-            conn.exec_driver_sql("DROP TRIGGER no_events ON events")
-            conn.exec_driver_sql("DROP FUNCTION no_events()")
+            conn.exec_driver_sql(
+                f"CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN "
+                f"RAISE EXCEPTION '{message}'; END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {name} BEFORE {what} FOR EACH ROW EXECUTE FUNCTION {name}()"
+            )
+
+
+def _allow(engine: sa.Engine, name: str, table: str) -> None:
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"DROP TRIGGER {name}")
+        else:
+            conn.exec_driver_sql(f"DROP TRIGGER {name} ON {table}")
+            conn.exec_driver_sql(f"DROP FUNCTION {name}()")
 
 
 def _assertion(agent_id: str, private_pem: bytes, audience: str) -> str:
@@ -563,9 +572,7 @@ def test_a_deferred_record_survives_a_failed_write_and_is_written_later(
     with pytest.raises(TetherError):
         tether.events.flush()
     assert tether.events.list(type="test.later") == []
-    with engine.begin() as conn:
-        on = "" if engine.dialect.name == "sqlite" else " ON events"
-        conn.exec_driver_sql(f"DROP TRIGGER no_events{on}")
+    _accept_events_again(engine)
     tether.events.flush()
     assert [e.detail["n"] for e in tether.events.list(type="test.later")] == ["kept"]
     verify_ok(cli)
@@ -579,3 +586,92 @@ def test_closing_writes_what_was_deferred(make_settings: Callable[..., Settings]
     first.close()
     with Tether.open(settings) as again:
         assert [e.detail["n"] for e in again.events.list(type="test.later")] == ["at close"]
+
+
+# ---- the group commit: batches fail whole ---------------------------------------------
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "the callers never queued"
+        time.sleep(0.001)
+
+
+def test_a_failed_group_commit_fails_every_waiter_in_it_and_keeps_the_deferred() -> None:
+    """Three callers queued behind a commit in flight are written as one batch; when that
+    write fails, each of them gets the error (none gets a sequence number), and what was
+    deferred stays queued for the next commit, which writes it first."""
+    gate = threading.Event()
+    batches: list[list[str]] = []
+
+    def write(items: list[str]) -> list[int]:
+        batches.append(list(items))
+        if len(batches) == 1:
+            gate.wait(10)  # the first commit is in flight while the others queue
+            return [1]
+        if len(batches) == 2:
+            raise StoreUnavailable("the disk is full")
+        return list(range(2, 2 + len(items)))
+
+    group: GroupCommit[str] = GroupCommit(write, delay=60)
+    outcomes: dict[str, object] = {}
+
+    def call(name: str) -> None:
+        try:
+            outcomes[name] = group.submit([name])
+        except StoreUnavailable as exc:
+            outcomes[name] = exc
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    _until(lambda: len(batches) == 1)
+    group.defer(["later"])
+    others = [threading.Thread(target=call, args=(n,)) for n in ("b", "c", "d")]
+    for thread in others:
+        thread.start()
+    _until(lambda: group.queued() == 3)
+    gate.set()
+    for thread in [first, *others]:
+        thread.join()
+    assert outcomes["first"] == [1]
+    assert sorted(batches[1]) == ["b", "c", "d", "later"] and batches[1][0] == "later"
+    errors = [outcomes[n] for n in ("b", "c", "d")]
+    assert all(isinstance(e, StoreUnavailable) for e in errors), errors
+    assert group.pending() == 1  # "later" was not written: it waits for the next commit
+    assert group.submit(["e"]) == [3] and batches[2] == ["later", "e"]  # later got 2
+    assert group.pending() == 0
+
+
+def test_a_batch_that_fails_half_way_leaves_nothing_of_it_in_the_log(
+    tether: Tether, cli: Cli
+) -> None:
+    """The store refuses the tree head's update, the batch's last statement (its events
+    and subtrees are already inserted): every concurrent record() fails and not one of
+    their events is in the log; once the head is writable the log goes on gap-free."""
+    engine = tether.store.engine
+    before = tether.events.size()
+    _refuse(engine, "frozen_head", "UPDATE ON audit_head", "the head is frozen")
+    failed: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def work(t: int) -> None:
+        barrier.wait()
+        try:
+            tether.events.record(Entry.of("test.lost", actor=f"thread:{t}", subject=None))
+        except TetherError as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(failed) == 8
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(sa.func.count()).select_from(events)).scalar()
+    assert stored == before and tether.events.size() == before
+    _allow(engine, "frozen_head", "audit_head")
+    assert tether.events.record(Entry.of("test.kept", actor="admin")) == [before + 1]
+    assert tether.events.list(type="test.lost") == []
+    verify_ok(cli)

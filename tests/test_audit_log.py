@@ -11,6 +11,7 @@ import random
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,21 @@ from alembic import command
 from conftest import Cli, Clock, initialised, served, spec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from helpers.people import person_header
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tether.audit import merkle
 from tether.audit.checkpoints import Checkpointer, CheckpointRecord
 from tether.audit.note import Checkpoint, Verifier, sign_checkpoint, verifier_key
-from tether.audit.record import Entry, canonical, clean
+from tether.audit.record import (
+    Entry,
+    canonical,
+    clean,
+    encode,
+    finish,
+    format_time,
+    prepare,
+)
 from tether.audit.tree import Frontier, blocks, consistency_ranges, fold, inclusion_ranges
 from tether.callers import Caller
 from tether.config import Settings
@@ -119,6 +128,56 @@ def test_the_fast_canonical_path_is_byte_for_byte_rfc8785(value: Any) -> None:
 )
 def test_canonical_edge_cases_match_rfc8785(value: Any) -> None:
     assert canonical(clean(value)) == rfc8785.dumps(clean(value))
+
+
+any_text = st.one_of(  # mostly ordinary (the fast path), sometimes not
+    st.text(max_size=12),
+    st.text(max_size=12),
+    st.text(alphabet=st.characters(blacklist_categories=()), max_size=6),  # lone surrogates
+    st.sampled_from(["", "\x00", "a\x00b", "\ud800", "\U0001f600", "\ue000", "x" * 2049]),
+)
+odd_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.sampled_from([5.0, -0.0, 1e-7, 1e21, 2**53, -(2**60)])
+    | any_text,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(any_text, inner, max_size=4)
+        | st.dictionaries(st.integers() | st.booleans(), inner, max_size=2)
+    ),
+    max_leaves=12,
+)
+entries = st.builds(
+    Entry,
+    type=any_text,
+    actor=any_text,
+    subject=st.none() | any_text,
+    chain=st.lists(any_text, max_size=3).map(tuple),
+    action=st.none() | any_text,
+    resource=st.none() | any_text,
+    decision=st.none() | st.sampled_from(["allow", "deny"]),
+    reasons=st.lists(any_text, max_size=2).map(tuple),
+    request_id=st.none() | any_text,
+    detail=st.dictionaries(any_text, odd_values, max_size=4),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(entries, st.integers(1, 2**53 - 1))
+@example(Entry("t", "a", detail={"\U0001f600": 1, "\ue000": 2}), 1)  # UTF-16 key order
+def test_a_prepared_entry_is_byte_for_byte_the_reference_encoding(entry: Entry, seq: int) -> None:
+    """The append encodes an entry before it has a place (prepare) and adds the seq and
+    time under the lock (finish): the text is exactly the reference encoding, whatever
+    the entry holds (floats, lone surrogates, NULs, long strings, odd keys)."""
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    body, text, _ = encode(entry, seq, at)
+    prepared = prepare(entry)
+    assert finish(prepared, seq, format_time(at)) == text
+    assert (prepared.subject, prepared.type) == (body["subject"], body["type"])
 
 
 def test_the_leaf_is_the_canonical_json_of_the_exported_line(tether: Tether, capsys) -> None:

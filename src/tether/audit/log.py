@@ -15,14 +15,16 @@ no fork.
 from __future__ import annotations
 
 import builtins
+import itertools
 import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -33,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 
 from tether.audit.merkle import EMPTY_ROOT
-from tether.audit.record import Entry, stage
+from tether.audit.record import Entry, Prepared, prepare, stage
 from tether.audit.tree import Frontier, Node, blocks, consistency_ranges, fold, inclusion_ranges
 from tether.errors import InvalidRequest, NotFound, StoreUnavailable, VerificationFailed
 from tether.model import Event
@@ -45,64 +47,101 @@ _PENDING = "tether_audit_pending"
 
 log = logging.getLogger("tether.audit")
 
+T = TypeVar("T")
 
-class GroupCommit:
+
+class GroupCommit(Generic[T]):
     """Leader/follower batching: the first caller writes everything queued in one
     transaction; the others wait for that commit and get their own results (or error).
 
-    Entries handed to :meth:`defer` (records that nobody waits for, such as the result of
+    A leader first gathers: while fewer callers are queued than the last batch had, it
+    waits for them, at most half as long as the last write took (callers that just got
+    their answer are on their way back; without the wait, the first one back would write
+    alone and the rest would make a second, smaller batch). A lone caller never waits.
+
+    Items handed to :meth:`defer` (records that nobody waits for, such as the result of
     a forwarded tool call) ride along with the next commit, written before its batch, or
     are written on their own after at most ``delay`` seconds; a failed write keeps them
     queued and tries again after ``delay``.
     """
 
-    def __init__(self, write: Callable[[list[Entry]], list[int]], delay: float = 0.05) -> None:
+    def __init__(
+        self,
+        write: Callable[[list[T]], list[int]],
+        delay: float = 0.05,
+        *,
+        gather: float = 0.002,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._write = write
         self._delay = delay
-        self._cond = threading.Condition()
-        self._queue: list[_Waiter] = []
-        self._later: list[Entry] = []
-        self._timer: threading.Timer | None = None
+        self._gather = gather  # the longest a leader waits for its batch to fill
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)  # followers wait here
+        self._arrived = threading.Condition(self._lock)  # a gathering leader waits here
+        self._queue: list[_Waiter[T]] = []
+        self._later: list[T] = []
+        self._deferred_timer: threading.Timer | None = None
         self._busy = False
+        self._last_callers = 0  # callers in the last batch written
+        self._last_took = 0.0  # seconds the last write took
 
-    def submit(self, entries: Sequence[Entry]) -> list[int]:
-        waiter = _Waiter(list(entries))
-        with self._cond:
+    def submit(self, items: Sequence[T]) -> list[int]:
+        waiter = _Waiter(list(items))
+        with self._lock:
             self._queue.append(waiter)
+            self._arrived.notify()
             while self._busy and not waiter.finished:
-                self._cond.wait()
+                self._done.wait()
             if waiter.finished:
                 return waiter.result()
             self._busy = True
+            self._fill()
             batch, self._queue = self._queue, []
             later, self._later = self._later, []
+        started = self._timer()
         try:
-            written = [e for w in batch for e in w.entries]
+            written = [item for w in batch for item in w.items]
             seqs = self._write(later + written) if later or written else []
             at = len(later)
             for w in batch:
-                w.seqs = seqs[at : at + len(w.entries)]
-                at += len(w.entries)
+                w.seqs = seqs[at : at + len(w.items)]
+                at += len(w.items)
         except BaseException as exc:
             for w in batch:
                 w.error = exc
-            with self._cond:
+            with self._lock:
                 self._later[:0] = later  # not written: keep them for the next try
             if later:
                 self._arm()
             raise
         finally:
-            with self._cond:
+            took = self._timer() - started
+            with self._lock:
                 for w in batch:
                     w.finished = True
                 self._busy = False
-                self._cond.notify_all()
+                self._last_callers, self._last_took = len(batch), took
+                self._done.notify_all()
         return waiter.result()
 
-    def defer(self, entries: Sequence[Entry]) -> None:
-        """Queue ``entries`` for the next commit (or one of their own within ``delay``)."""
-        with self._cond:
-            self._later.extend(entries)
+    def _fill(self) -> None:
+        """Wait (holding the leadership) for as many callers as the last batch had, at most
+        half as long as its write took and never longer than ``gather``."""
+        if len(self._queue) >= self._last_callers:
+            return
+        deadline = self._timer() + min(self._gather, self._last_took / 2)
+        while len(self._queue) < self._last_callers:
+            left = deadline - self._timer()
+            if left <= 0:
+                return
+            self._arrived.wait(left)
+
+    def defer(self, items: Sequence[T]) -> None:
+        """Queue ``items`` for the next commit (or one of their own within ``delay``)."""
+        with self._lock:
+            self._later.extend(items)
         self._arm()
 
     def flush(self) -> None:
@@ -110,21 +149,27 @@ class GroupCommit:
         self.submit([])
 
     def pending(self) -> int:
-        with self._cond:
+        """Deferred items not written yet."""
+        with self._lock:
             return len(self._later)
 
+    def queued(self) -> int:
+        """Callers waiting for the next commit (not the one in flight)."""
+        with self._lock:
+            return len(self._queue)
+
     def _arm(self) -> None:
-        with self._cond:
-            if self._timer is not None:
+        with self._lock:
+            if self._deferred_timer is not None:
                 return
-            self._timer = threading.Timer(self._delay, self._due)
-            self._timer.daemon = True
-            self._timer.name = "tether-audit-deferred"
-        self._timer.start()
+            timer = self._deferred_timer = threading.Timer(self._delay, self._due)
+            timer.daemon = True
+            timer.name = "tether-audit-deferred"
+        timer.start()
 
     def _due(self) -> None:
-        with self._cond:
-            self._timer = None
+        with self._lock:
+            self._deferred_timer = None
             if not self._later:
                 return
         try:
@@ -133,11 +178,11 @@ class GroupCommit:
             log.error("deferred audit events could not be written yet: %s", exc)
 
 
-class _Waiter:
-    __slots__ = ("entries", "error", "finished", "seqs")
+class _Waiter(Generic[T]):
+    __slots__ = ("error", "finished", "items", "seqs")
 
-    def __init__(self, entries: list[Entry]) -> None:
-        self.entries = entries
+    def __init__(self, items: list[T]) -> None:
+        self.items = items
         self.seqs: list[int] = []
         self.error: BaseException | None = None
         self.finished = False
@@ -189,7 +234,7 @@ class AuditLog:
     def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
         self._store = store
         self._clock = clock
-        self._group = GroupCommit(self._write_alone)
+        self._group: GroupCommit[Prepared] = GroupCommit(self._write_alone)
         self._listeners: list[Callable[[int], None]] = []
 
     # ---- writing -----------------------------------------------------------------------
@@ -209,7 +254,7 @@ class AuditLog:
         """Queue ``entries`` on the write transaction of ``conn``: they are written as its
         last step and commit with its effect (and are dropped with it if it rolls back)."""
         state = Store.state(conn)
-        pending: list[Entry] | None = state.get(_PENDING)
+        pending: list[Prepared] | None = state.get(_PENDING)
         if pending is None:
             pending = state[_PENDING] = []
 
@@ -219,27 +264,27 @@ class AuditLog:
                     self._insert(conn, queued)
 
             Store.before_commit(conn, flush)
-        pending.extend(entries)
+        pending.extend(map(prepare, entries))
 
     def record(self, *entries: Entry) -> list[int]:
         """Write ``entries`` on their own (through the group commit) and return their
         sequence numbers once they are committed."""
-        return self._group.submit(entries) if entries else []
+        return self._group.submit(list(map(prepare, entries))) if entries else []
 
     def defer(self, *entries: Entry) -> None:
         """Write ``entries`` without waiting: with the next commit of the log, or on their
         own within 50 ms."""
-        self._group.defer(entries)
+        self._group.defer(list(map(prepare, entries)))
 
     def flush(self) -> None:
         """Write the entries queued by :meth:`defer` now."""
         self._group.flush()
 
-    def _write_alone(self, entries: list[Entry]) -> list[int]:
+    def _write_alone(self, entries: list[Prepared]) -> list[int]:
         with self._store.write() as conn:
             return self._insert(conn, entries)
 
-    def _insert(self, conn: Connection, entries: Sequence[Entry]) -> list[int]:
+    def _insert(self, conn: Connection, entries: Sequence[Prepared]) -> list[int]:
         sql = _Sql.of(conn.dialect)
         head = conn.exec_driver_sql(sql.head).one()
         try:
@@ -249,9 +294,11 @@ class AuditLog:
                 "the audit tree head is damaged: nothing can be recorded (run tether audit verify)"
             ) from None
         at = self._clock()
-        event_rows, node_rows = stage(((entry, at) for entry in entries), frontier)
+        event_rows, node_rows = stage(entries, at, frontier)
         stored_at = sql.at(at)
-        conn.exec_driver_sql(sql.event, [{**row, "at": stored_at} for row in event_rows])
+        for row in event_rows:
+            row["at"] = stored_at
+        conn.exec_driver_sql(sql.event, event_rows)
         if node_rows:
             conn.exec_driver_sql(sql.node, node_rows)
         hashes = json.dumps([h.hex() for h in frontier.hashes])
@@ -427,37 +474,54 @@ class AuditLog:
         < seq <= ``upto``, in order, streamed, exactly as stored: the time as text in the
         body's format, the body as its bytes, nothing converted by the driver, so a value
         of the wrong kind is read (and found changed) rather than failing the read."""
+        with self.batches(conn, after=after, upto=upto, size=batch) as found:
+            yield itertools.chain.from_iterable(found)
+
+    @contextmanager
+    def batches(
+        self,
+        conn: Connection,
+        *,
+        after: int = 0,
+        upto: int | None = None,
+        size: int = 8192,
+        stored_time: bool = False,
+    ) -> Iterator[Iterator[Sequence[Sequence[Any]]]]:
+        """The rows of :meth:`scan` in lists of ``size`` (the last one shorter), read with a
+        server-side cursor on PostgreSQL: memory stays bounded whatever the log holds.
+        With ``stored_time`` the time is as SQLite keeps it (``YYYY-MM-DD
+        HH:MM:SS.ffffff``, PostgreSQL gives the same) and SQLite does no work per row."""
         bound = upto if upto is not None else 2**63 - 1
         raw = conn.connection.dbapi_connection
         assert raw is not None
         if self._store.dialect == "postgresql":
+            form = "YYYY-MM-DD HH24:MI:SS.US" if stored_time else 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
             sql = (
-                "SELECT seq, to_char(at AT TIME ZONE 'UTC', "
-                '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\'), type, subject, '
+                f"SELECT seq, to_char(at AT TIME ZONE 'UTC', '{form}'), type, subject, "  # noqa: S608
                 "convert_to(body, 'UTF8'), leaf_hash FROM events "
                 "WHERE seq > %s AND seq <= %s ORDER BY seq"
             )
             cursor = raw.cursor(name=f"tether_scan_{id(self)}_{threading.get_ident()}")
-            cursor.itersize = batch  # type: ignore[attr-defined]
+            cursor.itersize = size  # type: ignore[attr-defined]
         else:  # SQLAlchemy keeps SQLite times as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC)
+            time = "at" if stored_time else "replace(CAST(at AS TEXT), ' ', 'T') || 'Z'"
             sql = (
-                "SELECT seq, replace(CAST(at AS TEXT), ' ', 'T') || 'Z', type, subject, "
-                "CAST(body AS BLOB), leaf_hash FROM events "
-                "WHERE seq > ? AND seq <= ? ORDER BY seq"
+                f"SELECT seq, {time}, type, subject, CAST(body AS BLOB), leaf_hash "  # noqa: S608
+                "FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
             )
             cursor = raw.cursor()
         driver_error = self._store.engine.dialect.dbapi.Error  # type: ignore[union-attr]
 
-        def rows() -> Iterator[Sequence[Any]]:
+        def lists() -> Iterator[Sequence[Sequence[Any]]]:
             try:
-                while batch_rows := cursor.fetchmany(batch):
-                    yield from batch_rows
+                while found := cursor.fetchmany(size):
+                    yield found
             except driver_error as exc:
                 raise StoreUnavailable(f"cannot read the audit log: {exc}") from exc
 
         try:
             cursor.execute(sql, (after, bound))
-            yield rows()
+            yield lists()
         except driver_error as exc:
             raise StoreUnavailable(f"cannot read the audit log: {exc}") from exc
         finally:  # closed inside the transaction, whatever the caller did with the rows

@@ -102,17 +102,28 @@ class Frontier:
     def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
         """Add a leaf hash; returns every perfect subtree it completes as
         ``(level, index, hash)``, the leaf itself first."""
-        index = self.size
-        made = [(0, index, leaf)]
-        current = leaf
-        level = 0
-        while (index >> level) & 1:
+        return self.push(leaf, 0)
+
+    def push(self, value: bytes, level: int) -> list[tuple[int, int, bytes]]:
+        """Add the hash of a perfect subtree of ``2**level`` leaves (the tree's size must
+        be a multiple of that); returns it and every subtree it completes, as
+        ``(level, index, hash)``, lowest first."""
+        if self.size & ((1 << level) - 1):
+            raise ValueError(f"a subtree of level {level} cannot follow {self.size} leaves")
+        index = self.size >> level
+        made = [(level, index, value)]
+        current = value
+        while index & 1:
             current = node_hash(self.hashes.pop(), current)
+            index >>= 1
             level += 1
-            made.append((level, index >> level, current))
+            made.append((level, index, current))
         self.hashes.append(current)
-        self.size += 1
+        self.size += 1 << made[0][0]
         return made
+
+    def copy(self) -> Frontier:
+        return Frontier(self.size, self.hashes)
 
     def root(self) -> bytes:
         return fold(self.hashes)

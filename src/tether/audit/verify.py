@@ -14,6 +14,8 @@ import base64
 import hashlib
 import hmac
 import json
+import operator
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,14 +27,15 @@ from tether.audit.checkpoints import CheckpointRecord, MalformedCheckpoint, kind
 from tether.audit.log import AuditLog
 from tether.audit.note import Checkpoint, Verifier
 from tether.audit.record import has_columns
-from tether.audit.tree import Frontier
-from tether.errors import VerificationFailed
+from tether.audit.tree import Frontier, blocks, fold
+from tether.errors import StoreUnavailable, VerificationFailed
 from tether.store import Store, audit_checkpoints, audit_head, audit_nodes, events
 
 __all__ = ["Report", "verify"]
 
 sha256 = hashlib.sha256
 compare = hmac.compare_digest
+_first = operator.itemgetter(0)
 
 
 @dataclass(slots=True)
@@ -90,9 +93,11 @@ def verify(
             return report
         head_size, head_frontier = _head(conn, report)
         walk = _Walk(conn, signed, report)
-        with log.scan(conn, upto=head_size) as rows:
-            for row in rows:
-                walk.step(*row)
+        if not _walk_whole_batches(conn, log, walk, head_size):
+            # something differs: from the first batch that did, event by event
+            with log.scan(conn, after=walk.expected - 1, upto=head_size) as rows:
+                for row in rows:
+                    walk.step(*row)
         walk.finish()
         if head_size is None:
             return report
@@ -116,6 +121,25 @@ def verify(
             f"checkpoint {newest} was signed but the log ends at {count}: the tail was cut",
         )
     return report
+
+
+def _walk_whole_batches(conn: Connection, log: AuditLog, walk: _Walk, upto: int | None) -> bool:
+    """Walk the log in batches judged whole; False at the first batch that is not
+    (``walk`` is then where it was before that batch). Text is read as UTF-8 by the
+    driver itself: a value that is not fails the read here, and the event-by-event walk
+    reads it as stored."""
+    raw = conn.connection.dbapi_connection
+    factory = raw.text_factory if isinstance(raw, sqlite3.Connection) else None
+    try:
+        if isinstance(raw, sqlite3.Connection):
+            raw.text_factory = str
+        with log.batches(conn, upto=upto, size=_BATCH, stored_time=True) as batches:
+            return all(map(walk.whole, batches))
+    except StoreUnavailable:  # not UTF-8; if the store is really gone, it fails again
+        return False
+    finally:
+        if isinstance(raw, sqlite3.Connection):
+            raw.text_factory = factory
 
 
 def _head(conn: Connection, report: Report) -> tuple[int | None, Any]:
@@ -172,12 +196,19 @@ def _frontier(text: Any) -> list[bytes] | None:
         return None
 
 
-_NODE_BATCH = 8192
+_BATCH = 8192  # events per batch: a power of two, so a full batch is one stored subtree
+_NODE_BATCH = 8192  # subtrees checked at once on the event-by-event path
 
 
 class _Walk:
     """One pass over the events in order: leaves, columns, places, roots at the
-    checkpoints, and the stored subtrees; stops judging at the first bad event."""
+    checkpoints, and the stored subtrees; stops judging at the first bad event.
+
+    A batch is judged whole (:meth:`whole`): its sequence numbers, leaves and columns
+    compared as lists, its subtrees hashed level by level and compared with the stored ones
+    one range per level. From the first batch that fails there, the rest of the log is
+    walked event by event (:meth:`step`), which finds and names what is wrong exactly as
+    it always has."""
 
     def __init__(self, conn: Connection, signed: list[tuple[int, bytes]], report: Report) -> None:
         self.conn, self.report = conn, report
@@ -187,6 +218,74 @@ class _Walk:
         self.expected = 1
         self.broken = False
         self.made: dict[tuple[int, int], bytes] = {}
+        self._subjects: dict[str | None, str] = {None: "null"}  # column value -> its JSON
+        self._types: dict[str, str] = {}
+
+    def whole(self, rows: Sequence[Sequence[Any]]) -> bool:
+        """Judge a batch at once (its times as stored: ``YYYY-MM-DD HH:MM:SS.ffffff``);
+        True if every check passed (the walk has moved past it), False if anything
+        differs (nothing has changed: walk it event by event)."""
+        start = self.expected - 1  # leaf index of the first row
+        n = len(rows)
+        if self.broken or start & (_BATCH - 1) or self.frontier.size != start or n > _BATCH:
+            return False
+        seqs, times, types, subjects, bodies, stored = zip(*rows, strict=True)
+        if seqs != tuple(range(start + 1, start + n + 1)):
+            return False
+        try:
+            leaves = [sha256(b"\x00" + body).digest() for body in bodies]
+        except TypeError:  # a body that is not bytes
+            return False
+        if tuple(leaves) != stored or not self._columns(seqs, times, types, subjects, bodies):
+            return False
+        levels = _levels(leaves)
+        for size in (s for s, _ in self.signed if start < s <= start + n):
+            found = fold(
+                self.frontier.hashes + [levels[lv][i] for lv, i in blocks(0, size - start)]
+            )
+            if not compare(found, self.roots[size]):
+                return False
+        frontier = self.frontier.copy()
+        made: list[tuple[int, int, bytes]] = []
+        for level, idx in blocks(0, n):
+            made += frontier.push(levels[level][idx], level)[1:]
+        wanted = [(level, start >> level, len(values)) for level, values in enumerate(levels)]
+        wanted += [(level, idx, 1) for level, idx, _ in made]
+        expect = [h for values in levels[1:] for h in values] + [h for _, _, h in made]
+        if _stored_runs(self.conn, [w for w in wanted if w[0] > 0 and w[2]]) != expect:
+            return False
+        self.frontier = frontier
+        self.expected = start + n + 1
+        return True
+
+    def _columns(
+        self,
+        seqs: Sequence[int],
+        times: Sequence[Any],
+        types: Sequence[Any],
+        subjects: Sequence[Any],
+        bodies: Sequence[bytes],
+    ) -> bool:
+        """Whether every body ends as its columns say (:func:`tail`), all compared at once."""
+        quoted_subjects, quoted_types = self._subjects, self._types
+        for value in {*subjects} - quoted_subjects.keys():
+            if not isinstance(value, str):
+                return False
+            quoted_subjects[value] = json.dumps(value, ensure_ascii=False)
+        for value in {*types} - quoted_types.keys():
+            if not isinstance(value, str):
+                return False
+            quoted_types[value] = json.dumps(value, ensure_ascii=False)
+        space, tee = " ", "T"  # a stored time in the body's format, as the scan's SQL has it
+        try:
+            tails = [
+                f',"seq":{seq},"subject":{quoted_subjects[subject]},'
+                f'"time":"{time.replace(space, tee)}Z","type":{quoted_types[kind]}}}'.encode()
+                for seq, time, kind, subject in zip(seqs, times, types, subjects, strict=True)
+            ]
+        except (AttributeError, TypeError):  # a time that is not text
+            return False
+        return all(map(bytes.endswith, bodies, tails))
 
     def step(self, seq: Any, time: Any, type: Any, subject: Any, body: Any, stored: Any) -> None:
         if self.broken or not _is_count(seq) or seq != self.expected:
@@ -238,6 +337,45 @@ class _Walk:
         self.finish()  # subtrees the good leaves before it completed are still judged
         self.report.fail(seq, problem)
         self.broken = True
+
+
+def _levels(leaves: list[bytes]) -> list[list[bytes]]:
+    """The leaves and every perfect subtree above them, level by level, of a batch that
+    starts on a multiple of its own (power of two) length."""
+    levels = [leaves]
+    level = leaves
+    while len(level) > 1:
+        level = [
+            sha256(b"\x01" + left + right).digest()
+            for left, right in zip(level[0::2], level[1::2], strict=False)
+        ]
+        levels.append(level)
+    return levels
+
+
+def _stored_runs(conn: Connection, runs: Sequence[tuple[int, int, int]]) -> list[Any]:
+    """The stored hashes of ``runs`` (level, first index, count), in that order, as
+    stored: a missing node makes the list shorter, a hash of the wrong kind is itself.
+    Read with the driver's own cursor, one range of the primary key per level (a batch has
+    thousands of nodes; an OR of the ranges would be sorted)."""
+    mark = "%s" if conn.dialect.paramstyle == "pyformat" else "?"
+    sql = (  # placeholders only: nothing of the log is put into the text
+        f"SELECT hash FROM audit_nodes WHERE level = {mark} "  # noqa: S608
+        f"AND idx BETWEEN {mark} AND {mark} ORDER BY idx"
+    )
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    found: list[Any] = []
+    try:
+        for level, idx, n in runs:
+            cursor.execute(sql, (level, idx, idx + n - 1))
+            found += map(_first, cursor.fetchall())  # a memoryview equals its bytes
+    except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
+        raise StoreUnavailable(f"cannot read the audit tree: {exc}") from exc
+    finally:
+        cursor.close()
+    return found
 
 
 def _stored_nodes(conn: Connection, nodes: Iterable[tuple[int, int]]) -> dict[Any, bytes]:
