@@ -29,7 +29,7 @@ from tether.permissions import cedar_match, check_action, check_pattern, is_broa
 from tether.principals import Principal, parse_principal
 from tether.registry import Registry
 from tether.services import Services
-from tether.store import grants
+from tether.store import grant_uses, grants
 
 __all__ = ["Grant", "GrantSpec", "Grants"]
 
@@ -249,6 +249,15 @@ class Grants:
             if (g.principal.kind == "agent" and g.principal.id in mine)
             or (g.principal.kind == "user" and g.principal.id == by.email)
         ]
+
+    def last_uses(self, since: datetime) -> dict[str, datetime]:
+        """When each grant last allowed a decision, if that was at ``since`` or later
+        (``grant_uses``, kept with the decision record in the transaction that writes it)."""
+        query = select(grant_uses.c.grant_id, grant_uses.c.last_used).where(
+            grant_uses.c.last_used >= since
+        )
+        with self._store.read() as conn:
+            return {row.grant_id: row.last_used for row in conn.execute(query)}
 
     def live(self) -> builtins.list[Grant]:
         """Every live grant (for the decision point)."""

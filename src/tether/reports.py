@@ -40,12 +40,7 @@ class Reports:
 
     def last_uses(self, since: datetime) -> dict[str, datetime]:
         """When each grant last allowed a decision, from the decision record since ``since``."""
-        used: dict[str, datetime] = {}
-        for event in self._log.list(type="decision", since=since):
-            if event.decision == "allow":
-                for grant_id in event.detail.get("grants", ()):
-                    used[str(grant_id)] = event.at
-        return used
+        return self._grants.last_uses(since)
 
     def grants(
         self,

@@ -1,0 +1,165 @@
+"""Indexes for the questions that scanned the audit log: who appears in an event (its
+chain, actor and subject) and which request it served (``event_terms``), and when each
+grant last allowed a decision (``grant_uses``).
+
+Both are kept by a trigger on ``events``, in the transaction that appends the event, so
+they are exact whatever writes the log (the append path, a migration, a bulk load):
+an event is in ``event_terms`` under every principal it names and its request id, and
+``grant_uses`` holds, for every grant an allowed decision named, the time of the latest
+one. Events already stored are indexed here, once.
+
+Revision ID: 0013
+Revises: 0012
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from tether.store.types import UtcDateTime
+
+revision = "0013"
+down_revision = "0012"
+branch_labels = None
+depends_on = None
+
+MAX_TERM = 512  # a longer principal or request id is not indexed (its searches read the log)
+
+_PG_FUNCTION = """
+CREATE FUNCTION tether_index_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    b jsonb := NEW.body::jsonb;
+BEGIN
+    INSERT INTO event_terms (kind, term, seq)
+    SELECT DISTINCT t.kind, t.term, NEW.seq FROM (
+        SELECT 'p' AS kind, c AS term FROM jsonb_array_elements_text(
+            CASE WHEN jsonb_typeof(b -> 'chain') = 'array' THEN b -> 'chain'
+            ELSE '[]'::jsonb END) AS c
+        UNION ALL SELECT 'p', b ->> 'actor'
+        UNION ALL SELECT 'p', NEW.subject
+        UNION ALL SELECT 'r', b ->> 'request_id'
+    ) AS t
+    WHERE t.term IS NOT NULL AND length(t.term) <= 512
+    ON CONFLICT DO NOTHING;
+    IF NEW.type = 'decision' AND b ->> 'decision' = 'allow'
+            AND jsonb_typeof(b -> 'detail' -> 'grants') = 'array' THEN
+        INSERT INTO grant_uses (grant_id, last_used)
+        SELECT DISTINCT g, NEW.at
+        FROM jsonb_array_elements_text(b -> 'detail' -> 'grants') AS g
+        WHERE length(g) <= 32
+        ON CONFLICT (grant_id) DO UPDATE
+            SET last_used = GREATEST(grant_uses.last_used, EXCLUDED.last_used);
+    END IF;
+    RETURN NULL;
+END
+$$
+"""
+
+_PG_TRIGGER = (
+    "CREATE TRIGGER tether_index_event AFTER INSERT ON events "
+    "FOR EACH ROW EXECUTE FUNCTION tether_index_event()"
+)
+
+_PG_BACKFILL = (
+    """
+INSERT INTO event_terms (kind, term, seq)
+SELECT DISTINCT t.kind, t.term, t.seq FROM (
+    SELECT 'p' AS kind, c AS term, e.seq FROM events e, jsonb_array_elements_text(
+        CASE WHEN jsonb_typeof(e.body::jsonb -> 'chain') = 'array'
+        THEN e.body::jsonb -> 'chain' ELSE '[]'::jsonb END) AS c
+    UNION ALL SELECT 'p', e.body::jsonb ->> 'actor', e.seq FROM events e
+    UNION ALL SELECT 'p', e.subject, e.seq FROM events e
+    UNION ALL SELECT 'r', e.body::jsonb ->> 'request_id', e.seq FROM events e
+) AS t
+WHERE t.term IS NOT NULL AND length(t.term) <= 512
+""",
+    """
+INSERT INTO grant_uses (grant_id, last_used)
+SELECT g, max(e.at)
+FROM events e, jsonb_array_elements_text(e.body::jsonb -> 'detail' -> 'grants') AS g
+WHERE e.type = 'decision' AND e.body::jsonb ->> 'decision' = 'allow'
+    AND jsonb_typeof(e.body::jsonb -> 'detail' -> 'grants') = 'array' AND length(g) <= 32
+GROUP BY g
+""",
+)
+
+# SQLite: the same with its JSON functions (json_each of a missing path yields nothing)
+_SQLITE_TRIGGERS = (
+    """
+CREATE TRIGGER tether_event_terms AFTER INSERT ON events BEGIN
+    INSERT OR IGNORE INTO event_terms (kind, term, seq)
+    SELECT kind, term, NEW.seq FROM (
+        SELECT 'p' AS kind, value AS term FROM json_each(NEW.body, '$.chain')
+        WHERE type = 'text'
+        UNION ALL SELECT 'p', json_extract(NEW.body, '$.actor')
+        UNION ALL SELECT 'p', NEW.subject
+        UNION ALL SELECT 'r', json_extract(NEW.body, '$.request_id')
+    ) WHERE typeof(term) = 'text' AND length(term) <= 512;
+END
+""",
+    """
+CREATE TRIGGER tether_grant_uses AFTER INSERT ON events
+WHEN NEW.type = 'decision' AND json_extract(NEW.body, '$.decision') = 'allow' BEGIN
+    INSERT INTO grant_uses (grant_id, last_used)
+    SELECT value, NEW.at FROM json_each(NEW.body, '$.detail.grants')
+    WHERE type = 'text' AND length(value) <= 32
+    ON CONFLICT (grant_id) DO UPDATE SET last_used = max(last_used, excluded.last_used);
+END
+""",
+)
+
+_SQLITE_BACKFILL = (
+    """
+INSERT OR IGNORE INTO event_terms (kind, term, seq)
+SELECT kind, term, seq FROM (
+    SELECT 'p' AS kind, c.value AS term, e.seq AS seq
+    FROM events e, json_each(e.body, '$.chain') c WHERE c.type = 'text'
+    UNION ALL SELECT 'p', json_extract(e.body, '$.actor'), e.seq FROM events e
+    UNION ALL SELECT 'p', e.subject, e.seq FROM events e
+    UNION ALL SELECT 'r', json_extract(e.body, '$.request_id'), e.seq FROM events e
+) WHERE typeof(term) = 'text' AND length(term) <= 512
+""",
+    """
+INSERT INTO grant_uses (grant_id, last_used)
+SELECT g.value, max(e.at) FROM events e, json_each(e.body, '$.detail.grants') g
+WHERE e.type = 'decision' AND json_extract(e.body, '$.decision') = 'allow'
+    AND g.type = 'text' AND length(g.value) <= 32
+GROUP BY g.value
+""",
+)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "event_terms",
+        sa.Column("kind", sa.String(1), nullable=False),
+        sa.Column("term", sa.String(MAX_TERM), nullable=False),
+        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.PrimaryKeyConstraint("kind", "term", "seq", name="pk_event_terms"),
+    )
+    op.create_table(
+        "grant_uses",
+        sa.Column("grant_id", sa.String(32), nullable=False),
+        sa.Column("last_used", UtcDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("grant_id", name="pk_grant_uses"),
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        for statement in _PG_BACKFILL:
+            op.execute(statement)
+        op.execute(_PG_FUNCTION)
+        op.execute(_PG_TRIGGER)
+    else:
+        for statement in _SQLITE_BACKFILL:
+            op.execute(statement)
+        for statement in _SQLITE_TRIGGERS:
+            op.execute(statement)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER tether_index_event ON events")
+        op.execute("DROP FUNCTION tether_index_event()")
+    else:
+        op.execute("DROP TRIGGER tether_grant_uses")
+        op.execute("DROP TRIGGER tether_event_terms")
+    op.drop_table("grant_uses")
+    op.drop_table("event_terms")
