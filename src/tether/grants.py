@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import cedarpy
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, exists, insert, select, update
 
 from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog, Refusals
@@ -227,17 +227,30 @@ class Grants:
         return grant_from_row(row)
 
     def list(
-        self, by: Caller, *, principal: str | None = None, include_inactive: bool = False
+        self,
+        by: Caller,
+        *,
+        principal: str | None = None,
+        include_inactive: bool = False,
+        unused_since: datetime | None = None,
     ) -> builtins.list[Grant]:
         """Live grants (or all, with ``include_inactive``); a non-admin sees only those
-        of agents they own and their own ``user:`` grants."""
+        of agents they own and their own ``user:`` grants. With ``unused_since``, only
+        those that allowed no decision since then (:meth:`last_uses`)."""
+        now = self._clock()
         query = select(grants).order_by(grants.c.created_at, grants.c.id)
         if principal is not None:
             wanted = parse_principal(principal, self._settings.trust_domain)
             query = query.where(grants.c.principal == wanted.key)
+        if not include_inactive:  # and checked again below, as Grant.live has it
+            query = query.where(grants.c.revoked_at.is_(None), grants.c.expires_at > now)
+        if unused_since is not None:
+            used = select(grant_uses.c.grant_id).where(
+                grant_uses.c.grant_id == grants.c.id, grant_uses.c.last_used >= unused_since
+            )
+            query = query.where(~exists(used))
         with self._store.read() as conn:
             found = [grant_from_row(row) for row in conn.execute(query)]
-        now = self._clock()
         if not include_inactive:
             found = [g for g in found if g.live(now)]
         if by.is_admin:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import enum
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -102,10 +102,12 @@ class Registry:
         unowned: bool = False,
         after: str | None = None,
         limit: int | None = None,
+        names: Collection[str] | None = None,
     ) -> builtins.list[Agent]:
-        """Agents by name (a non-admin sees their own); with ``limit``, a page of at most
-        that many whose names come after ``after`` (the last name of the page before):
-        each page is a walk of the name index from there, however deep it is."""
+        """Agents by name (a non-admin sees their own), only those in ``names`` if given;
+        with ``limit``, a page of at most that many whose names come after ``after`` (the
+        last name of the page before): each page is a walk of the name index from there,
+        however deep it is."""
         wanted = _parse_choice(AgentState, "state", state) if state is not None else None
         if limit is not None and limit < 1:
             raise InvalidRequest("limit must be at least 1")
@@ -114,6 +116,8 @@ class Registry:
             query = query.where(agents.c.owner == parse_email(owner))
         if unowned:
             query = query.where(agents.c.owner.is_(None))
+        if names is not None:
+            query = query.where(agents.c.name.in_(sorted(names)))
         if not by.is_admin:
             query = query.where(agents.c.owner == by.email)
         found: builtins.list[Agent] = []

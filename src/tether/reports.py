@@ -15,6 +15,8 @@ from tether.services import Services
 
 __all__ = ["GrantReport", "Reports"]
 
+_NAMED = 500  # agents looked up by name for a report; more: the whole list is read
+
 
 @dataclass(frozen=True, slots=True)
 class GrantReport:
@@ -53,15 +55,19 @@ class Reports:
     ) -> list[GrantReport]:
         now = self._clock()
         window = unused or self._settings.review_window
-        uses = self.last_uses(now - window)
-        found = self._grants.list(by, principal=principal)
-        if unused is not None:
-            found = [g for g in found if g.id not in uses]
+        if unused is not None:  # none of these was used in the window: no last use to show
+            found = self._grants.list(by, principal=principal, unused_since=now - window)
+            uses: dict[str, datetime] = {}
+        else:
+            found = self._grants.list(by, principal=principal)
+            uses = self.last_uses(now - window)
         if expiring is not None:
             found = [g for g in found if g.expires_at <= now + expiring]
         if broad:
             found = [g for g in found if g.broad]
-        agents: dict[str, Agent] = {str(a.name): a for a in self._registry.list(by)}
+        named = {g.principal.id for g in found if g.principal.kind == "agent"}
+        listed = self._registry.list(by, names=named if len(named) <= _NAMED else None)
+        agents: dict[str, Agent] = {str(a.name): a for a in listed}
         return [self._report(g, uses.get(g.id), agents, window, now) for g in found]
 
     def _report(

@@ -104,11 +104,13 @@ def search(
     indexed = principal is not None and terms.indexed(principal)
     found: list[Event] = []
     cursor = after
+    # under a principal most events match: read a page, then twice as many each time
+    want = min(_SCAN, limit) if indexed else _SCAN
     while len(found) < limit:
         if indexed:
             assert principal is not None
             rows = terms.bodies(
-                "p", principal, after=cursor, limit=_SCAN, type=where.type, since=where.since
+                "p", principal, after=cursor, limit=want, type=where.type, since=where.since
             )
         else:
             rows = log.bodies(
@@ -125,8 +127,9 @@ def search(
                 found.append(Event.from_body(body, at))
                 if len(found) == limit:
                     return found, cursor
-        if len(rows) < _SCAN:
+        if len(rows) < want:
             return found, None
+        want = min(_SCAN, want * 2)
     return found, cursor
 
 

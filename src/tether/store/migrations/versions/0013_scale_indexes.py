@@ -59,25 +59,33 @@ _PG_TRIGGER = (
     "FOR EACH ROW EXECUTE FUNCTION tether_index_event()"
 )
 
-_PG_BACKFILL = (
+_PG_BACKFILL = (  # each body parsed once; an event's terms made distinct on their own
     """
 INSERT INTO event_terms (kind, term, seq)
-SELECT DISTINCT t.kind, t.term, t.seq FROM (
-    SELECT 'p' AS kind, c AS term, e.seq FROM events e, jsonb_array_elements_text(
-        CASE WHEN jsonb_typeof(e.body::jsonb -> 'chain') = 'array'
-        THEN e.body::jsonb -> 'chain' ELSE '[]'::jsonb END) AS c
-    UNION ALL SELECT 'p', e.body::jsonb ->> 'actor', e.seq FROM events e
-    UNION ALL SELECT 'p', e.subject, e.seq FROM events e
-    UNION ALL SELECT 'r', e.body::jsonb ->> 'request_id', e.seq FROM events e
+SELECT t.kind, t.term, e.seq
+FROM events e
+CROSS JOIN LATERAL (SELECT e.body::jsonb AS b) AS j
+CROSS JOIN LATERAL (
+    SELECT DISTINCT u.kind, u.term FROM (
+        SELECT 'p' AS kind, c AS term FROM jsonb_array_elements_text(
+            CASE WHEN jsonb_typeof(j.b -> 'chain') = 'array' THEN j.b -> 'chain'
+            ELSE '[]'::jsonb END) AS c
+        UNION ALL SELECT 'p', j.b ->> 'actor'
+        UNION ALL SELECT 'p', e.subject
+        UNION ALL SELECT 'r', j.b ->> 'request_id'
+    ) AS u
+    WHERE u.term IS NOT NULL AND length(u.term) <= 512
 ) AS t
-WHERE t.term IS NOT NULL AND length(t.term) <= 512
 """,
     """
 INSERT INTO grant_uses (grant_id, last_used)
 SELECT g, max(e.at)
-FROM events e, jsonb_array_elements_text(e.body::jsonb -> 'detail' -> 'grants') AS g
-WHERE e.type = 'decision' AND e.body::jsonb ->> 'decision' = 'allow'
-    AND jsonb_typeof(e.body::jsonb -> 'detail' -> 'grants') = 'array' AND length(g) <= 32
+FROM events e
+CROSS JOIN LATERAL (SELECT e.body::jsonb AS b) AS j
+CROSS JOIN LATERAL jsonb_array_elements_text(
+    CASE WHEN jsonb_typeof(j.b -> 'detail' -> 'grants') = 'array'
+    THEN j.b -> 'detail' -> 'grants' ELSE '[]'::jsonb END) AS g
+WHERE e.type = 'decision' AND j.b ->> 'decision' = 'allow' AND length(g) <= 32
 GROUP BY g
 """,
 )
