@@ -570,8 +570,7 @@ def measure(world: World, plan: Plan) -> list[Result]:
 class _Unindexed(EventTerms):
     """Search as before migration 0013: every term read from the log."""
 
-    @staticmethod
-    def indexed(term: str) -> bool:
+    def indexed(self, term: str) -> bool:
         return False
 
 

@@ -1,8 +1,9 @@
-"""The indexes of migration 0013 and the queries that use them: ``event_terms`` (who an
-event names, which request it served) and ``grant_uses`` (when a grant last allowed a
-decision) are exact, written with the event in its transaction and rolled back with it,
-built for events stored before the migration; audit search, explain and ``grant list
---unused`` answer through them as they did by reading the log; agent listings page."""
+"""The indexes of migration 0013 and the queries that use them: on PostgreSQL
+``event_terms`` (who an event names, which request it served) and ``grant_uses`` (when a
+grant last allowed a decision) are exact, written with the event in its transaction and
+rolled back with it, built for events stored before the migration; SQLite keeps neither.
+Audit search, explain and ``grant list --unused`` answer through them as by reading the
+log; agent listings page."""
 
 from __future__ import annotations
 
@@ -75,6 +76,10 @@ def _uses_from_bodies(tether: Tether) -> dict[str, datetime]:
     return used
 
 
+def _kept(tether: Tether) -> bool:
+    return tether.store.dialect == "postgresql"
+
+
 def _stored(tether: Tether) -> tuple[set[tuple[str, str, int]], dict[str, datetime]]:
     with tether.store.read() as conn:
         terms = {(k, t, s) for k, t, s in conn.execute(sa.select(event_terms))}
@@ -85,6 +90,9 @@ def _stored(tether: Tether) -> tuple[set[tuple[str, str, int]], dict[str, dateti
 def test_the_indexes_hold_exactly_what_the_log_says(tether: Tether, clock: Clock) -> None:
     grants = _organisation(tether, clock)
     terms, uses = _stored(tether)
+    if not _kept(tether):  # SQLite: no index, its appends stay lean
+        assert (terms, uses) == (set(), {})
+        return
     assert terms == _terms_from_bodies(tether)
     assert uses == _uses_from_bodies(tether)
     # alice holds no fs grant: b1's decision for her is a deny, and its grant unused
@@ -113,6 +121,8 @@ def _hours(n: int) -> timedelta:
 def test_the_indexes_roll_back_with_the_event(tether: Tether) -> None:
     """An event that is not written leaves no trace in either index: they are written by
     the append itself, in its transaction."""
+    if not _kept(tether):
+        pytest.skip("SQLite keeps no index")
     before = _stored(tether)
     entry = Entry.of(
         "decision",
@@ -150,14 +160,13 @@ def test_the_migration_indexes_events_stored_before_it(tether: Tether, clock: Cl
         command.upgrade(config, "head")
     assert _stored(tether) == before
     _decide(tether, "a1", "github/after")  # and the trigger is back
-    assert _stored(tether)[0] == _terms_from_bodies(tether)
+    assert _stored(tether)[0] == (_terms_from_bodies(tether) if _kept(tether) else set())
 
 
 class _Unindexed(EventTerms):
     """The index refusing every term: searches read the log, as for an over-long one."""
 
-    @staticmethod
-    def indexed(term: str) -> bool:
+    def indexed(self, term: str) -> bool:
         return False
 
 

@@ -109,6 +109,7 @@ class Grants:
         )
         self._epoch = services.epoch
         self._clock = services.clock
+        self._summarised = self._store.dialect == "postgresql"  # keeps grant_uses (0013)
 
     def add(self, by: Caller, spec: GrantSpec) -> Grant:
         """Give a permission; refused for non-admins, inactive agents and unjustified breadth."""
@@ -244,7 +245,7 @@ class Grants:
             query = query.where(grants.c.principal == wanted.key)
         if not include_inactive:  # and checked again below, as Grant.live has it
             query = query.where(grants.c.revoked_at.is_(None), grants.c.expires_at > now)
-        if unused_since is not None:
+        if unused_since is not None and self._summarised:
             used = select(grant_uses.c.grant_id).where(
                 grant_uses.c.grant_id == grants.c.id, grant_uses.c.last_used >= unused_since
             )
@@ -253,6 +254,9 @@ class Grants:
             found = [grant_from_row(row) for row in conn.execute(query)]
         if not include_inactive:
             found = [g for g in found if g.live(now)]
+        if unused_since is not None and not self._summarised:
+            uses = self.last_uses(unused_since)
+            found = [g for g in found if g.id not in uses]
         if by.is_admin:
             return found
         mine = {a.name for a in self._registry.list(by)}
@@ -264,8 +268,16 @@ class Grants:
         ]
 
     def last_uses(self, since: datetime) -> dict[str, datetime]:
-        """When each grant last allowed a decision, if that was at ``since`` or later
-        (``grant_uses``, kept with the decision record in the transaction that writes it)."""
+        """When each grant last allowed a decision, if that was at ``since`` or later:
+        ``grant_uses`` on PostgreSQL (kept with the decision record in the transaction
+        that writes it), the decisions since then on SQLite (which keeps no summary)."""
+        if not self._summarised:
+            used: dict[str, datetime] = {}
+            for event in self._log.list(type="decision", since=since):
+                if event.decision == "allow":
+                    for grant_id in event.detail.get("grants", ()):
+                        used[str(grant_id)] = event.at
+            return used
         query = select(grant_uses.c.grant_id, grant_uses.c.last_used).where(
             grant_uses.c.last_used >= since
         )

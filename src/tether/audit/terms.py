@@ -1,10 +1,11 @@
 """The ``event_terms`` index: the events that name a principal, or served a request.
 
-A trigger on ``events`` writes it in the appending transaction (migration 0013), so a
-search through it finds exactly the events a read of the whole log would: every event
-under each principal of its chain, its actor and its subject (kind ``p``) and under its
-request id (kind ``r``). A term longer than :data:`MAX_TERM` is not indexed: the caller
-reads the log for it instead (:meth:`EventTerms.indexed`).
+On PostgreSQL a trigger on ``events`` writes it in the appending transaction (migration
+0013), so a search through it finds exactly the events a read of the whole log would:
+every event under each principal of its chain, its actor and its subject (kind ``p``)
+and under its request id (kind ``r``). A term longer than :data:`MAX_TERM` is not
+indexed, and SQLite keeps no index (its appends stay lean): the caller reads the log for
+those instead (:meth:`EventTerms.indexed`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ class EventTerms:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._kept = store.dialect == "postgresql"
 
-    @staticmethod
-    def indexed(term: str) -> bool:
-        return len(term) <= MAX_TERM
+    def indexed(self, term: str) -> bool:
+        """Whether the index holds ``term``'s events (else read the log for them)."""
+        return self._kept and len(term) <= MAX_TERM
 
     def bodies(
         self,

@@ -104,9 +104,9 @@ events = Table(
 
 # Who appears in each event and which request it served, for searches that would otherwise
 # read the whole log: kind 'p' (a principal of its chain, its actor or its subject) or 'r'
-# (its request id), the term, the event's seq. Written by a trigger on ``events`` in the
-# appending transaction (migration 0013), so it is exact; terms over 512 characters are
-# left out (their searches read the log).
+# (its request id), the term, the event's seq. On PostgreSQL, written by a trigger on
+# ``events`` in the appending transaction (migration 0013), so it is exact; terms over 512
+# characters are left out (their searches read the log). Empty on SQLite.
 event_terms = Table(
     "event_terms",
     metadata,
@@ -117,6 +117,7 @@ event_terms = Table(
 
 # When each grant last allowed a decision (the latest allowed ``decision`` event naming
 # it), written by the same trigger in the same transaction: ``grant list --unused``.
+# PostgreSQL only, as event_terms.
 grant_uses = Table(
     "grant_uses",
     metadata,

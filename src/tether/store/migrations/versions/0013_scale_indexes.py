@@ -2,11 +2,13 @@
 chain, actor and subject) and which request it served (``event_terms``), and when each
 grant last allowed a decision (``grant_uses``).
 
-Both are kept by a trigger on ``events``, in the transaction that appends the event, so
-they are exact whatever writes the log (the append path, a migration, a bulk load):
-an event is in ``event_terms`` under every principal it names and its request id, and
-``grant_uses`` holds, for every grant an allowed decision named, the time of the latest
-one. Events already stored are indexed here, once.
+On PostgreSQL both are kept by a trigger on ``events``, in the transaction that appends
+the event, so they are exact whatever writes the log (the append path, a migration, a
+bulk load): an event is in ``event_terms`` under every principal it names and its
+request id, and ``grant_uses`` holds, for every grant an allowed decision named, the
+time of the latest one. Events already stored are indexed here, once. On SQLite (one
+process, a smaller log) the tables stay empty and those questions read the log: the
+trigger would cost its appends about 40 % of their rate.
 
 Revision ID: 0013
 Revises: 0012
@@ -90,51 +92,6 @@ GROUP BY g
 """,
 )
 
-# SQLite: the same with its JSON functions (json_each of a missing path yields nothing)
-_SQLITE_TRIGGERS = (
-    """
-CREATE TRIGGER tether_event_terms AFTER INSERT ON events BEGIN
-    INSERT OR IGNORE INTO event_terms (kind, term, seq)
-    SELECT kind, term, NEW.seq FROM (
-        SELECT 'p' AS kind, value AS term FROM json_each(NEW.body, '$.chain')
-        WHERE type = 'text'
-        UNION ALL SELECT 'p', json_extract(NEW.body, '$.actor')
-        UNION ALL SELECT 'p', NEW.subject
-        UNION ALL SELECT 'r', json_extract(NEW.body, '$.request_id')
-    ) WHERE typeof(term) = 'text' AND length(term) <= 512;
-END
-""",
-    """
-CREATE TRIGGER tether_grant_uses AFTER INSERT ON events
-WHEN NEW.type = 'decision' AND json_extract(NEW.body, '$.decision') = 'allow' BEGIN
-    INSERT INTO grant_uses (grant_id, last_used)
-    SELECT value, NEW.at FROM json_each(NEW.body, '$.detail.grants')
-    WHERE type = 'text' AND length(value) <= 32
-    ON CONFLICT (grant_id) DO UPDATE SET last_used = max(last_used, excluded.last_used);
-END
-""",
-)
-
-_SQLITE_BACKFILL = (
-    """
-INSERT OR IGNORE INTO event_terms (kind, term, seq)
-SELECT kind, term, seq FROM (
-    SELECT 'p' AS kind, c.value AS term, e.seq AS seq
-    FROM events e, json_each(e.body, '$.chain') c WHERE c.type = 'text'
-    UNION ALL SELECT 'p', json_extract(e.body, '$.actor'), e.seq FROM events e
-    UNION ALL SELECT 'p', e.subject, e.seq FROM events e
-    UNION ALL SELECT 'r', json_extract(e.body, '$.request_id'), e.seq FROM events e
-) WHERE typeof(term) = 'text' AND length(term) <= 512
-""",
-    """
-INSERT INTO grant_uses (grant_id, last_used)
-SELECT g.value, max(e.at) FROM events e, json_each(e.body, '$.detail.grants') g
-WHERE e.type = 'decision' AND json_extract(e.body, '$.decision') = 'allow'
-    AND g.type = 'text' AND length(g.value) <= 32
-GROUP BY g.value
-""",
-)
-
 
 def upgrade() -> None:
     op.create_table(
@@ -155,19 +112,11 @@ def upgrade() -> None:
             op.execute(statement)
         op.execute(_PG_FUNCTION)
         op.execute(_PG_TRIGGER)
-    else:
-        for statement in _SQLITE_BACKFILL:
-            op.execute(statement)
-        for statement in _SQLITE_TRIGGERS:
-            op.execute(statement)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER tether_index_event ON events")
         op.execute("DROP FUNCTION tether_index_event()")
-    else:
-        op.execute("DROP TRIGGER tether_grant_uses")
-        op.execute("DROP TRIGGER tether_event_terms")
     op.drop_table("grant_uses")
     op.drop_table("event_terms")
