@@ -30,7 +30,7 @@ Tether call and of one raw query goes to stderr.
 - ``agents page 1``/``deep``/``owner``: ``registry.list`` of 100 agents from the first
   name, from the name 90 % through, and of one owner (the API's ``after``/``limit``);
 - ``grants unused``: ``reports.grants(unused=7d)`` (``tether grant list --unused 7d``) vs
-  the anti-join of live grants and ``grant_uses``;
+  the anti-join of live grants and ``grant_uses``, with each grant's agent's state;
 - ``audit by agent``/``by agent deep``/``by person``: ``search`` of 100 events of one
   agent (from the start, and from 90 % through its events) or one person, vs the join of
   ``event_terms`` and ``events``; ``audit by agent (scan)`` is the same search reading the
@@ -399,8 +399,10 @@ def measure(world: World, plan: Plan) -> list[Result]:
 
     # grants unused
     window = timedelta(days=7)
-    unused_sql = (
-        "SELECT g.* FROM grants g WHERE g.revoked_at IS NULL AND g.expires_at > :now "
+    unused_sql = (  # with each agent's state, which the report's suggestion names
+        "SELECT g.*, a.state, a.expires_at AS agent_expires_at, a.unowned_since "
+        "FROM grants g LEFT JOIN agents a ON g.principal = 'agent:' || a.name "
+        "WHERE g.revoked_at IS NULL AND g.expires_at > :now "
         "AND NOT EXISTS (SELECT 1 FROM grant_uses u WHERE u.grant_id = g.id "
         "AND u.last_used >= :since) ORDER BY g.created_at, g.id"
     )

@@ -245,3 +245,24 @@ def test_the_api_pages_agents_and_says_where_to_go_on(tether: Tether) -> None:
         assert "next" not in whole and len(whole["agents"]) == 3
         bad = client.get("/v1/agents", params={"limit": 0}, headers=auth)
         assert bad.status_code in (400, 422)
+
+
+def test_agent_states_for_a_report_are_the_states_now_and_only_the_callers(
+    tether: Tether, clock: Clock
+) -> None:
+    from tether.callers import Caller
+    from tether.model import AgentState, Email
+
+    tether.registry.register(ADMIN, spec("s1"))
+    tether.registry.register(ADMIN, spec("s2", expires_in=timedelta(hours=1)))
+    tether.registry.register(ADMIN, spec("s3", owner="bob@example.com"))
+    tether.registry.suspend(ADMIN, "s1")
+    clock.advance(hours=2)  # s2 has expired since
+    names = ["s1", "s2", "s3", "nobody"]
+    assert tether.registry.states(ADMIN, names) == {
+        "s1": AgentState.SUSPENDED,
+        "s2": AgentState.EXPIRED,
+        "s3": AgentState.ACTIVE,
+    }
+    bob = Caller.user(Email("bob@example.com"))
+    assert tether.registry.states(bob, names) == {"s3": AgentState.ACTIVE}

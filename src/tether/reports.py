@@ -9,13 +9,11 @@ from typing import Any
 from tether.callers import Caller
 from tether.durations import format_duration
 from tether.grants import Grant, Grants
-from tether.model import Agent, AgentState
+from tether.model import AgentState
 from tether.registry import Registry
 from tether.services import Services
 
 __all__ = ["GrantReport", "Reports"]
-
-_NAMED = 500  # agents looked up by name for a report; more: the whole list is read
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,21 +64,20 @@ class Reports:
         if broad:
             found = [g for g in found if g.broad]
         named = {g.principal.id for g in found if g.principal.kind == "agent"}
-        listed = self._registry.list(by, names=named if len(named) <= _NAMED else None)
-        agents: dict[str, Agent] = {str(a.name): a for a in listed}
-        return [self._report(g, uses.get(g.id), agents, window, now) for g in found]
+        states = self._registry.states(by, named)
+        return [self._report(g, uses.get(g.id), states, window, now) for g in found]
 
     def _report(
         self,
         grant: Grant,
         last_used: datetime | None,
-        agents: dict[str, Agent],
+        states: dict[str, AgentState],
         window: timedelta,
         now: datetime,
     ) -> GrantReport:
-        agent = agents.get(grant.principal.id) if grant.principal.kind == "agent" else None
-        if agent is not None and agent.state is not AgentState.ACTIVE:
-            suggestion = f"revoke: the agent is {agent.state.value}"
+        state = states.get(grant.principal.id) if grant.principal.kind == "agent" else None
+        if state is not None and state is not AgentState.ACTIVE:
+            suggestion = f"revoke: the agent is {state.value}"
         elif grant.broad:
             suggestion = "narrow: a broad grant"
         elif last_used is None:
