@@ -1,7 +1,8 @@
 """Run every benchmark in bench/ and write their figures into README.md.
 
-Each ``bench/*.py`` (except this file and ``_*.py``) runs as a subprocess with
-``--quick --json`` (``--full`` drops ``--quick``) and prints one JSON document:
+Each ``bench/*.py`` (except this file, ``_*.py`` and those in ``ALONE``, which run by
+themselves) runs as a subprocess with ``--quick --json`` (``--full`` drops ``--quick``)
+and prints one JSON document:
 ``{"bench": ..., "results": [{"name", "value", "unit", "baseline", "ratio"}]}``.
 The table replaces the README lines between the bench markers. Exits 1 if any bench fails
 (the README is then left alone).
@@ -27,9 +28,18 @@ TIMES = "\u00d7"  # the multiplication sign, for ratios
 Row = dict[str, Any]
 
 
+# Run alone: scale.py --quick generates 10^6 events and takes longer than this run's
+# per-bench limit; its figures are in the README's "At scale" section.
+ALONE = frozenset({"scale.py"})
+
+
 def benches() -> list[Path]:
     here = Path(__file__).resolve()
-    return sorted(p for p in BENCH.glob("*.py") if p != here and not p.name.startswith("_"))
+    return sorted(
+        p
+        for p in BENCH.glob("*.py")
+        if p != here and not p.name.startswith("_") and p.name not in ALONE
+    )
 
 
 def run(path: Path, full: bool) -> list[Row] | None:

@@ -38,6 +38,7 @@ from tether.audit.record import (
     format_time,
     prepare,
 )
+from tether.audit.terms import EventTerms
 from tether.audit.tree import Frontier, blocks, consistency_ranges, fold, inclusion_ranges
 from tether.callers import Caller
 from tether.config import Settings
@@ -416,7 +417,7 @@ def test_explain_names_the_chain_human_first_with_owners_then_and_now(tether: Te
     tether.registry.set_owner(ADMIN, "helper", "bob@example.com")
     from tether.audit.queries import explain
 
-    told = explain(tether.events, tether.registry, event.seq)
+    told = explain(tether.events, EventTerms(tether.store), tether.registry, event.seq)
     assert [link["principal"] for link in told["chain"]] == [
         "user:alice@example.com",
         tether.registry.agent_id("helper"),
@@ -437,15 +438,15 @@ def test_search_filters_and_pages(tether: Tether) -> None:
         _decide(tether, "a1", f"fs/f{i}", "user:alice@example.com")
     _decide(tether, "b1", "fs/x", "user:bob@example.com")
     where = Filter.of(tether.registry, agent="a1", decision="deny")
-    page, cursor = search(tether.events, where, limit=5)
+    page, cursor = search(tether.events, EventTerms(tether.store), where, limit=5)
     assert len(page) == 5 and cursor is not None
-    rest, end = search(tether.events, where, after=cursor, limit=5)
+    rest, end = search(tether.events, EventTerms(tether.store), where, after=cursor, limit=5)
     assert len(rest) == 2 and end is None
     assert {e.resource for e in page + rest} == {f"fs/f{i}" for i in range(7)}
     bob = Filter.of(tether.registry, user="bob@example.com", action="tools/call")
-    assert [e.resource for e in search(tether.events, bob)[0]] == ["fs/x"]
+    assert [e.resource for e in search(tether.events, EventTerms(tether.store), bob)[0]] == ["fs/x"]
     registered = Filter.of(tether.registry, agent="b1", type="agent.registered")
-    assert len(search(tether.events, registered)[0]) == 1
+    assert len(search(tether.events, EventTerms(tether.store), registered)[0]) == 1
     with pytest.raises(Exception, match="allow or deny"):
         Filter.of(tether.registry, decision="maybe")
 

@@ -384,16 +384,24 @@ def test_a_session_reaching_a_process_that_does_not_hold_it_is_not_found(
     assert decided == ["allow"]  # the refused requests were never half-served
 
 
-# ---- uvicorn tether.server:app --workers 2 -------------------------------------------------
+# ---- uvicorn tether.server:app --workers 2, tether up --workers 2 ---------------------------
+
+
+UVICORN = [sys.executable, "-m", "uvicorn", "tether.server:app", "--timeout-keep-alive", "300"]
+UP = [sys.executable, "-c", "from tether.cli.main import main; main()", "up"]
 
 
 class Workers:
-    """``uvicorn tether.server:app --workers N`` in a process group of its own."""
+    """``uvicorn tether.server:app --workers N`` (or ``tether up --workers N``: ``via=UP``)
+    in a process group of its own."""
 
-    def __init__(self, env: dict[str, str], port: int, count: int = 2) -> None:
+    def __init__(
+        self, env: dict[str, str], port: int, count: int = 2, via: list[str] = UVICORN
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        argv = [sys.executable, "-m", "uvicorn", "tether.server:app", "--workers", str(count)]
-        argv += ["--port", str(port), "--timeout-keep-alive", "300", "--log-level", "warning"]
+        argv = [*via, "--workers", str(count), "--port", str(port)]
+        if via is UVICORN:
+            argv += ["--log-level", "warning"]
         self.proc = subprocess.Popen(
             argv,
             env=env,
@@ -491,9 +499,13 @@ def _session(connection: httpx.Client, token: str) -> str:
 
 
 @pytest.mark.slow
-def test_two_uvicorn_workers_serve_and_a_kill_through_one_is_refused_by_the_other(
-    postgres_schema_url: str, tmp_path: Path
+@pytest.mark.parametrize("via", [UVICORN, UP], ids=["uvicorn", "tether-up"])
+def test_two_workers_serve_and_a_kill_through_one_is_refused_by_the_other(
+    postgres_schema_url: str, tmp_path: Path, via: list[str]
 ) -> None:
+    """Two worker processes (``uvicorn tether.server:app --workers 2`` or ``tether up
+    --workers 2``) each serve the API and the gateway, and each refuses at once what a
+    kill through the other killed."""
     port = free_port()
     home = tmp_path / "home"
     home.mkdir()
@@ -503,7 +515,7 @@ def test_two_uvicorn_workers_serve_and_a_kill_through_one_is_refused_by_the_othe
     with first:
         token = _organisation(first)
     admin = {"Authorization": f"Bearer {result.admin_token}"}
-    workers = Workers(_env(home, postgres_schema_url), port)
+    workers = Workers(_env(home, postgres_schema_url), port, via=via)
     connections: list[httpx.Client] = []
 
     def connect() -> httpx.Client:
@@ -552,3 +564,21 @@ def test_two_uvicorn_workers_serve_and_a_kill_through_one_is_refused_by_the_othe
             client.close()
         out = workers.output()
     assert "Traceback" not in out, out
+
+
+def test_tether_up_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
+    """SQLite serves one process: ``--workers 2`` on it says so, exits 2 and starts nothing
+    (the home is not even made)."""
+    home = tmp_path / "home"
+    env = _env(home, f"sqlite:///{tmp_path / 'one.db'}")
+    done = subprocess.run(
+        [*UP, "--workers", "2", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--workers 2 needs a PostgreSQL store" in done.stderr
+    assert not home.exists()
+    assert not (tmp_path / "one.db").exists()

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import cedarpy
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, exists, insert, select, update
 
 from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog, Refusals
@@ -29,7 +29,7 @@ from tether.permissions import cedar_match, check_action, check_pattern, is_broa
 from tether.principals import Principal, parse_principal
 from tether.registry import Registry
 from tether.services import Services
-from tether.store import grants
+from tether.store import grant_uses, grants
 
 __all__ = ["Grant", "GrantSpec", "Grants"]
 
@@ -109,6 +109,7 @@ class Grants:
         )
         self._epoch = services.epoch
         self._clock = services.clock
+        self._summarised = self._store.dialect == "postgresql"  # keeps grant_uses (0013)
 
     def add(self, by: Caller, spec: GrantSpec) -> Grant:
         """Give a permission; refused for non-admins, inactive agents and unjustified breadth."""
@@ -227,19 +228,35 @@ class Grants:
         return grant_from_row(row)
 
     def list(
-        self, by: Caller, *, principal: str | None = None, include_inactive: bool = False
+        self,
+        by: Caller,
+        *,
+        principal: str | None = None,
+        include_inactive: bool = False,
+        unused_since: datetime | None = None,
     ) -> builtins.list[Grant]:
         """Live grants (or all, with ``include_inactive``); a non-admin sees only those
-        of agents they own and their own ``user:`` grants."""
+        of agents they own and their own ``user:`` grants. With ``unused_since``, only
+        those that allowed no decision since then (:meth:`last_uses`)."""
+        now = self._clock()
         query = select(grants).order_by(grants.c.created_at, grants.c.id)
         if principal is not None:
             wanted = parse_principal(principal, self._settings.trust_domain)
             query = query.where(grants.c.principal == wanted.key)
+        if not include_inactive:  # and checked again below, as Grant.live has it
+            query = query.where(grants.c.revoked_at.is_(None), grants.c.expires_at > now)
+        if unused_since is not None and self._summarised:
+            used = select(grant_uses.c.grant_id).where(
+                grant_uses.c.grant_id == grants.c.id, grant_uses.c.last_used >= unused_since
+            )
+            query = query.where(~exists(used))
         with self._store.read() as conn:
             found = [grant_from_row(row) for row in conn.execute(query)]
-        now = self._clock()
         if not include_inactive:
             found = [g for g in found if g.live(now)]
+        if unused_since is not None and not self._summarised:
+            uses = self.last_uses(unused_since)
+            found = [g for g in found if g.id not in uses]
         if by.is_admin:
             return found
         mine = {a.name for a in self._registry.list(by)}
@@ -249,6 +266,23 @@ class Grants:
             if (g.principal.kind == "agent" and g.principal.id in mine)
             or (g.principal.kind == "user" and g.principal.id == by.email)
         ]
+
+    def last_uses(self, since: datetime) -> dict[str, datetime]:
+        """When each grant last allowed a decision, if that was at ``since`` or later:
+        ``grant_uses`` on PostgreSQL (kept with the decision record in the transaction
+        that writes it), the decisions since then on SQLite (which keeps no summary)."""
+        if not self._summarised:
+            used: dict[str, datetime] = {}
+            for event in self._log.list(type="decision", since=since):
+                if event.decision == "allow":
+                    for grant_id in event.detail.get("grants", ()):
+                        used[str(grant_id)] = event.at
+            return used
+        query = select(grant_uses.c.grant_id, grant_uses.c.last_used).where(
+            grant_uses.c.last_used >= since
+        )
+        with self._store.read() as conn:
+            return {row.grant_id: row.last_used for row in conn.execute(query)}
 
     def live(self) -> builtins.list[Grant]:
         """Every live grant (for the decision point)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import enum
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -45,6 +45,7 @@ from tether.store import agents
 __all__ = ["AgentSpec", "Registry"]
 
 _SWEEPER = Caller.system("lifecycle")
+_PAGE = 100  # rows read at a time for a page whose state filter drops some
 _E = TypeVar("_E", bound=enum.StrEnum)
 
 
@@ -99,8 +100,15 @@ class Registry:
         state: str | None = None,
         owner: str | None = None,
         unowned: bool = False,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> builtins.list[Agent]:
+        """Agents by name (a non-admin sees their own); with ``limit``, a page of at most
+        that many whose names come after ``after`` (the last name of the page before):
+        each page is a walk of the name index from there, however deep it is."""
         wanted = _parse_choice(AgentState, "state", state) if state is not None else None
+        if limit is not None and limit < 1:
+            raise InvalidRequest("limit must be at least 1")
         query = select(agents).order_by(agents.c.name)
         if owner is not None:
             query = query.where(agents.c.owner == parse_email(owner))
@@ -108,9 +116,40 @@ class Registry:
             query = query.where(agents.c.owner.is_(None))
         if not by.is_admin:
             query = query.where(agents.c.owner == by.email)
+        found: builtins.list[Agent] = []
+        cursor = after
         with self._store.read() as conn:
-            found = [self._agent(row) for row in conn.execute(query)]
-        return [a for a in found if wanted is None or a.state is wanted]
+            while True:
+                page = query if cursor is None else query.where(agents.c.name > cursor)
+                size = None if limit is None else max(limit - len(found), _PAGE)
+                rows = [self._agent(row) for row in conn.execute(page.limit(size))]
+                # the state is the effective one (expiry): filtered here, so read on until full
+                found += [a for a in rows if wanted is None or a.state is wanted]
+                if limit is None or size is None or len(found) >= limit or len(rows) < size:
+                    return found[:limit]
+                cursor = rows[-1].name
+
+    def states(self, by: Caller, names: Collection[str]) -> dict[str, AgentState]:
+        """The state now of each of ``names`` the caller may see (a report's suggestions
+        need no more of an agent), read a few hundred names at a time."""
+        now = self._clock()
+        columns = select(agents.c.name, agents.c.state, agents.c.expires_at, agents.c.unowned_since)
+        if not by.is_admin:
+            columns = columns.where(agents.c.owner == by.email)
+        wanted = sorted(names)
+        found: dict[str, AgentState] = {}
+        with self._store.read() as conn:
+            for at in range(0, len(wanted), _PAGE * 5):
+                chunk = wanted[at : at + _PAGE * 5]
+                for row in conn.execute(columns.where(agents.c.name.in_(chunk))):
+                    found[row.name] = effective_state(
+                        AgentState(row.state),
+                        now=now,
+                        expires_at=row.expires_at,
+                        unowned_since=row.unowned_since,
+                        grace=self._settings.unowned_grace,
+                    )
+        return found
 
     # ---- registration -----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from typing import Any
 from tether.callers import Caller
 from tether.durations import format_duration
 from tether.grants import Grant, Grants
-from tether.model import Agent, AgentState
+from tether.model import AgentState
 from tether.registry import Registry
 from tether.services import Services
 
@@ -40,12 +40,7 @@ class Reports:
 
     def last_uses(self, since: datetime) -> dict[str, datetime]:
         """When each grant last allowed a decision, from the decision record since ``since``."""
-        used: dict[str, datetime] = {}
-        for event in self._log.list(type="decision", since=since):
-            if event.decision == "allow":
-                for grant_id in event.detail.get("grants", ()):
-                    used[str(grant_id)] = event.at
-        return used
+        return self._grants.last_uses(since)
 
     def grants(
         self,
@@ -58,28 +53,31 @@ class Reports:
     ) -> list[GrantReport]:
         now = self._clock()
         window = unused or self._settings.review_window
-        uses = self.last_uses(now - window)
-        found = self._grants.list(by, principal=principal)
-        if unused is not None:
-            found = [g for g in found if g.id not in uses]
+        if unused is not None:  # none of these was used in the window: no last use to show
+            found = self._grants.list(by, principal=principal, unused_since=now - window)
+            uses: dict[str, datetime] = {}
+        else:
+            found = self._grants.list(by, principal=principal)
+            uses = self.last_uses(now - window)
         if expiring is not None:
             found = [g for g in found if g.expires_at <= now + expiring]
         if broad:
             found = [g for g in found if g.broad]
-        agents: dict[str, Agent] = {str(a.name): a for a in self._registry.list(by)}
-        return [self._report(g, uses.get(g.id), agents, window, now) for g in found]
+        named = {g.principal.id for g in found if g.principal.kind == "agent"}
+        states = self._registry.states(by, named)
+        return [self._report(g, uses.get(g.id), states, window, now) for g in found]
 
     def _report(
         self,
         grant: Grant,
         last_used: datetime | None,
-        agents: dict[str, Agent],
+        states: dict[str, AgentState],
         window: timedelta,
         now: datetime,
     ) -> GrantReport:
-        agent = agents.get(grant.principal.id) if grant.principal.kind == "agent" else None
-        if agent is not None and agent.state is not AgentState.ACTIVE:
-            suggestion = f"revoke: the agent is {agent.state.value}"
+        state = states.get(grant.principal.id) if grant.principal.kind == "agent" else None
+        if state is not None and state is not AgentState.ACTIVE:
+            suggestion = f"revoke: the agent is {state.value}"
         elif grant.broad:
             suggestion = "narrow: a broad grant"
         elif last_used is None:

@@ -1,5 +1,5 @@
-"""The runtime: the running service, started the same way by ``tether up``, by an ASGI
-server (``uvicorn tether.server:app --workers N``) and by tests.
+"""The runtime: the running service, started the same way by ``tether up [--workers N]``,
+by an ASGI server (``uvicorn tether.server:app --workers N``) and by tests.
 
 A :class:`Runtime` opens the Tether (or initialises it), starts the epoch listener and
 the background jobs, and builds the ASGI app; on exit it stops all of it in reverse
@@ -25,7 +25,9 @@ to start, saying so.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack, ExitStack
 
@@ -45,9 +47,21 @@ from tether.store import Store
 from tether.store.locks import StoreLock
 from tether.sweeper import Sweeper, every
 
-__all__ = ["Deployment", "Runtime", "app", "initialise", "standard_jobs"]
+__all__ = [
+    "WORKER_SETTINGS",
+    "Deployment",
+    "Runtime",
+    "app",
+    "initialise",
+    "standard_jobs",
+    "workers_app",
+]
 
 log = logging.getLogger("tether.server")
+
+WORKER_SETTINGS = "TETHER_UP_SETTINGS"
+"""Where ``tether up --workers N`` hands its workers what it decided beyond the
+environment's settings (the issuer it serves as, the development IdP), as JSON."""
 
 _INIT_WAIT = 120.0  # seconds to wait for another process's initialisation
 
@@ -241,3 +255,10 @@ def _why(exc: Exception) -> str:
 
 app = Deployment()
 """``uvicorn tether.server:app``: nothing is opened until the lifespan starts."""
+
+
+def workers_app() -> Deployment:
+    """The app of each worker of ``tether up --workers N`` (an ASGI factory): the
+    environment's settings as for :data:`app`, with what ``tether up`` decided on top."""
+    overrides = json.loads(os.environ.get(WORKER_SETTINGS) or "{}")
+    return Deployment(lambda: Settings.from_env().model_copy(update=overrides))

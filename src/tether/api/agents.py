@@ -64,9 +64,18 @@ def list_agents(
     state: str | None = None,
     owner: str | None = None,
     unowned: bool = False,
+    after: str | None = Query(None, max_length=63, description="the last name of the page before"),
+    limit: int | None = Query(None, ge=1, le=1000, description="a page of at most this many"),
 ) -> dict[str, Any]:
-    found = tether.registry.list(caller, state=state, owner=owner, unowned=unowned)
-    return {"agents": [agent.to_dict() for agent in found]}
+    """Agents by name; with ``limit``, one page, and ``next`` to pass as ``after`` for the
+    next one (null on the last page)."""
+    found = tether.registry.list(
+        caller, state=state, owner=owner, unowned=unowned, after=after, limit=limit
+    )
+    listed: dict[str, Any] = {"agents": [agent.to_dict() for agent in found]}
+    if limit is not None:
+        listed["next"] = found[-1].name if len(found) == limit else None
+    return listed
 
 
 @router.post("/v1/agents", status_code=201)

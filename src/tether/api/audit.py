@@ -18,6 +18,7 @@ from tether.api.bodies import StrictBody, optional_duration
 from tether.api.deps import CallerDep, TetherDep
 from tether.audit.export import FORMATS, Format, render
 from tether.audit.queries import Filter, explain, search
+from tether.audit.terms import EventTerms
 from tether.callers import Caller
 from tether.core import Tether
 from tether.errors import Forbidden, InvalidRequest, NotFound
@@ -79,7 +80,7 @@ def list_events(
         type=type,
         since=_since(tether, since),
     )
-    found, cursor = search(tether.events, where, after=after, limit=limit)
+    found, cursor = search(tether.events, EventTerms(tether.store), where, after=after, limit=limit)
     return {"events": [e.to_dict() for e in found], "next": cursor}
 
 
@@ -97,7 +98,7 @@ def explain_event(
 ) -> dict[str, Any]:
     """Who did this: the chain, human first, each agent with its owner; the decision."""
     _admin(tether, caller, "read the audit log")
-    return explain(tether.events, tether.registry, seq)
+    return explain(tether.events, EventTerms(tether.store), tether.registry, seq)
 
 
 @router.get("/v1/audit/export")

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tether.audit.log import AuditLog
+from tether.audit.terms import EventTerms
 from tether.callers import Caller
 from tether.errors import InvalidRequest, NotFound
 from tether.model import Agent, AgentId, AgentName, Event, parse_email
@@ -19,6 +20,7 @@ from tether.model import Agent, AgentId, AgentName, Event, parse_email
 __all__ = ["Agents", "Filter", "explain", "search"]
 
 _SCAN = 2_000
+_RELATED = 1_000  # events of the same request named by explain
 _OWNERSHIP = ("agent.registered", "agent.owner_changed", "agent.unowned")
 
 
@@ -86,22 +88,38 @@ class Filter:
         """Text every matching canonical body contains (a pre-filter for the store)."""
         return [json.dumps(v, ensure_ascii=False) for v in (self.agent, self.user) if v]
 
+    def principal(self) -> str | None:
+        """A principal every matching event names (in its chain, as actor or subject):
+        the agent, else the person; None when neither is asked for."""
+        return self.agent or self.user
+
 
 def search(
-    log: AuditLog, where: Filter, *, after: int = 0, limit: int = 100
+    log: AuditLog, terms: EventTerms, where: Filter, *, after: int = 0, limit: int = 100
 ) -> tuple[list[Event], int | None]:
     """Up to ``limit`` matching events after ``after``, and the cursor to continue from
-    (None when the log has no more)."""
+    (None when the log has no more). A search for an agent or a person reads only the
+    events that name them (``terms``); any other reads the log in order."""
+    principal = where.principal()
+    indexed = principal is not None and terms.indexed(principal)
     found: list[Event] = []
     cursor = after
+    # under a principal most events match: read a page, then twice as many each time
+    want = min(_SCAN, limit) if indexed else _SCAN
     while len(found) < limit:
-        rows = log.bodies(
-            type=where.type,
-            after=cursor,
-            since=where.since,
-            limit=_SCAN,
-            contains=where.needles(),
-        )
+        if indexed:
+            assert principal is not None
+            rows = terms.bodies(
+                "p", principal, after=cursor, limit=want, type=where.type, since=where.since
+            )
+        else:
+            rows = log.bodies(
+                type=where.type,
+                after=cursor,
+                since=where.since,
+                limit=_SCAN,
+                contains=where.needles(),
+            )
         for seq, at, text in rows:
             body = json.loads(text)
             cursor = seq
@@ -109,12 +127,13 @@ def search(
                 found.append(Event.from_body(body, at))
                 if len(found) == limit:
                     return found, cursor
-        if len(rows) < _SCAN:
+        if len(rows) < want:
             return found, None
+        want = min(_SCAN, want * 2)
     return found, cursor
 
 
-def explain(log: AuditLog, registry: Agents, seq: int) -> dict[str, Any]:
+def explain(log: AuditLog, terms: EventTerms, registry: Agents, seq: int) -> dict[str, Any]:
     """The event and its whole chain, human first: each agent with its owner at the time
     (replayed from the log itself) and now, the decision and its reasons, and the other
     events of the same request."""
@@ -128,11 +147,13 @@ def explain(log: AuditLog, registry: Agents, seq: int) -> dict[str, Any]:
         else:
             chain.append({"principal": principal, "kind": "operator"})
     related: list[int] = []
-    if event.request_id:
+    if event.request_id and terms.indexed(event.request_id):
+        related = terms.seqs("r", event.request_id, limit=_RELATED)
+    elif event.request_id:
         needle = json.dumps(event.request_id)
         related = [
             seq_
-            for seq_, _, text in log.bodies(contains=[needle], limit=1000)
+            for seq_, _, text in log.bodies(contains=[needle], limit=_RELATED)
             if json.loads(text)["request_id"] == event.request_id
         ]
     return {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shlex
 from typing import Annotated
 
@@ -12,7 +14,9 @@ from tether.callers import Caller
 from tether.cli import output
 from tether.cli.context import settings
 from tether.cli.options import Json
+from tether.config import Settings
 from tether.core import InitResult, Tether
+from tether.errors import InvalidRequest
 
 __all__ = ["init", "up"]
 
@@ -50,27 +54,72 @@ def up(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8700,
     demo: Annotated[bool, typer.Option("--demo", help="Seed a demo organisation.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(help="Worker processes (more than 1 needs a PostgreSQL store).", min=1),
+    ] = 1,
 ) -> None:
     """Serve the API (initialising TETHER_HOME if it is new)."""
-    import uvicorn
-
-    from tether.demo import seed_demo
-    from tether.server import Runtime
-
     config = settings()
     url = f"http://{host}:{port}"
     if "issuer" not in config.model_fields_set:  # tokens name the address actually served
         config = config.model_copy(update={"issuer": url})
     if demo:
         config = config.model_copy(update={"dev_idp": True})
+    if workers > 1:
+        _serve_workers(config, host, port, workers, demo=demo)
+        return
+    import uvicorn
+
+    from tether.demo import seed_demo
+    from tether.server import Runtime
+
     with Runtime(config, initialise=True, prepare=seed_demo if demo else None) as runtime:
         assert runtime.init is not None  # initialise=True
         vault_warning = _greet(runtime.tether, runtime.init, url, demo=demo)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # request URLs may carry secrets
-        if vault_warning:
-            logging.getLogger("tether.vault").warning("%s", vault_warning)
+        _logging(vault_warning)
         uvicorn.run(runtime.app, host=host, port=port, log_level="warning")
+
+
+def _serve_workers(config: Settings, host: str, port: int, workers: int, *, demo: bool) -> None:
+    """``workers`` processes on one PostgreSQL store: the store is initialised (and the
+    demo seeded) here, once, before any worker starts; each worker then runs the same
+    runtime as ``uvicorn tether.server:app --workers N`` (its own epoch listener, the
+    once-per-store jobs under their locks)."""
+    import sqlalchemy as sa
+    import uvicorn
+
+    from tether.demo import seed_demo
+    from tether.server import WORKER_SETTINGS, initialise
+
+    if sa.engine.make_url(config.database_url).get_backend_name() != "postgresql":
+        raise InvalidRequest(
+            f"--workers {workers} needs a PostgreSQL store (TETHER_DB=postgresql+psycopg://...): "
+            "SQLite serves one process; run `tether up` without --workers"
+        )
+    tether, result = initialise(config)
+    with tether:
+        if demo:
+            seed_demo(tether)
+        vault_warning = _greet(tether, result, f"http://{host}:{port}", demo=demo)
+    _logging(vault_warning)
+    overrides = {"issuer": config.issuer, "dev_idp": config.dev_idp}
+    os.environ[WORKER_SETTINGS] = json.dumps(overrides)  # the workers inherit it
+    uvicorn.run(
+        "tether.server:workers_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
+
+
+def _logging(vault_warning: str | None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # request URLs may carry secrets
+    if vault_warning:
+        logging.getLogger("tether.vault").warning("%s", vault_warning)
 
 
 def _greet(tether: Tether, result: InitResult, url: str, *, demo: bool) -> str | None:

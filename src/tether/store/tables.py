@@ -35,9 +35,11 @@ __all__ = [
     "detect_risk",
     "discovery_findings",
     "epoch_acks",
+    "event_terms",
     "events",
     "gateway_pins",
     "gateway_servers",
+    "grant_uses",
     "grants",
     "issued_tokens",
     "metadata",
@@ -98,6 +100,29 @@ events = Table(
     Index("ix_events_subject", "subject"),
     Index("ix_events_type", "type"),
     Index("ix_events_at", "at"),
+)
+
+# Who appears in each event and which request it served, for searches that would otherwise
+# read the whole log: kind 'p' (a principal of its chain, its actor or its subject) or 'r'
+# (its request id), the term, the event's seq. On PostgreSQL, written by a trigger on
+# ``events`` in the appending transaction (migration 0013), so it is exact; terms over 512
+# characters are left out (their searches read the log). Empty on SQLite.
+event_terms = Table(
+    "event_terms",
+    metadata,
+    Column("kind", String(1), primary_key=True),
+    Column("term", String(512), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+)
+
+# When each grant last allowed a decision (the latest allowed ``decision`` event naming
+# it), written by the same trigger in the same transaction: ``grant list --unused``.
+# PostgreSQL only, as event_terms.
+grant_uses = Table(
+    "grant_uses",
+    metadata,
+    Column("grant_id", String(32), primary_key=True),
+    Column("last_used", UtcDateTime, nullable=False),
 )
 
 # Every perfect subtree of the Merkle tree above the leaves, stored when completed.
