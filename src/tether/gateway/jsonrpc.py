@@ -38,6 +38,7 @@ __all__ = [
     "error",
     "notification",
     "parse",
+    "parse_error",
     "request",
     "response",
 ]
@@ -88,19 +89,7 @@ Incoming = Answer | Request | Notification
 
 def parse(frame: str | bytes) -> Incoming:
     """One frame from the server, checked; raises :class:`Malformed`."""
-    try:
-        text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-        value = json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
-        if _SURROGATE_ESCAPE.search(text):  # only an escape can make a lone surrogate
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except (ValueError, RecursionError) as exc:  # UnicodeError and JSONDecodeError too
-        raise Malformed(f"not JSON ({type(exc).__name__}: {_first_line(exc)})") from None
-    if not isinstance(value, dict):
-        raise Malformed(f"a frame must be one JSON object, not {type(value).__name__}")
-    return _message(value)
-
-
-def _message(value: dict[str, Any]) -> Incoming:
+    value = _load(frame)
     if value.get("jsonrpc") != "2.0":
         raise Malformed('a frame without "jsonrpc": "2.0"')
     method, params = value.get("method"), value.get("params")
@@ -119,16 +108,41 @@ def _message(value: dict[str, Any]) -> Incoming:
         if not isinstance(result, dict):
             raise Malformed("an answer's result must be an object")
         return Answer(request_id, result, None)
-    failure = value["error"]
+    return Answer(request_id, None, _error(value["error"]))
+
+
+def parse_error(frame: str | bytes) -> MCPError:
+    """The error in an error answer whose id may be ``null`` (a server that refused a
+    request before reading its id); raises :class:`Malformed`."""
+    value = _load(frame)
+    if value.get("jsonrpc") != "2.0" or "error" not in value or "result" in value:
+        raise Malformed("not a JSON-RPC error answer")
+    if value.get("id") is not None:
+        _id(value["id"])
+    return _error(value["error"])
+
+
+def _load(frame: str | bytes) -> dict[str, Any]:
+    try:
+        text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
+        value = json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
+        if _SURROGATE_ESCAPE.search(text):  # only an escape can make a lone surrogate
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError) as exc:  # UnicodeError and JSONDecodeError too
+        raise Malformed(f"not JSON ({type(exc).__name__}: {_first_line(exc)})") from None
+    if not isinstance(value, dict):
+        raise Malformed(f"a frame must be one JSON object, not {type(value).__name__}")
+    return value
+
+
+def _error(failure: Any) -> MCPError:
     if not (
         isinstance(failure, dict)
         and _is_int(failure.get("code"))
         and isinstance(failure.get("message"), str)
     ):
         raise Malformed("an error answer needs an integer code and a text message")
-    return Answer(
-        request_id, None, MCPError(failure["code"], failure["message"], failure.get("data"))
-    )
+    return MCPError(failure["code"], failure["message"], failure.get("data"))
 
 
 def _id(value: Any) -> RequestId:

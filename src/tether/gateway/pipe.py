@@ -99,6 +99,8 @@ class Pipe(Wire):
                     if pending:
                         line, pending = bytes(pending + line), bytearray()
                     start = end + 1
+                    if len(line) > MAX_FRAME:
+                        raise Malformed(f"a line longer than {MAX_FRAME} bytes")
                     if line.strip():
                         self._deliver(line)
                 pending += chunk[start:]

@@ -104,9 +104,7 @@ class Streamable(Wire):
         if status >= 400:
             if kind == _JSON:  # a JSON-RPC error at an HTTP error status is the server's answer
                 with suppress(Malformed):
-                    message = jsonrpc.parse(await _body(response))
-                    if isinstance(message, Answer) and message.error is not None:
-                        raise message.error
+                    raise jsonrpc.parse_error(await _body(response))
             raise MCPError(INTERNAL_ERROR, f"the upstream answered HTTP {status}")
         if status != 200:
             raise Malformed(f"the upstream answered a request with HTTP {status} and no answer")
