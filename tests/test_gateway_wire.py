@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -462,3 +462,22 @@ def test_what_is_sent_is_built_from_values_and_json_cannot_carry_everything() ->
         jsonrpc.encode(jsonrpc.request(1, "m", {"x": float("nan")}))
     with pytest.raises(ValueError):
         jsonrpc.encode(jsonrpc.request(1, "m", {"x": "\ud800"}))
+
+
+def test_an_event_stream_that_goes_on_after_its_answer_does_not_hold_the_call() -> None:
+    async def call(request: httpx2.Request) -> httpx2.Response:
+        request_id = json.loads(request.content)["id"]
+
+        async def forever() -> AsyncIterator[bytes]:
+            answer = {"jsonrpc": "2.0", "id": request_id, "result": {"content": []}}
+            yield f"data: {json.dumps(answer)}\n\n".encode()
+            await anyio.Event().wait()  # and the stream never ends
+            yield b""
+
+        return httpx2.Response(200, headers=EVENT_STREAM, content=forever())
+
+    async def work(wire: Streamable) -> None:
+        assert await wire.request("tools/call", {"name": "x"}) == {"content": []}
+        assert not wire.dead.is_set()
+
+    _run(lambda: _over_http(call, work))

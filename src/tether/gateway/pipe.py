@@ -111,7 +111,9 @@ class Pipe(Wire):
             raise WireError(f"the upstream closed its output{ended}")
         except WireError as exc:
             self.fail(exc)
-        except _ERRORS as exc:
+        except Exception as exc:  # the pipe broke (or, logged, a fault of ours): done either way
+            if not isinstance(exc, _ERRORS):
+                log.exception("reading from the upstream failed")
             self.fail(WireError(f"reading from the upstream failed ({type(exc).__name__})"))
 
     def _deliver(self, line: bytes) -> None:
@@ -142,6 +144,7 @@ async def started(
 ) -> AsyncIterator[Pipe]:
     """``argv`` running with exactly ``env``, and the connection to it; stopped on exit."""
     process = await anyio.open_process(argv, env=env, stderr=sys.stderr, start_new_session=True)
+    stopped = False
     try:
         async with anyio.create_task_group() as group:
             pipe = Pipe(process, group, dead, timeout)
@@ -152,9 +155,10 @@ async def started(
                 pipe.fail(WireError("the connection was closed"))
                 with anyio.CancelScope(shield=True):
                     await _stop(process)
+                stopped = True
                 group.cancel_scope.cancel()
     finally:
-        if process.returncode is None:  # the reader never started
+        if not stopped:  # the reader never started
             with anyio.CancelScope(shield=True):
                 await _stop(process)
 

@@ -35,6 +35,7 @@ __all__ = ["Streamable", "connected"]
 log = logging.getLogger("tether.gateway")
 
 CLOSE_GRACE = 2.0  # seconds given to deleting the session on close
+DRAIN_GRACE = 0.1  # seconds given to an event stream to end after its answer
 INTERNAL_ERROR = -32603
 _JSON, _EVENTS = "application/json", "text/event-stream"
 
@@ -115,8 +116,11 @@ class Streamable(Wire):
         raise Malformed(f"the upstream answered with content type {kind[:100]!r}")
 
     async def _events(self, response: httpx2.Response, request_id: int) -> Answer:
-        """The answer from an event stream, after the server's own messages in it."""
-        async for event in EventSource(response, max_event_size=MAX_FRAME):
+        """The answer from an event stream, after the server's own messages in it; the
+        rest of the stream (the server should end it there) is read for
+        :data:`DRAIN_GRACE` at most, so that the connection can be used again."""
+        events = aiter(EventSource(response, max_event_size=MAX_FRAME))
+        async for event in events:
             if not event.data:  # a priming event (for resumption, which is not used)
                 continue
             if event.event != "message":
@@ -128,7 +132,11 @@ class Streamable(Wire):
             elif not isinstance(message, Answer):
                 log.debug("upstream notification %s", message.method[:100])
             else:
-                return _matched(message, request_id)
+                answer = _matched(message, request_id)
+                with anyio.move_on_after(DRAIN_GRACE), suppress(httpx2.HTTPError):
+                    async for _ in events:
+                        log.debug("upstream event after the answer ignored")
+                return answer
         raise WireError("the upstream's event stream ended without the answer")
 
     async def close(self) -> None:
