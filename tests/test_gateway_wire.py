@@ -7,10 +7,7 @@ streams) the session fails closed with a clear error, and nothing hangs."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from helpers.http_upstream import sdk_server_over_http
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
@@ -58,26 +56,8 @@ def _text(result: dict[str, Any]) -> str:
 
 @pytest.fixture
 def http_server() -> Iterator[str]:
-    """The SDK test server under uvicorn (streamable HTTP) on a free port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, str(SERVER), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + BOUND
-    while time.monotonic() < deadline:
-        with socket.socket() as attempt:
-            if attempt.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)  # waiting for the server to listen, not for time to pass
-    try:
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with sdk_server_over_http() as url:
+        yield url
 
 
 async def _exercise(session: UpstreamSession) -> None:
