@@ -461,3 +461,31 @@ def test_an_event_stream_that_goes_on_after_its_answer_does_not_hold_the_call() 
         assert not wire.dead.is_set()
 
     _run(lambda: _over_http(call, work))
+
+
+def test_a_failure_on_one_http_request_fails_those_in_flight_at_once() -> None:
+    async def call(request: httpx2.Request) -> httpx2.Response:
+        if b'"bad"' in request.content:
+            return httpx2.Response(
+                200, text="not json", headers={"content-type": "application/json"}
+            )
+        await anyio.Event().wait()  # the other one is never answered
+        raise AssertionError
+
+    async def work(wire: Streamable) -> None:
+        failed: list[str] = []
+
+        async def waiting() -> None:
+            with pytest.raises(WireError, match="failed: not JSON") as raised:
+                await wire.request("tools/call", {"name": "wait"})
+            failed.append(str(raised.value))
+
+        wire.timeout = BOUND  # a NoAnswer would come too late: the failure ends it first
+        async with anyio.create_task_group() as group:
+            group.start_soon(waiting)
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(Malformed):
+                await wire.request("tools/call", {"name": "bad"})
+        assert len(failed) == 1
+
+    _run(lambda: _over_http(call, work))

@@ -49,12 +49,23 @@ class Streamable(Wire):
         self.url = url
         self.session_id: str | None = None
         self._headers = {"accept": f"{_JSON}, {_EVENTS}", "content-type": _JSON}
+        self._open: set[anyio.CancelScope] = set()  # the requests in flight
 
     def negotiated(self, version: str) -> None:
         super().negotiated(version)
         self._headers["mcp-protocol-version"] = version  # on every later message
 
     async def _exchange(self, request_id: int, method: str, frame: bytes) -> Answer:
+        with anyio.CancelScope() as scope:  # cancelled when the connection fails
+            self._open.add(scope)
+            try:
+                return await self._post_request(request_id, method, frame)
+            finally:
+                self._open.discard(scope)
+        self._check()  # cancelled by a failure of the connection: which one
+        raise WireError("the request was cancelled")
+
+    async def _post_request(self, request_id: int, method: str, frame: bytes) -> Answer:
         try:
             async with self._client.stream(
                 "POST", self.url, content=frame, headers=self._headers
@@ -66,6 +77,12 @@ class Streamable(Wire):
             raise self.fail(WireError(f"HTTP to the upstream failed ({_why(exc)})")) from None
         except WireError as exc:
             raise self.fail(exc) from None
+
+    def fail(self, cause: WireError) -> WireError:
+        super().fail(cause)
+        for scope in self._open:  # no answer on a failed connection is used
+            scope.cancel()
+        return cause
 
     async def _post(self, frame: bytes) -> None:
         self._check()
