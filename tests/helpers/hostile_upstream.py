@@ -8,7 +8,8 @@ notification and requests of its own first, and answers with what the client sai
 them), ``duplicate-key``, ``nan``, ``surrogate``, ``long-line`` (a line with no end),
 ``no-content`` (a result without content), ``array`` (a JSON array), ``secret-error``
 (an error answer quoting the ``API_SECRET`` it was given), ``old-version`` (answers
-``initialize`` with a version nobody speaks), ``bad-listing`` (tools without names).
+``initialize`` with a version nobody speaks), ``bad-listing`` (tools without names),
+``endless-pages`` (a tool listing whose every page has a next one).
 """
 
 from __future__ import annotations
@@ -110,7 +111,10 @@ def main() -> None:
             )
         elif method == "tools/list":
             tool = {"name": "echo", "inputSchema": {"type": "object"}}
-            answer(request_id, {"tools": [{"title": "x"} if MODE == "bad-listing" else tool]})
+            listing = {"tools": [{"title": "x"} if MODE == "bad-listing" else tool]}
+            if MODE == "endless-pages":
+                listing["nextCursor"] = "more"
+            answer(request_id, listing)
         elif method == "tools/call":
             if cancelled:  # the answer says which requests were cancelled
                 answer(request_id, text(f"cancelled: {cancelled}"))

@@ -180,18 +180,14 @@ class UpstreamSession:
         except (WireError, NoAnswer) as exc:
             raise self._unavailable(exc) from None
 
-    def _malformed(self, method: str, why: str) -> UpstreamUnavailable:
-        """A well-formed message whose result is not what ``method`` answers: the
-        upstream is not trusted further."""
-        self.wire.fail(WireError(f"a malformed {method} result ({why})"))
-        return UpstreamUnavailable(
-            f"upstream {self.upstream.name}: a malformed {method} result ({why})"
-        )
+    def _malformed(self, why: str) -> UpstreamUnavailable:
+        """An answer that is not what was asked for: the upstream is not trusted further."""
+        return self._unavailable(self.wire.fail(WireError(why)))
 
     async def _result(self, method: str, params: dict[str, Any], field: str) -> Result:
         result = await self._ask(method, params)
         if not isinstance(result.get(field), list):
-            raise self._malformed(method, f"no {field} list")
+            raise self._malformed(f"a malformed {method} result (no {field} list)")
         return self._scrub(result)
 
     async def probe(self) -> None:
@@ -245,15 +241,13 @@ class UpstreamSession:
             if not isinstance(page, list) or not all(
                 isinstance(item, dict) and isinstance(item.get(key), str) for item in page
             ):
-                raise self._malformed(method, f"{field} is not a list of items with a {key}")
+                raise self._malformed(f"a malformed {method} result ({field} without {key}s)")
             if cursor is not None and not isinstance(cursor, str):
-                raise self._malformed(method, "nextCursor is not text")
+                raise self._malformed(f"a malformed {method} result (its nextCursor)")
             items.extend(page)
             if not cursor:
                 return self._scrub_listing(field, items)
-        why = f"the {field} listing has more than {_MAX_PAGES} pages"
-        self.wire.fail(WireError(why))  # a listing that never ends: the upstream is broken
-        raise UpstreamUnavailable(why)
+        raise self._malformed(f"the {field} listing has more than {_MAX_PAGES} pages")
 
     def _scrub_listing(self, field: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A listing with the injected values taken out (said in the log, by NAME)."""
