@@ -181,23 +181,17 @@ def test_a_line_that_never_ends_is_cut_off_at_the_frame_cap(
 
 
 @pytest.mark.slow
-def test_a_listing_without_names_fails_closed() -> None:
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [
+        ("bad-listing", r"tools/list result \(tools without names"),
+        ("endless-pages", "more than 100 pages"),
+    ],
+)
+def test_a_listing_without_names_or_without_end_fails_closed(mode: str, why: str) -> None:
     async def work() -> None:
-        async with _hostile("bad-listing") as session:
-            with pytest.raises(
-                UpstreamUnavailable, match=r"tools/list result \(tools without names"
-            ):
-                await session.list_tools()
-            assert session.broken
-
-    _run(work)
-
-
-@pytest.mark.slow
-def test_a_listing_that_never_ends_fails_closed() -> None:
-    async def work() -> None:
-        async with _hostile("endless-pages") as session:
-            with pytest.raises(UpstreamUnavailable, match="more than 100 pages"):
+        async with _hostile(mode) as session:
+            with pytest.raises(UpstreamUnavailable, match=why):
                 await session.list_tools()
             assert session.broken
 
