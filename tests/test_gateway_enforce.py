@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import spec
+from helpers.http_upstream import sdk_server_over_http
 
 from tether.callers import Caller
 from tether.core import Tether
@@ -186,29 +187,8 @@ def test_a_change_made_by_another_process_is_seen_within_the_staleness_bound(
 @pytest.fixture
 def http_upstream() -> Any:
     """The SDK test server over streamable HTTP on a free local port, for one test."""
-    import socket
-    import subprocess
-    import time
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, str(SERVER), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as attempt:
-            if attempt.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with sdk_server_over_http() as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -5,6 +5,14 @@ upstream's non-secret ``env`` and its credentials (fetched now, given only to it
 upstream is reached over streamable HTTP with its credential headers. The agent's own
 token never goes upstream: nothing of the caller's request but the tool arguments does.
 
+The connection is the gateway's own JSON-RPC client (:mod:`tether.gateway.wire`): each
+answer is parsed once into plain dicts and checked for the shape its method has (a
+listing's items, a result's ``content``/``contents``/``messages``); a malformed answer
+fails the request and the session (:attr:`UpstreamSession.broken`), as does a failed
+connection. The server's own error answer is raised as ``MCPError`` (redacted) and
+leaves the session open; so does a request unanswered in time, raised as
+:class:`~tether.errors.UpstreamUnavailable`, like every connection failure.
+
 The injected values never come back out. Every representation of them (:mod:`tether.redact`)
 is replaced by ``[redacted]`` in what the upstream answers (a tool that echoes its
 environment or its request headers): in listings, and in each result, which says what it
@@ -17,19 +25,17 @@ redactor, so no log line carries them; a failure to open or close is raised as
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import httpx2
-from mcp import Client
-from mcp.client.stdio import StdioServerParameters, get_default_environment
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED
+from mcp.client.stdio import get_default_environment
 
 from tether.errors import TetherError, UpstreamUnavailable
+from tether.gateway import pipe, streamable
+from tether.gateway.jsonrpc import MCPError, WireError
+from tether.gateway.wire import REQUEST_TIMEOUT, NoAnswer, Wire, handshake
 from tether.redact import SECRETS, Redactor
 from tether.upstreams.credentials import resolve
 from tether.upstreams.servers import Upstream
@@ -39,9 +45,10 @@ __all__ = ["Result", "UpstreamSession"]
 
 log = logging.getLogger("tether.gateway")
 
-T = TypeVar("T")
-
 _MAX_PAGES = 100  # pages of one listing (a server that never stops paging is broken)
+_HTTP_TIMEOUT = httpx2.Timeout(30.0, read=REQUEST_TIMEOUT)  # the SDK's HTTP client bounds
+# what each listing holds, and the field that names each of its items
+_LISTED = {"tools": "name", "resources": "uri", "prompts": "name"}
 
 
 class Result(dict[str, Any]):
@@ -54,11 +61,14 @@ class Result(dict[str, Any]):
 class UpstreamSession:
     """``async with UpstreamSession(upstream) as session: await session.call_tool(...)``"""
 
-    def __init__(self, upstream: Upstream, vault: Broker | None = None) -> None:
+    def __init__(
+        self, upstream: Upstream, vault: Broker | None = None, *, timeout: float = REQUEST_TIMEOUT
+    ) -> None:
         self.upstream = upstream
         self._vault = vault
+        self._timeout = timeout
         self._stack = AsyncExitStack()
-        self._client: Client | None = None
+        self._wire: Wire | None = None
         self._tools: list[dict[str, Any]] | None = None
         self._held: list[str] = []  # the values injected (in the process's redactor)
         self._redactors: list[tuple[str, Redactor]] = []  # per credential NAME
@@ -85,18 +95,23 @@ class UpstreamSession:
         by_length = sorted(secrets.items(), key=lambda item: len(item[1]), reverse=True)
         self._redactors = [(name, Redactor([value])) for name, value in by_length]
         self._redactor = Redactor(self._held)
+        wire: Wire
         if self.upstream.transport == "stdio":
-            program, *args = self.upstream.command
-            server: Any = StdioServerParameters(
-                command=program,
-                args=args,
-                env={**get_default_environment(), **self.upstream.env, **secrets},
+            env = {**get_default_environment(), **self.upstream.env, **secrets}
+            opened = pipe.started(
+                list(self.upstream.command), env, dead=self.dead, timeout=self._timeout
             )
+            wire = await self._stack.enter_async_context(opened)
         else:
             assert self.upstream.url is not None
-            http = await self._stack.enter_async_context(httpx2.AsyncClient(headers=secrets))
-            server = streamable_http_client(self.upstream.url, http_client=http)
-        self._client = await self._stack.enter_async_context(Client(server))
+            http = httpx2.AsyncClient(headers=secrets, timeout=_HTTP_TIMEOUT)
+            client = await self._stack.enter_async_context(http)
+            connection = streamable.connected(
+                client, self.upstream.url, dead=self.dead, timeout=self._timeout
+            )
+            wire = await self._stack.enter_async_context(connection)
+        await handshake(wire)
+        self._wire = wire
 
     def _secrets(self) -> dict[str, str]:
         transport = self.upstream.transport
@@ -112,7 +127,7 @@ class UpstreamSession:
 
     async def _shut(self) -> Exception | None:
         """Close the connection and forget the values; what failed while closing, if any."""
-        self._client = None
+        self._wire = None
         try:
             await self._stack.aclose()
         except Exception as exc:
@@ -123,11 +138,18 @@ class UpstreamSession:
         return None
 
     def _clean(self, exc: Exception) -> TetherError:
-        """``exc`` as it may be shown: a TetherError names no value; anything else becomes
-        UpstreamUnavailable, its text redacted before it is cut."""
+        """``exc`` as it may be shown: a TetherError names no value; a connection's
+        failure says what failed; anything else becomes UpstreamUnavailable, its text
+        redacted before it is cut."""
         if isinstance(exc, TetherError):
             return exc
+        if isinstance(exc, WireError | NoAnswer):
+            return self._unavailable(exc)
         return UpstreamUnavailable(self._redactor.describe(exc))
+
+    def _unavailable(self, exc: Exception) -> UpstreamUnavailable:
+        said = self._redactor.redact(str(exc)).split("\n", 1)[0][:300]
+        return UpstreamUnavailable(f"upstream {self.upstream.name}: {said}")
 
     def _scrub(self, answer: dict[str, Any]) -> Result:
         """``answer`` with every injected value taken out, saying which were found."""
@@ -141,23 +163,32 @@ class UpstreamSession:
         return result
 
     @property
-    def client(self) -> Client:
-        if self._client is None:
+    def wire(self) -> Wire:
+        if self._wire is None:
             raise RuntimeError("the upstream session is not open")
-        return self._client
+        return self._wire
 
-    async def _ask(self, request: Awaitable[T]) -> T:
-        """Await a request; a failure other than the server's own error answer means the
-        connection is gone, and the session says so (:attr:`broken`)."""
+    async def _ask(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        """The result of ``method``. The server's error answer is raised as MCPError,
+        redacted; a connection that failed (:attr:`broken`, set by the wire) or an answer
+        not in time as UpstreamUnavailable."""
         try:
-            return await request
+            return await self.wire.request(method, params)
         except MCPError as exc:
-            if exc.code == CONNECTION_CLOSED:  # any other code is the server's own answer
-                self.dead.set()
-            raise
-        except Exception:
-            self.dead.set()
-            raise
+            data, _ = self._redactor.scrub(exc.data)
+            raise MCPError(exc.code, self._redactor.redact(exc.message), data) from None
+        except (WireError, NoAnswer) as exc:
+            raise self._unavailable(exc) from None
+
+    def _malformed(self, why: str) -> UpstreamUnavailable:
+        """An answer that is not what was asked for: the upstream is not trusted further."""
+        return self._unavailable(self.wire.fail(WireError(why)))
+
+    async def _result(self, method: str, params: dict[str, Any], field: str) -> Result:
+        result = await self._ask(method, params)
+        if not isinstance(result.get(field), list):
+            raise self._malformed(f"a malformed {method} result (no {field} list)")
+        return self._scrub(result)
 
     async def probe(self) -> None:
         """A liveness check that every protocol mode answers: a fresh tool listing (which
@@ -167,7 +198,7 @@ class UpstreamSession:
 
     async def list_tools(self) -> list[dict[str, Any]]:
         """The upstream's tools now (and remembered for :meth:`known_tools`)."""
-        self._tools = await self._every("tools", lambda c: self.client.list_tools(**c))
+        self._tools = await self._every("tools")
         return self._tools
 
     async def known_tools(self) -> list[dict[str, Any]]:
@@ -185,35 +216,38 @@ class UpstreamSession:
         return None
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> Result:
-        return self._scrub(_dump(await self._ask(self.client.call_tool(name, arguments))))
+        return await self._result("tools/call", {"name": name, "arguments": arguments}, "content")
 
     async def list_resources(self) -> list[dict[str, Any]]:
-        return await self._every("resources", lambda c: self.client.list_resources(**c))
+        return await self._every("resources")
 
     async def read_resource(self, uri: str) -> Result:
-        return self._scrub(_dump(await self._ask(self.client.read_resource(uri))))
+        return await self._result("resources/read", {"uri": uri}, "contents")
 
     async def list_prompts(self) -> list[dict[str, Any]]:
-        return await self._every("prompts", lambda c: self.client.list_prompts(**c))
+        return await self._every("prompts")
 
     async def get_prompt(self, name: str, arguments: dict[str, str]) -> Result:
-        return self._scrub(_dump(await self._ask(self.client.get_prompt(name, arguments))))
+        return await self._result("prompts/get", {"name": name, "arguments": arguments}, "messages")
 
-    async def _every(
-        self, field: str, page: Callable[[dict[str, Any]], Awaitable[Any]]
-    ) -> list[dict[str, Any]]:
-        """Every item of a listing, page after page, always from the server itself (never
-        the SDK's response cache: a changed definition must be seen when it changes)."""
+    async def _every(self, field: str) -> list[dict[str, Any]]:
+        """Every item of a listing, page after page, always from the server itself."""
+        method, key = f"{field}/list", _LISTED[field]
         items: list[dict[str, Any]] = []
         cursor: str | None = None
         for _ in range(_MAX_PAGES):
-            result = await self._ask(page({"cursor": cursor, "cache_mode": "bypass"}))
-            items.extend(_dump(item) for item in getattr(result, field))
-            cursor = result.next_cursor
+            result = await self._ask(method, None if cursor is None else {"cursor": cursor})
+            page, cursor = result.get(field), result.get("nextCursor")
+            if not isinstance(page, list) or not all(
+                isinstance(item, dict) and isinstance(item.get(key), str) for item in page
+            ):
+                raise self._malformed(f"a malformed {method} result ({field} without {key}s)")
+            if cursor is not None and not isinstance(cursor, str):
+                raise self._malformed(f"a malformed {method} result (its nextCursor)")
+            items.extend(page)
             if not cursor:
                 return self._scrub_listing(field, items)
-        self.dead.set()  # a listing that never ends: treat the upstream as broken
-        raise UpstreamUnavailable(f"the {field} listing has more than {_MAX_PAGES} pages")
+        raise self._malformed(f"the {field} listing has more than {_MAX_PAGES} pages")
 
     def _scrub_listing(self, field: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A listing with the injected values taken out (said in the log, by NAME)."""
@@ -227,8 +261,3 @@ class UpstreamSession:
             )
         cleaned: list[dict[str, Any]] = scrubbed[field]
         return cleaned
-
-
-def _dump(model: Any) -> dict[str, Any]:
-    dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return dumped

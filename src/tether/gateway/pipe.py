@@ -1,0 +1,188 @@
+"""A :class:`~tether.gateway.wire.Wire` over a process's pipes: the MCP stdio transport.
+
+The process is started in a session of its own (so its whole tree can be stopped) with
+exactly the environment it is given; its stderr is the gateway's own, as the SDK's stdio
+client leaves it. Messages are one JSON object per line each way. A reader task takes
+each line the process writes: an answer goes to the request waiting for its id, a
+server request is answered, a notification is logged. End of output, a line longer than
+:data:`~tether.gateway.wire.MAX_FRAME`, a malformed line or an answer to no open request
+fails the connection (:meth:`Wire.fail`). Closing follows the SDK and the spec: stdin is
+closed, the process gets two seconds to exit, then its process group is terminated.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+import anyio
+from anyio.abc import Process, TaskGroup
+from mcp.os.posix.utilities import terminate_posix_process_tree
+
+from tether.gateway import jsonrpc
+from tether.gateway.jsonrpc import Answer, Malformed, Request, WireError
+from tether.gateway.wire import MAX_FRAME, REQUEST_TIMEOUT, Wire
+
+__all__ = ["Pipe", "started"]
+
+log = logging.getLogger("tether.gateway")
+
+EXIT_GRACE = 2.0  # seconds a process has to exit once its stdin is closed (then: the kill)
+_ABANDONED_MAX = 1024  # ids of given-up requests remembered (their late answers are dropped)
+_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+class _Waiter:
+    __slots__ = ("answer", "done")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.answer: Answer | None = None
+
+
+class Pipe(Wire):
+    """JSON-RPC over ``process``'s stdin and stdout (use :func:`started`)."""
+
+    def __init__(self, process: Process, group: TaskGroup, dead: anyio.Event, timeout: float):
+        super().__init__(dead, timeout)
+        self._process = process
+        self._group = group
+        self._lock = anyio.Lock()
+        self._waiting: dict[int, _Waiter] = {}
+        self._abandoned: dict[int, None] = {}
+
+    async def _exchange(self, request_id: int, method: str, frame: bytes) -> Answer:
+        waiter = self._waiting[request_id] = _Waiter()
+        try:
+            await self._post(frame)
+            await waiter.done.wait()
+        finally:
+            if self._waiting.pop(request_id, None) is not None:  # given up (or never sent)
+                self._abandoned[request_id] = None
+                if len(self._abandoned) > _ABANDONED_MAX:
+                    del self._abandoned[next(iter(self._abandoned))]
+        if waiter.answer is None:  # woken by a failure
+            self._check()
+        assert waiter.answer is not None
+        return waiter.answer
+
+    async def _post(self, frame: bytes) -> None:
+        self._check()
+        stdin = self._process.stdin
+        assert stdin is not None
+        try:
+            async with self._lock:
+                await stdin.send(frame + b"\n")
+        except _ERRORS as exc:
+            why = f"writing to the upstream failed ({type(exc).__name__})"
+            raise self.fail(WireError(why)) from None
+
+    def fail(self, cause: WireError) -> WireError:
+        super().fail(cause)
+        waiting, self._waiting = self._waiting, {}
+        for waiter in waiting.values():
+            waiter.done.set()
+        return cause
+
+    async def read(self) -> None:
+        """Deliver every line the process writes, until its output ends or fails."""
+        stdout = self._process.stdout
+        assert stdout is not None
+        pending = bytearray()
+        try:
+            async for chunk in stdout:
+                start = 0
+                while (end := chunk.find(b"\n", start)) >= 0:
+                    line = chunk[start:end]
+                    if pending:
+                        line, pending = bytes(pending + line), bytearray()
+                    start = end + 1
+                    if len(line) > MAX_FRAME:
+                        raise Malformed(f"a line longer than {MAX_FRAME} bytes")
+                    if line.strip():
+                        self._deliver(line)
+                pending += chunk[start:]
+                if len(pending) > MAX_FRAME:
+                    raise Malformed(f"a line longer than {MAX_FRAME} bytes")
+            code = self._process.returncode
+            ended = "" if code is None else f" (exit code {code})"
+            raise WireError(f"the upstream closed its output{ended}")
+        except WireError as exc:
+            self.fail(exc)
+        except Exception as exc:  # the pipe broke (or, logged, a fault of ours): done either way
+            if not isinstance(exc, _ERRORS):
+                log.exception("reading from the upstream failed")
+            self.fail(WireError(f"reading from the upstream failed ({type(exc).__name__})"))
+
+    def _deliver(self, line: bytes) -> None:
+        message = jsonrpc.parse(line)
+        if isinstance(message, Answer):
+            waiter = self._waiting.pop(message.id, None)  # type: ignore[arg-type]
+            if waiter is not None:
+                waiter.answer = message
+                waiter.done.set()
+            elif message.id in self._abandoned:
+                del self._abandoned[message.id]
+                log.debug("upstream answered request %s after it was given up", message.id)
+            else:
+                raise Malformed(f"an answer to no open request (id {str(message.id)[:40]!r})")
+        elif isinstance(message, Request):
+            self._group.start_soon(self._reply, message)
+        else:
+            log.debug("upstream notification %s", message.method[:100])
+
+    async def _reply(self, request: Request) -> None:
+        with suppress(WireError):  # the failure is the connection's, already recorded
+            await self._answer_request(request)
+
+
+@asynccontextmanager
+async def started(
+    argv: list[str], env: dict[str, str], *, dead: anyio.Event, timeout: float = REQUEST_TIMEOUT
+) -> AsyncIterator[Pipe]:
+    """``argv`` running with exactly ``env``, and the connection to it; stopped on exit."""
+    process = await anyio.open_process(argv, env=env, stderr=sys.stderr, start_new_session=True)
+    stopped = False
+    try:
+        async with anyio.create_task_group() as group:
+            pipe = Pipe(process, group, dead, timeout)
+            group.start_soon(pipe.read)  # which keeps draining its output while it stops
+            try:
+                yield pipe
+            finally:
+                pipe.fail(WireError("the connection was closed"))
+                with anyio.CancelScope(shield=True):
+                    await _stop(process)
+                stopped = True
+                group.cancel_scope.cancel()
+    finally:
+        if not stopped:  # the reader never started
+            with anyio.CancelScope(shield=True):
+                await _stop(process)
+
+
+async def _stop(process: Process) -> None:
+    """Close stdin, give the process :data:`EXIT_GRACE` to exit, then end its group."""
+    assert process.stdin is not None
+    assert process.stdout is not None
+    with suppress(*_ERRORS):
+        await process.stdin.aclose()
+    if not await _exited(process, EXIT_GRACE):
+        if sys.platform == "win32":  # pragma: no cover
+            process.kill()
+        else:
+            await terminate_posix_process_tree(process, EXIT_GRACE)
+        await _exited(process, EXIT_GRACE)
+    with suppress(*_ERRORS):
+        await process.stdout.aclose()
+
+
+async def _exited(process: Process, within: float) -> bool:
+    """Whether ``process`` exited within ``within`` seconds (its return code is polled:
+    waiting on it would also wait for pipes a child of it may still hold)."""
+    with anyio.move_on_after(within):
+        while process.returncode is None:
+            await anyio.sleep(0.01)
+    return process.returncode is not None
