@@ -34,6 +34,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
+import mcp_types as types
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.exceptions import MCPError
@@ -315,7 +316,7 @@ async def _answer(frame: Frame, version: str, opened: Open) -> dict[str, Any]:
                 raise MCPError(METHOD_NOT_FOUND, "Method not found", data=method) from None
             except ValidationError:
                 raise _invalid() from None
-        result = await _dispatch(method, params, opened)
+        result = {**_DEFAULTS.get(method, {}), **await _dispatch(method, params, opened)}
         try:
             return {"result": _methods.serialize_server_result(method, version, result)}
         except ValidationError:
@@ -342,6 +343,20 @@ async def _dispatch(method: str, params: dict[str, Any], opened: Open) -> dict[s
 
 
 _LISTINGS: Final = {"tools/list": "tool", "resources/list": "resource", "prompts/list": "prompt"}
+
+# What the SDK server's result models add to an answer (cache fields, resultType ...),
+# before its sieve keeps what the request's protocol version defines.
+_DEFAULTS: Final = {
+    method: model(**{field: []}).model_dump(mode="json", by_alias=True, exclude_none=True)
+    for method, model, field in [
+        ("tools/list", types.ListToolsResult, "tools"),
+        ("tools/call", types.CallToolResult, "content"),
+        ("resources/list", types.ListResourcesResult, "resources"),
+        ("resources/read", types.ReadResourceResult, "contents"),
+        ("prompts/list", types.ListPromptsResult, "prompts"),
+        ("prompts/get", types.GetPromptResult, "messages"),
+    ]
+}
 
 
 def _invalid() -> MCPError:
