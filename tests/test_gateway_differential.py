@@ -255,3 +255,102 @@ def test_hostile_frames_never_reach_the_upstream_and_both_paths_refuse_them(path
             assert sdk_status >= 400 or sdk_error is not None or sdk_status == 202, said
     # the API's own cap (max_request_bytes) answers first, for both paths alike
     assert outcome["lean"]["oversized body"][0] == outcome["sdk"]["oversized body"][0] == 413
+
+
+MODERN = "2026-07-28"
+ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+def _modern(method: str, params: dict[str, Any], **headers: str) -> tuple[bytes, dict[str, str]]:
+    """A per-request-era frame and its routing headers (``headers`` override them)."""
+    body = {"jsonrpc": "2.0", "id": 5, "method": method, "params": {**params, "_meta": ENVELOPE}}
+    sent = {"MCP-Protocol-Version": MODERN, "Mcp-Method": method}
+    named = params.get("uri", params.get("name"))
+    if named is not None:
+        sent["Mcp-Name"] = str(named)
+    return json.dumps(body).encode(), sent | headers
+
+
+LEGACY_FRAMES: dict[str, bytes] = {
+    "tools/list": b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}',
+    "tools/call": _call('{"text":"same"}'),
+    "tools/call of a tool not served": _call("{}", name='"nope"'),
+    "resources/list": b'{"jsonrpc":"2.0","id":1,"method":"resources/list","params":{}}',
+    "resources/read, none granted": (
+        b'{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"note://x"}}'
+    ),
+    "prompts/list": b'{"jsonrpc":"2.0","id":1,"method":"prompts/list"}',
+    "prompts/get, a number argument": (
+        b'{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p","arguments":{"a":1}}}'
+    ),
+    "resources/templates/list": b'{"jsonrpc":"2.0","id":1,"method":"resources/templates/list"}',
+    "ping": b'{"jsonrpc":"2.0","id":"p","method":"ping"}',
+    "tools/list with a number cursor": (
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":3}}'
+    ),
+    "initialize again": json.dumps(INIT).encode(),
+    "a client's answer": b'{"jsonrpc":"2.0","id":9,"result":{}}',
+    "notifications/cancelled": (
+        b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}'
+    ),
+}
+MODERN_FRAMES: dict[str, tuple[bytes, dict[str, str]]] = {
+    "tools/list": _modern("tools/list", {}),
+    "tools/call": _modern("tools/call", {"name": "record", "arguments": {"a": "b"}}),
+    "tools/call, Mcp-Name disagrees": _modern(
+        "tools/call", {"name": "record", "arguments": {}}, **{"Mcp-Name": "other"}
+    ),
+    "tools/call, Mcp-Method disagrees": _modern(
+        "tools/call", {"name": "record"}, **{"Mcp-Method": "tools/list"}
+    ),
+    "tools/call, no envelope": (
+        _call("{}"),
+        {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "record"},
+    ),
+    "tools/call, name not a string": _modern("tools/call", {"name": 5}),
+    "resources/read, none granted": _modern("resources/read", {"uri": "note://x"}),
+    "prompts/list": _modern("prompts/list", {}),
+    "an unsupported version": _modern("tools/list", {}, **{"MCP-Protocol-Version": "2099-01-01"}),
+    "server/discover (the SDK path's)": _modern("server/discover", {}),
+}
+
+
+@pytest.mark.slow
+def test_both_paths_give_the_same_answers_in_both_protocol_eras(paths) -> None:
+    """The same frames through each path: the same HTTP status and JSON-RPC answer."""
+    lean, sdk, record = paths
+    answers: dict[str, dict[str, tuple[int, Any]]] = {}
+    for tether in (lean, sdk):
+        got: dict[str, tuple[int, Any]] = {}
+
+        async def work(http: httpx2.AsyncClient, tether: Tether = tether, got: Any = got) -> None:
+            wire = Wire(http, _token(tether), record)
+            await wire.open()
+            for label, body in LEGACY_FRAMES.items():
+                response = await wire.post(body)
+                got[f"legacy {label}"] = (response.status_code, _answer(response))
+            headers = {
+                "Authorization": f"Bearer {wire.token}",
+                "Accept": "application/json, text/event-stream",
+                "Content-Type": "application/json",
+            }
+            for label, (body, routing) in MODERN_FRAMES.items():
+                response = await http.post("/mcp/rec", content=body, headers=headers | routing)
+                got[f"modern {label}"] = (response.status_code, _answer(response))
+
+        anyio.run(_served, tether, work)
+        answers[tether.settings.gateway_path] = got
+    for label, sdk_answer in answers["sdk"].items():
+        assert answers["lean"][label] == sdk_answer, label
+    got = answers["lean"]
+    for era in ("legacy", "modern"):
+        said = got[f"{era} tools/call"][1]["result"]
+        assert said["content"][0]["text"] == "recorded" and not said["isError"]
+        assert got[f"{era} resources/read, none granted"][1]["error"]["code"] == -32003
+    assert got["legacy tools/call of a tool not served"][1]["result"]["isError"]
+    assert got["modern tools/call, Mcp-Name disagrees"][0] == 400
+    assert got["modern tools/call, no envelope"][1]["error"]["code"] == -32602
+    assert got["legacy a client's answer"] == (202, None)

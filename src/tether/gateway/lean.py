@@ -15,8 +15,9 @@ Handled here, in both protocol eras:
   token's chain and server by :class:`~tether.gateway.sessions.Sessions` exactly as the
   SDK's sessions are); in it ``ping``, ``tools/*``, ``resources/list``,
   ``resources/read``, ``prompts/*`` and ``initialize`` are answered, any other method is
-  -32601, a notification or a client's answer is 202, DELETE ends it, GET is 405 (the
-  gateway sends nothing outside a request's answer);
+  -32601, a notification or a client's answer is 202 (a cancellation too: each request is
+  answered on its own POST, inline), DELETE ends it, GET is 405 (the gateway sends
+  nothing outside a request's answer);
 - the per-request era (a modern ``MCP-Protocol-Version``): ``tools/*``,
   ``resources/list``, ``resources/read`` and ``prompts/*``, after the SDK's own checks of
   the envelope and of the ``Mcp-Method``/``Mcp-Name``/``Mcp-Param-*`` headers (its
@@ -120,8 +121,17 @@ class LeanPath:
         method = scope["method"]
         sid = headers.get(MCP_SESSION_ID_HEADER)
         version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
-        modern = version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
-        spoken = None
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            # the per-request era, whatever session is named (as the SDK routes it)
+            if method != "POST" or not _accepts(headers, sse=True):
+                return receive
+            body = await _body(receive)
+            if body is None:
+                await _too_large(send)
+                return None
+            answered = await self._modern(body, headers, send, name=name, opened=opened)
+            return None if answered else _replay(body, receive)
+        session = None
         if sid is not None:
             spoken = self._sessions.lean(sid)
             if spoken is None:
@@ -130,17 +140,14 @@ class LeanPath:
             if method != "POST":
                 await self._other(sid, method, send)
                 return None
-        elif method != "POST" or (modern and not _accepts(headers, sse=True)):
+            session = (sid, spoken)
+        elif method != "POST":
             return receive
         body = await _body(receive)
-        again = _replay(body, receive)
         if body is None:
-            await _reply(send, 413, b"Request body too large", (b"content-type", b"text/plain"))
+            await _too_large(send)
             return None
-        if modern:
-            answered = await self._modern(body, headers, send, name=name, opened=opened)
-            return None if answered else again
-        session = (sid, spoken) if sid is not None and spoken is not None else None
+        again = _replay(body, receive)
         return await self._legacy(
             body, headers, session, send, caller=caller, opened=opened, again=again
         )
@@ -402,13 +409,18 @@ async def _body(receive: Receive) -> bytes | None:
     return b"".join(chunks)
 
 
-def _replay(body: bytes | None, receive: Receive) -> Receive:
+async def _too_large(send: Send) -> None:
+    """The SDK's answer to a body over its limit (Tether's API caps bodies before this)."""
+    await _reply(send, 413, b"Request body too large", (b"content-type", b"text/plain"))
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that gives ``body`` first, then the connection's own messages."""
     sent = False
 
     async def again() -> Message:
         nonlocal sent
-        if not sent and body is not None:
+        if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
