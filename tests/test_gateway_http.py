@@ -335,3 +335,37 @@ def test_an_idle_lean_session_ends_on_the_sessions_clock(tether) -> None:
     now[0] += 2
     assert sessions._reap() == 1
     assert sessions.lean(sid) is None and not sessions.holds(sid)
+
+
+def test_a_body_over_the_mcp_limit_is_413_and_reaches_nothing(org, clock) -> None:
+    """With the API's own cap raised above it, the MCP limit (4 MiB, the SDK's) answers:
+    413, on either path, and the upstream is never asked."""
+    tether, token, _ = org
+    roomy = tether.settings.model_copy(update={"max_request_bytes": 8 * 1024 * 1024})
+    text = "x" * (5 * 1024 * 1024)
+    huge = json.dumps(CALL | {"params": {"name": "echo", "arguments": {"text": text}}})
+    json_body = {"Content-Type": "application/json"}
+
+    async def work(transport: Any) -> int:
+        async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
+            opened = await http.post("/mcp/test", json=INIT, headers=mcp_headers(token))
+            assert opened.status_code == 200, opened.text
+            sid = opened.headers["mcp-session-id"]
+            sent = await http.post(
+                "/mcp/test", content=huge.encode(), headers=mcp_headers(token, sid) | json_body
+            )
+            return sent.status_code
+
+    with Tether.open(roomy, clock=clock) as opened:
+        assert anyio.run(_served, opened, work) == 413
+    assert tether.events.list(type="decision") == []
+
+
+def test_lean_sessions_are_capped(tether, monkeypatch) -> None:
+    from tether.gateway import sessions as module
+
+    monkeypatch.setattr(module, "MAX_OPEN", 1)
+    manager = type("Manager", (), {"_server_instances": {}})()
+    sessions = module.Sessions(tether, manager)
+    assert sessions.open_lean(["agent:x"], "b", "r", version="2025-06-18") is not None
+    assert sessions.open_lean(["agent:y"], "b", "r", version="2025-06-18") is None
