@@ -30,7 +30,6 @@ request whose ``Accept`` the SDK refuses) goes to the SDK path unchanged, with i
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
@@ -61,10 +60,10 @@ from mcp_types import methods as _methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import ValidationError
 from starlette.datastructures import Headers
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from tether.gateway import handlers
-from tether.gateway.frames import MAX_BODY, Frame, FrameError, envelope, parse
+from tether.gateway import handlers, wire
+from tether.gateway.frames import Frame, FrameError, envelope, parse
 from tether.gateway.handlers import Opened
 from tether.gateway.sessions import Sessions
 
@@ -123,14 +122,14 @@ class LeanPath:
         version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
             # the per-request era, whatever session is named (as the SDK routes it)
-            if method != "POST" or not _accepts(headers, sse=True):
+            if method != "POST" or not wire.accepts(headers, sse=True):
                 return receive
-            body = await _body(receive)
+            body = await wire.read_body(receive)
             if body is None:
-                await _too_large(send)
+                await wire.too_large(send)
                 return None
             answered = await self._modern(body, headers, send, name=name, opened=opened)
-            return None if answered else _replay(body, receive)
+            return None if answered else wire.replayed(body, receive)
         session = None
         if sid is not None:
             spoken = self._sessions.lean(sid)
@@ -143,11 +142,11 @@ class LeanPath:
             session = (sid, spoken)
         elif method != "POST":
             return receive
-        body = await _body(receive)
+        body = await wire.read_body(receive)
         if body is None:
-            await _too_large(send)
+            await wire.too_large(send)
             return None
-        again = _replay(body, receive)
+        again = wire.replayed(body, receive)
         return await self._legacy(
             body, headers, session, send, caller=caller, opened=opened, again=again
         )
@@ -167,19 +166,19 @@ class LeanPath:
     ) -> Receive | None:
         sid, spoken = session or (None, "")
         extra = ((_SESSION, sid.encode()),) if sid else ()
-        if not _accepts(headers, sse=True):
+        if not wire.accepts(headers, sse=True):
             why = "Not Acceptable: Client must accept both application/json and text/event-stream"
-            await _error(send, 406, None, -32600, why, extra)
+            await wire.error(send, 406, None, -32600, why, extra)
             return None
-        if not _json_content(headers):
+        if not wire.json_content(headers):
             why = "Unsupported Media Type: Content-Type must be application/json"
-            await _error(send, 415, None, -32600, why, extra)
+            await wire.error(send, 415, None, -32600, why, extra)
             return None
         try:
             frame = envelope(parse(body))
         except FrameError as exc:
             kind = "Parse error" if exc.code == -32700 else "Invalid Request"
-            await _error(send, 400, None, exc.code, f"{kind}: {exc}", extra)
+            await wire.error(send, 400, None, exc.code, f"{kind}: {exc}", extra)
             return None
         if sid is None:
             if frame.method != "initialize" or frame.notification:
@@ -187,13 +186,15 @@ class LeanPath:
             await self._initialize(frame, send, caller)
             return None
         if frame.notification:  # a notification, or a client's answer: nothing to do
-            await _reply(send, 202, b"", _JSON, *extra)
+            await wire.reply(send, 202, b"", wire.JSON, *extra)
             return None
         if frame.method == "initialize":
             answer, _ = self._initialized(frame)
         else:
             answer = await _answer(frame, spoken, opened)
-        await _reply(send, 200, _dumps({"jsonrpc": "2.0", "id": frame.id, **answer}), _JSON, *extra)
+        await wire.reply(
+            send, 200, wire.dumps({"jsonrpc": "2.0", "id": frame.id, **answer}), wire.JSON, *extra
+        )
         return None
 
     async def _initialize(self, frame: Frame, send: Send, caller: Caller) -> None:
@@ -203,10 +204,12 @@ class LeanPath:
         if "result" in answer:
             sid = self._sessions.open_lean(*caller, version=agreed)
             if sid is None:
-                await _error(send, 503, None, -32603, "Too many open sessions", ())
+                await wire.error(send, 503, None, -32603, "Too many open sessions", ())
                 return
             extra = ((_SESSION, sid.encode()),)
-        await _reply(send, 200, _dumps({"jsonrpc": "2.0", "id": frame.id, **answer}), _JSON, *extra)
+        await wire.reply(
+            send, 200, wire.dumps({"jsonrpc": "2.0", "id": frame.id, **answer}), wire.JSON, *extra
+        )
 
     def _initialized(self, frame: Frame) -> tuple[dict[str, Any], str]:
         """The ``initialize`` answer (as the SDK server gives it) and the version agreed:
@@ -224,10 +227,10 @@ class LeanPath:
     async def _other(self, sid: str, method: str, send: Send) -> None:
         if method == "DELETE":
             self._sessions.end(sid)
-            await _reply(send, 200, b"", _JSON)
+            await wire.reply(send, 200, b"", wire.JSON)
             return
         extra = ((_SESSION, sid.encode()), (b"allow", b"POST, DELETE"))
-        await _error(send, 405, None, -32600, "Method Not Allowed", extra)
+        await wire.error(send, 405, None, -32600, "Method Not Allowed", extra)
 
     # ---- the per-request era ---------------------------------------------------------
 
@@ -238,7 +241,7 @@ class LeanPath:
         try:
             decoded = parse(body)
         except FrameError as exc:
-            await _error(send, 400, None, exc.code, f"Parse error: {exc}", ())
+            await wire.error(send, 400, None, exc.code, f"Parse error: {exc}", ())
             return True
         if isinstance(decoded, dict) and "id" not in decoded:
             return False  # a notification: the SDK path acknowledges it
@@ -247,7 +250,7 @@ class LeanPath:
         except FrameError:
             frame = None
         if frame is None or frame.method is None:
-            await _error(send, 400, None, -32600, _INVALID_BODY, ())
+            await wire.error(send, 400, None, -32600, _INVALID_BODY, ())
             return True
         if frame.method not in _SERVED:
             return False
@@ -257,7 +260,7 @@ class LeanPath:
         else:
             code, why = rejection.code, rejection.message
             status = ERROR_CODE_HTTP_STATUS.get(code, 200)
-            await _error(send, status, frame.id, code, why, (), rejection.data)
+            await wire.error(send, status, frame.id, code, why, (), rejection.data)
             return True
         answer = await _answer(frame, spoken, opened)
         if "result" in answer:
@@ -265,7 +268,9 @@ class LeanPath:
             status = 200
         else:
             status = ERROR_CODE_HTTP_STATUS.get(answer["error"]["code"], 200)
-        await _reply(send, status, _dumps({"jsonrpc": "2.0", "id": frame.id, **answer}), _JSON)
+        await wire.reply(
+            send, status, wire.dumps({"jsonrpc": "2.0", "id": frame.id, **answer}), wire.JSON
+        )
         return True
 
     def _rejection(
@@ -375,80 +380,3 @@ def _failure(exc: MCPError) -> dict[str, Any]:
     if exc.error.data is not None:
         error["data"] = exc.error.data
     return {"error": error}
-
-
-def _accepts(headers: Headers, *, sse: bool) -> bool:
-    """The SDK's Accept check: JSON (and an event stream, when ``sse``) acceptable."""
-    kinds = {t.strip().split(";")[0].strip().lower() for t in headers.get("accept", "").split(",")}
-    anything = "*/*" in kinds
-    json_ok = anything or bool(kinds & {"application/json", "application/*"})
-    sse_ok = anything or bool(kinds & {"text/event-stream", "text/*"})
-    return json_ok and (sse_ok or not sse)
-
-
-def _json_content(headers: Headers) -> bool:
-    kind = headers.get("content-type", "").split(";")[0]
-    return any(part.strip() == "application/json" for part in kind.split(","))
-
-
-async def _body(receive: Receive) -> bytes | None:
-    """The request body, or None when it is larger than :data:`MAX_BODY`."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-async def _too_large(send: Send) -> None:
-    """The SDK's answer to a body over its limit (Tether's API caps bodies before this)."""
-    await _reply(send, 413, b"Request body too large", (b"content-type", b"text/plain"))
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives ``body`` first, then the connection's own messages."""
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return again
-
-
-def _dumps(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode()  # ASCII: any string encodes
-
-
-async def _error(
-    send: Send,
-    status: int,
-    ident: int | str | None,
-    code: int,
-    why: str,
-    extra: tuple[tuple[bytes, bytes], ...],
-    data: Any = None,
-) -> None:
-    error: dict[str, Any] = {"code": code, "message": why}
-    if data is not None:
-        error["data"] = data
-    body = _dumps({"jsonrpc": "2.0", "id": ident, "error": error})
-    await _reply(send, status, body, _JSON, *extra)
-
-
-async def _reply(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
-    head = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body})
