@@ -57,7 +57,8 @@ class _Open:
 
 
 class Sessions:
-    """Which agents each open session acts for; closes them through the SDK's manager."""
+    """Which agents each open session acts for; closes the SDK's sessions through its
+    manager, and holds (and closes) the lean path's itself."""
 
     def __init__(
         self, tether: Tether, manager: Any, *, clock: Callable[[], float] = time.monotonic
