@@ -66,6 +66,7 @@ from mcp.server.lowlevel import Server
 
 from tether import AgentSpec, Caller, Tether, generate_key_pair
 from tether.api import create_app
+from tether.gateway import lean
 from tether.gateway.enforce import Gateway
 from tether.gateway.upstream import UpstreamSession
 from tether.grants import GrantSpec
@@ -156,10 +157,10 @@ async def latencies(calls: dict[str, Call], samples: int) -> dict[str, list[floa
     return times
 
 
-def latency_rows(label: str, times: dict[str, list[float]]) -> list[Result]:
-    """p50 and p99 of Tether vs direct, what Tether added vs the goal and, when the bare
-    proxy was timed too, Tether vs the proxy."""
-    ours, bare = times["tether"], times["direct"]
+def latency_rows(label: str, times: dict[str, list[float]], path: str = "tether") -> list[Result]:
+    """p50 and p99 of Tether (its ``path``) vs direct, what Tether added vs the goal and,
+    when the bare proxy was timed too, Tether vs the proxy."""
+    ours, bare = times[path], times["direct"]
     rows = []
     for p, goal in ((50, GOAL_P50), (99, GOAL_P99)):
         mine, theirs = percentile(ours, p), percentile(bare, p)
@@ -249,6 +250,10 @@ def stages_of(tether: Tether) -> Iterator[Stages]:
     stages.wrap(UpstreamSession, "call_tool", "upstream tools/call (forward)")
     stages.wrap(tether.events, "record", "tool.result event (audit write)")
     stages.wrap(Gateway, "list_tools", "Gateway.list_tools (a listing)", nested=True)
+    stages.wrap(lean, "parse", "lean: strict frame parse")
+    stages.wrap(lean.LeanPath, "_rejection", "lean: modern envelope and header checks")
+    stages.wrap(lean._methods, "validate_client_request", "lean: SDK params check")
+    stages.wrap(lean._methods, "serialize_server_result", "lean: SDK result sieve")
     try:
         yield stages
     finally:
@@ -537,60 +542,106 @@ async def bare_proxy(upstream: Upstream) -> AsyncIterator[Any]:
             yield app
 
 
+PATHS = ("lean", "sdk")  # the face's two paths (gateway_path), side by side
+
+
 async def bench_http(tether: Tether, url: str, token: str, plan: Plan) -> list[Result]:
-    app = create_app(tether)
+    """The face on each path (``tether``: lean, the default; an SDK-path Tether on the
+    same store) vs direct and the bare proxy, in both protocol modes, then under load."""
+    rows: list[Result] = []
+    sdk_settings = tether.settings.model_copy(update={"gateway_path": "sdk"})
+    with Tether.open(sdk_settings) as sdk_tether:
+        apps = {"lean": create_app(tether), "sdk": create_app(sdk_tether)}
+        async with (
+            apps["lean"].router.lifespan_context(apps["lean"]),
+            apps["sdk"].router.lifespan_context(apps["sdk"]),
+            bare_proxy(tether.upstreams.get(HTTP_NAME)) as proxy_app,
+        ):
+            via = {path: httpx2.ASGITransport(app=app) for path, app in apps.items()}
+            proxy_via = httpx2.ASGITransport(app=proxy_app)
+            for mode in ("legacy", "auto"):
+                rows += await http_latencies(tether, mode, url, via, proxy_via, token, plan)
+            for n in plan.sessions:
+                rows += await http_load(n, url, via, proxy_via, token, plan)
+    return rows
+
+
+async def http_latencies(
+    tether: Tether,
+    mode: str,
+    url: str,
+    via: dict[str, Any],
+    proxy_via: Any,
+    token: str,
+    plan: Plan,
+) -> list[Result]:
     face, bare = f"{BASE}/mcp/{HTTP_NAME}", f"{BASE}/mcp"
     rows: list[Result] = []
     async with (
-        app.router.lifespan_context(app),
-        bare_proxy(tether.upstreams.get(HTTP_NAME)) as proxy_app,
+        clients(1, url, mode) as [direct],
+        clients(1, face, mode, via["lean"], token) as [lean_client],
+        clients(1, face, mode, via["sdk"], token) as [sdk_client],
+        clients(1, bare, mode, proxy_via) as [proxy],
     ):
-        ours_via = httpx2.ASGITransport(app=app)
-        proxy_via = httpx2.ASGITransport(app=proxy_app)
-        for mode in ("legacy", "auto"):
-            async with (
-                clients(1, url, mode) as [direct],
-                clients(1, face, mode, ours_via, token) as [ours],
-                clients(1, bare, mode, proxy_via) as [proxy],
-            ):
-                await checked(lambda t: direct.call_tool(TOOL, {"text": t}), f"{mode} direct")
-                await checked(lambda t: ours.call_tool(TOOL, {"text": t}), f"{mode} Tether")
-                await checked(lambda t: proxy.call_tool(TOOL, {"text": t}), f"{mode} proxy")
-                print(
-                    f"http {mode}: direct speaks MCP {direct.protocol_version}, through "
-                    f"Tether {ours.protocol_version}, through the bare proxy "
-                    f"{proxy.protocol_version}",
-                    file=sys.stderr,
-                )
-                paths = {"direct": echo(direct), "tether": echo(ours), "proxy": echo(proxy)}
-                rows += latency_rows(f"http {mode}", await latencies(paths, plan.samples))
-                await breakdown(f"http {mode}", tether, echo(ours), echo(direct), plan.breakdown)
-                missed = any(r.ratio > 1 for r in rows if r.name.startswith(f"http {mode} added"))
-                if mode == "legacy" and missed:
-                    await profile("http legacy through the face", echo(ours), plan.breakdown)
-        for n in plan.sessions:
-            async with (
-                clients(n, url, "legacy") as direct_set,
-                clients(n, face, "legacy", ours_via, token) as our_set,
-                clients(n, bare, "legacy", proxy_via) as proxy_set,
-            ):
-                sets = {"tether": our_set, "proxy": proxy_set, "direct": direct_set}
-                for found in sets.values():
-                    await burst(found, 0.2)  # warm up
-                best = dict.fromkeys(sets, (0.0, 0.0))
-                for _ in range(ROUNDS):
-                    for name, found in sets.items():
-                        best[name] = max(best[name], await burst(found, plan.seconds))
-            many = "session" if n == 1 else "sessions"
-            rows.append(result(f"http {n} {many}", best["tether"][0], best["direct"][0], "calls/s"))
-            print(
-                f"http {n} {many}: "
-                + ", ".join(
-                    f"{name} {rate:,.0f} calls/s ({cpu * 1e3:.1f} ms CPU per call here)"
-                    for name, (rate, cpu) in best.items()
-                ),
-                file=sys.stderr,
-            )
+        paths = {
+            "direct": echo(direct),
+            "lean": echo(lean_client),
+            "sdk": echo(sdk_client),
+            "proxy": echo(proxy),
+        }
+        for name, client in (
+            ("direct", direct),
+            ("lean", lean_client),
+            ("sdk", sdk_client),
+            ("proxy", proxy),
+        ):
+            await checked(lambda t, c=client: c.call_tool(TOOL, {"text": t}), f"{mode} {name}")
+        print(
+            f"http {mode}: direct speaks MCP {direct.protocol_version}, through Tether "
+            f"{lean_client.protocol_version} (lean) / {sdk_client.protocol_version} (sdk), "
+            f"through the bare proxy {proxy.protocol_version}",
+            file=sys.stderr,
+        )
+        times = await latencies(paths, plan.samples)
+        for path in PATHS:
+            rows += latency_rows(f"http {mode} {path}", times, path)
+        await breakdown(f"http {mode} lean", tether, paths["lean"], paths["direct"], plan.breakdown)
+        missed = any(r.ratio > 1 for r in rows if r.name.startswith(f"http {mode} lean added"))
+        if mode == "legacy" and missed:
+            await profile("http legacy through the face (lean)", paths["lean"], plan.breakdown)
+    return rows
+
+
+async def http_load(
+    n: int, url: str, via: dict[str, Any], proxy_via: Any, token: str, plan: Plan
+) -> list[Result]:
+    face, bare = f"{BASE}/mcp/{HTTP_NAME}", f"{BASE}/mcp"
+    async with (
+        clients(n, url, "legacy") as direct_set,
+        clients(n, face, "legacy", via["lean"], token) as lean_set,
+        clients(n, face, "legacy", via["sdk"], token) as sdk_set,
+        clients(n, bare, "legacy", proxy_via) as proxy_set,
+    ):
+        sets = {"lean": lean_set, "sdk": sdk_set, "proxy": proxy_set, "direct": direct_set}
+        for found in sets.values():
+            await burst(found, 0.2)  # warm up
+        best = dict.fromkeys(sets, (0.0, 0.0))
+        for _ in range(ROUNDS):
+            for name, found in sets.items():
+                best[name] = max(best[name], await burst(found, plan.seconds))
+    many = "session" if n == 1 else "sessions"
+    rows = [
+        result(f"http {n} {many} {path}", best[path][0], best["direct"][0], "calls/s")
+        for path in PATHS
+    ]
+    print(
+        f"http {n} {many}: "
+        + ", ".join(
+            f"{name} {rate:,.0f} calls/s ({cpu * 1e3:.1f} ms CPU per call here)"
+            for name, (rate, cpu) in best.items()
+        ),
+        file=sys.stderr,
+    )
     return rows
 
 
@@ -614,7 +665,7 @@ def run(quick: bool) -> list[Result]:
 def goals(results: list[Result]) -> list[str]:
     found = {r.name: r for r in results}
     lines = []
-    for label in ("stdio", "http legacy", "http auto"):
+    for label in ("stdio", *(f"http {m} {p}" for m in ("legacy", "auto") for p in PATHS)):
         p50, p99 = found.get(f"{label} added p50"), found.get(f"{label} added p99")
         if p50 is None or p99 is None:
             continue

@@ -17,6 +17,7 @@ import anyio
 import httpx2
 import pytest
 from conftest import Clock, spec
+from helpers.gateway_paths import make_settings  # noqa: F401  (each test on both paths)
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -40,7 +41,9 @@ BASE = "http://testserver"
 
 @pytest.fixture
 def watched(
-    make_settings: Callable[..., Settings], clock: Clock, tmp_path: Path
+    make_settings: Callable[..., Settings],  # noqa: F811
+    clock: Clock,
+    tmp_path: Path,
 ) -> Iterator[Tether]:
     settings = make_settings(
         detect={"learning": "3d", "response": {"first_use": "suspend"}},

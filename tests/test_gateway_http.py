@@ -4,6 +4,7 @@ listing and calling only what the token allows, a suspended agent refused mid-se
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -15,6 +16,8 @@ import anyio
 import httpx2
 import pytest
 from conftest import spec
+from helpers.gateway_paths import make_settings  # noqa: F401  (each test on both paths)
+from helpers.mcp_wire import CALL, INIT, mcp_headers
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -272,3 +275,97 @@ def _face(app: Any) -> Any:
         if isinstance(inner, McpFace):
             return inner
     raise AssertionError("no MCP face mounted")
+
+
+def test_a_session_is_its_openers_alone_and_ends_when_they_delete_it(org) -> None:
+    """Another agent naming a session gets 404 as for an unknown one (on either path);
+    the owner's DELETE ends it; the lean path sends nothing outside an answer (GET 405)."""
+    tether, token, _ = org
+    tether.registry.register(ADMIN, spec("intruder"))
+    tether.grants.add(ADMIN, GrantSpec("intruder", "tools/call", "test/echo"))
+    intruder = _token(tether, "intruder")
+    init = json.dumps(INIT).encode()
+    call = json.dumps(CALL).encode()
+    json_body = {"Content-Type": "application/json"}
+
+    async def work(transport: Any) -> list[int]:
+        async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
+            opened = await http.post(
+                "/mcp/test", content=init, headers=mcp_headers(token) | json_body
+            )
+            sid = opened.headers["mcp-session-id"]
+            theirs = await http.post(
+                "/mcp/test", content=call, headers=mcp_headers(intruder, sid) | json_body
+            )
+            assert theirs.json()["error"]["message"] == "Session not found"
+            statuses = [opened.status_code, theirs.status_code]
+            if tether.settings.gateway_path == "lean":
+                streamed = await http.get("/mcp/test", headers=mcp_headers(token, sid))
+                assert streamed.headers["allow"] == "POST, DELETE"
+                statuses.append(streamed.status_code)
+            gone = await http.delete("/mcp/test", headers=mcp_headers(intruder, sid))
+            ended = await http.delete("/mcp/test", headers=mcp_headers(token, sid))
+            after = await http.post(
+                "/mcp/test", content=call, headers=mcp_headers(token, sid) | json_body
+            )
+            return [*statuses, gone.status_code, ended.status_code, after.status_code]
+
+    expected = (
+        [200, 404, 405, 404, 200, 404]
+        if tether.settings.gateway_path == "lean"
+        else [200, 404, 404, 200, 404]
+    )
+    assert anyio.run(_served, tether, work) == expected
+    refused = [e.reason for e in tether.events.list(type="tool.refused")]
+    assert any("another agent or chain" in r for r in refused)
+
+
+def test_an_idle_lean_session_ends_on_the_sessions_clock(tether) -> None:
+    from tether.gateway.sessions import IDLE_AFTER, Sessions
+
+    manager = type("Manager", (), {"_server_instances": {}})()  # the SDK's: holds none
+    now = [0.0]
+    sessions = Sessions(tether, manager, clock=lambda: now[0])
+    sid = sessions.open_lean(["agent:x"], "bearer", "res", version="2025-06-18")
+    assert sid is not None and sessions.holds(sid)
+    now[0] = IDLE_AFTER - 1
+    assert sessions.lean(sid) == "2025-06-18"  # used: its idle time starts again
+    now[0] += IDLE_AFTER - 1
+    assert sessions._reap() == 0
+    now[0] += 2
+    assert sessions._reap() == 1
+    assert sessions.lean(sid) is None and not sessions.holds(sid)
+
+
+def test_a_body_over_the_mcp_limit_is_413_and_reaches_nothing(org, clock) -> None:
+    """With the API's own cap raised above it, the MCP limit (4 MiB, the SDK's) answers:
+    413, on either path, and the upstream is never asked."""
+    tether, token, _ = org
+    roomy = tether.settings.model_copy(update={"max_request_bytes": 8 * 1024 * 1024})
+    text = "x" * (5 * 1024 * 1024)
+    huge = json.dumps(CALL | {"params": {"name": "echo", "arguments": {"text": text}}})
+    json_body = {"Content-Type": "application/json"}
+
+    async def work(transport: Any) -> int:
+        async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
+            opened = await http.post("/mcp/test", json=INIT, headers=mcp_headers(token))
+            assert opened.status_code == 200, opened.text
+            sid = opened.headers["mcp-session-id"]
+            sent = await http.post(
+                "/mcp/test", content=huge.encode(), headers=mcp_headers(token, sid) | json_body
+            )
+            return sent.status_code
+
+    with Tether.open(roomy, clock=clock) as opened:
+        assert anyio.run(_served, opened, work) == 413
+    assert tether.events.list(type="decision") == []
+
+
+def test_lean_sessions_are_capped(tether, monkeypatch) -> None:
+    from tether.gateway import sessions as module
+
+    monkeypatch.setattr(module, "MAX_OPEN", 1)
+    manager = type("Manager", (), {"_server_instances": {}})()
+    sessions = module.Sessions(tether, manager)
+    assert sessions.open_lean(["agent:x"], "b", "r", version="2025-06-18") is not None
+    assert sessions.open_lean(["agent:y"], "b", "r", version="2025-06-18") is None

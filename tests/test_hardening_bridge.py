@@ -28,6 +28,7 @@ import anyio
 import httpx2
 import pytest
 from conftest import spec
+from helpers.gateway_paths import make_settings  # noqa: F401  (each test on both paths)
 from helpers.mcp_clients import over_stdio
 from helpers.mcp_wire import CALL, INIT, mcp_headers
 from helpers.processes import ServerProcess, free_port

@@ -21,6 +21,7 @@ import hvac
 import hvac.exceptions
 import pytest
 from fastapi.testclient import TestClient
+from helpers.gateway_paths import make_settings  # noqa: F401  (each test on both paths)
 from helpers.openbao import OpenBao, openbao
 from helpers.vault_org import vault_tether
 from mcp import Client
@@ -79,7 +80,7 @@ class Org:
 
 
 @pytest.fixture
-def org(bao: OpenBao, make_settings: Any, tmp_path: Path) -> Iterator[Org]:
+def org(bao: OpenBao, make_settings: Any, tmp_path: Path) -> Iterator[Org]:  # noqa: F811
     key_file = tmp_path / "a.pem"
     token = bao.root_token
     with vault_tether(bao, make_settings, key_file, token=token, timeout_ms=1000) as tether:

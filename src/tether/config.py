@@ -324,6 +324,9 @@ class Settings(BaseModel):
     # the most tools (or resources, or prompts) one upstream listing may hold; a larger
     # listing is refused whole (nothing of it is pinned or shown)
     gateway_max_items: int = Field(default=1_000, ge=1, le=100_000)
+    # how /mcp/NAME answers: "lean" parses each frame once and answers the methods that
+    # matter itself (the rest goes to the MCP SDK's server); "sdk" sends everything there
+    gateway_path: Literal["lean", "sdk"] = "lean"
     issuer: str = "http://127.0.0.1:8700"
     dev_idp: bool = False
     token_ttl_default: Duration = timedelta(minutes=5)

@@ -14,13 +14,81 @@ from tether.errors import TetherError
 from tether.gateway.enforce import Gateway, Refused, error_result
 from tether.gateway.upstream import UpstreamSession
 
-__all__ = ["DENIED", "UNAVAILABLE", "Resolve", "build_server"]
+__all__ = [
+    "DENIED",
+    "UNAVAILABLE",
+    "Opened",
+    "Resolve",
+    "build_server",
+    "call",
+    "get_prompt",
+    "listing",
+    "opening",
+    "read",
+]
 
 DENIED = -32003  # a JSON-RPC server error: the request was refused (and recorded)
 UNAVAILABLE = -32004  # a JSON-RPC server error: the upstream cannot be reached now
 
 # For a request: the gateway of its server, the caller's bearer token, the open upstream.
-Resolve = Callable[[Any], Awaitable[tuple[Gateway, str, UpstreamSession]]]
+Opened = tuple[Gateway, str, UpstreamSession]
+Resolve = Callable[[Any], Awaitable[Opened]]
+
+
+# ---- the answers, shared by the SDK server below and the lean path (plain dicts) ----------
+
+
+async def opening(resolved: Awaitable[Opened]) -> Opened:
+    """The request's gateway, bearer and upstream; raises MCPError (-32004) when there is
+    no such upstream or it cannot be started now."""
+    try:
+        return await resolved
+    except TetherError as exc:
+        why = f"upstream unavailable: {exc.description}"
+        raise MCPError(code=UNAVAILABLE, message=why) from None
+
+
+async def listing(resolved: Awaitable[Opened], kind: str) -> list[dict[str, Any]]:
+    """What the caller may see of the upstream's tools, resources or prompts (``kind``);
+    raises MCPError (-32004) when the upstream is away or the listing is too large."""
+    gate, bearer, upstream = await opening(resolved)
+    fetch = {"tool": gate.list_tools, "resource": gate.list_resources}.get(kind, gate.list_prompts)
+    try:
+        return await fetch(bearer, upstream)
+    except Refused as refused:  # too large a listing: refused whole
+        raise MCPError(code=UNAVAILABLE, message=refused.reason) from None
+
+
+async def call(resolved: Awaitable[Opened], name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The tool's result: a refusal or an unavailable upstream is an error result."""
+    try:
+        gate, bearer, upstream = await opening(resolved)
+    except MCPError as exc:
+        return error_result(exc.error.message)
+    return await gate.call_tool(bearer, upstream, name, arguments)
+
+
+async def read(resolved: Awaitable[Opened], uri: str) -> dict[str, Any]:
+    """The resource's contents; raises MCPError (-32003 denied, -32004 unavailable)."""
+    gate, bearer, upstream = await opening(resolved)
+    try:
+        return await gate.read_resource(bearer, upstream, uri)
+    except Refused as refused:
+        raise MCPError(code=DENIED, message=f"denied: {refused.reason}") from None
+
+
+async def get_prompt(
+    resolved: Awaitable[Opened], name: str, arguments: dict[str, str]
+) -> dict[str, Any]:
+    """The prompt's messages; raises MCPError (-32003 denied, -32004 unavailable)."""
+    gate, bearer, upstream = await opening(resolved)
+    try:
+        return await gate.get_prompt(bearer, upstream, name, arguments)
+    except Refused as refused:
+        raise MCPError(code=DENIED, message=f"denied: {refused.reason}") from None
+
+
+# ---- the SDK server ---------------------------------------------------------------------
 
 
 def build_server(
@@ -32,37 +100,16 @@ def build_server(
     """An MCP server whose every handler enforces through the resolved gateway
     (``input_schema``: a tool's input schema, if known, for the SDK's header checks)."""
 
-    async def opened(ctx: Any) -> tuple[Gateway, str, UpstreamSession]:
-        try:
-            return await resolve(ctx)
-        except TetherError as exc:  # no such upstream, or it cannot be started now
-            why = f"upstream unavailable: {exc.description}"
-            raise MCPError(code=UNAVAILABLE, message=why) from None
-
-    async def listed(ctx: Any, kind: str) -> list[dict[str, Any]]:
-        gate, bearer, upstream = await opened(ctx)
-        fetch = {"tool": gate.list_tools, "resource": gate.list_resources}.get(
-            kind, gate.list_prompts
-        )
-        try:
-            return await fetch(bearer, upstream)
-        except Refused as refused:  # too large a listing: refused whole
-            raise MCPError(code=UNAVAILABLE, message=refused.reason) from None
-
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        tools = await listed(ctx, "tool")
+        tools = await listing(resolve(ctx), "tool")
         return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        try:
-            gate, bearer, upstream = await opened(ctx)
-        except MCPError as exc:
-            return types.CallToolResult.model_validate(error_result(exc.error.message))
-        result = await gate.call_tool(bearer, upstream, params.name, dict(params.arguments or {}))
+        result = await call(resolve(ctx), params.name, dict(params.arguments or {}))
         return types.CallToolResult.model_validate(result)
 
     async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
-        found = await listed(ctx, "resource")
+        found = await listing(resolve(ctx), "resource")
         return types.ListResourcesResult(
             resources=[types.Resource.model_validate(r) for r in found]
         )
@@ -70,24 +117,15 @@ def build_server(
     async def read_resource(
         ctx: Any, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
-        gate, bearer, upstream = await opened(ctx)
-        try:
-            read = await gate.read_resource(bearer, upstream, str(params.uri))
-        except Refused as refused:
-            raise MCPError(code=DENIED, message=f"denied: {refused.reason}") from None
-        return types.ReadResourceResult.model_validate(read)
+        return types.ReadResourceResult.model_validate(await read(resolve(ctx), str(params.uri)))
 
     async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
-        found = await listed(ctx, "prompt")
+        found = await listing(resolve(ctx), "prompt")
         return types.ListPromptsResult(prompts=[types.Prompt.model_validate(p) for p in found])
 
-    async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
-        gate, bearer, upstream = await opened(ctx)
+    async def prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         arguments = {k: str(v) for k, v in (params.arguments or {}).items()}
-        try:
-            got = await gate.get_prompt(bearer, upstream, params.name, arguments)
-        except Refused as refused:
-            raise MCPError(code=DENIED, message=f"denied: {refused.reason}") from None
+        got = await get_prompt(resolve(ctx), params.name, arguments)
         return types.GetPromptResult.model_validate(got)
 
     return Server(
@@ -98,6 +136,6 @@ def build_server(
         on_list_resources=list_resources,
         on_read_resource=read_resource,
         on_list_prompts=list_prompts,
-        on_get_prompt=get_prompt,
+        on_get_prompt=prompt,
         get_tool_input_schema=input_schema,
     )

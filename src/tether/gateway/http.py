@@ -7,6 +7,10 @@ never reaches MCP handling; inside, every listing and call goes through :class:`
 which verifies the token again on each call (so a revoked token or a suspended agent is
 refused on its very next call). Upstream sessions are kept by a :class:`Supervisor`:
 opened on first use, one per upstream, restarted when they die.
+
+The setting ``gateway_path`` chooses who answers an authenticated request: ``"lean"`` (the
+default) answers the frames that matter itself (:mod:`tether.gateway.lean`) and hands the
+rest to the MCP SDK's server; ``"sdk"`` hands everything to it.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tether.core import Tether
 from tether.errors import TetherError
 from tether.gateway.enforce import Gateway
-from tether.gateway.handlers import build_server
+from tether.gateway.handlers import Opened, build_server
+from tether.gateway.lean import LeanPath
 from tether.gateway.sessions import SESSION_HEADER, Sessions
 from tether.gateway.supervisor import Supervisor
-from tether.gateway.upstream import UpstreamSession
 from tether.tokens import VerifiedToken
 from tether.upstreams.servers import Upstream
 
@@ -73,6 +77,9 @@ class McpFace:
             streamable_http_path="/mcp/{name}", transport_security=None, host="gateway"
         )
         self.sessions = Sessions(tether, self.server.session_manager)
+        self.lean: LeanPath | None = None
+        if tether.settings.gateway_path == "lean":
+            self.lean = LeanPath(self.server, self.sessions, self._schema_of)
 
     @asynccontextmanager
     async def lifespan(self) -> Any:
@@ -109,6 +116,20 @@ class McpFace:
             await to_thread.run_sync(self._not_yours, token, name)
             await _session_not_found(scope, receive, send)
             return
+
+        if self.lean is not None:
+            caller = (token.chain, bearer, audience)
+            rest = await self.lean.serve(
+                scope,
+                receive,
+                send,
+                name=name,
+                caller=caller,
+                opened=lambda: self._opened(name, bearer),
+            )
+            if rest is None:
+                return
+            receive = rest
 
         async def tracked(message: Message) -> None:
             # a new session gets its ID here (bound only once the SDK accepted it)
@@ -171,12 +192,17 @@ class McpFace:
         schema of ``tool`` as the open upstream session last listed it, so that a call does
         not cost a listing (None when not known: the check is skipped, the call itself is
         still enforced by the gateway)."""
-        session = self.pool.opened(_SERVING.get())
+        return self._schema_of(_SERVING.get(), tool)
+
+    def _schema_of(self, name: str, tool: str) -> dict[str, Any] | None:
+        session = self.pool.opened(name)
         return session.input_schema(tool) if session is not None else None
 
-    async def _resolve(self, ctx: Any) -> tuple[Gateway, str, UpstreamSession]:
-        name, bearer = _who(ctx)
+    async def _opened(self, name: str, bearer: str) -> Opened:
         return Gateway(self.tether, name), bearer, await self.pool.get(name)
+
+    async def _resolve(self, ctx: Any) -> Opened:
+        return await self._opened(*_who(ctx))
 
 
 def _who(ctx: Any) -> tuple[str, str]:

@@ -11,14 +11,21 @@ ended, or another worker serving the same store opened it): the client starts a 
 
 A session's every request is verified anyway; closing it also ends the client's session
 (its next request is answered 404, so it must start over, with a token that verifies).
+
+Sessions of the lean path (:mod:`tether.gateway.lean`) are held here too, bound and
+closed the same way: they have no SDK transport, only their ID and binding, and end on
+DELETE, on a kill, when their token stops verifying, or after :data:`IDLE_AFTER` seconds
+without a request (as the SDK's own sessions do). At most :data:`MAX_OPEN` are open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +41,8 @@ log = logging.getLogger("tether.gateway")
 
 SESSION_HEADER = b"mcp-session-id"
 CHECK_EVERY = 0.5  # seconds between epoch checks of the open sessions
+IDLE_AFTER = 30 * 60  # seconds a lean session may go without a request (the SDK's default)
+MAX_OPEN = 10_000  # lean sessions open at once (the SDK's default for its own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +57,48 @@ class _Open:
 
 
 class Sessions:
-    """Which agents each open session acts for; closes them through the SDK's manager."""
+    """Which agents each open session acts for; closes the SDK's sessions through its
+    manager, and holds (and closes) the lean path's itself."""
 
-    def __init__(self, tether: Tether, manager: Any) -> None:
+    def __init__(
+        self, tether: Tether, manager: Any, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._tether = tether
         self._manager = manager  # the SDK's StreamableHTTPSessionManager
         self._open: dict[str, _Open] = {}
+        self._lean: dict[str, tuple[float, str]] = {}  # lean session -> last used, version
+        self._clock = clock
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def open_lean(
+        self, chain: Sequence[str], bearer: str, resource: str, *, version: str
+    ) -> str | None:
+        """A new lean session bound to ``chain`` and ``resource``, speaking protocol
+        ``version`` (its ID: 128 random bits), or None when :data:`MAX_OPEN` are open."""
+        with self._lock:
+            if len(self._lean) >= MAX_OPEN:
+                return None
+            sid = secrets.token_hex(16)
+            self._lean[sid] = (self._clock(), version)
+            self._open[sid] = _Open(tuple(chain), bearer, resource)
+        return sid
+
+    def lean(self, session_id: str) -> str | None:
+        """The protocol version of lean session ``session_id`` (marked used now), or None
+        when it is not an open lean session."""
+        with self._lock:
+            known = self._lean.get(session_id)
+            if known is None:
+                return None
+            self._lean[session_id] = (self._clock(), known[1])
+            return known[1]
+
+    def end(self, session_id: str) -> None:
+        """End lean session ``session_id`` (its owner's DELETE)."""
+        with self._lock:
+            self._lean.pop(session_id, None)
+            self._open.pop(session_id, None)
 
     def seen(self, session_id: str, chain: Sequence[str], bearer: str, resource: str) -> None:
         """A request of ``session_id`` was made with ``bearer`` (its chain verified): a new
@@ -69,7 +112,7 @@ class Sessions:
     def holds(self, session_id: str) -> bool:
         """Whether this process holds the session: an ID it does not hold (one that ended,
         or one that another worker serving the same store opened) is unknown here."""
-        return session_id in self._manager._server_instances
+        return session_id in self._lean or session_id in self._manager._server_instances
 
     def admits(self, session_id: str, chain: Sequence[str], resource: str) -> bool:
         """Whether a request of ``chain`` for ``resource`` may name ``session_id``, a
@@ -94,6 +137,7 @@ class Sessions:
                     epoch = await to_thread.run_sync(self._tether.epoch.current)
                 except TetherError:
                     continue  # the store is away: every request is refused meanwhile anyway
+                self._reap()
                 if epoch != seen:
                     seen = epoch
                     await self._close(await to_thread.run_sync(self._invalid))
@@ -119,10 +163,23 @@ class Sessions:
             return future.result(timeout=10)
         return len(doomed)
 
+    def _reap(self) -> int:
+        """End the lean sessions idle for :data:`IDLE_AFTER` seconds; returns how many."""
+        with self._lock:
+            idle = self._clock() - IDLE_AFTER
+            gone = [sid for sid, (used, _) in self._lean.items() if used < idle]
+            for sid in gone:
+                self._lean.pop(sid)
+                self._open.pop(sid, None)
+        for sid in gone:
+            log.info("ended MCP session %s: idle", sid[:8])
+        return len(gone)
+
     def _invalid(self) -> list[str]:
         with self._lock:
             current = dict(self._open)
-        known = set(self._manager._server_instances)  # sessions the SDK still holds
+            known = set(self._lean)
+        known |= set(self._manager._server_instances)  # sessions the SDK still holds
         doomed = []
         for sid, session in current.items():
             if sid not in known:
@@ -140,6 +197,11 @@ class Sessions:
         for sid in session_ids:
             with self._lock:
                 self._open.pop(sid, None)
+                lean = self._lean.pop(sid, None) is not None
+            if lean:
+                closed += 1
+                log.info("closed MCP session %s: its token no longer holds", sid[:8])
+                continue
             transport = self._manager._server_instances.get(sid)
             if transport is not None and not transport.is_terminated:
                 await transport.terminate()
