@@ -1,7 +1,7 @@
-"""The HTTP side of the lean path (:mod:`tether.gateway.lean`), what an agent POSTs: the SDK's checks of
-``Accept`` and ``Content-Type``, a request body read under the MCP limit and replayed to
-the SDK path when the lean path leaves a request to it, and JSON answers written straight
-to ASGI (always ASCII JSON, so any string the upstream sent can be encoded)."""
+"""The HTTP side of the lean path (:mod:`tether.gateway.lean`), what an agent POSTs: the
+SDK's checks of ``Accept`` and ``Content-Type``, a request body read under the MCP limit
+and replayed to the SDK path when the lean path leaves a request to it, and JSON answers
+written straight to ASGI (always ASCII JSON, so any string the upstream sent can be encoded)."""
 
 from __future__ import annotations
 

@@ -193,7 +193,11 @@ class LeanPath:
         else:
             answer = await _answer(frame, spoken, opened)
         await inbound.reply(
-            send, 200, inbound.dumps({"jsonrpc": "2.0", "id": frame.id, **answer}), inbound.JSON, *extra
+            send,
+            200,
+            inbound.dumps({"jsonrpc": "2.0", "id": frame.id, **answer}),
+            inbound.JSON,
+            *extra,
         )
         return None
 
@@ -208,7 +212,11 @@ class LeanPath:
                 return
             extra = ((_SESSION, sid.encode()),)
         await inbound.reply(
-            send, 200, inbound.dumps({"jsonrpc": "2.0", "id": frame.id, **answer}), inbound.JSON, *extra
+            send,
+            200,
+            inbound.dumps({"jsonrpc": "2.0", "id": frame.id, **answer}),
+            inbound.JSON,
+            *extra,
         )
 
     def _initialized(self, frame: Frame) -> tuple[dict[str, Any], str]:
