@@ -757,3 +757,17 @@ def test_tampering_anywhere_in_a_log_of_many_batches_is_named(
             if what in ("body", "subject", "gap", "not UTF-8"):
                 assert report.first_bad_seq == seq, (seq, what, report.problems)
     assert tether.verify_audit().ok
+
+
+def test_verification_keeps_few_quoted_columns_and_still_checks_them(
+    tether: Tether, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JSON of subjects and types is kept between batches only up to a bound (memory
+    stays bounded whatever the log holds); past it, it is made again and still checked."""
+    monkeypatch.setattr(verify, "_QUOTED", 3)
+    grow(tether, 9000)  # two batches, seven subjects
+    assert tether.verify_audit().ok
+    engine = tether.store.engine
+    with edited_rows(engine, events, events.c.seq == 8500, {"subject": "agent-1x"}):
+        report = tether.verify_audit()
+    assert report.first_bad_seq == 8500, report.problems

@@ -198,6 +198,7 @@ def _frontier(text: Any) -> list[bytes] | None:
 
 _BATCH = 8192  # events per batch: a power of two, so a full batch is one stored subtree
 _NODE_BATCH = 8192  # subtrees checked at once on the event-by-event path
+_QUOTED = 65_536  # distinct subjects and types whose JSON is kept between batches
 
 
 class _Walk:
@@ -268,6 +269,10 @@ class _Walk:
     ) -> bool:
         """Whether every body ends as its columns say (:func:`tail`), all compared at once."""
         quoted_subjects, quoted_types = self._subjects, self._types
+        if len(quoted_subjects) + len(quoted_types) > _QUOTED:  # memory stays bounded
+            quoted_subjects.clear()
+            quoted_types.clear()
+            quoted_subjects[None] = "null"
         for value in {*subjects} - quoted_subjects.keys():
             if not isinstance(value, str):
                 return False
