@@ -199,6 +199,17 @@ def test_a_listing_without_names_or_without_end_fails_closed(mode: str, why: str
 
 
 @pytest.mark.slow
+def test_a_listed_field_sent_as_null_is_left_out_as_the_sdk_client_did() -> None:
+    # pins taken through the SDK client (which dropped null fields) still match; what is
+    # inside a field (a schema's "default": null) is the server's, kept as sent
+    async def work() -> None:
+        async with _hostile("nulls") as session:
+            [tool] = await session.list_tools()
+            assert tool == {"name": "echo", "inputSchema": {"type": "object", "default": None}}
+
+    _run(work)
+
+
 def test_an_unanswered_call_times_out_alone_and_its_late_answer_is_dropped() -> None:
     async def work() -> None:
         async with _hostile("silent", timeout=0.5) as session:

@@ -110,7 +110,9 @@ def main() -> None:
                 },
             )
         elif method == "tools/list":
-            tool = {"name": "echo", "inputSchema": {"type": "object"}}
+            tool: dict[str, Any] = {"name": "echo", "inputSchema": {"type": "object"}}
+            if MODE == "nulls":  # fields sent as null, one inside the schema
+                tool.update(description=None, inputSchema={"type": "object", "default": None})
             listing = {"tools": [{"title": "x"} if MODE == "bad-listing" else tool]}
             if MODE == "endless-pages":
                 listing["nextCursor"] = "more"

@@ -244,7 +244,9 @@ class UpstreamSession:
                 raise self._malformed(f"a malformed {method} result ({field} without {key}s)")
             if cursor is not None and not isinstance(cursor, str):
                 raise self._malformed(f"a malformed {method} result (its nextCursor)")
-            items.extend(page)
+            # a field sent as null is left out, as the SDK client's models did, so pins
+            # taken through it still match the same definitions
+            items.extend({k: v for k, v in item.items() if v is not None} for item in page)
             if not cursor:
                 return self._scrub_listing(field, items)
         raise self._malformed(f"the {field} listing has more than {_MAX_PAGES} pages")
