@@ -46,7 +46,10 @@ Tether call and of one raw query goes to stderr.
 - ``kill``: ``killswitch.kill`` of an agent with C children each holding 2 tokens vs the
   raw updates (agents, tokens, epoch) in one transaction; ``kill refused`` is the time
   from the kill's start until a second Tether on the store (listening, as a second
-  process does) refuses a child's token, vs the raw kill.
+  process does) refuses a child's token, vs the raw kill (that answer's own time, which
+  rebuilds the second Tether's state, included). On stderr: how many kills the second
+  Tether confirmed before they returned, and how often it still accepted the token
+  when asked after a kill had returned (it must not: DESIGN §5.4).
 
     .venv/bin/python bench/scale.py [--quick] [--json]
 """
@@ -595,6 +598,7 @@ def kill_rows(world: World, plan: Plan, m: Measures) -> None:
     with Tether.open(tether.settings) as other:
         other.listen()
         kills, refused, raw = [], [], []
+        confirmed = accepted = 0
         for (root, kids), (raw_root, raw_kids) in zip(
             world.families, world.raw_families, strict=True
         ):
@@ -611,14 +615,20 @@ def kill_rows(world: World, plan: Plan, m: Measures) -> None:
             report = tether.killswitch.kill(ADMIN, root, reason="bench")
             kills.append((time.perf_counter() - start) * 1000)
             while other.tokens.introspect(watched)["active"]:
+                accepted += 1  # asked after the kill returned, and still accepted
                 if time.perf_counter() - start > 10:
                     raise RuntimeError("a killed agent's token was still accepted after 10s")
             refused.append((time.perf_counter() - start) * 1000)
             expect(len(report.agents_killed) == len(kids) + 1, "not every child was killed")
+            confirmed += report.processes_confirmed  # the second Tether heard it in time
             raw.append(_raw_kill(tether, raw_root, raw_kids))
     m.record("kill", timing(kills), timing(raw))
     m.record("kill refused", timing(refused), timing(raw))
     say(f"  kill {timing(kills)}, refused {timing(refused)}, raw {timing(raw)}")
+    say(
+        f"  the second Tether confirmed {confirmed} of {len(kills)} kills before they "
+        f"returned, and accepted a killed token {accepted} times after a kill returned"
+    )
 
 
 def _raw_kill(tether: Tether, root: str, kids: list[str]) -> float:

@@ -36,7 +36,8 @@ PG_CATALOG = {
         FROM information_schema.triggers WHERE trigger_schema = current_schema()
         ORDER BY 1, 2, 3""",
     "functions": """
-        SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p
+        SELECT p.proname, replace(pg_get_functiondef(p.oid), current_schema() || '.', '')
+        FROM pg_proc p
         WHERE p.pronamespace = current_schema()::regnamespace ORDER BY 1""",
     "views": """
         SELECT viewname, definition FROM pg_views WHERE schemaname = current_schema()
