@@ -3,16 +3,16 @@ issued token's record (its issued-token row and its ``token.issued`` or
 ``token.exchanged`` event, in one transaction, before the token is returned) and an ID
 used once (a client assertion's or a subject token's ``jti``, before it is accepted).
 
-The first caller writes everything queued when it starts, in one transaction, while the
-others wait for its commit; each returns only once its own write has committed, and all
-of them fail if that transaction fails. On one thread this is one transaction per write;
-under concurrency the cost of a commit (an ``fsync`` on SQLite) is shared by the batch.
-An ID already used is not an error of the batch: that caller alone learns it was used.
+Writes go through the audit log's :class:`~tether.audit.log.GroupCommit`: the first caller
+writes everything queued in one transaction while the others wait for its commit; each
+returns only once its own write has committed, and all of them fail if that transaction
+fails. On one thread this is one transaction per write; under concurrency the cost of a
+commit (an ``fsync`` on SQLite) is shared by the batch. An ID already used is not an
+error of the batch: that caller alone learns it was used.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, insert
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tether.audit.log import GroupCommit
 from tether.audit.record import Entry
 from tether.services import Services
 from tether.store import assertion_jtis, issued_tokens
@@ -56,67 +57,34 @@ class UsedId:
     expires: datetime
 
 
-class _Waiter:
-    __slots__ = ("done", "error", "fresh", "item")
-
-    def __init__(self, item: Record | UsedId) -> None:
-        self.item = item
-        self.done = False
-        self.error: BaseException | None = None
-        self.fresh = False  # for a UsedId: whether this write was its first use
-
-
 class Records:
     def __init__(self, services: Services) -> None:
         self._store = services.store
         self._log = services.events
-        self._cond = threading.Condition()
-        self._queue: list[_Waiter] = []
-        self._busy = False
+        self._commits: GroupCommit[Record | UsedId] = GroupCommit(self._write)
 
     def write(self, record: Record) -> None:
         """Return once ``record`` is committed; raise if its transaction failed."""
-        self._submit(record)
+        self._commits.submit([record])
 
     def use(self, used: UsedId) -> bool:
         """Record the use of an ID; True if committed now, False if it was used before."""
-        return self._submit(used).fresh
+        [fresh] = self._commits.submit([used])
+        return bool(fresh)
 
-    def _submit(self, item: Record | UsedId) -> _Waiter:
-        waiter = _Waiter(item)
-        with self._cond:
-            self._queue.append(waiter)
-            while self._busy and not waiter.done:
-                self._cond.wait()
-            batch: list[_Waiter] = []
-            if not waiter.done:  # no writer busy: this caller writes the queue
-                self._busy = True
-                batch, self._queue = self._queue, []
-        if batch:
-            self._lead(batch)
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter
-
-    def _lead(self, batch: list[_Waiter]) -> None:
-        error: BaseException | None = None
-        try:
-            with self._store.write() as conn:
-                uses = [(w, w.item) for w in batch if isinstance(w.item, UsedId)]
-                fresh = self.insert_uses(conn, [used for _, used in uses])
-                for (w, _), first in zip(uses, fresh, strict=True):
-                    w.fresh = first
-                records = [w.item for w in batch if isinstance(w.item, Record)]
-                if records:
-                    self.insert(conn, records)
-        except BaseException as exc:
-            error = exc
-        finally:
-            with self._cond:
-                for w in batch:
-                    w.error, w.done = error, True
-                self._busy = False
-                self._cond.notify_all()
+    def _write(self, batch: list[Record | UsedId]) -> list[int]:
+        """One transaction for what the callers of the moment hand in: for each item, 1
+        when it was written (a used ID: for the first time), 0 for an ID used before."""
+        written = [1] * len(batch)
+        with self._store.write() as conn:
+            uses = [(i, item) for i, item in enumerate(batch) if isinstance(item, UsedId)]
+            fresh = self.insert_uses(conn, [used for _, used in uses])
+            for (i, _), first in zip(uses, fresh, strict=True):
+                written[i] = int(first)
+            records = [item for item in batch if isinstance(item, Record)]
+            if records:
+                self.insert(conn, records)
+        return written
 
     def insert(self, conn: Connection, records: Sequence[Record]) -> None:
         """Write ``records`` in the write transaction of ``conn``: the rows now, their
