@@ -62,6 +62,7 @@ import jwt
 from _common import TIMES, Op, Result, best_of, expect, main, opened, result
 
 from tether import AgentSpec, Caller, Tether, generate_key_pair
+from tether.audit.record import prepare
 from tether.grants import GrantSpec
 from tether.model import Agent
 from tether.tokens import ASSERTION_TYPE
@@ -293,7 +294,8 @@ def breakdown(tether: Tether, agent: Agent, pem: bytes, audience: str, n: int) -
             with stages("issued-token row"):
                 records.insert_rows(conn, [record])
             with stages("audit event"):
-                tether.events._insert(conn, list(record.entries))  # what the commit would run
+                entries = [prepare(e) for e in record.entries]  # what the commit would run
+                tether.events._insert(conn, entries)
             committing = time.perf_counter()
         stages.spent["commit"] += time.perf_counter() - committing
     total = sum(stages.spent.values())
