@@ -7,10 +7,12 @@ completes once OpenBao answers again."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,6 +168,7 @@ def test_without_a_reachable_vault_everything_fails_closed_and_kills_are_retried
     mcp_token = tether.tokens.client_credentials(agent, f"{ISSUER}/mcp/test", None, None)
 
     os.kill(bao.pid, signal.SIGSTOP)  # OpenBao stops answering
+    _until_stopped(bao.pid)
     try:
         refused = org.fetch(f"vault:{path}#token", token)
         assert refused.status_code == 503
@@ -188,6 +191,21 @@ def test_without_a_reachable_vault_everything_fails_closed_and_kills_are_retried
     assert tether.killswitch.retry() is None  # done: nothing left
     completed = tether.events.list(type="kill.completed")
     assert [bool(e.detail["failures"]) for e in completed] == [True, False]
+
+
+def _until_stopped(pid: int) -> None:
+    """Return once every thread of ``pid`` is stopped: kill() returns before a thread that
+    is on another CPU (of a busy virtual machine) has stopped, and it could still answer."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        if states and all(state in "tT" for state in states):
+            return
+        time.sleep(0.001)  # a poll of the process's state, not a wait for time to pass
+    raise AssertionError(f"process {pid} did not stop")
 
 
 async def _call_through_gateway(tether: Tether, token: str) -> Any:

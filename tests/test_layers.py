@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import tether
-from tether.audit.record import REQUEST_ID, Entry, stage
+from tether.audit.record import REQUEST_ID, Entry, prepare, stage
 from tether.audit.tree import Frontier
 from tether.store.migrations import audit_0004 as frozen
 
@@ -86,20 +86,17 @@ def _old_events(n: int, seed: int) -> list[frozen.OldEvent]:
 def _live(events: list[frozen.OldEvent]) -> tuple[Any, Any, Frontier]:
     frontier = Frontier()
     token = REQUEST_ID.set(None)  # a migration runs outside any request
+    events_rows: list[Any] = []
+    node_rows: list[Any] = []
     try:
-        rows = stage(
-            (
-                (
-                    Entry.of(type_, actor=actor, subject=subject, reason=reason, detail=detail),
-                    at,
-                )
-                for type_, actor, subject, reason, detail, at in events
-            ),
-            frontier,
-        )
+        for type_, actor, subject, reason, detail, at in events:  # each at its own time
+            entry = Entry.of(type_, actor=actor, subject=subject, reason=reason, detail=detail)
+            more_events, more_nodes = stage([prepare(entry)], at, frontier)
+            events_rows += more_events
+            node_rows += more_nodes
     finally:
         REQUEST_ID.reset(token)
-    return *rows, frontier
+    return events_rows, node_rows, frontier
 
 
 def test_migration_0004s_frozen_encoding_equals_the_live_one_today() -> None:
