@@ -369,3 +369,45 @@ def test_lean_sessions_are_capped(tether, monkeypatch) -> None:
     sessions = module.Sessions(tether, manager)
     assert sessions.open_lean(["agent:x"], "b", "r", version="2025-06-18") is not None
     assert sessions.open_lean(["agent:y"], "b", "r", version="2025-06-18") is None
+
+
+def test_one_chain_cannot_take_every_lean_session(tether, monkeypatch) -> None:
+    from tether.gateway import sessions as module
+
+    monkeypatch.setattr(module, "MAX_PER_CHAIN", 2)
+    manager = type("Manager", (), {"_server_instances": {}})()
+    sessions = module.Sessions(tether, manager)
+    opened = [sessions.open_lean(["agent:x"], "b", "r", version="2025-06-18") for _ in range(3)]
+    assert opened[0] is not None and opened[1] is not None and opened[2] is None
+    assert sessions.open_lean(["agent:y"], "b", "r", version="2025-06-18") is not None
+    sessions.end(opened[0])  # one ended: the chain may open one again
+    assert sessions.open_lean(["agent:x"], "b", "r", version="2025-06-18") is not None
+
+
+def test_a_repeated_session_or_authorization_header_is_refused_whole(org) -> None:
+    """Two ``Mcp-Session-Id`` headers (the victim's first, the sender's own last) must not
+    let one reader check the sender's and another serve the victim's: 400, on either path,
+    and the victim's session goes on."""
+    tether, token, _ = org
+    tether.registry.register(ADMIN, spec("intruder"))
+    tether.grants.add(ADMIN, GrantSpec("intruder", "tools/call", "test/echo"))
+    intruder = _token(tether, "intruder")
+    json_body = {"Content-Type": "application/json"}
+
+    async def work(transport: Any) -> list[int]:
+        async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
+            mine = await http.post("/mcp/test", json=INIT, headers=mcp_headers(token))
+            theirs = await http.post("/mcp/test", json=INIT, headers=mcp_headers(intruder))
+            victim, own = mine.headers["mcp-session-id"], theirs.headers["mcp-session-id"]
+            both = [*mcp_headers(intruder).items(), ("mcp-session-id", victim)]
+            both.append(("mcp-session-id", own))
+            ended = await http.delete("/mcp/test", headers=both)
+            assert "mcp-session-id header is sent more than once" in ended.text
+            tokens = [*mcp_headers(token, victim).items(), ("authorization", f"Bearer {intruder}")]
+            twice = await http.post("/mcp/test", json=CALL, headers=tokens)
+            after = await http.post(
+                "/mcp/test", json=CALL, headers=mcp_headers(token, victim) | json_body
+            )
+            return [ended.status_code, twice.status_code, after.status_code]
+
+    assert anyio.run(_served, tether, work) == [400, 400, 200]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -97,6 +98,13 @@ class McpFace:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._inner(scope, receive, send)
+            return
+        repeated = _repeated(scope.get("headers") or ())
+        if repeated is not None:  # the checks and the serving must read the same value
+            why = f"the {repeated} header is sent more than once"
+            await _json(400, {"error": "invalid_request", "error_description": why})(
+                scope, receive, send
+            )
             return
         parts = scope["path"].split("/")
         name = parts[2] if len(parts) == 3 and parts[1] == "mcp" else ""
@@ -210,6 +218,22 @@ def _who(ctx: Any) -> tuple[str, str]:
     name = str(request.path_params.get("name", ""))
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return name, token.strip() if scheme.lower() == "bearer" else ""
+
+
+_SINGLE = (b"authorization", SESSION_HEADER)  # headers a request may carry at most once
+
+
+def _repeated(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The name of a header of :data:`_SINGLE` that ``headers`` carry more than once: one
+    reader takes the first and another the last, so a session ID checked as the caller's
+    could be served as another's (refused whole, whatever the values)."""
+    seen: set[bytes] = set()
+    for key, _ in headers:
+        if key in _SINGLE:
+            if key in seen:
+                return key.decode("latin-1")
+            seen.add(key)
+    return None
 
 
 async def _session_not_found(scope: Scope, receive: Receive, send: Send) -> None:

@@ -15,7 +15,8 @@ A session's every request is verified anyway; closing it also ends the client's 
 Sessions of the lean path (:mod:`tether.gateway.lean`) are held here too, bound and
 closed the same way: they have no SDK transport, only their ID and binding, and end on
 DELETE, on a kill, when their token stops verifying, or after :data:`IDLE_AFTER` seconds
-without a request (as the SDK's own sessions do). At most :data:`MAX_OPEN` are open.
+without a request (as the SDK's own sessions do). At most :data:`MAX_OPEN` are open, and
+at most :data:`MAX_PER_CHAIN` of them for one chain.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ SESSION_HEADER = b"mcp-session-id"
 CHECK_EVERY = 0.5  # seconds between epoch checks of the open sessions
 IDLE_AFTER = 30 * 60  # seconds a lean session may go without a request (the SDK's default)
 MAX_OPEN = 10_000  # lean sessions open at once (the SDK's default for its own)
+MAX_PER_CHAIN = 64  # of them, opened by one chain (one agent cannot take every slot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +77,18 @@ class Sessions:
         self, chain: Sequence[str], bearer: str, resource: str, *, version: str
     ) -> str | None:
         """A new lean session bound to ``chain`` and ``resource``, speaking protocol
-        ``version`` (its ID: 128 random bits), or None when :data:`MAX_OPEN` are open."""
+        ``version`` (its ID: 128 random bits), or None when :data:`MAX_OPEN` are open,
+        or :data:`MAX_PER_CHAIN` of them were opened by ``chain``."""
+        key = tuple(chain)
         with self._lock:
             if len(self._lean) >= MAX_OPEN:
                 return None
+            held = (self._open.get(sid) for sid in self._lean)
+            if sum(1 for s in held if s is not None and s.chain == key) >= MAX_PER_CHAIN:
+                return None
             sid = secrets.token_hex(16)
             self._lean[sid] = (self._clock(), version)
-            self._open[sid] = _Open(tuple(chain), bearer, resource)
+            self._open[sid] = _Open(key, bearer, resource)
         return sid
 
     def lean(self, session_id: str) -> str | None:
