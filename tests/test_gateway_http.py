@@ -411,3 +411,38 @@ def test_a_repeated_session_or_authorization_header_is_refused_whole(org) -> Non
             return [ended.status_code, twice.status_code, after.status_code]
 
     assert anyio.run(_served, tether, work) == [400, 400, 200]
+
+
+def test_a_listing_the_upstream_fails_is_an_mcp_error_on_either_path(tether) -> None:
+    """An upstream whose tools/list is malformed: the listing is a JSON-RPC error (-32004,
+    saying why) for its request, not an HTTP error without an id; a call is refused."""
+    hostile = Path(__file__).parent / "helpers" / "hostile_upstream.py"
+    command = f"{sys.executable} {hostile} bad-listing"
+    tether.upstreams.add(ADMIN, UpstreamSpec("test", command=command))
+    tether.registry.register(ADMIN, spec("helper"))
+    tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", "test/echo"))
+    token = _token(tether)
+
+    async def work(transport: Any) -> tuple[int, Any, Any]:
+        async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
+            opened = await http.post("/mcp/test", json=INIT, headers=mcp_headers(token))
+            sid = opened.headers["mcp-session-id"]
+            listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+            listed = await http.post("/mcp/test", json=listing, headers=mcp_headers(token, sid))
+            called = await http.post("/mcp/test", json=CALL, headers=mcp_headers(token, sid))
+            return listed.status_code, _message(listed), _message(called)
+
+    status, listed, called = anyio.run(_served, tether, work)
+    assert status == 200 and listed["id"] == 2
+    assert (
+        listed["error"]["code"] == -32004 and "malformed tools/list" in listed["error"]["message"]
+    )
+    assert called["result"]["isError"] is True
+
+
+def _message(response: Any) -> Any:
+    """The JSON-RPC message of an answer, sent as JSON or as one server-sent event."""
+    if response.headers["content-type"].startswith("text/event-stream"):
+        data = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
+        return json.loads(data[-1])
+    return response.json()

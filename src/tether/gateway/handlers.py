@@ -10,7 +10,7 @@ import mcp_types as types
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 
-from tether.errors import TetherError
+from tether.errors import InvalidToken, TetherError
 from tether.gateway.enforce import Gateway, Refused, error_result
 from tether.gateway.upstream import UpstreamSession
 
@@ -57,6 +57,10 @@ async def listing(resolved: Awaitable[Opened], kind: str) -> list[dict[str, Any]
         return await fetch(bearer, upstream)
     except Refused as refused:  # too large a listing: refused whole
         raise MCPError(code=UNAVAILABLE, message=refused.reason) from None
+    except InvalidToken as exc:  # it stopped verifying since the request came in
+        raise MCPError(code=DENIED, message=f"denied: {exc.description}") from None
+    except TetherError as exc:  # the upstream failed (or the store): an MCP error, with why
+        raise MCPError(code=UNAVAILABLE, message=f"unavailable: {exc.description}") from None
 
 
 async def call(resolved: Awaitable[Opened], name: str, arguments: dict[str, Any]) -> dict[str, Any]:
