@@ -6,6 +6,7 @@ streams) the session fails closed with a clear error, and nothing hangs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -25,7 +26,7 @@ from tether.gateway import jsonrpc, pipe
 from tether.gateway.jsonrpc import Malformed, WireError
 from tether.gateway.streamable import Streamable
 from tether.gateway.upstream import UpstreamSession
-from tether.gateway.wire import NoAnswer, handshake
+from tether.gateway.wire import MAX_SERVER_REQUESTS, NoAnswer, handshake
 from tether.upstreams.credentials import Credential
 from tether.upstreams.servers import Upstream
 
@@ -218,6 +219,45 @@ def test_an_unanswered_call_times_out_alone_and_its_late_answer_is_dropped() -> 
             # the server was told (and then answered, too late): the session goes on
             assert _text(await session.call_tool("echo", {"text": "x"})) == "cancelled: [2]"
             assert not session.broken
+
+    _run(work)
+
+
+def test_a_server_that_floods_requests_of_its_own_is_cut_off_with_little_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 20 000 pings and it reads nothing more: the replies owed pile up to the bound, and
+    # then the connection is failed (no task per request left behind a jammed write)
+    monkeypatch.setattr(pipe, "EXIT_GRACE", 0.2)  # (it ignores its closed stdin)
+
+    async def work() -> None:
+        async with _hostile("flood", timeout=10) as session:
+            wire = session.wire
+            assert isinstance(wire, pipe.Pipe)
+            why = f"more than {MAX_SERVER_REQUESTS} requests of its own"
+            with pytest.raises(UpstreamUnavailable, match=why):
+                await session.call_tool("echo", {"text": "hi"})
+            assert session.broken
+            assert wire.owed <= MAX_SERVER_REQUESTS
+            assert len(asyncio.all_tasks()) <= MAX_SERVER_REQUESTS + 8
+        assert wire.owed == 0  # every reply ended with the connection
+
+    _run(work)
+
+
+def test_a_process_that_stops_reading_fails_the_connection_within_the_write_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pipe, "WRITE_TIMEOUT", 0.3)
+    monkeypatch.setattr(pipe, "EXIT_GRACE", 0.2)
+
+    async def work() -> None:
+        async with _hostile("deaf", timeout=10) as session:  # no NoAnswer: the write bound
+            with pytest.raises(UpstreamUnavailable, match=r"did not read its input for 0\.3 s"):
+                await session.call_tool("echo", {"text": "x" * 1_000_000})  # > the pipe holds
+            assert session.broken
+            with pytest.raises(UpstreamUnavailable, match="failed"):  # at once
+                await session.call_tool("echo", {"text": "hi"})
 
     _run(work)
 

@@ -9,7 +9,9 @@ them), ``duplicate-key``, ``nan``, ``surrogate``, ``long-line`` (a line with no 
 ``no-content`` (a result without content), ``array`` (a JSON array), ``secret-error``
 (an error answer quoting the ``API_SECRET`` it was given), ``old-version`` (answers
 ``initialize`` with a version nobody speaks), ``bad-listing`` (tools without names),
-``endless-pages`` (a tool listing whose every page has a next one).
+``endless-pages`` (a tool listing whose every page has a next one), ``flood`` (20 000
+``ping`` requests of its own, then it reads nothing more), ``deaf`` (reads nothing once
+the connection is open).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any
 
 MODE = sys.argv[1]
@@ -63,6 +66,11 @@ def chatty(request_id: Any) -> None:
     answer(request_id, text(json.dumps(said)))
 
 
+def stop_reading() -> None:
+    while True:  # until it is stopped
+        time.sleep(60)
+
+
 def call(request_id: Any) -> None:
     quoted = {"id": request_id, "jsonrpc": "2.0"}
     if MODE == "garbage":
@@ -90,6 +98,11 @@ def call(request_id: Any) -> None:
         answer(request_id, {"text": "hi"})
     elif MODE == "array":
         send(json.dumps([{**quoted, "result": text("hi")}]))
+    elif MODE == "flood":
+        for n in range(20_000):
+            sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": n, "method": "ping"}) + "\n")
+        sys.stdout.flush()
+        stop_reading()
     elif MODE == "secret-error":
         error = {"code": -32000, "message": f"cannot use {os.environ.get('API_SECRET')}"}
         send({**quoted, "error": error})
@@ -109,6 +122,8 @@ def main() -> None:
                     "serverInfo": {"name": "hostile", "version": "1"},
                 },
             )
+        elif method == "notifications/initialized" and MODE == "deaf":
+            stop_reading()
         elif method == "tools/list":
             tool: dict[str, Any] = {"name": "echo", "inputSchema": {"type": "object"}}
             if MODE == "nulls":  # fields sent as null, one inside the schema
