@@ -386,6 +386,26 @@ def test_http_keeps_the_session_and_version_and_reads_an_event_stream() -> None:
     _run(run)
 
 
+def test_an_event_stream_flooding_requests_of_its_own_fails_the_connection() -> None:
+    async def call(request: httpx2.Request) -> httpx2.Response:
+        request_id = json.loads(request.content)["id"]
+        pings = [{"jsonrpc": "2.0", "id": f"p{n}", "method": "ping"} for n in range(1000)]
+        return _events(*pings, {"jsonrpc": "2.0", "id": request_id, "result": {}})
+
+    async def work(wire: Streamable) -> None:
+        with pytest.raises(Malformed, match=f"more than {MAX_SERVER_REQUESTS} requests"):
+            await wire.request("tools/call", {"name": "x"})
+        assert wire.dead.is_set()
+
+    async def run() -> None:
+        server = await _over_http(call, work)
+        sent = [json.loads(r.content) for r in server.seen if r.content]
+        replies = [m for m in sent if "result" in m and str(m["id"]).startswith("p")]
+        assert len(replies) == MAX_SERVER_REQUESTS  # the gateway answered no more
+
+    _run(run)
+
+
 def _status(code: int, **kwargs: Any) -> Handler:
     async def call(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(code, **kwargs)

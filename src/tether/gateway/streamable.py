@@ -12,8 +12,11 @@ session (the server ended it), ``401``/``403`` (the credentials were refused: a 
 session fetches them again), a redirect (not followed), a request accepted without an
 answer, another content type, a body or event larger than
 :data:`~tether.gateway.wire.MAX_FRAME`, a malformed message, an answer to another
-request, a stream that ends without the answer. Any other HTTP error status is that
-request's failure (the server's JSON-RPC error if its body is one).
+request, a stream that ends without the answer, a stream that carries more than
+:data:`~tether.gateway.wire.MAX_SERVER_REQUESTS` requests of the server's own (each is
+answered before the next event is read: a server that floods is not trusted further).
+Any other HTTP error status is that request's failure (the server's JSON-RPC error if
+its body is one).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from httpx2 import EventSource
 
 from tether.gateway import jsonrpc
 from tether.gateway.jsonrpc import Answer, Malformed, MCPError, Request, WireError
-from tether.gateway.wire import MAX_FRAME, REQUEST_TIMEOUT, Wire
+from tether.gateway.wire import MAX_FRAME, MAX_SERVER_REQUESTS, REQUEST_TIMEOUT, Wire
 
 __all__ = ["Streamable", "connected"]
 
@@ -137,6 +140,7 @@ class Streamable(Wire):
         rest of the stream (the server should end it there) is read for
         :data:`DRAIN_GRACE` at most, so that the connection can be used again."""
         events = aiter(EventSource(response, max_event_size=MAX_FRAME))
+        asked = 0  # requests of the server's own in this stream
         async for event in events:
             if not event.data:  # a priming event (for resumption, which is not used)
                 continue
@@ -145,6 +149,12 @@ class Streamable(Wire):
                 continue
             message = jsonrpc.parse(event.data)
             if isinstance(message, Request):
+                asked += 1
+                if asked > MAX_SERVER_REQUESTS:
+                    raise Malformed(
+                        f"the upstream sent more than {MAX_SERVER_REQUESTS} requests of its "
+                        "own in one answer's event stream"
+                    )
                 await self._answer_request(message)
             elif not isinstance(message, Answer):
                 log.debug("upstream notification %s", message.method[:100])
