@@ -27,6 +27,7 @@ from tether.gateway.jsonrpc import Malformed, WireError
 from tether.gateway.streamable import Streamable
 from tether.gateway.upstream import UpstreamSession
 from tether.gateway.wire import MAX_SERVER_REQUESTS, NoAnswer, handshake
+from tether.redact import MIN_LENGTH, Redactor
 from tether.upstreams.credentials import Credential
 from tether.upstreams.servers import Upstream
 
@@ -46,6 +47,12 @@ def _run(work: Callable[[], Awaitable[None]]) -> None:
 
 def _stdio(*argv: str, credentials: tuple[Credential, ...] = ()) -> Upstream:
     return Upstream("up", "stdio", (sys.executable, *argv), None, credentials=credentials)
+
+
+def _leaked(text: str) -> str:
+    """The longest start of SECRET (MIN_LENGTH or more: what is redacted) in ``text``."""
+    starts = (SECRET[:n] for n in range(MIN_LENGTH, len(SECRET) + 1))
+    return max((start for start in starts if start in text), key=len, default="")
 
 
 def _text(result: dict[str, Any]) -> str:
@@ -299,6 +306,31 @@ def test_an_error_answer_quoting_an_injected_value_is_redacted_and_keeps_the_ses
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [
+        ("cut-version", "protocol version"),
+        ("cut-key", "duplicate key"),
+        ("cut-id", "an answer to no open request"),
+    ],
+)
+def test_an_injected_value_quoted_where_a_message_would_be_cut_leaks_no_part_of_it(
+    mode: str, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cut before it was redacted, the rest of the value no longer matched the redactor
+    monkeypatch.setenv("TETHER_TEST_WIRE_SECRET", SECRET)
+    given = (Credential("API_SECRET", "env:TETHER_TEST_WIRE_SECRET"),)
+
+    async def work() -> None:
+        with pytest.raises(UpstreamUnavailable, match=why) as raised:
+            async with UpstreamSession(_stdio(str(HOSTILE), mode, credentials=given)) as session:
+                await session.call_tool("echo", {"text": "hi"})
+        assert _leaked(raised.value.description) == ""
+
+    _run(work)
+
+
+@pytest.mark.slow
 def test_a_server_speaking_an_unknown_protocol_version_is_refused() -> None:
     async def work() -> None:
         with pytest.raises(UpstreamUnavailable, match="'1999-01-01', which the gateway"):
@@ -404,6 +436,28 @@ def test_an_event_stream_flooding_requests_of_its_own_fails_the_connection() -> 
         assert len(replies) == MAX_SERVER_REQUESTS  # the gateway answered no more
 
     _run(run)
+
+
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [("redirect", "redirects"), ("wrong id", "an answer to another request")],
+)
+def test_an_injected_value_quoted_in_an_http_failure_leaks_no_part_of_it(
+    case: str, why: str
+) -> None:
+    # the session redacts what a failure says (as here): the value must be there whole
+    async def call(request: httpx2.Request) -> httpx2.Response:
+        if case == "redirect":  # the location was cut at 200
+            return httpx2.Response(307, headers={"location": f"http://x.test/{'a' * 180}{SECRET}"})
+        answer = {"jsonrpc": "2.0", "id": "i" * 30 + SECRET, "result": {}}  # cut at 40
+        return _events(answer)
+
+    async def work(wire: Streamable) -> None:
+        with pytest.raises(WireError, match=why) as raised:
+            await wire.request("tools/call", {"name": "x"})
+        assert _leaked(Redactor([SECRET]).redact(str(raised.value))) == ""
+
+    _run(lambda: _over_http(call, work))
 
 
 def _status(code: int, **kwargs: Any) -> Handler:

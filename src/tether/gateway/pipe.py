@@ -26,7 +26,7 @@ from anyio.abc import ByteReceiveStream, Process, TaskGroup
 from mcp.os.posix.utilities import terminate_posix_process_tree
 
 from tether.gateway import jsonrpc
-from tether.gateway.jsonrpc import Answer, Malformed, Request, WireError
+from tether.gateway.jsonrpc import Answer, Malformed, Request, WireError, shown
 from tether.gateway.wire import (
     MAX_FRAME,
     MAX_SERVER_REQUESTS,
@@ -167,7 +167,7 @@ class Pipe(Wire):
                 del self._abandoned[message.id]
                 log.debug("upstream answered request %s after it was given up", message.id)
             else:
-                raise Malformed(f"an answer to no open request (id {str(message.id)[:40]!r})")
+                raise Malformed(f"an answer to no open request (id {shown(message.id, 40)})")
         elif isinstance(message, Request):
             if self.owed >= MAX_SERVER_REQUESTS:
                 raise Malformed(
@@ -177,7 +177,7 @@ class Pipe(Wire):
             self.owed += 1
             self._group.start_soon(self._reply, message)
         else:
-            log.debug("upstream notification %s", message.method[:100])
+            log.debug("upstream notification %s", shown(message.method))
 
     async def _reply(self, request: Request) -> None:
         try:

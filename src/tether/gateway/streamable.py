@@ -30,7 +30,15 @@ import httpx2
 from httpx2 import EventSource
 
 from tether.gateway import jsonrpc
-from tether.gateway.jsonrpc import Answer, Malformed, MCPError, Request, WireError
+from tether.gateway.jsonrpc import (
+    Answer,
+    Malformed,
+    MCPError,
+    Request,
+    WireError,
+    first_line,
+    shown,
+)
 from tether.gateway.wire import MAX_FRAME, MAX_SERVER_REQUESTS, REQUEST_TIMEOUT, Wire
 
 __all__ = ["Streamable", "connected"]
@@ -116,8 +124,8 @@ class Streamable(Wire):
         if status in (401, 403):
             raise WireError(f"the upstream refused the gateway's credentials (HTTP {status})")
         if 300 <= status < 400:
-            where = response.headers.get("location", "")[:200]
-            raise WireError(f"the upstream redirects (HTTP {status} to {where!r}): not followed")
+            where = shown(response.headers.get("location", ""), 200)
+            raise WireError(f"the upstream redirects (HTTP {status} to {where}): not followed")
 
     async def _answer(self, response: httpx2.Response, request_id: int) -> Answer:
         self._refused(response)
@@ -133,7 +141,7 @@ class Streamable(Wire):
             return _matched(jsonrpc.parse(await _body(response)), request_id)
         if kind == _EVENTS:
             return await self._events(response, request_id)
-        raise Malformed(f"the upstream answered with content type {kind[:100]!r}")
+        raise Malformed(f"the upstream answered with content type {shown(kind)}")
 
     async def _events(self, response: httpx2.Response, request_id: int) -> Answer:
         """The answer from an event stream, after the server's own messages in it; the
@@ -145,7 +153,7 @@ class Streamable(Wire):
             if not event.data:  # a priming event (for resumption, which is not used)
                 continue
             if event.event != "message":
-                log.debug("upstream event %s ignored", event.event[:100])
+                log.debug("upstream event %s ignored", shown(event.event))
                 continue
             message = jsonrpc.parse(event.data)
             if isinstance(message, Request):
@@ -157,7 +165,7 @@ class Streamable(Wire):
                     )
                 await self._answer_request(message)
             elif not isinstance(message, Answer):
-                log.debug("upstream notification %s", message.method[:100])
+                log.debug("upstream notification %s", shown(message.method))
             else:
                 answer = _matched(message, request_id)
                 with anyio.move_on_after(DRAIN_GRACE), suppress(httpx2.HTTPError):
@@ -178,7 +186,7 @@ def _matched(message: jsonrpc.Incoming, request_id: int) -> Answer:
     if not isinstance(message, Answer):
         raise Malformed("the upstream answered a request with another request or a notification")
     if message.id != request_id or type(message.id) is not int:
-        raise Malformed(f"an answer to another request (id {str(message.id)[:40]!r})")
+        raise Malformed(f"an answer to another request (id {shown(message.id, 40)})")
     return message
 
 
@@ -198,7 +206,7 @@ def _content_type(response: httpx2.Response) -> str:
 
 
 def _why(exc: Exception) -> str:
-    first = str(exc).split("\n", 1)[0][:200]
+    first = first_line(exc)
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 

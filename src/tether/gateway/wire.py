@@ -148,7 +148,7 @@ def reply_to(request: Request) -> dict[str, Any]:
     unsupported = _UNSUPPORTED.get(request.method)
     if unsupported is not None:
         return jsonrpc.error(request.id, jsonrpc.INVALID_REQUEST, unsupported)
-    log.debug("upstream asked for %s: not supported", request.method[:100])
+    log.debug("upstream asked for %s: not supported", jsonrpc.shown(request.method))
     return jsonrpc.error(request.id, jsonrpc.METHOD_NOT_FOUND, "Method not found")
 
 
@@ -165,7 +165,8 @@ async def handshake(wire: Wire) -> str:
     if not isinstance(version, str) or version not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise wire.fail(
             WireError(
-                f"the upstream answered initialize with protocol version {str(version)[:40]!r}, "
+                "the upstream answered initialize with protocol version "
+                f"{jsonrpc.shown(version, 40)}, "
                 f"which the gateway does not speak ({', '.join(HANDSHAKE_PROTOCOL_VERSIONS)})"
             )
         )
