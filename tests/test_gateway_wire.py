@@ -6,6 +6,7 @@ streams) the session fails closed with a clear error, and nothing hangs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -25,7 +26,8 @@ from tether.gateway import jsonrpc, pipe
 from tether.gateway.jsonrpc import Malformed, WireError
 from tether.gateway.streamable import Streamable
 from tether.gateway.upstream import UpstreamSession
-from tether.gateway.wire import NoAnswer, handshake
+from tether.gateway.wire import MAX_SERVER_REQUESTS, NoAnswer, handshake
+from tether.redact import MIN_LENGTH, Redactor
 from tether.upstreams.credentials import Credential
 from tether.upstreams.servers import Upstream
 
@@ -45,6 +47,12 @@ def _run(work: Callable[[], Awaitable[None]]) -> None:
 
 def _stdio(*argv: str, credentials: tuple[Credential, ...] = ()) -> Upstream:
     return Upstream("up", "stdio", (sys.executable, *argv), None, credentials=credentials)
+
+
+def _leaked(text: str) -> str:
+    """The longest start of SECRET (MIN_LENGTH or more: what is redacted) in ``text``."""
+    starts = (SECRET[:n] for n in range(MIN_LENGTH, len(SECRET) + 1))
+    return max((start for start in starts if start in text), key=len, default="")
 
 
 def _text(result: dict[str, Any]) -> str:
@@ -222,6 +230,45 @@ def test_an_unanswered_call_times_out_alone_and_its_late_answer_is_dropped() -> 
     _run(work)
 
 
+def test_a_server_that_floods_requests_of_its_own_is_cut_off_with_little_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 20 000 pings and it reads nothing more: the replies owed pile up to the bound, and
+    # then the connection is failed (no task per request left behind a jammed write)
+    monkeypatch.setattr(pipe, "EXIT_GRACE", 0.2)  # (it ignores its closed stdin)
+
+    async def work() -> None:
+        async with _hostile("flood", timeout=10) as session:
+            wire = session.wire
+            assert isinstance(wire, pipe.Pipe)
+            why = f"more than {MAX_SERVER_REQUESTS} requests of its own"
+            with pytest.raises(UpstreamUnavailable, match=why):
+                await session.call_tool("echo", {"text": "hi"})
+            assert session.broken
+            assert wire.owed <= MAX_SERVER_REQUESTS
+            assert len(asyncio.all_tasks()) <= MAX_SERVER_REQUESTS + 8
+        assert wire.owed == 0  # every reply ended with the connection
+
+    _run(work)
+
+
+def test_a_process_that_stops_reading_fails_the_connection_within_the_write_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pipe, "WRITE_TIMEOUT", 0.3)
+    monkeypatch.setattr(pipe, "EXIT_GRACE", 0.2)
+
+    async def work() -> None:
+        async with _hostile("deaf", timeout=10) as session:  # no NoAnswer: the write bound
+            with pytest.raises(UpstreamUnavailable, match=r"did not read its input for 0\.3 s"):
+                await session.call_tool("echo", {"text": "x" * 1_000_000})  # > the pipe holds
+            assert session.broken
+            with pytest.raises(UpstreamUnavailable, match="failed"):  # at once
+                await session.call_tool("echo", {"text": "hi"})
+
+    _run(work)
+
+
 @pytest.mark.slow
 def test_the_servers_own_requests_are_answered_as_the_sdk_client_answers_them() -> None:
     async def work() -> None:
@@ -254,6 +301,31 @@ def test_an_error_answer_quoting_an_injected_value_is_redacted_and_keeps_the_ses
                 await session.call_tool("echo", {"text": "hi"})
             assert raised.value.message == "cannot use [redacted]"
             assert not session.broken
+
+    _run(work)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [
+        ("cut-version", "protocol version"),
+        ("cut-key", "duplicate key"),
+        ("cut-id", "an answer to no open request"),
+    ],
+)
+def test_an_injected_value_quoted_where_a_message_would_be_cut_leaks_no_part_of_it(
+    mode: str, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cut before it was redacted, the rest of the value no longer matched the redactor
+    monkeypatch.setenv("TETHER_TEST_WIRE_SECRET", SECRET)
+    given = (Credential("API_SECRET", "env:TETHER_TEST_WIRE_SECRET"),)
+
+    async def work() -> None:
+        with pytest.raises(UpstreamUnavailable, match=why) as raised:
+            async with UpstreamSession(_stdio(str(HOSTILE), mode, credentials=given)) as session:
+                await session.call_tool("echo", {"text": "hi"})
+        assert _leaked(raised.value.description) == ""
 
     _run(work)
 
@@ -344,6 +416,48 @@ def test_http_keeps_the_session_and_version_and_reads_an_event_stream() -> None:
         assert replies == [{"jsonrpc": "2.0", "id": "ping-1", "result": {}}]
 
     _run(run)
+
+
+def test_an_event_stream_flooding_requests_of_its_own_fails_the_connection() -> None:
+    async def call(request: httpx2.Request) -> httpx2.Response:
+        request_id = json.loads(request.content)["id"]
+        pings = [{"jsonrpc": "2.0", "id": f"p{n}", "method": "ping"} for n in range(1000)]
+        return _events(*pings, {"jsonrpc": "2.0", "id": request_id, "result": {}})
+
+    async def work(wire: Streamable) -> None:
+        with pytest.raises(Malformed, match=f"more than {MAX_SERVER_REQUESTS} requests"):
+            await wire.request("tools/call", {"name": "x"})
+        assert wire.dead.is_set()
+
+    async def run() -> None:
+        server = await _over_http(call, work)
+        sent = [json.loads(r.content) for r in server.seen if r.content]
+        replies = [m for m in sent if "result" in m and str(m["id"]).startswith("p")]
+        assert len(replies) == MAX_SERVER_REQUESTS  # the gateway answered no more
+
+    _run(run)
+
+
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [("redirect", "redirects"), ("wrong id", "an answer to another request")],
+)
+def test_an_injected_value_quoted_in_an_http_failure_leaks_no_part_of_it(
+    case: str, why: str
+) -> None:
+    # the session redacts what a failure says (as here): the value must be there whole
+    async def call(request: httpx2.Request) -> httpx2.Response:
+        if case == "redirect":  # the location was cut at 200
+            return httpx2.Response(307, headers={"location": f"http://x.test/{'a' * 180}{SECRET}"})
+        answer = {"jsonrpc": "2.0", "id": "i" * 30 + SECRET, "result": {}}  # cut at 40
+        return _events(answer)
+
+    async def work(wire: Streamable) -> None:
+        with pytest.raises(WireError, match=why) as raised:
+            await wire.request("tools/call", {"name": "x"})
+        assert _leaked(Redactor([SECRET]).redact(str(raised.value))) == ""
+
+    _run(lambda: _over_http(call, work))
 
 
 def _status(code: int, **kwargs: Any) -> Handler:

@@ -9,7 +9,11 @@ them), ``duplicate-key``, ``nan``, ``surrogate``, ``long-line`` (a line with no 
 ``no-content`` (a result without content), ``array`` (a JSON array), ``secret-error``
 (an error answer quoting the ``API_SECRET`` it was given), ``old-version`` (answers
 ``initialize`` with a version nobody speaks), ``bad-listing`` (tools without names),
-``endless-pages`` (a tool listing whose every page has a next one).
+``endless-pages`` (a tool listing whose every page has a next one); ``cut-version``,
+``cut-key``, ``cut-id`` (a protocol version, a duplicate key, an id that quote its
+``API_SECRET`` where an error message would be cut); ``flood`` (20 000
+``ping`` requests of its own, then it reads nothing more), ``deaf`` (reads nothing once
+the connection is open).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any
 
 MODE = sys.argv[1]
@@ -63,6 +68,11 @@ def chatty(request_id: Any) -> None:
     answer(request_id, text(json.dumps(said)))
 
 
+def stop_reading() -> None:
+    while True:  # until it is stopped
+        time.sleep(60)
+
+
 def call(request_id: Any) -> None:
     quoted = {"id": request_id, "jsonrpc": "2.0"}
     if MODE == "garbage":
@@ -90,6 +100,16 @@ def call(request_id: Any) -> None:
         answer(request_id, {"text": "hi"})
     elif MODE == "array":
         send(json.dumps([{**quoted, "result": text("hi")}]))
+    elif MODE == "cut-key":  # a duplicate key, whose message is cut at 200
+        key = json.dumps("k" * 170 + os.environ.get("API_SECRET", ""))
+        send(json.dumps(quoted)[:-1] + f', "result": {{{key}: 1, {key}: 2}}}}')
+    elif MODE == "cut-id":  # an answer to no open request, its id cut at 40
+        answer("i" * 30 + os.environ.get("API_SECRET", ""), text("hi"))
+    elif MODE == "flood":
+        for n in range(20_000):
+            sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": n, "method": "ping"}) + "\n")
+        sys.stdout.flush()
+        stop_reading()
     elif MODE == "secret-error":
         error = {"code": -32000, "message": f"cannot use {os.environ.get('API_SECRET')}"}
         send({**quoted, "error": error})
@@ -100,7 +120,10 @@ def main() -> None:
         message = read()
         method, request_id = message.get("method"), message.get("id")
         if method == "initialize":
-            version = "1999-01-01" if MODE == "old-version" else "2025-06-18"
+            version = {
+                "old-version": "1999-01-01",
+                "cut-version": "v" * 30 + os.environ.get("API_SECRET", ""),  # cut at 40
+            }.get(MODE, "2025-06-18")
             answer(
                 request_id,
                 {
@@ -109,6 +132,8 @@ def main() -> None:
                     "serverInfo": {"name": "hostile", "version": "1"},
                 },
             )
+        elif method == "notifications/initialized" and MODE == "deaf":
+            stop_reading()
         elif method == "tools/list":
             tool: dict[str, Any] = {"name": "echo", "inputSchema": {"type": "object"}}
             if MODE == "nulls":  # fields sent as null, one inside the schema

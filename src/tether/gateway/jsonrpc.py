@@ -5,7 +5,9 @@ frame that is not one JSON object, that repeats a key, holds ``NaN``/``Infinity`
 surrogate or a number too long to read, or is not a well-formed request, notification,
 answer or error answer is refused with :class:`Malformed` (the connection that carried
 it is not trusted further). What is sent is serialised from the values built here
-(:func:`encode`), never passed through as bytes.
+(:func:`encode`), never passed through as bytes. A value of the upstream's is quoted
+in a message whole or not at all (:func:`shown`): it may hold an injected credential,
+which is redacted from the whole message later and would not be found in a part of it.
 
 Errors::
 
@@ -36,11 +38,13 @@ __all__ = [
     "WireError",
     "encode",
     "error",
+    "first_line",
     "notification",
     "parse",
     "parse_error",
     "request",
     "response",
+    "shown",
 ]
 
 INVALID_REQUEST = -32600
@@ -129,7 +133,7 @@ def _load(frame: str | bytes) -> dict[str, Any]:
         if _SURROGATE_ESCAPE.search(text):  # only an escape can make a lone surrogate
             json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError) as exc:  # UnicodeError and JSONDecodeError too
-        raise Malformed(f"not JSON ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise Malformed(f"not JSON ({type(exc).__name__}: {first_line(exc)})") from None
     if not isinstance(value, dict):
         raise Malformed(f"a frame must be one JSON object, not {type(value).__name__}")
     return value
@@ -160,7 +164,7 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(value) != len(pairs):
         keys = [key for key, _ in pairs]
         twice = next(key for key in keys if keys.count(key) > 1)
-        raise ValueError(f"duplicate key {twice!r}")
+        raise ValueError(f"duplicate key {shown(twice)}")
     return value
 
 
@@ -168,8 +172,18 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).split("\n", 1)[0][:200]
+def shown(value: object, limit: int = 100) -> str:
+    """``value`` (the upstream's) as a message quotes it: its ``repr``, whole, or not at
+    all if longer than ``limit``. It may hold an injected credential, redacted from the
+    whole message later (:mod:`tether.redact`): cut, the rest of it would not be found."""
+    text = repr(value)
+    return text if len(text) <= limit else f"<{len(text)} characters, not shown>"
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of ``exc``'s message, whole, or not at all (as :func:`shown`)."""
+    line = str(exc).split("\n", 1)[0]
+    return line if len(line) <= limit else f"<{len(line)} characters, not shown>"
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -5,8 +5,12 @@ exactly the environment it is given; its stderr is the gateway's own, as the SDK
 client leaves it. Messages are one JSON object per line each way. A reader task takes
 each line the process writes: an answer goes to the request waiting for its id, a
 server request is answered, a notification is logged. End of output, a line longer than
-:data:`~tether.gateway.wire.MAX_FRAME`, a malformed line or an answer to no open request
-fails the connection (:meth:`Wire.fail`). Closing follows the SDK and the spec: stdin is
+:data:`~tether.gateway.wire.MAX_FRAME`, a malformed line, an answer to no open request or
+more than :data:`~tether.gateway.wire.MAX_SERVER_REQUESTS` requests of the server's own
+still owed an answer (a server that floods) fails the connection (:meth:`Wire.fail`); so
+does a write the process does not take in within :data:`~tether.gateway.wire.WRITE_TIMEOUT`
+(a process that stopped reading). A write is never abandoned halfway: it completes, or
+the connection fails. Closing follows the SDK and the spec: stdin is
 closed, the process gets two seconds to exit, then its process group is terminated.
 """
 
@@ -18,12 +22,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 import anyio
-from anyio.abc import Process, TaskGroup
+from anyio.abc import ByteReceiveStream, Process, TaskGroup
 from mcp.os.posix.utilities import terminate_posix_process_tree
 
 from tether.gateway import jsonrpc
-from tether.gateway.jsonrpc import Answer, Malformed, Request, WireError
-from tether.gateway.wire import MAX_FRAME, REQUEST_TIMEOUT, Wire
+from tether.gateway.jsonrpc import Answer, Malformed, Request, WireError, shown
+from tether.gateway.wire import (
+    MAX_FRAME,
+    MAX_SERVER_REQUESTS,
+    REQUEST_TIMEOUT,
+    WRITE_TIMEOUT,
+    Wire,
+)
 
 __all__ = ["Pipe", "started"]
 
@@ -52,6 +62,10 @@ class Pipe(Wire):
         self._lock = anyio.Lock()
         self._waiting: dict[int, _Waiter] = {}
         self._abandoned: dict[int, None] = {}
+        self.write_timeout = WRITE_TIMEOUT
+        self._writing: anyio.CancelScope | None = None  # the write under way
+        self.owed = 0  # requests of the server's own not answered yet
+        self.drained = anyio.Event()  # set once its output has ended (or broken)
 
     async def _exchange(self, request_id: int, method: str, frame: bytes) -> Answer:
         waiter = self._waiting[request_id] = _Waiter()
@@ -74,47 +88,73 @@ class Pipe(Wire):
         assert stdin is not None
         try:
             async with self._lock:
-                await stdin.send(frame + b"\n")
+                self._check()  # (it may have failed while this waited its turn)
+                # whole or not at all: a cancelled caller does not cut a frame short; a
+                # process that does not take it in fails the connection (as does fail())
+                with anyio.CancelScope(shield=True) as scope:
+                    scope.deadline = anyio.current_time() + self.write_timeout
+                    self._writing = scope
+                    try:
+                        await stdin.send(frame + b"\n")
+                    finally:
+                        self._writing = None
+                if scope.cancelled_caught:  # too slow, or ended by fail()
+                    self._check()
+                    why = f"the upstream did not read its input for {self.write_timeout:g} s"
+                    raise self.fail(WireError(why))
         except _ERRORS as exc:
             why = f"writing to the upstream failed ({type(exc).__name__})"
             raise self.fail(WireError(why)) from None
 
     def fail(self, cause: WireError) -> WireError:
         super().fail(cause)
+        if self._writing is not None:
+            self._writing.cancel()
         waiting, self._waiting = self._waiting, {}
         for waiter in waiting.values():
             waiter.done.set()
         return cause
 
     async def read(self) -> None:
-        """Deliver every line the process writes, until its output ends or fails."""
+        """Deliver every line the process writes, until its output ends or fails; what
+        it writes after a failure is read and dropped, until its output ends (so that it
+        is not held up writing, and its pipe is closed)."""
         stdout = self._process.stdout
         assert stdout is not None
-        pending = bytearray()
         try:
-            async for chunk in stdout:
-                start = 0
-                while (end := chunk.find(b"\n", start)) >= 0:
-                    line = chunk[start:end]
-                    if pending:
-                        line, pending = bytes(pending + line), bytearray()
-                    start = end + 1
-                    if len(line) > MAX_FRAME:
-                        raise Malformed(f"a line longer than {MAX_FRAME} bytes")
-                    if line.strip():
-                        self._deliver(line)
-                pending += chunk[start:]
-                if len(pending) > MAX_FRAME:
-                    raise Malformed(f"a line longer than {MAX_FRAME} bytes")
-            code = self._process.returncode
-            ended = "" if code is None else f" (exit code {code})"
-            raise WireError(f"the upstream closed its output{ended}")
+            await self._lines(stdout)
         except WireError as exc:
             self.fail(exc)
+            with suppress(*_ERRORS):
+                async for _ in stdout:
+                    pass
         except Exception as exc:  # the pipe broke (or, logged, a fault of ours): done either way
             if not isinstance(exc, _ERRORS):
                 log.exception("reading from the upstream failed")
             self.fail(WireError(f"reading from the upstream failed ({type(exc).__name__})"))
+        finally:
+            self.drained.set()
+
+    async def _lines(self, stdout: ByteReceiveStream) -> None:
+        """Deliver each line of ``stdout``; raises WireError (at its end, too)."""
+        pending = bytearray()
+        async for chunk in stdout:
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                line = chunk[start:end]
+                if pending:
+                    line, pending = bytes(pending + line), bytearray()
+                start = end + 1
+                if len(line) > MAX_FRAME:
+                    raise Malformed(f"a line longer than {MAX_FRAME} bytes")
+                if line.strip():
+                    self._deliver(line)
+            pending += chunk[start:]
+            if len(pending) > MAX_FRAME:
+                raise Malformed(f"a line longer than {MAX_FRAME} bytes")
+        code = self._process.returncode
+        ended = "" if code is None else f" (exit code {code})"
+        raise WireError(f"the upstream closed its output{ended}")
 
     def _deliver(self, line: bytes) -> None:
         message = jsonrpc.parse(line)
@@ -127,15 +167,24 @@ class Pipe(Wire):
                 del self._abandoned[message.id]
                 log.debug("upstream answered request %s after it was given up", message.id)
             else:
-                raise Malformed(f"an answer to no open request (id {str(message.id)[:40]!r})")
+                raise Malformed(f"an answer to no open request (id {shown(message.id, 40)})")
         elif isinstance(message, Request):
+            if self.owed >= MAX_SERVER_REQUESTS:
+                raise Malformed(
+                    f"the upstream sent more than {MAX_SERVER_REQUESTS} requests of its own "
+                    "without waiting for their answers"
+                )
+            self.owed += 1
             self._group.start_soon(self._reply, message)
         else:
-            log.debug("upstream notification %s", message.method[:100])
+            log.debug("upstream notification %s", shown(message.method))
 
     async def _reply(self, request: Request) -> None:
-        with suppress(WireError):  # the failure is the connection's, already recorded
-            await self._answer_request(request)
+        try:
+            with suppress(WireError):  # the failure is the connection's, already recorded
+                await self._answer_request(request)
+        finally:
+            self.owed -= 1
 
 
 @asynccontextmanager
@@ -154,7 +203,7 @@ async def started(
             finally:
                 pipe.fail(WireError("the connection was closed"))
                 with anyio.CancelScope(shield=True):
-                    await _stop(process)
+                    await _stop(process, pipe.drained)
                 stopped = True
                 group.cancel_scope.cancel()
     finally:
@@ -163,8 +212,9 @@ async def started(
                 await _stop(process)
 
 
-async def _stop(process: Process) -> None:
-    """Close stdin, give the process :data:`EXIT_GRACE` to exit, then end its group."""
+async def _stop(process: Process, drained: anyio.Event | None = None) -> None:
+    """Close stdin, give the process :data:`EXIT_GRACE` to exit, then end its group; and
+    give the reader (``drained``) as long to read its output to the end."""
     assert process.stdin is not None
     assert process.stdout is not None
     with suppress(*_ERRORS):
@@ -175,6 +225,9 @@ async def _stop(process: Process) -> None:
         else:
             await terminate_posix_process_tree(process, EXIT_GRACE)
         await _exited(process, EXIT_GRACE)
+    if drained is not None:
+        with anyio.move_on_after(EXIT_GRACE):
+            await drained.wait()
     with suppress(*_ERRORS):
         await process.stdout.aclose()
 

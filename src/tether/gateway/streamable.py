@@ -12,8 +12,11 @@ session (the server ended it), ``401``/``403`` (the credentials were refused: a 
 session fetches them again), a redirect (not followed), a request accepted without an
 answer, another content type, a body or event larger than
 :data:`~tether.gateway.wire.MAX_FRAME`, a malformed message, an answer to another
-request, a stream that ends without the answer. Any other HTTP error status is that
-request's failure (the server's JSON-RPC error if its body is one).
+request, a stream that ends without the answer, a stream that carries more than
+:data:`~tether.gateway.wire.MAX_SERVER_REQUESTS` requests of the server's own (each is
+answered before the next event is read: a server that floods is not trusted further).
+Any other HTTP error status is that request's failure (the server's JSON-RPC error if
+its body is one).
 """
 
 from __future__ import annotations
@@ -27,8 +30,16 @@ import httpx2
 from httpx2 import EventSource
 
 from tether.gateway import jsonrpc
-from tether.gateway.jsonrpc import Answer, Malformed, MCPError, Request, WireError
-from tether.gateway.wire import MAX_FRAME, REQUEST_TIMEOUT, Wire
+from tether.gateway.jsonrpc import (
+    Answer,
+    Malformed,
+    MCPError,
+    Request,
+    WireError,
+    first_line,
+    shown,
+)
+from tether.gateway.wire import MAX_FRAME, MAX_SERVER_REQUESTS, REQUEST_TIMEOUT, Wire
 
 __all__ = ["Streamable", "connected"]
 
@@ -113,8 +124,8 @@ class Streamable(Wire):
         if status in (401, 403):
             raise WireError(f"the upstream refused the gateway's credentials (HTTP {status})")
         if 300 <= status < 400:
-            where = response.headers.get("location", "")[:200]
-            raise WireError(f"the upstream redirects (HTTP {status} to {where!r}): not followed")
+            where = shown(response.headers.get("location", ""), 200)
+            raise WireError(f"the upstream redirects (HTTP {status} to {where}): not followed")
 
     async def _answer(self, response: httpx2.Response, request_id: int) -> Answer:
         self._refused(response)
@@ -130,24 +141,31 @@ class Streamable(Wire):
             return _matched(jsonrpc.parse(await _body(response)), request_id)
         if kind == _EVENTS:
             return await self._events(response, request_id)
-        raise Malformed(f"the upstream answered with content type {kind[:100]!r}")
+        raise Malformed(f"the upstream answered with content type {shown(kind)}")
 
     async def _events(self, response: httpx2.Response, request_id: int) -> Answer:
         """The answer from an event stream, after the server's own messages in it; the
         rest of the stream (the server should end it there) is read for
         :data:`DRAIN_GRACE` at most, so that the connection can be used again."""
         events = aiter(EventSource(response, max_event_size=MAX_FRAME))
+        asked = 0  # requests of the server's own in this stream
         async for event in events:
             if not event.data:  # a priming event (for resumption, which is not used)
                 continue
             if event.event != "message":
-                log.debug("upstream event %s ignored", event.event[:100])
+                log.debug("upstream event %s ignored", shown(event.event))
                 continue
             message = jsonrpc.parse(event.data)
             if isinstance(message, Request):
+                asked += 1
+                if asked > MAX_SERVER_REQUESTS:
+                    raise Malformed(
+                        f"the upstream sent more than {MAX_SERVER_REQUESTS} requests of its "
+                        "own in one answer's event stream"
+                    )
                 await self._answer_request(message)
             elif not isinstance(message, Answer):
-                log.debug("upstream notification %s", message.method[:100])
+                log.debug("upstream notification %s", shown(message.method))
             else:
                 answer = _matched(message, request_id)
                 with anyio.move_on_after(DRAIN_GRACE), suppress(httpx2.HTTPError):
@@ -168,7 +186,7 @@ def _matched(message: jsonrpc.Incoming, request_id: int) -> Answer:
     if not isinstance(message, Answer):
         raise Malformed("the upstream answered a request with another request or a notification")
     if message.id != request_id or type(message.id) is not int:
-        raise Malformed(f"an answer to another request (id {str(message.id)[:40]!r})")
+        raise Malformed(f"an answer to another request (id {shown(message.id, 40)})")
     return message
 
 
@@ -188,7 +206,7 @@ def _content_type(response: httpx2.Response) -> str:
 
 
 def _why(exc: Exception) -> str:
-    first = str(exc).split("\n", 1)[0][:200]
+    first = first_line(exc)
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 

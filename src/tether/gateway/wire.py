@@ -7,9 +7,11 @@ server's error answer is raised as :class:`~mcp.shared.exceptions.MCPError` and 
 connection open. A request unanswered within ``timeout`` seconds (:data:`REQUEST_TIMEOUT`)
 fails alone with :class:`NoAnswer` (the server is told it was cancelled; a late answer is
 dropped). Anything else that goes wrong on the connection (the process exits, the HTTP
-connection fails, the session is gone, a frame is malformed or answers no open request)
-is a :class:`~tether.gateway.jsonrpc.WireError`: the connection is done, its ``dead``
-event is set, and every open request fails with it.
+connection fails, the session is gone, a frame is malformed or answers no open request,
+the server asks more than :data:`MAX_SERVER_REQUESTS` of its own at once, a process does
+not take in what is written to it within :data:`WRITE_TIMEOUT`) is a
+:class:`~tether.gateway.jsonrpc.WireError`: the connection is done, its ``dead`` event is
+set, and every open request fails with it.
 
 The server's own requests are answered as the MCP SDK's client answers them when it
 has no callbacks: ``ping`` with an empty result, sampling, elicitation and roots with
@@ -38,7 +40,9 @@ from tether.gateway.jsonrpc import Answer, Request, WireError
 __all__ = [
     "CLIENT_INFO",
     "MAX_FRAME",
+    "MAX_SERVER_REQUESTS",
     "REQUEST_TIMEOUT",
+    "WRITE_TIMEOUT",
     "NoAnswer",
     "Wire",
     "handshake",
@@ -49,6 +53,10 @@ log = logging.getLogger("tether.gateway")
 
 REQUEST_TIMEOUT = 300.0  # seconds a request may wait for its answer (the SDK's HTTP read bound)
 MAX_FRAME = 16 * 1024 * 1024  # bytes of one message from the upstream (a line, a body, an event)
+# requests of the server's own the gateway answers at once (stdio), or in one answer's
+# event stream (HTTP): a server that asks more is flooding, and is not trusted further
+MAX_SERVER_REQUESTS = 32
+WRITE_TIMEOUT = 10.0  # seconds a process has to take in what is written to it (or: jammed)
 CANCEL_GRACE = 2.0  # seconds given to telling the server a request was abandoned
 CLIENT_INFO = {"name": "tether-gateway", "version": "1"}
 
@@ -140,7 +148,7 @@ def reply_to(request: Request) -> dict[str, Any]:
     unsupported = _UNSUPPORTED.get(request.method)
     if unsupported is not None:
         return jsonrpc.error(request.id, jsonrpc.INVALID_REQUEST, unsupported)
-    log.debug("upstream asked for %s: not supported", request.method[:100])
+    log.debug("upstream asked for %s: not supported", jsonrpc.shown(request.method))
     return jsonrpc.error(request.id, jsonrpc.METHOD_NOT_FOUND, "Method not found")
 
 
@@ -157,7 +165,8 @@ async def handshake(wire: Wire) -> str:
     if not isinstance(version, str) or version not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise wire.fail(
             WireError(
-                f"the upstream answered initialize with protocol version {str(version)[:40]!r}, "
+                "the upstream answered initialize with protocol version "
+                f"{jsonrpc.shown(version, 40)}, "
                 f"which the gateway does not speak ({', '.join(HANDSHAKE_PROTOCOL_VERSIONS)})"
             )
         )
