@@ -17,7 +17,6 @@ __all__ = [
     "JSON",
     "accepts",
     "answer",
-    "dumps",
     "error",
     "json_content",
     "read_body",
@@ -80,7 +79,7 @@ def replayed(body: bytes, receive: Receive) -> Receive:
     return again
 
 
-def dumps(message: dict[str, Any]) -> bytes:
+def _dumps(message: dict[str, Any]) -> bytes:
     """``message`` as compact JSON bytes."""
     return json.dumps(message, separators=(",", ":")).encode()  # ASCII: any string encodes
 
@@ -93,7 +92,7 @@ async def answer(
     *headers: tuple[bytes, bytes],
 ) -> None:
     """The JSON-RPC answer to request ``ident``: ``outcome`` is its result or error."""
-    await reply(send, status, dumps({"jsonrpc": "2.0", "id": ident, **outcome}), JSON, *headers)
+    await reply(send, status, _dumps({"jsonrpc": "2.0", "id": ident, **outcome}), JSON, *headers)
 
 
 async def error(

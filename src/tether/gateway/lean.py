@@ -192,13 +192,7 @@ class LeanPath:
             answer, _ = self._initialized(frame)
         else:
             answer = await _answer(frame, spoken, opened)
-        await inbound.reply(
-            send,
-            200,
-            inbound.dumps({"jsonrpc": "2.0", "id": frame.id, **answer}),
-            inbound.JSON,
-            *extra,
-        )
+        await inbound.answer(send, 200, frame.id, answer, *extra)
         return None
 
     async def _initialize(self, frame: Frame, send: Send, caller: Caller) -> None:
@@ -211,13 +205,7 @@ class LeanPath:
                 await inbound.error(send, 503, None, -32603, "Too many open sessions", ())
                 return
             extra = ((_SESSION, sid.encode()),)
-        await inbound.reply(
-            send,
-            200,
-            inbound.dumps({"jsonrpc": "2.0", "id": frame.id, **answer}),
-            inbound.JSON,
-            *extra,
-        )
+        await inbound.answer(send, 200, frame.id, answer, *extra)
 
     def _initialized(self, frame: Frame) -> tuple[dict[str, Any], str]:
         """The ``initialize`` answer (as the SDK server gives it) and the version agreed:
@@ -276,9 +264,7 @@ class LeanPath:
             status = 200
         else:
             status = ERROR_CODE_HTTP_STATUS.get(answer["error"]["code"], 200)
-        await inbound.reply(
-            send, status, inbound.dumps({"jsonrpc": "2.0", "id": frame.id, **answer}), inbound.JSON
-        )
+        await inbound.answer(send, status, frame.id, answer)
         return True
 
     def _rejection(
