@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -66,6 +67,31 @@ def rate(n: int, op: Op) -> float:
 
 
 Make = Callable[[str, int], Op]  # (tag, n) -> the operation to time, prepared for n calls
+
+
+def in_threads(op: Callable[[int, int], object], threads: int, seconds: float) -> tuple[int, float]:
+    """``threads`` threads each calling ``op(thread, n)`` (n: its own call count) in a loop
+    for ``seconds``, started together: (calls made, seconds elapsed)."""
+    counts = [0] * threads
+    stop = threading.Event()
+    ready = threading.Barrier(threads + 1)
+
+    def worker(k: int) -> None:
+        ready.wait()
+        while not stop.is_set():
+            op(k, counts[k])
+            counts[k] += 1
+
+    workers = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    ready.wait()
+    start = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for w in workers:
+        w.join()
+    return sum(counts), time.perf_counter() - start
 
 
 def best_of(

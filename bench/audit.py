@@ -51,7 +51,6 @@ import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
@@ -59,7 +58,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from _common import TIMES, Op, Result, best_of, expect, main, postgres_schema, rate, result
+from _common import (
+    TIMES,
+    Op,
+    Result,
+    best_of,
+    expect,
+    in_threads,
+    main,
+    postgres_schema,
+    rate,
+    result,
+)
 
 from tether import Settings, Tether
 from tether.audit.log import AuditLog
@@ -217,28 +227,10 @@ def concurrent_appends(
     log.on_commit(lambda _size: commits.__setitem__(0, commits[0] + 1))
 
     def threaded(duration: float) -> tuple[int, float]:
-        counts = [0] * THREADS
-        stop = threading.Event()
-        ready = threading.Barrier(THREADS + 1)
+        def append(k: int, n: int) -> None:
+            record(log, ENTRIES[(k * 61 + n) % POOL])
 
-        def worker(k: int) -> None:
-            ready.wait()
-            n = 0
-            while not stop.is_set():
-                record(log, ENTRIES[(k * 61 + n) % POOL])
-                n += 1
-            counts[k] = n
-
-        workers = [threading.Thread(target=worker, args=(k,)) for k in range(THREADS)]
-        for w in workers:
-            w.start()
-        ready.wait()
-        start = time.perf_counter()
-        time.sleep(duration)
-        stop.set()
-        for w in workers:
-            w.join()
-        return sum(counts), time.perf_counter() - start
+        return in_threads(append, THREADS, duration)
 
     threaded(0.05)  # warm up
     calls = max(10, int(seconds * rate(20, batch("warm", 20))))

@@ -48,7 +48,6 @@ import pstats
 import secrets
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -59,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from _common import TIMES, Op, Result, best_of, expect, main, opened, result
+from _common import TIMES, Op, Result, best_of, expect, in_threads, main, opened, result
 
 from tether import AgentSpec, Caller, Tether, generate_key_pair
 from tether.audit.record import prepare
@@ -229,26 +228,8 @@ def concurrent(ops: dict[str, Op], seconds: float) -> dict[str, float]:
 
 
 def threaded(op: Op, seconds: float) -> float:
-    counts = [0] * THREADS
-    start = threading.Barrier(THREADS + 1)
-    stop = threading.Event()
-
-    def run(slot: int) -> None:
-        start.wait()
-        while not stop.is_set():
-            op(counts[slot])
-            counts[slot] += 1
-
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
-    for w in workers:
-        w.start()
-    start.wait()
-    began = time.perf_counter()
-    time.sleep(seconds)
-    stop.set()
-    for w in workers:
-        w.join()
-    return sum(counts) / (time.perf_counter() - began)
+    done, elapsed = in_threads(lambda _k, n: op(n), THREADS, seconds)
+    return done / elapsed
 
 
 # ---- where an issue's time goes (stderr) ---------------------------------------------------
