@@ -27,8 +27,10 @@ from tether.errors import InvalidRequest
 __all__ = [
     "CONFIG_FILE",
     "DEFAULT_HOME",
+    "LABELS",
     "AuditSettings",
     "DetectSettings",
+    "GuardSettings",
     "IdpConfig",
     "Settings",
     "SinkConfig",
@@ -303,6 +305,61 @@ class DetectSettings(BaseModel):
         return "alert"
 
 
+FlowMode = Literal["deny", "approval", "off"]
+LABELS = ("sensitive", "untrusted", "egress", "destructive", "plain")
+
+
+class GuardSettings(BaseModel):
+    """``[guard]``: what the gateway does with tool arguments, labels, the data-flow rule,
+    budgets and approvals (issue 17; see docs/guard.md).
+
+    - ``unlabelled_tool`` / ``unlabelled_resource`` / ``unlabelled_prompt``: the labels an
+      item counts as while nobody has labelled it (``tether gateway label``). The default is
+      safe: an unclassified tool may take in untrusted content and may send data out.
+    - ``trifecta``: the built-in data-flow guardrail (``tether-trifecta``): once the work
+      (a token family, or an agent and person within ``flow_window``) has read
+      ``sensitive`` data and taken in ``untrusted`` content, an ``egress`` call is denied
+      (``deny``), held for approval (``approval``) or let through (``off``).
+    - ``args_max_bytes`` / ``args_max_depth`` / ``args_max_values``: arguments larger or
+      deeper than these cannot be decided on (denied with the reason) when a policy reads
+      ``context.args``.
+    - ``approval_ttl``: how long a pending or granted approval stays usable;
+      ``approval_wait``: how long a call that carries an MCP progress token waits for its
+      approval before it is answered with the pending approval's ID (0: never waits);
+      ``approval_webhook``: a URL told of each new pending approval (unset: none).
+    - ``scan_results``: look for secrets (detect-secrets, AI keys) in tool results and
+      redact them before the agent sees them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    unlabelled_tool: tuple[str, ...] = ("untrusted", "egress")
+    unlabelled_resource: tuple[str, ...] = ("untrusted",)
+    unlabelled_prompt: tuple[str, ...] = ()
+    trifecta: FlowMode = "deny"
+    flow_window: Duration = timedelta(hours=24)
+    args_max_bytes: int = Field(default=1_048_576, ge=1024, le=16_777_216)
+    args_max_depth: int = Field(default=16, ge=1, le=64)
+    args_max_values: int = Field(default=10_000, ge=1, le=1_000_000)
+    approval_ttl: Duration = timedelta(minutes=15)
+    approval_wait: Duration = timedelta(seconds=0)
+    approval_webhook: str | None = None
+    scan_results: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> GuardSettings:
+        for name in ("unlabelled_tool", "unlabelled_resource", "unlabelled_prompt"):
+            for label in getattr(self, name):
+                if label not in LABELS:
+                    raise ValueError(f"{name}: {label!r} is not a label ({', '.join(LABELS)})")
+        hook = self.approval_webhook
+        if hook is not None and (
+            not hook.startswith(("https://", "http://")) or any(c.isspace() for c in hook)
+        ):
+            raise ValueError("approval_webhook must be an http(s) URL")
+        return self
+
+
 class Settings(BaseModel):
     """Everything the library needs to know, already parsed and checked."""
 
@@ -344,6 +401,7 @@ class Settings(BaseModel):
     audit: AuditSettings = AuditSettings()
     vault: VaultSettings = VaultSettings()
     detect: DetectSettings = DetectSettings()
+    guard: GuardSettings = GuardSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -82,13 +83,29 @@ def decision_entry(d: Decision) -> Entry:
         resource=d.resource,
         decision="allow" if d.allowed else "deny",
         reasons=d.reasons,
-        detail={
-            "grants": list(d.grants),
-            "policies": list(d.policies),
-            "epoch": d.epoch,
-            "cached": d.cached,
-        },
+        detail=_decision_detail(d),
     )
+
+
+def _decision_detail(d: Decision) -> dict[str, Any]:
+    """What a decision's event keeps beyond its reasons: the grants and policies that
+    decided it and, when they played a part, the resource's labels, the session labels
+    with the events that set them, the arguments' digest and who may approve a held call."""
+    detail: dict[str, Any] = {
+        "grants": list(d.grants),
+        "policies": list(d.policies),
+        "epoch": d.epoch,
+        "cached": d.cached,
+    }
+    if d.labels:
+        detail["labels"] = list(d.labels)
+    if d.session:
+        detail["session"] = json.loads(d.session)
+    if d.args_digest:
+        detail["args_digest"] = d.args_digest
+    if d.approval:
+        detail["approval"] = d.approval
+    return detail
 
 
 class Tether:

@@ -10,6 +10,7 @@ and stay marked as broad (a grant stored under an older, looser rule is marked o
 from __future__ import annotations
 
 import builtins
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from tether.callers import Caller
 from tether.cedar_schema import schema
 from tether.durations import format_duration
 from tether.errors import Forbidden, InvalidRequest, NotFound
+from tether.limits import Limit, parse_limits
 from tether.model import AgentState, parse_text
 from tether.permissions import cedar_match, check_action, check_pattern, is_broad
 from tether.principals import Principal, parse_principal
@@ -31,7 +33,9 @@ from tether.registry import Registry
 from tether.services import Services
 from tether.store import grant_uses, grants
 
-__all__ = ["Grant", "GrantSpec", "Grants"]
+__all__ = ["APPROVERS", "Grant", "GrantSpec", "Grants"]
+
+APPROVERS = ("owner", "admin")  # who approves a call of a grant that needs approval
 
 _MAX_CONDITION = 4000
 
@@ -50,6 +54,8 @@ class Grant:
     expires_at: datetime
     revoked_at: datetime | None
     revoked_by: str | None
+    limits: tuple[Limit, ...] = ()  # budgets (tether.limits)
+    approval: str | None = None  # owner | admin: each call it allows waits for approval
 
     def live(self, now: datetime) -> bool:
         return self.revoked_at is None and now < self.expires_at
@@ -81,6 +87,8 @@ class Grant:
             "expires_at": self.expires_at.isoformat(),
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "revoked_by": self.revoked_by,
+            "limits": [str(limit) for limit in self.limits],
+            "approval": self.approval,
         }
 
 
@@ -93,6 +101,8 @@ class GrantSpec:
     expires_in: timedelta | None = None
     reason: str = ""
     allow_broad: bool = False
+    limits: tuple[str, ...] = ()  # calls=100/1m, bytes=10MB/1h (tether.limits)
+    approval: str | None = None  # owner | admin
 
 
 class Grants:
@@ -124,6 +134,11 @@ class Grants:
                 "(or name a narrower action and resource)"
             )
         condition = self._condition(spec.condition)
+        limits = parse_limits(spec.limits)
+        if spec.approval is not None and spec.approval not in APPROVERS:
+            raise InvalidRequest(
+                f"approval is one of {', '.join(APPROVERS)}, not {spec.approval!r}"
+            )
         lifetime = self._lifetime(spec.expires_in)
         if not by.is_admin:
             self._refusals.record(
@@ -147,6 +162,8 @@ class Grants:
             expires_at=now + lifetime,
             revoked_at=None,
             revoked_by=None,
+            limits=limits,
+            approval=spec.approval,
         )
         _check_cedar(grant.to_cedar(), "condition")
         if principal.kind == "agent":
@@ -321,6 +338,8 @@ def _row(grant: Grant) -> dict[str, Any]:
         "expires_at": grant.expires_at,
         "revoked_at": grant.revoked_at,
         "revoked_by": grant.revoked_by,
+        "limits": json.dumps([limit.to_dict() for limit in grant.limits]) if grant.limits else None,
+        "approval": grant.approval,
     }
 
 
@@ -338,4 +357,6 @@ def grant_from_row(row: Row[Any]) -> Grant:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         revoked_by=row.revoked_by,
+        limits=tuple(Limit.from_dict(d) for d in json.loads(row.limits)) if row.limits else (),
+        approval=row.approval,
     )

@@ -6,7 +6,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AccessRequest", "Decision"]
+__all__ = ["AccessRequest", "Decision", "canonical"]
+
+
+def canonical(value: Any) -> str:
+    """Compact JSON with sorted keys: the form requests hold (hashable, comparable)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +24,16 @@ class AccessRequest:
     identity-provider groups (the person of ``on_behalf_of``, or the principal when it is
     a person), sorted: Cedar sees them as ``User.groups``, and as a field of the request
     they are part of the decision cache key.
+
+    Server-computed fields (set by the gateway, never by a caller of the API):
+
+    - ``args``: the call's arguments as canonical JSON (a tool's ``arguments``, a prompt's
+      ``arguments``, ``{"uri": ...}`` for a resource), which Cedar sees as ``context.args``
+      (:mod:`tether.policy.args`); ``None`` when the request carries none.
+    - ``session``: canonical JSON ``{label: {"seq": N, "resource": R}}``, the labels the
+      work has touched and the latest decision event that touched each; Cedar sees
+      ``context.session.labels``.
+    - ``approval``: the ID of a granted approval the gateway consumed for this very call.
     """
 
     principal: str
@@ -29,6 +44,9 @@ class AccessRequest:
     context: str = ""  # extra Cedar context, as canonical JSON (hashable: requests key the cache)
     scope: tuple[str, ...] | None = None
     groups: tuple[str, ...] = ()
+    args: str | None = None
+    session: str = ""
+    approval: str = ""
 
     @classmethod
     def of(
@@ -42,6 +60,9 @@ class AccessRequest:
         context: dict[str, Any] | None = None,
         scope: tuple[str, ...] | list[str] | None = None,
         groups: tuple[str, ...] | list[str] = (),
+        args: dict[str, Any] | None = None,
+        session: dict[str, Any] | None = None,
+        approval: str = "",
     ) -> AccessRequest:
         return cls(
             principal=principal,
@@ -49,9 +70,12 @@ class AccessRequest:
             resource=resource,
             on_behalf_of=on_behalf_of,
             chain=tuple(chain),
-            context=json.dumps(context, sort_keys=True, separators=(",", ":")) if context else "",
+            context=canonical(context) if context else "",
             scope=tuple(scope) if scope is not None else None,
             groups=tuple(sorted(set(groups))),
+            args=canonical(args) if args is not None else None,
+            session=canonical(session) if session else "",
+            approval=approval,
         )
 
 
@@ -68,6 +92,12 @@ class Decision:
     policies: tuple[str, ...] = ()
     epoch: int = 0
     cached: bool = False
+    # held, not refused: every reason is a rule that lets the call through once a person
+    # approves it, and this says who may (owner | admin)
+    approval: str | None = None
+    labels: tuple[str, ...] = ()  # the resource's labels as the decision saw them
+    session: str = ""  # the request's session labels (canonical JSON), when a policy read them
+    args_digest: str = ""  # SHA-256 of the request's canonical arguments, when it had any
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,4 +111,8 @@ class Decision:
             "policies": list(self.policies),
             "epoch": self.epoch,
             "cached": self.cached,
+            "approval": self.approval,
+            "labels": list(self.labels),
+            "session": json.loads(self.session) if self.session else {},
+            "args_digest": self.args_digest,
         }

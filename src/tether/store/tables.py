@@ -24,11 +24,13 @@ __all__ = [
     "admin_tokens",
     "agents",
     "alerts",
+    "approvals",
     "assertion_jtis",
     "audit_checkpoints",
     "audit_head",
     "audit_keys",
     "audit_nodes",
+    "budget_usage",
     "detect_actions",
     "detect_baselines",
     "detect_cursor",
@@ -37,6 +39,8 @@ __all__ = [
     "epoch_acks",
     "event_terms",
     "events",
+    "flow_labels",
+    "gateway_labels",
     "gateway_pins",
     "gateway_servers",
     "grant_uses",
@@ -199,6 +203,9 @@ grants = Table(
     Column("expires_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime, nullable=True),
     Column("revoked_by", String(300), nullable=True),
+    # budgets: JSON list of {"metric": "calls"|"bytes", "amount": int, "window": seconds}
+    Column("limits", Text, nullable=True),
+    Column("approval", String(16), nullable=True),  # owner | admin: calls wait for approval
     Index("ix_grants_principal", "principal"),
 )
 
@@ -414,4 +421,69 @@ detect_actions = Table(
     Column("outcome", String(16), nullable=False),
     Column("detail", Text, nullable=False),
     Index("ix_detect_actions_at", "at"),
+)
+
+
+# Labels on the items an upstream serves (``tether gateway label``): explicit, by an admin
+# or the server's owner. ``item`` is the tool or prompt name, or the resource URI.
+gateway_labels = Table(
+    "gateway_labels",
+    metadata,
+    Column("server", String(64), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("item", String(512), primary_key=True),
+    Column("label", String(32), primary_key=True),
+    Column("added_by", String(300), nullable=False),
+    Column("added_at", UtcDateTime, nullable=False),
+)
+
+# The labels the work has touched (data-flow rules): per token family (``family:<jti>``)
+# and per agent and person (``pair:<agent>|<person>``); the latest decision that touched
+# each label, by its event sequence number.
+flow_labels = Table(
+    "flow_labels",
+    metadata,
+    Column("scope", String(700), primary_key=True),
+    Column("label", String(32), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("resource", String(600), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_flow_labels_at", "at"),
+)
+
+# Budgets: what each limited grant has used in its current fixed window.
+budget_usage = Table(
+    "budget_usage",
+    metadata,
+    Column("grant_id", String(32), primary_key=True),
+    Column("metric", String(16), primary_key=True),
+    Column("window_start", UtcDateTime, primary_key=True),
+    Column("used", BigInteger, nullable=False),
+)
+
+# Human approvals of held calls, bound to the digest of (chain, action, resource, args).
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("agent", String(300), nullable=False),
+    Column("owner", String(320), nullable=True),
+    Column("approver", String(16), nullable=False),  # owner | admin
+    Column("chain", JSON, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("resource", String(600), nullable=False),
+    Column("arguments", Text, nullable=False),  # exact, canonical JSON: for the approver
+    Column("redacted", Text, nullable=False),  # what the audit log keeps
+    Column("reasons", JSON, nullable=False),
+    Column("state", String(16), nullable=False),  # pending | approved | denied | used | expired
+    Column("requested_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("request_seq", BigInteger, nullable=True),
+    Column("decided_by", String(320), nullable=True),
+    Column("decided_at", UtcDateTime, nullable=True),
+    Column("decision_reason", Text, nullable=True),
+    Column("used_at", UtcDateTime, nullable=True),
+    Index("ix_approvals_digest", "digest"),
+    Index("ix_approvals_state", "state"),
 )
