@@ -290,14 +290,14 @@ class Tether:
         entries = [decision_entry(d) for d in decisions]
         self._count(decisions)
         try:
-            self.events.record(*entries)
+            seqs = self.events.record(*entries)
         except TetherError as exc:
             why = f"decision record could not be written, denied: {exc.description}"
             return [
                 replace(d, allowed=False, reasons=(why,), grants=(), cached=False)
                 for d in decisions
             ]
-        return list(decisions)
+        return [replace(d, seq=seq) for d, seq in zip(decisions, seqs, strict=True)]
 
     def refused(self, actor: str, reason: str, op: str, **fields: Any) -> None:
         """Record a refusal at a face (``access.refused``, or ``type=``), rate-limited per

@@ -98,6 +98,7 @@ class Decision:
     labels: tuple[str, ...] = ()  # the resource's labels as the decision saw them
     session: str = ""  # the request's session labels (canonical JSON), when a policy read them
     args_digest: str = ""  # SHA-256 of the request's canonical arguments, when it had any
+    seq: int | None = None  # the sequence number of its event, once recorded
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,4 +116,5 @@ class Decision:
             "labels": list(self.labels),
             "session": json.loads(self.session) if self.session else {},
             "args_digest": self.args_digest,
+            "seq": self.seq,
         }
