@@ -195,6 +195,17 @@ class Client:
         path = "/v1/gateway/servers/" + quote(server, safe="") + "/approve"
         return self._object("POST", path, json={"name": name, "kind": kind})
 
+    def gateway_labels(self, server: str) -> dict[str, Any]:
+        path = "/v1/gateway/servers/" + quote(server, safe="") + "/labels"
+        return self._object("GET", path)
+
+    def gateway_label(
+        self, server: str, item: str, kind: str, add: list[str], remove: list[str]
+    ) -> dict[str, Any]:
+        path = "/v1/gateway/servers/" + quote(server, safe="") + "/labels"
+        body = {"item": item, "kind": kind, "add": add, "remove": remove}
+        return self._object("POST", path, json=body)
+
     # ---- transport --------------------------------------------------------------------
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

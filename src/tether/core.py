@@ -46,7 +46,7 @@ from tether.reports import Reports
 from tether.services import Services
 from tether.store import Store
 from tether.tokens import Tokens
-from tether.upstreams import Pins, Upstreams
+from tether.upstreams import Flows, Labels, Pins, Upstreams
 from tether.vault import Broker
 
 log = logging.getLogger("tether")
@@ -133,6 +133,8 @@ class Tether:
         self.services = Services(store, settings, self.events, self.epoch, clock)
         self.upstreams = Upstreams(self.services)
         self.pins = Pins(self.services)
+        self.labels = Labels(self.services)  # labels on tools, resources and prompts
+        self.flows = Flows(self.services)  # the labels each token family and pair touched
         self._listener: EpochListener | None = None
         self.registry = Registry(self.services, self.refusals)
         self.grants = Grants(self.services, self.registry, self.refusals)

@@ -77,6 +77,8 @@ def standard_jobs(tether: Tether) -> list[Job]:
         tether.tokens.purge,
         # kill actions outside the store that failed (vault leases, rotations) are retried
         every(10.0, tether.killswitch.retry),
+        # data-flow labels older than [guard] flow_window no longer count: forgotten
+        every(60.0, tether.flows.prune),
     ]
     interval = config.sweep_interval.total_seconds()
     detector = [tether.detector.job(lock=once("detect"))] if config.detect.enabled else []

@@ -1,14 +1,20 @@
-"""``/v1/gateway/servers``: the upstream MCP servers behind the gateway and their pins.
+"""``/v1/gateway/servers``: the upstream MCP servers behind the gateway, their pins and the
+labels of what they serve.
 
 A server's upstream definition (command line, URL, environment, credential references,
-owner) and its pins are shown to admins and the server's owner only; any other
-authenticated person sees what an agent needs to reach it: name, transport and resource."""
+owner), its pins and its labels are shown to admins and the server's owner only; any other
+authenticated person sees what an agent needs to reach it: name, transport and resource.
+
+``/v1/gateway/servers/{name}/labels``: ``GET`` lists the server's items with their
+effective labels and where each comes from; ``POST`` ``{"item", "kind", "add", "remove"}``
+changes an item's explicit labels; ``DELETE ?item=&kind=&label=`` removes some (admins and
+the server's owner; see :mod:`tether.upstreams.labels`)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import Field
 
 from tether.api.bodies import StrictBody
@@ -48,6 +54,13 @@ class AddServer(StrictBody):
 class Approve(StrictBody):
     name: str = Field(description="the tool (or resource URI, prompt) whose change to approve")
     kind: Literal["tool", "resource", "prompt"] = "tool"
+
+
+class LabelChange(StrictBody):
+    item: str = Field(description="the tool or prompt name, or the resource URI", max_length=2048)
+    kind: str = Field(default="tool", description="tool, resource or prompt")
+    add: list[str] = Field(default_factory=list, description="labels to add", max_length=8)
+    remove: list[str] = Field(default_factory=list, description="labels to remove", max_length=8)
 
 
 @router.get("/v1/gateway/servers")
@@ -90,3 +103,33 @@ def remove_server(
 @router.post("/v1/gateway/servers/{name}/approve")
 def approve(tether: TetherDep, caller: CallerDep, name: str, body: Approve) -> dict[str, Any]:
     return tether.pins.approve(caller, name, body.name, body.kind).to_dict()
+
+
+@router.get("/v1/gateway/servers/{name}/labels")
+def list_labels(tether: TetherDep, caller: CallerDep, name: str) -> dict[str, Any]:
+    items = tether.labels.list(caller, name)
+    return {"server": name, "items": [i.to_dict() for i in items]}
+
+
+@router.post("/v1/gateway/servers/{name}/labels")
+def change_labels(
+    tether: TetherDep, caller: CallerDep, name: str, body: LabelChange
+) -> dict[str, Any]:
+    changed = tether.labels.change(
+        caller, name, body.item, add=body.add, remove=body.remove, kind=body.kind
+    )
+    return changed.to_dict()
+
+
+@router.delete("/v1/gateway/servers/{name}/labels")
+def remove_labels(
+    tether: TetherDep,
+    caller: CallerDep,
+    name: str,
+    item: Annotated[
+        str, Query(max_length=2048, description="the tool or prompt name, or resource URI")
+    ],
+    label: Annotated[list[str], Query(description="a label to remove (repeat for more)")],
+    kind: Annotated[str, Query(description="tool, resource or prompt")] = "tool",
+) -> dict[str, Any]:
+    return tether.labels.change(caller, name, item, remove=label, kind=kind).to_dict()

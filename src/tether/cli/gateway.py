@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -10,6 +10,7 @@ from rich.table import Table
 from tether.cli import output
 from tether.cli.context import open_client
 from tether.cli.options import Json, Reason
+from tether.errors import NotFound
 
 __all__ = ["app"]
 
@@ -102,6 +103,80 @@ def approve(
         output.console.print(
             f"approved {kind} {tool} on {server}: {pin['pinned_hash']}", markup=False
         )
+
+
+@app.command()
+def label(
+    server: Annotated[str, typer.Argument(help="The server's name.")],
+    item: Annotated[
+        str | None,
+        typer.Argument(help="The tool or prompt name, or the resource URI (none: list all)."),
+    ] = None,
+    add: Annotated[
+        list[str] | None,
+        typer.Option("--add", help="sensitive, untrusted, egress, destructive or plain."),
+    ] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="A label to remove.")] = None,
+    kind: Annotated[str, typer.Option(help="tool, resource or prompt.")] = "tool",
+    json_: Json = False,
+) -> None:
+    """Label what a server serves (admins and the server's owner), or show its labels:
+    explicit ones, else the unlabelled default, plus what its pinned annotations add."""
+    with open_client() as client:
+        if item is not None and (add or remove):
+            changed = client.gateway_label(server, item, kind, list(add or []), list(remove or []))
+            items = [changed]
+        else:
+            if add or remove:
+                raise typer.BadParameter("name the ITEM to label", param_hint="ITEM")
+            items = client.gateway_labels(server)["items"]
+            if item is not None:
+                items = [i for i in items if i["item"] == item and i["kind"] == kind]
+                if not items:
+                    raise NotFound(f"{kind} {item} of {server} is neither pinned nor labelled")
+    if json_:
+        output.emit(items[0] if item is not None else {"server": server, "items": items})
+    else:
+        _label_table(items)
+
+
+@app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="The server's name.")],
+    json_: Json = False,
+) -> None:
+    """A server: where it runs, its owner and (admins and its owner) each pinned item
+    with its effective labels and where each comes from."""
+    with open_client() as client:
+        server = client.gateway_show(name)
+        hidden = "command" not in server  # not an admin nor its owner
+        items = [] if hidden else client.gateway_labels(name)["items"]
+    if json_:
+        output.emit(server if hidden else {**server, "items": items})
+        return
+    for key in ("name", "transport", "resource", "owner", "url"):
+        if server.get(key):
+            output.console.print(f"{key}: {server[key]}", markup=False)
+    if server.get("command"):
+        output.console.print("command: " + " ".join(server["command"]), markup=False)
+    if not hidden:
+        _label_table(items)
+
+
+def _label_table(items: list[dict[str, Any]]) -> None:
+    table = Table("kind", "item", "labels", "from", "pin")
+    for entry in items:
+        sources = entry["sources"]
+        origin = "; ".join(f"{lbl}: {', '.join(src)}" for lbl, src in sources.items()) or "-"
+        pin = entry["status"] if entry["pinned"] else "(not pinned)"
+        table.add_row(
+            output.cell(entry["kind"]),
+            output.cell(entry["item"]),
+            output.cell(", ".join(entry["labels"])),
+            output.cell(origin),
+            output.cell(pin),
+        )
+    output.console.print(table)
 
 
 @app.command()

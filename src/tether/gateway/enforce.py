@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from anyio import to_thread
@@ -26,7 +27,9 @@ from anyio import to_thread
 from tether.audit.record import Entry
 from tether.core import Tether
 from tether.errors import TetherError
+from tether.policy.decision import Decision, canonical
 from tether.tokens import VerifiedToken
+from tether.upstreams.flows import TRACKED, flow_scopes
 from tether.upstreams.paths import FIELD, item_path
 
 __all__ = [
@@ -197,10 +200,49 @@ class Gateway:
             self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why)
         path = item_path(self.server, kind, shown[0])
-        [decision] = self.tether.decide_all([token.request(action, path)])
+        scopes = flow_scopes(token.family, token.chain)
+        session = self._session(scopes, path, action, actor)
+        request = token.request(action, path)
+        if session:
+            request = replace(request, session=canonical(session))
+        [decision] = self.tether.decide_all([request])
         if not decision.allowed:
             raise Refused("; ".join(decision.reasons))
+        self._touch(scopes, decision, path, action, actor)
         return token, path
+
+    def _session(
+        self, scopes: tuple[str, ...], path: str, action: str, actor: str
+    ) -> dict[str, Any]:
+        """What the work (the token's family, each agent with its person) touched so far:
+        the request's ``session``; refused (recorded) when it cannot be read."""
+        try:
+            return self.tether.flows.touched(scopes)
+        except Exception as exc:  # the store failed: no decision without the session
+            why = f"the request was not made: its data flow could not be read ({_reason(exc)})"
+            self._refuse(path, action, why, actor)
+            raise Refused(why) from None
+
+    def _touch(
+        self, scopes: tuple[str, ...], decision: Decision, path: str, action: str, actor: str
+    ) -> None:
+        """After an allow, record the labels this call takes in (``sensitive``,
+        ``untrusted``) for each scope, naming the decision's event; if that cannot be
+        written the call is refused (recorded) and not forwarded: fail closed."""
+        taken = TRACKED.intersection(decision.labels)
+        if not taken:
+            return
+        try:
+            if decision.seq is None:
+                raise TetherError("the decision has no event to name")
+            self.tether.flows.touch(scopes, taken, decision.seq, path, self.tether.clock())
+        except Exception as exc:
+            why = (
+                f"the request was not made: what it takes in ({', '.join(sorted(taken))}) "
+                f"could not be recorded ({_reason(exc)})"
+            )
+            self._refuse(path, action, why, actor)
+            raise Refused(why) from None
 
     async def _forward(
         self,

@@ -58,6 +58,14 @@ class VerifiedToken:
         return str(self.claims["jti"])
 
     @property
+    def family(self) -> str:
+        """The root of the token's family (its ``tether_family`` claim, see
+        :mod:`tether.tokens.issue`); a token signed before that claim existed is the root
+        of its own."""
+        family = self.claims.get("tether_family")
+        return family if isinstance(family, str) and family else self.jti
+
+    @property
     def scope(self) -> tuple[str, ...]:
         return tuple(str(self.claims.get("scope", "")).split())
 

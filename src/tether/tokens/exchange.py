@@ -90,6 +90,7 @@ class _Subject:
     scope: list[str] | None  # None: a person's token (no scope of its own)
     expires: datetime
     groups: tuple[str, ...]
+    family: str | None = None  # its token family (None: a person's token starts one)
 
 
 class Exchange:
@@ -186,7 +187,13 @@ class Exchange:
             [parent_exp, actor.expires_at] + [known[a].expires_at for a in agents if a in known]
         )  # never outlive the subject token, nor any agent of the chain
         return self._issuer.sign(
-            claims, target, granted, lifetime, parent=subject.parent, ceiling=ceiling
+            claims,
+            target,
+            granted,
+            lifetime,
+            parent=subject.parent,
+            ceiling=ceiling,
+            family=subject.family,  # every hop stays in the subject token's family
         )
 
     def _record_alone(self, hop: Entry) -> None:
@@ -224,7 +231,14 @@ class Exchange:
         if verified.claims["aud"] != actor.id:
             raise InvalidGrant("the subject token's audience is not this client")
         exp = datetime.fromtimestamp(int(verified.claims["exp"]), UTC)
-        return _Subject(verified.jti, verified.chain, list(verified.scope), exp, verified.groups)
+        return _Subject(
+            verified.jti,
+            verified.chain,
+            list(verified.scope),
+            exp,
+            verified.groups,
+            family=verified.family,
+        )
 
     def _person_subject(self, token: str, actor: Agent) -> _Subject:
         endpoint = token_endpoint(self._settings.issuer)

@@ -7,6 +7,13 @@ The grants that bound the scope, the agents and the gateway servers come from th
 snapshot of the state epoch (:mod:`~tether.tokens.snapshot`): a grant added or revoked,
 an agent changed, a server removed moves the epoch, and the next token sees it.
 
+Every token carries the private claim ``tether_family`` (:data:`FAMILY_CLAIM`): the root
+of its token family, the ``jti`` of the token the family started from. A token issued to an
+agent (client credentials) is a root: its family is its own ``jti``; a token exchanged from
+one of Tether's own tokens inherits its subject token's family; one exchanged from a
+person's identity-provider token starts a family of its own. The gateway tracks what the
+work touched per family (:mod:`tether.upstreams.flows`), across every hop of a delegation.
+
 Audiences are only those Tether knows: its own issuer, a gateway server that exists
 (``<issuer>/mcp/NAME``), a configured ``resource_servers`` entry, or, for a hand-off, a
 registered, active agent's ID. Anything else is ``invalid_target``."""
@@ -30,7 +37,9 @@ from tether.tokens.records import Record, Records
 from tether.tokens.scopes import fits_server, parse_scope, server_of, within
 from tether.tokens.snapshot import Snapshots
 
-__all__ = ["Issuer"]
+__all__ = ["FAMILY_CLAIM", "Issuer"]
+
+FAMILY_CLAIM = "tether_family"  # the jti of the root token of this token's family
 
 
 class Issuer:
@@ -103,11 +112,13 @@ class Issuer:
         ttl: timedelta | None,
         parent: str | None,
         ceiling: datetime | None = None,
+        family: str | None = None,
     ) -> IssuedToken:
         """Sign and record a token of ``claims`` for ``audience`` with ``scope``, living
         ``ttl`` (the default when None) but never past ``ceiling``; ``parent`` is the jti
-        it was exchanged from (None: issued). Returned once it is on record."""
-        issued, record = self.sign(claims, audience, scope, ttl, parent, ceiling)
+        it was exchanged from (None: issued), ``family`` its family's root (None: this
+        token starts a family). Returned once it is on record."""
+        issued, record = self.sign(claims, audience, scope, ttl, parent, ceiling, family)
         self.record(record)
         return issued
 
@@ -123,6 +134,7 @@ class Issuer:
         ttl: timedelta | None,
         parent: str | None,
         ceiling: datetime | None = None,
+        family: str | None = None,
     ) -> tuple[IssuedToken, Record]:
         """The signed token (see :meth:`issue`) and the record to write before it is
         returned."""
@@ -144,6 +156,7 @@ class Issuer:
             "exp": int(expires.timestamp()),
             "jti": jti,
             "scope": " ".join(scope),
+            FAMILY_CLAIM: family or jti,
         }
         kid, key = self._keys.current()
         token = jwt.encode(payload, key, algorithm="EdDSA", headers={"typ": "at+jwt", "kid": kid})
@@ -167,7 +180,13 @@ class Issuer:
             action="token/issue" if parent is None else "token/exchange",
             resource=audience,
             decision="allow",
-            detail={"jti": jti, "aud": audience, "scope": payload["scope"], "parent": parent},
+            detail={
+                "jti": jti,
+                "aud": audience,
+                "scope": payload["scope"],
+                "parent": parent,
+                "family": payload[FAMILY_CLAIM],
+            },
         )
         issued = IssuedToken(token, int(lifetime.total_seconds()), payload["scope"], jti)
         return issued, Record(row, (entry,))

@@ -1,11 +1,24 @@
 """Upstream MCP servers behind the gateway, as domain state: what they are and where they
 run (:mod:`.servers`), the definitions pinned for them (:mod:`.pins`), where their secrets
-live (:mod:`.credentials`) and how grants name what they serve (:mod:`.paths`).
+live (:mod:`.credentials`), how grants name what they serve (:mod:`.paths`), the labels
+on what they serve (:mod:`.labels`) and the labels the work has touched (:mod:`.flows`).
 
 The gateway (:mod:`tether.gateway`) enforces over this state; it sits above the core,
 this package below it."""
 
+from tether.upstreams.flows import Flows, flow_scopes
+from tether.upstreams.labels import ItemLabels, Labels, LabelSnapshot
 from tether.upstreams.pins import Pins
 from tether.upstreams.servers import Upstream, Upstreams, UpstreamSpec
 
-__all__ = ["Pins", "Upstream", "UpstreamSpec", "Upstreams"]
+__all__ = [
+    "Flows",
+    "ItemLabels",
+    "LabelSnapshot",
+    "Labels",
+    "Pins",
+    "Upstream",
+    "UpstreamSpec",
+    "Upstreams",
+    "flow_scopes",
+]

@@ -13,6 +13,10 @@ sight. After it:
 - an item that grants cannot name (:mod:`tether.upstreams.paths`), or whose definition has no
   RFC 8785 form, is hidden and refused, and recorded once (``gateway.<kind>_refused``).
 
+A pin is state of the decision point: the labels an item's MCP annotations add come from
+its pinned definition (:mod:`tether.upstreams.labels`), so every write that sets a pinned
+definition (a first pin, a re-pin, an approval) moves the state epoch in its transaction.
+
 Changes are recorded once each, with both versions (cut for the log; the hashes are always
 of the whole definitions). A listing is shown only as far as its hash equals the pinned or
 approved one, so what an agent receives is exactly what was pinned or approved.
@@ -40,7 +44,7 @@ from tether.callers import Caller
 from tether.errors import Forbidden, InvalidRequest, NotFound
 from tether.model import parse_name
 from tether.services import Services
-from tether.store import gateway_pins, gateway_servers
+from tether.store import Store, gateway_pins, gateway_servers
 from tether.upstreams.paths import item_key, item_path
 
 __all__ = ["HASH_VERSION", "KINDS", "Pin", "Pins", "Sorted", "definition_hash"]
@@ -126,6 +130,7 @@ class Pins:
         self._store = services.store
         self._log = services.events
         self._clock = services.clock
+        self._epoch = services.epoch
         # (server, kind, name) -> the hash seen pinned: a definition seen as pinned stays
         # pinned until it changes (and then it no longer matches) or its server is removed.
         self._known: dict[tuple[str, str, str], str] = {}
@@ -253,6 +258,7 @@ class Pins:
                 )
             )
             self._event(conn, "pinned", server, kind, name, detail={"hash": digest})
+            self._moved(conn)
             return None
         if row is None:
             conn.execute(
@@ -287,6 +293,7 @@ class Pins:
                 conn.execute(where.values(**pinned, pending_hash=None, pending=None))
                 detail = {"from": row.pinned_hash, "hash": digest}
                 self._event(conn, "repinned", server, kind, name, detail=detail)
+                self._moved(conn)
                 return None
             matched = row.pinned_hash == v1_hash
         elif row.pinned_hash == digest:
@@ -310,6 +317,14 @@ class Pins:
             detail = {"pinned": dict(row.pinned), "new": dict(definition), "hash": digest}
             self._event(conn, "changed", server, kind, name, why, detail)
         return why
+
+    def _moved(self, conn: Connection) -> None:
+        """A pinned definition was set: move the state epoch (once per transaction), so
+        the labels its annotations add reach every decision point at once."""
+        state = Store.state(conn)
+        if not state.get("pins_moved"):
+            state["pins_moved"] = True
+            self._epoch.bump(conn)
 
     def _event(
         self,
@@ -379,6 +394,7 @@ class Pins:
                     approved_by=by.subject,
                 )
             )
+            self._moved(conn)
             self._log.append(
                 conn,
                 Entry.of(

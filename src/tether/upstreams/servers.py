@@ -25,7 +25,7 @@ from tether.callers import Caller
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from tether.model import Email, parse_email, parse_name
 from tether.services import Services
-from tether.store import gateway_pins, gateway_servers
+from tether.store import gateway_labels, gateway_pins, gateway_servers
 from tether.upstreams.credentials import Credential, parse_credential
 
 __all__ = ["Upstream", "UpstreamSpec", "Upstreams"]
@@ -130,6 +130,7 @@ class Upstreams:
             if gone.rowcount == 0:
                 raise NotFound(f"no upstream server {name}")
             conn.execute(delete(gateway_pins).where(gateway_pins.c.server == name))
+            conn.execute(delete(gateway_labels).where(gateway_labels.c.server == name))
             self._log.append(
                 conn,
                 Entry.of(

@@ -1,0 +1,135 @@
+"""Data flows: which labels the work has touched, so a rule can refuse what comes after
+(the "lethal trifecta": private data + untrusted content + a way out).
+
+The *work* is named by **scopes**, and a call belongs to several (:func:`flow_scopes`):
+
+- ``family:<root>``: the token family, every token exchanged from one root token (the
+  ``tether_family`` claim, :mod:`tether.tokens.issue`), so across each hop of a delegation
+  chain and every MCP session of that family;
+- ``pair:<agent>|<person>``: for each agent of the chain, that agent working for that
+  person (``user:`` entry of the chain, empty when none), so a fresh token does not
+  launder what the work touched.
+
+Only two labels mean the work *took something in*, and only those are tracked:
+``sensitive`` (it read private data) and ``untrusted`` (it took in content nobody vetted).
+``egress`` and ``destructive`` are properties of a call, not of what the work holds: they
+are judged on the call itself (``resource.labels``), never remembered.
+
+After an allowed call of an item with a tracked label, the gateway records, per scope and
+label, the latest decision event that touched it (:meth:`Flows.touch`, an atomic upsert
+that keeps the highest sequence number, correct across processes sharing the store);
+before each call it reads them back (:meth:`Flows.touched`, one indexed query) into the
+request's ``session``. What is older than ``[guard] flow_window`` no longer counts (family
+scopes too, for simplicity: a family rarely outlives it) and is pruned by the sweeper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tether.services import Services
+from tether.store import flow_labels
+
+__all__ = ["TRACKED", "Flows", "flow_scopes"]
+
+TRACKED = frozenset({"sensitive", "untrusted"})  # what the work took in
+_PRUNE_BATCH = 10_000  # rows a prune removes at most per transaction
+
+
+def flow_scopes(family: str, chain: Sequence[str]) -> tuple[str, ...]:
+    """The scopes of a call made with a token of ``family`` for ``chain`` (human first):
+    its family, then one ``pair:<agent>|<person>`` per agent of the chain."""
+    person = next((c.removeprefix("user:") for c in chain if c.startswith("user:")), "")
+    agents = [c for c in chain if not c.startswith("user:")]
+    return (f"family:{family}", *(f"pair:{agent}|{person}" for agent in agents))
+
+
+class Flows:
+    """The labels each scope touched: read before a call, written after an allow."""
+
+    def __init__(self, services: Services) -> None:
+        self._store = services.store
+        self._window = services.settings.guard.flow_window
+        self._clock = services.clock
+
+    def touched(
+        self, scopes: Collection[str], since: datetime | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """``{label: {"seq": N, "resource": R}}``: for each label any of ``scopes``
+        touched since ``since`` (default: the flow window back from now), the latest
+        decision event that did (its sequence number) and what it was on."""
+        if not scopes:
+            return {}
+        since = since if since is not None else self._clock() - self._window
+        with self._store.read() as conn:
+            rows = conn.execute(
+                select(flow_labels.c.label, flow_labels.c.seq, flow_labels.c.resource).where(
+                    flow_labels.c.scope.in_(sorted(set(scopes))), flow_labels.c.at >= since
+                )
+            ).all()
+        latest: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            held = latest.get(row.label)
+            if held is None or row.seq > held["seq"]:
+                latest[row.label] = {"seq": int(row.seq), "resource": row.resource}
+        return {label: latest[label] for label in sorted(latest)}
+
+    def touch(
+        self,
+        scopes: Iterable[str],
+        labels: Iterable[str],
+        seq: int,
+        resource: str,
+        at: datetime | None = None,
+    ) -> None:
+        """Record that decision event ``seq`` (on ``resource``, at ``at``) touched
+        ``labels`` for each of ``scopes``: one upsert per (scope, label) that keeps the
+        latest sequence number, atomic across processes. Labels other than the tracked
+        ones (:data:`TRACKED`) are ignored; nothing to record writes nothing."""
+        wanted = sorted(set(labels) & TRACKED)
+        keys = sorted(set(scopes))
+        if not wanted or not keys:
+            return
+        at = at if at is not None else self._clock()
+        rows = [
+            {"scope": scope, "label": label, "seq": seq, "resource": resource, "at": at}
+            for scope in keys  # sorted: concurrent writers lock rows in one order
+            for label in wanted
+        ]
+        with self._store.write() as conn:
+            conn.execute(_upsert(conn), rows)
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Forget what is older than the window (at most a bounded batch per call: the
+        sweeper calls it again); how many rows went."""
+        cutoff = (now if now is not None else self._clock()) - self._window
+        old = (
+            select(flow_labels.c.scope, flow_labels.c.label)
+            .where(flow_labels.c.at < cutoff)
+            .limit(_PRUNE_BATCH)
+        )
+        with self._store.write() as conn:
+            gone = conn.execute(
+                delete(flow_labels).where(
+                    tuple_(flow_labels.c.scope, flow_labels.c.label).in_(old),
+                    flow_labels.c.at < cutoff,
+                )
+            )
+        return int(gone.rowcount or 0)
+
+
+def _upsert(conn: Connection) -> Any:
+    """INSERT ... ON CONFLICT (scope, label) DO UPDATE, only when the new event is later."""
+    make = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = make(flow_labels)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[flow_labels.c.scope, flow_labels.c.label],
+        set_={"seq": excluded.seq, "resource": excluded.resource, "at": excluded.at},
+        where=flow_labels.c.seq < excluded.seq,
+    )
