@@ -64,6 +64,7 @@ BOB = "bob@example.com"
 ADMIN = Caller.admin()
 ERROR_KEYS = {"error", "error_description"}
 ACCESS_CLAIMS = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope"}
+ALL_ACCESS_CLAIMS = ACCESS_CLAIMS | {"tether_family"}  # private: its token family's root
 DROP = object()  # a claim value meaning "leave this claim out"
 # 1500 nested arrays: a small header or payload, but beyond the JSON parser's recursion limit
 NESTED = base64.urlsafe_b64encode(b"[" * 1500 + b"]" * 1500).rstrip(b"=").decode()
@@ -339,7 +340,8 @@ def test_client_credentials_issues_an_rfc9068_token(env: Env) -> None:
     assert header["kid"] in {k["kid"] for k in env.jwks()["keys"]}
 
     claims = env.decode(token, GITHUB)
-    assert set(claims) == ACCESS_CLAIMS
+    assert set(claims) == ALL_ACCESS_CLAIMS
+    assert claims["tether_family"] == claims["jti"]  # a client_credentials token is a root
     assert claims["iss"] == ISSUER
     assert claims["sub"] == claims["client_id"] == bot.id
     assert claims["aud"] == GITHUB

@@ -244,7 +244,7 @@ class Labels:
                     ),
                 )
                 self._epoch.bump(conn)  # decisions see the new labels at once
-        [labelled] = [i for i in self.list(by, server) if i.kind == kind and i.item == item]
+        [labelled] = self._items(server, (kind, item))
         return labelled
 
     def list(self, by: Caller, server: str) -> list[ItemLabels]:
@@ -253,10 +253,20 @@ class Labels:
         only (others are refused, and that is recorded)."""
         server = parse_name(server)
         self._authorised(by, server, "gateway.labels", "see its labels")
+        return self._items(server)
+
+    def _items(self, server: str, only: tuple[str, str] | None = None) -> list[ItemLabels]:
+        """The items of ``server`` (``only``: that one (kind, item), even if it has
+        neither a pin nor a label) with their labels."""
+        label_where = [gateway_labels.c.server == server]
+        pin_where = [gateway_pins.c.server == server]
+        if only is not None:
+            label_where += [gateway_labels.c.kind == only[0], gateway_labels.c.item == only[1]]
+            pin_where += [gateway_pins.c.kind == only[0], gateway_pins.c.name == only[1]]
         with self._store.read() as conn:
             labels = conn.execute(
                 select(gateway_labels.c.kind, gateway_labels.c.item, gateway_labels.c.label).where(
-                    gateway_labels.c.server == server
+                    *label_where
                 )
             ).all()
             pins = conn.execute(
@@ -265,14 +275,15 @@ class Labels:
                     gateway_pins.c.name,
                     gateway_pins.c.status,
                     gateway_pins.c.pinned,
-                ).where(gateway_pins.c.server == server)
+                ).where(*pin_where)
             ).all()
         explicit: dict[tuple[str, str], set[str]] = {}
         for row in labels:
             explicit.setdefault((row.kind, row.item), set()).add(row.label)
         pinned = {(row.kind, row.name): row for row in pins}
+        keys = {*explicit, *pinned} | ({only} if only is not None else set())
         items: list[ItemLabels] = []
-        for kind, name in sorted({*explicit, *pinned}, key=lambda k: (_ORDER[k[0]], k[1])):
+        for kind, name in sorted(keys, key=lambda k: (_ORDER[k[0]], k[1])):
             pin = pinned.get((kind, name))
             own = explicit.get((kind, name), set())
             items.append(
