@@ -257,6 +257,7 @@ def explain(
         out.print(f"decision: {found['decision']}", markup=False)
     for reason in found["reasons"]:
         out.print(f"  because {reason}", markup=False)
+    _guard_detail(found.get("detail") or {})
     if found["request_id"]:
         also = ", ".join(map(str, found["related"])) or "none"
         out.print(f"request {found['request_id']} (other events: {also})", markup=False)
@@ -285,6 +286,26 @@ def export(
     except OSError as exc:
         raise InvalidRequest(f"cannot write {out}: {exc.strerror}") from exc
     output.stderr.print(f"wrote {text.count(chr(10))} events to {out}", markup=False)
+
+
+def _guard_detail(detail: dict[str, Any]) -> None:
+    """What a decision's event keeps of the rules, the labels and the earlier events."""
+    out = output.console
+    if detail.get("policies"):
+        out.print("rules: " + ", ".join(map(str, detail["policies"])), markup=False)
+    if detail.get("grants"):
+        out.print("grants: " + ", ".join(map(str, detail["grants"])), markup=False)
+    if detail.get("labels"):
+        out.print("resource labels: " + ", ".join(map(str, detail["labels"])), markup=False)
+    session = detail.get("session")
+    if isinstance(session, dict) and session:
+        out.print("the work had touched:", markup=False)
+        for label, event in sorted(session.items()):
+            if isinstance(event, dict):
+                where = f"event {event.get('seq')} ({event.get('resource')})"
+                out.print(f"  {label} at {where}", markup=False)
+    if detail.get("approval"):
+        out.print(f"held: needs the approval of the {detail['approval']}", markup=False)
 
 
 def _link(link: dict[str, Any]) -> str:

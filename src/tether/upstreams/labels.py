@@ -247,14 +247,6 @@ class Labels:
         [labelled] = self._items(server, (kind, item))
         return labelled
 
-    def list(self, by: Caller, server: str) -> list[ItemLabels]:
-        """``server``'s pinned items and the items labelled before they were pinned, with
-        their effective labels and where each comes from; admins and the server's owner
-        only (others are refused, and that is recorded)."""
-        server = parse_name(server)
-        self._authorised(by, server, "gateway.labels", "see its labels")
-        return self._items(server)
-
     def _items(self, server: str, only: tuple[str, str] | None = None) -> list[ItemLabels]:
         """The items of ``server`` (``only``: that one (kind, item), even if it has
         neither a pin nor a label) with their labels."""
@@ -353,6 +345,14 @@ class Labels:
             )
         )
         raise Forbidden(why)
+
+    def list(self, by: Caller, server: str) -> list[ItemLabels]:
+        """``server``'s pinned items and the items labelled before they were pinned, with
+        their effective labels and where each comes from; admins and the server's owner
+        only (others are refused, and that is recorded)."""
+        server = parse_name(server)
+        self._authorised(by, server, "gateway.labels", "see its labels")
+        return self._items(server)
 
 
 _ORDER = {"tool": 0, "resource": 1, "prompt": 2}
