@@ -160,6 +160,7 @@ class Tether:
             self.grants,
             self.guardrails,
             inputs=(RiskInput(self.risk),),  # context.risk: the chain's highest risk score
+            labels=self.labels,  # resource.labels: one snapshot per state epoch
         )
         self.responder = Responder(self.services, self.registry, self.killswitch, self.alerts)
         self.detector = Detector(self.services, self.registry, self.alerts, self.responder)
