@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,27 @@ def test_the_latest_event_wins_whatever_the_order(
         got = tether.flows.touched([scope])
         assert {label: v["seq"] for label, v in got.items()} == expected
         assert all(v["resource"] == f"s/{v['seq']}" for v in got.values())
+
+
+def test_concurrent_touches_in_one_process_keep_the_latest_event(tether: Tether) -> None:
+    """Threads touching the same rows at once (their touches batched into shared
+    transactions): every scope ends with the highest sequence number of all."""
+    scopes = ["family:t", "pair:a|p"]
+
+    def worker(first: int) -> None:
+        for seq in range(first, 400, 8):
+            tether.flows.touch(scopes, ["sensitive", "untrusted"], seq, f"s/{seq}")
+
+    threads = [threading.Thread(target=worker, args=(first,)) for first in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for scope in scopes:
+        assert tether.flows.touched([scope]) == {
+            "sensitive": {"seq": 399, "resource": "s/399"},
+            "untrusted": {"seq": 399, "resource": "s/399"},
+        }
 
 
 # ---- across processes (PostgreSQL) -----------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tether.audit.log import GroupCommit
 from tether.services import Services
 from tether.store import flow_labels
 
@@ -56,6 +57,9 @@ class Flows:
         self._store = services.store
         self._window = services.settings.guard.flow_window
         self._clock = services.clock
+        # concurrent calls' touches share one transaction (each caller still returns only
+        # once its own rows are committed, or raises)
+        self._commits: GroupCommit[dict[str, Any]] = GroupCommit(self._write)
 
     def touched(
         self, scopes: Collection[str], since: datetime | None = None
@@ -98,11 +102,23 @@ class Flows:
         at = at if at is not None else self._clock()
         rows = [
             {"scope": scope, "label": label, "seq": seq, "resource": resource, "at": at}
-            for scope in keys  # sorted: concurrent writers lock rows in one order
+            for scope in keys
             for label in wanted
         ]
+        self._commits.submit(rows)
+
+    def _write(self, rows: list[dict[str, Any]]) -> list[int]:
+        """One transaction for the touches of the moment: per (scope, label) the latest
+        event of the batch, upserted in key order (concurrent writers lock rows in one
+        order)."""
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in rows:
+            key = (row["scope"], row["label"])
+            if key not in latest or row["seq"] > latest[key]["seq"]:
+                latest[key] = row
         with self._store.write() as conn:
-            conn.execute(_upsert(conn), rows)
+            conn.execute(_upsert(conn), [latest[key] for key in sorted(latest)])
+        return [1] * len(rows)
 
     def prune(self, now: datetime | None = None) -> int:
         """Forget what is older than the window (at most a bounded batch per call: the
