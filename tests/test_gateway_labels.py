@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cli, initialised, served
+from conftest import Cli, initialised, served, spec
 from helpers.people import IDP_ISSUER, person_header
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,6 +20,8 @@ from tether.callers import Caller
 from tether.config import LABELS, GuardSettings, Settings
 from tether.core import Tether
 from tether.errors import Forbidden, InvalidRequest, NotFound
+from tether.grants import GrantSpec
+from tether.policy.decision import AccessRequest
 from tether.upstreams.labels import CLASSES, effective_labels
 from tether.upstreams.servers import UpstreamSpec
 
@@ -217,6 +219,27 @@ def test_annotations_only_ever_add(kind: str, explicit: set[str], hints: dict[st
         *(["destructive"] if hints.get("destructiveHint") is True else []),
         *(["untrusted", "egress"] if hints.get("openWorldHint") is True else []),
     }
+
+
+def test_a_label_change_reaches_another_processs_decisions_at_once(
+    make_settings: Callable[..., Settings], clock: Any
+) -> None:
+    """Two Tethers on one store: a label set in one is in the very next decision of the
+    other (the label change moved the epoch; no cache outlives it)."""
+    settings = make_settings(decision_staleness_ms=0)
+    first, _ = Tether.init(settings)
+    first.close()
+    with Tether.open(settings, clock=clock) as one, Tether.open(settings, clock=clock) as two:
+        one.upstreams.add(ADMIN, UpstreamSpec("fs", url="https://fs.example/mcp"))
+        one.registry.register(ADMIN, spec("bot"))
+        one.grants.add(ADMIN, GrantSpec("bot", "tools/call", "fs/*"))
+        bot = two.registry.get(ADMIN, "bot").id
+        ask = AccessRequest.of(bot, "tools/call", "fs/read_file")
+        [before] = two.decide_all([ask])
+        assert before.allowed and set(before.labels) == {"untrusted", "egress"}
+        one.labels.change(ADMIN, "fs", "read_file", add=["sensitive"])
+        [after] = two.decide_all([ask])
+        assert after.allowed and after.labels == ("sensitive",)
 
 
 # ---- faces -----------------------------------------------------------------------------
