@@ -3,7 +3,10 @@
 ``--context`` may not set what the server computes (``time``, ``hour``, ``chain_depth``,
 ``risk``, ``args``, ``session`` ...: :mod:`tether.policy.inputs`): the server refuses it
 naming the key, a usage error (exit 2) locally and against a server (TETHER_URL) alike.
-Nor may it set what an option of its own sets (``chain``: ``--chain`` ...).
+Nor may it set what an option of its own sets (``chain``: ``--chain`` ...). ``--args``
+gives the call's arguments (a JSON object, as the gateway would pass a tool's arguments)
+so rules on ``context.args`` can be tried; they travel as AuthZEN
+``action.properties.args``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,19 @@ def _context_of(context: str | None) -> dict[str, Any]:
     return extra
 
 
+def _args_of(args: str | None) -> dict[str, Any] | None:
+    """The ``--args`` object: the arguments the gateway would pass."""
+    if args is None:
+        return None
+    try:
+        value = json.loads(args)
+    except ValueError as exc:
+        raise InvalidRequest(f"--args is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("--args must be a JSON object (the call's arguments)")
+    return value
+
+
 def authorize(
     principal: Annotated[str, typer.Option(help="The acting agent, or user:EMAIL.")],
     action: Annotated[str, typer.Option(help="tools/call, resources/read, ...")],
@@ -79,10 +95,15 @@ def authorize(
         str | None,
         typer.Option(help="With --token: the resource asking (default: the token's own aud)."),
     ] = None,
+    args: Annotated[
+        str | None,
+        typer.Option(help="The call's arguments, a JSON object (as the gateway passes them)."),
+    ] = None,
     json_: Json = False,
 ) -> None:
     """Would this request be allowed? Every identity of the chain must hold a grant."""
     extra = _context_of(context)
+    arguments = _args_of(args)
     if token is not None:
         extra["token"] = token
         extra["audience"] = audience or _audience_of(token)
@@ -95,7 +116,7 @@ def authorize(
     kind = "user" if principal.startswith("user:") else "agent"
     body = {
         "subject": {"type": kind, "id": principal},
-        "action": {"name": action},
+        "action": {"name": action, "properties": {} if arguments is None else {"args": arguments}},
         "resource": {"type": "resource", "id": resource},
         "context": extra,
     }
