@@ -44,33 +44,24 @@ def _audience_of(token: str) -> str:
     return aud if isinstance(aud, str) else ""
 
 
+def _object(text: str, option: str) -> dict[str, Any]:
+    """``text``, the value of ``option``, as a JSON object."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"{option} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{option} must be a JSON object")
+    return value
+
+
 def _context_of(context: str | None) -> dict[str, Any]:
     """The ``--context`` object, refused when it sets what an option of its own sets."""
-    if context is None:
-        return {}
-    try:
-        extra = json.loads(context)
-    except ValueError as exc:
-        raise InvalidRequest(f"--context is not JSON: {exc}") from None
-    if not isinstance(extra, dict):
-        raise InvalidRequest("--context must be a JSON object")
+    extra = _object(context, "--context") if context is not None else {}
     for key, option in _OPTIONS.items():
         if key in extra:
             raise InvalidRequest(f"--context key {key!r} has an option of its own: use {option}")
     return extra
-
-
-def _args_of(args: str | None) -> dict[str, Any] | None:
-    """The ``--args`` object: the arguments the gateway would pass."""
-    if args is None:
-        return None
-    try:
-        value = json.loads(args)
-    except ValueError as exc:
-        raise InvalidRequest(f"--args is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest("--args must be a JSON object (the call's arguments)")
-    return value
 
 
 def authorize(
@@ -103,7 +94,7 @@ def authorize(
 ) -> None:
     """Would this request be allowed? Every identity of the chain must hold a grant."""
     extra = _context_of(context)
-    arguments = _args_of(args)
+    arguments = _object(args, "--args") if args is not None else None  # the call's
     if token is not None:
         extra["token"] = token
         extra["audience"] = audience or _audience_of(token)
