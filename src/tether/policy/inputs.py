@@ -188,8 +188,8 @@ def session_labels(request: AccessRequest) -> dict[str, dict[str, Any]]:
     if not request.session:
         return {}
     found = json.loads(request.session)
-    if not isinstance(found, dict):
-        raise InvalidRequest("session must be a JSON object of labels")
+    if not isinstance(found, dict):  # the gateway's own field: a deny, not a caller's error
+        raise ValueError("the request's session is not a JSON object of labels")
     return found
 
 

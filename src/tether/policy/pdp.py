@@ -26,10 +26,10 @@ returned only once both are committed), and a listing is filtered through
 
 **Inputs.** The Cedar context is the caller's (``AccessRequest.context``) together with
 what the server computes, the decision inputs (:mod:`tether.policy.inputs`): the built-in
-``chain_depth``, ``on_behalf_of``, ``time`` and ``hour`` and any passed to the
-constructor. A caller may not set any of them, nor a key reserved for inputs to come. The
-decision cache is keyed by the request and the key part of every input a policy reads;
-an uncachable one (the clock) bypasses the cache, and its decisions say ``cached: false``.
+``chain_depth``, ``on_behalf_of``, ``time``, ``hour``, ``args`` and ``session`` and any
+passed to the constructor (``risk``). A caller may set none of them. The decision cache
+is keyed by the request and the key part of every input a policy reads; an uncachable
+one (the clock) bypasses the cache, and its decisions say ``cached: false``.
 
 **Arguments, session, labels, approval.** ``context.args`` (the call's arguments,
 :mod:`tether.policy.args`) and ``context.session`` (the labels the work has touched) come
