@@ -56,7 +56,7 @@ import json
 import logging
 import threading
 from collections.abc import Hashable, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -372,6 +372,12 @@ class DecisionPoint:
         return context
 
 
+# the request's fields that key the cache themselves: all but those only inputs read
+_KEYED = tuple(
+    f.name for f in fields(AccessRequest) if f.name not in ("args", "session", "approval")
+)
+
+
 def _cache_key(
     keyed: tuple[DecisionInput, ...], request: AccessRequest, now: datetime
 ) -> Hashable | None:
@@ -385,9 +391,7 @@ def _cache_key(
             return None
         if part is not None:
             parts.append((source.name, part))
-    if request.args is not None or request.session or request.approval:
-        request = replace(request, args=None, session="", approval="")
-    return (request, tuple(parts))
+    return (*(getattr(request, name) for name in _KEYED), tuple(parts))
 
 
 def _finish(decision: Decision, request: AccessRequest) -> Decision:
@@ -406,4 +410,18 @@ def _finish(decision: Decision, request: AccessRequest) -> Decision:
             approval=None,
             reasons=(f"allowed with approval {request.approval}", *decision.reasons),
         )
-    return replace(decision, **changes) if changes else decision
+    return _amended(decision, changes) if changes else decision
+
+
+_DECISION_FIELDS = tuple(f.name for f in fields(Decision))
+
+
+def _amended(decision: Decision, changes: dict[str, Any]) -> Decision:
+    """``dataclasses.replace(decision, **changes)`` at a third of its cost (it runs on
+    every decision with arguments): a field-by-field copy, as Decision has no checks of
+    its own to run."""
+    copy = object.__new__(Decision)
+    for name in _DECISION_FIELDS:
+        value = changes[name] if name in changes else getattr(decision, name)
+        object.__setattr__(copy, name, value)
+    return copy
