@@ -328,3 +328,32 @@ def test_undecidable_args_are_a_deny_only_when_read(make) -> None:
         "the call's arguments cannot be decided on: args.path: key '__entity' is a Cedar "
         "JSON escape",
     )
+
+
+def test_a_listing_shows_what_an_approval_could_let_through(make) -> None:
+    tether, pdp, _ = make()
+    _approval_grants(tether)
+    assert pdp.could_allow(AccessRequest.of("helper", "tools/call", "pay/transfer"))
+    assert pdp.could_allow(AccessRequest.of("helper", "tools/call", "web/post"))
+    assert not pdp.could_allow(AccessRequest.of("helper", "tools/call", "mail/send"))
+
+
+def test_a_malformed_session_is_a_deny_not_an_error(make) -> None:
+    _, pdp, _ = make()
+    request = AccessRequest("helper", "tools/call", "web/post", session="[1]")
+    decision = pdp.decide(request)
+    assert not decision.allowed and "session" in decision.reasons[0]
+
+
+def test_a_hold_that_cannot_be_checked_against_the_grants_is_a_plain_deny(make) -> None:
+    tether, pdp, _ = make()
+    tether.guardrails.add(
+        ADMIN, '@id("hold-all") @approval("owner") forbid (principal, action, resource);'
+    )
+    assert ask(pdp).approval == "owner"
+    state = pdp._state[0]  # as if the state had lost its policies without the holds
+    state.unheld = None
+    state._chains.clear()
+    state.decisions.clear()
+    decision = ask(pdp, approval="apr_1")
+    assert not decision.allowed and decision.approval is None

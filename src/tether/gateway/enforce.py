@@ -122,7 +122,9 @@ class Gateway:
         self, bearer: str, upstream: ToolSource, name: str, arguments: dict[str, Any]
     ) -> dict[str, Any]:
         try:
-            token, path = await self._admit(bearer, upstream.known_tools, "tool", name)
+            token, path = await self._admit(
+                bearer, upstream.known_tools, "tool", name, args=arguments
+            )
         except Refused as refused:
             return error_result(f"denied: {refused.reason}")
         return await self._forward(
@@ -131,7 +133,9 @@ class Gateway:
 
     async def read_resource(self, bearer: str, upstream: Any, uri: str) -> dict[str, Any]:
         """The resource's contents; raises :class:`Refused`."""
-        token, path = await self._admit(bearer, upstream.list_resources, "resource", uri)
+        token, path = await self._admit(
+            bearer, upstream.list_resources, "resource", uri, args={"uri": uri}
+        )
         return await self._forward(
             token, "resources/read", path, lambda: upstream.read_resource(uri)
         )
@@ -140,13 +144,21 @@ class Gateway:
         self, bearer: str, upstream: Any, name: str, arguments: dict[str, str]
     ) -> dict[str, Any]:
         """The prompt's messages; raises :class:`Refused`."""
-        token, path = await self._admit(bearer, upstream.list_prompts, "prompt", name)
+        token, path = await self._admit(
+            bearer, upstream.list_prompts, "prompt", name, args=arguments
+        )
         return await self._forward(
             token, "prompts/get", path, lambda: upstream.get_prompt(name, arguments)
         )
 
     async def _admit(
-        self, bearer: str, fetch: Listing, kind: str, wanted: str
+        self,
+        bearer: str,
+        fetch: Listing,
+        kind: str,
+        wanted: str,
+        *,
+        args: dict[str, Any] | None = None,
     ) -> tuple[VerifiedToken, str]:
         """Verify the token, find the pinned item, decide and record; raises Refused
         (recorded) when the request may not go upstream. The work on the store is one
@@ -165,7 +177,7 @@ class Gateway:
             ]
         except Exception as exc:  # the upstream failed: refused below, with the caller
             offered = exc
-        return await to_thread.run_sync(self._judge, caller, kind, wanted, offered)
+        return await to_thread.run_sync(self._judge, caller, kind, wanted, offered, args)
 
     def _verified(self, bearer: str, action: str) -> VerifiedToken:
         try:
@@ -180,7 +192,10 @@ class Gateway:
         kind: str,
         wanted: str,
         offered: list[dict[str, Any]] | Exception,
+        args: dict[str, Any] | None = None,
     ) -> tuple[VerifiedToken, str]:
+        """Decide and record the call (``args``: its arguments, which policies may read
+        as ``context.args``); raises Refused (recorded) when it may not go upstream."""
         action = _ACTIONS[kind]
         token = self._verified(caller, action) if isinstance(caller, str) else caller
         actor = str(token.claims["client_id"])
@@ -202,7 +217,7 @@ class Gateway:
         path = item_path(self.server, kind, shown[0])
         scopes = flow_scopes(token.family, token.chain)
         session = self._session(scopes, path, action, actor)
-        request = token.request(action, path)
+        request = token.request(action, path, args=args)
         if session:
             request = replace(request, session=canonical(session))
         [decision] = self.tether.decide_all([request])

@@ -26,10 +26,10 @@ returned only once both are committed), and a listing is filtered through
 
 **Inputs.** The Cedar context is the caller's (``AccessRequest.context``) together with
 what the server computes, the decision inputs (:mod:`tether.policy.inputs`): the built-in
-``chain_depth``, ``on_behalf_of``, ``time`` and ``hour`` and any passed to the
-constructor. A caller may not set any of them, nor a key reserved for inputs to come. The
-decision cache is keyed by the request and the key part of every input a policy reads;
-an uncachable one (the clock) bypasses the cache, and its decisions say ``cached: false``.
+``chain_depth``, ``on_behalf_of``, ``time``, ``hour``, ``args`` and ``session`` and any
+passed to the constructor (``risk``). A caller may set none of them. The decision cache
+is keyed by the request and the key part of every input a policy reads; an uncachable
+one (the clock) bypasses the cache, and its decisions say ``cached: false``.
 
 **Arguments, session, labels, approval.** ``context.args`` (the call's arguments,
 :mod:`tether.policy.args`) and ``context.session`` (the labels the work has touched) come
@@ -51,11 +51,10 @@ cached per chain *and* groups.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -67,19 +66,21 @@ from tether.errors import InvalidRequest
 from tether.grants import Grants
 from tether.permissions import Permission, check_action, check_resource
 from tether.policy.args import Bounds, Undecidable
+from tether.policy.cache import cache_key, finish
 from tether.policy.decision import AccessRequest, Decision
 from tether.policy.guardrails import Guardrails
 from tether.policy.inputs import (
     BUILTIN_INPUTS,
     Args,
     DecisionInput,
-    Uncachable,
     check_caller_context,
+    check_context_value,
     reserved_names,
     session_labels,
 )
 from tether.policy.labels import NO_LABELS, LabelSource
-from tether.policy.state import PolicyState, reads
+from tether.policy.listing import args_may_allow
+from tether.policy.state import PolicyState, reads, resource_entity
 from tether.policy.verdict import Verdicts
 from tether.principals import Principal, parse_principal
 from tether.registry import Registry
@@ -137,19 +138,19 @@ class DecisionPoint:
         :class:`InvalidRequest`; every other failure is a deny (fail closed)."""
         try:
             state, keyed, now = self._current()
-            key = _cache_key(keyed, request, now)
+            key = cache_key(keyed, request, now)
             if key is None:  # an input that must not be cached: decided afresh
-                return _finish(self._evaluate(state, keyed, request, now), request)
+                return finish(self._evaluate(state, keyed, request, now), request)
             cached = state.decisions.get(key)
             # a refusal names the events of its session: another session's are not these
             if cached is not None and (
                 cached.allowed or not cached.session or cached.session == request.session
             ):
-                return _finish(cached, request)
+                return finish(cached, request)
             decision = self._evaluate(state, keyed, request, now)
             if len(state.decisions) < self._cache_size or cached is not None:
                 state.decisions[key] = replace(decision, cached=True)
-            return _finish(decision, request)
+            return finish(decision, request)
         except InvalidRequest:
             raise
         except Exception as exc:  # fail closed: no error becomes an allow
@@ -216,19 +217,9 @@ class DecisionPoint:
                 False, chain, action, resource, reasons, policies=policies, epoch=state.epoch
             )
 
-        agents = [p for p in identities if p.kind == "agent"]
-        if len(agents) > self._settings.max_chain_depth:
-            return deny(
-                f"delegation chain of {len(agents)} agents is deeper than the cap "
-                f"({self._settings.max_chain_depth})"
-            )
-        for principal in agents:
-            if principal.id not in state.agents:
-                return deny(f"{principal.display(td)} is not a registered agent")
-        if request.scope is not None and not any(
-            Permission.parse(entry).covers(action, resource) for entry in request.scope
-        ):
-            return deny(f"{action}:{resource} is outside the token's scope")
+        obstacle = self._obstacle(state, request, action, resource, identities)
+        if obstacle:
+            return deny(obstacle)
         # Serialised once for every identity; resources and actions are checked to hold
         # no characters that JSON would escape.
         try:
@@ -236,14 +227,8 @@ class DecisionPoint:
         except Undecidable as exc:
             return deny(f"the call's arguments cannot be decided on: {exc}")
         compiled = state.chain(identities, request.groups)
-        depth = resource.count("/") + 1
         labels = tuple(sorted(state.labels.of(action, resource)))
-        delta = (
-            f'[{{"uid":{{"type":"Resource","id":"{resource}"}},'
-            f'"attrs":{{"path":"{resource}","depth":{depth},"labels":{json.dumps(labels)}}},'
-            '"parents":[]}]'
-        )
-        entities = compiled.entities.with_added_json_str(delta)
+        entities = compiled.entities.with_added_json_str(resource_entity(resource, labels))
         batch = [
             {
                 "principal": {"type": p.cedar_type, "id": p.id},
@@ -262,6 +247,78 @@ class DecisionPoint:
             retry = lambda: cedarpy.is_authorized_batch(batch, unheld, entities)  # noqa: E731
         decision = verdicts.decide(results, retry, labels)
         return replace(decision, session=request.session) if session else decision
+
+    def _obstacle(
+        self,
+        state: PolicyState,
+        request: AccessRequest,
+        action: str,
+        resource: str,
+        identities: tuple[Principal, ...],
+    ) -> str | None:
+        """Why the request is refused before any policy is asked, if it is."""
+        td = self._settings.trust_domain
+        agents = [p for p in identities if p.kind == "agent"]
+        if len(agents) > self._settings.max_chain_depth:
+            return (
+                f"delegation chain of {len(agents)} agents is deeper than the cap "
+                f"({self._settings.max_chain_depth})"
+            )
+        for principal in agents:
+            if principal.id not in state.agents:
+                return f"{principal.display(td)} is not a registered agent"
+        if request.scope is not None and not any(
+            Permission.parse(entry).covers(action, resource) for entry in request.scope
+        ):
+            return f"{action}:{resource} is outside the token's scope"
+        return None
+
+    # ---- listings ---------------------------------------------------------------------
+
+    def could_allow(self, request: AccessRequest) -> bool:
+        """Whether *some* call of this request could be allowed: a listing's question.
+
+        It is the decision when that is an allow or a hold (an approval could let it
+        through). When it is a refusal and a policy reads ``context.args``, the chain is
+        evaluated again with ``context.args`` unknown (Cedar partial evaluation, without
+        the ``@approval`` guardrails): a ``Deny`` for any identity hides the item, an
+        ``Allow`` or ``NoDecision`` (the answer depends on the arguments) shows it. Every
+        call is still decided on its real arguments. Errors hide (fail closed)."""
+        decision = self.decide(request)
+        if decision.allowed or decision.approval is not None:
+            return True
+        try:
+            state, keyed, now = self._current()
+            if request.action == "delegate" or not any(i.name == "args" for i in keyed):
+                return False
+            return self._partial(state, keyed, request, now)
+        except Exception as exc:  # a listing hides what it cannot decide
+            log.warning("listing check failed closed: %r", exc)
+            return False
+
+    def _partial(
+        self,
+        state: PolicyState,
+        keyed: tuple[DecisionInput, ...],
+        request: AccessRequest,
+        now: datetime,
+    ) -> bool:
+        rest = tuple(i for i in keyed if i.name != "args")
+        inner = cache_key(rest, request, now)
+        key = None if inner is None else ("could_allow", inner)
+        known = state.decisions.get(key) if key is not None else None
+        if known is not None:
+            return known.allowed
+        action = check_action(request.action)
+        resource = check_resource(action, request.resource)
+        identities = self._identities(request)
+        if self._obstacle(state, request, action, resource, identities):
+            return False
+        context = self._context(request, rest, identities, now)
+        shown = args_may_allow(state, identities, action, resource, context, request.groups)
+        if key is not None and len(state.decisions) < self._cache_size:
+            state.decisions[key] = Decision(shown, (), action, resource, ())
+        return shown
 
     def _identities(self, request: AccessRequest) -> tuple[Principal, ...]:
         td = self._settings.trust_domain
@@ -296,7 +353,7 @@ class DecisionPoint:
         if not isinstance(extra, dict):
             raise InvalidRequest("context must be a JSON object")
         check_caller_context(extra, reserved=self._reserved)
-        _check_context_value(extra, "context")
+        check_context_value(extra, "context")
         return extra
 
     def _context(
@@ -312,70 +369,3 @@ class DecisionPoint:
         for source in keyed:
             context[source.name] = source.value(request, identities, now)
         return context
-
-
-_LONG = 2**63
-
-
-def _check_context_value(value: Any, where: str) -> None:
-    """Context must be what Cedar can hold: strings (no NUL), booleans, 64-bit integers,
-    lists and objects of those. Floats and nulls are refused, not silently denied."""
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int):
-        if not -_LONG <= value < _LONG:
-            raise InvalidRequest(f"{where}: integer out of Cedar's 64-bit range")
-        return
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidRequest(f"{where}: NUL is not allowed in context strings")
-        return
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_context_value(item, f"{where}[{index}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                raise InvalidRequest(f"{where}: NUL is not allowed in context keys")
-            _check_context_value(item, f"{where}.{key}")
-        return
-    kind = "null" if value is None else type(value).__name__
-    raise InvalidRequest(f"{where}: {kind} values are not allowed in Cedar context")
-
-
-def _cache_key(
-    keyed: tuple[DecisionInput, ...], request: AccessRequest, now: datetime
-) -> Hashable | None:
-    """The request without its arguments, session and approval, and the key part of every
-    input the policies read (the arguments' and the session's among them, when read);
-    ``None`` when one of them may not be cached."""
-    parts: list[tuple[str, Hashable]] = []
-    for source in keyed:
-        part = source.key(request, now)
-        if isinstance(part, Uncachable):
-            return None
-        if part is not None:
-            parts.append((source.name, part))
-    if request.args is not None or request.session or request.approval:
-        request = replace(request, args=None, session="", approval="")
-    return (request, tuple(parts))
-
-
-def _finish(decision: Decision, request: AccessRequest) -> Decision:
-    """What a decision says of this very request: its arguments' digest, its session when
-    policies read it, and the allow a consumed approval makes of a held decision."""
-    changes: dict[str, Any] = {}
-    if request.args is not None:
-        changes["args_digest"] = hashlib.sha256(
-            request.args.encode("utf-8", "surrogatepass")
-        ).hexdigest()
-    if decision.session and decision.session != request.session:
-        changes["session"] = request.session
-    if decision.approval is not None and request.approval:
-        changes.update(
-            allowed=True,
-            approval=None,
-            reasons=(f"allowed with approval {request.approval}", *decision.reasons),
-        )
-    return replace(decision, **changes) if changes else decision
