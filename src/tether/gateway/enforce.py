@@ -260,7 +260,9 @@ class Gateway:
         redacted: Mapping[str, int] | None = None,
         decision: Decision | None = None,
     ) -> None:
-        if decision is not None and decision.budget:  # the result's bytes, on its grants
+        if decision is not None and decision.budget and outcome != "failed":
+            # what the upstream returned counts against the grants' bytes limits (the
+            # gateway's own message about a failed call does not)
             self.tether.budgets.spend(decision, size)
         actor = str(token.claims["client_id"])
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
