@@ -140,12 +140,18 @@ def test_an_unlimited_grant_beats_a_limited_one_and_costs_no_store_access(
 
 
 def test_the_first_limited_grant_with_budget_left_is_charged(helper: Tether) -> None:
-    first, second = sorted([grant(helper, "calls=1/1h"), grant(helper, "calls=2/1h")])
-    charged = [call(helper) for _ in range(3)]
-    assert all(d.allowed for d in charged)
-    used = rows(helper)
-    assert used[(first, "calls/3600")] == 1
-    assert used[(second, "calls/3600")] == 2
+    amounts = {grant(helper, "calls=1/1h"): 1, grant(helper, "calls=2/1h"): 2}
+    first, second = sorted(amounts)
+    taken = []
+    for _ in range(3):
+        d = call(helper)
+        assert d.allowed
+        taken.append(d.reasons[-1].split(":")[0].removeprefix("budget of grant "))
+    assert taken == [first] * amounts[first] + [second] * amounts[second]  # first by ID, then
+    assert rows(helper) == {
+        (first, "calls/3600"): amounts[first],
+        (second, "calls/3600"): amounts[second],
+    }
     refused = call(helper)
     assert not refused.allowed
     assert [r.split(" allows")[0] for r in refused.reasons] == [

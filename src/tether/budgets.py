@@ -29,18 +29,19 @@ grant allowed costs nothing here: which grants have limits is known per state ep
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import Connection, delete, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, delete, select, tuple_
+from sqlalchemy.engine import Dialect
 
 from tether.audit.record import Entry
 from tether.errors import TetherError
@@ -58,9 +59,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KEEP = timedelta(days=1)  # windows that ended longer ago than this are pruned
 _PRUNE_EVERY = timedelta(hours=1)
 _PRUNE_BATCH = 1000  # rows deleted per statement, so a prune never holds the table long
-
-
-_PK = [budget_usage.c.grant_id, budget_usage.c.metric, budget_usage.c.window_start]
 
 
 def window_start(now: datetime, limit: Limit) -> datetime:
@@ -106,16 +104,6 @@ class Charge:
             "window_start": _iso(self.start),
             "resets_at": _iso(self.resets_at),
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Charge:
-        start = datetime.strptime(str(data["window_start"]), "%Y-%m-%dT%H:%M:%SZ")
-        return cls(
-            str(data["grant"]),
-            parse_limit(str(data["limit"])),
-            int(data["used"]),
-            start.replace(tzinfo=UTC),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,47 +245,28 @@ class Budgets:
             return [], over
         return taken, []
 
-    def _increment(
-        self, conn: Connection, grant_id: str, limit: Limit, start: datetime
-    ) -> int | None:
+    @staticmethod
+    def _increment(conn: Connection, grant_id: str, limit: Limit, start: datetime) -> int | None:
         """Take one call of ``limit`` in its window; ``None`` when none is left. Atomic
         across processes: the row is locked by the upsert until the transaction ends."""
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        row = insert(budget_usage).values(
-            grant_id=grant_id, metric=_key(limit), window_start=start, used=1
-        )
-        stmt = row.on_conflict_do_update(
-            index_elements=_PK,
-            set_={"used": budget_usage.c.used + 1},
-            where=budget_usage.c.used < limit.amount,
-        ).returning(budget_usage.c.used)
-        used = conn.execute(stmt).scalar_one_or_none()
+        sql = _Sql.of(conn)
+        key = {"g": grant_id, "m": _key(limit), "w": sql.at(start)}
+        used = conn.exec_driver_sql(sql.take, key | {"amount": limit.amount}).scalar()
         return None if used is None else int(used)
 
     @staticmethod
     def _used(conn: Connection, grant_id: str, limit: Limit, start: datetime) -> int:
-        used = conn.execute(
-            select(budget_usage.c.used).where(
-                budget_usage.c.grant_id == grant_id,
-                budget_usage.c.metric == _key(limit),
-                budget_usage.c.window_start == start,
-            )
-        ).scalar_one_or_none()
-        return int(used or 0)
+        sql = _Sql.of(conn)
+        key = {"g": grant_id, "m": _key(limit), "w": sql.at(start)}
+        return int(conn.exec_driver_sql(sql.used, key).scalar() or 0)
 
     @staticmethod
     def _give_back(conn: Connection, charge: Charge) -> None:
         if charge.limit.metric != "calls":
             return  # a bytes limit was only read
-        conn.execute(
-            update(budget_usage)
-            .where(
-                budget_usage.c.grant_id == charge.grant,
-                budget_usage.c.metric == _key(charge.limit),
-                budget_usage.c.window_start == charge.start,
-            )
-            .values(used=budget_usage.c.used - 1)
-        )
+        sql = _Sql.of(conn)
+        key = {"g": charge.grant, "m": _key(charge.limit), "w": sql.at(charge.start)}
+        conn.exec_driver_sql(sql.give_back, key)
 
     # ---- results ----------------------------------------------------------------------
 
@@ -309,11 +278,11 @@ class Budgets:
         if not d.budget or size <= 0:
             return
         now = self._clock()
+        charged = [(str(c["grant"]), _limit(str(c["limit"]))) for c in json.loads(d.budget)]
         with self._lock:
-            for item in json.loads(d.budget):
-                charge = Charge.from_dict(item)
-                if charge.limit.metric == "bytes":
-                    key = (charge.grant, _key(charge.limit), window_start(now, charge.limit))
+            for grant_id, limit in charged:
+                if limit.metric == "bytes":
+                    key = (grant_id, _key(limit), window_start(now, limit))
                     self._pending[key] = self._pending.get(key, 0) + size
         self._arm()
 
@@ -345,17 +314,9 @@ class Budgets:
 
     @staticmethod
     def _add_bytes(conn: Connection, pending: dict[tuple[str, str, datetime], int]) -> None:
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        sql = _Sql.of(conn)
         for (grant_id, key, start), size in sorted(pending.items()):  # one lock order
-            stmt = insert(budget_usage).values(
-                grant_id=grant_id, metric=key, window_start=start, used=size
-            )
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=_PK,
-                    set_={"used": budget_usage.c.used + stmt.excluded.used},
-                )
-            )
+            conn.exec_driver_sql(sql.add, {"g": grant_id, "m": key, "w": sql.at(start), "n": size})
 
     def _arm(self) -> None:
         with self._lock:
@@ -437,6 +398,54 @@ class Budgets:
             if deleted >= batch:
                 break
         return deleted
+
+
+class _Sql:
+    """A charge's statements in the driver's own SQL (a charge is on the path of every
+    call a limited grant allows: nothing is built or compiled per call). The text is the
+    same on PostgreSQL and SQLite (3.35+: upserts with ``RETURNING``)."""
+
+    _INSERT = "INSERT INTO budget_usage (grant_id, metric, window_start, used) "
+    _CONFLICT = " ON CONFLICT (grant_id, metric, window_start) DO UPDATE SET used = "
+    _TAKE = (
+        _INSERT + "VALUES (:g, :m, :w, 1)" + _CONFLICT + "budget_usage.used + 1 "
+        "WHERE budget_usage.used < :amount RETURNING used"
+    )
+    _ADD = _INSERT + "VALUES (:g, :m, :w, :n)" + _CONFLICT + "budget_usage.used + excluded.used"
+    _USED = (
+        "SELECT used FROM budget_usage WHERE grant_id = :g AND metric = :m AND window_start = :w"
+    )
+    _GIVE_BACK = (
+        "UPDATE budget_usage SET used = used - 1 "
+        "WHERE grant_id = :g AND metric = :m AND window_start = :w"
+    )
+    _made: ClassVar[dict[str, _Sql]] = {}
+
+    def __init__(self, dialect: Dialect) -> None:
+        pg = dialect.name == "postgresql"
+
+        def native(sql: str) -> str:  # psycopg takes %(name)s, sqlite3 :name
+            return re.sub(r":(\w+)", r"%(\1)s", sql) if pg else sql
+
+        self.take, self.add, self.used, self.give_back = map(
+            native, (self._TAKE, self._ADD, self._USED, self._GIVE_BACK)
+        )
+        column = budget_usage.c.window_start.type
+        convert = column.dialect_impl(dialect).bind_processor(dialect)  # as SQLAlchemy stores it
+        self.at: Callable[[datetime], Any] = convert if convert is not None else (lambda v: v)
+
+    @classmethod
+    def of(cls, conn: Connection) -> _Sql:
+        made = cls._made.get(conn.dialect.name)
+        if made is None:
+            made = cls._made[conn.dialect.name] = cls(conn.dialect)
+        return made
+
+
+@functools.lru_cache(maxsize=256)
+def _limit(text: str) -> Limit:
+    """A limit as a decision's budget names it (``str(Limit)``), parsed once."""
+    return parse_limit(text)
 
 
 def _seconds(key: str) -> int | None:
