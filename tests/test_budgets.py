@@ -14,8 +14,10 @@ from sqlalchemy import func, insert, select
 
 from tether import AccessRequest, GrantSpec, StoreUnavailable, Tether
 from tether.budgets import Budgets, window_start
+from tether.errors import InvalidGrant
 from tether.limits import parse_limit
 from tether.store import budget_usage
+from tether.tokens import TOKEN_TYPE_ACCESS
 
 ALICE = "user:alice@example.com"
 TOOL = "github/create_issue"
@@ -276,3 +278,21 @@ def test_concurrent_charges_never_exceed_the_amount(
     assert sum(outcomes) == min(amount, threads * each)
     assert rows(helper)[(g, "calls/3600")] == min(amount, threads * each)
     helper.grants.revoke(ADMIN, g)  # the next example starts from a fresh grant
+
+
+def test_a_delegation_hop_is_charged_to_a_limited_delegate_grant(tether: Tether) -> None:
+    """Token exchange decides its hop with the effect (decide_with_effect): a limited
+    ``delegate`` grant is charged there too, and refused with the reset time."""
+    for name in ("a", "b"):
+        tether.registry.register(ADMIN, spec(name))
+        tether.grants.add(ADMIN, GrantSpec(name, "tools/call", "github/*", reason="test"))
+    g = tether.grants.add(ADMIN, GrantSpec("a", "delegate", "b", limits=("calls=1/1h",))).id
+    a, b = (tether.registry.get(ADMIN, name) for name in ("a", "b"))
+    token = tether.tokens.client_credentials(a, str(b.id), "tools/call:github/*").access_token
+    tether.tokens.exchange(b, token, TOKEN_TYPE_ACCESS, tether.settings.issuer, None)
+    with pytest.raises(InvalidGrant) as refused:
+        tether.tokens.exchange(b, token, TOKEN_TYPE_ACCESS, tether.settings.issuer, None)
+    assert f"budget exhausted: grant {g} allows calls=1/1h; 0 left until " in str(refused.value)
+    hops = [e for e in tether.events.list(type="decision") if e.action == "delegate"]
+    assert [h.decision for h in hops] == ["allow", "deny"]
+    assert hops[0].detail["budget"][0]["used"] == 1
