@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select
 from tether import AccessRequest, GrantSpec, StoreUnavailable, Tether
 from tether.budgets import Budgets, window_start
 from tether.errors import InvalidGrant
-from tether.limits import parse_limit
+from tether.limits import Limit, parse_limit
 from tether.store import budget_usage
 from tether.tokens import TOKEN_TYPE_ACCESS
 
@@ -52,6 +52,17 @@ def test_window_starts_are_aligned_on_the_unix_epoch() -> None:
     assert window_start(at, parse_limit("calls=1/1h")) == datetime(2026, 12, 7, 19, tzinfo=UTC)
     assert window_start(at, parse_limit("calls=1/7s")).timestamp() % 7 == 0
     assert window_start(at, parse_limit("calls=1/1d")) == datetime(2026, 12, 7, tzinfo=UTC)
+
+
+@given(
+    metric=st.sampled_from(["calls", "bytes"]),
+    amount=st.integers(1, 2**53 - 1),
+    seconds=st.integers(1, 3650 * 86400),
+)
+def test_a_limit_reads_back_what_it_prints(metric: str, amount: int, seconds: int) -> None:
+    """A decision's budget names each limit by ``str(limit)``; results are counted from it."""
+    limit = Limit(metric, amount, timedelta(seconds=seconds))
+    assert parse_limit(str(limit)) == limit
 
 
 def test_calls_are_refused_with_the_reset_time_then_the_window_rolls_over(

@@ -93,7 +93,7 @@ def test_a_budget_is_shared_by_two_server_processes_on_postgresql(
         added = clients[1].post("/v1/grants", json=body, headers=admin)
         assert added.status_code == 201, added.text
         g = added.json()["id"]
-        assert added.json()["limits"] == ["calls=3/1d", "bytes=1000000/1d"]
+        assert added.json()["limits"] == ["calls=3/1d", "bytes=1MB/1d"]
         with Tether.open(settings) as issuer:
             agent = issuer.registry.get(ADMIN, "helper")
             resource = f"{issuer.settings.issuer}/mcp/test"

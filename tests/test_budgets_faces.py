@@ -39,13 +39,13 @@ def add(cli: Cli, *extra: str, expect: int = 0):
 
 def test_grant_add_takes_limits_and_approval_and_lists_them(cli: Cli) -> None:
     grant = add(cli, "--limit", "calls=100/1m", "--limit", "bytes=10MB/1h", "--approval", "owner")
-    assert grant["limits"] == ["calls=100/1m", "bytes=10000000/1h"]
+    assert grant["limits"] == ["calls=100/1m", "bytes=10MB/1h"]
     assert grant["approval"] == "owner"
     [listed] = cli.json("grant", "list")["grants"]
     assert listed["limits"] == grant["limits"] and listed["approval"] == "owner"
     code, out, _ = cli("grant", "list")
     assert code == 0
-    assert "limit calls=100/1m, bytes=10000000/1h" in out and "approval by owner" in out
+    assert "limit calls=100/1m, bytes=10MB/1h" in out and "approval by owner" in out
     [event] = [e for e in cli.json("audit", "search")["events"] if e["type"] == "grant.added"]
     assert event["detail"]["limits"] == grant["limits"]
     assert event["detail"]["approval"] == "owner"
