@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
 
 from tether import AccessRequest, GrantSpec, StoreUnavailable, Tether
-from tether.budgets import Budgets, window_start
+from tether.budgets import Budgets, usage, window_start
 from tether.errors import InvalidGrant
 from tether.limits import Limit, parse_limit
 from tether.store import budget_usage
@@ -211,7 +211,7 @@ def test_a_store_failure_while_charging_is_a_recorded_deny(
     def down(*_a, **_k):
         raise StoreUnavailable("the store is unavailable; see the server log")
 
-    monkeypatch.setattr(Budgets, "_increment", down)
+    monkeypatch.setattr(usage, "take", down)
     refused = call(helper)
     assert not refused.allowed
     assert refused.reasons == (
