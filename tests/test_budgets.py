@@ -307,3 +307,24 @@ def test_a_delegation_hop_is_charged_to_a_limited_delegate_grant(tether: Tether)
     hops = [e for e in tether.events.list(type="decision") if e.action == "delegate"]
     assert [h.decision for h in hops] == ["allow", "deny"]
     assert hops[0].detail["budget"][0]["used"] == 1
+
+
+def test_a_batch_keeps_its_order_and_every_answer_is_recorded(helper: Tether) -> None:
+    """An AuthZEN batch mixes unlimited, limited and refused requests: each answer comes
+    back in its place, each on record (the limited ones with their charge)."""
+    grant(helper, "calls=1/1h")
+    grant(helper, resource="github/list_issues")
+    asks = [
+        AccessRequest.of("helper", "tools/call", r)
+        for r in ("github/list_issues", TOOL, "github/delete_repo", TOOL, "github/list_issues")
+    ]
+    answers = helper.decide_all(asks)
+    assert [d.allowed for d in answers] == [True, True, False, False, True]
+    assert [d.resource for d in answers] == [a.resource for a in asks]
+    assert "budget exhausted" in answers[3].reasons[0]
+    events = {e.seq: e for e in helper.events.list(type="decision")}
+    assert len(events) == 5
+    for d in answers:
+        assert events[d.seq].resource == d.resource
+        assert events[d.seq].decision == ("allow" if d.allowed else "deny")
+    assert events[answers[1].seq].detail["budget"][0]["used"] == 1
