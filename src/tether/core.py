@@ -16,6 +16,7 @@ from tether.audit.log import AuditLog
 from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog, Refusals
 from tether.audit.verify import Report, verify
+from tether.budgets import Budgets
 from tether.callers import Caller
 from tether.config import Settings
 from tether.detect.alerts import Alerts
@@ -105,6 +106,8 @@ def _decision_detail(d: Decision) -> dict[str, Any]:
         detail["args_digest"] = d.args_digest
     if d.approval:
         detail["approval"] = d.approval
+    if d.budget:
+        detail["budget"] = json.loads(d.budget)
     return detail
 
 
@@ -139,6 +142,7 @@ class Tether:
         self.registry = Registry(self.services, self.refusals)
         self.grants = Grants(self.services, self.registry, self.refusals)
         self.guardrails = Guardrails(self.services)
+        self.budgets = Budgets(self.services, self.grants)  # limits of grants, on decisions
         self.keys = SigningKeys(self.services)
         self.tokens = Tokens(
             self.services,
@@ -277,9 +281,14 @@ class Tether:
         transaction of that effect (a token exchange's new token), so the allow and its
         effect commit together or neither does. A decision whose effect is not written
         must still be recorded on its own (``events.record``), as a deny always is."""
-        decisions = [self.pdp.decide(request) for request in requests]
+        decisions = [self._charged(self.pdp.decide(request)) for request in requests]
         self._count(decisions)
         return [(d, decision_entry(d)) for d in decisions]
+
+    def _charged(self, d: Decision) -> Decision:
+        """``d`` charged to the budgets of the grants that allowed it (its own transaction)."""
+        plan = self.budgets.plan(d)
+        return self.budgets.charge(d, plan) if plan else d
 
     def _count(self, decisions: Sequence[Decision]) -> None:
         for d in decisions:
@@ -290,8 +299,27 @@ class Tether:
             )
 
     def record(self, decisions: Sequence[Decision]) -> list[Decision]:
-        """Write decisions to the event record in one transaction (and count them); if
-        that fails, every one of them comes back as a deny."""
+        """Write decisions to the event record (and count them); if that fails, every one
+        of them comes back as a deny. An allow that a grant with limits made possible is
+        charged to its budget in the transaction that records it (a deny when none is
+        left, or when the charge fails); the others are written together, in one."""
+        plans = [self.budgets.plan(d) for d in decisions]
+        if not any(plans):
+            return self._record(decisions)
+        done: dict[int, Decision] = {}
+        rest: list[tuple[int, Decision]] = []
+        for index, (d, plan) in enumerate(zip(decisions, plans, strict=True)):
+            charged = self.budgets.charge(d, plan, decision_entry) if plan else d
+            if charged.seq is None:  # not charged, or a deny the charge could not record
+                rest.append((index, charged))
+            else:
+                done[index] = charged
+                self._count([charged])
+        recorded = self._record([d for _, d in rest])
+        done.update((index, d) for (index, _), d in zip(rest, recorded, strict=True))
+        return [done[index] for index in range(len(decisions))]
+
+    def _record(self, decisions: Sequence[Decision]) -> list[Decision]:
         entries = [decision_entry(d) for d in decisions]
         self._count(decisions)
         try:
@@ -348,6 +376,7 @@ class Tether:
             self._listener = EpochListener(self.store, self.epoch).start()
 
     def close(self) -> None:
+        self.budgets.close()  # result bytes counted and not written yet
         try:  # suppressed refusals still only counted are recorded before closing
             self.refusals.flush()
         except TetherError as exc:

@@ -36,6 +36,7 @@ _UNITS = {
     "MiB": 1024**2,
     "GiB": 1024**3,
 }
+_LARGEST_FIRST = sorted((u for u in _UNITS if u not in ("", "B")), key=_UNITS.__getitem__)[::-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,12 @@ class Limit:
         return int(self.window.total_seconds())
 
     def __str__(self) -> str:
-        return f"{self.metric}={self.amount}/{format_duration(self.window)}"
+        """The form :func:`parse_limit` reads back, bytes in the largest exact unit."""
+        amount = str(self.amount)
+        if self.metric == "bytes":
+            unit = next((u for u in _LARGEST_FIRST if self.amount % _UNITS[u] == 0), "")
+            amount = f"{self.amount // _UNITS[unit]}{unit}" if unit else amount
+        return f"{self.metric}={amount}/{format_duration(self.window)}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "amount": self.amount, "window": self.seconds}

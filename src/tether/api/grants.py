@@ -25,6 +25,13 @@ class AddGrant(StrictBody):
     expires: str | None = Field(default=None, description="lifetime, e.g. 7d")
     reason: str = ""
     allow_broad: bool = False
+    limits: list[str] = Field(
+        default_factory=list,
+        description="budgets: calls=100/1m (calls per window), bytes=10MB/1h (result bytes)",
+    )
+    approval: str | None = Field(
+        default=None, description="each call it allows waits for approval: owner or admin"
+    )
 
 
 class AddPolicy(StrictBody):
@@ -61,6 +68,8 @@ def add_grant(tether: TetherDep, caller: CallerDep, body: AddGrant) -> dict[str,
         expires_in=optional_duration(body.expires),
         reason=body.reason,
         allow_broad=body.allow_broad,
+        limits=tuple(body.limits),
+        approval=body.approval,
     )
     return tether.grants.add(caller, spec).to_dict(tether.settings.trust_domain)
 

@@ -266,6 +266,12 @@ class AuditLog:
             Store.before_commit(conn, flush)
         pending.extend(map(prepare, entries))
 
+    def insert(self, conn: Connection, *entries: Entry) -> list[int]:
+        """Write ``entries`` now, on the write transaction of ``conn``, and return their
+        sequence numbers (they commit with it). The audit head stays locked until that
+        transaction ends: call it as the transaction's last step."""
+        return self._insert(conn, list(map(prepare, entries)))
+
     def record(self, *entries: Entry) -> list[int]:
         """Write ``entries`` on their own (through the group commit) and return their
         sequence numbers once they are committed."""

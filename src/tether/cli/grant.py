@@ -33,6 +33,18 @@ def add(
             "(needs --reason).",
         ),
     ] = False,
+    limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--limit",
+            help="A budget, repeatable: calls=100/1m (calls per window) or bytes=10MB/1h "
+            "(result bytes per window); windows are aligned on the Unix epoch.",
+        ),
+    ] = None,
+    approval: Annotated[
+        str | None,
+        typer.Option(help="Each call it allows waits for a person's approval: owner or admin."),
+    ] = None,
     json_: Json = False,
 ) -> None:
     """Grant PRINCIPAL one action on a resource (default deny everywhere else)."""
@@ -44,6 +56,8 @@ def add(
         "expires": expires,
         "reason": reason,
         "allow_broad": allow_broad,
+        "limits": limit or [],
+        "approval": approval,
     }
     with open_client() as client:
         grant = client.add_grant(body)

@@ -174,6 +174,10 @@ def grant_table(grants: Sequence[dict[str, Any]]) -> None:
             notes.append(cell(grant["suggestion"]))
         if grant.get("condition"):
             notes.append(cell("when " + grant["condition"]))
+        if grant.get("limits"):
+            notes.append(cell("limit " + ", ".join(grant["limits"])))
+        if grant.get("approval"):
+            notes.append(cell(f"approval by {grant['approval']}"))
         table.add_row(
             cell(grant["id"]),
             cell(principal),

@@ -122,33 +122,42 @@ class Gateway:
         self, bearer: str, upstream: ToolSource, name: str, arguments: dict[str, Any]
     ) -> dict[str, Any]:
         try:
-            token, path = await self._admit(
+            token, path, decision = await self._admit(
                 bearer, upstream.known_tools, "tool", name, args=arguments
             )
         except Refused as refused:
             return error_result(f"denied: {refused.reason}")
         return await self._forward(
-            token, "tools/call", path, lambda: upstream.call_tool(name, arguments), tool=True
+            token,
+            "tools/call",
+            path,
+            lambda: upstream.call_tool(name, arguments),
+            tool=True,
+            decision=decision,
         )
 
     async def read_resource(self, bearer: str, upstream: Any, uri: str) -> dict[str, Any]:
         """The resource's contents; raises :class:`Refused`."""
-        token, path = await self._admit(
+        token, path, decision = await self._admit(
             bearer, upstream.list_resources, "resource", uri, args={"uri": uri}
         )
         return await self._forward(
-            token, "resources/read", path, lambda: upstream.read_resource(uri)
+            token, "resources/read", path, lambda: upstream.read_resource(uri), decision=decision
         )
 
     async def get_prompt(
         self, bearer: str, upstream: Any, name: str, arguments: dict[str, str]
     ) -> dict[str, Any]:
         """The prompt's messages; raises :class:`Refused`."""
-        token, path = await self._admit(
+        token, path, decision = await self._admit(
             bearer, upstream.list_prompts, "prompt", name, args=arguments
         )
         return await self._forward(
-            token, "prompts/get", path, lambda: upstream.get_prompt(name, arguments)
+            token,
+            "prompts/get",
+            path,
+            lambda: upstream.get_prompt(name, arguments),
+            decision=decision,
         )
 
     async def _admit(
@@ -159,7 +168,7 @@ class Gateway:
         wanted: str,
         *,
         args: dict[str, Any] | None = None,
-    ) -> tuple[VerifiedToken, str]:
+    ) -> tuple[VerifiedToken, str, Decision]:
         """Verify the token, find the pinned item, decide and record; raises Refused
         (recorded) when the request may not go upstream. The work on the store is one
         thread hop; a tool is looked up in the upstream's last listing, so the token is
@@ -193,7 +202,7 @@ class Gateway:
         wanted: str,
         offered: list[dict[str, Any]] | Exception,
         args: dict[str, Any] | None = None,
-    ) -> tuple[VerifiedToken, str]:
+    ) -> tuple[VerifiedToken, str, Decision]:
         """Decide and record the call (``args``: its arguments, which policies may read
         as ``context.args``); raises Refused (recorded) when it may not go upstream."""
         action = _ACTIONS[kind]
@@ -224,7 +233,7 @@ class Gateway:
         if not decision.allowed:
             raise Refused("; ".join(decision.reasons))
         self._touch(scopes, decision, path, action, actor)
-        return token, path
+        return token, path, decision
 
     def _session(
         self, scopes: tuple[str, ...], path: str, action: str, actor: str
@@ -267,6 +276,7 @@ class Gateway:
         send: Callable[[], Awaitable[dict[str, Any]]],
         *,
         tool: bool = False,
+        decision: Decision | None = None,
     ) -> dict[str, Any]:
         started = time.perf_counter()
         try:
@@ -274,12 +284,12 @@ class Gateway:
             outcome = "error" if result.get("isError") else "ok"
         except Exception as exc:
             if not tool:
-                self._result(token, action, path, "failed", 0, started)
+                self._result(token, action, path, "failed", 0, started, decision=decision)
                 raise Refused(f"the upstream failed: {_reason(exc)}") from None
             result, outcome = error_result(f"the upstream failed: {_reason(exc)}"), "failed"
         size = len(json.dumps(result, separators=(",", ":")).encode())
         redacted = getattr(result, "redacted", None)  # injected credentials taken out
-        self._result(token, action, path, outcome, size, started, redacted)
+        self._result(token, action, path, outcome, size, started, redacted, decision)
         return result
 
     def _capped(self, kind: str, listing: list[dict[str, Any]]) -> None:
@@ -304,7 +314,12 @@ class Gateway:
         size: int,
         started: float,
         redacted: Mapping[str, int] | None = None,
+        decision: Decision | None = None,
     ) -> None:
+        if decision is not None and decision.budget and outcome != "failed":
+            # what the upstream returned counts against the grants' bytes limits (the
+            # gateway's own message about a failed call does not)
+            self.tether.budgets.spend(decision, size)
         actor = str(token.claims["client_id"])
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         detail: dict[str, Any] = {"outcome": outcome, "size": size, "latency_ms": latency_ms}

@@ -99,6 +99,9 @@ class Decision:
     session: str = ""  # the request's session labels (canonical JSON), when a policy read them
     args_digest: str = ""  # SHA-256 of the request's canonical arguments, when it had any
     seq: int | None = None  # the sequence number of its event, once recorded
+    # the budgets it was charged (or found exhausted), canonical JSON of a list of
+    # {grant, limit, used, left, window_start, resets_at}: set by tether.budgets
+    budget: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,4 +120,5 @@ class Decision:
             "session": json.loads(self.session) if self.session else {},
             "args_digest": self.args_digest,
             "seq": self.seq,
+            "budget": json.loads(self.budget) if self.budget else [],
         }
