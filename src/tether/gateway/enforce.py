@@ -17,20 +17,29 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
+import anyio
 from anyio import to_thread
 
+from tether.approvals import Approval
+from tether.arguments import call_digest
 from tether.audit.record import Entry
-from tether.core import Tether
+from tether.core import Tether, decision_entry
 from tether.errors import TetherError
+from tether.policy.decision import AccessRequest, Decision, canonical
 from tether.tokens import VerifiedToken
 from tether.upstreams.paths import FIELD, item_path
 
 __all__ = [
+    "APPROVAL_META",
     "Gateway",
+    "Held",
+    "Progress",
     "Refused",
     "ToolSource",
     "error_result",
@@ -55,10 +64,48 @@ class Refused(Exception):
         super().__init__(reason)
         self.reason = reason
 
+    @property
+    def message(self) -> str:
+        """What the agent is told."""
+        return f"denied: {self.reason}"
 
-def error_result(text: str) -> dict[str, Any]:
-    """An MCP tool result that says why nothing was done."""
-    return {"content": [{"type": "text", "text": text}], "isError": True}
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        """What the answer's ``_meta`` (a tool result) or error ``data`` carries."""
+        return None
+
+
+class Held(Refused):
+    """The call waits for a person's approval (pending approval ``approval``); the held
+    decision is recorded, and so is the approval."""
+
+    def __init__(self, approval: str, reasons: Sequence[str]) -> None:
+        why = "; ".join(reasons) or "the call needs approval"
+        how = f"approve with: tether approvals approve {approval}"
+        super().__init__(f"held for approval {approval}: {why}; {how}")
+        self.approval = approval
+
+    @property
+    def message(self) -> str:
+        return self.reason
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        return {APPROVAL_META: self.approval}
+
+
+APPROVAL_META = "tether/approval"  # the pending approval's ID, in a held answer's _meta
+
+# progress(progress, total, message): tells a waiting client how long it has waited
+Progress = Callable[[float, float | None, str], Awaitable[None]]
+
+
+def error_result(text: str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An MCP tool result that says why nothing was done (``meta``: its ``_meta``)."""
+    result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": True}
+    if meta:
+        result["_meta"] = dict(meta)
+    return result
 
 
 Listing = Callable[[], Awaitable[list[dict[str, Any]]]]
@@ -67,10 +114,19 @@ Listing = Callable[[], Awaitable[list[dict[str, Any]]]]
 class Gateway:
     """Enforcement for one upstream server ``server`` (resource ``<issuer>/mcp/<server>``)."""
 
-    def __init__(self, tether: Tether, server: str) -> None:
+    def __init__(
+        self,
+        tether: Tether,
+        server: str,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        poll: float = 0.25,
+    ) -> None:
         self.tether = tether
         self.server = server
         self.resource = f"{tether.settings.issuer}/mcp/{server}"
+        self._sleep = sleep  # how a held call waits between looks at its approval
+        self._poll = poll
 
     def verify(self, bearer: str) -> VerifiedToken:
         """The caller's token, for this server only; raises InvalidToken."""
@@ -116,34 +172,96 @@ class Gateway:
     # ---- uses -----------------------------------------------------------------------------
 
     async def call_tool(
-        self, bearer: str, upstream: ToolSource, name: str, arguments: dict[str, Any]
+        self,
+        bearer: str,
+        upstream: ToolSource,
+        name: str,
+        arguments: dict[str, Any],
+        progress: Progress | None = None,
     ) -> dict[str, Any]:
+        """The tool's result, or an error result that says why not (a held call's names
+        its pending approval, also in ``_meta``)."""
         try:
-            token, path = await self._admit(bearer, upstream.known_tools, "tool", name)
+            token, path = await self._waiting(
+                bearer, upstream.known_tools, "tool", name, arguments, progress
+            )
         except Refused as refused:
-            return error_result(f"denied: {refused.reason}")
+            return error_result(refused.message, refused.meta)
         return await self._forward(
             token, "tools/call", path, lambda: upstream.call_tool(name, arguments), tool=True
         )
 
-    async def read_resource(self, bearer: str, upstream: Any, uri: str) -> dict[str, Any]:
-        """The resource's contents; raises :class:`Refused`."""
-        token, path = await self._admit(bearer, upstream.list_resources, "resource", uri)
+    async def read_resource(
+        self, bearer: str, upstream: Any, uri: str, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """The resource's contents; raises :class:`Refused` (:class:`Held`)."""
+        token, path = await self._waiting(
+            bearer, upstream.list_resources, "resource", uri, {"uri": uri}, progress
+        )
         return await self._forward(
             token, "resources/read", path, lambda: upstream.read_resource(uri)
         )
 
     async def get_prompt(
-        self, bearer: str, upstream: Any, name: str, arguments: dict[str, str]
+        self,
+        bearer: str,
+        upstream: Any,
+        name: str,
+        arguments: dict[str, str],
+        progress: Progress | None = None,
     ) -> dict[str, Any]:
-        """The prompt's messages; raises :class:`Refused`."""
-        token, path = await self._admit(bearer, upstream.list_prompts, "prompt", name)
+        """The prompt's messages; raises :class:`Refused` (:class:`Held`)."""
+        token, path = await self._waiting(
+            bearer, upstream.list_prompts, "prompt", name, dict(arguments), progress
+        )
         return await self._forward(
             token, "prompts/get", path, lambda: upstream.get_prompt(name, arguments)
         )
 
+    async def _waiting(
+        self,
+        bearer: str,
+        fetch: Listing,
+        kind: str,
+        wanted: str,
+        args: dict[str, Any],
+        progress: Progress | None,
+    ) -> tuple[VerifiedToken, str]:
+        """:meth:`_admit`; a held call waits up to ``guard.approval_wait`` for its approval
+        (looking every ``poll`` seconds, telling ``progress`` while it waits) and is
+        admitted again once approved: decided anew, consuming the approval."""
+        try:
+            return await self._admit(bearer, fetch, kind, wanted, args)
+        except Held as held:
+            wait = self.tether.settings.guard.approval_wait.total_seconds()
+            if wait <= 0 or not await self._approved(held.approval, wait, progress):
+                raise
+        return await self._admit(bearer, fetch, kind, wanted, args)
+
+    async def _approved(self, approval: str, wait: float, progress: Progress | None) -> bool:
+        """Whether the approval was approved within ``wait`` seconds (False as soon as it
+        is denied or expires, or if the store cannot say)."""
+        looks = max(1, math.ceil(wait / self._poll))
+        for look in range(1, looks + 1):
+            await self._sleep(self._poll)
+            try:
+                state = await to_thread.run_sync(self.tether.approvals.state, approval)
+            except Exception as exc:  # the store failed: stop waiting, the call stays held
+                log.warning(
+                    "approval %s could not be read while waiting: %s", approval, _reason(exc)
+                )
+                return False
+            if state != "pending":
+                return state == "approved"
+            if progress is not None:
+                try:
+                    await progress(look * self._poll, wait, f"waiting for approval {approval}")
+                except Exception as exc:  # a client gone away: keep waiting quietly
+                    log.debug("progress for %s not sent: %s", approval, type(exc).__name__)
+        return False
+
     async def _admit(
-        self, bearer: str, fetch: Listing, kind: str, wanted: str
+        self, bearer: str, fetch: Listing, kind: str, wanted: str, args: dict[str, Any]
     ) -> tuple[VerifiedToken, str]:
         """Verify the token, find the pinned item, decide and record; raises Refused
         (recorded) when the request may not go upstream. The work on the store is one
@@ -162,7 +280,7 @@ class Gateway:
             ]
         except Exception as exc:  # the upstream failed: refused below, with the caller
             offered = exc
-        return await to_thread.run_sync(self._judge, caller, kind, wanted, offered)
+        return await to_thread.run_sync(self._judge, caller, kind, wanted, offered, args)
 
     def _verified(self, bearer: str, action: str) -> VerifiedToken:
         try:
@@ -177,6 +295,7 @@ class Gateway:
         kind: str,
         wanted: str,
         offered: list[dict[str, Any]] | Exception,
+        args: dict[str, Any] | None = None,
     ) -> tuple[VerifiedToken, str]:
         action = _ACTIONS[kind]
         token = self._verified(caller, action) if isinstance(caller, str) else caller
@@ -197,10 +316,66 @@ class Gateway:
             self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why)
         path = item_path(self.server, kind, shown[0])
-        [decision] = self.tether.decide_all([token.request(action, path)])
-        if not decision.allowed:
+        request = token.request(action, path)
+        if args is not None:
+            request = replace(request, args=canonical(args))
+        try:  # an approval granted for this very call (chain, action, path, arguments)?
+            digest = call_digest(token.chain, action, path, args)
+            granted = self.tether.approvals.granted(digest)
+        except Exception as exc:  # fail closed
+            why = f"the request was not decided: {_reason(exc)}"
+            self._refuse(path, action, why, actor)
+            raise Refused(why) from None
+        if granted is None:
+            [decision] = self.tether.decide_all([request])
+        else:
+            decision = self._consume(replace(request, approval=granted.id), granted, digest)
+        if decision.allowed:
+            return token, path
+        if decision.approval is None:
             raise Refused("; ".join(decision.reasons))
-        return token, path
+        try:
+            pending = self.tether.approvals.request(
+                chain=token.chain,
+                agent=actor,
+                action=action,
+                resource=path,
+                args=args,
+                reasons=decision.reasons,
+                approver=decision.approval,
+                request_seq=decision.seq,
+            )
+        except Exception as exc:  # the held decision is on record; nobody can approve it
+            why = f"held for approval, but no approval could be asked: {_reason(exc)}"
+            self._refuse(path, action, why, actor)
+            raise Refused(why) from None
+        raise Held(pending.id, decision.reasons)
+
+    def _consume(self, request: AccessRequest, granted: Approval, digest: str) -> Decision:
+        """Decide a call an approval was granted for, and use the approval in the
+        transaction that records the decision: an allow only for the one call that
+        consumes it (across processes); a deny names the approval already used."""
+        [(decision, entry)] = self.tether.decide_with_effect([request])
+        used = False
+        try:
+            if decision.allowed:
+                with self.tether.store.write() as conn:
+                    used = self.tether.approvals.consume(conn, granted.id, digest)
+                    if used:
+                        self.tether.events.append(conn, entry)
+                if used:
+                    return decision
+                why = (
+                    f"approval {granted.id} was already used (or expired): "
+                    "a new call needs a new approval"
+                )
+                decision = replace(decision, allowed=False, reasons=(why,), grants=())
+                entry = decision_entry(decision)
+            [seq] = self.tether.events.record(entry)
+            return replace(decision, seq=seq)
+        except TetherError as exc:
+            why = f"decision record could not be written, denied: {exc.description}"
+            return replace(decision, allowed=False, reasons=(why,), grants=(), approval=None)
 
     async def _forward(
         self,
