@@ -44,7 +44,7 @@ from tether.arguments import call_digest, redact_arguments
 from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog
 from tether.callers import Caller
-from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from tether.errors import Forbidden, IllegalTransition, InvalidRequest, NotFound
 from tether.metrics import Metrics
 from tether.model import parse_text
 from tether.registry import Registry
@@ -307,7 +307,7 @@ class Approvals:
             if found.approver == "admin" and not by.is_admin:
                 raise _Refused(found.id, "only an admin can decide this approval")
             if found.state != "pending":
-                raise Conflict(
+                raise IllegalTransition(
                     f"approval {found.id} is {found.state}: only a pending approval can be "
                     f"{to}" + (" (the call needs a new approval)" if found.state != to else "")
                 )
@@ -322,7 +322,9 @@ class Approvals:
                 .values(state=to, decided_by=by.subject, decided_at=now, decision_reason=reason)
             )
             if done.rowcount != 1:
-                raise Conflict(f"approval {found.id} is no longer pending: it was not {to}")
+                raise IllegalTransition(
+                    f"approval {found.id} is no longer pending: it was not {to}"
+                )
             decided = replace(
                 found, state=to, decided_by=by.subject, decided_at=now, decision_reason=reason
             )

@@ -32,7 +32,12 @@ from tether.discover.classify import classify, entropy, find_keys, name_type
 from tether.discover.interface import fingerprint
 from tether.redact import SECRETS
 
-__all__ = ["call_digest", "redact_arguments", "redact_text"]
+__all__ = ["UNDIGESTABLE", "call_digest", "redact_arguments", "redact_text"]
+
+UNDIGESTABLE = (
+    "the call's arguments have no RFC 8785 canonical form (an integer beyond 2^53, a "
+    "number that is not finite, or a string that is not valid Unicode)"
+)
 
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\Z)",
@@ -51,15 +56,18 @@ def call_digest(
     chain: Sequence[str], action: str, resource: str, args: dict[str, Any] | None
 ) -> str:
     """The SHA-256 (hex) of the call's canonical JSON (RFC 8785): what an approval is bound
-    to. Raises ``rfc8785.CanonicalizationError`` (a ``ValueError``) for a value JSON
-    cannot carry exactly (a float out of range, a non-string key)."""
+    to. Raises ``ValueError`` (:data:`UNDIGESTABLE`) for a value JSON cannot carry
+    exactly: such a call can never be approved."""
     body: dict[str, Any] = {
         "chain": list(chain),
         "action": action,
         "resource": resource,
         "args": args or {},
     }
-    return hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+    try:
+        return hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+    except (rfc8785.CanonicalizationError, UnicodeError, TypeError):
+        raise ValueError(UNDIGESTABLE) from None
 
 
 def redact_arguments(value: Any, name: str | None = None, depth: int = 0) -> Any:
@@ -105,13 +113,19 @@ def _random_run(match: re.Match[str]) -> str:
     kind = classify(run)
     if kind is not None:
         return _marker(kind, run)
-    if _HEX.fullmatch(run) and entropy(run) >= 3.0:
-        return _marker("high-entropy-hex", run)
+    hexed = _HEX.sub(_random_hex, run)  # a digest or hex key, even glued to a word
+    if hexed != run:
+        return hexed
     letters = any(c.isalpha() for c in run)
     digits = any(c.isdigit() for c in run)
     if letters and digits and entropy(run) >= 4.0 and not _looks_like_path(run):
         return _marker("high-entropy", run)
     return run
+
+
+def _random_hex(match: re.Match[str]) -> str:
+    run = match.group(0)
+    return _marker("high-entropy-hex", run) if entropy(run) >= 3.0 else run
 
 
 def _looks_like_path(run: str) -> bool:

@@ -319,9 +319,13 @@ class Gateway:
         request = token.request(action, path)
         if args is not None:
             request = replace(request, args=canonical(args))
+        granted: Approval | None = None
         try:  # an approval granted for this very call (chain, action, path, arguments)?
             digest = call_digest(token.chain, action, path, args)
-            granted = self.tether.approvals.granted(digest)
+        except ValueError:  # no approval can name it: decided as it is (a hold is refused)
+            digest = ""
+        try:
+            granted = self.tether.approvals.granted(digest) if digest else None
         except Exception as exc:  # fail closed
             why = f"the request was not decided: {_reason(exc)}"
             self._refuse(path, action, why, actor)
@@ -346,7 +350,8 @@ class Gateway:
                 request_seq=decision.seq,
             )
         except Exception as exc:  # the held decision is on record; nobody can approve it
-            why = f"held for approval, but no approval could be asked: {_reason(exc)}"
+            cause = str(exc) if isinstance(exc, ValueError) else _reason(exc)
+            why = f"held for approval, but no approval could be asked: {cause}"
             self._refuse(path, action, why, actor)
             raise Refused(why) from None
         raise Held(pending.id, decision.reasons)
