@@ -111,9 +111,14 @@ def test_a_consume_that_rolls_back_leaves_the_approval_usable(held) -> None:
     tether, agent = held
     asked = _ask(tether, agent)
     tether.approvals.approve(ALICE, asked.id)
-    with pytest.raises(RuntimeError), tether.store.write() as conn:
-        assert tether.approvals.consume(conn, asked.id, asked.digest)
-        raise RuntimeError("the decision's record failed")
+
+    def fail_after_consuming() -> None:
+        with tether.store.write() as conn:
+            assert tether.approvals.consume(conn, asked.id, asked.digest)
+            raise RuntimeError("the decision's record failed")
+
+    with pytest.raises(RuntimeError):
+        fail_after_consuming()
     assert tether.approvals.granted(asked.digest) is not None
 
 
