@@ -147,7 +147,7 @@ def test_a_guardrail_overrides_grants_until_removed(
     before = cli.authorize("github/delete_repo")
     assert before["policies"] == []
     builtin = cli.json("policy", "list")["policies"]
-    assert [p["id"] for p in builtin] == ["tether-not-active", "tether-unowned"]
+    assert [p["id"] for p in builtin] == ["tether-not-active", "tether-unowned", "tether-trifecta"]
     assert all(p["builtin"] for p in builtin)
 
     added = cli.json("policy", "add", _write(tmp_path, "no-deletes.cedar", NO_DELETES))
@@ -166,7 +166,12 @@ def test_a_guardrail_overrides_grants_until_removed(
     # other requests are untouched
     cli.authorize("github/create_issue")
     listed = cli.json("policy", "list")["policies"]
-    assert [p["id"] for p in listed] == ["tether-not-active", "tether-unowned", "no-deletes"]
+    assert [p["id"] for p in listed] == [
+        "tether-not-active",
+        "tether-unowned",
+        "tether-trifecta",
+        "no-deletes",
+    ]
     code, out, _ = cli("policy", "list")
     assert code == 0 and "no-deletes" in out and "forbid" in out
 
@@ -198,6 +203,7 @@ def test_a_guardrail_overrides_grants_until_removed(
     assert [p["id"] for p in cli.json("policy", "list")["policies"]] == [
         "tether-not-active",
         "tether-unowned",
+        "tether-trifecta",
     ]
 
 

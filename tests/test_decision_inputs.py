@@ -85,7 +85,14 @@ def test_the_schema_context_is_the_builtin_inputs_and_risk() -> None:
     declared.append((RiskInput.name, RiskInput.cedar_type))  # the detector's, wired by the core
     record = ", ".join(f"{name}: {kind}" for name, kind in declared)
     assert f"context: {{ {record} }}" in SCHEMA_TEXT
-    assert {i.name for i in BUILTIN_INPUTS} == {"chain_depth", "on_behalf_of", "time", "hour"}
+    assert {i.name for i in BUILTIN_INPUTS} == {
+        "chain_depth",
+        "on_behalf_of",
+        "time",
+        "hour",
+        "args",
+        "session",
+    }
     assert {"risk", "args", "session"} <= RESERVED
     assert reserved_names() == RESERVED | {i.name for i in BUILTIN_INPUTS}
 

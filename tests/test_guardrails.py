@@ -23,7 +23,7 @@ from tether import (
 )
 
 BOB = Caller.user("bob@example.com")  # type: ignore[arg-type]
-BUILTINS = ["tether-not-active", "tether-unowned"]
+BUILTINS = ["tether-not-active", "tether-unowned", "tether-trifecta"]  # trifecta: deny (default)
 NO_DELETES = (
     '@id("no-deletes") forbid(principal, action == Action::"tools/call", resource) '
     'when { resource.path like "*delete*" };'
@@ -94,7 +94,7 @@ def test_add_stores_lists_and_records(tether: Tether, clock: Clock) -> None:
     rails = tether.guardrails.list()
     assert [r.id for r in rails] == [*BUILTINS, "no-deletes"]
     assert rails[-1] == added
-    assert [r.builtin for r in rails] == [True, True, False]
+    assert [r.builtin for r in rails] == [True, True, True, False]
     assert tether.epoch.current() > epoch
     [event] = tether.events.list(type="policy.added")
     assert (event.actor, event.subject) == ("admin", "policy:no-deletes")

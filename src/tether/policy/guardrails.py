@@ -2,6 +2,10 @@
 
 A file is accepted only whole: it must parse, validate against Tether's schema, and every
 policy in it must carry a fresh ``@id("...")``, the name decisions give as their reason.
+
+A guardrail may carry ``@approval("owner")`` or ``@approval("admin")``: it then forbids a
+call only until a person of that role approves it (the decision point answers *held*, see
+:mod:`tether.policy.pdp`); any other value of the annotation is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from sqlalchemy import delete, insert, select
 from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from tether.policy.schema import BUILTIN_GUARDRAILS, BUILTIN_IDS, schema
+from tether.grants import APPROVERS
+from tether.policy.schema import BUILTIN_IDS, TRIFECTA, builtin_guardrails, schema
 from tether.services import Services
 from tether.store import policies
 
@@ -54,6 +59,7 @@ class Guardrails:
         self._log = services.events
         self._epoch = services.epoch
         self._clock = services.clock
+        self._trifecta = services.settings.guard.trifecta
 
     def add(self, by: Caller, text: str, source: str = "") -> list[Guardrail]:
         """Check a whole Cedar file and store each of its policies; all or nothing."""
@@ -103,6 +109,8 @@ class Guardrails:
         return added
 
     def remove(self, by: Caller, policy_id: str, reason: str = "") -> Guardrail:
+        if policy_id == TRIFECTA:
+            raise InvalidRequest(f"{policy_id} is a built-in guardrail: set [guard] trifecta")
         if policy_id in BUILTIN_IDS:
             raise InvalidRequest(f"{policy_id} is a built-in guardrail and is always on")
         if not by.is_admin:
@@ -137,7 +145,7 @@ class Guardrails:
     def list(self) -> list[Guardrail]:
         builtin = [
             Guardrail(pid, body, "built-in", "tether", None, builtin=True)
-            for pid, body in _split(BUILTIN_GUARDRAILS, allow_builtin=True).items()
+            for pid, body in _split(builtin_guardrails(self._trifecta), allow_builtin=True).items()
         ]
         with self._store.read() as conn:
             rows = conn.execute(select(policies).order_by(policies.c.added_at, policies.c.id))
@@ -171,6 +179,9 @@ def _split(text: str, *, allow_builtin: bool = False) -> dict[str, str]:
             raise InvalidRequest(f"@id {pid!r} is reserved (tether-*, grant:*)")
         if pid in split:
             raise InvalidRequest(f"@id {pid!r} appears twice")
+        held = est.get("annotations", {}).get("approval", None)
+        if held is not None and held not in APPROVERS:
+            raise InvalidRequest(f'@approval of {pid!r} must be "owner" or "admin", not {held!r}')
         if est.get("effect") != "forbid" and not allow_builtin:
             raise InvalidRequest(
                 "guardrails are forbid policies: a permit cannot stand in for grants "

@@ -17,36 +17,48 @@ inputs Tether always has are :data:`BUILTIN_INPUTS` (the schema's context record
 conditions and guardrails are validated against the schema, so an input they are to read
 must also be declared there (as the built-in ones are, made from this tuple).
 
+Two built-in inputs come from server-computed fields of the request, set by the gateway:
+``args`` (:class:`Args`, the call's arguments mapped by :mod:`tether.policy.args`) and
+``session`` (:class:`Session`, ``{labels: Set<String>}``: the labels the work has touched).
+The decision point keys its cache by the request *without* those fields, so a call's
+arguments or session key the cache only when a policy reads them (then: the arguments'
+text, never cached above :data:`ARGS_CACHE_BYTES`; the session's set of labels).
+
 Every input's name, and every name in :data:`RESERVED` (``risk``, the behaviour
 detector's input :class:`tether.detect.risk.RiskInput` that :class:`tether.core.Tether`
-passes in, reserved even where it is not; and for inputs to come ``args`` for a tool
-call's arguments, ``session`` for the MCP session), is server-computed: a caller that
-sets one in its context is refused (:func:`check_caller_context`), never overridden and
-never silently dropped.
+passes in, reserved even where it is not), is server-computed: a caller that sets one in
+its context is refused (:func:`check_caller_context`), never overridden and never
+silently dropped.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final, Protocol, runtime_checkable
 
 from tether.errors import InvalidRequest
+from tether.policy.args import DEFAULT_BOUNDS, Bounds, to_cedar
 from tether.policy.decision import AccessRequest
 from tether.principals import Principal
 
 __all__ = [
+    "ARGS_CACHE_BYTES",
     "BUILTIN_INPUTS",
     "RESERVED",
     "UNCACHABLE",
+    "Args",
     "ChainDepth",
     "Clock",
     "DecisionInput",
     "OnBehalfOf",
     "ServerComputed",
+    "Session",
     "Uncachable",
     "check_caller_context",
     "reserved_names",
+    "session_labels",
 ]
 
 
@@ -144,15 +156,69 @@ class Clock:
         return now.hour if self.name == "hour" else int(now.timestamp())
 
 
+ARGS_CACHE_BYTES: Final = 4096  # decisions on larger arguments are never cached
+
+
+class Args:
+    """``args``: the call's arguments (``AccessRequest.args``) as a Cedar record, mapped by
+    :func:`tether.policy.args.to_cedar` within ``bounds``; ``{}`` without arguments.
+    Arguments that cannot be mapped raise :class:`tether.policy.args.Undecidable`, which
+    the decision point answers with a deny that says why."""
+
+    name = "args"
+    cedar_type = "{}"
+
+    def __init__(self, bounds: Bounds = DEFAULT_BOUNDS) -> None:
+        self._bounds = bounds
+
+    def key(self, request: AccessRequest, now: datetime) -> Hashable | Uncachable:
+        if request.args is not None and len(request.args) > ARGS_CACHE_BYTES:
+            return UNCACHABLE
+        return request.args or ""
+
+    def value(
+        self, request: AccessRequest, identities: tuple[Principal, ...], now: datetime
+    ) -> dict[str, Any]:
+        return to_cedar(request.args, self._bounds)
+
+
+def session_labels(request: AccessRequest) -> dict[str, dict[str, Any]]:
+    """The request's session: ``{label: {"seq": N, "resource": R}}`` (``{}`` for none)."""
+    if not request.session:
+        return {}
+    found = json.loads(request.session)
+    if not isinstance(found, dict):
+        raise InvalidRequest("session must be a JSON object of labels")
+    return found
+
+
+class Session:
+    """``session``: ``{labels: Set<String>}``, the labels the work has touched (the keys
+    of ``AccessRequest.session``); the set of labels keys the cache, not the events."""
+
+    name = "session"
+    cedar_type = "{ labels: Set<String> }"
+
+    def key(self, request: AccessRequest, now: datetime) -> Hashable:
+        return tuple(sorted(session_labels(request)))
+
+    def value(
+        self, request: AccessRequest, identities: tuple[Principal, ...], now: datetime
+    ) -> dict[str, Any]:
+        return {"labels": sorted(session_labels(request))}
+
+
 BUILTIN_INPUTS: Final[tuple[DecisionInput, ...]] = (
     ChainDepth(),
     OnBehalfOf(),
     Clock("time"),
     Clock("hour"),
+    Args(),
+    Session(),
 )
 
-# Server-computed keys whose inputs live above this layer (risk) or are still to come;
-# reserved so that no caller's context means something else where they are computed.
+# Server-computed keys whose inputs live above this layer (risk); reserved so that no
+# caller's context means something else where they are computed.
 RESERVED: Final = frozenset({"risk", "args", "session"})
 
 

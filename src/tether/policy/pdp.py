@@ -31,6 +31,18 @@ constructor. A caller may not set any of them, nor a key reserved for inputs to 
 decision cache is keyed by the request and the key part of every input a policy reads;
 an uncachable one (the clock) bypasses the cache, and its decisions say ``cached: false``.
 
+**Arguments, session, labels, approval.** ``context.args`` (the call's arguments,
+:mod:`tether.policy.args`) and ``context.session`` (the labels the work has touched) come
+from server-computed fields of the request, and ``resource.labels`` from the label source
+(:mod:`tether.policy.labels`, one snapshot per compiled state). Inputs no policy reads are
+not computed at all (unread arguments are never mapped), and the cache key is the request
+*without* its arguments, session and approval, plus the key part of each input a policy
+reads: calls that differ only in arguments no policy reads share a decision. Arguments
+that cannot be mapped are a deny that says why. A decision *held* for approval
+(:mod:`tether.policy.verdict`) becomes an allow, naming the approval, when the request
+carries ``approval`` (the ID of an approval the gateway consumed for this very call);
+callers of the API cannot set it.
+
 The person's identity-provider groups come with the request (``AccessRequest.groups``,
 carried in Tether's delegated tokens) and reach Cedar as ``User.groups``; being a field
 of the request they are part of the decision cache key, and the compiled entities are
@@ -39,10 +51,12 @@ cached per chain *and* groups.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
 from collections.abc import Hashable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -52,16 +66,21 @@ from tether.callers import Caller
 from tether.errors import InvalidRequest
 from tether.grants import Grants
 from tether.permissions import Permission, check_action, check_resource
+from tether.policy.args import Bounds, Undecidable
 from tether.policy.decision import AccessRequest, Decision
 from tether.policy.guardrails import Guardrails
 from tether.policy.inputs import (
     BUILTIN_INPUTS,
+    Args,
     DecisionInput,
     Uncachable,
     check_caller_context,
     reserved_names,
+    session_labels,
 )
+from tether.policy.labels import NO_LABELS, LabelSource
 from tether.policy.state import PolicyState, reads
+from tether.policy.verdict import Verdicts
 from tether.principals import Principal, parse_principal
 from tether.registry import Registry
 from tether.services import Services
@@ -74,7 +93,8 @@ _SYSTEM = Caller.system("pdp")
 
 class DecisionPoint:
     """Decides :class:`AccessRequest` s; ``inputs`` add server-computed context keys to the
-    built-in ones (:data:`tether.policy.inputs.BUILTIN_INPUTS`)."""
+    built-in ones (:data:`tether.policy.inputs.BUILTIN_INPUTS`); ``labels`` gives the
+    resources' labels (none without it)."""
 
     def __init__(
         self,
@@ -83,14 +103,19 @@ class DecisionPoint:
         grants: Grants,
         guardrails: Guardrails,
         inputs: Sequence[DecisionInput] = (),
+        labels: LabelSource = NO_LABELS,
     ) -> None:
         self._settings = services.settings
+        self._labels = labels
         self._registry = registry
         self._grants = grants
         self._guardrails = guardrails
         self._epoch = services.epoch
         self._clock = services.clock
-        self._inputs: tuple[DecisionInput, ...] = (*BUILTIN_INPUTS, *inputs)
+        guard = self._settings.guard
+        bounds = Bounds(guard.args_max_bytes, guard.args_max_depth, guard.args_max_values)
+        builtin = (Args(bounds) if isinstance(i, Args) else i for i in BUILTIN_INPUTS)
+        self._inputs: tuple[DecisionInput, ...] = (*builtin, *inputs)
         names = [i.name for i in self._inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"two decision inputs share a name: {sorted(names)}")
@@ -114,14 +139,17 @@ class DecisionPoint:
             state, keyed, now = self._current()
             key = _cache_key(keyed, request, now)
             if key is None:  # an input that must not be cached: decided afresh
-                return self._evaluate(state, request, now)
+                return _finish(self._evaluate(state, keyed, request, now), request)
             cached = state.decisions.get(key)
-            if cached is not None:
-                return cached
-            decision = self._evaluate(state, request, now)
-            if len(state.decisions) < self._cache_size:
-                state.decisions[key] = _as_cached(decision)
-            return decision
+            # a refusal names the events of its session: another session's are not these
+            if cached is not None and (
+                cached.allowed or not cached.session or cached.session == request.session
+            ):
+                return _finish(cached, request)
+            decision = self._evaluate(state, keyed, request, now)
+            if len(state.decisions) < self._cache_size or cached is not None:
+                state.decisions[key] = replace(decision, cached=True)
+            return _finish(decision, request)
         except InvalidRequest:
             raise
         except Exception as exc:  # fail closed: no error becomes an allow
@@ -157,7 +185,7 @@ class DecisionPoint:
 
     def _build(self, epoch: int, now: datetime) -> PolicyState:
         grace = self._settings.unowned_grace
-        rails = "".join(rail.text for rail in self._guardrails.list())
+        rails = [(rail.id, rail.text) for rail in self._guardrails.list()]
         return PolicyState.build(
             epoch,
             now,
@@ -165,11 +193,18 @@ class DecisionPoint:
             self._grants.live(),
             rails,
             lambda since: since + grace,
+            self._labels.snapshot(),
         )
 
     # ---- the delegation rule ----------------------------------------------------------
 
-    def _evaluate(self, state: PolicyState, request: AccessRequest, now: datetime) -> Decision:
+    def _evaluate(
+        self,
+        state: PolicyState,
+        keyed: tuple[DecisionInput, ...],
+        request: AccessRequest,
+        now: datetime,
+    ) -> Decision:
         action = check_action(request.action)
         resource = check_resource(action, request.resource)
         identities = self._identities(request)
@@ -196,28 +231,37 @@ class DecisionPoint:
             return deny(f"{action}:{resource} is outside the token's scope")
         # Serialised once for every identity; resources and actions are checked to hold
         # no characters that JSON would escape.
-        context = json.dumps(self._context(request, identities, now))
+        try:
+            context = json.dumps(self._context(request, keyed, identities, now))
+        except Undecidable as exc:
+            return deny(f"the call's arguments cannot be decided on: {exc}")
         compiled = state.chain(identities, request.groups)
         depth = resource.count("/") + 1
+        labels = tuple(sorted(state.labels.of(action, resource)))
         delta = (
             f'[{{"uid":{{"type":"Resource","id":"{resource}"}},'
-            f'"attrs":{{"path":"{resource}","depth":{depth}}},"parents":[]}}]'
+            f'"attrs":{{"path":"{resource}","depth":{depth},"labels":{json.dumps(labels)}}},'
+            '"parents":[]}]'
         )
         entities = compiled.entities.with_added_json_str(delta)
-        results = cedarpy.is_authorized_batch(
-            [
-                {
-                    "principal": {"type": p.cedar_type, "id": p.id},
-                    "action": {"type": "Action", "id": action},
-                    "resource": {"type": "Resource", "id": resource},
-                    "context": context,
-                }
-                for p in identities
-            ],
-            compiled.policies,
-            entities,
-        )
-        return self._judge(state, identities, chain, action, resource, results)
+        batch = [
+            {
+                "principal": {"type": p.cedar_type, "id": p.id},
+                "action": {"type": "Action", "id": action},
+                "resource": {"type": "Resource", "id": resource},
+                "context": context,
+            }
+            for p in identities
+        ]
+        results = cedarpy.is_authorized_batch(batch, compiled.policies, entities)
+        unheld = compiled.unheld
+        session = session_labels(request) if reads(state.context_reads, "session") else {}
+        verdicts = Verdicts(state, identities, chain, action, resource, session)
+        retry = None
+        if unheld is not None:
+            retry = lambda: cedarpy.is_authorized_batch(batch, unheld, entities)  # noqa: E731
+        decision = verdicts.decide(results, retry, labels)
+        return replace(decision, session=request.session) if session else decision
 
     def _identities(self, request: AccessRequest) -> tuple[Principal, ...]:
         td = self._settings.trust_domain
@@ -256,67 +300,18 @@ class DecisionPoint:
         return extra
 
     def _context(
-        self, request: AccessRequest, identities: tuple[Principal, ...], now: datetime
+        self,
+        request: AccessRequest,
+        keyed: tuple[DecisionInput, ...],
+        identities: tuple[Principal, ...],
+        now: datetime,
     ) -> dict[str, Any]:
-        """The caller's context and every input's value, under the input's name."""
+        """The caller's context and the value of every input a policy reads (``keyed``),
+        under the input's name; an input no policy reads is not computed."""
         context = self._caller_context(request)
-        for source in self._inputs:
+        for source in keyed:
             context[source.name] = source.value(request, identities, now)
         return context
-
-    def _judge(
-        self,
-        state: PolicyState,
-        identities: tuple[Principal, ...],
-        chain: tuple[str, ...],
-        action: str,
-        resource: str,
-        results: list[cedarpy.AuthzResult],
-    ) -> Decision:
-        reasons: list[str] = []
-        granted: list[str] = []
-        forbidden: list[str] = []
-        allowed = True
-        hop = action == "delegate"
-        for index, (name, result) in enumerate(zip(chain, results, strict=True)):
-            diagnostics = result.diagnostics
-            ids = [diagnostics.id_annotations_by_reason.get(r, r) for r in diagnostics.reasons]
-            delegator = index == len(chain) - 1
-            if diagnostics.errors:
-                allowed = False
-                reasons.append(
-                    f"policy evaluation error for {name}: {'; '.join(diagnostics.errors)}"
-                )
-            elif result.allowed and any(i.startswith("grant:") for i in ids):
-                used = [i.removeprefix("grant:") for i in ids if i.startswith("grant:")]
-                granted.extend(used)
-                reasons.append(f"{name} allowed by grant {', '.join(used)}")
-            elif ids and not result.allowed:
-                allowed = False
-                forbidden.extend(ids)
-                reasons.append(f"{name} forbidden by policy {', '.join(ids)}")
-            elif hop and not delegator:
-                reasons.append(f"no guardrail forbids the hop for {name}")
-            elif hop and identities[index].kind == "user":
-                reasons.append(
-                    f"{name} hands their own task to {resource} (a person needs no "
-                    "delegate grant) and no guardrail forbids it"
-                )
-            else:
-                allowed = False
-                reasons.append(f"{name} holds no grant for {action} on {resource}")
-        if not allowed:
-            reasons = [r for r in reasons if " allowed by " not in r and "no guardrail" not in r]
-        return Decision(
-            allowed=allowed,
-            chain=chain,
-            action=action,
-            resource=resource,
-            reasons=tuple(reasons),
-            grants=tuple(dict.fromkeys(granted)) if allowed else (),
-            policies=tuple(dict.fromkeys(forbidden)),
-            epoch=state.epoch,
-        )
 
 
 _LONG = 2**63
@@ -352,8 +347,9 @@ def _check_context_value(value: Any, where: str) -> None:
 def _cache_key(
     keyed: tuple[DecisionInput, ...], request: AccessRequest, now: datetime
 ) -> Hashable | None:
-    """The request and the key part of every input the policies read; ``None`` when one
-    of them may not be cached."""
+    """The request without its arguments, session and approval, and the key part of every
+    input the policies read (the arguments' and the session's among them, when read);
+    ``None`` when one of them may not be cached."""
     parts: list[tuple[str, Hashable]] = []
     for source in keyed:
         part = source.key(request, now)
@@ -361,10 +357,25 @@ def _cache_key(
             return None
         if part is not None:
             parts.append((source.name, part))
-    return (request, tuple(parts)) if parts else request
+    if request.args is not None or request.session or request.approval:
+        request = replace(request, args=None, session="", approval="")
+    return (request, tuple(parts))
 
 
-def _as_cached(d: Decision) -> Decision:
-    return Decision(
-        d.allowed, d.chain, d.action, d.resource, d.reasons, d.grants, d.policies, d.epoch, True
-    )
+def _finish(decision: Decision, request: AccessRequest) -> Decision:
+    """What a decision says of this very request: its arguments' digest, its session when
+    policies read it, and the allow a consumed approval makes of a held decision."""
+    changes: dict[str, Any] = {}
+    if request.args is not None:
+        changes["args_digest"] = hashlib.sha256(
+            request.args.encode("utf-8", "surrogatepass")
+        ).hexdigest()
+    if decision.session and decision.session != request.session:
+        changes["session"] = request.session
+    if decision.approval is not None and request.approval:
+        changes.update(
+            allowed=True,
+            approval=None,
+            reasons=(f"allowed with approval {request.approval}", *decision.reasons),
+        )
+    return replace(decision, **changes) if changes else decision

@@ -1,12 +1,17 @@
 """The decision point's compiled state for one epoch: agents, grants and guardrails as
-parsed Cedar objects, built per delegation chain and kept until the epoch moves."""
+parsed Cedar objects, built per delegation chain and kept until the epoch moves, with the
+resources' labels as they were when it was built (one snapshot of the label source) and,
+per guardrail, the context keys it reads and who may approve what it forbids
+(``@approval``). A chain's compiled policies come twice when a guardrail holds calls for
+approval: with every guardrail, and without those (:attr:`CompiledChain.unheld`), so the
+decision point can tell a call that approval would let through from one it would not."""
 
 from __future__ import annotations
 
 import json
 import re
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,9 +21,12 @@ import cedarpy
 from tether.grants import Grant
 from tether.model import Agent, AgentState
 from tether.policy.decision import Decision
+from tether.policy.labels import NO_LABELS, LabelView
 from tether.principals import Principal
 
-__all__ = ["CompiledChain", "PolicyState", "context_reads", "reads"]
+__all__ = ["CompiledChain", "PolicyState", "Rail", "context_reads", "reads"]
+
+_APPROVERS = ("owner", "admin")
 
 _MAX_CHAINS = 4096
 
@@ -53,9 +61,27 @@ def reads(keys: frozenset[str] | None, name: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Rail:
+    """What the decision point needs to know of one guardrail beyond its text."""
+
+    reads: frozenset[str] | None  # the context keys it reads (None: any)
+    approval: str | None  # owner | admin: what it forbids is held for their approval
+
+    @classmethod
+    def of(cls, text: str) -> Rail:
+        document = json.loads(cedarpy.policies_to_json_str(text))
+        held: str | None = None
+        for est in document.get("staticPolicies", {}).values():
+            value = est.get("annotations", {}).get("approval")
+            held = value if value in _APPROVERS else None  # anything else: a plain forbid
+        return cls(context_reads(text), held)
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledChain:
     policies: cedarpy.PolicySet
     entities: cedarpy.Entities
+    unheld: cedarpy.PolicySet | None = None  # without the @approval guardrails (if any)
 
 
 @dataclass
@@ -66,6 +92,10 @@ class PolicyState:
     grants: dict[str, list[Grant]]  # by principal key
     guardrails: str  # built-in and organisation guardrails, as Cedar text
     context_reads: frozenset[str] | None  # the context keys policies read (None: any)
+    rails: dict[str, Rail] = field(default_factory=dict)  # by guardrail ID
+    unheld: str | None = None  # the guardrails without @approval ones (None: there are none)
+    labels: LabelView = NO_LABELS  # the resources' labels, one snapshot
+    by_id: dict[str, Grant] = field(default_factory=dict)  # live grants by ID
     decisions: dict[Hashable, Decision] = field(default_factory=dict)  # by request + inputs
     _chains: dict[tuple[tuple[Principal, ...], tuple[str, ...]], CompiledChain] = field(
         default_factory=dict
@@ -79,9 +109,11 @@ class PolicyState:
         now: datetime,
         agents: Iterable[Agent],
         grants: Iterable[Grant],
-        guardrails: str,
+        guardrails: Sequence[tuple[str, str]],
         grace_deadline: Any,
+        labels: LabelView = NO_LABELS,
     ) -> PolicyState:
+        """``guardrails``: each guardrail's ID and Cedar text."""
         by_name: dict[str, Agent] = {str(agent.name): agent for agent in agents}
         by_principal: dict[str, list[Grant]] = {}
         live = [g for g in grants if g.live(now)]
@@ -95,13 +127,21 @@ class PolicyState:
                     deadlines.append(grace_deadline(agent.unowned_since))
         future = [d for d in deadlines if d > now]
         conditional = "".join(g.to_cedar() for g in live if g.condition)
+        rails = {pid: Rail.of(text) for pid, text in guardrails}
+        text = "".join(text for _, text in guardrails)
+        held = any(rail.approval for rail in rails.values())
+        unheld = "".join(t for pid, t in guardrails if not rails[pid].approval) if held else None
         return cls(
             epoch=epoch,
             valid_until=min(future, default=datetime.max.replace(tzinfo=now.tzinfo)),
             agents=by_name,
             grants=by_principal,
-            guardrails=guardrails,
-            context_reads=context_reads(guardrails + conditional),
+            guardrails=text,
+            context_reads=context_reads(text + conditional),
+            rails=rails,
+            unheld=unheld,
+            labels=labels,
+            by_id={g.id: g for g in live},
         )
 
     def chain(
@@ -114,13 +154,14 @@ class PolicyState:
         compiled = self._chains.get(key)
         if compiled is not None:
             return compiled
-        text = self.guardrails + "".join(
+        permits = "".join(
             grant.to_cedar() for p in principals for grant in self.grants.get(p.key, ())
         )
         entities = [self._entity(p, groups) for p in dict.fromkeys(principals)]
         compiled = CompiledChain(
-            cedarpy.PolicySet.from_str(text),
+            cedarpy.PolicySet.from_str(self.guardrails + permits),
             cedarpy.Entities.from_json_str(json.dumps(entities)),
+            None if self.unheld is None else cedarpy.PolicySet.from_str(self.unheld + permits),
         )
         with self._lock:
             if len(self._chains) >= _MAX_CHAINS:
