@@ -1,6 +1,6 @@
 """Human approval end to end: an agent's call through the gateway to a real MCP server
 (a recording upstream over stdio: it writes each call it receives to a file), held for
-its owner's approval, approved through the CLI as the owner, then executed exactly once
+its owner's approval (a grant with ``approval="owner"``), approved through the CLI as the owner, then executed exactly once
 with exactly those arguments; a replay or changed arguments need a new approval, an
 expired approval is refused, a denied one stays denied, another owner cannot approve,
 and the audit log never holds a secret an argument carried."""
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from tether.core import Tether
 from tether.gateway.enforce import APPROVAL_META, Gateway
 from tether.gateway.upstream import UpstreamSession
 from tether.grants import GrantSpec
-from tether.policy.decision import AccessRequest, Decision
 from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
@@ -65,24 +64,6 @@ class World:
         return [json.loads(line) for line in self.record.read_text().splitlines()]
 
 
-def _holding(tether: Tether) -> None:
-    """Until the policy slice's holds are merged: a grant with ``approval`` holds the call
-    unless ``request.approval`` names an approval the gateway consumed (its contract)."""
-    real = tether.pdp.decide
-    needing = {g.id for g in tether.grants.list(ADMIN) if g.approval}
-
-    def decide(request: AccessRequest) -> Decision:
-        decision = real(request)
-        if not decision.allowed or not needing & set(decision.grants):
-            return decision
-        if request.approval:
-            return replace(decision, reasons=(*decision.reasons, f"approved: {request.approval}"))
-        why = f"grant {sorted(needing & set(decision.grants))[0]} needs the owner's approval"
-        return replace(decision, allowed=False, approval="owner", reasons=(why,))
-
-    tether.pdp.decide = decide  # type: ignore[method-assign]
-
-
 @pytest.fixture
 def world(
     cli_env: Path,
@@ -116,7 +97,6 @@ def world(
         tether.registry.register(ADMIN, spec("helper"))  # alice's
         tether.registry.register(ADMIN, spec("bobs", owner="bob@example.com"))
         tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", "rec/record", approval="owner"))
-        _holding(tether)
         agent = tether.registry.get(ADMIN, "helper")
         resource = f"{tether.settings.issuer}/mcp/rec"
         token = tether.tokens.client_credentials(agent, resource, None, None).access_token
@@ -150,7 +130,7 @@ def _held(result: dict[str, Any]) -> str:
     approval = result["_meta"][APPROVAL_META]
     text = result["content"][0]["text"]
     assert text.startswith(f"held for approval {approval}: ")
-    assert "needs the owner's approval" in text
+    assert "held for approval by the agent's owner: grant g_" in text
     assert text.endswith(f"approve with: tether approvals approve {approval}")
     return str(approval)
 
@@ -197,7 +177,7 @@ def test_a_held_call_approved_by_the_owner_runs_exactly_once(world: World) -> No
     decisions = [e for e in tether.events.list(type="decision") if e.resource == "rec/record"]
     assert [d.decision for d in decisions] == ["deny", "deny", "allow", "deny", "deny"]
     assert decisions[0].detail["approval"] == "owner"
-    assert f"approved: {approval}" in decisions[2].reasons
+    assert decisions[2].reasons[0] == f"allowed with approval {approval}"
     [used] = tether.events.list(type="approval.used")
     assert used.detail["id"] == approval
     [decided] = tether.events.list(type="approval.approved")

@@ -25,7 +25,6 @@ from helpers.uvicorn_thread import serving
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from test_approvals_gateway import _holding
 from test_gateway_http import _connect, _served
 
 from tether.callers import Caller
@@ -72,7 +71,6 @@ def org(
             ("prompts/get", "test/summarise"),
         ):
             tether.grants.add(ADMIN, GrantSpec("helper", action, resource, approval="owner"))
-        _holding(tether)
         agent = tether.registry.get(ADMIN, "helper")
         resource = f"{tether.settings.issuer}/mcp/test"
         token = tether.tokens.client_credentials(agent, resource, None, None).access_token
