@@ -82,6 +82,24 @@ def test_a_held_call_gets_one_pending_approval_and_retries_reuse_it(held) -> Non
     assert SECRET not in "".join(body for _, _, body in tether.events.bodies())
 
 
+def test_concurrent_retries_of_one_call_share_one_approval(held) -> None:
+    tether, agent = held
+    barrier = threading.Barrier(6)
+    ids: list[str] = []
+
+    def ask() -> None:
+        barrier.wait()
+        ids.append(_ask(tether, agent).id)
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(ids) == 6 and len(set(ids)) == 1
+    assert len(_events(tether, "approval.requested")) == 1
+
+
 def test_the_owner_approves_and_the_approval_is_used_exactly_once(held) -> None:
     tether, agent = held
     asked = _ask(tether, agent)

@@ -27,6 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from test_gateway_http import _connect, _served
 
+from tether.approvals import Approval
 from tether.callers import Caller
 from tether.config import Settings
 from tether.core import Tether
@@ -168,26 +169,24 @@ def test_a_waiting_call_goes_through_once_approved(org) -> None:
     assert tether.approvals.get(ADMIN, waited).state == "used"
 
 
+def _ask(tether: Tether, args: dict[str, Any], why: str, approver: str) -> Approval:
+    """A pending approval of a call of test/echo by helper (as the gateway asks one)."""
+    agent = tether.registry.agent_id("helper")
+    return tether.approvals.request(
+        chain=(agent,),
+        agent=agent,
+        action="tools/call",
+        resource="test/echo",
+        args=args,
+        reasons=(why,),
+        approver=approver,
+    )
+
+
 def test_the_approvals_api_keeps_owners_to_their_own(org) -> None:
     tether, _, (client, idp_key) = org
-    approval = tether.approvals.request(
-        chain=("spiffe://tether.local/agent/helper",),
-        agent=tether.registry.agent_id("helper"),
-        action="tools/call",
-        resource="test/echo",
-        args={"text": "hi", "password": "hunter22"},
-        reasons=("needs approval",),
-        approver="owner",
-    )
-    admin_only = tether.approvals.request(
-        chain=("spiffe://tether.local/agent/helper",),
-        agent=tether.registry.agent_id("helper"),
-        action="tools/call",
-        resource="test/echo",
-        args={"text": "other"},
-        reasons=("needs an admin",),
-        approver="admin",
-    )
+    approval = _ask(tether, {"text": "hi", "password": "hunter22"}, "needs approval", "owner")
+    admin_only = _ask(tether, {"text": "other"}, "needs an admin", "admin")
     alice = person_header(idp_key, "alice@example.com")
     bob = person_header(idp_key, "bob@example.com")
     assert client.get("/v1/approvals").status_code == 401
@@ -223,15 +222,7 @@ def test_the_approvals_api_keeps_owners_to_their_own(org) -> None:
 
 def test_the_cli_over_http(org, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     tether, _, _ = org
-    approval = tether.approvals.request(
-        chain=("spiffe://tether.local/agent/helper",),
-        agent=tether.registry.agent_id("helper"),
-        action="tools/call",
-        resource="test/echo",
-        args={"text": "hi"},
-        reasons=("needs approval",),
-        approver="owner",
-    )
+    approval = _ask(tether, {"text": "hi"}, "needs approval", "owner")
     token = tether.settings.admin_token_file.read_text().strip()
     monkeypatch.setenv("TETHER_TOKEN", token)
     with serving(tether) as url:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, insert, or_, select, text, update
 
 from tether.arguments import call_digest, redact_arguments
 from tether.audit.record import Entry
@@ -173,6 +173,9 @@ class Approvals:
         digest = call_digest(chain, action, resource, args)
         now = self._clock()
         with self._store.write() as conn:
+            if conn.dialect.name == "postgresql":  # one asker per call at a time (SQLite's
+                # write transactions are serial already): concurrent retries find one approval
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(digest)})
             found = conn.execute(
                 select(approvals)
                 .where(
@@ -389,6 +392,11 @@ class _Refused(Exception):
         super().__init__(reason)
         self.id = approval_id
         self.reason = reason
+
+
+def _lock_key(digest: str) -> int:
+    """A PostgreSQL advisory lock key (signed 64-bit) for the call with ``digest``."""
+    return int(digest[:15], 16)  # 60 bits: always a positive bigint
 
 
 def _usable(now: datetime) -> Any:

@@ -75,7 +75,9 @@ async def call(
         gate, bearer, upstream = await opening(resolved)
     except MCPError as exc:
         return error_result(exc.error.message)
-    return await gate.call_tool(bearer, upstream, name, arguments, progress)
+    if progress is None:
+        return await gate.call_tool(bearer, upstream, name, arguments)
+    return await gate.call_tool(bearer, upstream, name, arguments, progress=progress)
 
 
 def _refusal(refused: Refused) -> MCPError:
@@ -108,9 +110,12 @@ async def get_prompt(
         raise _refusal(refused) from None
 
 
-def _progress(ctx: Any) -> Progress:
-    """Progress notifications for the request of ``ctx`` (the SDK sends nothing when the
-    request carried no ``progressToken``)."""
+def _progress(ctx: Any) -> Progress | None:
+    """Progress notifications for the request of ``ctx``, when it carries a
+    ``progressToken`` (None otherwise: nothing to tell)."""
+    meta = getattr(ctx, "meta", None)
+    if not isinstance(meta, Mapping) or meta.get("progress_token") is None:
+        return None
 
     async def report(progress: float, total: float | None, message: str) -> None:
         await ctx.session.report_progress(progress, total, message)
