@@ -8,6 +8,8 @@ and the audit log never holds a secret an argument carried."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from tether.upstreams.servers import UpstreamSpec
 ADMIN = Caller.admin()
 RECORDER = Path(__file__).parent / "helpers" / "recording_server.py"
 SECRET = "sk-ant-api03-" + "Zq8xW2nR5tY7uI9oP1aS3dF6gH4jK0lM" * 2 + "-AAAAAA"
+ROOT = Path(__file__).resolve().parents[1]
 ARGS = {"path": "/srv/reports/q1.txt", "body": f"Authorization: Bearer {SECRET}"}
 
 
@@ -271,3 +274,58 @@ def test_a_call_waits_for_its_approval_when_configured(
     _held(anyio.run(unanswered))
     assert len(looks) == 20  # 5 s in looks of 0.25 s
     assert world.received() == [ARGS]
+
+
+@pytest.mark.slow
+def test_gateways_racing_for_one_approval_let_one_call_through(
+    world: World, db_url: str, tmp_path: Path
+) -> None:
+    """Four gateway processes on one PostgreSQL decide the same approved call at once:
+    one is allowed (and the approval used), none of the others runs it."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("gateways racing on one store: the cluster case is PostgreSQL")
+
+    [held] = _calls(world, ARGS)
+    approval = _held(held)
+    assert world.as_("alice@example.com").json("approvals", "approve", approval)["state"] == (
+        "approved"
+    )
+    [tool] = [p.pinned for p in world.tether.pins.list("rec") if p.name == "record"]
+    go = tmp_path / "go"
+    racers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "helpers" / "approval_racer.py"),
+                world.token,
+                json.dumps(ARGS),
+                json.dumps(tool),
+                str(go),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        )
+        for _ in range(4)
+    ]
+    for racer in racers:
+        assert racer.stdout is not None
+        assert racer.stdout.readline().strip() == "ready", racer.communicate(timeout=60)
+    go.touch()
+    outcomes = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=120)
+        assert racer.returncode == 0, err
+        outcomes.append(out.strip())
+    assert outcomes.count("allowed") == 1, outcomes
+    for other in (o for o in outcomes if o != "allowed"):  # too late: used, or a new approval
+        used = f"refused: approval {approval} was already used (or expired)"
+        assert other == "held" or other.startswith(used), other
+    allowed = [
+        e
+        for e in world.tether.events.list(type="decision")
+        if e.resource == "rec/record" and e.decision == "allow"
+    ]
+    assert len(allowed) == 1 and allowed[0].reasons[0] == f"allowed with approval {approval}"
+    assert len(world.tether.events.list(type="approval.used")) == 1

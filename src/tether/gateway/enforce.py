@@ -336,7 +336,7 @@ class Gateway:
             decision = self._consume(replace(request, approval=granted.id), granted, digest)
         if decision.allowed:
             return token, path
-        if decision.approval is None:
+        if decision.approval is None or decision.seq is None:  # not held, or not on record
             raise Refused("; ".join(decision.reasons))
         try:
             pending = self.tether.approvals.request(
