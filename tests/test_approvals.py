@@ -284,6 +284,29 @@ def test_no_secret_survives_redaction(
     assert "[redacted:" in redacted and "/srv/reports/q1.txt" in redacted
 
 
+_any_text = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=80)
+_any_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _any_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_any_text, inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(args=st.dictionaries(_any_text, _any_json, max_size=5))
+def test_any_arguments_are_redacted_or_refused_with_a_reason_never_a_crash(
+    args: dict[str, Any],
+) -> None:
+    redacted = redact_arguments(args)
+    json.dumps(redacted)  # what the log keeps is JSON
+    try:
+        digest = call_digest(("a",), "tools/call", "fs/x", args)
+    except ValueError as exc:
+        assert "RFC 8785" in str(exc)
+    else:
+        assert len(digest) == 64
+
+
 def test_secret_names_redact_short_values_and_keep_ordinary_ones() -> None:
     redacted = redact_arguments(
         {"password": "hunter22", "API-Key": "abc12345", "path": "/tmp/x", "count": 3}
