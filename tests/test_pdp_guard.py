@@ -328,3 +328,18 @@ def test_undecidable_args_are_a_deny_only_when_read(make) -> None:
         "the call's arguments cannot be decided on: args.path: key '__entity' is a Cedar "
         "JSON escape",
     )
+
+
+def test_a_listing_shows_what_an_approval_could_let_through(make) -> None:
+    tether, pdp, _ = make()
+    _approval_grants(tether)
+    assert pdp.could_allow(AccessRequest.of("helper", "tools/call", "pay/transfer"))
+    assert pdp.could_allow(AccessRequest.of("helper", "tools/call", "web/post"))
+    assert not pdp.could_allow(AccessRequest.of("helper", "tools/call", "mail/send"))
+
+
+def test_a_malformed_session_is_a_deny_not_an_error(make) -> None:
+    _, pdp, _ = make()
+    request = AccessRequest("helper", "tools/call", "web/post", session="[1]")
+    decision = pdp.decide(request)
+    assert not decision.allowed and "session" in decision.reasons[0]

@@ -15,13 +15,16 @@ validated against a schema whose ``args`` is typed from the pinned tool's input 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping
 from functools import cache
+from typing import Any
 
 import cedarpy
 
 from tether.permissions import ACTIONS
 
-__all__ = ["SCHEMA_TEXT", "schema", "schema_text"]
+__all__ = ["SCHEMA_TEXT", "args_read", "args_type", "read_args_type", "schema", "schema_text"]
 
 _ACTION_LIST = ", ".join(f'"{action}"' for action in ACTIONS)
 _SESSION = "{ labels: Set<String> }"
@@ -52,3 +55,81 @@ SCHEMA_TEXT = schema_text()
 def schema() -> cedarpy.Schema:
     """The parsed schema (parsed once per process)."""
     return cedarpy.Schema.from_str(SCHEMA_TEXT)
+
+
+_SCALARS = {"string": "String", "integer": "Long", "boolean": "Bool", "number": "decimal"}
+_MAX_DEPTH = 8
+
+
+def args_type(input_schema: Mapping[str, Any]) -> str:
+    """The Cedar record type of a tool's arguments from its JSON-schema ``inputSchema``:
+    string -> String, integer -> Long, boolean -> Bool, number -> decimal, an array of T
+    -> Set<T>, an object with ``properties`` -> a record; a ``required`` property is a
+    required attribute, the others optional (``name?: T``); a property without one plain
+    ``type`` (untyped, a union, ``anyOf``...) is left out, so a condition cannot read it."""
+    return _record(input_schema, 0) or "{}"
+
+
+def _record(node: Mapping[str, Any], depth: int) -> str | None:
+    properties = node.get("properties")
+    if not isinstance(properties, Mapping) or depth >= _MAX_DEPTH:
+        return None
+    required = node.get("required")
+    needed = {r for r in required if isinstance(r, str)} if isinstance(required, list) else set()
+    attrs = []
+    for name, sub in properties.items():
+        kind = _type(sub, depth + 1) if isinstance(name, str) else None
+        if kind is not None:
+            attrs.append(f"{json.dumps(name)}{'' if name in needed else '?'}: {kind}")
+    return "{ " + ", ".join(attrs) + " }" if attrs else "{}"
+
+
+def _type(node: Any, depth: int) -> str | None:
+    if not isinstance(node, Mapping):
+        return None
+    kind = node.get("type")
+    if isinstance(kind, str) and kind in _SCALARS:
+        return _SCALARS[kind]
+    if kind == "array":
+        inner = _type(node.get("items"), depth + 1)
+        return f"Set<{inner}>" if inner is not None else None
+    if kind == "object":
+        return _record(node, depth)
+    return None
+
+
+def read_args_type(attrs: Iterable[str]) -> str:
+    """A record type declaring each of ``attrs`` a required String: what a condition may
+    read of ``context.args`` when no pinned input schema types it."""
+    names = sorted(set(attrs))
+    return "{ " + ", ".join(f"{json.dumps(n)}: String" for n in names) + " }" if names else "{}"
+
+
+_ARGS = {".": {"left": {"Var": "context"}, "attr": "args"}}
+
+
+def args_read(text: str) -> set[str]:
+    """The attributes of ``context.args`` a policy reads (``.path``, ``["path"]``,
+    ``has path``), from its JSON form; none when it does not parse (reported elsewhere)."""
+    try:
+        document = json.loads(cedarpy.policies_to_json_str(text))
+    except ValueError:
+        return set()
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for op in (".", "has"):
+                inner = node.get(op)
+                if isinstance(inner, dict) and inner.get("left") == _ARGS:
+                    attr = inner.get("attr")
+                    if isinstance(attr, str):
+                        found.add(attr)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document)
+    return found

@@ -261,10 +261,12 @@ class Tether:
     def visible(
         self, items: Sequence[Item], request_of: Callable[[Item], AccessRequest]
     ) -> list[Item]:
-        """The items whose request (``request_of(item)``) the decision point would allow,
-        in order: a listing's filter. Not recorded, and not a decision: what it shows must
-        still be decided (:meth:`decide_all`) when it is used."""
-        return [item for item in items if self.pdp.decide(request_of(item)).allowed]
+        """The items whose request (``request_of(item)``) some call could be allowed for,
+        in order: a listing's filter (:meth:`DecisionPoint.could_allow`: allowed, held for
+        approval, or allowed for some arguments when a policy reads them). Not recorded,
+        and not a decision: what it shows must still be decided (:meth:`decide_all`), on
+        its real arguments, when it is used."""
+        return [item for item in items if self.pdp.could_allow(request_of(item))]
 
     def validate(self, request: AccessRequest) -> None:
         """Raise :class:`~tether.errors.InvalidRequest` for a malformed request (a caller's

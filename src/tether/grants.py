@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,7 +23,7 @@ from sqlalchemy import Connection, Row, exists, insert, select, update
 from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog, Refusals
 from tether.callers import Caller
-from tether.cedar_schema import schema
+from tether.cedar_schema import args_read, args_type, read_args_type, schema, schema_text
 from tether.durations import format_duration
 from tether.errors import Forbidden, InvalidRequest, NotFound
 from tether.limits import Limit, parse_limits
@@ -31,7 +32,7 @@ from tether.permissions import cedar_match, check_action, check_pattern, is_broa
 from tether.principals import Principal, parse_principal
 from tether.registry import Registry
 from tether.services import Services
-from tether.store import grant_uses, grants
+from tether.store import gateway_pins, grant_uses, grants
 
 __all__ = ["APPROVERS", "Grant", "GrantSpec", "Grants"]
 
@@ -165,7 +166,7 @@ class Grants:
             limits=limits,
             approval=spec.approval,
         )
-        _check_cedar(grant.to_cedar(), "condition")
+        self._check_condition(grant)
         if principal.kind == "agent":
             agent = self._registry.get(by, principal.id)
             if agent.state is not AgentState.ACTIVE:
@@ -186,6 +187,49 @@ class Grants:
             )
             self._epoch.bump(conn)
         return grant
+
+    def _check_condition(self, grant: Grant) -> None:
+        """Validate the grant's Cedar, its condition's ``context.args`` typed (see
+        :meth:`_args_type`) so that conditions on a call's arguments validate."""
+        text = grant.to_cedar()
+        if not grant.condition or "args" not in grant.condition:
+            _check_cedar(text, "condition")
+            return
+        typed, how = self._args_type(grant, text)
+        try:
+            typed_schema = cedarpy.Schema.from_str(schema_text(typed))
+        except ValueError:
+            typed = read_args_type(args_read(text))
+            how = "each attribute of context.args the condition reads is a String"
+            typed_schema = cedarpy.Schema.from_str(schema_text(typed))
+        _check_cedar(text, "condition", typed_schema, f"{how}: context.args is {typed}")
+
+    def _args_type(self, grant: Grant, text: str) -> tuple[str, str]:
+        """``context.args``'s type for a grant's condition, and how it was found: from the
+        pinned tool's ``inputSchema`` when the grant names one tool that is pinned;
+        ``{ uri: String }`` for ``resources/read``; otherwise each attribute of
+        ``context.args`` the condition reads, as a required String."""
+        if grant.action == "resources/read":
+            return "{ uri: String }", "a resource read's arguments are its URI"
+        if grant.action == "tools/call" and "*" not in grant.resource and "/" in grant.resource:
+            server, name = grant.resource.split("/", 1)
+            query = select(gateway_pins.c.pinned).where(
+                gateway_pins.c.server == server,
+                gateway_pins.c.kind == "tool",
+                gateway_pins.c.name == name,
+            )
+            with self._store.read() as conn:
+                pinned = conn.execute(query).scalar()
+            found = pinned.get("inputSchema") if isinstance(pinned, dict) else None
+            if isinstance(found, dict):
+                return args_type(
+                    found
+                ), f"typed from the pinned tool {grant.resource}'s inputSchema"
+        return (
+            read_args_type(args_read(text)),
+            "no pinned tool types them, so each attribute of context.args the condition "
+            "reads is a String",
+        )
 
     def _resource(self, action: str, resource: str) -> str:
         if action == "delegate" and resource != "*":
@@ -311,17 +355,23 @@ class Grants:
             return [grant_from_row(row) for row in rows]
 
 
-def _check_cedar(text: str, what: str) -> None:
+_NOISE = re.compile(r'^for policy `[^`]*`, | in context for Action::"[^"]*"| for Action::"[^"]*"')
+
+
+def _check_cedar(
+    text: str, what: str, against: cedarpy.Schema | None = None, typed: str = ""
+) -> None:
     try:
         parsed = cedarpy.PolicySet.from_str(text)
     except ValueError as exc:
         raise InvalidRequest(f"invalid {what}: {exc}") from None
     if len(parsed) != 1:
         raise InvalidRequest(f"invalid {what}: it must be one Cedar expression")
-    result = cedarpy.validate_policies(text, schema())
+    result = cedarpy.validate_policies(text, against or schema())
     if not result.validation_passed:
-        problems = "; ".join(e.error for e in result.errors)
-        raise InvalidRequest(f"invalid {what}: {problems}")
+        problems = "; ".join(dict.fromkeys(_NOISE.sub("", e.error) for e in result.errors))
+        hint = f" ({typed})" if typed else ""
+        raise InvalidRequest(f"invalid {what}: {problems}{hint}")
 
 
 def _row(grant: Grant) -> dict[str, Any]:

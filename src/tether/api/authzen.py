@@ -10,8 +10,11 @@ not verify is a deny).
 Other context keys reach Cedar as request context, except the server-computed ones
 (:mod:`tether.policy.inputs`: ``time``, ``hour``, ``chain_depth``, ``risk``, ``args``,
 ``session`` ...): a context that sets one, of an evaluation or of any item of a batch,
-is refused whole with a 400 naming the key, before anything is decided. Callers
-authenticate as admins.
+is refused whole with a 400 naming the key, before anything is decided. A call's
+arguments, for rules on ``context.args``, come as ``action.properties.args`` (a JSON
+object, mapped as :mod:`tether.policy.args` says), never in the context; the session and
+an approval are the gateway's alone and cannot be given at all. Callers authenticate as
+admins.
 """
 
 from __future__ import annotations
@@ -93,6 +96,15 @@ def _server_computed(tether: Tether, body: Evaluation | Evaluations) -> None:
             check_caller_context(context, where, reserved)
 
 
+def _args(item: Evaluation) -> dict[str, Any] | None:
+    """The call's arguments (``action.properties.args``), when given."""
+    assert item.action is not None
+    args = item.action.properties.get("args")
+    if args is not None and not isinstance(args, dict):
+        raise InvalidRequest("action.properties.args must be a JSON object: the call's arguments")
+    return args
+
+
 def _request(tether: Tether, item: Evaluation) -> AccessRequest:
     if item.subject is None or item.action is None or item.resource is None:
         raise InvalidRequest("an evaluation needs subject, action and resource")
@@ -123,6 +135,7 @@ def _request(tether: Tether, item: Evaluation) -> AccessRequest:
         chain=chain,
         context=context,
         groups=groups,
+        args=_args(item),
     )
     tether.validate(request)
     return request
@@ -148,7 +161,7 @@ def _from_token(tether: Tether, item: Evaluation, context: dict[str, Any]) -> Ac
     client = str(verified.claims["client_id"])
     if item.subject.id not in (client, client.rsplit("/", 1)[-1]):
         raise InvalidToken("the token belongs to another client than the subject")
-    request = verified.request(item.action.name, item.resource.id, context)
+    request = verified.request(item.action.name, item.resource.id, context, args=_args(item))
     tether.validate(request)
     return request
 

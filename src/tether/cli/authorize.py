@@ -3,7 +3,10 @@
 ``--context`` may not set what the server computes (``time``, ``hour``, ``chain_depth``,
 ``risk``, ``args``, ``session`` ...: :mod:`tether.policy.inputs`): the server refuses it
 naming the key, a usage error (exit 2) locally and against a server (TETHER_URL) alike.
-Nor may it set what an option of its own sets (``chain``: ``--chain`` ...).
+Nor may it set what an option of its own sets (``chain``: ``--chain`` ...). ``--args``
+gives the call's arguments (a JSON object, as the gateway would pass a tool's arguments)
+so rules on ``context.args`` can be tried; they travel as AuthZEN
+``action.properties.args``.
 """
 
 from __future__ import annotations
@@ -41,16 +44,20 @@ def _audience_of(token: str) -> str:
     return aud if isinstance(aud, str) else ""
 
 
+def _object(text: str, option: str) -> dict[str, Any]:
+    """``text``, the value of ``option``, as a JSON object."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"{option} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{option} must be a JSON object")
+    return value
+
+
 def _context_of(context: str | None) -> dict[str, Any]:
     """The ``--context`` object, refused when it sets what an option of its own sets."""
-    if context is None:
-        return {}
-    try:
-        extra = json.loads(context)
-    except ValueError as exc:
-        raise InvalidRequest(f"--context is not JSON: {exc}") from None
-    if not isinstance(extra, dict):
-        raise InvalidRequest("--context must be a JSON object")
+    extra = _object(context, "--context") if context is not None else {}
     for key, option in _OPTIONS.items():
         if key in extra:
             raise InvalidRequest(f"--context key {key!r} has an option of its own: use {option}")
@@ -79,10 +86,15 @@ def authorize(
         str | None,
         typer.Option(help="With --token: the resource asking (default: the token's own aud)."),
     ] = None,
+    args: Annotated[
+        str | None,
+        typer.Option(help="The call's arguments, a JSON object (as the gateway passes them)."),
+    ] = None,
     json_: Json = False,
 ) -> None:
     """Would this request be allowed? Every identity of the chain must hold a grant."""
     extra = _context_of(context)
+    arguments = _object(args, "--args") if args is not None else None  # the call's
     if token is not None:
         extra["token"] = token
         extra["audience"] = audience or _audience_of(token)
@@ -95,7 +107,7 @@ def authorize(
     kind = "user" if principal.startswith("user:") else "agent"
     body = {
         "subject": {"type": kind, "id": principal},
-        "action": {"name": action},
+        "action": {"name": action, "properties": {} if arguments is None else {"args": arguments}},
         "resource": {"type": "resource", "id": resource},
         "context": extra,
     }

@@ -31,7 +31,7 @@ from tether.arguments import call_digest
 from tether.audit.record import Entry
 from tether.core import Tether, decision_entry
 from tether.errors import TetherError
-from tether.policy.decision import AccessRequest, Decision, canonical
+from tether.policy.decision import AccessRequest, Decision
 from tether.tokens import VerifiedToken
 from tether.upstreams.paths import FIELD, item_path
 
@@ -231,12 +231,12 @@ class Gateway:
         (looking every ``poll`` seconds, telling ``progress`` while it waits) and is
         admitted again once approved: decided anew, consuming the approval."""
         try:
-            return await self._admit(bearer, fetch, kind, wanted, args)
+            return await self._admit(bearer, fetch, kind, wanted, args=args)
         except Held as held:
             wait = self.tether.settings.guard.approval_wait.total_seconds()
             if wait <= 0 or not await self._approved(held.approval, wait, progress):
                 raise
-        return await self._admit(bearer, fetch, kind, wanted, args)
+        return await self._admit(bearer, fetch, kind, wanted, args=args)
 
     async def _approved(self, approval: str, wait: float, progress: Progress | None) -> bool:
         """Whether the approval was approved within ``wait`` seconds (False as soon as it
@@ -261,7 +261,13 @@ class Gateway:
         return False
 
     async def _admit(
-        self, bearer: str, fetch: Listing, kind: str, wanted: str, args: dict[str, Any]
+        self,
+        bearer: str,
+        fetch: Listing,
+        kind: str,
+        wanted: str,
+        *,
+        args: dict[str, Any] | None = None,
     ) -> tuple[VerifiedToken, str]:
         """Verify the token, find the pinned item, decide and record; raises Refused
         (recorded) when the request may not go upstream. The work on the store is one
@@ -297,6 +303,8 @@ class Gateway:
         offered: list[dict[str, Any]] | Exception,
         args: dict[str, Any] | None = None,
     ) -> tuple[VerifiedToken, str]:
+        """Decide and record the call (``args``: its arguments, which policies may read
+        as ``context.args``); raises Refused (recorded) when it may not go upstream."""
         action = _ACTIONS[kind]
         token = self._verified(caller, action) if isinstance(caller, str) else caller
         actor = str(token.claims["client_id"])
@@ -316,9 +324,7 @@ class Gateway:
             self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why)
         path = item_path(self.server, kind, shown[0])
-        request = token.request(action, path)
-        if args is not None:
-            request = replace(request, args=canonical(args))
+        request = token.request(action, path, args=args)
         granted: Approval | None = None
         try:  # an approval granted for this very call (chain, action, path, arguments)?
             digest = call_digest(token.chain, action, path, args)

@@ -57,6 +57,7 @@ __all__ = [
     "Session",
     "Uncachable",
     "check_caller_context",
+    "check_context_value",
     "reserved_names",
     "session_labels",
 ]
@@ -187,8 +188,8 @@ def session_labels(request: AccessRequest) -> dict[str, dict[str, Any]]:
     if not request.session:
         return {}
     found = json.loads(request.session)
-    if not isinstance(found, dict):
-        raise InvalidRequest("session must be a JSON object of labels")
+    if not isinstance(found, dict):  # the gateway's own field: a deny, not a caller's error
+        raise ValueError("the request's session is not a JSON object of labels")
     return found
 
 
@@ -238,3 +239,33 @@ def check_caller_context(
         raise ServerComputed(
             f"{where} key {clash[0]!r} is set by Tether (server-computed), not by the caller"
         )
+
+
+_LONG = 2**63
+
+
+def check_context_value(value: Any, where: str) -> None:
+    """Context must be what Cedar can hold: strings (no NUL), booleans, 64-bit integers,
+    lists and objects of those. Floats and nulls are refused, not silently denied."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -_LONG <= value < _LONG:
+            raise InvalidRequest(f"{where}: integer out of Cedar's 64-bit range")
+        return
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidRequest(f"{where}: NUL is not allowed in context strings")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            check_context_value(item, f"{where}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise InvalidRequest(f"{where}: NUL is not allowed in context keys")
+            check_context_value(item, f"{where}.{key}")
+        return
+    kind = "null" if value is None else type(value).__name__
+    raise InvalidRequest(f"{where}: {kind} values are not allowed in Cedar context")

@@ -26,10 +26,10 @@ returned only once both are committed), and a listing is filtered through
 
 **Inputs.** The Cedar context is the caller's (``AccessRequest.context``) together with
 what the server computes, the decision inputs (:mod:`tether.policy.inputs`): the built-in
-``chain_depth``, ``on_behalf_of``, ``time`` and ``hour`` and any passed to the
-constructor. A caller may not set any of them, nor a key reserved for inputs to come. The
-decision cache is keyed by the request and the key part of every input a policy reads;
-an uncachable one (the clock) bypasses the cache, and its decisions say ``cached: false``.
+``chain_depth``, ``on_behalf_of``, ``time``, ``hour``, ``args`` and ``session`` and any
+passed to the constructor (``risk``). A caller may set none of them. The decision cache
+is keyed by the request and the key part of every input a policy reads; an uncachable
+one (the clock) bypasses the cache, and its decisions say ``cached: false``.
 
 **Arguments, session, labels, approval.** ``context.args`` (the call's arguments,
 :mod:`tether.policy.args`) and ``context.session`` (the labels the work has touched) come
@@ -75,11 +75,13 @@ from tether.policy.inputs import (
     DecisionInput,
     Uncachable,
     check_caller_context,
+    check_context_value,
     reserved_names,
     session_labels,
 )
 from tether.policy.labels import NO_LABELS, LabelSource
-from tether.policy.state import PolicyState, reads
+from tether.policy.listing import args_may_allow
+from tether.policy.state import PolicyState, reads, resource_entity
 from tether.policy.verdict import Verdicts
 from tether.principals import Principal, parse_principal
 from tether.registry import Registry
@@ -216,19 +218,9 @@ class DecisionPoint:
                 False, chain, action, resource, reasons, policies=policies, epoch=state.epoch
             )
 
-        agents = [p for p in identities if p.kind == "agent"]
-        if len(agents) > self._settings.max_chain_depth:
-            return deny(
-                f"delegation chain of {len(agents)} agents is deeper than the cap "
-                f"({self._settings.max_chain_depth})"
-            )
-        for principal in agents:
-            if principal.id not in state.agents:
-                return deny(f"{principal.display(td)} is not a registered agent")
-        if request.scope is not None and not any(
-            Permission.parse(entry).covers(action, resource) for entry in request.scope
-        ):
-            return deny(f"{action}:{resource} is outside the token's scope")
+        obstacle = self._obstacle(state, request, action, resource, identities)
+        if obstacle:
+            return deny(obstacle)
         # Serialised once for every identity; resources and actions are checked to hold
         # no characters that JSON would escape.
         try:
@@ -236,14 +228,8 @@ class DecisionPoint:
         except Undecidable as exc:
             return deny(f"the call's arguments cannot be decided on: {exc}")
         compiled = state.chain(identities, request.groups)
-        depth = resource.count("/") + 1
         labels = tuple(sorted(state.labels.of(action, resource)))
-        delta = (
-            f'[{{"uid":{{"type":"Resource","id":"{resource}"}},'
-            f'"attrs":{{"path":"{resource}","depth":{depth},"labels":{json.dumps(labels)}}},'
-            '"parents":[]}]'
-        )
-        entities = compiled.entities.with_added_json_str(delta)
+        entities = compiled.entities.with_added_json_str(resource_entity(resource, labels))
         batch = [
             {
                 "principal": {"type": p.cedar_type, "id": p.id},
@@ -262,6 +248,78 @@ class DecisionPoint:
             retry = lambda: cedarpy.is_authorized_batch(batch, unheld, entities)  # noqa: E731
         decision = verdicts.decide(results, retry, labels)
         return replace(decision, session=request.session) if session else decision
+
+    def _obstacle(
+        self,
+        state: PolicyState,
+        request: AccessRequest,
+        action: str,
+        resource: str,
+        identities: tuple[Principal, ...],
+    ) -> str | None:
+        """Why the request is refused before any policy is asked, if it is."""
+        td = self._settings.trust_domain
+        agents = [p for p in identities if p.kind == "agent"]
+        if len(agents) > self._settings.max_chain_depth:
+            return (
+                f"delegation chain of {len(agents)} agents is deeper than the cap "
+                f"({self._settings.max_chain_depth})"
+            )
+        for principal in agents:
+            if principal.id not in state.agents:
+                return f"{principal.display(td)} is not a registered agent"
+        if request.scope is not None and not any(
+            Permission.parse(entry).covers(action, resource) for entry in request.scope
+        ):
+            return f"{action}:{resource} is outside the token's scope"
+        return None
+
+    # ---- listings ---------------------------------------------------------------------
+
+    def could_allow(self, request: AccessRequest) -> bool:
+        """Whether *some* call of this request could be allowed: a listing's question.
+
+        It is the decision when that is an allow or a hold (an approval could let it
+        through). When it is a refusal and a policy reads ``context.args``, the chain is
+        evaluated again with ``context.args`` unknown (Cedar partial evaluation, without
+        the ``@approval`` guardrails): a ``Deny`` for any identity hides the item, an
+        ``Allow`` or ``NoDecision`` (the answer depends on the arguments) shows it. Every
+        call is still decided on its real arguments. Errors hide (fail closed)."""
+        decision = self.decide(request)
+        if decision.allowed or decision.approval is not None:
+            return True
+        try:
+            state, keyed, now = self._current()
+            if request.action == "delegate" or not any(i.name == "args" for i in keyed):
+                return False
+            return self._partial(state, keyed, request, now)
+        except Exception as exc:  # a listing hides what it cannot decide
+            log.warning("listing check failed closed: %r", exc)
+            return False
+
+    def _partial(
+        self,
+        state: PolicyState,
+        keyed: tuple[DecisionInput, ...],
+        request: AccessRequest,
+        now: datetime,
+    ) -> bool:
+        rest = tuple(i for i in keyed if i.name != "args")
+        inner = _cache_key(rest, request, now)
+        key = None if inner is None else ("could_allow", inner)
+        known = state.decisions.get(key) if key is not None else None
+        if known is not None:
+            return known.allowed
+        action = check_action(request.action)
+        resource = check_resource(action, request.resource)
+        identities = self._identities(request)
+        if self._obstacle(state, request, action, resource, identities):
+            return False
+        context = self._context(request, rest, identities, now)
+        shown = args_may_allow(state, identities, action, resource, context, request.groups)
+        if key is not None and len(state.decisions) < self._cache_size:
+            state.decisions[key] = Decision(shown, (), action, resource, ())
+        return shown
 
     def _identities(self, request: AccessRequest) -> tuple[Principal, ...]:
         td = self._settings.trust_domain
@@ -296,7 +354,7 @@ class DecisionPoint:
         if not isinstance(extra, dict):
             raise InvalidRequest("context must be a JSON object")
         check_caller_context(extra, reserved=self._reserved)
-        _check_context_value(extra, "context")
+        check_context_value(extra, "context")
         return extra
 
     def _context(
@@ -312,36 +370,6 @@ class DecisionPoint:
         for source in keyed:
             context[source.name] = source.value(request, identities, now)
         return context
-
-
-_LONG = 2**63
-
-
-def _check_context_value(value: Any, where: str) -> None:
-    """Context must be what Cedar can hold: strings (no NUL), booleans, 64-bit integers,
-    lists and objects of those. Floats and nulls are refused, not silently denied."""
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int):
-        if not -_LONG <= value < _LONG:
-            raise InvalidRequest(f"{where}: integer out of Cedar's 64-bit range")
-        return
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidRequest(f"{where}: NUL is not allowed in context strings")
-        return
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_context_value(item, f"{where}[{index}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                raise InvalidRequest(f"{where}: NUL is not allowed in context keys")
-            _check_context_value(item, f"{where}.{key}")
-        return
-    kind = "null" if value is None else type(value).__name__
-    raise InvalidRequest(f"{where}: {kind} values are not allowed in Cedar context")
 
 
 def _cache_key(

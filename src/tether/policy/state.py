@@ -24,7 +24,7 @@ from tether.policy.decision import Decision
 from tether.policy.labels import NO_LABELS, LabelView
 from tether.principals import Principal
 
-__all__ = ["CompiledChain", "PolicyState", "Rail", "context_reads", "reads"]
+__all__ = ["CompiledChain", "PolicyState", "Rail", "context_reads", "reads", "resource_entity"]
 
 _APPROVERS = ("owner", "admin")
 
@@ -188,3 +188,14 @@ class PolicyState:
             "parents": [],
             "tags": dict(agent.labels),
         }
+
+
+def resource_entity(resource: str, labels: tuple[str, ...]) -> str:
+    """The request's resource entity, as Cedar JSON (resources and actions are checked to
+    hold no characters that JSON would escape)."""
+    depth = resource.count("/") + 1
+    return (
+        f'[{{"uid":{{"type":"Resource","id":"{resource}"}},'
+        f'"attrs":{{"path":"{resource}","depth":{depth},"labels":{json.dumps(labels)}}},'
+        '"parents":[]}]'
+    )

@@ -71,11 +71,16 @@ class VerifiedToken:
         return tuple(self.claims.get("groups", ()))
 
     def request(
-        self, action: str, resource: str, context: dict[str, Any] | None = None
+        self,
+        action: str,
+        resource: str,
+        context: dict[str, Any] | None = None,
+        *,
+        args: dict[str, Any] | None = None,
     ) -> AccessRequest:
         """The PDP question for doing ``action`` on ``resource`` with this token: its
         acting agent, the person it acts for (with their groups), the agents between,
-        and its scope."""
+        and its scope; ``args``, the call's arguments (server-computed: the gateway's)."""
         people = [c for c in self.chain if c.startswith("user:")]
         agents = [c for c in self.chain if not c.startswith("user:")]
         return AccessRequest.of(
@@ -87,6 +92,7 @@ class VerifiedToken:
             context=context,
             scope=self.scope,
             groups=self.groups if people else (),
+            args=args,
         )
 
 
