@@ -27,6 +27,7 @@ from jwt.algorithms import OKPAlgorithm
 from tether.callers import Caller
 from tether.config import Settings
 from tether.core import Tether
+from tether.errors import StoreUnavailable
 from tether.gateway.enforce import APPROVAL_META, Gateway
 from tether.gateway.upstream import UpstreamSession
 from tether.grants import GrantSpec
@@ -178,9 +179,10 @@ def test_a_held_call_approved_by_the_owner_runs_exactly_once(world: World) -> No
     tether = world.tether
     tether.events.flush()
     decisions = [e for e in tether.events.list(type="decision") if e.resource == "rec/record"]
-    assert [d.decision for d in decisions] == ["deny", "deny", "allow", "deny", "deny"]
-    assert decisions[0].detail["approval"] == "owner"
-    assert decisions[2].reasons[0] == f"allowed with approval {approval}"
+    # held, held; held again then allowed with the approval; held, held
+    assert [d.decision for d in decisions] == ["deny", "deny", "deny", "allow", "deny", "deny"]
+    assert [d.detail.get("approval") for d in decisions] == ["owner"] * 3 + [None] + ["owner"] * 2
+    assert decisions[3].reasons[0] == f"allowed with approval {approval}"
     [used] = tether.events.list(type="approval.used")
     assert used.detail["id"] == approval
     [decided] = tether.events.list(type="approval.approved")
@@ -329,3 +331,39 @@ def test_gateways_racing_for_one_approval_let_one_call_through(
     ]
     assert len(allowed) == 1 and allowed[0].reasons[0] == f"allowed with approval {approval}"
     assert len(world.tether.events.list(type="approval.used")) == 1
+
+
+@pytest.mark.slow
+def test_failures_on_the_way_to_an_approval_are_refusals_on_record(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tether = world.tether
+
+    def down(*_: Any, **__: Any) -> Any:
+        raise StoreUnavailable("the store is down")
+
+    with monkeypatch.context() as patch:  # nobody can be asked: refused, not held
+        patch.setattr(tether.approvals, "request", down)
+        [first] = _calls(world, ARGS)
+    text = first["content"][0]["text"]
+    assert first["isError"] and "_meta" not in first
+    assert "no approval could be asked: the store is down" in text
+    approval = _held(_calls(world, ARGS)[0])
+    world.as_("alice@example.com").json("approvals", "approve", approval)
+    with monkeypatch.context() as patch:  # the approval cannot be looked up: refused
+        patch.setattr(tether.approvals, "granted", down)
+        [blind] = _calls(world, ARGS)
+    assert "_meta" not in blind and "no approval could be looked up" in blind["content"][0]["text"]
+    with monkeypatch.context() as patch:  # the approval cannot be used: refused
+        patch.setattr(tether.approvals, "consume", down)
+        [unused] = _calls(world, ARGS)
+    assert "decision record could not be written" in unused["content"][0]["text"]
+    assert world.received() == []
+    [done] = _calls(world, ARGS)  # the approval survived the failures, and is used now
+    assert done["content"][0]["text"] == "recorded" and world.received() == [ARGS]
+    tether.refusals.flush()
+    refused = [e.reasons[0] for e in tether.events.list(type="tool.refused")]
+    assert any("no approval could be asked" in r for r in refused)
+    assert any("no approval could be looked up" in r for r in refused)
+    denied = [e.reasons[0] for e in tether.events.list(type="decision") if e.decision == "deny"]
+    assert any("decision record could not be written" in r for r in denied)

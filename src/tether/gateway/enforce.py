@@ -324,22 +324,7 @@ class Gateway:
             self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why)
         path = item_path(self.server, kind, shown[0])
-        request = token.request(action, path, args=args)
-        granted: Approval | None = None
-        try:  # an approval granted for this very call (chain, action, path, arguments)?
-            digest = call_digest(token.chain, action, path, args)
-        except ValueError:  # no approval can name it: decided as it is (a hold is refused)
-            digest = ""
-        try:
-            granted = self.tether.approvals.granted(digest) if digest else None
-        except Exception as exc:  # fail closed
-            why = f"the request was not decided: {_reason(exc)}"
-            self._refuse(path, action, why, actor)
-            raise Refused(why) from None
-        if granted is None:
-            [decision] = self.tether.decide_all([request])
-        else:
-            decision = self._consume(replace(request, approval=granted.id), granted, digest)
+        decision = self._decide(token, action, path, args)
         if decision.allowed:
             return token, path
         if decision.approval is None or decision.seq is None:  # not held, or not on record
@@ -362,31 +347,65 @@ class Gateway:
             raise Refused(why) from None
         raise Held(pending.id, decision.reasons)
 
+    def _decide(
+        self, token: VerifiedToken, action: str, path: str, args: dict[str, Any] | None
+    ) -> Decision:
+        """The recorded decision on the call. Only a call the decision point holds costs a
+        look for an approval granted for it (by its digest: chain, action, path,
+        arguments); when there is one, the call is decided again with it and the approval
+        used (:meth:`_consume`), so the record shows the hold, then the allow that names
+        the approval."""
+        request = token.request(action, path, args=args)
+        [decision] = self.tether.decide_all([request])
+        if decision.approval is None or decision.seq is None:
+            return decision
+        try:
+            digest = call_digest(token.chain, action, path, args)
+        except ValueError:  # no approval can name it: it stays held (and is refused)
+            return decision
+        try:
+            granted = self.tether.approvals.granted(digest)
+        except TetherError as exc:  # fail closed: the hold stands, nothing is asked
+            why = f"held, and no approval could be looked up: {exc.description}"
+            self._refuse(path, action, why, token.client_id)
+            return replace(decision, reasons=(why,), approval=None)
+        if granted is None:
+            return decision
+        return self._consume(replace(request, approval=granted.id), granted, digest)
+
     def _consume(self, request: AccessRequest, granted: Approval, digest: str) -> Decision:
         """Decide a call an approval was granted for, and use the approval in the
         transaction that records the decision: an allow only for the one call that
         consumes it (across processes); a deny names the approval already used."""
         [(decision, entry)] = self.tether.decide_with_effect([request])
-        used = False
+        if not decision.allowed:
+            return self._record(decision, entry)
         try:
-            if decision.allowed:
-                with self.tether.store.write() as conn:
-                    used = self.tether.approvals.consume(conn, granted.id, digest)
-                    if used:
-                        self.tether.events.append(conn, entry)
+            with self.tether.store.write() as conn:
+                used = self.tether.approvals.consume(conn, granted.id, digest)
                 if used:
-                    return decision
-                why = (
-                    f"approval {granted.id} was already used (or expired): "
-                    "a new call needs a new approval"
-                )
-                decision = replace(decision, allowed=False, reasons=(why,), grants=())
-                entry = decision_entry(decision)
+                    self.tether.events.append(conn, entry)
+        except TetherError as exc:  # rolled back: the approval is still there to use
+            why = f"decision record could not be written, denied: {exc.description}"
+            denied = replace(decision, allowed=False, reasons=(why,), grants=())
+            return self._record(denied, decision_entry(denied))
+        if used:
+            return decision
+        why = (
+            f"approval {granted.id} was already used (or expired): a new call needs a new approval"
+        )
+        denied = replace(decision, allowed=False, reasons=(why,), grants=())
+        return self._record(denied, decision_entry(denied))
+
+    def _record(self, decision: Decision, entry: Entry) -> Decision:
+        """Write a decision's event on its own; if that fails, the answer is a deny that
+        says so (fail closed), as :meth:`tether.core.Tether.record` does."""
+        try:
             [seq] = self.tether.events.record(entry)
-            return replace(decision, seq=seq)
         except TetherError as exc:
             why = f"decision record could not be written, denied: {exc.description}"
             return replace(decision, allowed=False, reasons=(why,), grants=(), approval=None)
+        return replace(decision, seq=seq)
 
     async def _forward(
         self,
