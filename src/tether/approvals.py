@@ -85,10 +85,6 @@ class Approval:
     decision_reason: str | None
     used_at: datetime | None
 
-    @property
-    def tool(self) -> str:
-        return self.resource
-
     def to_dict(self, *, exact: bool = False) -> dict[str, Any]:
         """Its public form; ``exact`` adds the exact arguments (for an approver)."""
         shown: dict[str, Any] = {
