@@ -21,8 +21,7 @@ from conftest import Clock, spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.approvals import Approval
-from tether.arguments import call_digest, redact_arguments
+from tether.approvals import Approval, call_digest, redact_arguments
 from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.core import Tether

@@ -26,8 +26,7 @@ from typing import Any, Protocol
 import anyio
 from anyio import to_thread
 
-from tether.approvals import Approval
-from tether.arguments import call_digest
+from tether.approvals import Approval, call_digest
 from tether.audit.record import Entry
 from tether.core import Tether, decision_entry
 from tether.errors import TetherError

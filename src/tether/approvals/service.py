@@ -3,7 +3,7 @@
 A call the decision point *holds* (``Decision.approval`` = ``owner`` | ``admin``: a grant
 with ``approval``, a guardrail annotated ``@approval(...)``, the trifecta rule in approval
 mode) gets a pending approval (:meth:`Approvals.request`), bound to the call's digest
-(:func:`tether.arguments.call_digest`: chain, action, resource, arguments); asking again
+(:func:`tether.approvals.arguments.call_digest`: chain, action, resource, arguments); asking again
 for the same call while it is pending returns the same approval (retries do not pile up).
 
 - **Who decides.** ``owner``: the acting agent's current owner or an admin; ``admin``:
@@ -19,7 +19,7 @@ for the same call while it is pending returns the same approval (retries do not 
 - **What is kept.** The store keeps the exact arguments for the approver
   (:meth:`Approvals.get` shows them to those who may decide); the audit log, the listing
   and the webhook get the digest and the redacted form
-  (:func:`tether.arguments.redact_arguments`) only.
+  (:func:`tether.approvals.arguments.redact_arguments`) only.
 
 Events: ``approval.requested`` (actor: the agent), ``approval.approved`` /
 ``approval.denied`` (actor: the person), ``approval.used`` (with the decision it let
@@ -34,13 +34,22 @@ import re
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, insert, or_, select, text, update
 
-from tether.arguments import call_digest, redact_arguments
+from tether.approvals.arguments import call_digest, redact_arguments
+from tether.approvals.record import (
+    APPROVERS,
+    STATES,
+    Approval,
+    approval_of,
+    decided_entry,
+    requested_entry,
+    row_of,
+)
 from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog
 from tether.callers import Caller
@@ -52,80 +61,10 @@ from tether.services import Services
 from tether.store import agents, approvals
 from tether.webhook import Webhook
 
-__all__ = ["APPROVERS", "STATES", "Approval", "Approvals"]
+__all__ = ["MAX_LIMIT", "Approvals"]
 
-APPROVERS = ("owner", "admin")
-STATES = ("pending", "approved", "denied", "used", "expired")
 MAX_LIMIT = 1000
 _ID = re.compile(r"ap_[0-9a-f]{16}")
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    """One held call and what became of it. ``state`` is as of when it was read: a pending
-    or approved approval past ``expires_at`` reads as ``expired``."""
-
-    id: str
-    digest: str
-    agent: str
-    owner: str | None
-    approver: str  # owner | admin
-    chain: tuple[str, ...]
-    action: str
-    resource: str
-    arguments: str  # exact, canonical JSON
-    redacted: str  # what the log keeps (JSON)
-    reasons: tuple[str, ...]
-    state: str
-    requested_at: datetime
-    expires_at: datetime
-    request_seq: int | None
-    decided_by: str | None
-    decided_at: datetime | None
-    decision_reason: str | None
-    used_at: datetime | None
-
-    def to_dict(self, *, exact: bool = False) -> dict[str, Any]:
-        """Its public form; ``exact`` adds the exact arguments (for an approver)."""
-        shown: dict[str, Any] = {
-            "id": self.id,
-            "state": self.state,
-            "agent": self.agent,
-            "owner": self.owner,
-            "approver": self.approver,
-            "chain": list(self.chain),
-            "action": self.action,
-            "resource": self.resource,
-            "digest": self.digest,
-            "redacted_arguments": json.loads(self.redacted),
-            "reasons": list(self.reasons),
-            "requested_at": self.requested_at.isoformat(),
-            "expires_at": self.expires_at.isoformat(),
-            "request_seq": self.request_seq,
-            "decided_by": self.decided_by,
-            "decided_at": self.decided_at.isoformat() if self.decided_at else None,
-            "decision_reason": self.decision_reason,
-            "used_at": self.used_at.isoformat() if self.used_at else None,
-        }
-        if exact:
-            shown["arguments"] = json.loads(self.arguments)
-        return shown
-
-    def notification(self) -> dict[str, Any]:
-        """What the webhook is told: never the exact arguments."""
-        return {
-            "type": "approval.requested",
-            "id": self.id,
-            "agent": self.agent,
-            "chain": list(self.chain),
-            "action": self.action,
-            "tool": self.resource,
-            "redacted_arguments": json.loads(self.redacted),
-            "digest": self.digest,
-            "expires_at": self.expires_at.isoformat(),
-            "reasons": list(self.reasons),
-            "approver": self.approver,
-        }
 
 
 class Approvals:
@@ -167,6 +106,7 @@ class Approvals:
         if approver not in APPROVERS:
             raise InvalidRequest(f"approver is one of {', '.join(APPROVERS)}, not {approver!r}")
         digest = call_digest(chain, action, resource, args)
+        redacted = redact_arguments(args or {})
         now = self._clock()
         with self._store.write() as conn:
             if conn.dialect.name == "postgresql":  # one asker per call at a time (SQLite's
@@ -182,7 +122,7 @@ class Approvals:
                 .limit(1)
             ).first()
             if found is not None:
-                return _approval(found, now)
+                return approval_of(found, now)
             approval = Approval(
                 id="ap_" + secrets.token_hex(8),
                 digest=digest,
@@ -193,9 +133,7 @@ class Approvals:
                 action=action,
                 resource=resource,
                 arguments=json.dumps(args or {}, sort_keys=True, separators=(",", ":")),
-                redacted=json.dumps(
-                    redacted := redact_arguments(args or {}), sort_keys=True, separators=(",", ":")
-                ),
+                redacted=json.dumps(redacted, sort_keys=True, separators=(",", ":")),
                 reasons=tuple(reasons),
                 state="pending",
                 requested_at=now,
@@ -206,8 +144,8 @@ class Approvals:
                 decision_reason=None,
                 used_at=None,
             )
-            conn.execute(insert(approvals).values(**_row(approval)))
-            self._log.append(conn, _requested_entry(approval, redacted))
+            conn.execute(insert(approvals).values(**row_of(approval)))
+            self._log.append(conn, requested_entry(approval, redacted))
         self._metrics.inc("tether_approvals_total", state="requested")
         if self.webhook is not None:
             self.webhook.notify(approval.notification())
@@ -223,7 +161,7 @@ class Approvals:
                 .order_by(approvals.c.decided_at)
                 .limit(1)
             ).first()
-        return None if found is None else _approval(found, now)
+        return None if found is None else approval_of(found, now)
 
     def consume(self, conn: Connection, approval_id: str, digest: str) -> bool:
         """Use the approval for the call with ``digest`` in the caller's write transaction
@@ -238,7 +176,7 @@ class Approvals:
         if done.rowcount != 1:
             return False
         row = conn.execute(select(approvals).where(approvals.c.id == approval_id)).one()
-        used = _approval(row, now)
+        used = approval_of(row, now)
         self._log.append(
             conn,
             Entry.of(
@@ -260,7 +198,7 @@ class Approvals:
             row = conn.execute(select(approvals).where(approvals.c.id == approval_id)).first()
         if row is None:
             raise NotFound(f"no approval {approval_id}")
-        return _approval(row, self._clock()).state
+        return approval_of(row, self._clock()).state
 
     # ---- people's side --------------------------------------------------------------------
 
@@ -288,7 +226,7 @@ class Approvals:
                 owned = conn.execute(select(agents.c.name).where(agents.c.owner == by.email))
                 ids = [self._registry.agent_id(name) for name in owned.scalars()]
                 query = query.where(approvals.c.agent.in_(ids))
-            return [_approval(row, now) for row in conn.execute(query.limit(limit))]
+            return [approval_of(row, now) for row in conn.execute(query.limit(limit))]
 
     def approve(self, by: Caller, approval_id: str, reason: str = "") -> Approval:
         """Approve a pending approval: the call it holds may run once, until it expires."""
@@ -327,7 +265,7 @@ class Approvals:
             decided = replace(
                 found, state=to, decided_by=by.subject, decided_at=now, decision_reason=reason
             )
-            self._log.append(conn, _decided_entry(decided, event, by, reason))
+            self._log.append(conn, decided_entry(decided, event, by, reason))
         self._metrics.inc("tether_approvals_total", state=to)
         return decided
 
@@ -341,7 +279,7 @@ class Approvals:
         if row is None:
             raise _Hidden(approval_id, exists=False)
         if by.is_admin or by.owns(self._owner_now(conn, row.agent)):
-            return _approval(row, self._clock())
+            return approval_of(row, self._clock())
         raise _Hidden(approval_id, exists=True)
 
     def _owner_now(self, conn: Connection, agent: str) -> str | None:
@@ -410,86 +348,3 @@ def _in_state(state: str, now: datetime) -> Any:
             and_(approvals.c.state.in_(("pending", "approved")), approvals.c.expires_at <= now),
         )
     return approvals.c.state == state
-
-
-def _row(a: Approval) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "digest": a.digest,
-        "agent": a.agent,
-        "owner": a.owner,
-        "approver": a.approver,
-        "chain": list(a.chain),
-        "action": a.action,
-        "resource": a.resource,
-        "arguments": a.arguments,
-        "redacted": a.redacted,
-        "reasons": list(a.reasons),
-        "state": a.state,
-        "requested_at": a.requested_at,
-        "expires_at": a.expires_at,
-        "request_seq": a.request_seq,
-        "decided_by": a.decided_by,
-        "decided_at": a.decided_at,
-        "decision_reason": a.decision_reason,
-        "used_at": a.used_at,
-    }
-
-
-def _approval(row: Row[Any], now: datetime) -> Approval:
-    state = str(row.state)
-    if state in ("pending", "approved") and row.expires_at <= now:
-        state = "expired"
-    return Approval(
-        id=row.id,
-        digest=row.digest,
-        agent=row.agent,
-        owner=row.owner,
-        approver=row.approver,
-        chain=tuple(row.chain),
-        action=row.action,
-        resource=row.resource,
-        arguments=row.arguments,
-        redacted=row.redacted,
-        reasons=tuple(row.reasons),
-        state=state,
-        requested_at=row.requested_at,
-        expires_at=row.expires_at,
-        request_seq=row.request_seq,
-        decided_by=row.decided_by,
-        decided_at=row.decided_at,
-        decision_reason=row.decision_reason,
-        used_at=row.used_at,
-    )
-
-
-def _requested_entry(a: Approval, redacted: Any) -> Entry:
-    return Entry.of(
-        "approval.requested",
-        actor=a.agent,
-        subject=a.agent,
-        chain=a.chain,
-        action=a.action,
-        resource=a.resource,
-        reasons=a.reasons,
-        detail={
-            "id": a.id,
-            "approver": a.approver,
-            "digest": a.digest,
-            "redacted_arguments": redacted,
-            "expires_at": a.expires_at.isoformat(),
-            "request_seq": a.request_seq,
-        },
-    )
-
-
-def _decided_entry(a: Approval, event: str, by: Caller, reason: str) -> Entry:
-    return Entry.of(
-        event,
-        actor=by.subject,
-        subject=a.agent,
-        reason=reason,
-        action=a.action,
-        resource=a.resource,
-        detail={"id": a.id, "digest": a.digest, "chain": list(a.chain), "approver": a.approver},
-    )
