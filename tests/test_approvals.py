@@ -7,6 +7,7 @@ arguments."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import Clock, spec
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether.approvals import Approval, call_digest, redact_arguments
@@ -221,6 +222,55 @@ def test_owners_list_their_agents_approvals_admins_all(held) -> None:
         tether.approvals.list(ADMIN, state="maybe")
     listed = tether.approvals.list(ADMIN, state="pending")[0].to_dict()
     assert "arguments" not in listed and SECRET not in json.dumps(listed)
+
+
+_EXAMPLES = itertools.count()
+_OPS = st.lists(
+    st.sampled_from(["approve", "deny", "bob approves", "consume", "other call", "late"]),
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=_OPS)
+def test_whatever_happens_an_approval_lets_at_most_one_call_through(
+    held, clock: Clock, ops: list[str]
+) -> None:
+    """Any sequence of answers, uses and time: a use succeeds only for an approval its
+    owner approved, before it expired, and only once; a decided approval stays decided."""
+    tether, agent = held
+    asked = _ask(tether, agent, example=next(_EXAMPLES))  # a call of its own
+    ttl = tether.settings.guard.approval_ttl
+    state, expires, uses = "pending", asked.expires_at, 0
+    for op in ops:
+        live = clock.now < expires
+        if op in ("approve", "deny"):
+            decide = tether.approvals.approve if op == "approve" else tether.approvals.deny
+            if state == "pending" and live:
+                state = decide(ALICE, asked.id).state
+                assert state == ("approved" if op == "approve" else "denied")
+            else:
+                with pytest.raises(IllegalTransition):
+                    decide(ALICE, asked.id)
+        elif op == "bob approves":
+            with pytest.raises(NotFound):
+                tether.approvals.approve(BOB, asked.id)
+        elif op in ("consume", "other call"):
+            digest = asked.digest if op == "consume" else "f" * 64
+            with tether.store.write() as conn:
+                used = tether.approvals.consume(conn, asked.id, digest)
+            expected = op == "consume" and state == "approved" and live
+            assert used is expected
+            if used:
+                state, uses = "used", uses + 1
+        else:
+            clock.advance(seconds=ttl.total_seconds() / 2)
+    assert uses <= 1
+    shown = tether.approvals.get(ADMIN, asked.id).state
+    live = clock.now < expires
+    assert shown == (state if state in ("denied", "used") or live else "expired")
 
 
 # ---- the digest and the redacted form ------------------------------------------------------
