@@ -356,6 +356,25 @@ def test_any_arguments_are_redacted_or_refused_with_a_reason_never_a_crash(
         assert len(digest) == 64
 
 
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        ("https://api.example.com/v1?token=abcd1234&page=2", "abcd1234", "&page=2"),
+        ("Authorization: Bearer abc.def.ghi12345", "abc.def.ghi12345", "Authorization: Bearer "),
+        ("password=hunter22 user=bob", "hunter22", "user=bob"),
+        ('db_password: "s3cr3t!"', "s3cr3t!", "db_password: "),
+        ("Basic dXNlcjpwYXNz", "dXNlcjpwYXNz", "Basic "),
+        ("x-api-key: zzzz9999 for the report", "zzzz9999", "for the report"),
+    ],
+)
+def test_secrets_inside_text_are_redacted_and_the_rest_kept(
+    text: str, secret: str, kept: str
+) -> None:
+    redacted = redact_arguments({"note": text})["note"]
+    assert secret not in redacted and kept in redacted and "[redacted:" in redacted
+    assert redacted.count("[redacted:") == 1  # one marker, never one inside another
+
+
 def test_secret_names_redact_short_values_and_keep_ordinary_ones() -> None:
     redacted = redact_arguments(
         {"password": "hunter22", "API-Key": "abc12345", "path": "/tmp/x", "count": 3}

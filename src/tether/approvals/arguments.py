@@ -9,8 +9,9 @@ one exact call, and a redacted copy with every secret-looking string taken out.
   looks like a secret by ``[redacted:<type>:<fingerprint>]``: a whole value discovery
   recognises (:func:`tether.discover.classify.classify`: AI keys, detect-secrets' named
   detectors, well-known prefixes), a value under a secret-sounding name (``password``,
-  ``api_key``, ``token``...), known keys inside longer text, PEM private keys, and long
-  random-looking runs (high entropy); then the process's known credentials
+  ``api_key``, ``token``...), inside longer text a ``NAME=VALUE`` or ``NAME: VALUE`` under
+  such a name and the credential after ``Bearer`` / ``Basic``, known keys, PEM private
+  keys, and long random-looking runs (high entropy); then the process's known credentials
   (:data:`tether.redact.SECRETS`: the upstreams' injected credentials) are taken out of
   what is left. The fingerprint is :func:`tether.discover.interface.fingerprint` (keyed:
   it matches the same secret seen twice, it cannot confirm a guess).
@@ -49,6 +50,14 @@ _HEX = re.compile(r"[0-9a-fA-F]{32,}")
 _SECRET_NAME = re.compile(
     r"PASS|PWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE|CREDENTIAL|AUTH|COOKIE|SESSION|BEARER"
 )
+# NAME=VALUE or NAME: VALUE inside text (a query string, a header, a config line) whose
+# name sounds secret, and the credential after "Bearer" / "Basic"
+_ASSIGNED = re.compile(
+    r"(?i)(?<![\w:.\[-])([a-z0-9_.-]*(?:pass|pwd|secret|token|api[_-]?key|access[_-]?key"
+    r"|private[_-]?key|credential|auth|cookie|session)[a-z0-9_.-]*)"
+    r"(\s*[=:]\s*[\"']?)([^\s\"'&;,]{4,})"
+)
+_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=-]{8,})")
 _MAX_DEPTH = 64
 
 
@@ -96,10 +105,19 @@ def redact_text(text: str, name: str | None = None) -> str:
         if kind is not None:
             return _marker(kind, whole)
     text = _PRIVATE_KEY.sub(lambda m: _marker("private-key", m.group(0)), text)
+    text = _ASSIGNED.sub(_assigned, text)
+    text = _SCHEME.sub(lambda m: m.group(1) + m.group(2) + _marker("token", m.group(3)), text)
     for found in sorted(find_keys(text), key=lambda f: f.start, reverse=True):
         text = text[: found.start] + _marker(found.type, found.value) + text[found.end :]
     text = _RUN.sub(_random_run, text)
     return SECRETS.redact(text)
+
+
+def _assigned(match: re.Match[str]) -> str:
+    name, between, value = match.groups()
+    if value.lower() in ("bearer", "basic"):  # the credential follows: see _SCHEME
+        return match.group(0)
+    return name + between + _marker(classify(value, name) or name_type(name), value)
 
 
 def _secret_name(name: str) -> bool:
