@@ -237,6 +237,27 @@ def test_authzen_still_takes_its_own_context_keys(http: Any) -> None:
     assert answer.status_code == 200, answer.text
 
 
+def test_authzen_takes_a_calls_arguments_as_action_properties(http: Any) -> None:
+    tether = http.tether
+    tether.registry.register(ADMIN, spec("helper"))
+    tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", "github/*"))
+    tether.guardrails.add(
+        ADMIN,
+        '@id("no-etc") forbid (principal, action, resource) '
+        'when { context.args has path && context.args.path like "/etc/*" };',
+    )
+
+    def ask(args: Any) -> Any:
+        body = {**_ask(), "action": {"name": "tools/call", "properties": {"args": args}}}
+        return http.client.post("/access/v1/evaluation", json=body, headers=http.admin)
+
+    denied = ask({"path": "/etc/passwd"}).json()["context"]["tether"]
+    assert denied["allowed"] is False and denied["policies"] == ["no-etc"]
+    assert ask({"path": "/srv/a"}).json()["decision"] is True
+    refused = ask(["/etc/passwd"])
+    assert refused.status_code == 400 and "action.properties.args" in refused.text
+
+
 def _authorize(cli: Cli, context: dict[str, Any]) -> tuple[int, str, str]:
     argv = ["authorize", "--principal", "helper", "--action", "tools/call"]
     result: tuple[int, str, str] = cli(

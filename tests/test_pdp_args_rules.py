@@ -43,12 +43,12 @@ def tether(tmp_path: Path) -> Iterator[Tether]:
         yield opened
 
 
-def _pin(tether: Tether, definition: dict[str, Any]) -> None:
+def _pin(tether: Tether, definition: dict[str, Any], kind: str = "tool") -> None:
     with tether.store.write() as conn:
         conn.execute(
             insert(gateway_pins).values(
                 server="fs",
-                kind="tool",
+                kind=kind,
                 name=definition["name"],
                 status="pinned",
                 pinned_hash="0" * 64,
@@ -85,13 +85,29 @@ def test_a_pinned_tool_types_the_condition(tether) -> None:
     assert _call(tether, {"path": "/x", "content": "", "tags": ["public"]}).allowed
     with pytest.raises(InvalidRequest) as wrong:
         _grant(tether, 'context.args.mode like "6*"')
-    assert "inputSchema" in str(wrong.value)
+    assert "pinned tool fs/write_file" in str(wrong.value)
     with pytest.raises(InvalidRequest, match=r"args\.nope"):
         _grant(tether, 'context.args.nope == "x"')
     with pytest.raises(InvalidRequest, match="optional attribute"):
         _grant(tether, "context.args.mode == 1")  # optional: needs `has`
     with pytest.raises(InvalidRequest, match="either"):
         _grant(tether, 'context.args.either == "x"')  # a union: not typed, not readable
+
+
+def test_a_pinned_prompt_types_its_arguments_as_strings(tether) -> None:
+    arguments = [{"name": "topic", "required": True}, {"name": "tone"}]
+    _pin(tether, {"name": "summary", "arguments": arguments}, kind="prompt")
+
+    def grant(when: str) -> Any:
+        spec = GrantSpec("fs-bot", "prompts/get", "fs/summary", condition=when)
+        return tether.grants.add(ADMIN, spec)
+
+    grant('context.args.topic like "q*"')
+    grant('context.args has tone && context.args.tone == "dry"')
+    with pytest.raises(InvalidRequest, match="optional attribute"):
+        grant('context.args.tone == "dry"')
+    prompt = AccessRequest.of("fs-bot", "prompts/get", "fs/summary", args={"topic": "q1"})
+    assert tether.pdp.decide(prompt).allowed
 
 
 def test_a_pattern_grant_types_what_the_condition_reads_as_strings(tether) -> None:

@@ -343,3 +343,17 @@ def test_a_malformed_session_is_a_deny_not_an_error(make) -> None:
     request = AccessRequest("helper", "tools/call", "web/post", session="[1]")
     decision = pdp.decide(request)
     assert not decision.allowed and "session" in decision.reasons[0]
+
+
+def test_a_hold_that_cannot_be_checked_against_the_grants_is_a_plain_deny(make) -> None:
+    tether, pdp, _ = make()
+    tether.guardrails.add(
+        ADMIN, '@id("hold-all") @approval("owner") forbid (principal, action, resource);'
+    )
+    assert ask(pdp).approval == "owner"
+    state = pdp._state[0]  # as if the state had lost its policies without the holds
+    state.unheld = None
+    state._chains.clear()
+    state.decisions.clear()
+    decision = ask(pdp, approval="apr_1")
+    assert not decision.allowed and decision.approval is None

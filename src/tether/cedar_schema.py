@@ -24,7 +24,15 @@ import cedarpy
 
 from tether.permissions import ACTIONS
 
-__all__ = ["SCHEMA_TEXT", "args_read", "args_type", "read_args_type", "schema", "schema_text"]
+__all__ = [
+    "SCHEMA_TEXT",
+    "args_read",
+    "args_type",
+    "pinned_args_type",
+    "read_args_type",
+    "schema",
+    "schema_text",
+]
 
 _ACTION_LIST = ", ".join(f'"{action}"' for action in ACTIONS)
 _SESSION = "{ labels: Set<String> }"
@@ -96,6 +104,24 @@ def _type(node: Any, depth: int) -> str | None:
     if kind == "object":
         return _record(node, depth)
     return None
+
+
+def pinned_args_type(kind: str, definition: Mapping[str, Any]) -> str | None:
+    """``context.args``'s type from a pinned definition: a tool's ``inputSchema``
+    (:func:`args_type`), a prompt's ``arguments`` (each a String, required when it says
+    so); ``None`` when the definition does not say."""
+    if kind == "tool":
+        found = definition.get("inputSchema")
+        return args_type(found) if isinstance(found, Mapping) else None
+    arguments = definition.get("arguments")
+    if kind != "prompt" or not isinstance(arguments, list):
+        return None
+    attrs = [
+        f"{json.dumps(a['name'])}{'' if a.get('required') is True else '?'}: String"
+        for a in arguments
+        if isinstance(a, Mapping) and isinstance(a.get("name"), str)
+    ]
+    return "{ " + ", ".join(attrs) + " }" if attrs else "{}"
 
 
 def read_args_type(attrs: Iterable[str]) -> str:

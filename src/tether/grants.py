@@ -23,7 +23,13 @@ from sqlalchemy import Connection, Row, exists, insert, select, update
 from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog, Refusals
 from tether.callers import Caller
-from tether.cedar_schema import args_read, args_type, read_args_type, schema, schema_text
+from tether.cedar_schema import (
+    args_read,
+    pinned_args_type,
+    read_args_type,
+    schema,
+    schema_text,
+)
 from tether.durations import format_duration
 from tether.errors import Forbidden, InvalidRequest, NotFound
 from tether.limits import Limit, parse_limits
@@ -39,6 +45,7 @@ __all__ = ["APPROVERS", "Grant", "GrantSpec", "Grants"]
 APPROVERS = ("owner", "admin")  # who approves a call of a grant that needs approval
 
 _MAX_CONDITION = 4000
+_PINNED = {"tools/call": "tool", "prompts/get": "prompt"}  # whose arguments pins type
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,29 +213,28 @@ class Grants:
 
     def _args_type(self, grant: Grant, text: str) -> tuple[str, str]:
         """``context.args``'s type for a grant's condition, and how it was found: from the
-        pinned tool's ``inputSchema`` when the grant names one tool that is pinned;
-        ``{ uri: String }`` for ``resources/read``; otherwise each attribute of
-        ``context.args`` the condition reads, as a required String."""
+        pinned definition when the grant names one pinned tool (its ``inputSchema``) or
+        prompt (its ``arguments``); ``{ uri: String }`` for ``resources/read``; otherwise
+        each attribute of ``context.args`` the condition reads, as a required String."""
         if grant.action == "resources/read":
             return "{ uri: String }", "a resource read's arguments are its URI"
-        if grant.action == "tools/call" and "*" not in grant.resource and "/" in grant.resource:
+        kind = _PINNED.get(grant.action)
+        if kind and "*" not in grant.resource and "/" in grant.resource:
             server, name = grant.resource.split("/", 1)
             query = select(gateway_pins.c.pinned).where(
                 gateway_pins.c.server == server,
-                gateway_pins.c.kind == "tool",
+                gateway_pins.c.kind == kind,
                 gateway_pins.c.name == name,
             )
             with self._store.read() as conn:
                 pinned = conn.execute(query).scalar()
-            found = pinned.get("inputSchema") if isinstance(pinned, dict) else None
-            if isinstance(found, dict):
-                return args_type(
-                    found
-                ), f"typed from the pinned tool {grant.resource}'s inputSchema"
+            typed = pinned_args_type(kind, pinned) if isinstance(pinned, dict) else None
+            if typed is not None:
+                return typed, f"typed from the pinned {kind} {grant.resource}"
         return (
             read_args_type(args_read(text)),
-            "no pinned tool types them, so each attribute of context.args the condition "
-            "reads is a String",
+            "no pinned definition types them, so each attribute of context.args the "
+            "condition reads is a String",
         )
 
     def _resource(self, action: str, resource: str) -> str:

@@ -51,11 +51,10 @@ cached per chain *and* groups.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -67,13 +66,13 @@ from tether.errors import InvalidRequest
 from tether.grants import Grants
 from tether.permissions import Permission, check_action, check_resource
 from tether.policy.args import Bounds, Undecidable
+from tether.policy.cache import cache_key, finish
 from tether.policy.decision import AccessRequest, Decision
 from tether.policy.guardrails import Guardrails
 from tether.policy.inputs import (
     BUILTIN_INPUTS,
     Args,
     DecisionInput,
-    Uncachable,
     check_caller_context,
     check_context_value,
     reserved_names,
@@ -139,19 +138,19 @@ class DecisionPoint:
         :class:`InvalidRequest`; every other failure is a deny (fail closed)."""
         try:
             state, keyed, now = self._current()
-            key = _cache_key(keyed, request, now)
+            key = cache_key(keyed, request, now)
             if key is None:  # an input that must not be cached: decided afresh
-                return _finish(self._evaluate(state, keyed, request, now), request)
+                return finish(self._evaluate(state, keyed, request, now), request)
             cached = state.decisions.get(key)
             # a refusal names the events of its session: another session's are not these
             if cached is not None and (
                 cached.allowed or not cached.session or cached.session == request.session
             ):
-                return _finish(cached, request)
+                return finish(cached, request)
             decision = self._evaluate(state, keyed, request, now)
             if len(state.decisions) < self._cache_size or cached is not None:
                 state.decisions[key] = replace(decision, cached=True)
-            return _finish(decision, request)
+            return finish(decision, request)
         except InvalidRequest:
             raise
         except Exception as exc:  # fail closed: no error becomes an allow
@@ -305,7 +304,7 @@ class DecisionPoint:
         now: datetime,
     ) -> bool:
         rest = tuple(i for i in keyed if i.name != "args")
-        inner = _cache_key(rest, request, now)
+        inner = cache_key(rest, request, now)
         key = None if inner is None else ("could_allow", inner)
         known = state.decisions.get(key) if key is not None else None
         if known is not None:
@@ -370,40 +369,3 @@ class DecisionPoint:
         for source in keyed:
             context[source.name] = source.value(request, identities, now)
         return context
-
-
-def _cache_key(
-    keyed: tuple[DecisionInput, ...], request: AccessRequest, now: datetime
-) -> Hashable | None:
-    """The request without its arguments, session and approval, and the key part of every
-    input the policies read (the arguments' and the session's among them, when read);
-    ``None`` when one of them may not be cached."""
-    parts: list[tuple[str, Hashable]] = []
-    for source in keyed:
-        part = source.key(request, now)
-        if isinstance(part, Uncachable):
-            return None
-        if part is not None:
-            parts.append((source.name, part))
-    if request.args is not None or request.session or request.approval:
-        request = replace(request, args=None, session="", approval="")
-    return (request, tuple(parts))
-
-
-def _finish(decision: Decision, request: AccessRequest) -> Decision:
-    """What a decision says of this very request: its arguments' digest, its session when
-    policies read it, and the allow a consumed approval makes of a held decision."""
-    changes: dict[str, Any] = {}
-    if request.args is not None:
-        changes["args_digest"] = hashlib.sha256(
-            request.args.encode("utf-8", "surrogatepass")
-        ).hexdigest()
-    if decision.session and decision.session != request.session:
-        changes["session"] = request.session
-    if decision.approval is not None and request.approval:
-        changes.update(
-            allowed=True,
-            approval=None,
-            reasons=(f"allowed with approval {request.approval}", *decision.reasons),
-        )
-    return replace(decision, **changes) if changes else decision

@@ -83,9 +83,12 @@ class Verdicts:
         retried: list[cedarpy.AuthzResult] | None = None
         for index, result in enumerate(results):
             answer = self._answer(index, result)
-            if answer.held and answer.policies and unheld is not None:
-                retried = retried if retried is not None else unheld()
-                answer = self._behind(answer, self._answer(index, retried[index]))
+            if answer.held and answer.policies:  # held by guardrails: do grants allow it?
+                if unheld is None:  # no way to tell: a plain refusal (fail closed)
+                    answer = _Answer(answer.reason, policies=answer.policies)
+                else:
+                    retried = retried if retried is not None else unheld()
+                    answer = self._behind(answer, self._answer(index, retried[index]))
             answers.append(answer)
         return self._combine(answers, labels)
 
