@@ -324,8 +324,10 @@ class GuardSettings(BaseModel):
       deeper than these cannot be decided on (denied with the reason) when a policy reads
       ``context.args``.
     - ``approval_ttl``: how long a pending or granted approval stays usable;
-      ``approval_wait``: how long a call that carries an MCP progress token waits for its
-      approval before it is answered with the pending approval's ID (0: never waits);
+      ``approval_wait``: how long a held call waits for its approval before it is answered
+      with the pending approval's ID (0: never waits; a request that carries an MCP
+      progress token hears ``notifications/progress`` meanwhile, where the path can send
+      them: docs/guard-approvals.md);
       ``approval_webhook``: a URL told of each new pending approval (unset: none).
     - ``scan_results``: look for secrets (detect-secrets, AI keys) in tool results and
       redact them before the agent sees them.

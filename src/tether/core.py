@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from tether.admin_tokens import TOKEN_PREFIX, AdminTokens
+from tether.approvals import Approvals
 from tether.audit.checkpoints import Checkpoints
 from tether.audit.log import AuditLog
 from tether.audit.record import Entry
@@ -49,6 +50,7 @@ from tether.store import Store
 from tether.tokens import Tokens
 from tether.upstreams import Flows, Labels, Pins, Upstreams
 from tether.vault import Broker
+from tether.webhook import Webhook
 
 log = logging.getLogger("tether")
 
@@ -168,6 +170,14 @@ class Tether:
         )
         self.responder = Responder(self.services, self.registry, self.killswitch, self.alerts)
         self.detector = Detector(self.services, self.registry, self.alerts, self.responder)
+        hook = settings.guard.approval_webhook
+        self.approvals = Approvals(  # held calls, approved by people (issue 17)
+            self.services,
+            self.registry,
+            self.refusals,
+            self.metrics,
+            Webhook(hook, self.metrics) if hook else None,
+        )
 
     @classmethod
     def open(
@@ -381,6 +391,8 @@ class Tether:
             self.refusals.flush()
         except TetherError as exc:
             log.error("suppressed refusals were not recorded at close: %s", exc.description)
+        if self.approvals.webhook is not None:
+            self.approvals.webhook.close()
         if self._listener is not None:
             self._listener.stop()
             self._listener = None

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from tether.api import (
     agents,
     alerts,
+    approvals,
     audit,
     authzen,
     credentials,
@@ -60,6 +61,7 @@ def create_app(tether: Tether) -> FastAPI:
     app.include_router(credentials.router)
     app.include_router(discovery.router)
     app.include_router(alerts.router)
+    app.include_router(approvals.router)
     app.router.routes.append(Route("/mcp/{name}", endpoint=face, methods=["GET", "POST", "DELETE"]))
 
     @app.get("/.well-known/oauth-protected-resource/mcp/{name}", tags=["gateway"])

@@ -11,6 +11,7 @@ import typer
 from tether.cli import (
     agent,
     alerts,
+    approvals,
     audit,
     credential,
     detect,
@@ -50,6 +51,7 @@ app.add_typer(gateway.app, name="gateway")
 app.add_typer(credential.app, name="credential")
 app.add_typer(discover.app, name="discover")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(approvals.app, name="approvals")
 app.add_typer(detect.app, name="detect")
 app.command()(grant.review)
 app.command()(authorize)

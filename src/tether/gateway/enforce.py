@@ -17,23 +17,29 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
+import anyio
 from anyio import to_thread
 
+from tether.approvals import Approval, call_digest
 from tether.audit.record import Entry
-from tether.core import Tether
+from tether.core import Tether, decision_entry
 from tether.errors import TetherError
-from tether.policy.decision import Decision, canonical
+from tether.policy.decision import AccessRequest, Decision, canonical
 from tether.tokens import VerifiedToken
 from tether.upstreams.flows import TRACKED, flow_scopes
 from tether.upstreams.paths import FIELD, item_path
 
 __all__ = [
+    "APPROVAL_META",
     "Gateway",
+    "Held",
+    "Progress",
     "Refused",
     "ToolSource",
     "error_result",
@@ -58,10 +64,48 @@ class Refused(Exception):
         super().__init__(reason)
         self.reason = reason
 
+    @property
+    def message(self) -> str:
+        """What the agent is told."""
+        return f"denied: {self.reason}"
 
-def error_result(text: str) -> dict[str, Any]:
-    """An MCP tool result that says why nothing was done."""
-    return {"content": [{"type": "text", "text": text}], "isError": True}
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        """What the answer's ``_meta`` (a tool result) or error ``data`` carries."""
+        return None
+
+
+class Held(Refused):
+    """The call waits for a person's approval (pending approval ``approval``); the held
+    decision is recorded, and so is the approval."""
+
+    def __init__(self, approval: str, reasons: Sequence[str]) -> None:
+        why = "; ".join(reasons) or "the call needs approval"
+        how = f"approve with: tether approvals approve {approval}"
+        super().__init__(f"held for approval {approval}: {why}; {how}")
+        self.approval = approval
+
+    @property
+    def message(self) -> str:
+        return self.reason
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        return {APPROVAL_META: self.approval}
+
+
+APPROVAL_META = "tether/approval"  # the pending approval's ID, in a held answer's _meta
+
+# progress(progress, total, message): tells a waiting client how long it has waited
+Progress = Callable[[float, float | None, str], Awaitable[None]]
+
+
+def error_result(text: str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An MCP tool result that says why nothing was done (``meta``: its ``_meta``)."""
+    result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": True}
+    if meta:
+        result["_meta"] = dict(meta)
+    return result
 
 
 Listing = Callable[[], Awaitable[list[dict[str, Any]]]]
@@ -70,10 +114,19 @@ Listing = Callable[[], Awaitable[list[dict[str, Any]]]]
 class Gateway:
     """Enforcement for one upstream server ``server`` (resource ``<issuer>/mcp/<server>``)."""
 
-    def __init__(self, tether: Tether, server: str) -> None:
+    def __init__(
+        self,
+        tether: Tether,
+        server: str,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        poll: float = 0.25,
+    ) -> None:
         self.tether = tether
         self.server = server
         self.resource = f"{tether.settings.issuer}/mcp/{server}"
+        self._sleep = sleep  # how a held call waits between looks at its approval
+        self._poll = poll
 
     def verify(self, bearer: str) -> VerifiedToken:
         """The caller's token, for this server only; raises InvalidToken."""
@@ -119,14 +172,21 @@ class Gateway:
     # ---- uses -----------------------------------------------------------------------------
 
     async def call_tool(
-        self, bearer: str, upstream: ToolSource, name: str, arguments: dict[str, Any]
+        self,
+        bearer: str,
+        upstream: ToolSource,
+        name: str,
+        arguments: dict[str, Any],
+        progress: Progress | None = None,
     ) -> dict[str, Any]:
+        """The tool's result, or an error result that says why not (a held call's names
+        its pending approval, also in ``_meta``)."""
         try:
-            token, path, decision = await self._admit(
-                bearer, upstream.known_tools, "tool", name, args=arguments
+            token, path, decision = await self._waiting(
+                bearer, upstream.known_tools, "tool", name, arguments, progress
             )
         except Refused as refused:
-            return error_result(f"denied: {refused.reason}")
+            return error_result(refused.message, refused.meta)
         return await self._forward(
             token,
             "tools/call",
@@ -136,21 +196,28 @@ class Gateway:
             decision=decision,
         )
 
-    async def read_resource(self, bearer: str, upstream: Any, uri: str) -> dict[str, Any]:
-        """The resource's contents; raises :class:`Refused`."""
-        token, path, decision = await self._admit(
-            bearer, upstream.list_resources, "resource", uri, args={"uri": uri}
+    async def read_resource(
+        self, bearer: str, upstream: Any, uri: str, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """The resource's contents; raises :class:`Refused` (:class:`Held`)."""
+        token, path, decision = await self._waiting(
+            bearer, upstream.list_resources, "resource", uri, {"uri": uri}, progress
         )
         return await self._forward(
             token, "resources/read", path, lambda: upstream.read_resource(uri), decision=decision
         )
 
     async def get_prompt(
-        self, bearer: str, upstream: Any, name: str, arguments: dict[str, str]
+        self,
+        bearer: str,
+        upstream: Any,
+        name: str,
+        arguments: dict[str, str],
+        progress: Progress | None = None,
     ) -> dict[str, Any]:
-        """The prompt's messages; raises :class:`Refused`."""
-        token, path, decision = await self._admit(
-            bearer, upstream.list_prompts, "prompt", name, args=arguments
+        """The prompt's messages; raises :class:`Refused` (:class:`Held`)."""
+        token, path, decision = await self._waiting(
+            bearer, upstream.list_prompts, "prompt", name, dict(arguments), progress
         )
         return await self._forward(
             token,
@@ -159,6 +226,48 @@ class Gateway:
             lambda: upstream.get_prompt(name, arguments),
             decision=decision,
         )
+
+    async def _waiting(
+        self,
+        bearer: str,
+        fetch: Listing,
+        kind: str,
+        wanted: str,
+        args: dict[str, Any],
+        progress: Progress | None,
+    ) -> tuple[VerifiedToken, str, Decision]:
+        """:meth:`_admit`; a held call waits up to ``guard.approval_wait`` for its approval
+        (looking every ``poll`` seconds, telling ``progress`` while it waits) and is
+        admitted again once approved: decided anew, consuming the approval."""
+        try:
+            return await self._admit(bearer, fetch, kind, wanted, args=args)
+        except Held as held:
+            wait = self.tether.settings.guard.approval_wait.total_seconds()
+            if wait <= 0 or not await self._approved(held.approval, wait, progress):
+                raise
+        return await self._admit(bearer, fetch, kind, wanted, args=args)
+
+    async def _approved(self, approval: str, wait: float, progress: Progress | None) -> bool:
+        """Whether the approval was approved within ``wait`` seconds (False as soon as it
+        is denied or expires, or if the store cannot say)."""
+        looks = max(1, math.ceil(wait / self._poll))
+        for look in range(1, looks + 1):
+            await self._sleep(self._poll)
+            try:
+                state = await to_thread.run_sync(self.tether.approvals.state, approval)
+            except Exception as exc:  # the store failed: stop waiting, the call stays held
+                log.warning(
+                    "approval %s could not be read while waiting: %s", approval, _reason(exc)
+                )
+                return False
+            if state != "pending":
+                return state == "approved"
+            if progress is not None:
+                try:
+                    await progress(look * self._poll, wait, f"waiting for approval {approval}")
+                except Exception as exc:  # a client gone away: keep waiting quietly
+                    log.debug("progress for %s not sent: %s", approval, type(exc).__name__)
+        return False
 
     async def _admit(
         self,
@@ -226,14 +335,96 @@ class Gateway:
         path = item_path(self.server, kind, shown[0])
         scopes = flow_scopes(token.family, token.chain)
         session = self._session(scopes, path, action, actor)
+        decision = self._decide(token, action, path, args, session)
+        if decision.allowed:
+            self._touch(scopes, decision, path, action, actor)
+            return token, path, decision
+        if decision.approval is None or decision.seq is None:  # not held, or not on record
+            raise Refused("; ".join(decision.reasons))
+        try:
+            pending = self.tether.approvals.request(
+                chain=token.chain,
+                agent=actor,
+                action=action,
+                resource=path,
+                args=args,
+                reasons=decision.reasons,
+                approver=decision.approval,
+                request_seq=decision.seq,
+            )
+        except Exception as exc:  # the held decision is on record; nobody can approve it
+            cause = str(exc) if isinstance(exc, ValueError) else _reason(exc)
+            why = f"held for approval, but no approval could be asked: {cause}"
+            self._refuse(path, action, why, actor)
+            raise Refused(why) from None
+        raise Held(pending.id, decision.reasons)
+
+    def _decide(
+        self,
+        token: VerifiedToken,
+        action: str,
+        path: str,
+        args: dict[str, Any] | None,
+        session: dict[str, Any],
+    ) -> Decision:
+        """The recorded decision on the call. Only a call the decision point holds costs a
+        look for an approval granted for it (by its digest: chain, action, path,
+        arguments); when there is one, the call is decided again with it and the approval
+        used (:meth:`_consume`), so the record shows the hold, then the allow that names
+        the approval."""
         request = token.request(action, path, args=args)
-        if session:
+        if session:  # what the work touched so far: context.session
             request = replace(request, session=canonical(session))
         [decision] = self.tether.decide_all([request])
+        if decision.approval is None or decision.seq is None:
+            return decision
+        try:
+            digest = call_digest(token.chain, action, path, args)
+        except ValueError:  # no approval can name it: it stays held (and is refused)
+            return decision
+        try:
+            granted = self.tether.approvals.granted(digest)
+        except TetherError as exc:  # fail closed: the hold stands, nothing is asked
+            why = f"held, and no approval could be looked up: {exc.description}"
+            self._refuse(path, action, why, token.client_id)
+            return replace(decision, reasons=(why,), approval=None)
+        if granted is None:
+            return decision
+        return self._consume(replace(request, approval=granted.id), granted, digest)
+
+    def _consume(self, request: AccessRequest, granted: Approval, digest: str) -> Decision:
+        """Decide a call an approval was granted for, and use the approval in the
+        transaction that records the decision: an allow only for the one call that
+        consumes it (across processes); a deny names the approval already used."""
+        [(decision, entry)] = self.tether.decide_with_effect([request])
         if not decision.allowed:
-            raise Refused("; ".join(decision.reasons))
-        self._touch(scopes, decision, path, action, actor)
-        return token, path, decision
+            return self._record(decision, entry)
+        try:
+            with self.tether.store.write() as conn:
+                used = self.tether.approvals.consume(conn, granted.id, digest)
+                if used:  # written now, for its sequence number (the flow names it)
+                    [seq] = self.tether.events.insert(conn, entry)
+        except TetherError as exc:  # rolled back: the approval is still there to use
+            why = f"decision record could not be written, denied: {exc.description}"
+            denied = replace(decision, allowed=False, reasons=(why,), grants=())
+            return self._record(denied, decision_entry(denied))
+        if used:
+            return replace(decision, seq=seq)
+        why = (
+            f"approval {granted.id} was already used (or expired): a new call needs a new approval"
+        )
+        denied = replace(decision, allowed=False, reasons=(why,), grants=())
+        return self._record(denied, decision_entry(denied))
+
+    def _record(self, decision: Decision, entry: Entry) -> Decision:
+        """Write a decision's event on its own; if that fails, the answer is a deny that
+        says so (fail closed), as :meth:`tether.core.Tether.record` does."""
+        try:
+            [seq] = self.tether.events.record(entry)
+        except TetherError as exc:
+            why = f"decision record could not be written, denied: {exc.description}"
+            return replace(decision, allowed=False, reasons=(why,), grants=(), approval=None)
+        return replace(decision, seq=seq)
 
     def _session(
         self, scopes: tuple[str, ...], path: str, action: str, actor: str

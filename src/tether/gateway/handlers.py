@@ -11,7 +11,7 @@ from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 
 from tether.errors import InvalidToken, TetherError
-from tether.gateway.enforce import Gateway, Refused, error_result
+from tether.gateway.enforce import Gateway, Progress, Refused, error_result
 from tether.gateway.upstream import UpstreamSession
 
 __all__ = [
@@ -63,33 +63,64 @@ async def listing(resolved: Awaitable[Opened], kind: str) -> list[dict[str, Any]
         raise MCPError(code=UNAVAILABLE, message=f"unavailable: {exc.description}") from None
 
 
-async def call(resolved: Awaitable[Opened], name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """The tool's result: a refusal or an unavailable upstream is an error result."""
+async def call(
+    resolved: Awaitable[Opened],
+    name: str,
+    arguments: dict[str, Any],
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The tool's result: a refusal or an unavailable upstream is an error result (a held
+    call's names the pending approval, in its text and its ``_meta``)."""
     try:
         gate, bearer, upstream = await opening(resolved)
     except MCPError as exc:
         return error_result(exc.error.message)
-    return await gate.call_tool(bearer, upstream, name, arguments)
+    if progress is None:
+        return await gate.call_tool(bearer, upstream, name, arguments)
+    return await gate.call_tool(bearer, upstream, name, arguments, progress=progress)
 
 
-async def read(resolved: Awaitable[Opened], uri: str) -> dict[str, Any]:
-    """The resource's contents; raises MCPError (-32003 denied, -32004 unavailable)."""
+def _refusal(refused: Refused) -> MCPError:
+    """-32003 with what the agent is told (a held request's ``data`` names its approval)."""
+    return MCPError(code=DENIED, message=refused.message, data=refused.meta)
+
+
+async def read(
+    resolved: Awaitable[Opened], uri: str, progress: Progress | None = None
+) -> dict[str, Any]:
+    """The resource's contents; raises MCPError (-32003 denied or held, -32004 unavailable)."""
     gate, bearer, upstream = await opening(resolved)
     try:
-        return await gate.read_resource(bearer, upstream, uri)
+        return await gate.read_resource(bearer, upstream, uri, progress)
     except Refused as refused:
-        raise MCPError(code=DENIED, message=f"denied: {refused.reason}") from None
+        raise _refusal(refused) from None
 
 
 async def get_prompt(
-    resolved: Awaitable[Opened], name: str, arguments: dict[str, str]
+    resolved: Awaitable[Opened],
+    name: str,
+    arguments: dict[str, str],
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """The prompt's messages; raises MCPError (-32003 denied, -32004 unavailable)."""
+    """The prompt's messages; raises MCPError (-32003 denied or held, -32004 unavailable)."""
     gate, bearer, upstream = await opening(resolved)
     try:
-        return await gate.get_prompt(bearer, upstream, name, arguments)
+        return await gate.get_prompt(bearer, upstream, name, arguments, progress)
     except Refused as refused:
-        raise MCPError(code=DENIED, message=f"denied: {refused.reason}") from None
+        raise _refusal(refused) from None
+
+
+def _progress(ctx: Any) -> Progress | None:
+    """Progress notifications for the request of ``ctx``, when it carries a
+    ``progressToken`` (None otherwise: nothing to tell)."""
+    meta = getattr(ctx, "meta", None)
+    if not isinstance(meta, Mapping) or meta.get("progress_token") is None:
+        return None
+
+    async def report(progress: float, total: float | None, message: str) -> None:
+        await ctx.session.report_progress(progress, total, message)
+
+    return report
 
 
 # ---- the SDK server ---------------------------------------------------------------------
@@ -109,7 +140,7 @@ def build_server(
         return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        result = await call(resolve(ctx), params.name, dict(params.arguments or {}))
+        result = await call(resolve(ctx), params.name, dict(params.arguments or {}), _progress(ctx))
         return types.CallToolResult.model_validate(result)
 
     async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
@@ -121,7 +152,8 @@ def build_server(
     async def read_resource(
         ctx: Any, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
-        return types.ReadResourceResult.model_validate(await read(resolve(ctx), str(params.uri)))
+        found = await read(resolve(ctx), str(params.uri), _progress(ctx))
+        return types.ReadResourceResult.model_validate(found)
 
     async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
         found = await listing(resolve(ctx), "prompt")
@@ -129,7 +161,7 @@ def build_server(
 
     async def prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         arguments = {k: str(v) for k, v in (params.arguments or {}).items()}
-        got = await get_prompt(resolve(ctx), params.name, arguments)
+        got = await get_prompt(resolve(ctx), params.name, arguments, _progress(ctx))
         return types.GetPromptResult.model_validate(got)
 
     return Server(
