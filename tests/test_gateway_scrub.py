@@ -164,10 +164,9 @@ def test_a_file_of_keys_reaches_the_agent_redacted_with_discoverys_fingerprints(
 # ---- the Python test server: echoed values, prompts, the injected credential ---------
 
 
-@pytest.fixture
-def echo_org(tether: Tether, monkeypatch: pytest.MonkeyPatch) -> tuple[Tether, str, str]:
+def _echo_upstream(tether: Tether, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     """Upstream ``test`` with an injected credential ``API_SECRET``; agent ``helper``
-    granted echo, env_value and the summarise prompt."""
+    granted echo, env_value and the summarise prompt: its token, and the credential."""
     value = f"injected-{secrets.token_hex(16)}"
     monkeypatch.setenv("TETHER_TEST_SCRUB_SECRET", value)
     tether.upstreams.add(
@@ -182,7 +181,12 @@ def echo_org(tether: Tether, monkeypatch: pytest.MonkeyPatch) -> tuple[Tether, s
     for tool in ("echo", "env_value"):
         tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", f"test/{tool}"))
     tether.grants.add(ADMIN, GrantSpec("helper", "prompts/get", "test/summarise"))
-    return tether, _token(tether, "test"), value
+    return _token(tether, "test"), value
+
+
+@pytest.fixture
+def echo_org(tether: Tether, monkeypatch: pytest.MonkeyPatch) -> tuple[Tether, str, str]:
+    return (tether, *_echo_upstream(tether, monkeypatch))
 
 
 async def _echo_session(transport: Any, token: str) -> dict[str, str]:
@@ -237,21 +241,7 @@ def test_with_scanning_off_the_values_pass_but_the_injected_credential_never(
     settings = make_settings(guard=GuardSettings(scan_results=False))
     Tether.init(settings)[0].close()
     with Tether.open(settings) as tether:
-        value = f"injected-{secrets.token_hex(16)}"
-        monkeypatch.setenv("TETHER_TEST_SCRUB_SECRET", value)
-        tether.upstreams.add(
-            ADMIN,
-            UpstreamSpec(
-                "test",
-                command=f"{sys.executable} {SERVER}",
-                credentials=["API_SECRET=env:TETHER_TEST_SCRUB_SECRET"],
-            ),
-        )
-        tether.registry.register(ADMIN, spec("helper"))
-        for tool in ("echo", "env_value"):
-            tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", f"test/{tool}"))
-        tether.grants.add(ADMIN, GrantSpec("helper", "prompts/get", "test/summarise"))
-        token = _token(tether, "test")
+        token, value = _echo_upstream(tether, monkeypatch)
         said = anyio.run(_served, tether, lambda t: _echo_session(t, token))
         assert said["echoed"] == "keys: " + " ".join(KEYS.values())
         assert value not in said["injected"]
