@@ -66,6 +66,7 @@ from mcp.server.lowlevel import Server
 
 from tether import AgentSpec, Caller, Tether, generate_key_pair
 from tether.api import create_app
+from tether.config import GuardSettings
 from tether.gateway import lean
 from tether.gateway.enforce import Gateway
 from tether.gateway.upstream import UpstreamSession
@@ -472,6 +473,101 @@ async def bench_stdio(tether: Tether, token: str, plan: Plan) -> tuple[list[Resu
     return rows, missed
 
 
+# ---- with rules active (issue 17) -------------------------------------------------------
+
+# What each call echoes in the rules scenarios: a realistic result of a few hundred bytes
+# (a URL, paths, identifiers) so that result scanning has something to look at.
+PAYLOAD = (
+    "Fetched https://docs.example.com/guide/install.html (200 OK, 18,204 bytes). Wrote the "
+    "summary to /srv/reports/2026-12-07/install-summary.md; see also the runbook under "
+    "/srv/runbooks/deploy/production_rollout_checklist.md and ticket OPS-48213. Checksum "
+    "sha256 9f2c1a7e4b0d3f6a8c5e2b1d4f7a0c3e6b9d2f5a8c1e4b7d0a3f6c9e2b5d8a1f. Next: review "
+    "the change with the release owner before Thursday."
+)
+# name -> (grant condition, grant limits, needs result scanning, what it needs to exist)
+RULES: dict[str, tuple[str | None, tuple[str, ...], bool]] = {
+    "argument rule": ('context.args.text like "call *"', (), False),
+    "label rule": (None, (), False),  # a guardrail on resource.labels, added below
+    "budget": (None, ("calls=100000000/1m",), False),
+    "result scanning": (None, (), True),
+}
+LABEL_RULE = (
+    '@id("bench-label-rule")\n'
+    'forbid (principal == Agent::"{agent}", action == Action::"tools/call", resource) '
+    'when {{ resource.labels.contains("destructive") }};'
+)
+
+
+def rules_setup(tether: Tether) -> dict[str, str]:
+    """An agent per scenario (``plain``: today's grant) with its grant on the stdio
+    upstream's echo tool: the token of each scenario whose feature exists here (a note on
+    stderr for each that does not, left out)."""
+    audience = f"{tether.settings.issuer}/mcp/{STDIO_NAME}"
+    tokens: dict[str, str] = {}
+    for name, (condition, limits, _scan) in {"plain": (None, (), False), **RULES}.items():
+        agent_name = "bench-" + name.replace(" ", "-")
+        try:
+            key = generate_key_pair().public_key
+            spec = AgentSpec(name=agent_name, owner=OWNER, public_key=key)
+            tether.registry.register(ADMIN, spec)
+            if name == "label rule":  # for this agent only: the others' calls stay as today
+                whose = tether.registry.get(ADMIN, agent_name).id
+                tether.guardrails.add(ADMIN, LABEL_RULE.format(agent=whose), source="bench")
+            grant = GrantSpec(
+                agent_name,
+                "tools/call",
+                f"{STDIO_NAME}/{TOOL}",
+                condition=condition,
+                reason="bench",
+                limits=limits,
+            )
+            tether.grants.add(ADMIN, grant)
+        except Exception as exc:
+            why = getattr(exc, "description", None) or f"{type(exc).__name__}: {exc}"
+            print(f"rules: {name} skipped, not supported here ({why})", file=sys.stderr)
+            continue
+        agent = tether.registry.get(ADMIN, agent_name)
+        tokens[name] = tether.tokens.client_credentials(agent, audience, None, None).access_token
+    if "budget" in tokens and not hasattr(tether, "budgets"):
+        note = "rules: budget measured without enforcement (no Tether.budgets here)"
+        print(note, file=sys.stderr)
+    return tokens
+
+
+async def bench_rules(tether: Tether, plan: Plan) -> list[Result]:
+    """Per-call p50/p99 of the library (stdio) gateway path with each rule active vs the
+    same path with none (``plain``: a grant as today, result scanning off), in one run,
+    the paths taking turns: the ratio is what the rule costs."""
+    tokens = rules_setup(tether)
+    off = tether.settings.model_copy(update={"guard": GuardSettings(scan_results=False)})
+    on = tether.settings.model_copy(update={"guard": GuardSettings(scan_results=True)})
+    rows: list[Result] = []
+    with Tether.open(off) as plain_tether, Tether.open(on) as scan_tether:
+        async with UpstreamSession(tether.upstreams.get(STDIO_NAME)) as upstream:
+
+            def path(name: str) -> Call:
+                scans = RULES[name][2] if name in RULES else False
+                gate = Gateway(scan_tether if scans else plain_tether, STDIO_NAME)
+                token = tokens[name]
+                return lambda i: gate.call_tool(
+                    token, upstream, TOOL, {"text": f"call {i}: {PAYLOAD}"}
+                )
+
+            calls = {name: path(name) for name in tokens}
+            for name, call in calls.items():
+                said = await call(0)
+                expect(not failed(said), f"rules {name}: the call failed: {text_of(said)}")
+                expect(text_of(said) == f"call 0: {PAYLOAD}", f"rules {name}: wrong echo")
+            times = await latencies(calls, plan.samples)
+    for name in RULES:
+        if name not in times:
+            continue
+        for p in (50, 99):
+            mine, plain = percentile(times[name], p), percentile(times["plain"], p)
+            rows.append(result(f"stdio with {name} p{p}", mine, plain, "µs"))
+    return rows
+
+
 # ---- HTTP -------------------------------------------------------------------------------
 
 
@@ -657,6 +753,7 @@ def run(quick: bool) -> list[Result]:
 
             async def both() -> list[Result]:
                 rows, _ = await bench_stdio(tether, tokens[STDIO_NAME], plan)
+                rows += await bench_rules(tether, plan)
                 return rows + await bench_http(tether, url, tokens[HTTP_NAME], plan)
 
             return anyio.run(both)

@@ -30,6 +30,7 @@ from tether.callers import Caller
 from tether.config import SinkConfig
 from tether.core import Tether
 from tether.errors import InvalidRequest
+from tether.gateway import scrub
 from tether.gateway.enforce import Gateway
 from tether.gateway.upstream import UpstreamSession
 from tether.grants import GrantSpec
@@ -201,7 +202,8 @@ def test_item_17_an_upstream_echoing_its_credential_is_redacted_and_recorded(
 
     async def run() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         gate = Gateway(tether, "test")
-        async with UpstreamSession(tether.upstreams.get("test")) as upstream:
+        prints = scrub.fingerprinter(tether.settings.home)
+        async with UpstreamSession(tether.upstreams.get("test"), fingerprint=prints) as upstream:
             said = await gate.call_tool(token, upstream, "env_value", {"name": "API_SECRET"})
             failed = await gate.call_tool(
                 token, upstream, "env_value", {"name": "API_SECRET", "fail": True}
@@ -210,14 +212,21 @@ def test_item_17_an_upstream_echoing_its_credential_is_redacted_and_recorded(
             return said, failed, other
 
     said, failed, other = anyio.run(run)
-    assert "[redacted]" in json.dumps(said) and value not in json.dumps(said)
-    assert failed["isError"] and "cannot use '[redacted]'" in json.dumps(failed)
+    print_ = scrub.fingerprinter(tether.settings.home)(value)
+    mark = f"[redacted:injected-credential:{print_}]"
+    assert mark in json.dumps(said) and value not in json.dumps(said)
+    assert failed["isError"] and f"cannot use '{mark}'" in json.dumps(failed)
     assert value not in json.dumps(failed)
-    assert not other.get("isError") and "[redacted]" not in json.dumps(other)
+    assert not other.get("isError") and "[redacted" not in json.dumps(other)
     tether.events.flush()
     results = [e.detail for e in tether.events.list(type="tool.result")]
-    assert results[0]["redacted"] == {"count": 2, "credentials": ["API_SECRET"]}, results
-    assert results[1]["redacted"] == {"count": 1, "credentials": ["API_SECRET"]}
+    secret = {"type": "injected-credential", "fingerprint": print_, "credential": "API_SECRET"}
+    assert results[0]["redacted"] == {
+        "count": 2,
+        "types": {"injected-credential": 2},
+        "secrets": [{**secret, "count": 2}],
+    }, results
+    assert results[1]["redacted"]["secrets"] == [{**secret, "count": 1}]
     assert "redacted" not in results[2]
     assert value not in recorded(tether)
 

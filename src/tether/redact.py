@@ -112,16 +112,17 @@ class Redactor:
         """``text`` with every known secret replaced."""
         return self.count(text)[0]
 
-    def count(self, text: str) -> tuple[str, int]:
-        """``text`` redacted, and how many replacements were made."""
+    def count(self, text: str, replacement: str = REDACTED) -> tuple[str, int]:
+        """``text`` redacted (each secret replaced by ``replacement``), and how many
+        replacements were made."""
         pattern = self._pattern
         if pattern is None or not text:
             return text, 0
-        return pattern.subn(REDACTED, text)
+        return pattern.subn(lambda _: replacement, text)
 
-    def scrub(self, value: T) -> tuple[T, int]:
+    def scrub(self, value: T, replacement: str = REDACTED) -> tuple[T, int]:
         """A JSON-like value (dicts, lists, strings, ...) with every string in it, keys
-        included, redacted; and how many replacements were made."""
+        included, redacted (by ``replacement``); and how many replacements were made."""
         if self._pattern is None:
             return value, 0
         total = 0
@@ -129,7 +130,7 @@ class Redactor:
         def walk(item: Any) -> Any:
             nonlocal total
             if isinstance(item, str):
-                cleaned, n = self.count(item)
+                cleaned, n = self.count(item, replacement)
                 total += n
                 return cleaned
             if isinstance(item, dict):

@@ -363,15 +363,7 @@ def _detect(file: SourceFile, text: str, relpath: str) -> list[_Hit]:
     filename = file.path.name
     source = _Text(text)
     parsed = _Parsed(filename, text)
-    hits: list[_Hit] = []
-    for match in ai_keys.find_keys(text):
-        line = source.lineno(match.start)
-        col = match.start - source.starts[line - 1]
-        hits.append(_Hit(line, col, match.value, match.type, "tether:ai-keys", _RANK_AI))
-    for regex_plugin in engine.regex_plugins:
-        if doc and not regex_plugin.high_confidence:
-            continue
-        hits.extend(_named(regex_plugin, source))
+    hits = _patterned(engine, source, doc)
     if not doc:
         hits.extend(_keywords(engine, source, filename))
         hits.extend(_hinted(source))
@@ -380,6 +372,25 @@ def _detect(file: SourceFile, text: str, relpath: str) -> list[_Hit]:
             hits.extend(_yaml_env_pairs(engine, source, filename))
             hits.extend(_k8s_secrets(parsed, source))
     return _with_pointers(_filter(hits, source), parsed)
+
+
+def _patterned(
+    engine: detectors.Engine, source: _Text, doc: bool, *, pem: bool = True
+) -> list[_Hit]:
+    """The prefixed AI keys and what detect-secrets' named detectors find (in a document,
+    only the high-confidence ones; PEM private keys only with ``pem``)."""
+    hits: list[_Hit] = []
+    for match in ai_keys.find_keys(source.text):
+        line = source.lineno(match.start)
+        col = match.start - source.starts[line - 1]
+        hits.append(_Hit(line, col, match.value, match.type, "tether:ai-keys", _RANK_AI))
+    for regex_plugin in engine.regex_plugins:
+        if doc and not regex_plugin.high_confidence:
+            continue
+        if not pem and regex_plugin.name == "PrivateKeyDetector":
+            continue
+        hits.extend(_named(regex_plugin, source))
+    return hits
 
 
 def _lines_matching(probes: Iterable[tuple[re.Pattern[str], bool]], source: _Text) -> list[int]:
@@ -394,10 +405,15 @@ def _lines_matching(probes: Iterable[tuple[re.Pattern[str], bool]], source: _Tex
                 probe = re.compile(probe.pattern, probe.flags | re.IGNORECASE)  # noqa: PLW2901
             else:
                 text = lower
-        for match in probe.finditer(text):
+        at = 0
+        while (match := probe.search(text, at)) is not None:
             first = source.lineno(match.start())
             last = source.lineno(max(match.end() - 1, match.start()))
             found.update(range(first, last + 1))
+            # on to the next line: one search per line marked, not one per match on it
+            at = source.starts[last] if last < len(source.starts) else len(text) + 1
+            if at > len(text):
+                break
     return sorted(found)
 
 
@@ -432,11 +448,20 @@ def _private_key(source: _Text, number: int) -> _Hit | None:
     match = _PEM.search(source.text, start, min(len(source.text), start + 64 * 1024))
     if match is None or source.lineno(match.start()) != number:
         return None
-    body = _PEM_NOISE.sub("", match.group("body"))
-    if len(body) < 64 or len(set(body)) < 20 or not re.fullmatch(r"[A-Za-z0-9+/=]+", body):
+    body = _pem_body(match)
+    if body is None:
         return None
     col = line.find("-----BEGIN")
     return _Hit(number, col, body, "private-key", "detect-secrets:PrivateKeyDetector", _RANK_NAMED)
+
+
+def _pem_body(match: re.Match[str]) -> str | None:
+    """The body of a PEM private key block (what it is fingerprinted by: the base64 without
+    line breaks, quotes or headers), or None when it holds no key."""
+    body = _PEM_NOISE.sub("", match.group("body"))
+    if len(body) < 64 or len(set(body)) < 20 or not re.fullmatch(r"[A-Za-z0-9+/=]+", body):
+        return None
+    return body
 
 
 def _keyword_regexes(filename: str) -> Any:
@@ -677,12 +702,17 @@ def _upgrade_base64(hit: _Hit) -> _Hit:
     return replace(hit, value=decoded, type=typed[0], detector=typed[1] + "+base64", rank=_RANK_AI)
 
 
-def _filter(hits: list[_Hit], source: _Text) -> list[_Hit]:
+def _filter(hits: list[_Hit], source: _Text, *, file: bool = True) -> list[_Hit]:
+    """The hits that are secrets (see the rules), named. In a ``file``, detect-secrets'
+    allowlist comments are obeyed and a base64 value that decodes to a key is reported
+    decoded; in a free text (a tool's result, :mod:`tether.discover.redaction`) neither:
+    whoever wrote the text may not say what is a secret, and what is redacted is the value
+    as written."""
     kept: list[_Hit] = []
     for found in hits:
         hit = found
         line = source.line(hit.line)
-        if _ALLOW.search(line) or _ALLOW_NEXT.search(source.line(hit.line - 1)):
+        if file and (_ALLOW.search(line) or _ALLOW_NEXT.search(source.line(hit.line - 1))):
             continue
         if is_placeholder(hit.value) or (hit.rank >= _RANK_NAMED and len(hit.value) < 4):
             continue
@@ -694,7 +724,7 @@ def _filter(hits: list[_Hit], source: _Text) -> list[_Hit]:
             continue
         if hit.name is None:
             hit = replace(hit, name=_name_at(line, hit.col, source.line(hit.line - 1)))
-        kept.append(_upgrade_base64(hit))
+        kept.append(_upgrade_base64(hit) if file else hit)
     return _dedupe(kept)
 
 

@@ -7,10 +7,12 @@ unrecorded filter that can hide but never allow; every ``tools/call``,
 log *before* it is forwarded. A deny, a token that no longer verifies, a changed
 definition or any failure on the way is refused with the reason (a tool call gets an MCP
 error result; a read or a prompt an MCP error), and the upstream never sees the request.
-The result is audited too (outcome, size, latency). Grants name tools and prompts as
-``SERVER/<name>`` and resources by their URI (:mod:`tether.upstreams.paths`). A listing of
-more items than ``gateway_max_items`` is refused whole, with the reason; nothing of it is
-pinned or shown.
+The result is audited too (outcome, size, latency, the secrets taken out of it: with
+``[guard] scan_results``, every secret in it is redacted before the agent sees it, and a
+result that could not be checked is withheld: :mod:`tether.gateway.scrub`). Grants name
+tools and prompts as ``SERVER/<name>`` and resources by their URI
+(:mod:`tether.upstreams.paths`). A listing of more items than ``gateway_max_items`` is
+refused whole, with the reason; nothing of it is pinned or shown.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -30,6 +33,7 @@ from tether.approvals import Approval, call_digest
 from tether.audit.record import Entry
 from tether.core import Tether, decision_entry
 from tether.errors import TetherError
+from tether.gateway import scrub
 from tether.policy.decision import AccessRequest, Decision, canonical
 from tether.tokens import VerifiedToken
 from tether.upstreams.flows import TRACKED, flow_scopes
@@ -47,6 +51,8 @@ __all__ = [
 
 log = logging.getLogger("tether.gateway")
 
+# a result larger than this (bytes of JSON) is scanned for secrets off the event loop
+_SCAN_INLINE = 64 * 1024
 # kind -> the action decided
 _ACTIONS = {"tool": "tools/call", "resource": "resources/read", "prompt": "prompts/get"}
 
@@ -479,9 +485,33 @@ class Gateway:
                 raise Refused(f"the upstream failed: {_reason(exc)}") from None
             result, outcome = error_result(f"the upstream failed: {_reason(exc)}"), "failed"
         size = len(json.dumps(result, separators=(",", ":")).encode())
-        redacted = getattr(result, "redacted", None)  # injected credentials taken out
-        self._result(token, action, path, outcome, size, started, redacted, decision)
+        # the injected credentials, taken out by the upstream session
+        found = scrub.injected(
+            getattr(result, "redacted", None) or {}, getattr(result, "fingerprints", None) or {}
+        )
+        if self.tether.settings.guard.scan_results:
+            try:  # any other secret, before the agent sees it (a large result off the loop)
+                if size > _SCAN_INLINE:
+                    result, more = await to_thread.run_sync(self._scrubbed, result)
+                else:
+                    result, more = self._scrubbed(result)
+                found.update(more)
+            except Exception as exc:  # not checked, not shown (fail closed)
+                why = "the result was withheld: it could not be checked for secrets"
+                why = f"{why} ({_reason(exc)})"
+                log.warning("%s %s: %s", action, path, why)
+                self.tether.metrics.inc("tether_gateway_results_withheld_total")
+                self._result(token, action, path, "withheld", size, started, found, decision)
+                if not tool:
+                    raise Refused(why) from None
+                return error_result(why)
+        for item, count in found.items():
+            self.tether.metrics.inc("tether_gateway_redactions_total", count, type=item.type)
+        self._result(token, action, path, outcome, size, started, found, decision)
         return result
+
+    def _scrubbed(self, result: dict[str, Any]) -> tuple[dict[str, Any], Counter[scrub.Found]]:
+        return scrub.scrub(result, self.tether.settings.home)
 
     def _capped(self, kind: str, listing: list[dict[str, Any]]) -> None:
         """Refuse a listing of more items than ``gateway_max_items`` (before any of it
@@ -504,7 +534,7 @@ class Gateway:
         outcome: str,
         size: int,
         started: float,
-        redacted: Mapping[str, int] | None = None,
+        redacted: Mapping[scrub.Found, int] | None = None,
         decision: Decision | None = None,
     ) -> None:
         if decision is not None and decision.budget and outcome != "failed":
@@ -514,8 +544,8 @@ class Gateway:
         actor = str(token.claims["client_id"])
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         detail: dict[str, Any] = {"outcome": outcome, "size": size, "latency_ms": latency_ms}
-        if redacted:  # NAME -> how many of its values were taken out (never a value)
-            detail["redacted"] = {"count": sum(redacted.values()), "credentials": sorted(redacted)}
+        if redacted:  # the secrets taken out: type and fingerprint, never a value
+            detail["redacted"] = scrub.summary(redacted)
         # The decision was recorded before the call; the result rides along with the next
         # commit of the log (or its own within 50 ms), so it does not hold answers up.
         self.tether.events.defer(

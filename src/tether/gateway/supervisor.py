@@ -27,6 +27,7 @@ from anyio import to_thread
 from tether import redact
 from tether.core import Tether
 from tether.errors import NotFound, TetherError, UpstreamUnavailable
+from tether.gateway import scrub
 from tether.gateway.upstream import UpstreamSession
 from tether.upstreams.servers import Upstream
 
@@ -122,7 +123,10 @@ class Supervisor:
         current: Upstream | None = upstream
         while current is not None and not slot.stop.is_set():
             try:
-                async with UpstreamSession(current, self._tether.vault) as session:
+                prints = scrub.fingerprinter(self._tether.settings.home)
+                async with UpstreamSession(
+                    current, self._tether.vault, fingerprint=prints
+                ) as session:
                     failures = 0
                     slot.publish(session)
                     current = await self._watch(session, slot)

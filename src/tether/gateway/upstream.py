@@ -14,10 +14,13 @@ leaves the session open; so does a request unanswered in time, raised as
 :class:`~tether.errors.UpstreamUnavailable`, like every connection failure.
 
 The injected values never come back out. Every representation of them (:mod:`tether.redact`)
-is replaced by ``[redacted]`` in what the upstream answers (a tool that echoes its
-environment or its request headers): in listings, and in each result, which says what it
-took out (:attr:`Result.redacted`: credential NAME -> how many, for the audit event of
-the result; never a value). While the session is open the values are in the process's
+is replaced in what the upstream answers (a tool that echoes its environment or its
+request headers): in listings by ``[redacted]``, and in each result by
+``[redacted:injected-credential:<fingerprint>]`` (the value's fingerprint as discovery
+makes it, by the ``fingerprint`` the session is given: see :mod:`tether.gateway.scrub`);
+a result says what it took out (:attr:`Result.redacted`: credential NAME -> how many, and
+:attr:`Result.fingerprints`: NAME -> fingerprint, for the audit event of the result;
+never a value). While the session is open the values are in the process's
 redactor, so no log line carries them; a failure to open or close is raised as
 :class:`~tether.errors.UpstreamUnavailable` with its text redacted.
 """
@@ -25,6 +28,7 @@ redactor, so no log line carries them; a failure to open or close is raised as
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -32,11 +36,13 @@ import anyio
 import httpx2
 from mcp.client.stdio import get_default_environment
 
+from tether.discover.interface import fingerprint as process_fingerprint
 from tether.errors import TetherError, UpstreamUnavailable
 from tether.gateway import pipe, streamable
 from tether.gateway.jsonrpc import MCPError, WireError
+from tether.gateway.scrub import INJECTED, mark
 from tether.gateway.wire import REQUEST_TIMEOUT, NoAnswer, Wire, handshake
-from tether.redact import SECRETS, Redactor
+from tether.redact import REDACTED, SECRETS, Redactor
 from tether.upstreams.credentials import resolve
 from tether.upstreams.servers import Upstream
 from tether.vault import Broker
@@ -53,25 +59,33 @@ _LISTED = {"tools": "name", "resources": "uri", "prompts": "name"}
 
 class Result(dict[str, Any]):
     """An upstream's answer, with the injected credentials taken out: ``redacted`` maps
-    each credential NAME whose value was found to how many times (empty: nothing was)."""
+    each credential NAME whose value was found to how many times (empty: nothing was),
+    ``fingerprints`` each of those NAMEs to its value's fingerprint."""
 
     redacted: dict[str, int]
+    fingerprints: dict[str, str]
 
 
 class UpstreamSession:
     """``async with UpstreamSession(upstream) as session: await session.call_tool(...)``"""
 
     def __init__(
-        self, upstream: Upstream, vault: Broker | None = None, *, timeout: float = REQUEST_TIMEOUT
+        self,
+        upstream: Upstream,
+        vault: Broker | None = None,
+        *,
+        timeout: float = REQUEST_TIMEOUT,
+        fingerprint: Callable[[str], str] = process_fingerprint,
     ) -> None:
         self.upstream = upstream
         self._vault = vault
         self._timeout = timeout
+        self._fingerprint = fingerprint  # of an injected value, for the result's marks
         self._stack = AsyncExitStack()
         self._wire: Wire | None = None
         self._tools: list[dict[str, Any]] | None = None
         self._held: list[str] = []  # the values injected (in the process's redactor)
-        self._redactors: list[tuple[str, Redactor]] = []  # per credential NAME
+        self._redactors: list[tuple[str, str, Redactor]] = []  # NAME, fingerprint, redactor
         self._redactor = Redactor()  # all of them
         self.dead = anyio.Event()  # set when a request failed on the connection
 
@@ -93,7 +107,9 @@ class UpstreamSession:
         self._held = list(secrets.values())
         SECRETS.add(self._held)
         by_length = sorted(secrets.items(), key=lambda item: len(item[1]), reverse=True)
-        self._redactors = [(name, Redactor([value])) for name, value in by_length]
+        self._redactors = [
+            (name, self._fingerprint(value), Redactor([value])) for name, value in by_length
+        ]
         self._redactor = Redactor(self._held)
         wire: Wire
         if self.upstream.transport == "stdio":
@@ -151,15 +167,18 @@ class UpstreamSession:
         said = self._redactor.redact(str(exc)).split("\n", 1)[0][:300]
         return UpstreamUnavailable(f"upstream {self.upstream.name}: {said}")
 
-    def _scrub(self, answer: dict[str, Any]) -> Result:
-        """``answer`` with every injected value taken out, saying which were found."""
+    def _scrub(self, answer: dict[str, Any], *, marked: bool = True) -> Result:
+        """``answer`` with every injected value taken out (``marked``: replaced by its
+        type and fingerprint; else by ``[redacted]``), saying which were found."""
         found: dict[str, int] = {}
-        for name, redactor in self._redactors:
-            answer, count = redactor.scrub(answer)
+        prints: dict[str, str] = {}
+        for name, print_, redactor in self._redactors:
+            replacement = mark(INJECTED, print_) if marked else REDACTED
+            answer, count = redactor.scrub(answer, replacement)
             if count:
-                found[name] = count
+                found[name], prints[name] = count, print_
         result = Result(answer)
-        result.redacted = found
+        result.redacted, result.fingerprints = found, prints
         return result
 
     @property
@@ -253,7 +272,7 @@ class UpstreamSession:
 
     def _scrub_listing(self, field: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A listing with the injected values taken out (said in the log, by NAME)."""
-        scrubbed = self._scrub({field: items})
+        scrubbed = self._scrub({field: items}, marked=False)  # pinned: the same everywhere
         if scrubbed.redacted:
             log.warning(
                 "upstream %s: its %s listing carried injected credential values, redacted: %s",
