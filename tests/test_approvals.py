@@ -390,11 +390,10 @@ def test_secret_names_redact_short_values_and_keep_ordinary_ones() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # the cluster case is PostgreSQL
 def test_racing_processes_use_one_approval_once(
     held, db_url: str, tmp_path: Path, clock: Clock
 ) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("processes racing on one store: the cluster case is PostgreSQL")
     tether, agent = held
     clock.now = datetime.now(UTC)  # the racers read the real clock
     asked = _ask(tether, agent)

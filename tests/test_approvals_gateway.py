@@ -279,13 +279,12 @@ def test_a_call_waits_for_its_approval_when_configured(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # the cluster case
 def test_gateways_racing_for_one_approval_let_one_call_through(
     world: World, db_url: str, tmp_path: Path
 ) -> None:
     """Four gateway processes on one PostgreSQL decide the same approved call at once:
     one is allowed (and the approval used), none of the others runs it."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("gateways racing on one store: the cluster case is PostgreSQL")
 
     [held] = _calls(world, ARGS)
     approval = _held(held)

@@ -288,7 +288,9 @@ def test_the_flow_not_read_or_not_recorded_refuses_the_call_unforwarded(
     async def work(call: Calls) -> list[tuple[bool, str]]:
         answers = []
         with monkeypatch.context() as patched:
-            patched.setattr(world.tether.flows, "touch", broken)
+            # the effect that writes the flow with the decision's record fails: the
+            # record rolls back and the call is denied
+            patched.setattr(world.tether.flows, "effect", lambda *_, **__: broken)
             answers.append(await call(token, "web", "post", url="https://x", body="1"))
         with monkeypatch.context() as patched:
             patched.setattr(world.tether.flows, "touched", broken)
@@ -297,13 +299,16 @@ def test_the_flow_not_read_or_not_recorded_refuses_the_call_unforwarded(
         return answers
 
     first, second, third = _run(world, work)
-    assert first[0] and "could not be recorded" in first[1] and "the store is down" in first[1]
+    assert first[0] and "could not be written" in first[1] and "the store is down" in first[1]
     assert second[0] and "data flow could not be read" in second[1]
     assert third == (False, "posted 1 characters to https://x")
     assert world.sent() == ["https://x 3"]  # the refused calls never reached the server
     world.tether.events.flush()
     refused = world.tether.events.list(type="tool.refused")
-    assert [e.resource for e in refused] == ["web/post", "web/post"]
+    assert [e.resource for e in refused] == ["web/post"]  # the flow that could not be read
+    # the decision whose flow could not be written was not recorded either (one commit),
+    # the second call was never decided: only the third's decision is on record
+    assert [e.resource for e in world.tether.events.list(type="decision")].count("web/post") == 1
     # the later allowed post's label is on record for the token's family
     assert world.tether.flows.touched([f"family:{world.family(token)}"])["untrusted"]["seq"] == (
         world.decision("web/post").seq

@@ -14,7 +14,7 @@ from tether.admin_tokens import TOKEN_PREFIX, AdminTokens
 from tether.approvals import Approvals
 from tether.audit.checkpoints import Checkpoints
 from tether.audit.log import AuditLog
-from tether.audit.record import Entry
+from tether.audit.record import Effect, Entry
 from tether.audit.throttle import RefusalLog, Refusals
 from tether.audit.verify import Report, verify
 from tether.budgets import Budgets
@@ -59,6 +59,8 @@ __all__ = ["VERSION", "InitResult", "Tether", "utcnow"]
 VERSION = "0.1.0"
 
 Item = TypeVar("Item")
+# what a decision's record carries besides its event (see Tether.decide_all)
+Then = Callable[[Decision], Effect | None]
 
 
 def utcnow() -> datetime:
@@ -260,10 +262,14 @@ class Tether:
             raise Denied("denied: " + "; ".join(decision.reasons), decision.reasons, decision)
         return decision
 
-    def decide_all(self, requests: Sequence[AccessRequest]) -> list[Decision]:
+    def decide_all(
+        self, requests: Sequence[AccessRequest], then: Then | None = None
+    ) -> list[Decision]:
         """Decide each request and record every decision in one transaction; if the
-        record cannot be written, every answer is a deny."""
-        return self.record([self.pdp.decide(request) for request in requests])
+        record cannot be written, every answer is a deny. ``then(decision)`` may give an
+        effect that the decision's record carries: the state it sets (what a gateway call
+        takes in), written in the transaction that records it, with its event's number."""
+        return self.record([self.pdp.decide(request) for request in requests], then)
 
     def visible(
         self, items: Sequence[Item], request_of: Callable[[Item], AccessRequest]
@@ -308,32 +314,33 @@ class Tether:
                 cached=str(d.cached).lower(),
             )
 
-    def record(self, decisions: Sequence[Decision]) -> list[Decision]:
+    def record(self, decisions: Sequence[Decision], then: Then | None = None) -> list[Decision]:
         """Write decisions to the event record (and count them); if that fails, every one
         of them comes back as a deny. An allow that a grant with limits made possible is
         charged to its budget in the transaction that records it (a deny when none is
         left, or when the charge fails); the others are written together, in one."""
         plans = [self.budgets.plan(d) for d in decisions]
         if not any(plans):
-            return self._record(decisions)
+            return self._record(decisions, then)
         done: dict[int, Decision] = {}
         rest: list[tuple[int, Decision]] = []
         for index, (d, plan) in enumerate(zip(decisions, plans, strict=True)):
-            charged = self.budgets.charge(d, plan, decision_entry) if plan else d
+            charged = self.budgets.charge(d, plan, decision_entry, then) if plan else d
             if charged.seq is None:  # not charged, or a deny the charge could not record
                 rest.append((index, charged))
             else:
                 done[index] = charged
                 self._count([charged])
-        recorded = self._record([d for _, d in rest])
+        recorded = self._record([d for _, d in rest], then)
         done.update((index, d) for (index, _), d in zip(rest, recorded, strict=True))
         return [done[index] for index in range(len(decisions))]
 
-    def _record(self, decisions: Sequence[Decision]) -> list[Decision]:
+    def _record(self, decisions: Sequence[Decision], then: Then | None = None) -> list[Decision]:
         entries = [decision_entry(d) for d in decisions]
+        effects = [then(d) for d in decisions] if then is not None else []
         self._count(decisions)
         try:
-            seqs = self.events.record(*entries)
+            seqs = self.events.record(*entries, effects=effects)
         except TetherError as exc:
             why = f"decision record could not be written, denied: {exc.description}"
             return [

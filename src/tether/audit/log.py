@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -35,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 
 from tether.audit.merkle import EMPTY_ROOT
-from tether.audit.record import Entry, Prepared, prepare, stage
+from tether.audit.record import Effect, Entry, Prepared, prepare, stage
 from tether.audit.tree import Frontier, Node, blocks, consistency_ranges, fold, inclusion_ranges
 from tether.errors import InvalidRequest, NotFound, StoreUnavailable, VerificationFailed
 from tether.model import Event
@@ -272,10 +273,16 @@ class AuditLog:
         transaction ends: call it as the transaction's last step."""
         return self._insert(conn, list(map(prepare, entries)))
 
-    def record(self, *entries: Entry) -> list[int]:
+    def record(self, *entries: Entry, effects: Sequence[Effect | None] = ()) -> list[int]:
         """Write ``entries`` on their own (through the group commit) and return their
-        sequence numbers once they are committed."""
-        return self._group.submit(list(map(prepare, entries))) if entries else []
+        sequence numbers once they are committed. ``effects[i]``, when given, runs in the
+        transaction that writes ``entries[i]``, with its sequence number (if it fails, the
+        transaction rolls back and this raises)."""
+        prepared = list(map(prepare, entries))
+        for index, effect in enumerate(effects):
+            if effect is not None:
+                prepared[index] = replace(prepared[index], effect=effect)
+        return self._group.submit(prepared) if prepared else []
 
     def defer(self, *entries: Entry) -> None:
         """Write ``entries`` without waiting: with the next commit of the log, or on their
@@ -311,7 +318,11 @@ class AuditLog:
         conn.exec_driver_sql(sql.advance, {"size": frontier.size, "frontier": hashes})
         size = frontier.size
         Store.after_commit(conn, lambda: self._committed(size))
-        return [row["seq"] for row in event_rows]
+        seqs = [row["seq"] for row in event_rows]
+        for entry, seq in zip(entries, seqs, strict=True):
+            if entry.effect is not None:  # the state the event goes with, in its transaction
+                entry.effect(conn, seq)
+        return seqs
 
     def _committed(self, size: int) -> None:
         for listener in self._listeners:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import rfc8785
+from sqlalchemy import Connection
 
 from tether.audit.merkle import leaf_hash
 from tether.audit.tree import Frontier
@@ -25,6 +26,7 @@ from tether.audit.tree import Frontier
 __all__ = [
     "MAX_TEXT",
     "REQUEST_ID",
+    "Effect",
     "Entry",
     "Prepared",
     "canonical",
@@ -218,6 +220,9 @@ def encode(entry: Entry, seq: int, at: datetime) -> tuple[dict[str, Any], str, b
     return body, data.decode("utf-8"), leaf_hash(data)
 
 
+Effect = Callable[[Connection, int], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """An entry encoded as far as it can be before it has its place in the log.
@@ -230,6 +235,9 @@ class Prepared:
     head: str  # the canonical body up to and without ',"seq":'
     subject: str | None  # cleaned, as the body and the index column hold it
     type: str
+    # runs in the transaction that writes the entry, once it has its sequence number
+    # (the state a decision sets, written with it: commits with it or neither does)
+    effect: Effect | None = None
 
 
 def prepare(entry: Entry) -> Prepared:

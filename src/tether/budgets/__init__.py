@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from tether.audit.record import Entry
+from tether.audit.record import Effect, Entry
 from tether.budgets import usage
 from tether.budgets.charges import (
     Charge,
@@ -130,9 +130,11 @@ class Budgets:
         d: Decision,
         plan: Plan,
         entry_of: Callable[[Decision], Entry] | None = None,
+        then: Callable[[Decision], Effect | None] | None = None,
     ) -> Decision:
         """Charge ``d`` as ``plan`` says and, with ``entry_of``, record it in the same
-        transaction: the answer is the decision as recorded (``seq`` set), an allow that
+        transaction (and ``then(final)``'s effect, :meth:`tether.core.Tether.decide_all`):
+        the answer is the decision as recorded (``seq`` set), an allow that
         says what is left or a deny that says when the budget resets. When the store
         fails, the answer is a deny that was not recorded (``seq`` is ``None``): the
         caller records it. Without ``entry_of`` the charge commits on its own and the
@@ -147,6 +149,9 @@ class Budgets:
                 charges, short = self._take(conn, plan, now)
                 final = exhausted(d, short, now) if short else allowed(d, charges)
                 seq = self._events.insert(conn, entry_of(final))[0] if entry_of else None
+                effect = then(final) if then is not None and seq is not None else None
+                if effect is not None and seq is not None:  # what the decision sets, with it
+                    effect(conn, seq)
         except TetherError as exc:
             self._restore(pending)
             why = f"the budget could not be charged, denied: {exc.description}"

@@ -30,8 +30,8 @@ import anyio
 from anyio import to_thread
 
 from tether.approvals import Approval, call_digest
-from tether.audit.record import Entry
-from tether.core import Tether, decision_entry
+from tether.audit.record import Effect, Entry
+from tether.core import Tether, Then, decision_entry
 from tether.errors import TetherError
 from tether.gateway import scrub
 from tether.policy.decision import AccessRequest, Decision, canonical
@@ -341,9 +341,8 @@ class Gateway:
         path = item_path(self.server, kind, shown[0])
         scopes = flow_scopes(token.family, token.chain)
         session = self._session(scopes, path, action, actor)
-        decision = self._decide(token, action, path, args, session)
+        decision = self._decide(token, action, path, args, session, scopes)
         if decision.allowed:
-            self._touch(scopes, decision, path, action, actor)
             return token, path, decision
         if decision.approval is None or decision.seq is None:  # not held, or not on record
             raise Refused("; ".join(decision.reasons))
@@ -372,16 +371,20 @@ class Gateway:
         path: str,
         args: dict[str, Any] | None,
         session: dict[str, Any],
+        scopes: tuple[str, ...],
     ) -> Decision:
         """The recorded decision on the call. Only a call the decision point holds costs a
         look for an approval granted for it (by its digest: chain, action, path,
         arguments); when there is one, the call is decided again with it and the approval
         used (:meth:`_consume`), so the record shows the hold, then the allow that names
-        the approval."""
+        the approval. What an allowed call takes in (its ``sensitive`` and ``untrusted``
+        labels) is written for the flow's scopes with the decision's record, naming its
+        event (:meth:`_taking`): if that cannot be written, the call is denied."""
         request = token.request(action, path, args=args)
         if session:  # what the work touched so far: context.session
             request = replace(request, session=canonical(session))
-        [decision] = self.tether.decide_all([request])
+        taking = self._taking(scopes, path)
+        [decision] = self.tether.decide_all([request], then=taking)
         if decision.approval is None or decision.seq is None:
             return decision
         try:
@@ -396,9 +399,25 @@ class Gateway:
             return replace(decision, reasons=(why,), approval=None)
         if granted is None:
             return decision
-        return self._consume(replace(request, approval=granted.id), granted, digest)
+        return self._consume(replace(request, approval=granted.id), granted, digest, taking)
 
-    def _consume(self, request: AccessRequest, granted: Approval, digest: str) -> Decision:
+    def _taking(self, scopes: tuple[str, ...], path: str) -> Then:
+        """For a decision on ``path``: the effect that records, for each of ``scopes``,
+        the labels an allowed call takes in (none for a deny, or a call that takes in
+        nothing tracked)."""
+        now = self.tether.clock()
+
+        def then(decision: Decision) -> Effect | None:
+            if not decision.allowed:
+                return None
+            taken = TRACKED.intersection(decision.labels)
+            return self.tether.flows.effect(scopes, taken, path, now)
+
+        return then
+
+    def _consume(
+        self, request: AccessRequest, granted: Approval, digest: str, taking: Then
+    ) -> Decision:
         """Decide a call an approval was granted for, and use the approval in the
         transaction that records the decision: an allow only for the one call that
         consumes it (across processes); a deny names the approval already used."""
@@ -410,6 +429,9 @@ class Gateway:
                 used = self.tether.approvals.consume(conn, granted.id, digest)
                 if used:  # written now, for its sequence number (the flow names it)
                     [seq] = self.tether.events.insert(conn, entry)
+                    effect = taking(decision)
+                    if effect is not None:
+                        effect(conn, seq)
         except TetherError as exc:  # rolled back: the approval is still there to use
             why = f"decision record could not be written, denied: {exc.description}"
             denied = replace(decision, allowed=False, reasons=(why,), grants=())
@@ -441,27 +463,6 @@ class Gateway:
             return self.tether.flows.touched(scopes)
         except Exception as exc:  # the store failed: no decision without the session
             why = f"the request was not made: its data flow could not be read ({_reason(exc)})"
-            self._refuse(path, action, why, actor)
-            raise Refused(why) from None
-
-    def _touch(
-        self, scopes: tuple[str, ...], decision: Decision, path: str, action: str, actor: str
-    ) -> None:
-        """After an allow, record the labels this call takes in (``sensitive``,
-        ``untrusted``) for each scope, naming the decision's event; if that cannot be
-        written the call is refused (recorded) and not forwarded: fail closed."""
-        taken = TRACKED.intersection(decision.labels)
-        if not taken:
-            return
-        try:
-            if decision.seq is None:
-                raise TetherError("the decision has no event to name")
-            self.tether.flows.touch(scopes, taken, decision.seq, path, self.tether.clock())
-        except Exception as exc:
-            why = (
-                f"the request was not made: what it takes in ({', '.join(sorted(taken))}) "
-                f"could not be recorded ({_reason(exc)})"
-            )
             self._refuse(path, action, why, actor)
             raise Refused(why) from None
 

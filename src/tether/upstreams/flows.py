@@ -33,6 +33,8 @@ from sqlalchemy import Connection, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tether.audit.log import GroupCommit
+from tether.audit.record import Effect
+from tether.errors import StoreUnavailable, TetherError
 from tether.services import Services
 from tether.store import flow_labels
 
@@ -106,6 +108,42 @@ class Flows:
             for label in wanted
         ]
         self._commits.submit(rows)
+
+    def effect(
+        self,
+        scopes: Iterable[str],
+        labels: Iterable[str],
+        resource: str,
+        at: datetime | None = None,
+    ) -> Effect | None:
+        """:meth:`touch` as the effect of a decision's record (see
+        :meth:`tether.core.Tether.decide_all`): written in the transaction that records
+        the decision, naming its event, so the allow and what it takes in commit together
+        or neither does (and the call pays no commit of its own); ``None`` when there is
+        nothing to record."""
+        wanted = sorted(set(labels) & TRACKED)
+        keys = sorted(set(scopes))
+        if not wanted or not keys:
+            return None
+        when = at if at is not None else self._clock()
+
+        def write(conn: Connection, seq: int) -> None:
+            rows = [
+                {"scope": scope, "label": label, "seq": seq, "resource": resource, "at": when}
+                for scope in keys
+                for label in wanted
+            ]
+            try:
+                conn.execute(_upsert(conn), rows)
+            except TetherError:
+                raise
+            except Exception as exc:  # the record rolls back: the call is denied, with why
+                raise StoreUnavailable(
+                    f"what the call takes in ({', '.join(wanted)}) could not be recorded: "
+                    f"{type(exc).__name__}"
+                ) from None
+
+        return write
 
     def _write(self, rows: list[dict[str, Any]]) -> list[int]:
         """One transaction for the touches of the moment: per (scope, label) the latest
