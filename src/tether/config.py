@@ -54,6 +54,16 @@ def _duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
+def _wait(value: Any) -> Any:
+    """A duration that may also be zero (``"0s"``: do not wait)."""
+    if isinstance(value, str) and value.strip() in ("0", "0s", "0m", "0h", "0d"):
+        return timedelta(0)
+    return _duration(value)
+
+
+Wait = Annotated[timedelta, BeforeValidator(_wait)]
+
+
 def _period(value: timedelta) -> timedelta:
     if value <= timedelta(0) or value > MAX_DURATION or value.microseconds:
         raise ValueError(
@@ -344,7 +354,7 @@ class GuardSettings(BaseModel):
     args_max_depth: int = Field(default=16, ge=1, le=64)
     args_max_values: int = Field(default=10_000, ge=1, le=1_000_000)
     approval_ttl: Duration = timedelta(minutes=15)
-    approval_wait: Duration = timedelta(seconds=0)
+    approval_wait: Wait = timedelta(seconds=0)
     approval_webhook: str | None = None
     scan_results: bool = True
 
