@@ -129,11 +129,13 @@ def test_held_answers_name_the_approval(org, monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.slow
-def test_a_waiting_call_goes_through_once_approved(org) -> None:
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_a_waiting_call_goes_through_once_approved(org, mode: str) -> None:
     """Over a real socket (an in-memory transport hands the client the whole answer at
-    its end, so nothing could be heard while waiting)."""
+    its end, so nothing could be heard while waiting), in both protocol eras: on the lean
+    path a per-request-era call that asks for progress is answered by the SDK path."""
     tether, token, _ = org
-    sdk = tether.settings.gateway_path == "sdk"
+    sdk = tether.settings.gateway_path == "sdk" or mode == "auto"
     approved: list[str] = []
     heard: list[tuple[float, float | None, str | None]] = []
     result: list[Any] = []
@@ -145,7 +147,7 @@ def test_a_waiting_call_goes_through_once_approved(org) -> None:
         headers = {"Authorization": f"Bearer {token}"}
         async with (
             httpx2.AsyncClient(headers=headers, timeout=30) as http,
-            Client(streamable_http_client(f"{url}/mcp/test", http_client=http), mode="legacy") as c,
+            Client(streamable_http_client(f"{url}/mcp/test", http_client=http), mode=mode) as c,
         ):
             await c.list_tools()
             async with anyio.create_task_group() as tasks:
@@ -163,7 +165,7 @@ def test_a_waiting_call_goes_through_once_approved(org) -> None:
     if sdk:  # told that it waits, while it waits
         assert heard and all(m and m.startswith("waiting for approval ap_") for *_, m in heard)
         assert all(total == 5.0 for _, total, _ in heard)
-    else:  # one JSON body per POST: nothing to send progress on
+    else:  # a lean session answers one JSON body per POST: nothing to send progress on
         assert heard == []
     [waited] = approved
     assert tether.approvals.get(ADMIN, waited).state == "used"

@@ -80,7 +80,8 @@ class McpFace:
         self.sessions = Sessions(tether, self.server.session_manager)
         self.lean: LeanPath | None = None
         if tether.settings.gateway_path == "lean":
-            self.lean = LeanPath(self.server, self.sessions, self._schema_of)
+            waits = tether.settings.guard.approval_wait.total_seconds() > 0
+            self.lean = LeanPath(self.server, self.sessions, self._schema_of, waits=waits)
 
     @asynccontextmanager
     async def lifespan(self) -> Any:

@@ -75,6 +75,7 @@ _SERVED: Final = frozenset(
     {"tools/list", "tools/call", "resources/list", "resources/read", "prompts/list"}
     | {"prompts/get"}
 )
+_USES: Final = frozenset({"tools/call", "resources/read", "prompts/get"})
 _SESSION: Final = MCP_SESSION_ID_HEADER.encode()
 _JSON: Final = (b"content-type", b"application/json")
 _INVALID_BODY: Final = "Body must be a single JSON-RPC request or notification object"
@@ -91,8 +92,13 @@ class LeanPath:
         server: Server[Any],
         sessions: Sessions,
         input_schema: Callable[[str, str], Mapping[str, Any] | None],
+        *,
+        waits: bool = False,
     ) -> None:
         options = server.create_initialization_options()
+        # held calls wait for their approval ([guard] approval_wait): a modern request that
+        # asks for progress goes to the SDK path, which answers on an event stream
+        self._waits = waits
         self._init = InitializeResult(
             protocol_version=LATEST_HANDSHAKE_VERSION,
             capabilities=options.capabilities,
@@ -250,6 +256,8 @@ class LeanPath:
             return True
         if frame.method not in _SERVED:
             return False
+        if self._waits and frame.method in _USES and _asks_progress(decoded):
+            return False  # the SDK path can tell it, while a held call waits, that it waits
         rejection = self._rejection(decoded, frame, headers, name)
         if isinstance(rejection, InboundModernRoute):
             spoken = rejection.protocol_version
@@ -363,6 +371,13 @@ _DEFAULTS: Final = {
         ("prompts/get", types.GetPromptResult, "messages"),
     ]
 }
+
+
+def _asks_progress(decoded: Any) -> bool:
+    """Whether a request names a progress token (``params._meta.progressToken``)."""
+    params = decoded.get("params") if isinstance(decoded, dict) else None
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and "progressToken" in meta
 
 
 def _invalid() -> MCPError:
