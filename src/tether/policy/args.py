@@ -13,6 +13,10 @@ by value:
   surrogate (not text);
 - ``true`` / ``false`` are ``Bool``;
 - an integer is a ``Long`` when it is within Cedar's signed 64-bit range, refused otherwise;
+- a whole number written as a fraction or with an exponent (``5.0``, ``5E+0``,
+  ``50e-1``) is the same ``Long`` as ``5``: it is the same number to the upstream, and a
+  rule ``context.args.n == 5`` must not be passed by spelling it ``5.0`` (a ``Long`` and
+  a ``decimal`` are never equal in Cedar);
 - any other number (a fraction or an exponent) is a Cedar ``decimal`` when it is exactly
   representable as one (at most 4 fractional digits, within
   -922337203685477.5808..922337203685477.5807), refused otherwise (``NaN``, ``Infinity``,
@@ -124,7 +128,7 @@ class _Mapper:
         if isinstance(value, str):
             return _string(value, where)
         if isinstance(value, Decimal):
-            return {"__extn": {"fn": "decimal", "arg": _decimal(value, where)}}
+            return _number(value, where)
         if depth >= self._bounds.max_depth and isinstance(value, (list, dict)):
             raise Undecidable(f"{where}: nested deeper than {self._bounds.max_depth} levels")
         if isinstance(value, list):
@@ -161,6 +165,14 @@ def _string(value: str, where: str) -> str:
     except UnicodeEncodeError:
         raise Undecidable(f"{where}: a string holds a lone surrogate (not text)") from None
     return value
+
+
+def _number(value: Decimal, where: str) -> int | dict[str, Any]:
+    """A number JSON wrote as a fraction or with an exponent: a ``Long`` when it is whole
+    (``5.0``, ``5E+0``, ``50e-1`` are 5), else a Cedar ``decimal``."""
+    if value.is_finite() and -_LONG <= value < _LONG and value == value.to_integral_value():
+        return int(value)
+    return {"__extn": {"fn": "decimal", "arg": _decimal(value, where)}}
 
 
 def _decimal(value: Decimal, where: str) -> str:
