@@ -341,6 +341,25 @@ _any_json = st.recursive(
 )
 
 
+def test_a_number_under_a_secret_sounding_name_is_redacted() -> None:
+    """Red team: only strings were redacted, so ``{"password": 48151623}`` (a numeric
+    password, a PIN code, a one-time code) went into the audit log and the webhook as it
+    was."""
+    args = {
+        "password": 48151623,
+        "pin": 4711,
+        "card": {"cvv": 987, "otp_code": 135792.0},
+        "count": 3,
+        "spinner": 5,
+    }
+    redacted = redact_arguments(args)
+    dumped = json.dumps(redacted)
+    for secret in ("48151623", "4711", "987", "135792"):
+        assert secret not in dumped, dumped
+    assert redacted["count"] == 3 and redacted["spinner"] == 5
+    assert redacted["password"].startswith("[redacted:password:")
+
+
 @settings(max_examples=300, deadline=None)
 @given(args=st.dictionaries(_any_text, _any_json, max_size=5))
 def test_any_arguments_are_redacted_or_refused_with_a_reason_never_a_crash(
