@@ -328,6 +328,30 @@ def test_keys_encoded_in_base64_are_redacted(home: Path) -> None:
         }
 
 
+def test_a_text_file_served_as_a_blob_is_scanned(home: Path) -> None:
+    """Red team: a resource (or an embedded resource in a tool result) whose text comes as
+    a base64 ``blob`` with a textual MIME type was never looked at: the agent decodes it
+    and has the key."""
+    import base64
+
+    env = f"OPENAI_API_KEY={KEYS['openai-api-key']}\nDEBUG=1\n".encode()
+    blob = {"uri": "file:///srv/.env", "mimeType": "text/plain", "blob": ""}
+    value = {
+        "contents": [{**blob, "blob": base64.b64encode(env).decode()}],
+        "content": [
+            {"type": "resource", "resource": {**blob, "blob": base64.b64encode(env).decode()}},
+            {"type": "image", "mimeType": "image/png", "data": base64.b64encode(env).decode()},
+        ],
+    }
+    cleaned, found = scrub.scrub(value, home)
+    for item in (cleaned["contents"][0], cleaned["content"][0]["resource"]):
+        text = base64.b64decode(item["blob"]).decode()
+        assert KEYS["openai-api-key"] not in text and "DEBUG=1" in text
+        assert "[redacted:openai-api-key:" in text
+    assert cleaned["content"][1] == value["content"][1]  # an image is left alone
+    assert [f.type for f in found] == ["openai-api-key"]
+
+
 def test_an_injected_credential_in_base64_is_redacted_however_it_is_aligned() -> None:
     """Red team: the upstream's injected credential echoed inside a Basic credential
     (``user:VALUE`` in base64) was not among the forms looked for."""

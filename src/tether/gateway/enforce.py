@@ -393,7 +393,7 @@ class Gateway:
         except ValueError:  # no approval can name it: it stays held (and is refused)
             return decision
         try:
-            granted = self.tether.approvals.granted(digest)
+            granted = self.tether.approvals.granted(digest, decision.approval)
         except TetherError as exc:  # fail closed: the hold stands, nothing is asked
             why = f"held, and no approval could be looked up: {exc.description}"
             self._refuse(path, action, why, token.client_id)
