@@ -121,6 +121,22 @@ def test_the_mapping_round_trips_what_it_accepts_and_refuses_the_rest(value: Any
     json.dumps(mapped)  # Cedar's JSON form
 
 
+def test_a_refusal_never_carries_a_value_nor_a_long_key() -> None:
+    """Red team: a refusal's reason (kept in the audit log) quoted the number refused and
+    every key on the way, whatever its length: ``{"pin": 4711.12345}`` put the PIN code in
+    the log, and a megabyte key made a megabyte event."""
+    for args, secret in (
+        ({"pin": 4711.12345}, "4711"),
+        ({"pin": 9e30}, "9"),
+        ({"x" * 100_000: "\x00"}, "x" * 65),
+        ({"a": {"sk-proj-" + "k" * 50: None, "Bearer tok": [None]}}, "Bearer tok"),
+    ):
+        with pytest.raises(Undecidable) as refused:
+            to_cedar(canonical(args), ROOMY)
+        why = str(refused.value)
+        assert secret not in why.replace("args", "") and len(why) < 200, why
+
+
 @pytest.mark.parametrize(
     ("value", "why"),
     [
@@ -129,7 +145,7 @@ def test_the_mapping_round_trips_what_it_accepts_and_refuses_the_rest(value: Any
         ({"a": [{"__expr": "1"}]}, "args.a[0]: key '__expr'"),
         ({"a": [None]}, "args.a[0]: null outside an object member"),
         ({"a": 2**63}, "args.a: integer outside Cedar's 64-bit range"),
-        ({"a": 0.00001}, "args.a: 0.00001 has more than 4 fractional digits"),
+        ({"a": 0.00001}, "args.a: a number with more than 4 fractional digits"),
         ({"a": 1e300}, "too large for a Cedar decimal"),
         ({"a": 1e19}, "outside a Cedar decimal's range"),
         ({"a": float("nan")}, "not JSON Cedar can hold: NaN"),
