@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -339,6 +340,24 @@ _any_json = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_any_text, inner, max_size=4),
     max_leaves=25,
 )
+
+
+def test_a_number_under_a_secret_sounding_name_is_redacted() -> None:
+    """Red team: only strings were redacted, so ``{"password": 48151623}`` (a numeric
+    password, a PIN code, a one-time code) went into the audit log and the webhook as it
+    was."""
+    args = {
+        "password": 48151623,
+        "pin": 4711,
+        "card": {"cvv": 987, "otp_code": 135792.0},
+        "count": 3,
+        "spinner": 5,
+    }
+    redacted = redact_arguments(args)
+    hidden = [redacted["password"], redacted["pin"], *redacted["card"].values()]
+    assert all(re.fullmatch(r"\[redacted:[a-z-]+:[0-9a-f]{12}\]", h) for h in hidden), redacted
+    assert redacted["count"] == 3 and redacted["spinner"] == 5
+    assert redacted["password"].startswith("[redacted:password:")
 
 
 @settings(max_examples=300, deadline=None)

@@ -366,3 +366,25 @@ def test_failures_on_the_way_to_an_approval_are_refusals_on_record(
     assert any("no approval could be looked up" in r for r in refused)
     denied = [e.reasons[0] for e in tether.events.list(type="decision") if e.decision == "deny"]
     assert any("decision record could not be written" in r for r in denied)
+
+
+@pytest.mark.slow
+def test_an_owners_approval_does_not_lift_a_hold_that_needs_an_admin(world: World) -> None:
+    """Red team: alice approves her agent's held call; before it runs, the same call comes
+    to need an admin's approval (a guardrail ``@approval("admin")``; a session that an
+    admin-held rule reads). The approval alice gave is not an admin's: the call must stay
+    held, not run on it."""
+    [first] = _calls(world, ARGS)
+    approval = _held(first)
+    world.as_("alice@example.com").json("approvals", "approve", approval)
+    world.tether.guardrails.add(
+        ADMIN,
+        '@id("admin-only") @approval("admin") forbid (principal, action, '
+        'resource == Resource::"rec/record");',
+    )
+    [second] = _calls(world, ARGS)
+    assert second["isError"] is True, second
+    assert second["_meta"][APPROVAL_META] != approval  # a new approval, asked of an admin
+    assert "held for approval by an admin" in second["content"][0]["text"]
+    assert world.received() == []
+    assert world.tether.approvals.state(approval) == "approved"  # not spent on it

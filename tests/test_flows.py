@@ -26,7 +26,7 @@ from tether.callers import Caller
 from tether.core import Tether
 from tether.grants import GrantSpec
 from tether.store import flow_labels
-from tether.upstreams.flows import TRACKED, flow_scopes
+from tether.upstreams.flows import TRACKED, flow_reads, flow_scopes
 
 ADMIN = Caller.admin()
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -41,8 +41,30 @@ def test_scopes_are_the_family_and_each_agent_with_its_person() -> None:
         "family:root1",
         f"pair:{a}|alice@example.com",
         f"pair:{b}|alice@example.com",
+        f"agent:{a}",
+        f"agent:{b}",
     )
-    assert flow_scopes("root2", (a,)) == ("family:root2", f"pair:{a}|")
+    assert flow_scopes("root2", (a,)) == ("family:root2", f"pair:{a}|", f"agent:{a}")
+
+
+def test_an_agents_own_token_does_not_launder_what_its_work_for_a_person_touched(
+    tether: Tether,
+) -> None:
+    """Red team: agent a reads sensitive data and takes in untrusted content working for
+    alice (a delegated token), then takes its own token (client credentials: no person, a
+    new family): the session of that call must still hold both labels. And what a did on
+    its own reaches its work for a person; its work for bob does not reach alice's."""
+    a = spiffe("a")
+    for_alice = ("user:alice@example.com", a)
+    tether.flows.touch(flow_scopes("f1", for_alice), {"sensitive"}, 5, "fs/read")
+    tether.flows.touch(flow_scopes("f1", for_alice), {"untrusted"}, 6, "web/fetch")
+    alone = tether.flows.touched(flow_reads("f2", (a,)))
+    assert sorted(alone) == ["sensitive", "untrusted"]
+    assert tether.flows.touched(flow_reads("f3", ("user:bob@example.com", a))) == {}
+    tether.flows.touch(flow_scopes("f2", (a,)), {"sensitive"}, 9, "fs/own")
+    assert tether.flows.touched(flow_reads("f3", ("user:bob@example.com", a))) == {
+        "sensitive": {"seq": 9, "resource": "fs/own"}
+    }
 
 
 # ---- the service -----------------------------------------------------------------------
@@ -260,6 +282,8 @@ def test_an_agents_token_handed_on_keeps_its_family(tether: Tether) -> None:
         f"family:{root}",
         f"pair:{spiffe('a')}|",
         f"pair:{spiffe('b')}|",
+        f"agent:{spiffe('a')}",
+        f"agent:{spiffe('b')}",
     )
 
 

@@ -69,3 +69,47 @@ def test_a_path_rule_and_the_dotdot_guardrail_at_the_gateway(
     digests = [d.detail["args_digest"] for d in decisions]
     expected = [canonical(a) for a in (inside, outside, climbing)]
     assert digests == [hashlib.sha256(e.encode()).hexdigest() for e in expected]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "red team, open: arguments are decided as given, not as the pinned inputSchema "
+        "types them. An upstream that coerces (the official SDK's pydantic does: 'true' -> "
+        "True, '5' -> 5) acts on a value a guardrail's == never matched. Fix: refuse a call "
+        "whose arguments do not match the pinned inputSchema's declared JSON types (or map "
+        "them to those types before Cedar sees them)."
+    ),
+)
+def test_an_argument_of_the_wrong_type_does_not_slip_past_an_equality_guardrail(
+    tether: Tether,
+) -> None:
+    tether.upstreams.add(ADMIN, UpstreamSpec("test", command=f"{sys.executable} {SERVER}"))
+    tether.registry.register(ADMIN, spec("helper"))
+    tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", "test/env_value"))
+    tether.guardrails.add(
+        ADMIN,
+        '@id("no-fail") forbid (principal, action, resource) '
+        "when { context.args has fail && context.args.fail == true };",
+    )
+    agent = tether.registry.get(ADMIN, "helper")
+    token = tether.tokens.client_credentials(
+        agent, f"{tether.settings.issuer}/mcp/test", None, None
+    ).access_token
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        gate = Gateway(tether, "test")
+        async with UpstreamSession(tether.upstreams.get("test")) as upstream:
+            await gate.list_tools(token, upstream)
+            typed = await gate.call_tool(token, upstream, "env_value", {"name": "X", "fail": True})
+            spelled = await gate.call_tool(
+                token, upstream, "env_value", {"name": "X", "fail": "true"}
+            )
+            return typed, spelled
+
+    typed, spelled = anyio.run(run)
+    assert typed["isError"] and "no-fail" in _text(typed)
+    # the upstream coerces "true" to True: the call the guardrail forbids must not run
+    assert "cannot use" not in _text(spelled)
+    assert spelled["isError"] and "denied" in _text(spelled)

@@ -38,10 +38,12 @@ from test_gateway_thirdparty import fs_server  # noqa: F401  (a fixture)
 from tether.callers import Caller
 from tether.config import GuardSettings
 from tether.core import Tether
+from tether.discover.interface import fingerprint, fingerprint_key
 from tether.discover.key import home_key
 from tether.discover.scan import run_scan
 from tether.gateway import scrub
 from tether.grants import GrantSpec
+from tether.redact import Redactor
 from tether.upstreams.servers import UpstreamSpec
 
 ADMIN = Caller.admin()
@@ -299,6 +301,72 @@ def test_an_openssh_key_and_keys_in_dict_keys_are_redacted(home: Path) -> None:
     assert KEYS["aws-access-key"] not in dumped
     assert all(line not in dumped for line in ssh.strip().splitlines()[1:-1])
     assert sorted(f.type for f in found) == ["aws-access-key", "private-key"]
+
+
+def test_keys_encoded_in_base64_are_redacted(home: Path) -> None:
+    """Red team: a result carrying keys in base64 (a Kubernetes Secret's ``data``, either
+    alphabet, padded or not) reached the agent as it was; each encoded key is taken out,
+    with the fingerprint of the key it encodes."""
+    import base64
+
+    pem = KEYS["private-key"].encode()
+    data = {
+        "token": base64.b64encode(KEYS["github-token"].encode()).decode(),
+        "ai": base64.urlsafe_b64encode(KEYS["anthropic-api-key"].encode()).decode().rstrip("="),
+        "tls.key": base64.b64encode(pem).decode(),
+        "plain": base64.b64encode(b"nothing secret in this sentence at all").decode(),
+    }
+    text = "kind: Secret\ndata:\n" + "".join(f"  {k}: {v}\n" for k, v in data.items())
+    cleaned, found = scrub.scrub({"content": [{"type": "text", "text": text}]}, home)
+    dumped = json.dumps(cleaned)
+    assert data["token"] not in dumped and data["ai"] not in dumped
+    assert data["tls.key"] not in dumped and data["plain"] in dumped
+    assert sorted(f.type for f in found) == ["anthropic-api-key", "github-token", "private-key"]
+    with fingerprint_key(home_key(home)):
+        assert {f.fingerprint for f in found if f.type == "github-token"} == {
+            fingerprint(KEYS["github-token"])
+        }
+
+
+def test_a_text_file_served_as_a_blob_is_scanned(home: Path) -> None:
+    """Red team: a resource (or an embedded resource in a tool result) whose text comes as
+    a base64 ``blob`` with a textual MIME type was never looked at: the agent decodes it
+    and has the key."""
+    import base64
+
+    env = f"OPENAI_API_KEY={KEYS['openai-api-key']}\nDEBUG=1\n".encode()
+    blob = {"uri": "file:///srv/.env", "mimeType": "text/plain", "blob": ""}
+    value = {
+        "contents": [{**blob, "blob": base64.b64encode(env).decode()}],
+        "content": [
+            {"type": "resource", "resource": {**blob, "blob": base64.b64encode(env).decode()}},
+            {"type": "image", "mimeType": "image/png", "data": base64.b64encode(env).decode()},
+        ],
+    }
+    cleaned, found = scrub.scrub(value, home)
+    for item in (cleaned["contents"][0], cleaned["content"][0]["resource"]):
+        text = base64.b64decode(item["blob"]).decode()
+        assert KEYS["openai-api-key"] not in text and "DEBUG=1" in text
+        assert "[redacted:openai-api-key:" in text
+    assert cleaned["content"][1] == value["content"][1]  # an image is left alone
+    assert [f.type for f in found] == ["openai-api-key"]
+
+
+def test_an_injected_credential_in_base64_is_redacted_however_it_is_aligned() -> None:
+    """Red team: the upstream's injected credential echoed inside a Basic credential
+    (``user:VALUE`` in base64) was not among the forms looked for."""
+    import base64
+
+    value = _random(30, string.ascii_letters + string.digits + "+/-_")
+    redactor = Redactor([value])
+    for prefix in ("", "u:", "us:", "user:"):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = encode(f"{prefix}{value}\n".encode()).decode()
+            said = redactor.redact(f"Authorization: Basic {encoded}")
+            assert "[redacted]" in said
+            # what is left decodes to at most a few bytes of the value
+            rest = said.split("Basic ", 1)[1].replace("[redacted]", "")
+            assert len(rest) <= len(prefix) * 2 + 8
 
 
 def test_a_result_with_too_many_secrets_is_refused(home: Path) -> None:

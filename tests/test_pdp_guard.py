@@ -357,3 +357,27 @@ def test_a_hold_that_cannot_be_checked_against_the_grants_is_a_plain_deny(make) 
     state.decisions.clear()
     decision = ask(pdp, approval="apr_1")
     assert not decision.allowed and decision.approval is None
+
+
+def test_an_earlier_agents_owner_hold_is_not_the_acting_agents_owners_to_lift(make) -> None:
+    """Red team: alice's agent ``helper`` needs her approval to pay. It hands the task to
+    mallory's agent ``runner`` (which may pay freely): the call is held for "the agent's
+    owner", and the gateway's approval names the *acting* agent (runner), whose owner is
+    mallory. So the hold that protects alice must be an admin's to lift, not mallory's."""
+    tether, pdp, _ = make()
+    _approval_grants(tether)
+    tether.registry.register(ADMIN, spec("runner", owner="mallory@example.com"))
+    runner = "spiffe://tether.local/agent/runner"
+    tether.grants.add(ADMIN, GrantSpec("helper", "delegate", runner))
+    tether.grants.add(ADMIN, GrantSpec("runner", "tools/call", "pay/*"))
+    held = pdp.decide(AccessRequest.of("runner", "tools/call", "pay/transfer", chain=[HELPER]))
+    assert not held.allowed
+    assert held.approval == "admin"
+    assert "an admin" in held.reasons[0]
+    # an agent of the same owner down the chain: its owner may still decide
+    tether.registry.register(ADMIN, spec("sibling"))
+    sibling = "spiffe://tether.local/agent/sibling"
+    tether.grants.add(ADMIN, GrantSpec("helper", "delegate", sibling))
+    tether.grants.add(ADMIN, GrantSpec("sibling", "tools/call", "pay/*"))
+    same = pdp.decide(AccessRequest.of("sibling", "tools/call", "pay/transfer", chain=[HELPER]))
+    assert not same.allowed and same.approval == "owner"

@@ -8,6 +8,7 @@ import json
 import math
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ def _acceptable(value: Any, depth: int = 1) -> bool:
         if not math.isfinite(value):
             return False
         number = Decimal(repr(value))
+        if _whole(number):
+            return True
         fraction = -number.as_tuple().exponent  # type: ignore[operator]
         return fraction <= 4 and -DECIMAL_MAX - Decimal("0.0001") <= number <= DECIMAL_MAX
     if isinstance(value, str):
@@ -50,6 +53,11 @@ def _acceptable(value: Any, depth: int = 1) -> bool:
             for key, item in value.items()
         )
     return False
+
+
+def _whole(number: Decimal) -> bool:
+    """A whole number within a Long, however it is written: mapped to a Long."""
+    return -LONG <= number < LONG and number == number.to_integral_value()
 
 
 def _text(value: str) -> bool:
@@ -68,7 +76,8 @@ def _same(value: Any) -> Any:
     if isinstance(value, int):
         return ("long", value)
     if isinstance(value, (float, Decimal)):
-        return ("decimal", Decimal(repr(value) if isinstance(value, float) else value))
+        number = Decimal(repr(value) if isinstance(value, float) else value)
+        return ("long", int(number)) if _whole(number) else ("decimal", number)
     if isinstance(value, list):
         return frozenset(_same(item) for item in value)
     if isinstance(value, dict):
@@ -112,6 +121,22 @@ def test_the_mapping_round_trips_what_it_accepts_and_refuses_the_rest(value: Any
     json.dumps(mapped)  # Cedar's JSON form
 
 
+def test_a_refusal_never_carries_a_value_nor_a_long_key() -> None:
+    """Red team: a refusal's reason (kept in the audit log) quoted the number refused and
+    every key on the way, whatever its length: ``{"pin": 4711.12345}`` put the PIN code in
+    the log, and a megabyte key made a megabyte event."""
+    for args, secret in (
+        ({"pin": 4711.12345}, "4711"),
+        ({"pin": 9e30}, "9"),
+        ({"x" * 100_000: "\x00"}, "x" * 65),
+        ({"a": {"sk-proj-" + "k" * 50: None, "Bearer tok": [None]}}, "Bearer tok"),
+    ):
+        with pytest.raises(Undecidable) as refused:
+            to_cedar(canonical(args), ROOMY)
+        why = str(refused.value)
+        assert secret not in why.replace("args", "") and len(why) < 200, why
+
+
 @pytest.mark.parametrize(
     ("value", "why"),
     [
@@ -120,9 +145,9 @@ def test_the_mapping_round_trips_what_it_accepts_and_refuses_the_rest(value: Any
         ({"a": [{"__expr": "1"}]}, "args.a[0]: key '__expr'"),
         ({"a": [None]}, "args.a[0]: null outside an object member"),
         ({"a": 2**63}, "args.a: integer outside Cedar's 64-bit range"),
-        ({"a": 0.00001}, "args.a: 0.00001 has more than 4 fractional digits"),
+        ({"a": 0.00001}, "args.a: a number with more than 4 fractional digits"),
         ({"a": 1e300}, "too large for a Cedar decimal"),
-        ({"a": 1e16}, "outside a Cedar decimal's range"),
+        ({"a": 1e19}, "outside a Cedar decimal's range"),
         ({"a": float("nan")}, "not JSON Cedar can hold: NaN"),
         ({"a": "x\x00y"}, "args.a: a string holds NUL"),
         ({"a": "\ud800"}, "args.a: a string holds a lone surrogate"),
@@ -142,6 +167,19 @@ def test_members_that_are_null_are_absent_and_numbers_are_typed() -> None:
         "e": ["x", "x"],
     }
     assert to_cedar(None) == {}
+
+
+@pytest.mark.parametrize("spelled", ["5", "5.0", "5.0000", "5E+0", "0.5e1", "50e-1", "5.00000"])
+def test_a_whole_number_is_a_long_however_it_is_spelled(lab: Tether, spelled: str) -> None:
+    """Red team: ``5.0`` was a Cedar ``decimal``, never equal to the ``Long`` 5, so a
+    guardrail ``context.args.n == 5`` let ``{"n": 5.0}`` through (the same number to any
+    upstream)."""
+    assert to_cedar(f'{{"n":{spelled}}}') == {"n": 5}
+    request = replace(
+        AccessRequest.of("helper", "tools/call", "fs/pay"), args=f'{{"amount":{spelled}}}'
+    )
+    decision = lab.pdp.decide(request)
+    assert not decision.allowed and "forbidden by policy no-five" in decision.reasons[0]
 
 
 def test_the_bounds_make_arguments_undecidable() -> None:
@@ -168,6 +206,12 @@ DOTDOT = (
 )
 
 
+NO_FIVE = (
+    '@id("no-five") forbid (principal, action, resource == Resource::"fs/pay") '
+    "when { context.args has amount && context.args.amount == 5 };"
+)
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Tether]:
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,6 +219,7 @@ def lab() -> Iterator[Tether]:
         tether.registry.register(ADMIN, spec("helper"))
         tether.grants.add(ADMIN, GrantSpec("helper", "tools/call", "fs/*"))
         tether.guardrails.add(ADMIN, DOTDOT)
+        tether.guardrails.add(ADMIN, NO_FIVE)
         yield tether
         tether.close()
 

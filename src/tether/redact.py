@@ -5,7 +5,9 @@ A :class:`Redactor` holds secret values and replaces every representation of eac
 characters (an error may show only the part before a newline), Python's ``repr`` and
 ``unicode_escape`` forms (``\\n``, ``\\x00``), the ``repr`` of its UTF-8 bytes
 (``b'...'``, as HTTP libraries print a bad header), JSON string escaping (ASCII or not)
-and URL encoding; and each of those escaped once more (a ``repr`` inside a JSON event).
+and URL encoding; and each of those escaped once more (a ``repr`` inside a JSON event);
+and base64 (either alphabet) of the value however it is aligned in an encoded stream
+(``user:VALUE`` in a Basic credential).
 Text is redacted *before* it is cut to length, so a cut can never leave half a secret.
 Forms shorter than :data:`MIN_LENGTH` characters are not looked for (they would blank
 out ordinary words).
@@ -22,6 +24,7 @@ whether a value may be sent as an HTTP header (checked before it is handed over)
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -75,7 +78,29 @@ def forms(value: str) -> set[str]:
     for _ in range(2):  # escaped, and escaped again
         base = {escape(text) for text in base for escape in _ESCAPES}
         found |= base
+    found |= _base64_forms(value)
     return {text for text in found if len(text) >= MIN_LENGTH}
+
+
+_BASE64_MIN = 8  # a value's base64 forms are looked for from this many bytes
+
+
+def _base64_forms(value: str) -> set[str]:
+    """What base64 of ``value`` looks like wherever it starts in an encoded stream (``user:
+    VALUE`` of a Basic credential, a Kubernetes Secret): for each of the three alignments,
+    the characters that depend on the value's bytes alone, in both alphabets; and its own
+    whole encoding."""
+    raw = value.encode("utf-8", "surrogateescape")
+    if len(raw) < _BASE64_MIN:
+        return set()
+    whole = base64.b64encode(raw).decode("ascii")
+    found = {whole, whole.rstrip("=")}
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw).decode("ascii").rstrip("=")
+        start = (shift * 8 + 5) // 6  # the first character made of the value's bits only
+        end = len(encoded) - (1 if (shift + len(raw)) % 3 else 0)  # the last one mixes
+        found.add(encoded[start:end])
+    return found | {f.replace("+", "-").replace("/", "_") for f in found}
 
 
 class Redactor:

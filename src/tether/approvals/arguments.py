@@ -9,12 +9,13 @@ one exact call, and a redacted copy with every secret-looking string taken out.
   looks like a secret by ``[redacted:<type>:<fingerprint>]``: a whole value discovery
   recognises (:func:`tether.discover.classify.classify`: AI keys, detect-secrets' named
   detectors, well-known prefixes), a value under a secret-sounding name (``password``,
-  ``api_key``, ``token``...), inside longer text a ``NAME=VALUE`` or ``NAME: VALUE`` under
-  such a name and the credential after ``Bearer`` / ``Basic``, known keys, PEM private
-  keys, and long random-looking runs (high entropy); then the process's known credentials
-  (:data:`tether.redact.SECRETS`: the upstreams' injected credentials) are taken out of
-  what is left. The fingerprint is :func:`tether.discover.interface.fingerprint` (keyed:
-  it matches the same secret seen twice, it cannot confirm a guess).
+  ``api_key``, ``token``, ``pin``...; a number too), inside longer text a
+  ``NAME=VALUE`` or ``NAME: VALUE`` under such a name and the credential after
+  ``Bearer`` / ``Basic``, known keys, PEM private keys, and long random-looking runs
+  (high entropy); then the process's known credentials (:data:`tether.redact.SECRETS`:
+  the upstreams' injected credentials) are taken out of what is left. The fingerprint is
+  :func:`tether.discover.interface.fingerprint` (keyed: it matches the same secret seen
+  twice, it cannot confirm a guess).
 
 The redacted form errs on the side of taking too much out: it is what the log, the
 webhook and a list of approvals show; the approver sees the exact arguments.
@@ -49,6 +50,7 @@ _RUN = re.compile(r"[A-Za-z0-9+/=_\-.~:]{20,}")
 _HEX = re.compile(r"[0-9a-fA-F]{32,}")
 _SECRET_NAME = re.compile(
     r"PASS|PWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE|CREDENTIAL|AUTH|COOKIE|SESSION|BEARER"
+    r"|(?:^|_)(?:PIN|OTP|CVV|CVC|TOTP)(?:_|$)"
 )
 # NAME=VALUE or NAME: VALUE inside text (a query string, a header, a config line) whose
 # name sounds secret, and the credential after "Bearer" / "Basic"
@@ -86,6 +88,11 @@ def redact_arguments(value: Any, name: str | None = None, depth: int = 0) -> Any
         return "[redacted:too-deep]"
     if isinstance(value, str):
         return redact_text(value, name)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # a number under a secret-sounding name (a numeric password, PIN code or token)
+        if name is not None and _secret_name(name):
+            return _marker(name_type(name), str(value))
+        return value
     if isinstance(value, dict):
         return {
             redact_text(str(k)): redact_arguments(v, str(k), depth + 1) for k, v in value.items()

@@ -116,6 +116,7 @@ class Approvals:
                 select(approvals)
                 .where(
                     approvals.c.digest == digest,
+                    approvals.c.approver == approver,  # one asked of another role is not it
                     approvals.c.state == "pending",
                     approvals.c.expires_at > now,
                 )
@@ -151,13 +152,18 @@ class Approvals:
             self.webhook.notify(approval.notification())
         return approval
 
-    def granted(self, digest: str) -> Approval | None:
-        """An approved, unused, unexpired approval of the call with this digest, if any."""
+    def granted(self, digest: str, role: str = "owner") -> Approval | None:
+        """An approved, unused, unexpired approval of the call with this digest, if any,
+        asked of ``role`` or a stronger one: a hold that now needs an admin is not lifted
+        by an approval that was asked of (and given by) the agent's owner."""
+        if role not in APPROVERS:
+            raise InvalidRequest(f"approver is one of {', '.join(APPROVERS)}, not {role!r}")
+        roles = APPROVERS[APPROVERS.index(role) :]
         now = self._clock()
         with self._store.read() as conn:
             found = conn.execute(
                 select(approvals)
-                .where(_usable(now), approvals.c.digest == digest)
+                .where(_usable(now), approvals.c.digest == digest, approvals.c.approver.in_(roles))
                 .order_by(approvals.c.decided_at)
                 .limit(1)
             ).first()

@@ -7,7 +7,9 @@ file type or variable name to be right: the prefixed AI keys of
 :mod:`tether.discover.ai_keys`, the keys without a prefix assigned to a name that says
 whose they are (``MISTRAL_API_KEY=...``), and detect-secrets' named detectors (AWS,
 GitHub, GitLab, Slack, Stripe, JWTs, PEM private keys, basic-auth URLs ...), with the same
-placeholder and false-positive filters. Not the keyword and entropy rules: in a text that
+placeholder and false-positive filters; and a base64 run (either alphabet) that decodes
+to such a key or to a PEM private key is taken out whole (a Kubernetes Secret's data, a
+key file pasted encoded). Not the keyword and entropy rules: in a text that
 is not a configuration file they would take out ordinary words and hashes. Unlike a file,
 a text cannot allowlist its own secrets (detect-secrets' ``pragma`` comments are ignored).
 
@@ -29,6 +31,8 @@ looked for at most 64 KiB past its ``BEGIN`` line.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
 import re
 from collections import Counter
@@ -36,6 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from tether.discover import detectors
+from tether.discover.classify import find_keys
 from tether.discover.interface import fingerprint
 from tether.discover.secrets import _PEM, _filter, _hinted, _patterned, _pem_body, _Text
 
@@ -50,6 +55,11 @@ _PEM_SPAN = 64 * 1024  # the longest PEM block looked for (as discovery's scanne
 # the one before by _OVERLAP: detect-secrets' patterns may take time quadratic in the
 # length of what they run over, so each runs over a bounded window (linear in all)
 _LONG, _WINDOW, _OVERLAP = 4096, 1024, 256
+# a base64 run (standard or URL-safe alphabet) long enough to hold a key: decoded, and
+# taken out whole when what it encodes is a key (a Kubernetes Secret's data, a Basic
+# credential, a key file pasted encoded); longer runs are blobs, not keys
+_B64 = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{24,}={0,2}(?![A-Za-z0-9+/_=-])")
+_B64_MAX = 8192
 
 
 class TooManySecrets(ValueError):
@@ -83,11 +93,53 @@ def redact_texts(texts: Sequence[str], mark: Mark) -> tuple[list[str], Counter[R
     for hit in _filter(list(first.values()), source, file=False):
         keys.setdefault(hit.value, Redaction(hit.type, fingerprint(hit.value)))
         _check(len(keys))
+    for run, redaction in _encoded(candidates):
+        keys.setdefault(run, redaction)
+        _check(len(keys))
     blocks = sum(1 for text in candidates if "PRIVATE KEY" in text for _ in _pem_blocks(text))
     if not keys and not blocks:
         return list(texts), Counter()
     replacer = _Replacer(keys, mark)
     return [replacer(text) for text in texts], replacer.counts
+
+
+def _encoded(texts: Sequence[str]) -> Iterator[tuple[str, Redaction]]:
+    """Each base64 run of ``texts`` that encodes a key (the prefixed AI keys, AWS access
+    key IDs, GitHub tokens) or a PEM private key, with the secret it encodes (its type,
+    and the fingerprint of the decoded secret: what discovery reports for it)."""
+    seen: set[str] = set()
+    for text in texts:
+        for match in _B64.finditer(text):
+            run = match.group()
+            if len(run) > _B64_MAX or run in seen:
+                continue
+            seen.add(run)
+            decoded = _decode(run)
+            if decoded is None:
+                continue
+            if "PRIVATE KEY-----" in decoded:
+                yield run, Redaction("private-key", fingerprint(decoded.strip()))
+                continue
+            for key in find_keys(decoded):
+                yield run, Redaction(key.type, fingerprint(key.value))
+                break
+
+
+def _decode(run: str) -> str | None:
+    """``run`` decoded from base64 (either alphabet, padding optional) as UTF-8 text, or
+    None when it is not."""
+    compact = run.rstrip("=")
+    if len(compact) % 4 == 1:
+        return None
+    padded = compact + "=" * (-len(compact) % 4)
+    if "-" in padded or "_" in padded:
+        if "+" in padded or "/" in padded:
+            return None
+        padded = padded.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(padded, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
 
 
 def _check(count: int) -> None:

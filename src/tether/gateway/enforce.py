@@ -36,7 +36,7 @@ from tether.errors import TetherError
 from tether.gateway import scrub
 from tether.policy.decision import AccessRequest, Decision, canonical
 from tether.tokens import VerifiedToken
-from tether.upstreams.flows import TRACKED, flow_scopes
+from tether.upstreams.flows import TRACKED, flow_reads, flow_scopes
 from tether.upstreams.paths import FIELD, item_path
 
 __all__ = [
@@ -340,7 +340,8 @@ class Gateway:
             raise Refused(why)
         path = item_path(self.server, kind, shown[0])
         scopes = flow_scopes(token.family, token.chain)
-        session = self._session(scopes, path, action, actor)
+        reads = flow_reads(token.family, token.chain)
+        session = self._session(reads, path, action, actor)
         decision = self._decide(token, action, path, args, session, scopes)
         if decision.allowed:
             return token, path, decision
@@ -392,7 +393,7 @@ class Gateway:
         except ValueError:  # no approval can name it: it stays held (and is refused)
             return decision
         try:
-            granted = self.tether.approvals.granted(digest)
+            granted = self.tether.approvals.granted(digest, decision.approval)
         except TetherError as exc:  # fail closed: the hold stands, nothing is asked
             why = f"held, and no approval could be looked up: {exc.description}"
             self._refuse(path, action, why, token.client_id)

@@ -3,9 +3,11 @@ the agent sees it (issue 17, item 6).
 
 Every string of a tool's result, a resource's contents and a prompt's messages
 (``content[].text``, ``structuredContent``, ``contents[].text``, ``messages[]``, dict keys
-included; not the base64 ``data``/``blob`` of an image, audio or binary resource) is
-searched for secrets with discovery's rules (:func:`tether.discover.redaction.redact_texts`:
-AI keys, detect-secrets' named detectors), and each is replaced by
+included; not the base64 ``data``/``blob`` of an image, audio or binary resource, but that
+of a textual MIME type, ``text/*``, JSON, YAML, a PEM file..., decoded, and encoded again
+once redacted) is searched for secrets with discovery's rules
+(:func:`tether.discover.redaction.redact_texts`: AI keys, detect-secrets' named
+detectors), and each is replaced by
 ``[redacted:<type>:<fingerprint>]``, the fingerprint being discovery's, under this
 installation's discovery key (:func:`tether.discover.key.home_key`), so that a key seen
 in a result matches the finding ``tether discover scan`` reports for it.
@@ -21,6 +23,8 @@ check: a failure here is never a result shown unchecked.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -100,6 +104,28 @@ def _binary(node: Mapping[Any, Any], key: Any) -> bool:
     return key in _BINARY and ("mimeType" in node or node.get("type") in ("image", "audio"))
 
 
+_TEXT_TYPES = frozenset(
+    {"application/json", "application/xml", "application/yaml", "application/x-yaml",
+     "application/toml", "application/javascript", "application/x-sh",
+     "application/x-pem-file", "application/x-www-form-urlencoded"}
+)  # fmt: skip
+
+
+def _decoded(node: Mapping[Any, Any], item: Any) -> str | None:
+    """The text a base64 ``data``/``blob`` of a textual MIME type (``text/*``, JSON, YAML,
+    a PEM file ...) holds, or None: a text file served as a blob is read like text."""
+    mime = node.get("mimeType")
+    if not isinstance(item, str) or not isinstance(mime, str):
+        return None
+    mime = mime.split(";", 1)[0].strip().lower()
+    if not (mime.startswith("text/") or mime in _TEXT_TYPES or mime.endswith(("+json", "+xml"))):
+        return None
+    try:
+        return base64.b64decode(item, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _collect(node: Any, texts: list[str]) -> None:
     if isinstance(node, str):
         texts.append(node)
@@ -108,6 +134,8 @@ def _collect(node: Any, texts: list[str]) -> None:
             _collect(key, texts)
             if not _binary(node, key):
                 _collect(item, texts)
+            elif (text := _decoded(node, item)) is not None:
+                texts.append(text)
     elif isinstance(node, list | tuple):
         for item in node:
             _collect(item, texts)
@@ -121,7 +149,14 @@ def _rebuild(node: Any, texts: Any) -> Any:
         rebuilt: dict[Any, Any] = {}
         for key, item in node.items():
             new_key = _rebuild(key, texts)
-            rebuilt[new_key] = item if _binary(node, key) else _rebuild(item, texts)
+            if not _binary(node, key):
+                rebuilt[new_key] = _rebuild(item, texts)
+            elif (text := _decoded(node, item)) is not None:
+                cleaned = next(texts)
+                same = cleaned == text
+                rebuilt[new_key] = item if same else base64.b64encode(cleaned.encode()).decode()
+            else:
+                rebuilt[new_key] = item
         return rebuilt
     if isinstance(node, list | tuple):
         return [_rebuild(item, texts) for item in node]

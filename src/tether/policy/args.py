@@ -13,6 +13,10 @@ by value:
   surrogate (not text);
 - ``true`` / ``false`` are ``Bool``;
 - an integer is a ``Long`` when it is within Cedar's signed 64-bit range, refused otherwise;
+- a whole number written as a fraction or with an exponent (``5.0``, ``5E+0``,
+  ``50e-1``) is the same ``Long`` as ``5``: it is the same number to the upstream, and a
+  rule ``context.args.n == 5`` must not be passed by spelling it ``5.0`` (a ``Long`` and
+  a ``decimal`` are never equal in Cedar);
 - any other number (a fraction or an exponent) is a Cedar ``decimal`` when it is exactly
   representable as one (at most 4 fractional digits, within
   -922337203685477.5808..922337203685477.5807), refused otherwise (``NaN``, ``Infinity``,
@@ -27,10 +31,12 @@ by value:
 
 Bounds (``[guard]`` ``args_max_bytes``, ``args_max_depth``, ``args_max_values``): larger,
 deeper or more numerous arguments are refused. A refused value makes the call
-*undecidable* (:class:`Undecidable`, naming where and why): the decision point answers a
-deny with the reason ("the call's arguments cannot be decided on: ..."), never an error
-and never a decision that skipped the arguments. Arguments are mapped only when some
-policy reads ``context.args``; when none does they cost nothing.
+*undecidable* (:class:`Undecidable`, naming where and why, never the value: the reason
+goes to the audit log; a member whose key is not a plain name is named by its length):
+the decision point answers a deny with the reason ("the call's arguments cannot be
+decided on: ..."), never an error and never a decision that skipped the arguments.
+Arguments are mapped only when some policy reads ``context.args``; when none does they
+cost nothing.
 
 :func:`from_cedar` maps a record back to JSON (sets as lists), for the property tests that
 hold the mapping to these rules.
@@ -39,6 +45,7 @@ hold the mapping to these rules.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -124,7 +131,7 @@ class _Mapper:
         if isinstance(value, str):
             return _string(value, where)
         if isinstance(value, Decimal):
-            return {"__extn": {"fn": "decimal", "arg": _decimal(value, where)}}
+            return _number(value, where)
         if depth >= self._bounds.max_depth and isinstance(value, (list, dict)):
             raise Undecidable(f"{where}: nested deeper than {self._bounds.max_depth} levels")
         if isinstance(value, list):
@@ -149,8 +156,18 @@ class _Mapper:
             _string(key, f"{where} key")
             if item is None:
                 continue  # an absent member: `has` is false
-            record[key] = self.value(item, f"{where}.{key}", depth)
+            record[key] = self.value(item, _member(where, key), depth)
         return record
+
+
+_NAME: Final = re.compile(r"[A-Za-z0-9_:@-]{1,64}")
+
+
+def _member(where: str, key: str) -> str:
+    """Where a member is, for a refusal's reason (which the audit log keeps): its key when
+    it is a plain name, else only its length (a key is the caller's text: it may be long,
+    or carry what the log must not)."""
+    return f"{where}.{key}" if _NAME.fullmatch(key) else f"{where}[a key of {len(key)} chars]"
 
 
 def _string(value: str, where: str) -> str:
@@ -163,16 +180,24 @@ def _string(value: str, where: str) -> str:
     return value
 
 
+def _number(value: Decimal, where: str) -> int | dict[str, Any]:
+    """A number JSON wrote as a fraction or with an exponent: a ``Long`` when it is whole
+    (``5.0``, ``5E+0``, ``50e-1`` are 5), else a Cedar ``decimal``."""
+    if value.is_finite() and -_LONG <= value < _LONG and value == value.to_integral_value():
+        return int(value)
+    return {"__extn": {"fn": "decimal", "arg": _decimal(value, where)}}
+
+
 def _decimal(value: Decimal, where: str) -> str:
     """The Cedar ``decimal`` literal of ``value``, or :class:`Undecidable`."""
     if not value.is_finite():
-        raise Undecidable(f"{where}: {value} is not a finite number")
+        raise Undecidable(f"{where}: a number that is not finite")
     try:
         exact = value.quantize(_QUANTUM)
     except InvalidOperation:
-        raise Undecidable(f"{where}: {value} is too large for a Cedar decimal") from None
+        raise Undecidable(f"{where}: a number too large for a Cedar decimal") from None
     if exact != value:
-        raise Undecidable(f"{where}: {value} has more than 4 fractional digits")
+        raise Undecidable(f"{where}: a number with more than 4 fractional digits")
     if not _DECIMAL_MIN <= exact <= _DECIMAL_MAX:
-        raise Undecidable(f"{where}: {value} is outside a Cedar decimal's range")
+        raise Undecidable(f"{where}: a number outside a Cedar decimal's range")
     return f"{exact:f}"

@@ -5,7 +5,9 @@ Each identity's answer is one of: allowed (by a grant, or needing none for a del
 hop); *held* — allowed only once a person approves, because every grant that allows it
 carries ``approval``, or because only guardrails annotated ``@approval(...)`` forbid it
 (and without them it would be allowed); or refused (no grant, a plain guardrail, an
-evaluation error). The call is allowed when every identity is; *held* (``allowed`` false,
+evaluation error). An approval names the acting agent, so "the agent's owner" is the
+acting agent's owner: a hold of an earlier agent of the chain with another owner is an
+admin's to lift. The call is allowed when every identity is; *held* (``allowed`` false,
 ``Decision.approval`` the strongest role needed: ``admin`` beats ``owner``) when nothing
 but holds stand in its way; refused otherwise.
 
@@ -17,7 +19,7 @@ touched and the decision event that touched each label (``the work read sensitiv
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cedarpy
@@ -89,8 +91,29 @@ class Verdicts:
                 else:
                     retried = retried if retried is not None else unheld()
                     answer = self._behind(answer, self._answer(index, retried[index]))
-            answers.append(answer)
+            answers.append(self._approver(index, answer, len(results) - 1))
         return self._combine(answers, labels)
+
+    def _approver(self, index: int, answer: _Answer, acting: int) -> _Answer:
+        """An agent's hold for "the agent's owner": the approval the gateway asks names the
+        *acting* agent, so its owner decides. When the held agent is an earlier one with
+        another owner (or none), that person is not the acting agent's owner: only an
+        admin may lift the hold (fail closed; never the next owner down the chain)."""
+        if answer.held != "owner" or index == acting:
+            return answer
+        principal = self._identities[index]
+        if principal.kind != "agent":
+            return answer
+        mine = self._state.agents.get(principal.id)
+        theirs = self._state.agents.get(self._identities[acting].id)
+        if mine is not None and theirs is not None and mine.owner and mine.owner == theirs.owner:
+            return answer
+        reason = answer.reason.replace(f"by {_WHO['owner']}", f"by {_WHO['admin']}", 1)
+        return replace(
+            answer,
+            reason=f"{reason} (its owner is not the acting agent's owner)",
+            held="admin",
+        )
 
     def _combine(self, answers: list[_Answer], labels: tuple[str, ...]) -> Decision:
         refused = [a for a in answers if not a.ok and a.held is None]

@@ -6,7 +6,7 @@ on what they serve (:mod:`.labels`) and the labels the work has touched (:mod:`.
 The gateway (:mod:`tether.gateway`) enforces over this state; it sits above the core,
 this package below it."""
 
-from tether.upstreams.flows import Flows, flow_scopes
+from tether.upstreams.flows import Flows, flow_reads, flow_scopes
 from tether.upstreams.labels import ItemLabels, Labels, LabelSnapshot
 from tether.upstreams.pins import Pins
 from tether.upstreams.servers import Upstream, Upstreams, UpstreamSpec
@@ -20,5 +20,6 @@ __all__ = [
     "Upstream",
     "UpstreamSpec",
     "Upstreams",
+    "flow_reads",
     "flow_scopes",
 ]

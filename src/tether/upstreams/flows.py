@@ -8,7 +8,12 @@ The *work* is named by **scopes**, and a call belongs to several (:func:`flow_sc
   chain and every MCP session of that family;
 - ``pair:<agent>|<person>``: for each agent of the chain, that agent working for that
   person (``user:`` entry of the chain, empty when none), so a fresh token does not
-  launder what the work touched.
+  launder what the work touched;
+- ``agent:<agent>``: all that agent's work, for anyone. It is read only by a call the
+  agent makes on its own (a token for no person): such an agent holds whatever its work
+  for any person took in, so taking its own token does not launder it. A call for a
+  person reads the agent's work on its own too (``pair:<agent>|``), but not its work for
+  other people (:func:`flow_reads`).
 
 Only two labels mean the work *took something in*, and only those are tracked:
 ``sensitive`` (it read private data) and ``untrusted`` (it took in content nobody vetted).
@@ -38,18 +43,42 @@ from tether.errors import StoreUnavailable, TetherError
 from tether.services import Services
 from tether.store import flow_labels
 
-__all__ = ["TRACKED", "Flows", "flow_scopes"]
+__all__ = ["TRACKED", "Flows", "flow_reads", "flow_scopes"]
 
 TRACKED = frozenset({"sensitive", "untrusted"})  # what the work took in
 _PRUNE_BATCH = 10_000  # rows a prune removes at most per transaction
 
 
 def flow_scopes(family: str, chain: Sequence[str]) -> tuple[str, ...]:
-    """The scopes of a call made with a token of ``family`` for ``chain`` (human first):
-    its family, then one ``pair:<agent>|<person>`` per agent of the chain."""
+    """The scopes a call made with a token of ``family`` for ``chain`` (human first)
+    *writes* what it takes in to: its family, one ``pair:<agent>|<person>`` per agent of
+    the chain, and one ``agent:<agent>`` per agent (all that agent's work, for anyone)."""
+    person, agents = _people(chain)
+    return (
+        f"family:{family}",
+        *(f"pair:{agent}|{person}" for agent in agents),
+        *(f"agent:{agent}" for agent in agents),
+    )
+
+
+def flow_reads(family: str, chain: Sequence[str]) -> tuple[str, ...]:
+    """The scopes a call made with a token of ``family`` for ``chain`` *reads* its session
+    from: its family and each agent with its person, as :func:`flow_scopes`; and, for each
+    agent, what it did on its own (``pair:<agent>|``). An agent acting on its own (a token
+    for no person) holds whatever its work for anyone took in: it reads ``agent:<agent>``,
+    so taking its own token does not launder what it touched working for a person."""
+    person, agents = _people(chain)
+    alone = [f"pair:{agent}|" for agent in agents]
+    if not person:
+        alone += [f"agent:{agent}" for agent in agents]
+    return tuple(
+        dict.fromkeys((f"family:{family}", *(f"pair:{a}|{person}" for a in agents), *alone))
+    )
+
+
+def _people(chain: Sequence[str]) -> tuple[str, list[str]]:
     person = next((c.removeprefix("user:") for c in chain if c.startswith("user:")), "")
-    agents = [c for c in chain if not c.startswith("user:")]
-    return (f"family:{family}", *(f"pair:{agent}|{person}" for agent in agents))
+    return person, [c for c in chain if not c.startswith("user:")]
 
 
 class Flows:
