@@ -72,16 +72,6 @@ def test_a_path_rule_and_the_dotdot_guardrail_at_the_gateway(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "red team, open: arguments are decided as given, not as the pinned inputSchema "
-        "types them. An upstream that coerces (the official SDK's pydantic does: 'true' -> "
-        "True, '5' -> 5) acts on a value a guardrail's == never matched. Fix: refuse a call "
-        "whose arguments do not match the pinned inputSchema's declared JSON types (or map "
-        "them to those types before Cedar sees them)."
-    ),
-)
 def test_an_argument_of_the_wrong_type_does_not_slip_past_an_equality_guardrail(
     tether: Tether,
 ) -> None:

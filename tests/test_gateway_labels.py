@@ -65,7 +65,7 @@ def _of(tether: Tether, action: str, path: str) -> set[str]:
 def test_unlabelled_items_count_as_their_kinds_default(fs: Tether) -> None:
     assert _of(fs, "tools/call", "fs/read_file") == {"untrusted", "egress"}
     assert _of(fs, "resources/read", "fs/note:/=/welcome") == {"untrusted"}
-    assert _of(fs, "prompts/get", "fs/summarise") == set()
+    assert _of(fs, "prompts/get", "fs/summarise") == {"egress"}  # its arguments go out
     # an item nobody pinned yet, on a server nobody added: the default too
     assert _of(fs, "tools/call", "elsewhere/anything") == {"untrusted", "egress"}
     # what is not an MCP item has no labels
@@ -132,7 +132,7 @@ def test_labelling_is_recorded_moves_the_epoch_and_names_the_sources(fs: Tether)
         "egress": ["default"],
         "untrusted": ["default"],
     }
-    assert listing[("prompt", "summarise")].to_dict()["labels"] == ["plain"]
+    assert listing[("prompt", "summarise")].to_dict()["labels"] == ["egress"]
     assert listing[("resource", "note://welcome")].path == "fs/note:/=/welcome"
 
 

@@ -26,6 +26,7 @@ from tether.permissions import ACTIONS
 
 __all__ = [
     "SCHEMA_TEXT",
+    "args_mismatch",
     "args_read",
     "args_type",
     "pinned_args_type",
@@ -103,6 +104,67 @@ def _type(node: Any, depth: int) -> str | None:
         return f"Set<{inner}>" if inner is not None else None
     if kind == "object":
         return _record(node, depth)
+    return None
+
+
+_JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")
+
+
+def args_mismatch(input_schema: Any, args: Mapping[str, Any]) -> str | None:
+    """Where a call's arguments disagree with the JSON types the tool's pinned
+    ``inputSchema`` declares (``args.fail is a string, the tool's input schema says
+    boolean``), or ``None``. An upstream that coerces (``"true"`` to ``True``, ``"5"`` to
+    ``5``, as lax validators do) would act on a value no rule on ``context.args`` saw:
+    such a call cannot be decided on. Properties without a plain ``type`` (or a list of
+    them) are not checked; a ``null`` member is absent (as ``context.args`` has it); the
+    walk is as deep as the schema, at most 8 levels."""
+    if not isinstance(input_schema, Mapping):
+        return None
+    return _mismatch(input_schema, args, "args", 0)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "integer" if value.is_integer() else "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "null" if value is None else "object"
+
+
+def _mismatch(node: Mapping[str, Any], value: Any, where: str, depth: int) -> str | None:
+    if depth >= _MAX_DEPTH:
+        return None
+    declared = node.get("type")
+    kinds = [declared] if isinstance(declared, str) else declared
+    if isinstance(kinds, list) and kinds and all(k in _JSON_TYPES for k in kinds):
+        found = _json_type(value)
+        fits = found in kinds or (found == "integer" and "number" in kinds)
+        if not fits:
+            said = " or ".join(kinds)
+            article = "an" if found[0] in "aeiou" else "a"
+            return f"{where} is {article} {found}, the tool's input schema says {said}"
+    properties = node.get("properties")
+    if isinstance(value, Mapping) and isinstance(properties, Mapping):
+        for name, sub in properties.items():
+            member = value.get(name) if isinstance(name, str) else None
+            if member is None or not isinstance(sub, Mapping):
+                continue
+            shown = f"{where}.{name}" if name.isidentifier() and len(name) <= 64 else where
+            found_here = _mismatch(sub, member, shown, depth + 1)
+            if found_here:
+                return found_here
+    items = node.get("items")
+    if isinstance(value, list) and isinstance(items, Mapping):
+        for item in value:
+            found_here = _mismatch(items, item, f"{where}[]", depth + 1)
+            if found_here:
+                return found_here
     return None
 
 

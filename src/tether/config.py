@@ -347,7 +347,7 @@ class GuardSettings(BaseModel):
 
     unlabelled_tool: tuple[str, ...] = ("untrusted", "egress")
     unlabelled_resource: tuple[str, ...] = ("untrusted",)
-    unlabelled_prompt: tuple[str, ...] = ()
+    unlabelled_prompt: tuple[str, ...] = ("egress",)  # its arguments go to the upstream
     trifecta: FlowMode = "deny"
     flow_window: Duration = timedelta(hours=24)
     args_max_bytes: int = Field(default=1_048_576, ge=1024, le=16_777_216)

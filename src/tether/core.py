@@ -286,6 +286,11 @@ class Tether:
         context that sets a server-computed key included), before anything is decided."""
         self.pdp.validate(request)
 
+    def reads_context(self, name: str) -> bool:
+        """Whether some guardrail or grant condition may read ``context.<name>`` (the
+        gateway checks a call's arguments against its tool's input schema only then)."""
+        return self.pdp.reads(name)
+
     @property
     def reserved_context(self) -> frozenset[str]:
         """The context keys the server computes, which no caller may set."""

@@ -31,6 +31,7 @@ from anyio import to_thread
 
 from tether.approvals import Approval, call_digest
 from tether.audit.record import Effect, Entry
+from tether.cedar_schema import args_mismatch
 from tether.core import Tether, Then, decision_entry
 from tether.errors import TetherError
 from tether.gateway import scrub
@@ -339,6 +340,14 @@ class Gateway:
             self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why)
         path = item_path(self.server, kind, shown[0])
+        if kind == "tool" and args and self.tether.reads_context("args"):
+            # a rule reads the arguments: they must be what the pinned schema says they
+            # are, or an upstream that coerces would act on a value no rule saw
+            mismatch = args_mismatch(shown[0].get("inputSchema"), args)
+            if mismatch is not None:
+                why = f"the call's arguments cannot be decided on: {mismatch}"
+                self._refuse(path, action, why, actor)
+                raise Refused(why)
         scopes = flow_scopes(token.family, token.chain)
         reads = flow_reads(token.family, token.chain)
         session = self._session(reads, path, action, actor)

@@ -131,6 +131,15 @@ class DecisionPoint:
         """The context keys a caller may not set (server-computed)."""
         return self._reserved
 
+    def reads(self, name: str) -> bool:
+        """Whether some policy of the current state may read ``context.<name>`` (fail
+        closed: True when the state cannot be built)."""
+        try:
+            state, _, _ = self._current()
+        except Exception:  # the decision itself will fail closed; assume it is read
+            return True
+        return reads(state.context_reads, name)
+
     # ---- the answer ---------------------------------------------------------------------
 
     def decide(self, request: AccessRequest) -> Decision:
