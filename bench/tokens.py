@@ -309,6 +309,7 @@ def profile(call: Callable[[], object], n: int) -> None:
 def payload(agent: Agent, audience: str, lifetime: timedelta, issuer: str) -> dict[str, Any]:
     """The claims ``Tokens.client_credentials`` puts in an agent's own token."""
     now = int(time.time())
+    jti = secrets.token_urlsafe(16)
     return {
         "sub": agent.id,
         "client_id": agent.id,
@@ -317,7 +318,8 @@ def payload(agent: Agent, audience: str, lifetime: timedelta, issuer: str) -> di
         "iat": now,
         "nbf": now,
         "exp": now + int(lifetime.total_seconds()),
-        "jti": secrets.token_urlsafe(16),
+        "jti": jti,
+        "tether_family": jti,  # an agent's own token is its family's root
         "scope": f"{ACTION}:{RESOURCE}",
     }
 
