@@ -22,22 +22,28 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import anyio
 from anyio import to_thread
 
-from tether.approvals import Approval, call_digest
-from tether.audit.record import Effect, Entry
+from tether.audit.record import Entry
 from tether.cedar_schema import args_mismatch
-from tether.core import Tether, Then, decision_entry
+from tether.core import Tether
 from tether.errors import TetherError
 from tether.gateway import scrub
-from tether.policy.decision import AccessRequest, Decision, canonical
+from tether.gateway.deciding import Deciding
+from tether.gateway.refusals import (
+    APPROVAL_META,
+    Held,
+    Progress,
+    Refused,
+    error_result,
+    reason_of,
+)
+from tether.policy.decision import Decision
 from tether.tokens import VerifiedToken
-from tether.upstreams.flows import TRACKED, flow_reads, flow_scopes
 from tether.upstreams.paths import FIELD, item_path
 
 __all__ = [
@@ -64,57 +70,6 @@ class ToolSource(Protocol):
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]: ...
 
 
-class Refused(Exception):
-    """The request was refused (and recorded); ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-    @property
-    def message(self) -> str:
-        """What the agent is told."""
-        return f"denied: {self.reason}"
-
-    @property
-    def meta(self) -> dict[str, Any] | None:
-        """What the answer's ``_meta`` (a tool result) or error ``data`` carries."""
-        return None
-
-
-class Held(Refused):
-    """The call waits for a person's approval (pending approval ``approval``); the held
-    decision is recorded, and so is the approval."""
-
-    def __init__(self, approval: str, reasons: Sequence[str]) -> None:
-        why = "; ".join(reasons) or "the call needs approval"
-        how = f"approve with: tether approvals approve {approval}"
-        super().__init__(f"held for approval {approval}: {why}; {how}")
-        self.approval = approval
-
-    @property
-    def message(self) -> str:
-        return self.reason
-
-    @property
-    def meta(self) -> dict[str, Any] | None:
-        return {APPROVAL_META: self.approval}
-
-
-APPROVAL_META = "tether/approval"  # the pending approval's ID, in a held answer's _meta
-
-# progress(progress, total, message): tells a waiting client how long it has waited
-Progress = Callable[[float, float | None, str], Awaitable[None]]
-
-
-def error_result(text: str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """An MCP tool result that says why nothing was done (``meta``: its ``_meta``)."""
-    result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": True}
-    if meta:
-        result["_meta"] = dict(meta)
-    return result
-
-
 Listing = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 
@@ -134,6 +89,7 @@ class Gateway:
         self.resource = f"{tether.settings.issuer}/mcp/{server}"
         self._sleep = sleep  # how a held call waits between looks at its approval
         self._poll = poll
+        self._deciding = Deciding(tether, self._refuse)
 
     def verify(self, bearer: str) -> VerifiedToken:
         """The caller's token, for this server only; raises InvalidToken."""
@@ -264,7 +220,7 @@ class Gateway:
                 state = await to_thread.run_sync(self.tether.approvals.state, approval)
             except Exception as exc:  # the store failed: stop waiting, the call stays held
                 log.warning(
-                    "approval %s could not be read while waiting: %s", approval, _reason(exc)
+                    "approval %s could not be read while waiting: %s", approval, reason_of(exc)
                 )
                 return False
             if state != "pending":
@@ -332,7 +288,7 @@ class Gateway:
             if not shown:  # why it is held (the pins are settled now: nothing is recorded twice)
                 held = self.tether.pins.sort(self.server, kind, offered, complete=False).held
         except Exception as exc:  # the upstream or the store failed: fail closed
-            why = f"the request was not made: {_reason(exc)}"
+            why = f"the request was not made: {reason_of(exc)}"
             self._refuse(f"{self.server}/{wanted}", action, why, actor)
             raise Refused(why) from None
         if not shown:
@@ -348,133 +304,8 @@ class Gateway:
                 why = f"the call's arguments cannot be decided on: {mismatch}"
                 self._refuse(path, action, why, actor)
                 raise Refused(why)
-        scopes = flow_scopes(token.family, token.chain)
-        reads = flow_reads(token.family, token.chain)
-        session = self._session(reads, path, action, actor)
-        decision = self._decide(token, action, path, args, session, scopes)
-        if decision.allowed:
-            return token, path, decision
-        if decision.approval is None or decision.seq is None:  # not held, or not on record
-            raise Refused("; ".join(decision.reasons))
-        try:
-            pending = self.tether.approvals.request(
-                chain=token.chain,
-                agent=actor,
-                action=action,
-                resource=path,
-                args=args,
-                reasons=decision.reasons,
-                approver=decision.approval,
-                request_seq=decision.seq,
-            )
-        except Exception as exc:  # the held decision is on record; nobody can approve it
-            cause = str(exc) if isinstance(exc, ValueError) else _reason(exc)
-            why = f"held for approval, but no approval could be asked: {cause}"
-            self._refuse(path, action, why, actor)
-            raise Refused(why) from None
-        raise Held(pending.id, decision.reasons)
-
-    def _decide(
-        self,
-        token: VerifiedToken,
-        action: str,
-        path: str,
-        args: dict[str, Any] | None,
-        session: dict[str, Any],
-        scopes: tuple[str, ...],
-    ) -> Decision:
-        """The recorded decision on the call. Only a call the decision point holds costs a
-        look for an approval granted for it (by its digest: chain, action, path,
-        arguments); when there is one, the call is decided again with it and the approval
-        used (:meth:`_consume`), so the record shows the hold, then the allow that names
-        the approval. What an allowed call takes in (its ``sensitive`` and ``untrusted``
-        labels) is written for the flow's scopes with the decision's record, naming its
-        event (:meth:`_taking`): if that cannot be written, the call is denied."""
-        request = token.request(action, path, args=args)
-        if session:  # what the work touched so far: context.session
-            request = replace(request, session=canonical(session))
-        taking = self._taking(scopes, path)
-        [decision] = self.tether.decide_all([request], then=taking)
-        if decision.approval is None or decision.seq is None:
-            return decision
-        try:
-            digest = call_digest(token.chain, action, path, args)
-        except ValueError:  # no approval can name it: it stays held (and is refused)
-            return decision
-        try:
-            granted = self.tether.approvals.granted(digest, decision.approval)
-        except TetherError as exc:  # fail closed: the hold stands, nothing is asked
-            why = f"held, and no approval could be looked up: {exc.description}"
-            self._refuse(path, action, why, token.client_id)
-            return replace(decision, reasons=(why,), approval=None)
-        if granted is None:
-            return decision
-        return self._consume(replace(request, approval=granted.id), granted, digest, taking)
-
-    def _taking(self, scopes: tuple[str, ...], path: str) -> Then:
-        """For a decision on ``path``: the effect that records, for each of ``scopes``,
-        the labels an allowed call takes in (none for a deny, or a call that takes in
-        nothing tracked)."""
-        now = self.tether.clock()
-
-        def then(decision: Decision) -> Effect | None:
-            if not decision.allowed:
-                return None
-            taken = TRACKED.intersection(decision.labels)
-            return self.tether.flows.effect(scopes, taken, path, now)
-
-        return then
-
-    def _consume(
-        self, request: AccessRequest, granted: Approval, digest: str, taking: Then
-    ) -> Decision:
-        """Decide a call an approval was granted for, and use the approval in the
-        transaction that records the decision: an allow only for the one call that
-        consumes it (across processes); a deny names the approval already used."""
-        [(decision, entry)] = self.tether.decide_with_effect([request])
-        if not decision.allowed:
-            return self._record(decision, entry)
-        try:
-            with self.tether.store.write() as conn:
-                used = self.tether.approvals.consume(conn, granted.id, digest)
-                if used:  # written now, for its sequence number (the flow names it)
-                    [seq] = self.tether.events.insert(conn, entry)
-                    effect = taking(decision)
-                    if effect is not None:
-                        effect(conn, seq)
-        except TetherError as exc:  # rolled back: the approval is still there to use
-            why = f"decision record could not be written, denied: {exc.description}"
-            denied = replace(decision, allowed=False, reasons=(why,), grants=())
-            return self._record(denied, decision_entry(denied))
-        if used:
-            return replace(decision, seq=seq)
-        why = (
-            f"approval {granted.id} was already used (or expired): a new call needs a new approval"
-        )
-        denied = replace(decision, allowed=False, reasons=(why,), grants=())
-        return self._record(denied, decision_entry(denied))
-
-    def _record(self, decision: Decision, entry: Entry) -> Decision:
-        """Write a decision's event on its own; if that fails, the answer is a deny that
-        says so (fail closed), as :meth:`tether.core.Tether.record` does."""
-        try:
-            [seq] = self.tether.events.record(entry)
-        except TetherError as exc:
-            why = f"decision record could not be written, denied: {exc.description}"
-            return replace(decision, allowed=False, reasons=(why,), grants=(), approval=None)
-        return replace(decision, seq=seq)
-
-    def _session(
-        self, scopes: tuple[str, ...], path: str, action: str, actor: str
-    ) -> dict[str, Any]:
-        """What the work (the token's family, each agent with its person) touched so far:
-        the request's ``session``; refused (recorded) when it cannot be read."""
-        try:
-            return self.tether.flows.touched(scopes)
-        except Exception as exc:  # the store failed: no decision without the session
-            why = f"the request was not made: its data flow could not be read ({_reason(exc)})"
-            self._refuse(path, action, why, actor)
-            raise Refused(why) from None
+        decision = self._deciding.decide(token, action, path, args, actor)
+        return token, path, decision
 
     async def _forward(
         self,
@@ -493,8 +324,8 @@ class Gateway:
         except Exception as exc:
             if not tool:
                 self._result(token, action, path, "failed", 0, started, decision=decision)
-                raise Refused(f"the upstream failed: {_reason(exc)}") from None
-            result, outcome = error_result(f"the upstream failed: {_reason(exc)}"), "failed"
+                raise Refused(f"the upstream failed: {reason_of(exc)}") from None
+            result, outcome = error_result(f"the upstream failed: {reason_of(exc)}"), "failed"
         size = len(json.dumps(result, separators=(",", ":")).encode())
         # the injected credentials, taken out by the upstream session
         found = scrub.injected(
@@ -509,7 +340,7 @@ class Gateway:
                 found.update(more)
             except Exception as exc:  # not checked, not shown (fail closed)
                 why = "the result was withheld: it could not be checked for secrets"
-                why = f"{why} ({_reason(exc)})"
+                why = f"{why} ({reason_of(exc)})"
                 log.warning("%s %s: %s", action, path, why)
                 self.tether.metrics.inc("tether_gateway_results_withheld_total")
                 self._result(token, action, path, "withheld", size, started, found, decision)
@@ -570,9 +401,3 @@ class Gateway:
                 detail=detail,
             )
         )
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, Refused):
-        return exc.reason
-    return exc.description if isinstance(exc, TetherError) else type(exc).__name__
