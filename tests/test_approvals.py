@@ -24,13 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether.approvals import Approval, call_digest, redact_arguments
+from tether.approvals.webhook import Webhook
 from tether.audit.record import Entry
 from tether.callers import Caller
 from tether.core import Tether
 from tether.errors import Forbidden, IllegalTransition, InvalidRequest, NotFound
 from tether.metrics import Metrics
 from tether.model import Email
-from tether.webhook import Webhook
 
 ADMIN = Caller.admin()
 ALICE = Caller.user(Email("alice@example.com"))
@@ -536,3 +536,46 @@ def test_a_failing_webhook_never_fails_the_call_and_is_counted(receiver) -> None
 def test_entries_carry_no_exact_arguments() -> None:
     asked = Entry.of("approval.requested", actor="a", detail={"redacted_arguments": {}})
     assert "arguments" not in asked.detail
+
+
+def test_a_webhook_receiver_that_drips_its_answer_cannot_hold_the_sender() -> None:
+    """The POST has one deadline for the whole exchange (the audit sinks' Poster), not a
+    timeout per read: a receiver that answers one header line every 0.1 s for seconds
+    fails the notification within the deadline (counted), it does not hold the thread."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    stop = threading.Event()
+
+    def drip(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not stop.wait(0.1):
+                    conn.sendall(b"X-Slow: yes\r\n")
+            except OSError:
+                return
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    metrics = Metrics()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    hook = Webhook(url, metrics, timeout=0.5, attempts=2, sleep=lambda _: None)
+    try:
+        hook.notify({"id": "ap_slow"})
+        assert hook.join(timeout=4)  # two attempts of 0.5 s each, not the drip's pace
+        assert "tether_webhook_failures_total 1" in metrics.render({})
+    finally:
+        stop.set()
+        hook.close()
+        listener.close()

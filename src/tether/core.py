@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from tether.admin_tokens import TOKEN_PREFIX, AdminTokens
 from tether.approvals import Approvals
+from tether.approvals.webhook import Webhook
 from tether.audit.checkpoints import Checkpoints
 from tether.audit.log import AuditLog
 from tether.audit.record import Effect, Entry
@@ -50,7 +51,6 @@ from tether.store import Store
 from tether.tokens import Tokens
 from tether.upstreams import Flows, Labels, Pins, Upstreams
 from tether.vault import Broker
-from tether.webhook import Webhook
 
 log = logging.getLogger("tether")
 

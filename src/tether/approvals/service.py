@@ -50,6 +50,7 @@ from tether.approvals.record import (
     requested_entry,
     row_of,
 )
+from tether.approvals.webhook import Webhook
 from tether.audit.record import Entry
 from tether.audit.throttle import RefusalLog
 from tether.callers import Caller
@@ -59,7 +60,6 @@ from tether.model import parse_text
 from tether.registry import Registry
 from tether.services import Services
 from tether.store import agents, approvals
-from tether.webhook import Webhook
 
 __all__ = ["MAX_LIMIT", "Approvals"]
 

@@ -1,16 +1,19 @@
 """Notifications POSTed to a configured URL from a background thread, never in the way.
 
 :class:`Webhook` queues JSON documents and one daemon thread sends them, each with a short
-timeout and a few retries (with a growing pause); a failure is logged and counted
+deadline and a few retries (with a growing pause); a failure is logged and counted
 (``tether_webhook_failures_total``), never raised to whoever queued it, and a full queue
-drops the newest notification (counted as ``tether_webhook_dropped_total``). Redirects are
-not followed (a 3xx is a failure): the URL is the admin's configuration, and a redirect
-would send the body somewhere nobody configured. The body must hold nothing secret (the
-caller's duty: approvals send the redacted arguments only).
+drops the newest notification (counted as ``tether_webhook_dropped_total``). Each POST
+goes through the audit sinks' :class:`~tether.audit.poster.Poster`: one deadline for the
+whole exchange and a capped answer, so a receiver can neither hold the thread nor fill
+memory. Redirects are not followed (a 3xx is a failure): the URL is the admin's
+configuration, and a redirect would send the body somewhere nobody configured. The body
+must hold nothing secret (the caller's duty: approvals send the redacted arguments only).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -18,8 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
+from tether.audit.poster import Poster
 from tether.metrics import Metrics
 
 __all__ = ["Webhook"]
@@ -42,7 +44,6 @@ class Webhook:
         attempts: int = 3,
         pause: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url
         self._metrics = metrics
@@ -50,7 +51,6 @@ class Webhook:
         self._attempts = attempts
         self._pause = pause
         self._sleep = sleep
-        self._transport = transport
         self._queue: queue.Queue[Any] = queue.Queue(_QUEUE)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -89,33 +89,35 @@ class Webhook:
                 self._thread.start()
 
     def _run(self) -> None:
-        with httpx.Client(
-            timeout=self._timeout, follow_redirects=False, transport=self._transport
-        ) as client:
+        poster = Poster(self.url, deadline=self._timeout)
+        try:
             while True:
                 body = self._queue.get()
                 try:
                     if body is _STOP:
                         return
-                    self._send(client, body)
+                    self._send(poster, body)
                 finally:
                     self._queue.task_done()
+        finally:
+            poster.close()
 
-    def _send(self, client: httpx.Client, body: dict[str, Any]) -> None:
+    def _send(self, poster: Poster, body: dict[str, Any]) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
         why = ""
         for attempt in range(self._attempts):
             if attempt:
                 self._sleep(self._pause * attempt)
             try:
-                response = client.post(self.url, json=body)
-            except httpx.HTTPError as exc:
+                status = poster.post(data, [("Content-Type", "application/json")])
+            except Exception as exc:  # DeadlinePassed, the connection's errors: retried
                 why = type(exc).__name__
                 continue
-            if 200 <= response.status_code < 300:
+            if 200 <= status < 300:
                 self._metrics.inc("tether_webhook_sent_total")
                 return
-            why = f"HTTP {response.status_code}"
-            if response.is_redirect:
+            why = f"HTTP {status}"
+            if 300 <= status < 400:
                 break  # not followed, not retried: the configured URL answers with a redirect
         self._metrics.inc("tether_webhook_failures_total")
         log.error("webhook %s failed after %d attempt(s): %s", self.url, attempt + 1, why)
