@@ -21,8 +21,10 @@ Only two labels mean the work *took something in*, and only those are tracked:
 are judged on the call itself (``resource.labels``), never remembered.
 
 After an allowed call of an item with a tracked label, the gateway records, per scope and
-label, the latest decision event that touched it (:meth:`Flows.touch`, an atomic upsert
-that keeps the highest sequence number, correct across processes sharing the store);
+label, the latest decision event that touched it (:meth:`Flows.effect`, an atomic upsert
+that keeps the highest sequence number, written in the transaction that records the
+decision, correct across processes sharing the store; :meth:`Flows.touch` writes the
+same on its own);
 before each call it reads them back (:meth:`Flows.touched`, one indexed query) into the
 request's ``session``. What is older than ``[guard] flow_window`` no longer counts (family
 scopes too, for simplicity: a family rarely outlives it) and is pruned by the sweeper.
@@ -37,7 +39,6 @@ from typing import Any
 from sqlalchemy import Connection, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tether.audit.log import GroupCommit
 from tether.audit.record import Effect
 from tether.errors import StoreUnavailable, TetherError
 from tether.services import Services
@@ -88,9 +89,6 @@ class Flows:
         self._store = services.store
         self._window = services.settings.guard.flow_window
         self._clock = services.clock
-        # concurrent calls' touches share one transaction (each caller still returns only
-        # once its own rows are committed, or raises)
-        self._commits: GroupCommit[dict[str, Any]] = GroupCommit(self._write)
 
     def touched(
         self, scopes: Collection[str], since: datetime | None = None
@@ -126,17 +124,10 @@ class Flows:
         ``labels`` for each of ``scopes``: one upsert per (scope, label) that keeps the
         latest sequence number, atomic across processes. Labels other than the tracked
         ones (:data:`TRACKED`) are ignored; nothing to record writes nothing."""
-        wanted = sorted(set(labels) & TRACKED)
-        keys = sorted(set(scopes))
-        if not wanted or not keys:
-            return
-        at = at if at is not None else self._clock()
-        rows = [
-            {"scope": scope, "label": label, "seq": seq, "resource": resource, "at": at}
-            for scope in keys
-            for label in wanted
-        ]
-        self._commits.submit(rows)
+        effect = self.effect(scopes, labels, resource, at)
+        if effect is not None:  # on its own: the gateway writes it with the decision
+            with self._store.write() as conn:
+                effect(conn, seq)
 
     def effect(
         self,
@@ -173,19 +164,6 @@ class Flows:
                 ) from None
 
         return write
-
-    def _write(self, rows: list[dict[str, Any]]) -> list[int]:
-        """One transaction for the touches of the moment: per (scope, label) the latest
-        event of the batch, upserted in key order (concurrent writers lock rows in one
-        order)."""
-        latest: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in rows:
-            key = (row["scope"], row["label"])
-            if key not in latest or row["seq"] > latest[key]["seq"]:
-                latest[key] = row
-        with self._store.write() as conn:
-            conn.execute(_upsert(conn), [latest[key] for key in sorted(latest)])
-        return [1] * len(rows)
 
     def prune(self, now: datetime | None = None) -> int:
         """Forget what is older than the window (at most a bounded batch per call: the
