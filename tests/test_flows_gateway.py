@@ -327,3 +327,47 @@ def test_annotations_of_the_pinned_tool_add_labels_to_the_decision(world: World)
     # plain, but destructiveHint: true in the pinned definition adds destructive, and
     # readOnlyHint: true takes nothing away
     assert world.decision("web/wipe").detail["labels"] == ["destructive"]
+
+
+@pytest.mark.slow
+def test_write_file_under_the_allowed_prefix_only_at_the_filesystem_server(world: World) -> None:
+    """The issue's first example against the third-party filesystem server: a grant whose
+    condition reads ``context.args.path`` lets ``write_file`` write under the prefix; a
+    path elsewhere, and one that climbs out with ``..`` (the shipped guardrail), is denied
+    with the reason and never reaches the server."""
+    files = world.root / "files"
+    reports = files / "reports"
+    reports.mkdir()
+    world.tether.grants.add(
+        ADMIN,
+        GrantSpec(
+            "d",
+            "tools/call",
+            "fs/write_file",
+            condition=f'context.args.path like "{reports}/*"',
+        ),
+    )
+    rail = Path(__file__).resolve().parents[1] / "docs" / "policies" / "no-dotdot.cedar"
+    world.tether.guardrails.add(ADMIN, rail.read_text(encoding="utf-8"), source="no-dotdot")
+    token = world.own("d", "fs")
+    inside, elsewhere = reports / "q1.txt", files / "q1.txt"
+    climbing = f"{reports}/../customers.txt"
+
+    async def work(call: Calls) -> list[tuple[bool, str]]:
+        return [
+            await call(token, "fs", "write_file", path=str(inside), content="q1 figures"),
+            await call(token, "fs", "write_file", path=str(elsewhere), content="nope"),
+            await call(token, "fs", "write_file", path=climbing, content="overwritten"),
+        ]
+
+    allowed, outside, climbed = _run(world, work)
+    assert not allowed[0], allowed[1]
+    assert inside.read_text(encoding="utf-8") == "q1 figures"
+    assert outside[0] and outside[1].startswith("denied: ")
+    assert "holds no grant" in outside[1] or "evaluation error" in outside[1]
+    assert not elsewhere.exists()
+    assert climbed[0] and "no-dotdot" in climbed[1]
+    assert world.secret.read_text(encoding="utf-8") == SECRET  # never reached the server
+    refusals = [e for e in world.tether.events.list(type="decision") if e.decision == "deny"]
+    assert [e.resource for e in refusals] == ["fs/write_file", "fs/write_file"]
+    assert all(e.detail.get("args_digest") for e in refusals)
