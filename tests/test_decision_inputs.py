@@ -92,8 +92,9 @@ def test_the_schema_context_is_the_builtin_inputs_and_risk() -> None:
         "hour",
         "args",
         "session",
+        "http",
     }
-    assert {"risk", "args", "session"} <= RESERVED
+    assert {"risk", "args", "session", "http"} <= RESERVED
     assert reserved_names() == RESERVED | {i.name for i in BUILTIN_INPUTS}
 
 

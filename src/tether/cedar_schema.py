@@ -39,11 +39,12 @@ _ACTION_LIST = ", ".join(f'"{action}"' for action in ACTIONS)
 _SESSION = "{ labels: Set<String> }"
 
 
-def schema_text(args: str = "{}") -> str:
-    """The schema's text, ``context.args`` of type ``args`` (a Cedar record type)."""
+def schema_text(args: str = "{}", http: str = "{}") -> str:
+    """The schema's text, ``context.args`` of type ``args`` and ``context.http`` of type
+    ``http`` (Cedar record types)."""
     context = (
         "chain_depth: Long, on_behalf_of: String, time: Long, hour: Long, "
-        f"args: {args}, session: {_SESSION}, risk: Long"
+        f"args: {args}, session: {_SESSION}, http: {http}, risk: Long"
     )
     return f"""\
 entity User = {{ email: String, groups: Set<String>, state: String }};

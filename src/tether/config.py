@@ -30,6 +30,7 @@ __all__ = [
     "LABELS",
     "AuditSettings",
     "DetectSettings",
+    "EgressSettings",
     "GuardSettings",
     "IdpConfig",
     "Settings",
@@ -372,6 +373,52 @@ class GuardSettings(BaseModel):
         return self
 
 
+class EgressSettings(BaseModel):
+    """``[egress]``: the identity-aware egress proxy for agents' HTTP API calls (issue 18;
+    see docs/egress.md).
+
+    - ``port``: where ``tether up`` serves the forward proxy (``HTTPS_PROXY``; 0: not
+      served; ``tether proxy`` serves it alone); ``host`` its address (``tether up``'s
+      ``--host`` when unset).
+    - ``max_request_bytes`` / ``max_response_bytes``: larger bodies are refused (413 / 502).
+    - ``connect_timeout`` / ``timeout``: reaching the destination, and its whole answer.
+    - ``max_redirects``: redirects followed *within* the destination, each decided again.
+    - ``unlabelled``: the labels a destination counts as while nobody has labelled it
+      (safe by default: what it answers is untrusted, what is sent to it leaves).
+    - ``context_headers``: the request headers rules may read as ``context.http.headers``
+      (lower case); ``body_max_bytes``: a JSON body larger than this is not mapped into
+      ``context.http.body`` (a rule that reads it then denies, saying why).
+    - ``ca_file``: extra CA certificates (PEM) Tether trusts when it verifies an
+      ``internal`` destination's TLS certificate (the system's are always trusted).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    port: int = Field(default=8701, ge=0, le=65535)
+    host: str | None = None
+    max_request_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
+    max_response_bytes: int = Field(default=10_485_760, ge=1024, le=1_073_741_824)
+    connect_timeout: Duration = timedelta(seconds=5)
+    timeout: Duration = timedelta(seconds=30)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    unlabelled: tuple[str, ...] = ("untrusted", "egress")
+    context_headers: tuple[str, ...] = ("content-type", "accept", "user-agent")
+    body_max_bytes: int = Field(default=65_536, ge=0, le=16_777_216)
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> EgressSettings:
+        for label in self.unlabelled:
+            if label not in LABELS:
+                raise ValueError(f"unlabelled: {label!r} is not a label ({', '.join(LABELS)})")
+        for header in self.context_headers:
+            if not header or header != header.lower() or not header.replace("-", "").isalnum():
+                raise ValueError(f"context_headers: {header!r} is not a lower-case header name")
+        if self.connect_timeout.total_seconds() <= 0 or self.timeout.total_seconds() <= 0:
+            raise ValueError("connect_timeout and timeout must be positive")
+        return self
+
+
 class Settings(BaseModel):
     """Everything the library needs to know, already parsed and checked."""
 
@@ -414,6 +461,7 @@ class Settings(BaseModel):
     vault: VaultSettings = VaultSettings()
     detect: DetectSettings = DetectSettings()
     guard: GuardSettings = GuardSettings()
+    egress: EgressSettings = EgressSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

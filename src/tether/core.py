@@ -49,7 +49,7 @@ from tether.reports import Reports
 from tether.services import Services
 from tether.store import Store
 from tether.tokens import Tokens
-from tether.upstreams import Flows, Labels, Pins, Upstreams
+from tether.upstreams import Destinations, Flows, Labels, Pins, Upstreams
 from tether.vault import Broker
 
 log = logging.getLogger("tether")
@@ -139,6 +139,7 @@ class Tether:
         self.epoch = StateEpoch(store, settings.decision_staleness_ms / 1000)
         self.services = Services(store, settings, self.events, self.epoch, clock)
         self.upstreams = Upstreams(self.services)
+        self.destinations = Destinations(self.services)  # the egress proxy's HTTP APIs
         self.pins = Pins(self.services)
         self.labels = Labels(self.services)  # labels on tools, resources and prompts
         self.flows = Flows(self.services)  # the labels each token family and pair touched

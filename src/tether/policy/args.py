@@ -76,9 +76,12 @@ class Bounds:
 DEFAULT_BOUNDS: Final = Bounds()
 
 
-def to_cedar(text: str | None, bounds: Bounds = DEFAULT_BOUNDS) -> dict[str, Any]:
-    """The Cedar record (in Cedar's JSON form) for a call's canonical JSON arguments;
-    ``{}`` for none. Raises :class:`Undecidable` for what the rules refuse."""
+def to_cedar(
+    text: str | None, bounds: Bounds = DEFAULT_BOUNDS, *, where: str = "args"
+) -> dict[str, Any]:
+    """The Cedar record (in Cedar's JSON form) for a call's canonical JSON arguments
+    (``where``: the context key they are, for the reasons); ``{}`` for none. Raises
+    :class:`Undecidable` for what the rules refuse."""
     if text is None:
         return {}
     size = len(text.encode("utf-8", "surrogatepass"))
@@ -91,7 +94,7 @@ def to_cedar(text: str | None, bounds: Bounds = DEFAULT_BOUNDS) -> dict[str, Any
     if not isinstance(value, dict):
         raise Undecidable("the arguments are not a JSON object")
     mapper = _Mapper(bounds)
-    return mapper.record(value, "args", 1)
+    return mapper.record(value, where, 1)
 
 
 def from_cedar(value: Any) -> Any:

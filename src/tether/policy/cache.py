@@ -24,7 +24,7 @@ __all__ = ["cache_key", "finish"]
 
 # the request's fields that key the cache themselves: all but those only inputs read
 _KEYED = tuple(
-    f.name for f in fields(AccessRequest) if f.name not in ("args", "session", "approval")
+    f.name for f in fields(AccessRequest) if f.name not in ("args", "session", "approval", "http")
 )
 
 

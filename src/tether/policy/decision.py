@@ -34,6 +34,9 @@ class AccessRequest:
       work has touched and the latest decision event that touched each; Cedar sees
       ``context.session.labels``.
     - ``approval``: the ID of a granted approval the gateway consumed for this very call.
+    - ``http``: an API call's request through the egress proxy as canonical JSON
+      (``{"method", "path", "query", "headers", "body"}``, :mod:`tether.egress`), which
+      Cedar sees as ``context.http``; ``None`` for anything else.
     """
 
     principal: str
@@ -47,6 +50,7 @@ class AccessRequest:
     args: str | None = None
     session: str = ""
     approval: str = ""
+    http: str | None = None
 
     @classmethod
     def of(
@@ -63,6 +67,7 @@ class AccessRequest:
         args: dict[str, Any] | None = None,
         session: dict[str, Any] | None = None,
         approval: str = "",
+        http: dict[str, Any] | None = None,
     ) -> AccessRequest:
         return cls(
             principal=principal,
@@ -76,6 +81,7 @@ class AccessRequest:
             args=canonical(args) if args is not None else None,
             session=canonical(session) if session else "",
             approval=approval,
+            http=canonical(http) if http is not None else None,
         )
 
 

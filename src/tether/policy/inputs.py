@@ -52,6 +52,7 @@ __all__ = [
     "ChainDepth",
     "Clock",
     "DecisionInput",
+    "Http",
     "OnBehalfOf",
     "ServerComputed",
     "Session",
@@ -183,6 +184,30 @@ class Args:
         return to_cedar(request.args, self._bounds)
 
 
+class Http:
+    """``http``: an API call's request through the egress proxy (``AccessRequest.http``)
+    as a Cedar record, mapped like ``args`` within ``bounds``: ``method``, ``path`` (the
+    normalised path below the destination), ``query`` and ``headers`` (records of
+    Strings) and ``body`` (a JSON body's fields); ``{}`` for anything else. A request that
+    cannot be mapped raises :class:`tether.policy.args.Undecidable` (a deny saying why)."""
+
+    name = "http"
+    cedar_type = "{}"
+
+    def __init__(self, bounds: Bounds = DEFAULT_BOUNDS) -> None:
+        self._bounds = bounds
+
+    def key(self, request: AccessRequest, now: datetime) -> Hashable | Uncachable:
+        if request.http is not None and len(request.http) > ARGS_CACHE_BYTES:
+            return UNCACHABLE
+        return request.http or ""
+
+    def value(
+        self, request: AccessRequest, identities: tuple[Principal, ...], now: datetime
+    ) -> dict[str, Any]:
+        return to_cedar(request.http, self._bounds, where="http")
+
+
 def session_labels(request: AccessRequest) -> dict[str, dict[str, Any]]:
     """The request's session: ``{label: {"seq": N, "resource": R}}`` (``{}`` for none)."""
     if not request.session:
@@ -216,11 +241,12 @@ BUILTIN_INPUTS: Final[tuple[DecisionInput, ...]] = (
     Clock("hour"),
     Args(),
     Session(),
+    Http(),
 )
 
 # Server-computed keys whose inputs live above this layer (risk); reserved so that no
 # caller's context means something else where they are computed.
-RESERVED: Final = frozenset({"risk", "args", "session"})
+RESERVED: Final = frozenset({"risk", "args", "session", "http"})
 
 
 def reserved_names(inputs: Iterable[DecisionInput] = ()) -> frozenset[str]:

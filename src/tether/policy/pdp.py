@@ -73,6 +73,7 @@ from tether.policy.inputs import (
     BUILTIN_INPUTS,
     Args,
     DecisionInput,
+    Http,
     check_caller_context,
     check_context_value,
     reserved_names,
@@ -115,7 +116,10 @@ class DecisionPoint:
         self._clock = services.clock
         guard = self._settings.guard
         bounds = Bounds(guard.args_max_bytes, guard.args_max_depth, guard.args_max_values)
-        builtin = (Args(bounds) if isinstance(i, Args) else i for i in BUILTIN_INPUTS)
+        builtin = (
+            Args(bounds) if isinstance(i, Args) else Http(bounds) if isinstance(i, Http) else i
+            for i in BUILTIN_INPUTS
+        )
         self._inputs: tuple[DecisionInput, ...] = (*builtin, *inputs)
         names = [i.name for i in self._inputs]
         if len(set(names)) != len(names):
@@ -234,7 +238,8 @@ class DecisionPoint:
         try:
             context = json.dumps(self._context(request, keyed, identities, now))
         except Undecidable as exc:
-            return deny(f"the call's arguments cannot be decided on: {exc}")
+            what = "request" if request.http is not None else "call's arguments"
+            return deny(f"the {what} cannot be decided on: {exc}")
         compiled = state.chain(identities, request.groups)
         labels = tuple(sorted(state.labels.of(action, resource)))
         entities = compiled.entities.with_added_json_str(resource_entity(resource, labels))

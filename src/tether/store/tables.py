@@ -36,6 +36,7 @@ __all__ = [
     "detect_cursor",
     "detect_risk",
     "discovery_findings",
+    "egress_destinations",
     "epoch_acks",
     "event_terms",
     "events",
@@ -292,6 +293,26 @@ gateway_servers = Table(
     Column("owner", String(320), nullable=True),  # approves changed definitions (and admins)
     # the kinds (tool, resource, prompt) whose first listing was pinned: later ones are held
     Column("listed", String(64), nullable=False, server_default=""),
+)
+
+# HTTP API destinations agents reach through the egress proxy (issue 18): the base URL,
+# what is injected (credential references, never secrets), labels, and whether it may
+# resolve to private addresses (internal).
+egress_destinations = Table(
+    "egress_destinations",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("base", Text, nullable=False),
+    Column("host", String(255), nullable=False),  # lower case, as CONNECT names it
+    Column("port", Integer, nullable=False),
+    Column("credentials", JSON, nullable=False),
+    Column("oauth", JSON, nullable=True),
+    Column("labels", JSON, nullable=False),
+    Column("internal", Boolean, nullable=False),
+    Column("owner", String(320), nullable=True),
+    Column("created_by", String(300), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_egress_destinations_host", "host", "port"),
 )
 
 # The pinned definition of each tool, resource and prompt an upstream serves.

@@ -85,10 +85,12 @@ class VerifiedToken:
         context: dict[str, Any] | None = None,
         *,
         args: dict[str, Any] | None = None,
+        http: dict[str, Any] | None = None,
     ) -> AccessRequest:
         """The PDP question for doing ``action`` on ``resource`` with this token: its
         acting agent, the person it acts for (with their groups), the agents between,
-        and its scope; ``args``, the call's arguments (server-computed: the gateway's)."""
+        and its scope; ``args``, the call's arguments, and ``http``, an API call's request
+        (server-computed: the gateway's, the egress proxy's)."""
         people = [c for c in self.chain if c.startswith("user:")]
         agents = [c for c in self.chain if not c.startswith("user:")]
         return AccessRequest.of(
@@ -101,6 +103,7 @@ class VerifiedToken:
             scope=self.scope,
             groups=self.groups if people else (),
             args=args,
+            http=http,
         )
 
 

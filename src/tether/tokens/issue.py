@@ -15,8 +15,10 @@ person's identity-provider token starts a family of its own. The gateway tracks 
 work touched per family (:mod:`tether.upstreams.flows`), across every hop of a delegation.
 
 Audiences are only those Tether knows: its own issuer, a gateway server that exists
-(``<issuer>/mcp/NAME``), a configured ``resource_servers`` entry, or, for a hand-off, a
-registered, active agent's ID. Anything else is ``invalid_target``."""
+(``<issuer>/mcp/NAME``), the egress proxy (``<issuer>/egress``, or
+``<issuer>/egress/NAME`` for one destination that exists), a configured
+``resource_servers`` entry, or, for a hand-off, a registered, active agent's ID. Anything
+else is ``invalid_target``."""
 
 from __future__ import annotations
 
@@ -31,10 +33,18 @@ from tether.errors import InvalidRequest, InvalidScope, InvalidTarget
 from tether.grants import Grant
 from tether.keys import SigningKeys
 from tether.model import Agent, AgentState
+from tether.permissions import HTTP_ACTIONS
 from tether.services import Services
 from tether.tokens.claims import IssuedToken, chain_of
 from tether.tokens.records import Record, Records
-from tether.tokens.scopes import fits_server, parse_scope, server_of, within
+from tether.tokens.scopes import (
+    destination_of,
+    fits_destination,
+    fits_server,
+    parse_scope,
+    server_of,
+    within,
+)
 from tether.tokens.snapshot import Snapshots
 
 __all__ = ["FAMILY_CLAIM", "Issuer"]
@@ -76,6 +86,11 @@ class Issuer:
             if not self._snapshots.has_server(server):
                 raise InvalidTarget(f"{audience} names no gateway server (tether gateway list)")
             return audience
+        destination = destination_of(issuer, audience)
+        if destination is not None:
+            if destination and not self._snapshots.has_destination(destination):
+                raise InvalidTarget(f"{audience} names no egress destination (tether egress list)")
+            return audience
         if audience.startswith("spiffe://"):
             agent = self._snapshots.current().agents.get(audience)
             if agent is None or agent.state is not AgentState.ACTIVE:
@@ -83,22 +98,37 @@ class Issuer:
             return audience
         raise InvalidTarget(
             f"unknown audience {audience!r}: tokens are for {issuer}, a gateway server "
-            f"({issuer}/mcp/NAME), a configured resource server (resource_servers in "
-            "tether.toml) or, for a hand-off, an active agent's ID"
+            f"({issuer}/mcp/NAME), the egress proxy ({issuer}/egress, or "
+            f"{issuer}/egress/NAME for one destination), a configured resource server "
+            "(resource_servers in tether.toml) or, for a hand-off, an active agent's ID"
         )
 
     def scope(self, grants: list[Grant], audience: str, requested: str | None) -> list[str]:
         """The scope of a token for ``audience``: ``requested`` if ``grants`` give all of
         it, or (none requested) every grant that fits the audience."""
         server = server_of(self._settings.issuer, audience)
+        destination = destination_of(self._settings.issuer, audience)
         if requested is None or not requested.strip():
-            fit = [f"{g.action}:{g.resource}" for g in grants if fits_server(g, server)]
+            fit = [
+                f"{g.action}:{g.resource}"
+                for g in grants
+                if (
+                    fits_destination(g, destination)
+                    if destination is not None
+                    else fits_server(g, server)
+                )
+            ]
             if not fit:
                 raise InvalidScope(f"the agent holds no grant that fits {audience}")
             return sorted(set(fit))
         wanted = parse_scope(requested)
         for permission in wanted:
             if server is not None and permission.resource.split("/", 1)[0] != server:
+                raise InvalidScope(f"{permission} is not for {audience}")
+            if destination is not None and (
+                permission.action not in HTTP_ACTIONS
+                or (destination and permission.resource.split("/", 1)[0] != destination)
+            ):
                 raise InvalidScope(f"{permission} is not for {audience}")
             if not any(within(permission, g) for g in grants):
                 raise InvalidScope(f"{permission} is beyond the agent's grants")

@@ -7,10 +7,18 @@ from datetime import UTC, datetime
 
 from tether.errors import InvalidRequest, InvalidScope
 from tether.grants import Grant
-from tether.permissions import Permission, pattern_matches
+from tether.permissions import HTTP_ACTIONS, Permission, pattern_matches
 from tether.principals import Principal
 
-__all__ = ["allowed_to_all", "fits_server", "parse_scope", "server_of", "within"]
+__all__ = [
+    "allowed_to_all",
+    "destination_of",
+    "fits_destination",
+    "fits_server",
+    "parse_scope",
+    "server_of",
+    "within",
+]
 
 
 def parse_scope(text: str) -> list[Permission]:
@@ -24,6 +32,24 @@ def server_of(issuer: str, audience: str) -> str | None:
     """The gateway server an audience ``<issuer>/mcp/NAME`` names, else None."""
     prefix = f"{issuer}/mcp/"
     return audience[len(prefix) :] if audience.startswith(prefix) else None
+
+
+def destination_of(issuer: str, audience: str) -> str | None:
+    """The egress destination an audience ``<issuer>/egress/NAME`` names, ``""`` for
+    ``<issuer>/egress`` (the egress proxy as a whole: every destination), else None."""
+    whole = f"{issuer}/egress"
+    if audience == whole:
+        return ""
+    prefix = f"{whole}/"
+    return audience[len(prefix) :] if audience.startswith(prefix) else None
+
+
+def fits_destination(grant: Grant, destination: str) -> bool:
+    """Whether ``grant`` can reach egress ``destination`` (any, when ``""``): an HTTP
+    method (or ``*``) on a path of it."""
+    if grant.action != "*" and grant.action not in HTTP_ACTIONS:
+        return False
+    return not destination or grant.resource.split("/", 1)[0] in (destination, "*", "**")
 
 
 def fits_server(grant: Grant, server: str | None) -> bool:

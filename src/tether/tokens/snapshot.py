@@ -19,7 +19,7 @@ from tether.grants import Grant, Grants
 from tether.model import Agent
 from tether.registry import Registry
 from tether.services import Services
-from tether.store import gateway_servers, issued_tokens
+from tether.store import egress_destinations, gateway_servers, issued_tokens
 from tether.tokens.claims import SYSTEM
 
 __all__ = ["Snapshot", "Snapshots"]
@@ -33,6 +33,7 @@ class Snapshot:
     # filled lazily while the epoch stands: principal -> its unrevoked grants
     grants: dict[str, tuple[Grant, ...]] = field(default_factory=dict)
     servers: set[str] = field(default_factory=set)  # gateway servers seen to exist
+    destinations: set[str] = field(default_factory=set)  # egress destinations seen to exist
 
 
 class Snapshots:
@@ -84,6 +85,20 @@ class Snapshots:
         with self._store.read() as conn:
             found = conn.execute(
                 select(gateway_servers.c.name).where(gateway_servers.c.name == name)
+            ).first()
+        if found is None:
+            return False
+        seen.add(name)
+        return True
+
+    def has_destination(self, name: str) -> bool:
+        """Whether the egress destination ``name`` exists (a removal moves the epoch)."""
+        seen = self.current().destinations
+        if name in seen:
+            return True
+        with self._store.read() as conn:
+            found = conn.execute(
+                select(egress_destinations.c.name).where(egress_destinations.c.name == name)
             ).first()
         if found is None:
             return False

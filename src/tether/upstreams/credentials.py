@@ -26,11 +26,19 @@ from tether.errors import InvalidRequest, StoreUnavailable
 from tether.redact import is_field_value
 from tether.vault import Broker, VaultUnavailable, parse_ref
 
-__all__ = ["Credential", "check_value", "parse_credential", "resolve"]
+__all__ = [
+    "FORBIDDEN_HEADERS",
+    "HEADER_NAME",
+    "Credential",
+    "check_ref",
+    "check_value",
+    "parse_credential",
+    "resolve",
+]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")  # an RFC 9110 token
-_FORBIDDEN_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")  # an RFC 9110 token
+FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +60,15 @@ def parse_credential(text: str, transport: str) -> Credential:
     if transport == "stdio" and _ENV_NAME.fullmatch(name) is None:
         raise InvalidRequest(f"{name!r} is not an environment variable name")
     if transport == "http" and (
-        _HEADER.fullmatch(name) is None or name.lower() in _FORBIDDEN_HEADERS
+        HEADER_NAME.fullmatch(name) is None or name.lower() in FORBIDDEN_HEADERS
     ):
         raise InvalidRequest(f"{name!r} is not a header Tether may set")
+    return Credential(name, check_ref(ref))
+
+
+def check_ref(ref: str) -> str:
+    """``ref`` if it names where a secret for an upstream lives: ``env:VAR`` or
+    ``vault:<path>#<field>``; else InvalidRequest saying what is accepted."""
     scheme, _, where = ref.partition(":")
     if scheme == "env":
         if _ENV_NAME.fullmatch(where) is None:
@@ -69,7 +83,7 @@ def parse_credential(text: str, transport: str) -> Credential:
         raise InvalidRequest(
             f"unknown credential reference {ref!r}: use env:VARIABLE or vault:<path>#<field>"
         )
-    return Credential(name, ref)
+    return ref
 
 
 def resolve(

@@ -41,8 +41,9 @@ from tether.callers import Caller
 from tether.config import LABELS, GuardSettings
 from tether.errors import Forbidden, InvalidRequest, NotFound
 from tether.model import parse_name
+from tether.permissions import HTTP_ACTIONS
 from tether.services import Services
-from tether.store import gateway_labels, gateway_pins, gateway_servers
+from tether.store import egress_destinations, gateway_labels, gateway_pins, gateway_servers
 from tether.upstreams.paths import FIELD, item_path
 
 __all__ = [
@@ -147,16 +148,22 @@ class LabelSnapshot:
         self,
         items: Mapping[tuple[str, str], frozenset[str]],
         defaults: Mapping[str, frozenset[str]],
+        destinations: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self._items = dict(items)
         self._defaults = dict(defaults)
+        self._destinations = dict(destinations or {})
 
     def of(self, action: str, resource: str) -> frozenset[str]:
         """The labels of ``resource`` (a path as :func:`tether.upstreams.paths.item_path`
         makes it) used by ``action``: an item not pinned nor labelled yet has its kind's
-        default; what is not an MCP item (a delegation, an API call) has none."""
+        default; an API call through the egress proxy (an HTTP method on
+        ``DESTINATION/<path>``) has its destination's labels (``[egress] unlabelled``
+        while it has none); anything else (a delegation) has none."""
         kind = ACTION_KINDS.get(action)
         if kind is None:
+            if action in HTTP_ACTIONS:
+                return self._destinations.get(resource.split("/", 1)[0], frozenset())
             return frozenset()
         return self._items.get((kind, resource), self._defaults[kind])
 
@@ -168,6 +175,7 @@ class Labels:
     def __init__(self, services: Services) -> None:
         self._store = services.store
         self._guard = services.settings.guard
+        self._unlabelled = services.settings.egress.unlabelled
         self._log = services.events
         self._epoch = services.epoch
         self._clock = services.clock
@@ -299,6 +307,9 @@ class Labels:
         takes one per state epoch: every change of a label or a pin moves it)."""
         with self._store.read(snapshot=True) as conn:
             labels = conn.execute(select(gateway_labels)).all()
+            egress = conn.execute(
+                select(egress_destinations.c.name, egress_destinations.c.labels)
+            ).all()
             pins = conn.execute(
                 select(
                     gateway_pins.c.server,
@@ -321,7 +332,11 @@ class Labels:
             pinned = definitions.get((server, kind, name))
             items[(kind, path)] = frozenset(effective_labels(kind, own, pinned, self._guard))
         defaults = {kind: _default(kind, self._guard) for kind in FIELD}
-        return LabelSnapshot(items, defaults)
+        unlabelled = self._unlabelled
+        destinations = {
+            row.name: frozenset(row.labels or unlabelled) - {"plain"} for row in egress
+        }
+        return LabelSnapshot(items, defaults, destinations)
 
     def _authorised(self, by: Caller, server: str, op: str, what: str) -> None:
         """Raise NotFound for an unknown server, Forbidden (recorded) unless ``by`` is an

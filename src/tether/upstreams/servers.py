@@ -25,7 +25,7 @@ from tether.callers import Caller
 from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from tether.model import Email, parse_email, parse_name
 from tether.services import Services
-from tether.store import gateway_labels, gateway_pins, gateway_servers
+from tether.store import egress_destinations, gateway_labels, gateway_pins, gateway_servers
 from tether.upstreams.credentials import Credential, parse_credential
 
 __all__ = ["Upstream", "UpstreamSpec", "Upstreams"]
@@ -94,6 +94,12 @@ class Upstreams:
                 select(gateway_servers.c.name).where(gateway_servers.c.name == upstream.name)
             ).first():
                 raise Conflict(f"an upstream server named {upstream.name} exists already")
+            if conn.execute(  # both name resources NAME/...
+                select(egress_destinations.c.name).where(
+                    egress_destinations.c.name == upstream.name
+                )
+            ).first():
+                raise Conflict(f"an egress destination named {upstream.name} exists already")
             conn.execute(insert(gateway_servers).values(**_row(upstream)))
             self._log.append(
                 conn,
