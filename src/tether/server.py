@@ -34,6 +34,7 @@ to start, saying so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -274,6 +275,7 @@ class ForwardProxyService:
         self._limits = limits
         self._engine = engine
         self.ca: InstallationCA | None = None
+        self.proxy: ForwardProxy | None = None
         self.port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -298,10 +300,8 @@ class ForwardProxyService:
     def stop(self) -> None:
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # its loop has ended already
                 loop.call_soon_threadsafe(stopping.set)
-            except RuntimeError:  # its loop has ended already
-                pass
         if self._thread.is_alive():
             self._thread.join(timeout=15)
 
@@ -321,11 +321,14 @@ class ForwardProxyService:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         engine = self._engine(self._tether)
-        proxy = ForwardProxy(engine, self.ca, self._tether.settings.egress, limits=self._limits)
+        self.proxy = proxy = ForwardProxy(
+            engine, self.ca, self._tether.settings.egress, limits=self._limits
+        )
         address = self.address
-        async with engine.running(), proxy.serving(
-            address.host, address.port, reuse_port=address.reuse_port
-        ) as port:
+        async with (
+            engine.running(),
+            proxy.serving(address.host, address.port, reuse_port=address.reuse_port) as port,
+        ):
             self.port = port
             self._ready.set()
             await self._stopping.wait()

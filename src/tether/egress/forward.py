@@ -35,13 +35,14 @@ import ipaddress
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
 import h11
 
+from tether.audit.throttle import CLIENT_ADDRESS
 from tether.config import EgressSettings
 from tether.egress.ca import InstallationCA
 from tether.egress.exchange import Answer, Outbound, credentials_from, refusal
@@ -119,10 +120,12 @@ class ForwardProxy:
         self.ca = ca
         self.settings = settings
         self.limits = limits or Limits()
-        self._clients: set[asyncio.Task[None]] = set()
+        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     @asynccontextmanager
-    async def serving(self, host: str, port: int, *, reuse_port: bool = False) -> AsyncIterator[int]:
+    async def serving(
+        self, host: str, port: int, *, reuse_port: bool = False
+    ) -> AsyncIterator[int]:
         """Serve on ``host``:``port`` (0: a free port) until the block ends; yields the
         bound port. ``reuse_port``: share the port with other processes of this user
         (``tether up --workers N``). Open connections are closed when it ends."""
@@ -135,10 +138,13 @@ class ForwardProxy:
             yield bound
         finally:
             server.close()
-            for task in list(self._clients):
-                task.cancel()
-            if self._clients:
-                await asyncio.gather(*self._clients, return_exceptions=True)
+            clients = dict(self._clients)
+            for writer in clients.values():
+                writer.transport.abort()  # each client's handler then ends on its own
+            if clients:
+                _, late = await asyncio.wait(clients, timeout=5)
+                for task in late:
+                    task.cancel()
             await server.wait_closed()
 
     @property
@@ -152,7 +158,9 @@ class ForwardProxy:
             writer.write(_BUSY)
             await _close(writer)
             return
-        self._clients.add(task)
+        self._clients[task] = writer
+        peer = writer.get_extra_info("peername")
+        CLIENT_ADDRESS.set(str(peer[0]) if peer else None)  # this task's own context
         http = Http1(reader, writer, self.limits, self.settings.max_request_bytes)
         try:
             await self._serve(http)
@@ -160,13 +168,15 @@ class ForwardProxy:
             await http.refuse(refused)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass  # the client went away
+        except asyncio.CancelledError:  # the proxy is stopping: this connection ends
+            pass
         except h11.LocalProtocolError as exc:
             log.info("egress forward proxy: an answer could not be sent: %s", exc)
         except Exception:  # a bug: the client's connection ends, never with a traceback
             log.exception("egress forward proxy: a connection failed")
             await http.refuse(Refused(refusal(500, "server_error", "the proxy failed")))
         finally:
-            self._clients.discard(task)
+            self._clients.pop(task, None)
             await _close(writer)
 
     async def _serve(self, http: Http1) -> None:
@@ -330,9 +340,7 @@ class ForwardProxy:
         except TetherError as exc:
             why = exc.description if credentials else "no Tether token (Proxy-Authorization)"
             await self._refuse("anonymous", why, str(where), action)
-            raise Refused(
-                refusal(407, "invalid_token", why, headers=_CHALLENGE)
-            ) from None
+            raise Refused(refusal(407, "invalid_token", why, headers=_CHALLENGE)) from None
 
     async def _destinations(
         self, token: VerifiedToken, where: _Authority, scheme: str, action: str
@@ -374,10 +382,8 @@ def _authority(text: str, *, default: int | None) -> _Authority | None:
             return None
     else:
         host = found["name"].lower().rstrip(".")
-        try:
+        with suppress(ValueError):
             host = str(ipaddress.ip_address(host))
-        except ValueError:
-            pass
     return _Authority(host, port) if host else None
 
 
@@ -399,7 +405,7 @@ def _closer(writer: asyncio.StreamWriter) -> Callable[[], None]:
     loop = asyncio.get_running_loop()
 
     def close() -> None:
-        loop.call_soon_threadsafe(lambda: writer.transport.abort())
+        loop.call_soon_threadsafe(writer.transport.abort)
 
     return close
 

@@ -22,6 +22,7 @@ to send (when one can still be sent) before the connection is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -77,7 +78,7 @@ class Request:
         return values[0] if len(values) == 1 else None
 
 
-class Refused(Exception):  # noqa: N818: it is the answer, not a failure of ours
+class Refused(Exception):  # it is the answer, not a failure of ours
     """The request cannot be served: send ``answer`` (if not None) and close."""
 
     def __init__(self, answer: Answer | None) -> None:
@@ -211,10 +212,8 @@ class Http1:
             answer.body,
             answer.refused,
         )
-        try:
+        with contextlib.suppress(Refused, h11.LocalProtocolError, OSError):
             await self.respond(closing)
-        except (Refused, h11.LocalProtocolError, OSError):
-            pass
 
     def _next(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         try:
@@ -227,16 +226,13 @@ class Http1:
     async def _read(self, timeout: float, *, idle: bool) -> bytes | None:
         """Up to 64 KiB; b"" at end of stream; None (or Refused when a request has begun)
         when the deadline passed."""
-        if timeout <= 0:
-            return self._late(idle)
         try:
-            return await asyncio.wait_for(self.reader.read(_READ), timeout)
+            if timeout > 0:
+                return await asyncio.wait_for(self.reader.read(_READ), timeout)
         except TimeoutError:
-            return self._late(idle)
+            pass
         except (ConnectionError, OSError):
             return b""
-
-    def _late(self, idle: bool) -> None:
         if idle:
             return None
         raise Refused(refusal(408, "request_timeout", "the request did not arrive in time"))
