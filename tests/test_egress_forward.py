@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -424,39 +425,39 @@ def test_huge_headers_are_431(org: Org) -> None:
     assert org.api.received == []
 
 
-def test_slow_headers_are_cut_off(home: Path, db_url: str) -> None:
+@contextmanager
+def _bare(home: Path, db_url: str, limits: Limits) -> Iterator[ForwardProxyService]:
+    """The proxy, with ``limits``, of a Tether with nothing registered."""
     settings = Settings.load(home, db_url=db_url, egress={"port": 0})
     Tether.init(settings)[0].close()
     with Tether.open(settings) as tether:
-        service = _serve(tether, Limits(idle=30, head_timeout=0.3, tls_timeout=5))
+        service = _serve(tether, limits)
         try:
-            assert service.port is not None
-            raw = Raw(service.port, timeout=20)
-            raw.send_raw(b"CONNECT localhost:443 HTTP/1.1\r\nHost: loc")  # and then nothing
-            assert raw.closed()  # long before the socket's own 20 s
-            idle = Raw(service.port, timeout=20)  # sends nothing at all
-            assert idle.closed()
+            yield service
         finally:
             service.stop()
+
+
+def test_slow_headers_are_cut_off(home: Path, db_url: str) -> None:
+    with _bare(home, db_url, Limits(idle=30, head_timeout=0.3, tls_timeout=5)) as service:
+        assert service.port is not None
+        raw = Raw(service.port, timeout=20)
+        raw.send_raw(b"CONNECT localhost:443 HTTP/1.1\r\nHost: loc")  # and then nothing
+        assert raw.closed()  # long before the socket's own 20 s
+        idle = Raw(service.port, timeout=20)  # sends nothing at all
+        assert idle.closed()
 
 
 def test_more_connections_than_the_cap_are_503(home: Path, db_url: str) -> None:
-    settings = Settings.load(home, db_url=db_url, egress={"port": 0})
-    Tether.init(settings)[0].close()
-    with Tether.open(settings) as tether:
-        service = _serve(tether, Limits(idle=30, head_timeout=30, max_connections=2))
-        try:
-            assert service.port is not None
-            held = [Raw(service.port) for _ in range(2)]
-            assert service.proxy is not None
-            _until(lambda: service.proxy.open_connections == 2)
-            third = Raw(service.port)
-            answer = third.read_all()
-            assert answer.startswith(b"HTTP/1.1 503 "), answer
-            assert b"too many open connections" in answer
-            held[0].close()
-        finally:
-            service.stop()
+    with _bare(home, db_url, Limits(idle=30, head_timeout=30, max_connections=2)) as service:
+        assert service.port is not None and service.proxy is not None
+        held = [Raw(service.port) for _ in range(2)]
+        proxy = service.proxy
+        _until(lambda: proxy.open_connections == 2)
+        answer = Raw(service.port).read_all()
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert b"too many open connections" in answer
+        held[0].close()
 
 
 # ---- a kill --------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -68,7 +70,7 @@ def proxy(
         host or config.egress.host or "127.0.0.1",
         config.egress.port if port is None else port,
     )
-    with Runtime(config, app=None, proxy=address) as runtime:
+    with _until_a_signal() as stop, Runtime(config, app=None, proxy=address) as runtime:
         served = runtime.proxy
         assert served is not None  # asked for
         output.console.print(
@@ -76,7 +78,8 @@ def proxy(
         )
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         logging.getLogger("httpx").setLevel(logging.WARNING)  # request URLs may carry secrets
-        _wait_for_a_signal()
+        while not stop.wait(1.0):
+            pass
 
 
 def proxy_line(host: str, port: int | None, ca: InstallationCA | None) -> str:
@@ -92,15 +95,16 @@ def _ca(home: Path) -> InstallationCA:
     return InstallationCA.open(home)
 
 
-def _wait_for_a_signal() -> None:
-    """Until SIGINT or SIGTERM."""
+@contextmanager
+def _until_a_signal() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM (handled from the start, so that a signal during
+    the start-up also stops the proxy cleanly)."""
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        while not stop.wait(1.0):
-            pass
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

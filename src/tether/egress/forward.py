@@ -35,7 +35,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -180,34 +180,27 @@ class ForwardProxy:
             await _close(writer)
 
     async def _serve(self, http: Http1) -> None:
-        first = True
-        while True:
-            head = await http.head(first=first)
-            if head is None:
-                return
-            first = False
-            request = await http.body(head)
-            target = request.target
-            if request.method == "CONNECT":
-                await self._connect(http, request)
-                return
-            if target[:7].lower() == "http://":
-                await self._absolute(http, request)
-            elif target[:8].lower() == "https://":
-                raise Refused(
-                    refusal(400, "invalid_request", "use CONNECT for https:// (HTTPS_PROXY)")
-                )
-            else:
-                raise Refused(
-                    refusal(
-                        400,
-                        "invalid_request",
-                        "this is Tether's egress proxy: send CONNECT host:port or an "
-                        "absolute-form request (http://host/path) with Proxy-Authorization",
+        async with aclosing(http.requests()) as requests:
+            async for request in requests:
+                target = request.target
+                if request.method == "CONNECT":
+                    await self._connect(http, request)
+                    return
+                if target[:7].lower() == "http://":
+                    await self._absolute(http, request)
+                elif target[:8].lower() == "https://":
+                    raise Refused(
+                        refusal(400, "invalid_request", "use CONNECT for https:// (HTTPS_PROXY)")
                     )
-                )
-            if not http.next_cycle():
-                return
+                else:
+                    raise Refused(
+                        refusal(
+                            400,
+                            "invalid_request",
+                            "this is Tether's egress proxy: send CONNECT host:port or an "
+                            "absolute-form request (http://host/path) with Proxy-Authorization",
+                        )
+                    )
 
     # ---- CONNECT: a tunnel to an https destination -------------------------------------
 
@@ -251,29 +244,22 @@ class ForwardProxy:
         credentials: str | None,
         token: VerifiedToken,
     ) -> None:
-        first = True
-        while True:
-            head = await http.head(first=first)
-            if head is None:
-                return
-            first = False
-            request = await http.body(head)
-            host = _authority(request.header("host") or "", default=443)
-            if host != where:
-                raise Refused(
-                    refusal(
-                        421,
-                        "misdirected_request",
-                        f"this tunnel reaches {where}; the request's Host names another",
+        async with aclosing(http.requests()) as requests:
+            async for request in requests:
+                host = _authority(request.header("host") or "", default=443)
+                if host != where:
+                    raise Refused(
+                        refusal(
+                            421,
+                            "misdirected_request",
+                            f"this tunnel reaches {where}; the request's Host names another",
+                        )
                     )
-                )
-            if not request.target.startswith("/"):
-                raise Refused(
-                    refusal(400, "invalid_request", "inside a tunnel, send origin-form targets")
-                )
-            await self._forward(http, request, where, found, credentials, token)
-            if not http.next_cycle():
-                return
+                if not request.target.startswith("/"):
+                    raise Refused(
+                        refusal(400, "invalid_request", "inside a tunnel, send origin-form targets")
+                    )
+                await self._forward(http, request, where, found, credentials, token)
 
     # ---- absolute form: http destinations ----------------------------------------------
 

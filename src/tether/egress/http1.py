@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 
 import h11
@@ -102,6 +102,20 @@ class Http1:
         self.max_body = max_body
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
         self.method = ""
+
+    async def requests(self) -> AsyncGenerator[Request, None]:
+        """The connection's requests, whole, one after the other (keep-alive): the next
+        is read once the caller has answered this one; the iteration ends when the client
+        closes, goes idle, or the connection cannot carry another."""
+        first = True
+        while True:
+            head = await self.head(first=first)
+            if head is None:
+                return
+            first = False
+            yield await self.body(head)
+            if not self.next_cycle():
+                return
 
     async def head(self, *, first: bool) -> h11.Request | None:
         """The next request's head; None when the client closed (or went idle) between
