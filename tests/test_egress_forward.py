@@ -26,11 +26,12 @@ from helpers.api_standin import StandIn, standin
 from helpers.forward_client import Raw, basic
 
 from tether import Settings, Tether
+from tether.egress.authority import destination_for, parse_authority
 from tether.egress.engine import EgressProxy
 from tether.egress.forward import Limits
 from tether.grants import GrantSpec
 from tether.server import ForwardProxyService, ProxyAddress
-from tether.upstreams.destinations import DestinationSpec
+from tether.upstreams.destinations import Destination, DestinationSpec
 
 SECRET = "sk_forward0proxy0credential0000000000"  # injected from env:EGRESS_FWD
 LIMITS = Limits(idle=5, head_timeout=5, body_timeout=5, tls_timeout=5, max_connections=8)
@@ -261,6 +262,31 @@ def test_connect_elsewhere_is_refused_and_recorded(org: Org, authority: str) -> 
     assert org.api.received == []
 
 
+def test_a_token_for_one_destination_opens_no_tunnel_to_another(org: Org) -> None:
+    org.tether.destinations.add(
+        ADMIN,
+        DestinationSpec("other", base=f"https://127.0.0.1:{org.api.port}", internal=True),
+    )
+    agent = org.tether.registry.get(ADMIN, "bot")
+    issuer = org.tether.settings.issuer
+    only_api = org.tether.tokens.client_credentials(agent, f"{issuer}/egress/api", None, None)
+    authority = f"127.0.0.1:{org.api.port}"  # where "other" is
+    raw = Raw(org.port)
+    reply = raw.request(
+        "CONNECT",
+        authority,
+        [("host", authority), ("proxy-authorization", basic(only_api.access_token))],
+    )
+    assert reply.status == 403, reply.body
+    assert "the token is for another egress destination" in reply.json()["error_description"]
+    [refused] = org.refusals()
+    assert (refused["actor"], refused["action"]) == (org.agent_id(), "CONNECT")
+    raw.close()
+    raw = Raw(org.port)  # while the destination it names opens
+    assert raw.tunnel(org.host, only_api.access_token, org.ca_file, "localhost").status == 200
+    assert raw.request("GET", "/repos/acme/1", [("host", org.host)]).status == 200
+
+
 def test_connect_without_a_valid_token_is_407_and_recorded(org: Org) -> None:
     other = org.tether.tokens.client_credentials(  # a token for Tether's own API
         org.tether.registry.get(ADMIN, "bot"), org.tether.settings.issuer, None, None
@@ -481,3 +507,67 @@ def test_a_kill_closes_the_agents_tunnel_and_its_next_tunnel_is_refused(
     assert len(org.api.received) == 1
     refused = org.refusals()
     assert refused[-1]["actor"] == "anonymous" and "revoked" in refused[-1]["reasons"][0]
+
+
+def test_a_kill_through_another_process_closes_the_tunnel_by_the_epoch(org: Org) -> None:
+    """Another Tether on the same store (another process: its kill switch is not this
+    one's) kills the agent: the tunnel is closed once the epoch moves, and nothing more
+    goes through it."""
+    raw = Raw(org.port)
+    assert raw.tunnel(org.host, org.token(), org.ca_file, "localhost").status == 200
+    assert raw.request("GET", "/repos/acme/1", [("host", org.host)]).status == 200
+    raw.next_cycle()
+    with Tether.open(org.tether.settings) as elsewhere:
+        elsewhere.killswitch.kill(ADMIN, "bot", reason="test")
+    assert raw.closed()
+    assert len(org.api.received) == 1
+
+
+# ---- authorities and base paths (no I/O) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "default", "expected"),
+    [
+        ("api.example.com:443", None, ("api.example.com", 443)),
+        ("API.Example.COM.:8443", None, ("api.example.com", 8443)),
+        ("api.example.com", None, None),  # CONNECT names a port
+        ("api.example.com", 443, ("api.example.com", 443)),
+        ("[::1]:443", None, ("::1", 443)),
+        ("[0:0:0:0:0:0:0:1]:443", None, ("::1", 443)),
+        ("::1:443", None, None),  # an IPv6 address takes brackets
+        ("127.0.0.1:0", None, None),
+        ("127.0.0.1:65536", None, None),
+        ("user@api.example.com:443", None, None),
+        ("api.example.com:443/x", None, None),
+        ("api%2eexample.com:443", None, None),
+        ("[fe80::1%25eth0]:443", None, None),
+        ("", 443, None),
+    ],
+)
+def test_authorities_are_parsed_strictly(
+    text: str, default: int | None, expected: tuple[str, int] | None
+) -> None:
+    found = parse_authority(text, default=default)
+    assert (found.host, found.port) == expected if found else expected is None
+
+
+def test_the_longest_base_path_holding_the_target_serves_it() -> None:
+    def at(name: str, path: str) -> Destination:
+        return Destination(name, f"https://h{path}", "https", "h", 443, path)
+
+    found = [at("root", ""), at("v1", "/v1"), at("v1beta", "/v1/beta")]
+    chosen = {
+        target: (destination_for(found, target) or at("none", "")).name
+        for target in ("/v1/x", "/v1", "/v1?x=1", "/v1beta/x", "/v1/beta/x", "/v2", "/")
+    }
+    assert chosen == {
+        "/v1/x": "v1",
+        "/v1": "v1",
+        "/v1?x=1": "v1",
+        "/v1beta/x": "root",  # a prefix of the text is not a prefix of the path
+        "/v1/beta/x": "v1beta",
+        "/v2": "root",
+        "/": "root",
+    }
+    assert destination_for(found[1:], "/v2/x") is None

@@ -31,12 +31,9 @@ connection, never a traceback; at most ``max_connections`` clients are served at
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import aclosing, asynccontextmanager, suppress
-from dataclasses import dataclass
+from contextlib import aclosing, asynccontextmanager
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -44,6 +41,7 @@ import h11
 
 from tether.audit.throttle import CLIENT_ADDRESS
 from tether.config import EgressSettings
+from tether.egress.authority import Authority, destination_for, parse_authority
 from tether.egress.ca import InstallationCA
 from tether.egress.exchange import Answer, Outbound, credentials_from, refusal
 from tether.egress.http1 import Http1, Limits, Refused, Request
@@ -55,10 +53,6 @@ __all__ = ["Engine", "ForwardProxy", "Limits"]
 
 log = logging.getLogger("tether.egress.forward")
 
-_AUTHORITY = re.compile(
-    r"(?:\[(?P<v6>[0-9A-Fa-f:.]{2,45})\]|(?P<name>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})))"
-    r"(?::(?P<port>[0-9]{1,5}))?"
-)
 _CHALLENGE = (
     ("proxy-authenticate", 'Bearer realm="tether-egress"'),
     ("proxy-authenticate", 'Basic realm="tether-egress"'),
@@ -93,16 +87,6 @@ class Engine(Protocol):
     def refuse(self, actor: str, why: str, resource: str, *, action: str = "CONNECT") -> None: ...
 
     async def exchange(self, credentials: str | None, outbound: Outbound) -> Answer: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Authority:
-    host: str  # lower case; an IP address without brackets
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 class ForwardProxy:
@@ -205,12 +189,12 @@ class ForwardProxy:
     # ---- CONNECT: a tunnel to an https destination -------------------------------------
 
     async def _connect(self, http: Http1, request: Request) -> None:
-        where = _authority(request.target, default=None)
+        where = parse_authority(request.target, default=None)
         if where is None:
             raise Refused(refusal(400, "invalid_request", "CONNECT takes host:port"))
         credentials = credentials_from(request.header("proxy-authorization"))
         token = await self._authenticate(credentials, where, "CONNECT")
-        found = await self._destinations(token, where, "https", "CONNECT")
+        found = await self._destinations(token, credentials, where, "https", "CONNECT")
         if http.h11.trailing_data[0] or http.reader.at_eof():
             raise Refused(None)  # bytes before our answer: not a client that waits for it
         context = self.ca.context_for(where.host)
@@ -239,14 +223,14 @@ class ForwardProxy:
     async def _tunnel(
         self,
         http: Http1,
-        where: _Authority,
+        where: Authority,
         found: Sequence[Destination],
         credentials: str | None,
         token: VerifiedToken,
     ) -> None:
         async with aclosing(http.requests()) as requests:
             async for request in requests:
-                host = _authority(request.header("host") or "", default=443)
+                host = parse_authority(request.header("host") or "", default=443)
                 if host != where:
                     raise Refused(
                         refusal(
@@ -269,15 +253,15 @@ class ForwardProxy:
             port = parts.port or 80
         except ValueError:
             raise Refused(refusal(400, "invalid_request", "not a URL")) from None
-        where = _authority(parts.netloc, default=80)
+        where = parse_authority(parts.netloc, default=80)
         if where is None or parts.username is not None or parts.fragment or port != where.port:
             raise Refused(refusal(400, "invalid_request", "not a URL Tether forwards to"))
         host = request.header("host")
-        if host is not None and _authority(host, default=80) != where:
+        if host is not None and parse_authority(host, default=80) != where:
             raise Refused(refusal(400, "invalid_request", "Host does not match the URL"))
         credentials = credentials_from(request.header("proxy-authorization"))
         token = await self._authenticate(credentials, where, request.method)
-        found = await self._destinations(token, where, "http", request.method)
+        found = await self._destinations(token, credentials, where, "http", request.method)
         origin = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         forwarded = Request(request.method, origin, request.headers, request.body)
         handle = self.engine.connections.open(token, _closer(http.writer))
@@ -292,12 +276,12 @@ class ForwardProxy:
         self,
         http: Http1,
         request: Request,
-        where: _Authority,
+        where: Authority,
         found: Sequence[Destination],
         credentials: str | None,
         token: VerifiedToken,
     ) -> None:
-        destination = _destination_for(found, request.target)
+        destination = destination_for(found, request.target)
         if destination is None:
             why = f"no destination at {where} serves {request.target.split('?')[0][:200]}"
             await self._refuse(token.client_id, why, f"{where}", request.method)
@@ -319,7 +303,7 @@ class ForwardProxy:
         await http.respond(answer)
 
     async def _authenticate(
-        self, credentials: str | None, where: _Authority, action: str
+        self, credentials: str | None, where: Authority, action: str
     ) -> VerifiedToken:
         try:
             return await asyncio.to_thread(self.engine.authenticate, credentials, None)
@@ -329,18 +313,43 @@ class ForwardProxy:
             raise Refused(refusal(407, "invalid_token", why, headers=_CHALLENGE)) from None
 
     async def _destinations(
-        self, token: VerifiedToken, where: _Authority, scheme: str, action: str
+        self,
+        token: VerifiedToken,
+        credentials: str | None,
+        where: Authority,
+        scheme: str,
+        action: str,
     ) -> list[Destination]:
+        """The ``scheme`` destinations at ``where`` that the token may reach (one for
+        ``<issuer>/egress/NAME`` reaches NAME only); none: 403, recorded."""
         try:
-            found = await asyncio.to_thread(self.engine.destinations_at, where.host, where.port)
+            found, reachable = await asyncio.to_thread(self._reachable, credentials, where, scheme)
         except TetherError as exc:
             raise Refused(refusal(exc.status_code, exc.error, exc.description)) from None
-        found = [d for d in found if d.scheme == scheme]
+        why = ""
         if not found:
             why = f"no {scheme} destination is registered at {where}"
+        elif not reachable:
+            why = f"the token is for another egress destination than those at {where}"
+        if why:
             await self._refuse(token.client_id, why, str(where), action)
             raise Refused(refusal(403, "access_denied", why))
-        return found
+        return reachable
+
+    def _reachable(
+        self, credentials: str | None, where: Authority, scheme: str
+    ) -> tuple[list[Destination], list[Destination]]:
+        found = [
+            d for d in self.engine.destinations_at(where.host, where.port) if d.scheme == scheme
+        ]
+        reachable = []
+        for destination in found:
+            try:
+                self.engine.authenticate(credentials, destination.name)
+            except TetherError:
+                continue
+            reachable.append(destination)
+        return found, reachable
 
     async def _refuse(self, actor: str, why: str, resource: str, action: str) -> None:
         """Record a refusal; a record that fails is logged (the request is refused anyway)."""
@@ -348,42 +357,6 @@ class ForwardProxy:
             await asyncio.to_thread(self.engine.refuse, actor, why, resource, action=action)
         except Exception as exc:
             log.warning("egress refusal not recorded: %s", type(exc).__name__)
-
-
-def _authority(text: str, *, default: int | None) -> _Authority | None:
-    """``host[:port]`` parsed (``default``: the port when none is given; None: one must be);
-    None when it is not one."""
-    found = _AUTHORITY.fullmatch(text.strip())
-    if found is None:
-        return None
-    if found["port"] is None and default is None:
-        return None
-    port = int(found["port"]) if found["port"] is not None else default
-    if port is None or not 0 < port < 65536:
-        return None
-    if found["v6"] is not None:
-        try:
-            host = str(ipaddress.IPv6Address(found["v6"]))
-        except ValueError:
-            return None
-    else:
-        host = found["name"].lower().rstrip(".")
-        with suppress(ValueError):
-            host = str(ipaddress.ip_address(host))
-    return _Authority(host, port) if host else None
-
-
-def _destination_for(found: Sequence[Destination], target: str) -> Destination | None:
-    """The destination whose base path holds ``target``'s path (the longest one)."""
-    path = target.split("?", 1)[0]
-    best: Destination | None = None
-    for destination in found:
-        base = destination.base_path
-        if base and path != base and not path.startswith(base + "/"):
-            continue
-        if best is None or len(base) > len(best.base_path):
-            best = destination
-    return best
 
 
 def _closer(writer: asyncio.StreamWriter) -> Callable[[], None]:
