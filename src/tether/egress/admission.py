@@ -101,7 +101,9 @@ class Admission:
             raise Stop(refusal(403, "access_denied", f"denied: {why}", reasons=[why])) from None
         bound = _bound(method, normal, http, body)
         try:
-            decision = self._deciding.decide(token, method, resource, None, actor, http=http, bound=bound)
+            decision = self._deciding.decide(
+                token, method, resource, None, actor, http=http, bound=bound
+            )
         except Held as held:
             raise Stop(_held(held)) from None
         except Denial as denial:
