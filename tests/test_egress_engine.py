@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from conftest import ADMIN
 from helpers.api_standin import StandIn, standin
@@ -49,7 +48,12 @@ def test_an_agent_reads_what_its_grant_covers_and_nothing_else(org: EgressOrg) -
     token = org.token("bot")
     read = org.call(token, "GET", "github/repos/acme/x?page=2")
     assert read.status_code == 200, read.text
-    assert read.json() == {"ok": True, "method": "GET", "path": "/repos/acme/x", "query": [["page", "2"]]}
+    assert read.json() == {
+        "ok": True,
+        "method": "GET",
+        "path": "/repos/acme/x",
+        "query": [["page", "2"]],
+    }
     [seen] = org.api.received
     assert seen.header("authorization") == f"Bearer {SECRET}"  # injected
     _nothing_of(token, org.api)
@@ -149,9 +153,7 @@ def test_unknown_destination_bad_method_and_bad_target_are_refused_with_the_agen
     assert len(refused) == 6 and all(e.actor == bot for e in refused)
 
 
-def test_a_token_for_one_destination_is_refused_at_another(
-    org: EgressOrg, api: StandIn
-) -> None:
+def test_a_token_for_one_destination_is_refused_at_another(org: EgressOrg, api: StandIn) -> None:
     org.tether.destinations.add(ADMIN, DestinationSpec("crm", base=api.url, internal=True))
     org.tether.grants.add(ADMIN, GrantSpec("bot", "GET", "crm/**"))
     answer = org.call(org.token("bot", "github"), "GET", "crm/x")

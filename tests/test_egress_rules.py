@@ -85,7 +85,7 @@ def test_a_guardrail_forbids_a_body_value_whatever_the_body_claims_to_be(
     org.agent("bot", ("POST", "github/payments"))
     org.tether.guardrails.add(
         ADMIN,
-        "@id(\"no-big-payments\")\nforbid (principal, action, resource) when {\n"
+        '@id("no-big-payments")\nforbid (principal, action, resource) when {\n'
         "  context.http has body && context.http.body has amount &&\n"
         "  context.http.body.amount > 1000\n};\n",
     )

@@ -65,9 +65,7 @@ class EgressOrg:
         issued = self.tether.tokens.exchange(agent, subject, kind, audience, None)
         return issued.access_token
 
-    def call(
-        self, token: str | None, method: str, path: str, **kw: Any
-    ) -> httpx.Response:
+    def call(self, token: str | None, method: str, path: str, **kw: Any) -> httpx.Response:
         """``method`` ``/egress/<path>`` with ``token`` as a bearer."""
         headers = dict(kw.pop("headers", {}))
         if token is not None:
@@ -81,9 +79,7 @@ class EgressOrg:
 
 
 @contextmanager
-def egress_org(
-    home: Path, db_url: str, api: StandIn, **settings: Any
-) -> Iterator[EgressOrg]:
+def egress_org(home: Path, db_url: str, api: StandIn, **settings: Any) -> Iterator[EgressOrg]:
     """The organisation, served; destination ``github`` is the stand-in (``internal``:
     it listens on loopback), with ``Authorization: Bearer {env:EGRESS_GH}``."""
     idp_key = Ed25519PrivateKey.generate()
