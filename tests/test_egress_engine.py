@@ -8,35 +8,23 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import ADMIN
-from helpers.api_standin import StandIn, standin
-from helpers.egress_org import SECRET, EgressOrg, egress_org
+from helpers.api_standin import StandIn
+from helpers.egress_org import SECRET, EgressOrg, api, egress, egress_org  # noqa: F401
 
 from tether.grants import GrantSpec
 from tether.upstreams.destinations import DestinationSpec
 
 
 @pytest.fixture
-def api() -> Iterator[StandIn]:
-    with standin() as served:
-        yield served
+def org(egress: EgressOrg) -> EgressOrg:  # noqa: F811
+    egress.agent("bot", ("GET", "github/repos/acme/**"))
+    return egress
 
 
-@pytest.fixture
-def org(
-    home: Path, db_url: str, api: StandIn, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[EgressOrg]:
-    monkeypatch.setenv("EGRESS_GH", SECRET)
-    with egress_org(home, db_url, api) as made:
-        made.agent("bot", ("GET", "github/repos/acme/**"))
-        yield made
-
-
-def _nothing_of(token: str, api: StandIn) -> None:
+def _nothing_of(token: str, api: StandIn) -> None:  # noqa: F811
     """The stand-in never received ``token``: in no header, no target, no body."""
     for seen in api.received:
         assert token not in seen.raw_target
@@ -153,7 +141,10 @@ def test_unknown_destination_bad_method_and_bad_target_are_refused_with_the_agen
     assert len(refused) == 6 and all(e.actor == bot for e in refused)
 
 
-def test_a_token_for_one_destination_is_refused_at_another(org: EgressOrg, api: StandIn) -> None:
+def test_a_token_for_one_destination_is_refused_at_another(
+    org: EgressOrg,
+    api: StandIn,  # noqa: F811
+) -> None:
     org.tether.destinations.add(ADMIN, DestinationSpec("crm", base=api.url, internal=True))
     org.tether.grants.add(ADMIN, GrantSpec("bot", "GET", "crm/**"))
     answer = org.call(org.token("bot", "github"), "GET", "crm/x")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,26 +16,16 @@ import anyio
 import pytest
 from conftest import ADMIN
 from helpers.api_standin import StandIn, standin
-from helpers.egress_org import SECRET, EgressOrg, egress_org
+from helpers.egress_org import SECRET, EgressOrg, api, egress, egress_org  # noqa: F401
 
 from tether.egress.engine import EgressProxy
 from tether.grants import GrantSpec
 
 
 @pytest.fixture
-def api() -> Iterator[StandIn]:
-    with standin() as served:
-        yield served
-
-
-@pytest.fixture
-def org(
-    home: Path, db_url: str, api: StandIn, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[EgressOrg]:
-    monkeypatch.setenv("EGRESS_GH", SECRET)
-    with egress_org(home, db_url, api) as made:
-        made.agent("bot", ("GET", "github/redirect"), ("GET", "github/repos/acme/**"))
-        yield made
+def org(egress: EgressOrg) -> EgressOrg:  # noqa: F811
+    egress.agent("bot", ("GET", "github/redirect"), ("GET", "github/repos/acme/**"))
+    return egress
 
 
 def test_a_redirect_within_the_destination_is_followed_and_decided_again(
@@ -80,7 +69,10 @@ def test_a_redirect_out_of_the_destination_is_refused_and_recorded(org: EgressOr
 
 
 def test_more_redirects_than_the_limit_are_refused(
-    home: Path, db_url: str, api: StandIn, monkeypatch: pytest.MonkeyPatch
+    home: Path,
+    db_url: str,
+    api: StandIn,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("EGRESS_GH", SECRET)
     with egress_org(home, db_url, api, egress={"max_redirects": 1}) as org:

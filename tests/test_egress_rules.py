@@ -5,31 +5,18 @@ budgets and approvals. A refused request never reaches the API."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from conftest import ADMIN
-from helpers.api_standin import StandIn, standin
-from helpers.egress_org import SECRET, EgressOrg, egress_org
+from helpers.api_standin import StandIn
+from helpers.egress_org import SECRET, EgressOrg, api, egress, egress_org  # noqa: F401
 
 from tether.grants import GrantSpec
 from tether.upstreams.destinations import DestinationSpec
 
 
 @pytest.fixture
-def api() -> Iterator[StandIn]:
-    with standin() as served:
-        yield served
-
-
-@pytest.fixture
-def org(
-    home: Path, db_url: str, api: StandIn, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[EgressOrg]:
-    monkeypatch.setenv("EGRESS_GH", SECRET)
-    with egress_org(home, db_url, api) as made:
-        yield made
+def org(egress: EgressOrg) -> EgressOrg:  # noqa: F811
+    return egress
 
 
 def test_a_delegated_call_needs_the_person_and_every_agent_to_hold_the_grant(
@@ -105,7 +92,8 @@ def test_a_guardrail_forbids_a_body_value_whatever_the_body_claims_to_be(
 
 
 def test_the_trifecta_stops_a_call_out_after_sensitive_untrusted_data(
-    org: EgressOrg, api: StandIn
+    org: EgressOrg,
+    api: StandIn,  # noqa: F811
 ) -> None:
     spec = DestinationSpec("crm", base=api.url, internal=True, labels=["sensitive", "untrusted"])
     org.tether.destinations.add(ADMIN, spec)

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from conftest import ADMIN, spec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from helpers.api_standin import StandIn
+from helpers.api_standin import StandIn, standin
 from helpers.people import IDP_ISSUER, delegation_token
 from helpers.uvicorn_thread import serving
 from jwt.algorithms import OKPAlgorithm
@@ -24,7 +25,7 @@ from tether import Settings, Tether
 from tether.grants import GrantSpec
 from tether.upstreams.destinations import DestinationSpec
 
-__all__ = ["SECRET", "EgressOrg", "egress_org"]
+__all__ = ["SECRET", "EgressOrg", "api", "egress", "egress_org"]
 
 SECRET = "ghp_standin0credential0value0000000000"  # what Tether injects (env:EGRESS_GH)
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -106,3 +107,20 @@ def egress_org(home: Path, db_url: str, api: StandIn, **settings: Any) -> Iterat
         )
         with serving(tether) as url:
             yield EgressOrg(tether, api, url, idp_key)
+
+
+@pytest.fixture
+def api() -> Iterator[StandIn]:
+    """The API stand-in, on a free loopback port."""
+    with standin() as served:
+        yield served
+
+
+@pytest.fixture
+def egress(
+    home: Path, db_url: str, api: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EgressOrg]:
+    """The organisation on the parametrised store, its credential in the environment."""
+    monkeypatch.setenv("EGRESS_GH", SECRET)
+    with egress_org(home, db_url, api) as made:
+        yield made
