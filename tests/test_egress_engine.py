@@ -151,3 +151,15 @@ def test_a_token_for_one_destination_is_refused_at_another(
     assert answer.status_code == 401
     assert "not crm" in answer.json()["error_description"]
     assert org.call(org.token("bot", "crm"), "GET", "crm/x").status_code == 200
+
+
+def test_other_secrets_in_a_textual_answer_are_taken_out_too(org: EgressOrg) -> None:
+    org.tether.grants.add(ADMIN, GrantSpec("bot", "GET", "github/echo-headers"))
+    leaked = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"  # a GitHub token's shape
+    echoed = org.call(org.token("bot"), "GET", "github/echo-headers", headers={"x-note": leaked})
+    assert echoed.status_code == 200, echoed.text
+    assert leaked not in echoed.text and "[redacted:" in echoed.json()["x-note"]
+    [result] = org.events("egress.result")
+    types = result.detail["redacted"]["types"]
+    assert types.get("injected-credential") == 1 and len(types) == 2, types
+    assert leaked not in json.dumps(result.detail)

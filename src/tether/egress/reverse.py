@@ -55,7 +55,8 @@ class ReverseFace:
         raw = scope.get("raw_path")
         if not isinstance(raw, bytes) or not raw.startswith(PREFIX):
             return refusal(500, "server_error", "the server did not give the raw request path")
-        name, slash, rest = raw[len(PREFIX) :].partition(b"/")
+        # the path alone (a server may leave the query on it: it starts at the first "?")
+        name, slash, rest = raw[len(PREFIX) :].partition(b"?")[0].partition(b"/")
         headers = tuple(
             (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
         )
