@@ -6,8 +6,6 @@ the agent's token never forwarded, every refusal recorded with the agent as acto
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
 from conftest import ADMIN
@@ -80,20 +78,9 @@ def test_the_agent_never_sees_the_credential_even_when_the_api_echoes_it(org: Eg
 def test_the_decision_is_on_record_before_the_api_is_asked(org: EgressOrg) -> None:
     org.tether.grants.add(ADMIN, GrantSpec("bot", "GET", "github/slow"))
     token = org.token("bot")
-    seen: dict[str, object] = {}
-
-    def slow() -> None:
-        seen["answer"] = org.call(token, "GET", "github/slow?ms=800")
-
-    caller = threading.Thread(target=slow)
-    caller.start()
-    deadline = time.monotonic() + 20
-    while not org.api.received:  # the API is working on it, the agent not answered yet
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    decisions = org.events("decision")  # already there, while the request is upstream
-    caller.join(30)
-    assert "answer" in seen and seen["answer"].status_code == 200  # type: ignore[attr-defined]
+    with org.in_flight(token, "github/slow?ms=800") as seen:
+        decisions = org.events("decision")  # already there, while the request is upstream
+    assert seen["answer"].status_code == 200
     assert [(d.action, d.resource, d.decision) for d in decisions] == [
         ("GET", "github/slow", "allow")
     ]

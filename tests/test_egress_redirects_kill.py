@@ -6,10 +6,8 @@ connections a face registered for it."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -89,21 +87,10 @@ def test_more_redirects_than_the_limit_are_refused(
 def test_a_kill_cancels_the_request_in_flight_and_refuses_the_next(org: EgressOrg) -> None:
     org.tether.grants.add(ADMIN, GrantSpec("bot", "GET", "github/slow"))
     token = org.token("bot")
-    seen: dict[str, Any] = {}
-
-    def slow() -> None:
-        seen["answer"] = org.call(token, "GET", "github/slow?ms=3000")
-
-    caller = threading.Thread(target=slow)
     started = time.monotonic()
-    caller.start()
-    deadline = started + 20
-    while not org.api.received:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    report = org.tether.killswitch.kill(ADMIN, "bot", reason="test")
-    assert report.sessions_closed >= 1  # the exchange in flight, closed by the kill
-    caller.join(30)
+    with org.in_flight(token, "github/slow?ms=3000") as seen:
+        report = org.tether.killswitch.kill(ADMIN, "bot", reason="test")
+        assert report.sessions_closed >= 1  # the exchange in flight, closed by the kill
     answer = seen["answer"]
     assert answer.status_code == 403, answer.text
     assert answer.json()["error"] == "agent_killed"

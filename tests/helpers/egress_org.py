@@ -6,6 +6,8 @@ environment), and agents with their tokens."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,6 +75,26 @@ class EgressOrg:
             headers["Authorization"] = f"Bearer {token}"
         with httpx.Client(base_url=self.url, timeout=30) as client:
             return client.request(method, f"/egress/{path}", headers=headers, **kw)
+
+    @contextmanager
+    def in_flight(self, token: str, path: str) -> Iterator[dict[str, httpx.Response]]:
+        """``GET /egress/<path>`` sent from another thread; inside, the API has received
+        it and the agent has no answer yet; after, the answer is at ``["answer"]``."""
+        seen: dict[str, httpx.Response] = {}
+        before = len(self.api.received)
+
+        def send() -> None:
+            seen["answer"] = self.call(token, "GET", path)
+
+        caller = threading.Thread(target=send)
+        caller.start()
+        deadline = time.monotonic() + 20
+        while len(self.api.received) == before:
+            assert time.monotonic() < deadline, "the API never received the request"
+            time.sleep(0.005)
+        yield seen
+        caller.join(30)
+        assert "answer" in seen, "no answer"
 
     def events(self, kind: str) -> list[Any]:
         self.tether.events.flush()
