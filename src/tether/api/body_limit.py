@@ -73,7 +73,6 @@ class BodyLimit:
         await self._app(scope, replay, send)
 
 
-
 def _too_large(limit: int) -> str:
     return f"the request body is larger than the limit of {limit} bytes"
 

@@ -9,6 +9,7 @@ to give. Each hop of a redirect is judged here again, as its own request.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from tether.core import Tether
 from tether.egress import paths
 from tether.egress.context import Undecidable, http_context
 from tether.egress.exchange import Answer, refusal
-from tether.errors import InvalidRequest, TetherError
+from tether.errors import InvalidRequest
 from tether.gateway.deciding import Deciding, Denial
 from tether.gateway.refusals import Held, Refused, reason_of
 from tether.policy.decision import Decision
@@ -99,9 +100,11 @@ class Admission:
             why = f"the request cannot be decided on: {exc}"
             self.refuse(actor, why, resource, method)
             raise Stop(refusal(403, "access_denied", f"denied: {why}", reasons=[why])) from None
-        bound = _bound(method, normal, http, body)
+        bound = _bound(method, normal, http, body, self.tether.settings.egress.body_max_bytes)
         try:
-            decision = self._deciding.decide(token, method, resource, None, actor, http=http, bound=bound)
+            decision = self._deciding.decide(
+                token, method, resource, None, actor, http=http, bound=bound
+            )
         except Held as held:
             raise Stop(_held(held)) from None
         except Denial as denial:
@@ -123,17 +126,21 @@ class Admission:
 
 
 def _bound(
-    method: str, target: paths.Target, http: dict[str, Any] | None, body: bytes
+    method: str, target: paths.Target, http: dict[str, Any] | None, body: bytes, shown: int
 ) -> dict[str, Any]:
     """What an approval of this request is bound to (with the chain and the resource):
-    the method, the query and the body, and what rules read (``context.http``), so the
-    approved request is the only one it lets through. Shown to the approver, redacted."""
+    the method, the query, the body's digest, and what rules read (``context.http``), so
+    the approved request is the only one it lets through. The approver also sees the body
+    as text when it is UTF-8 of at most ``shown`` bytes (the log keeps it redacted)."""
     bound: dict[str, Any] = {
         "method": method,
         "query": [list(pair) for pair in target.query],
         "body_sha256": hashlib.sha256(body).hexdigest(),
         "body_bytes": len(body),
     }
+    if body and len(body) <= shown:
+        with contextlib.suppress(UnicodeDecodeError):  # bytes: bound by their digest
+            bound["body"] = body.decode("utf-8")
     if http is not None:
         bound["http"] = http
     return bound
@@ -153,8 +160,3 @@ def _held(held: Held) -> Answer:
         headers=((APPROVAL_HEADER, held.approval),),
         approval=held.approval,
     )
-
-
-def stop_for(exc: TetherError, status: int, error: str) -> Stop:
-    """A :class:`Stop` answering ``status`` ``error`` with ``exc``'s description."""
-    return Stop(refusal(status, error, exc.description))

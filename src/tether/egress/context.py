@@ -83,12 +83,21 @@ def is_json(content_type: str | None) -> bool:
 
 
 def _unique(pairs: Iterable[tuple[str, str]], what: str) -> dict[str, str]:
-    seen: dict[str, str] = {}
-    for name, value in pairs:
+    listed = list(pairs)
+    found = dict(listed)
+    if len(found) < len(listed):
+        raise Undecidable(f"the {what} {_named(_repeated(listed))} is sent more than once")
+    return found
+
+
+def _repeated(pairs: Sequence[tuple[str, Any]]) -> str:
+    """The first name that ``pairs`` hold twice."""
+    seen: set[str] = set()
+    for name, _ in pairs:
         if name in seen:
-            raise Undecidable(f"the {what} {_named(name)} is sent more than once")
-        seen[name] = value
-    return seen
+            return name
+        seen.add(name)
+    raise AssertionError("no name is repeated")
 
 
 def _selected(headers: Iterable[tuple[str, str]], names: Sequence[str]) -> dict[str, str]:
@@ -127,11 +136,9 @@ class _Repeated(ValueError):
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in found:
-            raise _Repeated(f"the body's JSON repeats the member {_named(name)}")
-        found[name] = value
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        raise _Repeated(f"the body's JSON repeats the member {_named(_repeated(pairs))}")
     return found
 
 

@@ -92,7 +92,9 @@ class EgressProxy:
 
     # ---- what faces ask ------------------------------------------------------------------
 
-    def authenticate(self, credentials: str | None, destination: str | None = None) -> VerifiedToken:
+    def authenticate(
+        self, credentials: str | None, destination: str | None = None
+    ) -> VerifiedToken:
         """The agent's Tether token, for the egress proxy: audience ``<issuer>/egress``
         (any destination) or ``<issuer>/egress/NAME`` (``NAME`` only: when
         ``destination`` is given, it must be that one). Raises :class:`InvalidToken` with
@@ -167,9 +169,7 @@ class EgressProxy:
                 connection.close()
         if killed:
             why = "the agent was killed or its token stopped verifying: the request was cancelled"
-            await to_thread.run_sync(
-                self.forwarding.cancelled, token, outbound.method, judged, why
-            )
+            await to_thread.run_sync(self.forwarding.cancelled, token, outbound.method, judged, why)
             return refusal(403, "agent_killed", why)
         raise anyio.get_cancelled_exc_class()  # cancelled from outside: pass it on
 
@@ -263,5 +263,5 @@ def _unauthenticated(why: str, outbound: Outbound) -> Answer:
     if outbound.mode == "forward":
         challenge = ("proxy-authenticate", 'Bearer realm="tether"')
         return refusal(407, "invalid_token", why, headers=(challenge,))
-    value = f'Bearer realm="tether", error="invalid_token"'
+    value = 'Bearer realm="tether", error="invalid_token"'
     return refusal(401, "invalid_token", why, headers=(("www-authenticate", value),))

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from anyio import to_thread
 
 from tether.core import Tether
+from tether.discover.interface import fingerprint
 from tether.egress import headers as hygiene
 from tether.egress import paths
 from tether.egress.admission import Admission, Judged, Stop
@@ -54,6 +55,7 @@ class Forwarding:
         self.results = Results(tether)
 
     async def aclose(self) -> None:
+        self.injector.close()
         await self.upstream.aclose()
 
     async def forward(
@@ -93,13 +95,14 @@ class Forwarding:
                 why = f"more than {limit} redirects ([egress] max_redirects): not followed"
                 await self._refuse(token, hop, why)
                 return refusal(502, "too_many_redirects", why)
-            hop = await self._next(token, destination, hop, response.status, following)
-            if isinstance(hop, Answer):
-                return hop
+            after = await self._next(token, destination, hop, response.status, following)
+            if isinstance(after, Answer):
+                return after
+            hop = after
 
     async def _send(
         self, token: Authenticated, destination: Destination, hop: _Hop
-    ) -> tuple[Response, tuple[str, ...], float] | Answer:
+    ) -> tuple[Response, tuple[tuple[str, str], ...], float] | Answer:
         """One hop upstream (once more with a fresh token for an OAuth destination that
         answers 401); the response, the secrets injected and when it started, or the
         answer for a failure (recorded)."""
@@ -119,7 +122,7 @@ class Forwarding:
             if response.status == 401 and destination.oauth is not None and attempt == 1:
                 self.injector.invalidate(destination)  # the token may be revoked: a new one
                 continue
-            return response, tuple(injected.secrets), started
+            return response, injected.secrets, started
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _next(
@@ -152,12 +155,14 @@ class Forwarding:
         destination: Destination,
         hop: _Hop,
         response: Response,
-        secrets: tuple[str, ...],
+        secrets: tuple[tuple[str, str], ...],
         started: float,
     ) -> Answer:
         """The destination's answer as the agent may see it, recorded."""
         kept = hygiene.inbound(response.headers)
-        shown, body, found = redact(kept, response.body, secrets)
+        shown, body, counts = redact(kept, response.body, secrets)
+        prints = {what: fingerprint(value) for what, value in secrets if what in counts}
+        found = scrub.injected(counts, prints)
         try:
             body, scanned = await self.results.scanned(shown, body)
         except Withheld as withheld:

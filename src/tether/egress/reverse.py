@@ -55,13 +55,16 @@ class ReverseFace:
         raw = scope.get("raw_path")
         if not isinstance(raw, bytes) or not raw.startswith(PREFIX):
             return refusal(500, "server_error", "the server did not give the raw request path")
-        name, slash, rest = raw[len(PREFIX) :].partition(b"/")
+        # the path alone (a server may leave the query on it: it starts at the first "?")
+        name, slash, rest = raw[len(PREFIX) :].partition(b"?")[0].partition(b"/")
         headers = tuple(
             (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
         )
         authorization = [v for k, v in headers if k == "authorization"]
         if len(authorization) > 1:
-            return refusal(400, "invalid_request", "the Authorization header is sent more than once")
+            return refusal(
+                400, "invalid_request", "the Authorization header is sent more than once"
+            )
         query = scope.get("query_string") or b""
         target = (slash + rest).decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
         method = str(scope["method"]).upper()
@@ -81,12 +84,12 @@ class ReverseFace:
             body=body,
             mode="reverse",
         )
-        return await self.proxy.exchange(credentials_from(authorization[0] if authorization else None), outbound)
+        return await self.proxy.exchange(
+            credentials_from(authorization[0] if authorization else None), outbound
+        )
 
 
-async def _body(
-    receive: Receive, headers: tuple[tuple[str, str], ...], limit: int
-) -> bytes | None:
+async def _body(receive: Receive, headers: tuple[tuple[str, str], ...], limit: int) -> bytes | None:
     """The request body, at most ``limit`` bytes (:class:`_TooLarge` beyond); None when
     the client went away."""
     declared = [v.strip() for k, v in headers if k == "content-length"]

@@ -100,12 +100,13 @@ class Deciding:
         binding: dict[str, Any] | None,
     ) -> Decision:
         """The recorded decision on the call. Only a call the decision point holds costs a
-        look for an approval granted for it (by its digest: chain, action, path,
-        arguments, or ``binding``); when there is one, the call is decided again with it and the approval
-        used (:meth:`_consume`), so the record shows the hold, then the allow that names
-        the approval. What an allowed call takes in (its ``sensitive`` and ``untrusted``
-        labels) is written for the flow's scopes with the decision's record, naming its
-        event (:meth:`_taking`): if that cannot be written, the call is denied."""
+        look for an approval granted for it (by its digest: chain, action, path and
+        ``binding``, the arguments or what an API call sends); when there is one, the call
+        is decided again with it and the approval used (:meth:`_consume`), so the record
+        shows the hold, then the allow that names the approval. What an allowed call takes
+        in (its ``sensitive`` and ``untrusted`` labels) is written for the flow's scopes
+        with the decision's record, naming its event (:meth:`_taking`): if that cannot be
+        written, the call is denied."""
         request = token.request(action, path, args=args, http=http)
         if session:  # what the work touched so far: context.session
             request = replace(request, session=canonical(session))
