@@ -9,8 +9,10 @@ What it accepts, on HTTP/1.1 (``h11``; :mod:`tether.egress.http1` holds the limi
 - ``CONNECT host:port`` with the agent's Tether token in ``Proxy-Authorization``
   (``Bearer TOKEN``, or ``Basic`` of ``ANY:TOKEN``: what a proxy URL with user info makes
   every client send). No valid token: 407 with ``Proxy-Authenticate``, recorded; a valid
-  token and no ``https`` destination registered at exactly that host and port: 403,
-  recorded; there is no tunnel to anywhere else, ever. Otherwise ``200 Connection
+  token and no ``https`` destination registered at exactly that host and port (or only
+  destinations its audience does not cover): 403, recorded; there is no tunnel to
+  anywhere else, ever. A client must wait for the answer: bytes sent after ``CONNECT``
+  before it close the connection. Otherwise ``200 Connection
   established`` and TLS with a certificate for the host from the installation's CA
   (:mod:`tether.egress.ca`); inside, HTTP/1.1 requests in origin form, kept alive, each
   one handed to the engine with the tunnel's token. A request whose ``Host`` names
