@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8700
+PROXY_PORT ?= 8701
 
 .PHONY: install run test lint bench clean
 
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/tether up --demo --host $(HOST) --port $(PORT)
+	$(BIN)/tether up --demo --host $(HOST) --port $(PORT) --proxy-port $(PROXY_PORT)
 
 # The whole suite on TEST_WORKERS processes (pytest-xdist; tests that start servers wait on
 # them, so more workers than cores pay); `make test TEST_WORKERS=0` runs it in one.

@@ -146,7 +146,7 @@ class Server:
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [str(TETHER), "up", "--port", str(port)],
+                [str(TETHER), "up", "--port", str(port), "--proxy-port", "0"],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -104,7 +104,10 @@ def served(env: dict[str, str], log: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [TETHER, "up", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+            [TETHER, "up", "--port", str(port), "--proxy-port", "0"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 60

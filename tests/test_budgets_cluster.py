@@ -80,7 +80,9 @@ def test_a_budget_is_shared_by_two_server_processes_on_postgresql(
         first.registry.register(ADMIN, spec("helper"))
     admin = {"Authorization": f"Bearer {result.admin_token}"}
     env = _env(home, postgres_schema_url)
-    servers = [ServerProcess([*UP, "--port", str(port)], env, port) for port in ports]
+    servers = [
+        ServerProcess([*UP, "--port", str(port), "--proxy-port", "0"], env, port) for port in ports
+    ]
     clients = [httpx.Client(base_url=s.url, timeout=30) for s in servers]
     try:
         # the grant, with its budgets, given through one server's API

@@ -161,7 +161,7 @@ class Served(ServerProcess):
         port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
         self.env.update(TETHER_HOME=str(home), PYTHONPATH=str(SRC))
-        super().__init__([TETHER, "up", "--port", str(port)], self.env, port)
+        super().__init__([TETHER, "up", "--port", str(port), "--proxy-port", "0"], self.env, port)
         self.admin = {
             **self.env,
             "TETHER_URL": self.url,

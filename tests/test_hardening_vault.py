@@ -200,7 +200,7 @@ def test_item_19_the_broker_warns_when_its_own_token_holds_root(
     (cli_env / "tether.toml").write_text(
         f'[vault]\naddress = "{bao.address}"\ntoken = "{bao.root_token}"\n', encoding="utf-8"
     )
-    code, out, err = Cli(capsys)("up", "--port", "18799")
+    code, out, err = Cli(capsys)("up", "--port", "18799", "--proxy-port", "0")
     assert code == 0, err
     assert "WARNING: Tether's token for the vault" in out and "root policy" in out
     assert any("root policy" in r.getMessage() for r in caplog.records)

@@ -402,6 +402,8 @@ class Workers:
         argv = [*via, "--workers", str(count), "--port", str(port)]
         if via is UVICORN:
             argv += ["--log-level", "warning"]
+        else:
+            argv += ["--proxy-port", "0"]  # never the default egress proxy port in tests
         self.proc = subprocess.Popen(
             argv,
             env=env,

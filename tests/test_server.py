@@ -31,7 +31,7 @@ def demo(tmp_path: Path, db_url: str) -> Iterator[tuple[ServerProcess, str, dict
     """`make run` exactly as the README says, on a free port and a temporary home."""
     port = free_port()
     env = env_for(tmp_path / "home", db_url)
-    argv = ["make", "--no-print-directory", "run", f"PORT={port}"]
+    argv = ["make", "--no-print-directory", "run", f"PORT={port}", "PROXY_PORT=0"]
     server = ServerProcess(argv, env, port, cwd=ROOT)
     token = (tmp_path / "home" / "admin.token").read_text().strip()
     try:

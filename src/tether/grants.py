@@ -40,7 +40,7 @@ from tether.registry import Registry
 from tether.services import Services
 from tether.store import gateway_pins, grant_uses, grants
 
-__all__ = ["APPROVERS", "Grant", "GrantSpec", "Grants"]
+__all__ = ["APPROVERS", "Grant", "GrantSpec", "Grants", "http_read_type"]
 
 APPROVERS = ("owner", "admin")  # who approves a call of a grant that needs approval
 
@@ -197,19 +197,26 @@ class Grants:
 
     def _check_condition(self, grant: Grant) -> None:
         """Validate the grant's Cedar, its condition's ``context.args`` typed (see
-        :meth:`_args_type`) so that conditions on a call's arguments validate."""
+        :meth:`_args_type`) so that conditions on a call's arguments validate, and its
+        ``context.http`` typed from what it reads of it (:func:`http_read_type`)."""
         text = grant.to_cedar()
-        if not grant.condition or "args" not in grant.condition:
+        reads_args = bool(grant.condition) and "args" in str(grant.condition)
+        reads_http = bool(grant.condition) and "http" in str(grant.condition)
+        if not reads_args and not reads_http:
             _check_cedar(text, "condition")
             return
-        typed, how = self._args_type(grant, text)
+        typed, how = self._args_type(grant, text) if reads_args else ("{}", "")
+        http = http_read_type(text) if reads_http else "{}"
         try:
-            typed_schema = cedarpy.Schema.from_str(schema_text(typed))
+            typed_schema = cedarpy.Schema.from_str(schema_text(typed, http))
         except ValueError:
             typed = read_args_type(args_read(text))
             how = "each attribute of context.args the condition reads is a String"
-            typed_schema = cedarpy.Schema.from_str(schema_text(typed))
-        _check_cedar(text, "condition", typed_schema, f"{how}: context.args is {typed}")
+            typed_schema = cedarpy.Schema.from_str(schema_text(typed, http))
+        hints = [f"{how}: context.args is {typed}"] if reads_args else []
+        if reads_http:
+            hints.append(f"{_HTTP_HOW}: context.http is {http}")
+        _check_cedar(text, "condition", typed_schema, "; ".join(hints))
 
     def _args_type(self, grant: Grant, text: str) -> tuple[str, str]:
         """``context.args``'s type for a grant's condition, and how it was found: from the
@@ -359,6 +366,61 @@ class Grants:
                 select(grants).where(grants.c.revoked_at.is_(None), grants.c.expires_at > now)
             )
             return [grant_from_row(row) for row in rows]
+
+
+_HTTP = {".": {"left": {"Var": "context"}, "attr": "http"}}
+_HTTP_SCALARS = ("method", "path")  # context.http's Strings
+_HTTP_RECORDS = ("query", "headers", "body")  # its records, of what a condition reads
+_HTTP_HOW = (
+    "context.http has method and path (Strings), and query, headers and body records of "
+    "each attribute the condition reads, as a String (behind `has`: any type)"
+)
+
+
+def http_read_type(text: str) -> str:
+    """``context.http``'s type for a grant condition: ``method`` and ``path`` Strings, and
+    ``query``, ``headers`` and ``body`` records declaring each attribute the condition
+    reads of them (``.name``, ``["name"]``) a required String, as
+    :func:`tether.cedar_schema.read_args_type` types ``context.args``: a value that is
+    not there when the request is decided makes the condition fail, so the grant does
+    not allow it (fail closed). An attribute the condition also tests with ``has`` is
+    left undeclared, so that a body field of any type validates behind it
+    (``context.http.body has n && context.http.body.n < 10``), as guardrails read it.
+    Anything else the condition reads of ``context.http`` is left out: it does not
+    validate."""
+    try:
+        document = json.loads(cedarpy.policies_to_json_str(text))
+    except ValueError:
+        return "{}"
+    top: set[str] = set()
+    inner: dict[str, set[str]] = {name: set() for name in _HTTP_RECORDS}
+    guarded: dict[str, set[str]] = {name: set() for name in _HTTP_RECORDS}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for op in (".", "has"):
+                found = node.get(op)
+                if not isinstance(found, dict) or not isinstance(found.get("attr"), str):
+                    continue
+                left, attr = found.get("left"), found["attr"]
+                if left == _HTTP:
+                    top.add(attr)
+                elif isinstance(left, dict) and left.get(".", {}).get("left") == _HTTP:
+                    record = left["."].get("attr")
+                    if record in inner:
+                        (inner if op == "." else guarded)[record].add(attr)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document)
+    attrs = [f"{name}: String" for name in _HTTP_SCALARS if name in top]
+    for name in _HTTP_RECORDS:
+        if name in top:
+            attrs.append(f"{name}: {read_args_type(inner[name] - guarded[name])}")
+    return "{ " + ", ".join(attrs) + " }" if attrs else "{}"
 
 
 _NOISE = re.compile(r'^for policy `[^`]*`, | in context for Action::"[^"]*"| for Action::"[^"]*"')

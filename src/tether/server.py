@@ -16,6 +16,14 @@ What runs where, when several processes share one store:
   checkpointer (in processes whose home holds the audit key), the SIEM sinks and the
   behaviour detector.
 
+The egress proxy's forward-proxy face (:mod:`tether.egress.forward`) is served by the
+runtime too, when it is asked to (``proxy``): on a thread and event loop of its own
+(:class:`ForwardProxyService`), with its own engine (:class:`tether.egress.engine.
+EgressProxy`) over the same Tether. ``tether up`` asks for it on ``[egress] port``
+(default 8701; ``--proxy-port``, 0: not served), ``tether proxy`` serves it alone, and an
+ASGI deployment serves it when ``tether.toml`` sets ``[egress] port`` (its workers share
+the port: ``SO_REUSEPORT``). Apps made by ``create_app`` never serve it.
+
 ``app`` below is for ASGI servers: its lifespan builds a Runtime from the environment
 (``TETHER_HOME``, ``TETHER_DB``, ``tether.toml``) and closes it at shutdown. It does not
 initialise a store: run ``tether init`` once first (several workers starting together
@@ -25,11 +33,15 @@ to start, saying so.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass
 
 from anyio import to_thread
 from fastapi import FastAPI
@@ -41,7 +53,10 @@ from tether.audit.checkpoints import Checkpointer
 from tether.audit.sinks import SinkRunner
 from tether.config import Settings
 from tether.core import InitResult, Tether
-from tether.errors import StoreUnavailable, TetherError
+from tether.egress.ca import InstallationCA
+from tether.egress.engine import EgressProxy
+from tether.egress.forward import ForwardProxy, Limits
+from tether.errors import InvalidRequest, StoreUnavailable, TetherError
 from tether.jobs import Job, Periodic
 from tether.store import Store
 from tether.store.locks import StoreLock
@@ -50,8 +65,11 @@ from tether.sweeper import Sweeper, every
 __all__ = [
     "WORKER_SETTINGS",
     "Deployment",
+    "ForwardProxyService",
+    "ProxyAddress",
     "Runtime",
     "app",
+    "configured_proxy",
     "initialise",
     "standard_jobs",
     "workers_app",
@@ -131,7 +149,9 @@ class Runtime:
     (``tether init``; :attr:`init` then tells what was done); without it they must be
     initialised already. ``prepare`` runs on the opened Tether before the jobs start
     (the demo seeds itself there); ``jobs`` and ``app`` make the background jobs and the
-    ASGI app."""
+    ASGI app (None: no app, as for ``tether proxy``). With ``proxy``, the egress forward
+    proxy is served there (:attr:`proxy` then tells its port); a port it cannot bind
+    stops the start, saying why."""
 
     def __init__(
         self,
@@ -140,18 +160,21 @@ class Runtime:
         initialise: bool = False,
         prepare: Callable[[Tether], object] | None = None,
         jobs: Callable[[Tether], Sequence[Job]] = standard_jobs,
-        app: Callable[[Tether], FastAPI] = create_app,
+        app: Callable[[Tether], FastAPI] | None = create_app,
+        proxy: ProxyAddress | None = None,
     ) -> None:
         self.settings = settings
         self._initialise = initialise
         self._prepare = prepare
         self._make_jobs = jobs
         self._make_app = app
+        self._proxy = proxy
         self._stack = ExitStack()
         self._tether: Tether | None = None
         self._app: FastAPI | None = None
         self.init: InitResult | None = None
         self.jobs: tuple[Job, ...] = ()
+        self.proxy: ForwardProxyService | None = None
 
     @property
     def tether(self) -> Tether:
@@ -162,7 +185,7 @@ class Runtime:
     @property
     def app(self) -> FastAPI:
         if self._app is None:
-            raise RuntimeError("the runtime is not running")
+            raise RuntimeError("the runtime is not running, or serves no app")
         return self._app
 
     def __enter__(self) -> Runtime:
@@ -178,7 +201,12 @@ class Runtime:
                 stack.callback(job.stop)  # stopped even if its start fails half way
                 job.start()
             log.info("background jobs: %s", ", ".join(job.name for job in self.jobs))
-            self._app = self._make_app(tether)
+            self._app = self._make_app(tether) if self._make_app is not None else None
+            if self._proxy is not None:
+                proxy = ForwardProxyService(tether, self._proxy)
+                stack.callback(proxy.stop)
+                proxy.start()
+                self.proxy = proxy
             self._tether = tether
             self._stack = stack.pop_all()
         return self
@@ -199,6 +227,111 @@ class Runtime:
     def _closed(self) -> None:
         self._tether = None
         self._app = None
+        self.proxy = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyAddress:
+    """Where the forward proxy listens; ``reuse_port``: a port several processes share
+    (the workers of one deployment)."""
+
+    host: str
+    port: int
+    reuse_port: bool = False
+
+
+def configured_proxy(settings: Settings) -> ProxyAddress | None:
+    """The forward proxy of an ASGI deployment: served when ``tether.toml`` sets
+    ``[egress] port`` (not 0), on ``[egress] host`` (default 127.0.0.1), its workers
+    sharing the port."""
+    egress = settings.egress
+    if "port" not in egress.model_fields_set or egress.port == 0:
+        return None
+    return ProxyAddress(egress.host or "127.0.0.1", egress.port, reuse_port=True)
+
+
+_PROXY_START = 30.0  # seconds the forward proxy may take to listen
+
+
+class ForwardProxyService:
+    """The egress forward proxy of ``tether`` on ``address``, on a thread and event loop
+    of its own (a :class:`~tether.jobs.Job` of the runtime). :meth:`start` returns once
+    it listens (:attr:`port`: the port bound) or raises why it cannot; :meth:`stop`
+    closes its connections and waits for it. ``engine`` makes its engine (tests give
+    one that resolves test host names)."""
+
+    name = "egress-proxy"
+
+    def __init__(
+        self,
+        tether: Tether,
+        address: ProxyAddress,
+        *,
+        limits: Limits | None = None,
+        engine: Callable[[Tether], EgressProxy] = EgressProxy,
+    ) -> None:
+        self._tether = tether
+        self.address = address
+        self._limits = limits
+        self._engine = engine
+        self.ca: InstallationCA | None = None
+        self.proxy: ForwardProxy | None = None
+        self.port: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tether-egress-proxy", daemon=True)
+
+    def start(self) -> None:
+        self.ca = InstallationCA.open(self._tether.settings.home)
+        self._thread.start()
+        where = f"{self.address.host}:{self.address.port}"
+        if not self._ready.wait(_PROXY_START):
+            raise StoreUnavailable(f"the egress proxy did not start on {where} in time")
+        failed = self._failed
+        if failed is not None:
+            why = failed.description if isinstance(failed, TetherError) else str(failed)
+            raise InvalidRequest(
+                f"cannot serve the egress proxy on {where}: {why} (set [egress] port, or "
+                "--proxy-port 0 not to serve it)"
+            )
+
+    def stop(self) -> None:
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has ended already
+                loop.call_soon_threadsafe(stopping.set)
+        if self._thread.is_alive():
+            self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except Exception as exc:
+            if not self._ready.is_set():
+                self._failed = exc
+            else:
+                log.exception("the egress proxy stopped")
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        assert self.ca is not None  # start() opened it
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        engine = self._engine(self._tether)
+        self.proxy = proxy = ForwardProxy(
+            engine, self.ca, self._tether.settings.egress, limits=self._limits
+        )
+        address = self.address
+        async with (
+            engine.running(),
+            proxy.serving(address.host, address.port, reuse_port=address.reuse_port) as port,
+        ):
+            self.port = port
+            self._ready.set()
+            await self._stopping.wait()
 
 
 class Deployment:
@@ -207,8 +340,13 @@ class Deployment:
     every other request goes to the runtime's app. A start-up failure is reported in one
     line (the ASGI server then exits non-zero)."""
 
-    def __init__(self, settings: Callable[[], Settings] = Settings.from_env) -> None:
+    def __init__(
+        self,
+        settings: Callable[[], Settings] = Settings.from_env,
+        proxy: Callable[[Settings], ProxyAddress | None] = configured_proxy,
+    ) -> None:
         self._settings = settings
+        self._proxy = proxy
         self._app: FastAPI | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -243,7 +381,8 @@ class Deployment:
         await send({"type": "lifespan.shutdown.complete"})
 
     def _start(self) -> Runtime:
-        runtime = Runtime(self._settings())
+        settings = self._settings()
+        runtime = Runtime(settings, proxy=self._proxy(settings))
         return runtime.__enter__()
 
 
@@ -263,4 +402,12 @@ def workers_app() -> Deployment:
     """The app of each worker of ``tether up --workers N`` (an ASGI factory): the
     environment's settings as for :data:`app`, with what ``tether up`` decided on top."""
     overrides = json.loads(os.environ.get(WORKER_SETTINGS) or "{}")
-    return Deployment(lambda: Settings.from_env().model_copy(update=overrides))
+    proxy = overrides.pop("proxy", None)  # {"host", "port"}: the forward proxy `up` serves
+    address = (
+        ProxyAddress(str(proxy["host"]), int(proxy["port"]), reuse_port=True)
+        if proxy and proxy.get("port")
+        else None
+    )
+    return Deployment(
+        lambda: Settings.from_env().model_copy(update=overrides), proxy=lambda _: address
+    )

@@ -28,6 +28,8 @@ from tether.api.errors import install_error_handlers
 from tether.api.request_ids import RequestIds
 from tether.callers import Caller
 from tether.core import VERSION, Tether
+from tether.egress.engine import EgressProxy
+from tether.egress.reverse import ReverseFace
 from tether.gateway.http import McpFace, protected_resource_metadata
 
 __all__ = ["create_app"]
@@ -36,10 +38,12 @@ __all__ = ["create_app"]
 def create_app(tether: Tether) -> FastAPI:
     """An app serving ``tether``; the caller owns the Tether's lifetime."""
     face = McpFace(tether)
+    proxy = EgressProxy(tether)  # the egress proxy's engine, for every face of it
+    reverse = ReverseFace(proxy)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with face.lifespan():
+        async with face.lifespan(), proxy.running():
             yield
 
     app = FastAPI(
@@ -49,8 +53,13 @@ def create_app(tether: Tether) -> FastAPI:
         description="Identity-first security for AI agents: the admin API.",
     )
     app.state.tether = tether
+    app.state.egress = proxy
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=tether.settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=tether.settings.max_request_bytes,
+        per_prefix=(("/egress/", tether.settings.egress.max_request_bytes),),
+    )
     app.add_middleware(RequestIds)  # outermost: even a refused body gets its request ID
     app.include_router(agents.router)
     app.include_router(grants.router)
@@ -63,6 +72,8 @@ def create_app(tether: Tether) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(approvals.router)
     app.router.routes.append(Route("/mcp/{name}", endpoint=face, methods=["GET", "POST", "DELETE"]))
+    for route in ("/egress/{name}", "/egress/{name}/{path:path}"):
+        app.router.routes.append(Route(route, endpoint=reverse))  # every method: 405 is recorded
 
     @app.get("/.well-known/oauth-protected-resource/mcp/{name}", tags=["gateway"])
     def resource_metadata(name: str) -> dict[str, Any]:

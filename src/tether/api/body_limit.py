@@ -4,7 +4,10 @@ A pure ASGI middleware: a ``Content-Length`` above the limit is answered at once
 other body (chunked, or a length that lies) is read here, its bytes counted as they
 arrive, and answered the moment the count passes the limit. Only a body within the limit
 reaches the app (replayed as one message), so no authentication, parsing or audit work is
-ever spent on a body that is too large, and a huge upload is never held whole in memory."""
+ever spent on a body that is too large, and a huge upload is never held whole in memory.
+
+A route prefix may have a limit of its own (``per_prefix``): the egress proxy's
+``/egress/`` takes bodies up to ``[egress] max_request_bytes``, not the admin API's."""
 
 from __future__ import annotations
 
@@ -18,22 +21,31 @@ _LENGTH = b"content-length"
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_prefix: tuple[tuple[str, int], ...] = ()
+    ) -> None:
         self._app = app
         self._max = max_bytes
+        self._prefixes = per_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        limit = self._max
+        path = scope.get("path", "")
+        for prefix, own in self._prefixes:
+            if path.startswith(prefix):
+                limit = own
+                break
         declared = [v for k, v in scope.get("headers") or () if k.lower() == _LENGTH]
         if declared:
             text = declared[0].decode("latin-1").strip()
             if not text.isdigit() or len(set(declared)) > 1:
                 await _answer(send, 400, "invalid_request", "invalid Content-Length header")
                 return
-            if int(text) > self._max:
-                await _answer(send, 413, "request_too_large", self._too_large())
+            if int(text) > limit:
+                await _answer(send, 413, "request_too_large", _too_large(limit))
                 return
         chunks: list[bytes] = []
         size = 0
@@ -43,8 +55,8 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self._max:
-                await _answer(send, 413, "request_too_large", self._too_large())
+            if size > limit:
+                await _answer(send, 413, "request_too_large", _too_large(limit))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -60,8 +72,9 @@ class BodyLimit:
 
         await self._app(scope, replay, send)
 
-    def _too_large(self) -> str:
-        return f"the request body is larger than the limit of {self._max} bytes"
+
+def _too_large(limit: int) -> str:
+    return f"the request body is larger than the limit of {limit} bytes"
 
 
 async def _answer(send: Send, status: int, error: str, description: str) -> None:

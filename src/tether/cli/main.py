@@ -21,6 +21,7 @@ from tether.cli import (
     output,
     owner,
     policy,
+    proxy,
     server,
     token,
 )
@@ -39,6 +40,7 @@ app = typer.Typer(
 )
 app.command()(server.init)
 app.command()(server.up)
+app.command()(proxy.proxy)
 app.add_typer(agent.app, name="agent")
 app.add_typer(owner.app, name="owner")
 app.add_typer(grant.app, name="grant")

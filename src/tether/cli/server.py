@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import shlex
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,9 +14,13 @@ from tether.callers import Caller
 from tether.cli import output
 from tether.cli.context import settings
 from tether.cli.options import Json
+from tether.cli.proxy import proxy_line
 from tether.config import Settings
 from tether.core import InitResult, Tether
 from tether.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from tether.server import ProxyAddress
 
 __all__ = ["init", "up"]
 
@@ -58,38 +62,76 @@ def up(
         int,
         typer.Option(help="Worker processes (more than 1 needs a PostgreSQL store).", min=1),
     ] = 1,
+    proxy_port: Annotated[
+        int | None,
+        typer.Option(
+            "--proxy-port",
+            help="Port of the egress forward proxy (HTTPS_PROXY); 0: not served "
+            "[default: [egress] port, 8701].",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
 ) -> None:
-    """Serve the API (initialising TETHER_HOME if it is new)."""
+    """Serve the API and the egress forward proxy (initialising TETHER_HOME if it is new)."""
     config = settings()
     url = f"http://{host}:{port}"
     if "issuer" not in config.model_fields_set:  # tokens name the address actually served
         config = config.model_copy(update={"issuer": url})
     if demo:
         config = config.model_copy(update={"dev_idp": True})
+    proxy = _proxy_address(config, host, proxy_port, shared=workers > 1)
     if workers > 1:
-        _serve_workers(config, host, port, workers, demo=demo)
+        _serve_workers(config, host, port, workers, demo=demo, proxy=proxy)
         return
     import uvicorn
 
     from tether.demo import seed_demo
     from tether.server import Runtime
 
-    with Runtime(config, initialise=True, prepare=seed_demo if demo else None) as runtime:
+    with Runtime(
+        config, initialise=True, prepare=seed_demo if demo else None, proxy=proxy
+    ) as runtime:
         assert runtime.init is not None  # initialise=True
-        vault_warning = _greet(runtime.tether, runtime.init, url, demo=demo)
+        served = runtime.proxy
+        egress = proxy_line(served.address.host, served.port, served.ca) if served else None
+        vault_warning = _greet(runtime.tether, runtime.init, url, demo=demo, egress=egress)
         _logging(vault_warning)
         uvicorn.run(runtime.app, host=host, port=port, log_level="warning")
 
 
-def _serve_workers(config: Settings, host: str, port: int, workers: int, *, demo: bool) -> None:
+def _proxy_address(
+    config: Settings, host: str, port: int | None, *, shared: bool
+) -> ProxyAddress | None:
+    """Where ``up`` serves the forward proxy: ``--proxy-port`` or ``[egress] port``, on
+    ``[egress] host`` or ``--host``; None when the port is 0."""
+    from tether.server import ProxyAddress
+
+    chosen = config.egress.port if port is None else port
+    if chosen == 0:
+        return None
+    return ProxyAddress(config.egress.host or host, chosen, reuse_port=shared)
+
+
+def _serve_workers(
+    config: Settings,
+    host: str,
+    port: int,
+    workers: int,
+    *,
+    demo: bool,
+    proxy: ProxyAddress | None,
+) -> None:
     """``workers`` processes on one PostgreSQL store: the store is initialised (and the
     demo seeded) here, once, before any worker starts; each worker then runs the same
     runtime as ``uvicorn tether.server:app --workers N`` (its own epoch listener, the
-    once-per-store jobs under their locks)."""
+    once-per-store jobs under their locks), and serves the forward proxy on the port
+    they share."""
     import sqlalchemy as sa
     import uvicorn
 
     from tether.demo import seed_demo
+    from tether.egress.ca import InstallationCA
     from tether.server import WORKER_SETTINGS, initialise
 
     if sa.engine.make_url(config.database_url).get_backend_name() != "postgresql":
@@ -101,9 +143,15 @@ def _serve_workers(config: Settings, host: str, port: int, workers: int, *, demo
     with tether:
         if demo:
             seed_demo(tether)
-        vault_warning = _greet(tether, result, f"http://{host}:{port}", demo=demo)
+        egress = None
+        if proxy is not None:  # made here, once, and only opened by the workers
+            ca = InstallationCA.open(config.home)
+            egress = proxy_line(proxy.host, proxy.port, ca)
+        vault_warning = _greet(tether, result, f"http://{host}:{port}", demo=demo, egress=egress)
     _logging(vault_warning)
-    overrides = {"issuer": config.issuer, "dev_idp": config.dev_idp}
+    overrides: dict[str, object] = {"issuer": config.issuer, "dev_idp": config.dev_idp}
+    if proxy is not None:
+        overrides["proxy"] = {"host": proxy.host, "port": proxy.port}
     os.environ[WORKER_SETTINGS] = json.dumps(overrides)  # the workers inherit it
     uvicorn.run(
         "tether.server:workers_app",
@@ -122,13 +170,17 @@ def _logging(vault_warning: str | None) -> None:
         logging.getLogger("tether.vault").warning("%s", vault_warning)
 
 
-def _greet(tether: Tether, result: InitResult, url: str, *, demo: bool) -> str | None:
-    """Print where Tether serves, the admin token and what to try; the vault's warning."""
+def _greet(
+    tether: Tether, result: InitResult, url: str, *, demo: bool, egress: str | None = None
+) -> str | None:
+    """Print where Tether serves (and its egress proxy), the admin token and what to try;
+    the vault's warning."""
     config = tether.settings
     token_file = config.admin_token_file
     token_cmd = f"$(cat {shlex.quote(str(token_file))})"
     lines = [
         f"Tether serving {url}  (store: {result.database})",
+        *([egress] if egress else []),
         f"Admin token: {result.admin_token}  (shown once; also in {token_file})"
         if result.admin_token
         else f"Admin token: in {token_file}",

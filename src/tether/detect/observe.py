@@ -15,10 +15,16 @@ event                              observations (agent = the event's actor unles
                                    for ``tools/call`` / ``prompts/get`` a ``tool``, for
                                    ``resources/read`` and any other action on a path a
                                    ``resource`` (amount 1 when allowed, 0 when denied); an
-                                   allowed MCP action adds its ``server`` (first path segment)
+                                   allowed MCP action adds its ``server`` (first path
+                                   segment), and so does an allowed API call through the
+                                   egress proxy (an HTTP method: its destination)
 ``decision`` ``delegate`` allowed  ``delegate_to`` B for the actor A, ``delegated_by`` A for B
 ``*.refused`` by an agent          ``call`` with amount 1 (a refusal is a denied attempt)
 ``tool.result``                    ``result`` (amount: ``detail.size`` in bytes)
+``egress.result``                  ``result`` (amount: ``detail.size`` + ``detail.sent``,
+                                   the bytes that crossed the proxy either way: a request
+                                   that sends much out is an exfiltration's volume, as an
+                                   answer that brings much in is a scrape's)
 ``token.issued``                   ``audience`` (``detail.aud``)
 ``token.exchanged``                ``audience``, and for a chain ``(..., A, B)`` of two agents
                                    ``delegate_to`` B for A and ``delegated_by`` A for B
@@ -38,6 +44,7 @@ from datetime import datetime
 from typing import Final, NamedTuple
 
 from tether.model import Event
+from tether.permissions import HTTP_ACTIONS
 
 __all__ = [
     "ACTIVE",
@@ -78,6 +85,7 @@ ACTIVE: Final = KINDS - {DELEGATED_BY}  # kinds that are the agent's own doing
 
 _TOOL_ACTIONS: Final = frozenset({"tools/call", "prompts/get"})
 _MCP_ACTIONS: Final = frozenset({"tools/call", "prompts/get", "resources/read"})
+_SERVED: Final = _MCP_ACTIONS | frozenset(HTTP_ACTIONS)  # actions on a server or destination
 _IGNORED_PREFIXES: Final = ("alert.", "detect.")
 VALUE_MAX: Final = 256  # longer values are kept as a prefix and a hash of the whole
 
@@ -117,8 +125,8 @@ def observe(event: Event) -> tuple[Observation, ...]:
         return ()
     if kind == "decision":
         return _decision(event, actor)
-    if kind == "tool.result":
-        size = _size(event)
+    if kind in ("tool.result", "egress.result"):
+        size = _size(event, "size") + (_size(event, "sent") if kind == "egress.result" else 0.0)
         value = bounded(event.resource or "")
         return (Observation(actor, RESULT, value, size, event.seq, event.at),)
     if kind == "token.issued":
@@ -151,7 +159,7 @@ def _decision(event: Event, actor: str) -> tuple[Observation, ...]:
         return (call,)
     item = TOOL if action in _TOOL_ACTIONS else RESOURCE
     touched = Observation(actor, item, resource, 1.0 if allowed else 0.0, seq, at)
-    if allowed and action in _MCP_ACTIONS:
+    if allowed and action in _SERVED:
         server = resource.split("/", 1)[0]
         return (call, touched, Observation(actor, SERVER, server, 1.0, seq, at))
     return (call, touched)
@@ -164,8 +172,8 @@ def _delegation(delegator: str, delegate: str, event: Event) -> tuple[Observatio
     )
 
 
-def _size(event: Event) -> float:
-    size = event.detail.get("size")
+def _size(event: Event, key: str) -> float:
+    size = event.detail.get(key)
     if isinstance(size, bool) or not isinstance(size, int | float) or size < 0:
         return 0.0
     return float(size)

@@ -2,7 +2,11 @@
 (``context.session``), the decision recorded with what an allowed call takes in (written
 as an effect of the decision's record, in its transaction), and a held call: a granted
 approval for exactly this call used once in the transaction that records the allow, or
-a pending approval asked and named (:class:`~tether.gateway.refusals.Held`)."""
+a pending approval asked and named (:class:`~tether.gateway.refusals.Held`).
+
+The egress proxy decides its API calls here too: their request (``context.http``) is
+given as ``http``, and an approval of one is bound to ``bound`` (what the call sends: its
+method, query and body), not only to what rules read of it."""
 
 from __future__ import annotations
 
@@ -19,10 +23,19 @@ from tether.policy.decision import AccessRequest, Decision, canonical
 from tether.tokens import VerifiedToken
 from tether.upstreams.flows import TRACKED, flow_reads, flow_scopes
 
-__all__ = ["Deciding", "Refuse"]
+__all__ = ["Deciding", "Denial", "Refuse"]
 
 # refuse(path, action, why, actor): record a refusal at the gateway
 Refuse = Callable[[str, str, str, str], None]
+
+
+class Denial(Refused):
+    """A deny of the decision point, on record (``decision.seq``; None when even the
+    deny could not be written)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__("; ".join(decision.reasons))
+        self.decision = decision
 
 
 class Deciding:
@@ -40,24 +53,30 @@ class Deciding:
         path: str,
         args: dict[str, Any] | None,
         actor: str,
+        *,
+        http: dict[str, Any] | None = None,
+        bound: dict[str, Any] | None = None,
     ) -> Decision:
-        """The allowed, recorded decision on the call; raises :class:`Refused` (a deny,
-        with its reasons) or :class:`Held` (the pending approval it waits for)."""
+        """The allowed, recorded decision on the call; raises :class:`Denial` (a deny,
+        with its reasons) or :class:`Held` (the pending approval it waits for). ``http``:
+        an API call's request, for ``context.http``; ``bound``: what an approval of the
+        call is bound to and shows (``args`` when not given)."""
         scopes = flow_scopes(token.family, token.chain)
         reads = flow_reads(token.family, token.chain)
         session = self._session(reads, path, action, actor)
-        decision = self._decide(token, action, path, args, session, scopes)
+        binding = args if bound is None else bound
+        decision = self._decide(token, action, path, args, session, scopes, http, binding)
         if decision.allowed:
             return decision
         if decision.approval is None or decision.seq is None:  # not held, or not on record
-            raise Refused("; ".join(decision.reasons))
+            raise Denial(decision)
         try:
             pending = self.tether.approvals.request(
                 chain=token.chain,
                 agent=actor,
                 action=action,
                 resource=path,
-                args=args,
+                args=binding,
                 reasons=decision.reasons,
                 approver=decision.approval,
                 request_seq=decision.seq,
@@ -77,15 +96,18 @@ class Deciding:
         args: dict[str, Any] | None,
         session: dict[str, Any],
         scopes: tuple[str, ...],
+        http: dict[str, Any] | None,
+        binding: dict[str, Any] | None,
     ) -> Decision:
         """The recorded decision on the call. Only a call the decision point holds costs a
-        look for an approval granted for it (by its digest: chain, action, path,
-        arguments); when there is one, the call is decided again with it and the approval
-        used (:meth:`_consume`), so the record shows the hold, then the allow that names
-        the approval. What an allowed call takes in (its ``sensitive`` and ``untrusted``
-        labels) is written for the flow's scopes with the decision's record, naming its
-        event (:meth:`_taking`): if that cannot be written, the call is denied."""
-        request = token.request(action, path, args=args)
+        look for an approval granted for it (by its digest: chain, action, path and
+        ``binding``, the arguments or what an API call sends); when there is one, the call
+        is decided again with it and the approval used (:meth:`_consume`), so the record
+        shows the hold, then the allow that names the approval. What an allowed call takes
+        in (its ``sensitive`` and ``untrusted`` labels) is written for the flow's scopes
+        with the decision's record, naming its event (:meth:`_taking`): if that cannot be
+        written, the call is denied."""
+        request = token.request(action, path, args=args, http=http)
         if session:  # what the work touched so far: context.session
             request = replace(request, session=canonical(session))
         taking = self._taking(scopes, path)
@@ -93,7 +115,7 @@ class Deciding:
         if decision.approval is None or decision.seq is None:
             return decision
         try:
-            digest = call_digest(token.chain, action, path, args)
+            digest = call_digest(token.chain, action, path, binding)
         except ValueError:  # no approval can name it: it stays held (and is refused)
             return decision
         try:
