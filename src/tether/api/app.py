@@ -19,6 +19,7 @@ from tether.api import (
     authzen,
     credentials,
     discovery,
+    egress,
     gateway,
     grants,
     oauth,
@@ -62,6 +63,7 @@ def create_app(tether: Tether) -> FastAPI:
     app.include_router(discovery.router)
     app.include_router(alerts.router)
     app.include_router(approvals.router)
+    app.include_router(egress.router)
     app.router.routes.append(Route("/mcp/{name}", endpoint=face, methods=["GET", "POST", "DELETE"]))
 
     @app.get("/.well-known/oauth-protected-resource/mcp/{name}", tags=["gateway"])
