@@ -205,34 +205,45 @@ def parse_injection(text: object) -> Injection:
     if not isinstance(text, str) or len(text) > _MAX_SPEC:
         raise InvalidRequest(f"a credential is text of at most {_MAX_SPEC} characters")
     name, sep, value = text.partition("=")
-    if not sep or not value:
+    if not sep or not value:  # the text is not shown: it may be a pasted secret
         raise InvalidRequest(
             "a credential is HEADER=REF, 'HEADER=Bearer {REF}', query:NAME=REF or "
-            f"basic:USER=REF (REF: env:VAR or vault:<path>#<field>): {text!r}"
+            "basic:USER=REF (REF: env:VAR or vault:<path>#<field>)"
         )
     if name.startswith("query:"):
         param = name.removeprefix("query:")
         if _QUERY_NAME.fullmatch(param) is None:
             raise InvalidRequest(f"{param!r} is not a query parameter name Tether may set")
-        return Injection("query", param, check_ref(value))
+        return Injection("query", param, _ref(value, f"query:{param}"))
     if name.startswith("basic:"):
         user = name.removeprefix("basic:")
         if _USER.fullmatch(user) is None:
             raise InvalidRequest(f"{user!r} is not a basic-auth user name (no ':' or blanks)")
-        return Injection("basic", user, check_ref(value))
+        return Injection("basic", user, _ref(value, f"basic:{user}"))
     if HEADER_NAME.fullmatch(name) is None or name.lower() in NOT_SET:
         raise InvalidRequest(f"{name!r} is not a header Tether may set")
     found = _TEMPLATE.fullmatch(value)
     if found is None:
         if "{" in value or "}" in value:
-            raise InvalidRequest(f"a header template holds one {{REF}}: {value!r}")
-        return Injection("header", name, check_ref(value))
+            raise InvalidRequest(f"{name}: a header template holds one {{REF}}")
+        return Injection("header", name, _ref(value, name))
     before, after = found["before"], found["after"]
     if _TEXT.fullmatch(before + after) is None:
         raise InvalidRequest("a header template's text must be printable ASCII")
     if before[:1] in (" ", "\t") or after[-1:] in (" ", "\t"):
         raise InvalidRequest("a header value neither starts nor ends with a blank (RFC 9110)")
-    return Injection("header", name, check_ref(found["ref"]), f"{before}{{}}{after}")
+    return Injection("header", name, _ref(found["ref"], name), f"{before}{{}}{after}")
+
+
+def _ref(value: str, where: str) -> str:
+    """``value`` if it is a reference (:func:`check_ref`). What is not one is refused
+    without being shown: it may be the secret itself, pasted."""
+    if value.partition(":")[0] not in ("env", "vault", "vault-token"):
+        raise InvalidRequest(
+            f"{where}: give where the secret lives (env:VAR or vault:<path>#<field>), "
+            "never the secret itself (what was given is not shown)"
+        )
+    return check_ref(value)
 
 
 def parse_oauth(
@@ -273,4 +284,4 @@ def parse_oauth(
         raise InvalidRequest(f"--oauth-scope must be at most {_MAX_SPEC} printable ASCII")
     if not isinstance(client_secret, str):
         raise InvalidRequest("--oauth-client-secret is a reference: env:VAR or vault:<path>#<f>")
-    return OAuthClient(url.normal, client_id, check_ref(client_secret), scope)
+    return OAuthClient(url.normal, client_id, _ref(client_secret, "--oauth-client-secret"), scope)
