@@ -206,6 +206,23 @@ class Client:
         body = {"item": item, "kind": kind, "add": add, "remove": remove}
         return self._object("POST", path, json=body)
 
+    def egress_destinations(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._object("GET", "/v1/egress/destinations")["destinations"]
+        return found
+
+    def egress_add(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._object("POST", "/v1/egress/destinations", json=body)
+
+    def egress_show(self, name: str) -> dict[str, Any]:
+        return self._object("GET", _destination_path(name))
+
+    def egress_remove(self, name: str, reason: str = "") -> dict[str, Any]:
+        return self._object("DELETE", _destination_path(name), params={"reason": reason})
+
+    def egress_label(self, name: str, add: list[str], remove: list[str]) -> dict[str, Any]:
+        path = _destination_path(name) + "/labels"
+        return self._object("POST", path, json={"add": add, "remove": remove})
+
     # ---- transport --------------------------------------------------------------------
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -266,6 +283,10 @@ class Client:
 
 def _agent_path(ref: str) -> str:
     return "/v1/agents/" + quote(ref, safe="")
+
+
+def _destination_path(name: str) -> str:
+    return "/v1/egress/destinations/" + quote(name, safe="")
 
 
 def _result(response: httpx.Response) -> Any:

@@ -4,14 +4,23 @@ endpoint as audience, with a ``jti``)."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
 
-__all__ = ["IDP_ISSUER", "delegation_token", "person_header", "person_token"]
+__all__ = [
+    "IDP_ISSUER",
+    "delegation_token",
+    "idp_config",
+    "person_header",
+    "person_token",
+]
 
 IDP_ISSUER = "https://idp.example.com"
 
@@ -67,3 +76,14 @@ def delegation_token(
     claims.setdefault("jti", str(uuid.uuid4()))
     audience = f"{tether}/oauth2/token"
     return person_token(idp_key, email, issuer=issuer, audience=audience, ttl=ttl, **claims)
+
+
+def idp_config(directory: Path) -> tuple[Ed25519PrivateKey, str]:
+    """A new key of the tests' identity provider, its JWKS written in ``directory``, and
+    the ``[[idp]]`` lines of tether.toml that trust it for the admin API."""
+    idp_key = Ed25519PrivateKey.generate()
+    jwk = OKPAlgorithm.to_jwk(idp_key.public_key(), as_dict=True)
+    jwk["kid"] = "idp-1"
+    jwks = directory / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}), encoding="utf-8")
+    return idp_key, f'[[idp]]\nissuer = "{IDP_ISSUER}"\naudience = "tether"\njwks_file = "{jwks}"\n'

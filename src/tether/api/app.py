@@ -19,6 +19,7 @@ from tether.api import (
     authzen,
     credentials,
     discovery,
+    egress,
     gateway,
     grants,
     oauth,
@@ -71,6 +72,7 @@ def create_app(tether: Tether) -> FastAPI:
     app.include_router(discovery.router)
     app.include_router(alerts.router)
     app.include_router(approvals.router)
+    app.include_router(egress.router)
     app.router.routes.append(Route("/mcp/{name}", endpoint=face, methods=["GET", "POST", "DELETE"]))
     for route in ("/egress/{name}", "/egress/{name}/{path:path}"):
         app.router.routes.append(Route(route, endpoint=reverse))  # every method: 405 is recorded

@@ -16,6 +16,7 @@ from tether.cli import (
     credential,
     detect,
     discover,
+    egress,
     gateway,
     grant,
     output,
@@ -50,6 +51,7 @@ app.add_typer(token.token_app, name="token")
 app.add_typer(token.dev_app, name="dev")
 app.add_typer(audit.app, name="audit")
 app.add_typer(gateway.app, name="gateway")
+app.add_typer(egress.app, name="egress")
 app.add_typer(credential.app, name="credential")
 app.add_typer(discover.app, name="discover")
 app.add_typer(alerts.app, name="alerts")

@@ -41,7 +41,9 @@ def destination_of(issuer: str, audience: str) -> str | None:
     if audience == whole:
         return ""
     prefix = f"{whole}/"
-    return audience[len(prefix) :] if audience.startswith(prefix) else None
+    if not audience.startswith(prefix):
+        return None
+    return audience[len(prefix) :] or None  # "<issuer>/egress/" names no destination
 
 
 def fits_destination(grant: Grant, destination: str) -> bool:

@@ -22,20 +22,27 @@ and, for APIs that want an OAuth access token, an OAuth client (``--oauth-token-
 token with the client-credentials grant, keeps it until shortly before it expires, and
 sends it as ``Authorization: Bearer``.
 
+How the base URL, each ``--credential`` and the OAuth client are read (strictly, one way
+only) is :mod:`tether.upstreams.injections`. Credentials travel over https only: a
+plain-http base with credentials, or a plain-http token URL, is refused unless the
+destination is ``internal``. One source sets ``Authorization`` (a header, ``basic:`` or
+the OAuth client); each header or query parameter receives one value.
+
 Only admins add and remove destinations; admins and the destination's owner change its
-labels. A destination is ``internal`` when it may resolve to private, loopback or
-link-local addresses (an API inside the network); otherwise such addresses are refused on
-every request. Every change is an audit event (with references, never secrets) and moves
-the state epoch.
+labels (``plain``, none of the others, stands alone; a destination nobody labelled counts
+as ``[egress] unlabelled``). A refusal is recorded (``access.refused``). A destination is
+``internal`` when it may resolve to private, loopback or link-local addresses (an API
+inside the network); otherwise such addresses are refused on every request. Every change
+is an audit event (``egress.destination_added``, ``egress.destination_removed``,
+``egress.labelled``: references, never secrets) and moves the state epoch. Bad input
+changes and records nothing.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import builtins
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,7 +56,13 @@ from tether.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from tether.model import Email, parse_email, parse_name
 from tether.services import Services
 from tether.store import egress_destinations, gateway_servers
-from tether.upstreams.credentials import FORBIDDEN_HEADERS, HEADER_NAME, check_ref
+from tether.upstreams.injections import (
+    Injection,
+    OAuthClient,
+    parse_base,
+    parse_injection,
+    parse_oauth,
+)
 
 __all__ = [
     "Destination",
@@ -57,67 +70,11 @@ __all__ = [
     "Destinations",
     "Injection",
     "OAuthClient",
+    "parse_base",
     "parse_injection",
 ]
 
 _MAX_CREDENTIALS = 16
-_QUERY_NAME = re.compile(r"[A-Za-z0-9._~-]{1,128}")
-_USER = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=-]{0,128}")  # no ':' (RFC 7617)
-_TEMPLATE = re.compile(r"(?P<before>[^{}]*)\{(?P<ref>[^{}]+)\}(?P<after>[^{}]*)")
-_PRINTABLE = re.compile(r"[\x20-\x7e]*")
-# headers an injection may not set: the framing, the route, the hop
-_NOT_SET = FORBIDDEN_HEADERS | {
-    "proxy-authorization",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Injection:
-    """One secret injected into every request: ``kind`` ``header`` (``name`` the header,
-    ``template`` its value with ``{}`` for the secret), ``query`` (``name`` the
-    parameter) or ``basic`` (``name`` the user name, the secret its password)."""
-
-    kind: str
-    name: str
-    ref: str
-    template: str = "{}"
-
-    def to_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "name": self.name, "ref": self.ref, "template": self.template}
-
-    def describe(self) -> str:
-        """As ``--credential`` takes it (references only)."""
-        if self.kind == "query":
-            return f"query:{self.name}={self.ref}"
-        if self.kind == "basic":
-            return f"basic:{self.name}={self.ref}"
-        if self.template == "{}":
-            return f"{self.name}={self.ref}"
-        return f"{self.name}={self.template.replace('{}', '{' + self.ref + '}')}"
-
-
-@dataclass(frozen=True, slots=True)
-class OAuthClient:
-    """An OAuth client (RFC 6749 §4.4) whose access token Tether injects as a bearer."""
-
-    token_url: str
-    client_id: str
-    client_secret: str  # a reference
-    scope: str = ""
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "token_url": self.token_url,
-            "client_id": self.client_id,
-            "client_secret": self.client_secret,
-            "scope": self.scope,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,82 +130,6 @@ class Destination:
         }
 
 
-def parse_injection(text: str) -> Injection:
-    """One ``--credential``: ``HEADER=REF``, ``HEADER=TEXT{REF}TEXT``, ``query:NAME=REF``
-    or ``basic:USER=REF`` (see the module docstring)."""
-    name, sep, value = text.partition("=")
-    if not sep or not value:
-        raise InvalidRequest(
-            "a credential is HEADER=REF, 'HEADER=Bearer {REF}', query:NAME=REF or "
-            f"basic:USER=REF (REF: env:VAR or vault:<path>#<field>): {text!r}"
-        )
-    if name.startswith("query:"):
-        param = name.removeprefix("query:")
-        if _QUERY_NAME.fullmatch(param) is None:
-            raise InvalidRequest(f"{param!r} is not a query parameter name Tether may set")
-        return Injection("query", param, check_ref(value))
-    if name.startswith("basic:"):
-        user = name.removeprefix("basic:")
-        if _USER.fullmatch(user) is None:
-            raise InvalidRequest(f"{user!r} is not a basic-auth user name (no ':' or blanks)")
-        return Injection("basic", user, check_ref(value))
-    if HEADER_NAME.fullmatch(name) is None or name.lower() in _NOT_SET:
-        raise InvalidRequest(f"{name!r} is not a header Tether may set")
-    found = _TEMPLATE.fullmatch(value)
-    if found is None:
-        if "{" in value or "}" in value:
-            raise InvalidRequest(f"a header template holds one {{REF}}: {value!r}")
-        return Injection("header", name, check_ref(value))
-    before, after = found["before"], found["after"]
-    if _PRINTABLE.fullmatch(before + after) is None:
-        raise InvalidRequest("a header template's text must be printable ASCII")
-    return Injection("header", name, check_ref(found["ref"]), f"{before}{{}}{after}")
-
-
-def parse_base(base: str) -> tuple[str, str, str, int, str]:
-    """``base`` checked: (normalised base, scheme, host, port, base path)."""
-    if not isinstance(base, str) or len(base) > 2048 or _PRINTABLE.fullmatch(base) is None:
-        raise InvalidRequest("--base must be an http(s) URL of printable ASCII")
-    try:
-        parts = urlsplit(base)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidRequest(f"--base is not a URL: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest(f"--base must be an http(s) URL with a host: {base!r}")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidRequest("--base must not carry credentials: use --credential")
-    if parts.query or parts.fragment or "?" in base or "#" in base:
-        raise InvalidRequest("--base takes no query or fragment: grants name paths below it")
-    host = parts.hostname.lower().rstrip(".")
-    if not host or " " in host:
-        raise InvalidRequest(f"--base has no usable host: {base!r}")
-    try:
-        host = str(ipaddress.ip_address(host))
-    except ValueError:
-        if (
-            re.fullmatch(
-                r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*", host
-            )
-            is None
-        ):
-            raise InvalidRequest(f"--base host {host!r} is not a DNS name or IP address") from None
-    port = port or (443 if scheme == "https" else 80)
-    path = parts.path.rstrip("/")
-    if path and (
-        not path.startswith("/")
-        or "//" in path
-        or "%" in path
-        or any(seg in (".", "..") for seg in path.split("/"))
-    ):
-        raise InvalidRequest("--base's path must be plain segments (no '.', '..', '//' or '%')")
-    shown_host = f"[{host}]" if ":" in host else host
-    default = (scheme, port) in (("https", 443), ("http", 80))
-    normal = f"{scheme}://{shown_host}{'' if default else f':{port}'}{path}"
-    return normal, scheme, host, port, path
-
-
 class Destinations:
     def __init__(self, services: Services) -> None:
         self._store = services.store
@@ -259,21 +140,19 @@ class Destinations:
 
     def add(self, by: Caller, spec: DestinationSpec) -> Destination:
         """Register a destination (admins only; recorded; moves the epoch). Raises
-        InvalidRequest, Forbidden (recorded), Conflict (the name is taken, by a
-        destination or an upstream server)."""
+        InvalidRequest (nothing changed, nothing recorded), Forbidden (recorded), Conflict
+        (the name is taken, by a destination or an upstream server)."""
         destination = self._check(spec, by)
         if not by.is_admin:
             self._refuse(by, destination.name, "only admins add egress destinations")
         with self._store.write() as conn:
-            for table in (egress_destinations, gateway_servers):
+            for table, what in (
+                (egress_destinations, "an egress destination"),
+                (gateway_servers, "an upstream MCP server"),
+            ):
                 if conn.execute(
                     select(table.c.name).where(table.c.name == destination.name)
                 ).first():
-                    what = (
-                        "an egress destination"
-                        if table is egress_destinations
-                        else ("an upstream MCP server")
-                    )
                     raise Conflict(f"{what} named {destination.name} exists already")
             conn.execute(insert(egress_destinations).values(**_row(destination)))
             self._log.append(
@@ -294,7 +173,7 @@ class Destinations:
             return [_destination(row) for row in rows]
 
     def get(self, name: str) -> Destination:
-        name = parse_name(name)
+        name = _name(name)
         with self._store.read() as conn:
             row = conn.execute(
                 select(egress_destinations).where(egress_destinations.c.name == name)
@@ -316,7 +195,10 @@ class Destinations:
             return [_destination(row) for row in rows]
 
     def remove(self, by: Caller, name: str, reason: str = "") -> None:
-        name = parse_name(name)
+        """Remove a destination (admins only; recorded; moves the epoch, so tokens for it
+        are no longer issued, nor accepted by the proxy). Raises Forbidden (recorded),
+        NotFound."""
+        name = _name(name)
         if not by.is_admin:
             self._refuse(by, name, "only admins remove egress destinations")
         with self._store.write() as conn:
@@ -334,25 +216,35 @@ class Destinations:
                     reason=reason,
                 ),
             )
-            self._epoch.bump(conn)  # tokens are no longer issued for it, nor accepted
+            self._epoch.bump(conn)
 
     def label(
         self, by: Caller, name: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()
     ) -> Destination:
-        """Add and remove labels of destination ``name``: an admin or its owner; recorded
-        (``egress.labelled``) with the epoch moved, when something changed."""
-        destination = self.get(name)
+        """Add and remove labels of destination ``name``: an admin or its owner (others:
+        Forbidden, recorded); recorded (``egress.labelled``) with the epoch moved, when
+        something changed. ``plain`` (none of the others) stands alone. The change is read
+        and written in one transaction, so two changes at once both count."""
         added, removed = _labels(add, "add"), _labels(remove, "remove")
         if not added and not removed:
             raise InvalidRequest("give a label to --add or --remove")
         if set(added) & set(removed):
             raise InvalidRequest("a label cannot be both added and removed")
-        if not by.is_admin and (destination.owner is None or by.subject != destination.owner):
+        destination = self.get(name)
+        if not (by.is_admin or by.owns(destination.owner)):
             self._refuse(by, destination.name, "only admins and its owner label a destination")
-        labels = tuple(sorted((set(destination.labels) | set(added)) - set(removed)))
-        if labels == destination.labels:
-            return destination
         with self._store.write() as conn:
+            row = conn.execute(
+                select(egress_destinations)
+                .where(egress_destinations.c.name == destination.name)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise NotFound(f"no egress destination {destination.name}")
+            destination = _destination(row)
+            labels = _plain_alone((set(destination.labels) | set(added)) - set(removed))
+            if labels == destination.labels:
+                return destination
             conn.execute(
                 update(egress_destinations)
                 .where(egress_destinations.c.name == destination.name)
@@ -368,11 +260,45 @@ class Destinations:
                 ),
             )
             self._epoch.bump(conn)
-        return Destination(**{**_fields(destination), "labels": labels})
+        return replace(destination, labels=labels)
 
     def effective_labels(self, destination: Destination) -> frozenset[str]:
-        """Its labels, or ``[egress] unlabelled`` while it has none."""
-        return frozenset(destination.labels or self._settings.egress.unlabelled)
+        """What its calls count as: its labels, or ``[egress] unlabelled`` while it has
+        none; ``plain`` means none (the decision point's label snapshot reads them so)."""
+        return frozenset(destination.labels or self._settings.egress.unlabelled) - {"plain"}
+
+    def view(self, by: Caller, destination: Destination) -> dict[str, Any]:
+        """``destination`` as ``by`` may see it. Admins and its owner see its definition
+        (base, credentials as references, OAuth client, labels, owner) with what it
+        counts as (``effective_labels``, ``labels_from``: ``explicit`` or
+        ``[egress] unlabelled``) and how agents reach it (``route``, ``audience``, the
+        forward ``proxy``); anyone else sees what an agent needs: name, audience, route."""
+        issuer = self._settings.issuer
+        shown = {
+            "name": destination.name,
+            "resource": destination.resource(issuer),
+            "route": f"{issuer}/egress/{destination.name}/",
+        }
+        if not (by.is_admin or by.owns(destination.owner)):
+            return shown
+        return {
+            **destination.to_dict(issuer),
+            **shown,
+            "effective_labels": sorted(self.effective_labels(destination)),
+            "labels_from": "explicit" if destination.labels else "[egress] unlabelled",
+            "proxy": self._proxy(),
+        }
+
+    def _proxy(self) -> str | None:
+        """The forward proxy's address as agents put it in ``HTTPS_PROXY`` (without the
+        token), or None when ``tether up`` serves none (``[egress] port = 0``)."""
+        egress = self._settings.egress
+        if not egress.port:
+            return None
+        host = egress.host
+        if not host or host in ("0.0.0.0", "::"):  # noqa: S104 (every address: use the issuer's)
+            host = urlsplit(self._settings.issuer).hostname or "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{egress.port}"
 
     def _refuse(self, by: Caller, name: str, why: str) -> None:
         self._log.record(
@@ -387,7 +313,7 @@ class Destinations:
         raise Forbidden(why)
 
     def _check(self, spec: DestinationSpec, by: Caller) -> Destination:
-        name = parse_name(spec.name)
+        name = _name(spec.name)
         base, scheme, host, port, path = parse_base(spec.base)
         if len(spec.credentials) > _MAX_CREDENTIALS:
             raise InvalidRequest(f"at most {_MAX_CREDENTIALS} --credential values")
@@ -395,7 +321,14 @@ class Destinations:
         keys = [(c.kind, c.name.lower() if c.kind == "header" else c.name) for c in credentials]
         if len(set(keys)) != len(keys):
             raise InvalidRequest("each header or query parameter receives one value")
-        oauth = _oauth(spec)
+        internal = spec.internal is True
+        oauth = parse_oauth(
+            spec.oauth_token_url,
+            spec.oauth_client_id,
+            spec.oauth_client_secret,
+            spec.oauth_scope,
+            internal=internal,
+        )
         basic = [c for c in credentials if c.kind == "basic"]
         authorization = [
             c for c in credentials if c.kind == "header" and c.name.lower() == "authorization"
@@ -403,6 +336,11 @@ class Destinations:
         if len(basic) > 1 or (basic and authorization) or (oauth and (basic or authorization)):
             raise InvalidRequest(
                 "one source sets Authorization: a header, basic: or an OAuth client, not several"
+            )
+        if scheme == "http" and (credentials or oauth) and not internal:
+            raise InvalidRequest(
+                "credentials are sent over https only: a plain-http --base with credentials "
+                "must be an --internal destination (an API inside the network)"
             )
         return Destination(
             name=name,
@@ -413,65 +351,42 @@ class Destinations:
             base_path=path,
             credentials=credentials,
             oauth=oauth,
-            labels=_labels(spec.labels, "label"),
-            internal=bool(spec.internal),
+            labels=_plain_alone(set(_labels(spec.labels, "label"))),
+            internal=internal,
             owner=parse_email(spec.owner) if spec.owner is not None else None,
             created_by=by.subject,
             created_at=self._clock(),
         )
 
 
-def _oauth(spec: DestinationSpec) -> OAuthClient | None:
-    given = [spec.oauth_token_url, spec.oauth_client_id, spec.oauth_client_secret]
-    if all(v is None for v in given):
-        if spec.oauth_scope:
-            raise InvalidRequest("--oauth-scope needs an OAuth client (--oauth-token-url ...)")
-        return None
-    if any(v is None for v in given):
+def _name(name: str) -> str:
+    try:
+        return parse_name(name)
+    except InvalidRequest:
         raise InvalidRequest(
-            "an OAuth client needs --oauth-token-url, --oauth-client-id and --oauth-client-secret"
-        )
-    url, client, secret = (
-        str(spec.oauth_token_url),
-        str(spec.oauth_client_id),
-        str(spec.oauth_client_secret),
-    )
-    parts = urlsplit(url) if _PRINTABLE.fullmatch(url) else None
-    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidRequest(f"--oauth-token-url must be an http(s) URL: {url!r}")
-    if parts.username or parts.password or parts.fragment:
-        raise InvalidRequest("--oauth-token-url must not carry credentials or a fragment")
-    if not client or _PRINTABLE.fullmatch(client) is None:
-        raise InvalidRequest("--oauth-client-id must be printable ASCII")
-    scope = spec.oauth_scope or ""
-    if _PRINTABLE.fullmatch(scope) is None:
-        raise InvalidRequest("--oauth-scope must be printable ASCII")
-    return OAuthClient(url, client, check_ref(secret), scope)
+            f"invalid destination name {name!r}: use 1-63 lowercase letters, digits, '.', "
+            "'_' or '-', starting with a letter or digit, without '..' or '/'"
+        ) from None
 
 
 def _labels(labels: Sequence[str], what: str) -> tuple[str, ...]:
+    if isinstance(labels, str):
+        labels = [labels]
     for label in labels:
         if label not in LABELS:
-            raise InvalidRequest(f"--{what}: {label!r} is not a label ({', '.join(LABELS)})")
+            shown = label if isinstance(label, str) else type(label).__name__
+            raise InvalidRequest(f"--{what}: {shown!r} is not a label ({', '.join(LABELS)})")
     return tuple(sorted(set(labels)))
 
 
-def _fields(destination: Destination) -> dict[str, Any]:
-    return {
-        "name": destination.name,
-        "base": destination.base,
-        "scheme": destination.scheme,
-        "host": destination.host,
-        "port": destination.port,
-        "base_path": destination.base_path,
-        "credentials": destination.credentials,
-        "oauth": destination.oauth,
-        "labels": destination.labels,
-        "internal": destination.internal,
-        "owner": destination.owner,
-        "created_by": destination.created_by,
-        "created_at": destination.created_at,
-    }
+def _plain_alone(labels: set[str]) -> tuple[str, ...]:
+    if "plain" in labels and len(labels) > 1:
+        others = ", ".join(sorted(labels - {"plain"}))
+        raise InvalidRequest(
+            f"plain means none of the other labels: it cannot be set with {others} "
+            "(remove those first)"
+        )
+    return tuple(sorted(labels))
 
 
 def _row(destination: Destination) -> dict[str, Any]:

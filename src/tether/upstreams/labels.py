@@ -333,9 +333,7 @@ class Labels:
             items[(kind, path)] = frozenset(effective_labels(kind, own, pinned, self._guard))
         defaults = {kind: _default(kind, self._guard) for kind in FIELD}
         unlabelled = self._unlabelled
-        destinations = {
-            row.name: frozenset(row.labels or unlabelled) - {"plain"} for row in egress
-        }
+        destinations = {row.name: frozenset(row.labels or unlabelled) - {"plain"} for row in egress}
         return LabelSnapshot(items, defaults, destinations)
 
     def _authorised(self, by: Caller, server: str, op: str, what: str) -> None:
