@@ -9,15 +9,18 @@ reaches a resource a grant does not cover.
 
 from __future__ import annotations
 
+import re
 import socket
 import string
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers.api_standin import Received, StandIn, standin
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tether.egress import paths
 from tether.egress.paths import (
     MAX_QUERY_PAIRS,
     MAX_TARGET,
@@ -138,6 +141,28 @@ def test_a_refusal_is_an_invalid_request_of_status_400() -> None:
         normalise("/a/%2f", "", absolute=False)
     assert caught.value.status_code == 400
     assert caught.value.to_dict()["error"] == "invalid_request"
+
+
+def test_the_public_names_are_pinned() -> None:
+    assert paths.__all__ == [
+        "BadTarget",
+        "Target",
+        "normalise",
+        "normalise_host",
+        "resource",
+        "within",
+    ]
+
+
+def test_the_docs_table_is_what_tether_does() -> None:
+    doc = Path(__file__).parents[1] / "docs" / "egress-paths.md"
+    rows = re.findall(
+        r"^\| `/egress/github([^`]*)`.*? \| `([^`]+)` \| `([^`]+)` \|$", doc.read_text(), re.M
+    )
+    assert len(rows) >= 7
+    for target, name, upstream in rows:
+        found = normalise(target, "", absolute=False)
+        assert (resource("github", found), found.upstream) == (name, upstream), target
 
 
 # --- the base path and forward mode ----------------------------------------------------

@@ -81,7 +81,7 @@ _DNS_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _SHOWN = 80
-# what decoding may not yield, with why (raw ones are checked on the text first)
+# what a path segment may not hold, raw or decoded, with why
 _DECODED_REFUSALS = (
     (b"/", "an encoded slash (%2F)"),
     (b"\\", "a backslash"),
