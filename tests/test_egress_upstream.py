@@ -118,6 +118,15 @@ def test_a_named_internal_destination_connects_to_the_checked_address(api: Stand
     assert resolver.calls == [("billing.corp.example", api.port)]
 
 
+def test_a_redirect_is_returned_not_followed(api: StandIn) -> None:
+    """Each hop is the engine's to decide again: the client itself never follows one."""
+    dest = destination(api.url, internal=True)
+    (answer,) = send(dest, "/redirect?to=http://127.0.0.1:9/elsewhere&status=307")
+    assert answer.status == 307
+    assert dict(answer.headers)["location"] == "http://127.0.0.1:9/elsewhere"
+    assert [r.path for r in api.received] == ["/redirect"]
+
+
 def test_the_request_body_above_the_cap_is_refused_before_anything_is_sent(api: StandIn) -> None:
     dest = destination(api.url, internal=True)
     small = settings(max_request_bytes=1024)
