@@ -47,7 +47,8 @@ import anyio
 
 from tether.core import utcnow
 from tether.discover.interface import fingerprint as process_fingerprint
-from tether.egress.upstream import EgressFailure, Origin, Upstream
+from tether.egress.failures import CredentialUnavailable
+from tether.egress.upstream import Origin, Upstream
 from tether.errors import TetherError
 from tether.gateway.scrub import INJECTED, mark
 from tether.redact import SECRETS, Redactor, is_field_value
@@ -62,12 +63,6 @@ _DEFAULT_LIFETIME = 3600  # seconds, when the token endpoint gives no expires_in
 _MARGIN = 60  # seconds before expiry a token is fetched again (at most half its life)
 _TOKEN_MAX = 8192  # characters of an access token
 _HELD_MAX = 4096  # values kept in the process's redactor by one injector
-
-
-class CredentialUnavailable(EgressFailure):
-    """A destination's credential could not be fetched or used (502)."""
-
-    error = "credential_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +169,8 @@ class Injector:
         try:
             return resolve(Credential(name, ref), self._environ, self._vault, transport="http")
         except TetherError as exc:
-            raise CredentialUnavailable(
-                f"destination {destination.name}: {exc.description}"
-            ) from None
+            said = exc.description if ref in exc.description else f"{ref}: {exc.description}"
+            raise CredentialUnavailable(f"destination {destination.name}: {said}") from None
         except Exception as exc:
             raise CredentialUnavailable(
                 f"destination {destination.name}: cannot fetch {ref} ({type(exc).__name__})"
@@ -224,7 +218,7 @@ class Injector:
             answer = await self._upstream.request(
                 origin, "POST", target, headers, body, max_bytes=TOKEN_ANSWER_MAX
             )
-        except EgressFailure as exc:
+        except TetherError as exc:  # an EgressFailure, or a token URL that cannot be asked
             raise CredentialUnavailable(exc.description) from None
         if answer.status != 200:
             raise CredentialUnavailable(f"{where} answered {answer.status}, not 200")
