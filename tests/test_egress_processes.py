@@ -23,7 +23,7 @@ from tether.grants import GrantSpec
 from tether.upstreams.destinations import DestinationSpec
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-UP = [sys.executable, "-c", "from tether.cli.main import main; main()", "up"]
+UP = [sys.executable, "-c", "from tether.cli.main import main; main()", "up", "--proxy-port", "0"]
 SECRET = "standin-credential-for-process-b-0000"
 
 

@@ -14,6 +14,7 @@ from rich.table import Table
 from tether.cli import output
 from tether.cli.context import open_client
 from tether.cli.options import Json, Reason
+from tether.cli.proxy import ca_command
 
 __all__ = ["app"]
 
@@ -179,9 +180,8 @@ def label(
         output.console.print(f"{changed['name']}: {_labels(changed)}", markup=False)
 
 
-# `tether egress ca` (the installation's CA for the forward proxy) lives in
-# tether/cli/proxy.py; the lead registers it here after the merge:
-#     app.command("ca")(proxy.ca)
+# `tether egress ca`: the installation's CA for the forward proxy (tether/cli/proxy.py)
+app.command("ca")(ca_command)
 
 
 def _credentials(destination: dict[str, Any]) -> str:
