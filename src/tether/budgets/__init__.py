@@ -88,6 +88,9 @@ class Budgets:
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str, datetime], int] = {}  # bytes not written yet
         self._timer: threading.Timer | None = None
+        # held from taking the pending bytes until they are committed (a flush, a charge):
+        # a charge never reads the usage while bytes it cannot see are being written
+        self._writing = threading.Lock()
         self._pruned: datetime | None = None
 
     # ---- decisions --------------------------------------------------------------------
@@ -142,6 +145,17 @@ class Budgets:
         if plan.error:
             return denied(d, plan.error)
         now = self._clock()
+        with self._writing:
+            return self._charged(d, plan, now, entry_of, then)
+
+    def _charged(
+        self,
+        d: Decision,
+        plan: Plan,
+        now: datetime,
+        entry_of: Callable[[Decision], Entry] | None,
+        then: Callable[[Decision], Effect | None] | None,
+    ) -> Decision:
         pending = self._drain()
         try:
             with self._store.write() as conn:
@@ -230,15 +244,16 @@ class Budgets:
     def flush(self) -> None:
         """Write the bytes counted so far now (raises :class:`TetherError` if that fails,
         keeping them for the next try)."""
-        pending = self._drain()
-        if not pending:
-            return
-        try:
-            with self._store.write() as conn:
-                usage.add(conn, pending)
-        except BaseException:
-            self._restore(pending)
-            raise
+        with self._writing:
+            pending = self._drain()
+            if not pending:
+                return
+            try:
+                with self._store.write() as conn:
+                    usage.add(conn, pending)
+            except BaseException:
+                self._restore(pending)
+                raise
 
     def _drain(self) -> dict[tuple[str, str, datetime], int]:
         with self._lock:
