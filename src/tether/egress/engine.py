@@ -12,14 +12,17 @@ recorded, with the agent as actor once its token verified; ``anonymous`` before)
    cover it (401); the method must be an HTTP action Tether decides (405); the body at
    most ``[egress] max_request_bytes`` (413); the agent's own token may not be in its
    target or body (400: it would go upstream);
-3. the target normalised (:mod:`tether.egress.paths`; 400 ``invalid_target``), what
-   rules may read of the request mapped (:mod:`tether.egress.context`; 403 when a rule
-   could read it two ways), and the decision on ``METHOD`` ``NAME/<path>`` with the whole
-   delegation chain, labels, the data flow, budgets and approvals
-   (:mod:`tether.egress.admission`), written to the audit log *before* anything is sent:
-   a deny is 403 ``access_denied`` with the reasons and the decision's ``seq``, a held
-   request 403 ``approval_required`` naming the approval (also in the
-   ``tether-approval`` header: the agent sends the same request again once approved);
+3. the target normalised (:mod:`tether.egress.paths`; 400 ``invalid_target``), a
+   request that asks the destination for another method, path or host than its own
+   refused (:mod:`tether.egress.overrides`: ``X-HTTP-Method-Override``, ``_method``...;
+   400 ``invalid_request``), what rules may read of the request mapped
+   (:mod:`tether.egress.context`; 403 when a rule could read it two ways), and the
+   decision on ``METHOD`` ``NAME/<path>`` with the whole delegation chain, labels, the
+   data flow, budgets and approvals (:mod:`tether.egress.admission`), written to the
+   audit log *before* anything is sent: a deny is 403 ``access_denied`` with the reasons
+   and the decision's ``seq``, a held request 403 ``approval_required`` naming the
+   approval (also in the ``tether-approval`` header: the agent sends the same request
+   again once approved);
 4. the credential injected and the request sent (:mod:`tether.egress.inject`,
    :mod:`tether.egress.upstream`); the agent's token never goes upstream. A redirect
    whose ``Location`` stays within the destination is followed (at most

@@ -1,0 +1,88 @@
+"""Red-team tests of the egress proxy, through its public contract (the reverse route
+``/egress/NAME/...`` over real HTTP, the forward proxy on a real socket), against the API
+stand-in (a real server on its own parser), on SQLite and PostgreSQL. Each test is an
+attack that worked before its fix: it fails if the fix is undone."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ADMIN
+from helpers.egress_org import EgressOrg, api, egress  # noqa: F401
+
+
+@pytest.fixture
+def org(egress: EgressOrg) -> EgressOrg:  # noqa: F811
+    egress.agent("bot", ("GET", "github/repos/acme/**"), ("POST", "github/repos/acme/*/issues"))
+    return egress
+
+
+# ---- the upstream must execute the method and path that were decided --------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-HTTP-Method-Override", "DELETE"),  # Google APIs, Express method-override, ...
+        ("X-HTTP-Method", "DELETE"),  # OData, ASP.NET
+        ("X-Method-Override", "DELETE"),
+        ("X-Original-URL", "/admin/users/1"),  # IIS URL Rewrite, Symfony, Spring
+        ("X-Rewrite-URL", "/admin/users/1"),
+        ("X-Host", "admin.internal"),  # another virtual host at the same address
+        ("X-HTTP-Host-Override", "admin.internal"),
+    ],
+)
+def test_a_header_that_overrides_the_decided_method_or_path_is_refused(
+    org: EgressOrg, header: str, value: str
+) -> None:
+    """A GET allowed on github/repos/acme/x must not reach an upstream that honours an
+    override header as a DELETE (or another path or host): such a request is refused,
+    recorded with the agent named, and nothing goes upstream."""
+    token = org.token("bot")
+    answer = org.call(token, "GET", "github/repos/acme/x", headers={header: value})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_request"
+    assert header.lower() in answer.json()["error_description"]
+    assert org.api.received == []
+    [refused] = org.events("egress.refused")
+    assert refused.actor == org.tether.registry.get(ADMIN, "bot").id
+    assert refused.action == "GET"
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "kind"),
+    [
+        ("github/repos/acme/x/issues?_method=DELETE", b"", None),  # Symfony, Laravel
+        (
+            "github/repos/acme/x/issues",
+            b"title=t&_method=DELETE",
+            "application/x-www-form-urlencoded",
+        ),
+        (
+            "github/repos/acme/x/issues",
+            b'--b\r\ncontent-disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--\r\n',
+            "multipart/form-data; boundary=b",
+        ),
+    ],
+)
+def test_a_method_override_parameter_is_refused(
+    org: EgressOrg, target: str, body: bytes, kind: str | None
+) -> None:
+    """Rails, Laravel and Symfony read a POST's ``_method`` parameter (query or form) as
+    the method to run: a POST allowed on .../issues is refused rather than run as DELETE."""
+    headers = {"content-type": kind} if kind else {}
+    answer = org.call(org.token("bot"), "POST", target, content=body, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert "_method" in answer.json()["error_description"]
+    assert org.api.received == []
+    assert len(org.events("egress.refused")) == 1
+
+
+def test_an_ordinary_request_with_such_words_elsewhere_still_goes(org: EgressOrg) -> None:
+    """The refusal is about the override, not the words: a query value or a JSON body
+    naming ``_method`` is sent."""
+    token = org.token("bot")
+    read = org.call(token, "GET", "github/repos/acme/x?q=_method")
+    assert read.status_code == 200, read.text
+    posted = org.call(token, "POST", "github/repos/acme/x/issues", json={"_method": "a word"})
+    assert posted.status_code == 200, posted.text
+    assert len(org.api.received) == 2
