@@ -86,3 +86,20 @@ def test_an_ordinary_request_with_such_words_elsewhere_still_goes(org: EgressOrg
     posted = org.call(token, "POST", "github/repos/acme/x/issues", json={"_method": "a word"})
     assert posted.status_code == 200, posted.text
     assert len(org.api.received) == 2
+
+
+# ---- the audit log names the agent whenever its token verified ---------------------------
+
+
+def test_a_verified_token_for_another_audience_is_recorded_with_its_agent(org: EgressOrg) -> None:
+    """An agent probing the proxy with its MCP gateway token is refused (401) and the
+    refusal names it, not ``anonymous``: its token verified, so Tether knows who it is."""
+    bot = org.tether.registry.get(ADMIN, "bot")
+    mcp = org.tether.tokens.client_credentials(bot, org.issuer, None, None).access_token
+    answer = org.call(mcp, "GET", "github/repos/acme/x")
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error"] == "invalid_token"
+    [refused] = org.events("egress.refused")
+    assert refused.actor == bot.id
+    assert org.call("not-a-token", "GET", "github/repos/acme/x").status_code == 401
+    assert [e.actor for e in org.events("egress.refused")] == [bot.id, "anonymous"]

@@ -3,7 +3,8 @@ decision, forwarded only when allowed, with the destination's credential injecte
 way out and taken out of what comes back.
 
 :meth:`EgressProxy.exchange` does, in order, failing closed at every step (each refusal
-recorded, with the agent as actor once its token verified; ``anonymous`` before):
+recorded, with the agent as actor once its token verified, even for another audience;
+``anonymous`` when it does not verify):
 
 1. the agent's token (:meth:`EgressProxy.authenticate`): 401 ``invalid_token`` with
    ``WWW-Authenticate: Bearer`` on the reverse-proxy route, 407 with
@@ -57,7 +58,7 @@ from anyio import to_thread
 from tether.core import Tether
 from tether.egress.admission import Admission, Judged, Stop
 from tether.egress.connections import Authenticated, Connections
-from tether.egress.exchange import Answer, Outbound, refusal
+from tether.egress.exchange import Answer, NotForEgress, Outbound, actor_of, refusal
 from tether.egress.forwarding import Forwarding
 from tether.egress.upstream import Resolver
 from tether.errors import InvalidRequest, InvalidToken, NotFound, TetherError
@@ -107,19 +108,23 @@ class EgressProxy:
         if not credentials:
             raise InvalidToken("no token: send the agent's Tether token as a Bearer")
         token = self.tether.tokens.verify(credentials, None)
-        issuer = self.tether.settings.issuer
+        issuer, actor = self.tether.settings.issuer, token.client_id
         covered = destination_of(issuer, str(token.claims["aud"]))
         if covered is None:
-            raise InvalidToken(
+            raise NotForEgress(
                 f"token audience is another resource: the egress proxy takes tokens for "
-                f"{issuer}/egress or {issuer}/egress/NAME"
+                f"{issuer}/egress or {issuer}/egress/NAME",
+                actor,
             )
         if destination is not None and covered and covered != destination:
-            raise InvalidToken(f"token is for egress destination {covered}, not {destination}")
+            raise NotForEgress(
+                f"token is for egress destination {covered}, not {destination}", actor
+            )
         if "cnf" in token.claims:
-            raise InvalidToken(
+            raise NotForEgress(
                 "token is bound to a key (cnf): the egress proxy does not check proof of "
-                "possession (DPoP) yet, so it refuses bound tokens"
+                "possession (DPoP) yet, so it refuses bound tokens",
+                actor,
             )
         return Authenticated(token.claims, token.chain, bearer=credentials)
 
@@ -183,8 +188,8 @@ class EgressProxy:
         name, method = outbound.destination, outbound.method
         try:
             token = self.authenticate(credentials)
-        except TetherError as exc:
-            self.refuse("anonymous", exc.description, f"{name}/*", action=method)
+        except TetherError as exc:  # named when the token verified, for another use
+            self.refuse(actor_of(exc), exc.description, f"{name}/*", action=method)
             raise Stop(_unauthenticated(exc.description, outbound)) from None
         actor = token.client_id
         try:
