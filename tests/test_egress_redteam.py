@@ -5,9 +5,14 @@ attack that worked before its fix: it fails if the fix is undone."""
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from conftest import ADMIN
 from helpers.egress_org import EgressOrg, api, egress  # noqa: F401
+
+from tether.egress import engine
+from tether.egress.engine import EgressProxy
+from tether.egress.exchange import Outbound
 
 
 @pytest.fixture
@@ -103,3 +108,28 @@ def test_a_verified_token_for_another_audience_is_recorded_with_its_agent(org: E
     assert refused.actor == bot.id
     assert org.call("not-a-token", "GET", "github/repos/acme/x").status_code == 401
     assert [e.actor for e in org.events("egress.refused")] == [bot.id, "anonymous"]
+
+
+# ---- what agents choose cannot grow the proxy's memory without bound ---------------------
+
+
+def test_names_and_hosts_an_agent_makes_up_are_not_remembered_without_bound(
+    org: EgressOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every request to a made-up destination name (and every CONNECT to a made-up host)
+    was remembered for ever: an agent with any egress token could fill the proxy's memory.
+    The look-ups are capped (here at 8); what is remembered still answers (404, no host)."""
+    monkeypatch.setattr(engine, "REMEMBERED", 8)
+    proxy = EgressProxy(org.tether)
+    token = org.token("bot", None)
+
+    async def unknown(name: str) -> int:
+        outbound = Outbound(name, "GET", "/x", (), b"", "reverse")
+        return (await proxy.exchange(token, outbound)).status
+
+    for i in range(40):
+        assert anyio.run(unknown, f"made-up-{i}") == 404
+        assert proxy.destinations_at(f"h{i}.example", 443) == []
+    assert len(proxy._known) <= 8 and len(proxy._hosts) <= 8  # white-box: the caches
+    assert anyio.run(unknown, "made-up-1") == 404
+    assert anyio.run(unknown, "github") != 404  # a real one is still found

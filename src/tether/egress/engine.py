@@ -51,6 +51,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
 
 import anyio
 from anyio import to_thread
@@ -67,10 +68,13 @@ from tether.tokens import VerifiedToken
 from tether.tokens.scopes import destination_of
 from tether.upstreams.destinations import Destination
 
-__all__ = ["KNOWN_FOR", "EgressProxy"]
+__all__ = ["KNOWN_FOR", "REMEMBERED", "EgressProxy"]
 
 KNOWN_FOR = 1.0  # seconds a destination looked up (or found missing) is remembered
+REMEMBERED = 1024  # look-ups remembered at most (names and hosts are the agent's to choose)
 _ALLOW = ", ".join(HTTP_ACTIONS)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class EgressProxy:
@@ -91,8 +95,8 @@ class EgressProxy:
         self.admission = Admission(tether)
         self.forwarding = Forwarding(tether, self.admission, resolve=resolve)
         self._monotonic = monotonic
-        self._known: dict[str, tuple[Destination | None, float]] = {}
-        self._hosts: dict[tuple[str, int], tuple[list[Destination], float]] = {}
+        self._known: _Recent[str, Destination | None] = _Recent()
+        self._hosts: _Recent[tuple[str, int], list[Destination]] = _Recent()
 
     # ---- what faces ask ------------------------------------------------------------------
 
@@ -133,11 +137,11 @@ class EgressProxy:
         :data:`KNOWN_FOR` seconds; raises TetherError when the store cannot say)."""
         key = (host.lower().rstrip(".").strip("[]"), port)
         now = self._monotonic()
-        hit = self._hosts.get(key)
-        if hit is not None and now < hit[1]:
+        hit = self._hosts.get(key, now)
+        if hit is not None:
             return list(hit[0])
         found = self.tether.destinations.by_host(*key)
-        self._hosts[key] = (found, now + KNOWN_FOR)
+        self._hosts.put(key, found, now)
         return list(found)
 
     def refuse(self, actor: str, why: str, resource: str, *, action: str = "CONNECT") -> None:
@@ -238,14 +242,14 @@ class EgressProxy:
 
     def _destination(self, name: str) -> Destination | None:
         now = self._monotonic()
-        hit = self._known.get(name)
-        if hit is not None and now < hit[1]:
+        hit = self._known.get(name, now)
+        if hit is not None:
             return hit[0]
         try:
             found: Destination | None = self.tether.destinations.get(name)
         except (NotFound, InvalidRequest):  # none by that name, or not a name at all
             found = None
-        self._known[name] = (found, now + KNOWN_FOR)
+        self._known.put(name, found, now)
         return found
 
     # ---- lifetime ------------------------------------------------------------------------
@@ -265,6 +269,31 @@ class EgressProxy:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.forwarding.aclose()
+
+
+class _Recent(Generic[K, V]):
+    """Look-ups remembered until a deadline, at most :data:`REMEMBERED` of them: the keys
+    come from agents (a destination's name, a ``CONNECT`` host), so a full memory drops
+    what expired, then everything, rather than grow without bound."""
+
+    def __init__(self) -> None:
+        self._entries: dict[K, tuple[V, float]] = {}
+
+    def get(self, key: K, now: float) -> tuple[V] | None:
+        """``(value,)`` while remembered, else None."""
+        hit = self._entries.get(key)
+        return (hit[0],) if hit is not None and now < hit[1] else None
+
+    def put(self, key: K, value: V, now: float) -> None:
+        """Remember ``value`` for :data:`KNOWN_FOR` seconds from ``now``."""
+        if key not in self._entries and len(self._entries) >= REMEMBERED:
+            self._entries = {k: e for k, e in self._entries.items() if now < e[1]}
+            if len(self._entries) >= REMEMBERED:
+                self._entries.clear()
+        self._entries[key] = (value, now + KNOWN_FOR)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _unauthenticated(why: str, outbound: Outbound) -> Answer:
