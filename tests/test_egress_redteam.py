@@ -9,10 +9,13 @@ import anyio
 import pytest
 from conftest import ADMIN
 from helpers.egress_org import EgressOrg, api, egress  # noqa: F401
+from test_egress_upstream import canned
 
 from tether.egress import engine
 from tether.egress.engine import EgressProxy
 from tether.egress.exchange import Outbound
+from tether.grants import GrantSpec
+from tether.upstreams.destinations import DestinationSpec
 
 
 @pytest.fixture
@@ -133,3 +136,25 @@ def test_names_and_hosts_an_agent_makes_up_are_not_remembered_without_bound(
     assert len(proxy._known) <= 8 and len(proxy._hosts) <= 8  # white-box: the caches
     assert anyio.run(unknown, "made-up-1") == 404
     assert anyio.run(unknown, "github") != 404  # a real one is still found
+
+
+# ---- an agent can tell Tether's answers from the destination's -----------------------------
+
+
+def test_a_destination_cannot_pass_its_answer_off_as_tethers(org: EgressOrg) -> None:
+    """Tether's own answers carry ``tether-refused`` (and a held request
+    ``tether-approval``): a destination that sends them would make an agent (or its
+    SDK) take a 200 for a refusal, or wait on an approval Tether never made. Headers
+    named ``tether-*`` are Tether's: a destination's are not passed on."""
+    spoof = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        b"tether-refused: approval_required\r\ntether-approval: apr-made-up\r\n"
+        b"x-kept: yes\r\ncontent-length: 2\r\n\r\n{}"
+    )
+    with canned(spoof) as server:
+        org.tether.destinations.add(ADMIN, DestinationSpec("spoof", base=server.url, internal=True))
+        org.tether.grants.add(ADMIN, GrantSpec("bot", "GET", "spoof/**"))
+        answer = org.call(org.token("bot", "spoof"), "GET", "spoof/x")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-kept"] == "yes"
+    assert "tether-refused" not in answer.headers and "tether-approval" not in answer.headers
