@@ -158,3 +158,30 @@ def test_a_destination_cannot_pass_its_answer_off_as_tethers(org: EgressOrg) -> 
     assert answer.status_code == 200, answer.text
     assert answer.headers["x-kept"] == "yes"
     assert "tether-refused" not in answer.headers and "tether-approval" not in answer.headers
+
+
+# ---- the agent's token never goes upstream, however it is written --------------------------
+
+
+@pytest.mark.parametrize("where", ["query", "form"])
+def test_the_agents_token_percent_encoded_is_not_sent_upstream(org: EgressOrg, where: str) -> None:
+    """The proxy refuses a request that carries the agent's own token in its target or
+    body (the destination could replay it at Tether). Percent-encoded, it went through:
+    the normaliser decodes the target (and sends JWT characters as themselves), and a
+    form body is decoded by the destination."""
+    token = org.token("bot")
+    encoded = "".join(f"%{ord(c):02X}" for c in token)
+    if where == "query":
+        answer = org.call(token, "GET", f"github/repos/acme/x?t={encoded}")
+    else:
+        answer = org.call(
+            token,
+            "POST",
+            "github/repos/acme/x/issues",
+            content=f"title={encoded}".encode(),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+    assert answer.status_code == 400, answer.text
+    assert "Tether token" in answer.json()["error_description"]
+    assert org.api.received == []
+    assert len(org.events("egress.refused")) == 1

@@ -12,7 +12,7 @@ recorded, with the agent as actor once its token verified, even for another audi
 2. the destination must exist (404 ``unknown_destination``) and the token's audience
    cover it (401); the method must be an HTTP action Tether decides (405); the body at
    most ``[egress] max_request_bytes`` (413); the agent's own token may not be in its
-   target or body (400: it would go upstream);
+   target or body, as it is or percent-encoded (400: it would go upstream);
 3. the target normalised (:mod:`tether.egress.paths`; 400 ``invalid_target``), a
    request that asks the destination for another method, path or host than its own
    refused (:mod:`tether.egress.overrides`: ``X-HTTP-Method-Override``, ``_method``...;
@@ -52,6 +52,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
+from urllib.parse import unquote, unquote_to_bytes
 
 import anyio
 from anyio import to_thread
@@ -235,7 +236,7 @@ class EgressProxy:
             why = f"the request body is larger than {limit} bytes ([egress] max_request_bytes)"
             self.refuse(actor, why, whole, action=method)
             raise Stop(refusal(413, "request_too_large", why))
-        if bearer and (bearer in outbound.target or bearer.encode() in outbound.body):
+        if bearer and _carried(bearer, outbound):
             why = "the request carries the agent's Tether token in its target or body: not sent"
             self.refuse(actor, why, whole, action=method)
             raise Stop(refusal(400, "invalid_request", why))
@@ -269,6 +270,18 @@ class EgressProxy:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.forwarding.aclose()
+
+
+def _carried(bearer: str, outbound: Outbound) -> bool:
+    """Whether the agent's token is in the request's target or body, as it is or
+    percent-encoded (the normaliser decodes the target, a form body's reader decodes it)."""
+    target, body = outbound.target, outbound.body
+    return (
+        bearer in target
+        or bearer in unquote(target)
+        or bearer.encode() in body
+        or (b"%" in body and bearer.encode() in unquote_to_bytes(body))
+    )
 
 
 class _Recent(Generic[K, V]):
