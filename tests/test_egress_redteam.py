@@ -6,6 +6,7 @@ attack that worked before its fix: it fails if the fix is undone."""
 from __future__ import annotations
 
 import anyio
+import httpx
 import pytest
 from conftest import ADMIN
 from helpers.egress_org import EgressOrg, api, egress  # noqa: F401
@@ -185,3 +186,17 @@ def test_the_agents_token_percent_encoded_is_not_sent_upstream(org: EgressOrg, w
     assert "Tether token" in answer.json()["error_description"]
     assert org.api.received == []
     assert len(org.events("egress.refused")) == 1
+
+
+def test_a_request_with_two_authorization_headers_is_refused_on_record(org: EgressOrg) -> None:
+    """Two ``Authorization`` headers (which one is the agent's?) were refused without a
+    record: an agent probing which of two tokens a server reads left no trace."""
+    token = org.token("bot")
+    headers = [("authorization", f"Bearer {token}"), ("authorization", "Bearer other")]
+    with httpx.Client(base_url=org.url) as client:
+        answer = client.get("/egress/github/repos/acme/x", headers=headers)
+    assert answer.status_code == 400, answer.text
+    [refused] = org.events("egress.refused")
+    assert (refused.actor, refused.resource, refused.action) == ("anonymous", "github/*", "GET")
+    assert token not in str(refused.to_dict())
+    assert org.api.received == []
