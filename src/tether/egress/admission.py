@@ -19,6 +19,7 @@ from tether.core import Tether
 from tether.egress import paths
 from tether.egress.context import Undecidable, http_context
 from tether.egress.exchange import Answer, refusal
+from tether.egress.overrides import override_in
 from tether.errors import InvalidRequest
 from tether.gateway.deciding import Deciding, Denial
 from tether.gateway.refusals import Held, Refused, reason_of
@@ -90,6 +91,10 @@ class Admission:
         except InvalidRequest as exc:
             self.refuse(actor, exc.description, whole, method)
             raise Stop(refusal(400, "invalid_target", exc.description)) from None
+        overriding = override_in(headers, normal.query, body)
+        if overriding is not None:  # the destination could run what was not decided
+            self.refuse(actor, overriding, resource, method)
+            raise Stop(refusal(400, "invalid_request", overriding))
         http: dict[str, Any] | None = None
         try:
             if self.tether.reads_context("http"):

@@ -3,7 +3,8 @@ decision, forwarded only when allowed, with the destination's credential injecte
 way out and taken out of what comes back.
 
 :meth:`EgressProxy.exchange` does, in order, failing closed at every step (each refusal
-recorded, with the agent as actor once its token verified; ``anonymous`` before):
+recorded, with the agent as actor once its token verified, even for another audience;
+``anonymous`` when it does not verify):
 
 1. the agent's token (:meth:`EgressProxy.authenticate`): 401 ``invalid_token`` with
    ``WWW-Authenticate: Bearer`` on the reverse-proxy route, 407 with
@@ -11,15 +12,18 @@ recorded, with the agent as actor once its token verified; ``anonymous`` before)
 2. the destination must exist (404 ``unknown_destination``) and the token's audience
    cover it (401); the method must be an HTTP action Tether decides (405); the body at
    most ``[egress] max_request_bytes`` (413); the agent's own token may not be in its
-   target or body (400: it would go upstream);
-3. the target normalised (:mod:`tether.egress.paths`; 400 ``invalid_target``), what
-   rules may read of the request mapped (:mod:`tether.egress.context`; 403 when a rule
-   could read it two ways), and the decision on ``METHOD`` ``NAME/<path>`` with the whole
-   delegation chain, labels, the data flow, budgets and approvals
-   (:mod:`tether.egress.admission`), written to the audit log *before* anything is sent:
-   a deny is 403 ``access_denied`` with the reasons and the decision's ``seq``, a held
-   request 403 ``approval_required`` naming the approval (also in the
-   ``tether-approval`` header: the agent sends the same request again once approved);
+   target or body, as it is or percent-encoded (400: it would go upstream);
+3. the target normalised (:mod:`tether.egress.paths`; 400 ``invalid_target``), a
+   request that asks the destination for another method, path or host than its own
+   refused (:mod:`tether.egress.overrides`: ``X-HTTP-Method-Override``, ``_method``...;
+   400 ``invalid_request``), what rules may read of the request mapped
+   (:mod:`tether.egress.context`; 403 when a rule could read it two ways), and the
+   decision on ``METHOD`` ``NAME/<path>`` with the whole delegation chain, labels, the
+   data flow, budgets and approvals (:mod:`tether.egress.admission`), written to the
+   audit log *before* anything is sent: a deny is 403 ``access_denied`` with the reasons
+   and the decision's ``seq``, a held request 403 ``approval_required`` naming the
+   approval (also in the ``tether-approval`` header: the agent sends the same request
+   again once approved);
 4. the credential injected and the request sent (:mod:`tether.egress.inject`,
    :mod:`tether.egress.upstream`); the agent's token never goes upstream. A redirect
    whose ``Location`` stays within the destination is followed (at most
@@ -47,6 +51,8 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
+from urllib.parse import unquote, unquote_to_bytes
 
 import anyio
 from anyio import to_thread
@@ -54,7 +60,7 @@ from anyio import to_thread
 from tether.core import Tether
 from tether.egress.admission import Admission, Judged, Stop
 from tether.egress.connections import Authenticated, Connections
-from tether.egress.exchange import Answer, Outbound, refusal
+from tether.egress.exchange import Answer, NotForEgress, Outbound, actor_of, refusal
 from tether.egress.forwarding import Forwarding
 from tether.egress.upstream import Resolver
 from tether.errors import InvalidRequest, InvalidToken, NotFound, TetherError
@@ -63,10 +69,13 @@ from tether.tokens import VerifiedToken
 from tether.tokens.scopes import destination_of
 from tether.upstreams.destinations import Destination
 
-__all__ = ["KNOWN_FOR", "EgressProxy"]
+__all__ = ["KNOWN_FOR", "REMEMBERED", "EgressProxy"]
 
 KNOWN_FOR = 1.0  # seconds a destination looked up (or found missing) is remembered
+REMEMBERED = 1024  # look-ups remembered at most (names and hosts are the agent's to choose)
 _ALLOW = ", ".join(HTTP_ACTIONS)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class EgressProxy:
@@ -87,8 +96,8 @@ class EgressProxy:
         self.admission = Admission(tether)
         self.forwarding = Forwarding(tether, self.admission, resolve=resolve)
         self._monotonic = monotonic
-        self._known: dict[str, tuple[Destination | None, float]] = {}
-        self._hosts: dict[tuple[str, int], tuple[list[Destination], float]] = {}
+        self._known: _Recent[str, Destination | None] = _Recent()
+        self._hosts: _Recent[tuple[str, int], list[Destination]] = _Recent()
 
     # ---- what faces ask ------------------------------------------------------------------
 
@@ -104,19 +113,23 @@ class EgressProxy:
         if not credentials:
             raise InvalidToken("no token: send the agent's Tether token as a Bearer")
         token = self.tether.tokens.verify(credentials, None)
-        issuer = self.tether.settings.issuer
+        issuer, actor = self.tether.settings.issuer, token.client_id
         covered = destination_of(issuer, str(token.claims["aud"]))
         if covered is None:
-            raise InvalidToken(
+            raise NotForEgress(
                 f"token audience is another resource: the egress proxy takes tokens for "
-                f"{issuer}/egress or {issuer}/egress/NAME"
+                f"{issuer}/egress or {issuer}/egress/NAME",
+                actor,
             )
         if destination is not None and covered and covered != destination:
-            raise InvalidToken(f"token is for egress destination {covered}, not {destination}")
+            raise NotForEgress(
+                f"token is for egress destination {covered}, not {destination}", actor
+            )
         if "cnf" in token.claims:
-            raise InvalidToken(
+            raise NotForEgress(
                 "token is bound to a key (cnf): the egress proxy does not check proof of "
-                "possession (DPoP) yet, so it refuses bound tokens"
+                "possession (DPoP) yet, so it refuses bound tokens",
+                actor,
             )
         return Authenticated(token.claims, token.chain, bearer=credentials)
 
@@ -125,11 +138,11 @@ class EgressProxy:
         :data:`KNOWN_FOR` seconds; raises TetherError when the store cannot say)."""
         key = (host.lower().rstrip(".").strip("[]"), port)
         now = self._monotonic()
-        hit = self._hosts.get(key)
-        if hit is not None and now < hit[1]:
+        hit = self._hosts.get(key, now)
+        if hit is not None:
             return list(hit[0])
         found = self.tether.destinations.by_host(*key)
-        self._hosts[key] = (found, now + KNOWN_FOR)
+        self._hosts.put(key, found, now)
         return list(found)
 
     def refuse(self, actor: str, why: str, resource: str, *, action: str = "CONNECT") -> None:
@@ -180,8 +193,8 @@ class EgressProxy:
         name, method = outbound.destination, outbound.method
         try:
             token = self.authenticate(credentials)
-        except TetherError as exc:
-            self.refuse("anonymous", exc.description, f"{name}/*", action=method)
+        except TetherError as exc:  # named when the token verified, for another use
+            self.refuse(actor_of(exc), exc.description, f"{name}/*", action=method)
             raise Stop(_unauthenticated(exc.description, outbound)) from None
         actor = token.client_id
         try:
@@ -223,21 +236,21 @@ class EgressProxy:
             why = f"the request body is larger than {limit} bytes ([egress] max_request_bytes)"
             self.refuse(actor, why, whole, action=method)
             raise Stop(refusal(413, "request_too_large", why))
-        if bearer and (bearer in outbound.target or bearer.encode() in outbound.body):
+        if bearer and _carried(bearer, outbound):
             why = "the request carries the agent's Tether token in its target or body: not sent"
             self.refuse(actor, why, whole, action=method)
             raise Stop(refusal(400, "invalid_request", why))
 
     def _destination(self, name: str) -> Destination | None:
         now = self._monotonic()
-        hit = self._known.get(name)
-        if hit is not None and now < hit[1]:
+        hit = self._known.get(name, now)
+        if hit is not None:
             return hit[0]
         try:
             found: Destination | None = self.tether.destinations.get(name)
         except (NotFound, InvalidRequest):  # none by that name, or not a name at all
             found = None
-        self._known[name] = (found, now + KNOWN_FOR)
+        self._known.put(name, found, now)
         return found
 
     # ---- lifetime ------------------------------------------------------------------------
@@ -257,6 +270,43 @@ class EgressProxy:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.forwarding.aclose()
+
+
+def _carried(bearer: str, outbound: Outbound) -> bool:
+    """Whether the agent's token is in the request's target or body, as it is or
+    percent-encoded (the normaliser decodes the target, a form body's reader decodes it)."""
+    target, body = outbound.target, outbound.body
+    return (
+        bearer in target
+        or bearer in unquote(target)
+        or bearer.encode() in body
+        or (b"%" in body and bearer.encode() in unquote_to_bytes(body))
+    )
+
+
+class _Recent(Generic[K, V]):
+    """Look-ups remembered until a deadline, at most :data:`REMEMBERED` of them: the keys
+    come from agents (a destination's name, a ``CONNECT`` host), so a full memory drops
+    what expired, then everything, rather than grow without bound."""
+
+    def __init__(self) -> None:
+        self._entries: dict[K, tuple[V, float]] = {}
+
+    def get(self, key: K, now: float) -> tuple[V] | None:
+        """``(value,)`` while remembered, else None."""
+        hit = self._entries.get(key)
+        return (hit[0],) if hit is not None and now < hit[1] else None
+
+    def put(self, key: K, value: V, now: float) -> None:
+        """Remember ``value`` for :data:`KNOWN_FOR` seconds from ``now``."""
+        if key not in self._entries and len(self._entries) >= REMEMBERED:
+            self._entries = {k: e for k, e in self._entries.items() if now < e[1]}
+            if len(self._entries) >= REMEMBERED:
+                self._entries.clear()
+        self._entries[key] = (value, now + KNOWN_FOR)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _unauthenticated(why: str, outbound: Outbound) -> Answer:

@@ -16,7 +16,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Answer", "Mode", "Outbound", "credentials_from", "refusal"]
+from tether.errors import InvalidToken, TetherError
+
+__all__ = [
+    "Answer",
+    "Mode",
+    "NotForEgress",
+    "Outbound",
+    "actor_of",
+    "credentials_from",
+    "refusal",
+]
 
 Mode = Literal["reverse", "forward"]
 
@@ -93,3 +103,18 @@ def credentials_from(value: str | None) -> str | None:
         _, sep, password = decoded.partition(":")
         return password or None if sep else None
     return None
+
+
+class NotForEgress(InvalidToken):
+    """A token that verified but may not be used here (another audience, another
+    destination, bound to a key): ``actor`` is its agent, whom the refusal's record
+    names (a token that does not verify at all is recorded as ``anonymous``)."""
+
+    def __init__(self, description: str, actor: str) -> None:
+        super().__init__(description)
+        self.actor = actor
+
+
+def actor_of(refused: TetherError) -> str:
+    """Whom the record of a refused authentication names."""
+    return refused.actor if isinstance(refused, NotForEgress) else "anonymous"

@@ -45,7 +45,7 @@ from tether.audit.throttle import CLIENT_ADDRESS
 from tether.config import EgressSettings
 from tether.egress.authority import Authority, destination_for, parse_authority
 from tether.egress.ca import InstallationCA
-from tether.egress.exchange import Answer, Outbound, credentials_from, refusal
+from tether.egress.exchange import Answer, Outbound, actor_of, credentials_from, refusal
 from tether.egress.http1 import Http1, Limits, Refused, Request
 from tether.errors import TetherError
 from tether.tokens import VerifiedToken
@@ -311,7 +311,7 @@ class ForwardProxy:
             return await asyncio.to_thread(self.engine.authenticate, credentials, None)
         except TetherError as exc:
             why = exc.description if credentials else "no Tether token (Proxy-Authorization)"
-            await self._refuse("anonymous", why, str(where), action)
+            await self._refuse(actor_of(exc), why, str(where), action)
             raise Refused(refusal(407, "invalid_token", why, headers=_CHALLENGE)) from None
 
     async def _destinations(

@@ -21,7 +21,10 @@
 ``set-cookie`` / ``set-cookie2``: a session cookie a destination hands out after
 authenticating Tether's injected credential is a credential of its own, which an agent
 could replay without the proxy; so none is passed on (and, for symmetry, no ``cookie``
-goes out). The rest is kept, names in lower case.
+goes out). Also dropped is every ``tether-*`` header: those are Tether's own
+(``tether-refused`` marks its refusals, ``tether-approval`` a held request), and a
+destination that sent them could pass its answer off as Tether's. The rest is kept,
+names in lower case.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ _OUT = frozenset(
 )
 _OUT_PREFIXES = ("proxy-", "x-forwarded-")
 _IN = frozenset({"content-length", "transfer-encoding", "set-cookie", "set-cookie2"})
+_TETHERS = "tether-"  # Tether's own answers' headers: never a destination's
 _WORD_MAX = 16_384  # longer words are not base64-decoded (no token is that long)
 
 
@@ -96,9 +100,14 @@ def outbound(agent_headers: Sequence[tuple[str, str]], token: str | None) -> lis
 
 def inbound(upstream_headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """The destination's headers that may go back to the agent (names in lower case,
-    order kept): no hop-by-hop header, no framing, no cookie (see the module doc)."""
+    order kept): no hop-by-hop header, no framing, no cookie, none of Tether's own (see
+    the module doc)."""
     drop = connection_named(upstream_headers) | _IN
-    return [(name.lower(), value) for name, value in upstream_headers if name.lower() not in drop]
+    return [
+        (name.lower(), value)
+        for name, value in upstream_headers
+        if name.lower() not in drop and not name.lower().startswith(_TETHERS)
+    ]
 
 
 def carries(value: str, token: str) -> bool:

@@ -10,7 +10,8 @@ decides, forwards and records. What it hands the engine:
   the normaliser must see what the agent wrote, ``%2e%2e`` and ``%2F`` included) and its
   query string. ``NAME`` itself must be written plainly (no percent-escape); a server
   that does not give the raw path is refused (500: it cannot be decided on safely);
-- the agent's token from ``Authorization: Bearer`` (sent more than once: refused);
+- the agent's token from ``Authorization: Bearer`` (sent more than once: refused, and
+  recorded as ``anonymous``);
 - the body, read up to ``[egress] max_request_bytes`` (a larger ``Content-Length`` is
   answered 413 before anything is read, a longer body as soon as it passes the limit).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 
+from anyio import to_thread
 from starlette.types import Receive, Scope, Send
 
 from tether.egress.engine import EgressProxy
@@ -60,14 +62,17 @@ class ReverseFace:
         headers = tuple(
             (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
         )
+        method = str(scope["method"]).upper()
         authorization = [v for k, v in headers if k == "authorization"]
-        if len(authorization) > 1:
-            return refusal(
-                400, "invalid_request", "the Authorization header is sent more than once"
+        if len(authorization) > 1:  # which one is the agent's? (recorded: no token chosen)
+            why = "the Authorization header is sent more than once"
+            destination = f"{name.decode('latin-1')[:64]}/*"
+            await to_thread.run_sync(
+                lambda: self.proxy.refuse("anonymous", why, destination, action=method[:16])
             )
+            return refusal(400, "invalid_request", why)
         query = scope.get("query_string") or b""
         target = (slash + rest).decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
-        method = str(scope["method"]).upper()
         limit = self.proxy.tether.settings.egress.max_request_bytes
         try:
             body = await _body(receive, headers, limit)
