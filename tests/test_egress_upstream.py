@@ -257,13 +257,34 @@ def test_globally_routable_unicast_is_allowed(address: str) -> None:
 @pytest.mark.parametrize(
     ("address", "allowed"),
     [
-        ("127.0.0.1", True), ("10.0.0.1", True), ("169.254.169.254", True), ("::1", True),
-        ("fe80::1", True), ("::ffff:127.0.0.1", True), ("0.0.0.0", False), ("::", False),
-        ("224.0.0.1", False), ("ff02::1", False), ("255.255.255.255", False),
+        ("127.0.0.1", True), ("10.0.0.1", True), ("::1", True), ("::ffff:127.0.0.1", True),
+        ("169.254.169.254", False), ("fe80::1", False), ("::ffff:169.254.169.254", False),
+        ("0.0.0.0", False), ("::", False), ("224.0.0.1", False), ("ff02::1", False),
+        ("255.255.255.255", False),
     ],
 )  # fmt: skip
 def test_what_an_internal_destination_may_reach(address: str, allowed: bool) -> None:
     assert (address_refusal(address, internal=True) is None) is allowed
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fe80::1", "169.254.10.20"])
+def test_an_internal_destination_reaches_link_local_space_only_by_its_address(
+    address: str,
+) -> None:
+    """A name of an internal destination that resolves into link-local space (a poisoned
+    or rebound answer pointing at the metadata service) is refused; a base that names the
+    address itself is what its admin registered."""
+    assert "link-local" in str(address_refusal(address, internal=True))
+    assert address_refusal(address, internal=True, literal=True) is None
+
+
+def test_an_internal_name_resolving_to_the_metadata_address_is_refused(api: StandIn) -> None:
+    resolver = Resolver("169.254.169.254")
+    dest = destination(f"http://metadata-ish.internal.example:{api.port}", internal=True)
+    caught = failure(lambda: send(dest, upstream=lambda: Upstream(settings(), resolve=resolver)))
+    assert caught.error == "address_refused"
+    assert "link-local" in caught.description
+    assert api.received == []
 
 
 @given(st.ip_addresses(v=4))

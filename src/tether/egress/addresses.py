@@ -19,9 +19,12 @@ address a host would reach instead: IPv4-mapped (``::ffff:a.b.c.d``, checked as 
 address it maps), IPv4-compatible (``::a.b.c.d``, refused), 6to4 (``2002::/16``, checked
 as the IPv4 address it embeds), NAT64 (``64:ff9b::/96`` and ``64:ff9b:1::/48``, checked as
 the IPv4 address in their last 32 bits) and Teredo (``2001::/32``, refused). An
-``internal`` destination may also reach private, loopback, link-local, shared and
-site-local addresses, but never multicast, unspecified or broadcast ones, which are not
-a host. A string that is not an IP address is refused.
+``internal`` destination may also reach private, loopback, shared and site-local
+addresses, and link-local ones only when its base names that address itself (an IP
+literal): a host *name* of an internal destination that resolves into link-local space
+(where the cloud metadata endpoint lives) is refused, so a poisoned or rebound DNS answer
+cannot turn an internal API into the metadata service. Never multicast, unspecified or
+broadcast ones, which are not a host. A string that is not an IP address is refused.
 """
 
 from __future__ import annotations
@@ -54,14 +57,27 @@ _SITE_LOCAL = IPv6Network("fec0::/10")
 _BROADCAST = IPv4Address("255.255.255.255")
 
 
-def address_refusal(address: str, *, internal: bool) -> str | None:
+def address_refusal(address: str, *, internal: bool, literal: bool = False) -> str | None:
     """Why ``address`` may not be reached by a destination (``internal`` or not); None
-    when it may."""
+    when it may. ``literal``: the destination's base names this very address (an
+    internal destination reaches link-local space only so)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return "which is not an IP address"
-    return _refusal(ip, internal)
+    why = _refusal(ip, internal)
+    if why is None and internal and not literal and _link_local(ip):
+        return (
+            "a link-local address (cloud metadata lives there): an internal destination "
+            "reaches one only when its --base names the address itself"
+        )
+    return why
+
+
+def _link_local(ip: IPv4Address | IPv6Address) -> bool:
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_link_local
+    return ip.is_link_local
 
 
 def _refusal(ip: IPv4Address | IPv6Address, internal: bool) -> str | None:
@@ -218,7 +234,7 @@ class Guarded(httpcore.AnyIOBackend):
             raise UpstreamUnreachable(f"{origin.name}: {origin.host} resolves to no address")
         for address in addresses:
             why = (
-                address_refusal(address, internal=origin.internal)
+                address_refusal(address, internal=origin.internal, literal=literal)
                 if isinstance(address, str)
                 else "which is not an IP address"
             )
