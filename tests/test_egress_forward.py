@@ -510,6 +510,28 @@ def test_a_kill_closes_the_agents_tunnel_and_its_next_tunnel_is_refused(
     assert refused[-1]["actor"] == "anonymous" and "revoked" in refused[-1]["reasons"][0]
 
 
+def test_a_kill_landing_before_the_tunnel_is_registered_opens_no_tunnel(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent is killed after its CONNECT was authenticated but before the tunnel was
+    registered (so no kill can close it): the token is checked again once registered,
+    and the CONNECT is refused, on record."""
+    assert org.service.proxy is not None
+    connections = org.service.proxy.engine.connections
+    opened = connections.open
+
+    def killed_first(token: Any, close: Any) -> Any:
+        org.tether.killswitch.kill(ADMIN, "bot", reason="test: between check and register")
+        return opened(token, close)
+
+    monkeypatch.setattr(connections, "open", killed_first)
+    raw = Raw(org.port)
+    assert raw.tunnel(org.host, org.token(), org.ca_file, "localhost").status == 407
+    assert len(connections) == 0
+    assert org.api.received == []
+    assert "revoked" in org.refusals()[-1]["reasons"][0]
+
+
 def test_a_kill_through_another_process_closes_the_tunnel_by_the_epoch(org: Org) -> None:
     """Another Tether on the same store (another process: its kill switch is not this
     one's) kills the agent: the tunnel is closed once the epoch moves, and nothing more

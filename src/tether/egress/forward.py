@@ -201,6 +201,11 @@ class ForwardProxy:
             raise Refused(None)  # bytes before our answer: not a client that waits for it
         context = self.ca.context_for(where.host)
         handle = self.engine.connections.open(token, _closer(http.writer))
+        try:  # a kill that landed before the tunnel was registered: no tunnel for it
+            await self._authenticate(credentials, where, "CONNECT")
+        except Refused:
+            handle.close()
+            raise
         # no await between the answer and start_tls: the client's first TLS bytes must
         # reach the TLS layer, not this stream's buffer
         http.writer.write(
