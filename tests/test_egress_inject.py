@@ -28,7 +28,14 @@ from tether.config import EgressSettings, VaultSettings
 from tether.core import Tether
 from tether.discover.interface import fingerprint
 from tether.egress.headers import outbound
-from tether.egress.inject import CredentialUnavailable, Injected, Injector, redact, with_parameter
+from tether.egress.inject import (
+    FRESH,
+    CredentialUnavailable,
+    Injected,
+    Injector,
+    redact,
+    with_parameter,
+)
 from tether.egress.upstream import Response, Upstream
 from tether.redact import SECRETS
 from tether.upstreams.destinations import (
@@ -242,11 +249,14 @@ def test_an_oauth_token_is_fetched_once_cached_refreshed_and_invalidated(
 
     async def main(inject: Injector, upstream: Upstream) -> list[str]:
         seen = []
-        for step in ("first", "cached", "expired", "invalidated"):
+        for step in ("first", "cached", "expired", "too fresh", "invalidated"):
             if step == "expired":
                 clock.advance(seconds=3600 - 59)  # within the margin before expires_in
+            if step == "too fresh":  # just fetched: a 401 is not this token's fault
+                assert not inject.invalidate(dest)
             if step == "invalidated":
-                inject.invalidate(dest)
+                clock.advance(seconds=FRESH)
+                assert inject.invalidate(dest)
             done = await inject.inject(dest, "/x", [])
             seen.append(dict(done.headers)["authorization"])
         await upstream.aclose()
@@ -254,7 +264,7 @@ def test_an_oauth_token_is_fetched_once_cached_refreshed_and_invalidated(
 
     with injector(clock=clock) as (inject, upstream):
         seen = anyio.run(main, inject, upstream)
-    assert seen == ["Bearer at-1", "Bearer at-1", "Bearer at-2", "Bearer at-3"]
+    assert seen == ["Bearer at-1", "Bearer at-1", "Bearer at-2", "Bearer at-2", "Bearer at-3"]
     assert api.tokens_issued == 3
     asked = api.received[0]
     assert (asked.method, asked.path) == ("POST", "/oauth/token")

@@ -119,8 +119,12 @@ class Forwarding:
             except EgressFailure as failure:
                 await self._failed(token, hop, failure, started)
                 return refusal(failure.status, failure.error, failure.description)
-            if response.status == 401 and destination.oauth is not None and attempt == 1:
-                self.injector.invalidate(destination)  # the token may be revoked: a new one
+            if (
+                response.status == 401
+                and destination.oauth is not None
+                and attempt == 1
+                and self.injector.invalidate(destination)  # an older token may be revoked
+            ):
                 continue
             return response, injected.secrets, started
         raise AssertionError("unreachable")  # pragma: no cover

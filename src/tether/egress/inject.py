@@ -61,6 +61,7 @@ __all__ = ["CredentialUnavailable", "Injected", "Injector", "redact", "with_para
 TOKEN_ANSWER_MAX = 65_536  # bytes of a token endpoint's answer
 _DEFAULT_LIFETIME = 3600  # seconds, when the token endpoint gives no expires_in
 _MARGIN = 60  # seconds before expiry a token is fetched again (at most half its life)
+FRESH = 30  # seconds: a token this young is not dropped on a 401 (Injector.invalidate)
 _TOKEN_MAX = 8192  # characters of an access token
 _HELD_MAX = 4096  # values kept in the process's redactor by one injector
 
@@ -84,6 +85,7 @@ class Injected:
 class _Token:
     value: str
     until: datetime
+    fetched: datetime
 
     def __repr__(self) -> str:
         return f"_Token(until={self.until.isoformat()})"
@@ -143,10 +145,20 @@ class Injector:
         self._hold(value for _, value in secrets)
         return Injected(target, (*kept, *setting.items()), tuple(secrets))
 
-    def invalidate(self, destination: Destination) -> None:
-        """Forget ``destination``'s OAuth access token: the next request fetches one."""
-        for key in [k for k in self._tokens if k[0] == destination.name]:
+    def invalidate(self, destination: Destination) -> bool:
+        """Forget ``destination``'s OAuth access token, so the next request fetches one —
+        unless it was fetched less than :data:`FRESH` seconds ago (then a 401 is not the
+        token's fault, and agents asking for what answers 401 cannot drive the token
+        endpoint into rate-limiting everyone). Whether a token was forgotten."""
+        now = self._clock()
+        stale = [
+            key
+            for key, token in self._tokens.items()
+            if key[0] == destination.name and now - token.fetched >= timedelta(seconds=FRESH)
+        ]
+        for key in stale:
             del self._tokens[key]
+        return bool(stale)
 
     def close(self) -> None:
         """Take the values this injector held out of the process's redactor."""
@@ -189,7 +201,8 @@ class Injector:
             self._hold([secret])
             token, lifetime = await self._ask(destination, oauth, secret)
             margin = min(_MARGIN, lifetime // 2)
-            self._tokens[key] = _Token(token, self._clock() + timedelta(seconds=lifetime - margin))
+            now = self._clock()
+            self._tokens[key] = _Token(token, now + timedelta(seconds=lifetime - margin), now)
             return token
 
     async def _ask(
