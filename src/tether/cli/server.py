@@ -82,8 +82,8 @@ def up(
         config = config.model_copy(update={"dev_idp": True})
     proxy = _proxy_address(config, host, proxy_port, shared=workers > 1)
     # what the service tells agents (tether egress show) is where it serves the proxy
-    egress = {"port": proxy.port if proxy else 0, "host": proxy.host if proxy else None}
-    config = config.model_copy(update={"egress": config.egress.model_copy(update=egress)})
+    served_at = {"port": proxy.port if proxy else 0, "host": proxy.host if proxy else None}
+    config = config.model_copy(update={"egress": config.egress.model_copy(update=served_at)})
     if workers > 1:
         _serve_workers(config, host, port, workers, demo=demo, proxy=proxy)
         return
