@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -31,12 +32,14 @@ __all__ = [
     "Result",
     "best_of",
     "expect",
+    "in_threads",
     "main",
     "number",
     "opened",
     "postgres_schema",
     "rate",
     "result",
+    "stop",
     "table",
 ]
 
@@ -128,6 +131,16 @@ def opened(home: Path, **settings: Any) -> Iterator[Tether]:
     tether, _ = Tether.init(Settings.load(home, **settings))
     with tether:
         yield tether
+
+
+def stop(proc: subprocess.Popen[bytes], wait: float = 10.0) -> None:
+    """End a process a bench started: SIGTERM, then SIGKILL after ``wait`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def expect(condition: bool, problem: str) -> None:

@@ -46,14 +46,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from _common import Result, expect, main, result
+from _common import Result, expect, in_threads, main, result, stop
 
 from tether import Caller, Settings, Tether
 from tether.agent_keys import generate_key_pair
@@ -125,12 +124,7 @@ def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def setup(home: Path, issuer: str, http_port: int, https_port: int, ca_file: Path) -> str:
@@ -195,27 +189,10 @@ def sequential(calls: dict[str, Call], n: int) -> dict[str, list[float]]:
 
 
 def concurrent(make: Callable[[], Call], clients: int, seconds: float) -> float:
+    """Calls/s of ``clients`` threads, each with its own client, for ``seconds``."""
     calls = [make() for _ in range(clients)]
-    counts = [0] * clients
-    stop = threading.Event()
-    ready = threading.Barrier(clients + 1)
-
-    def worker(k: int) -> None:
-        ready.wait()
-        while not stop.is_set():
-            calls[k](counts[k])
-            counts[k] += 1
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    ready.wait()
-    start = time.perf_counter()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - start)
+    made, elapsed = in_threads(lambda k, n: calls[k](n), clients, seconds)
+    return made / elapsed
 
 
 def run(quick: bool) -> list[Result]:

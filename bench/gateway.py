@@ -58,7 +58,7 @@ from typing import Any
 import anyio
 import httpx2
 import mcp_types as types
-from _common import TIMES, Result, expect, main, opened, result
+from _common import TIMES, Result, expect, main, opened, result, stop
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -414,12 +414,7 @@ def http_upstream(log: Path) -> Iterator[str]:
                 time.sleep(0.05)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def setup(tether: Tether, url: str) -> dict[str, str]:

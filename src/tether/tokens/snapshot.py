@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 
 from tether.grants import Grant, Grants
 from tether.model import Agent
@@ -79,27 +79,19 @@ class Snapshots:
 
     def has_server(self, name: str) -> bool:
         """Whether the gateway server ``name`` exists (a removal moves the epoch)."""
-        seen = self.current().servers
-        if name in seen:
-            return True
-        with self._store.read() as conn:
-            found = conn.execute(
-                select(gateway_servers.c.name).where(gateway_servers.c.name == name)
-            ).first()
-        if found is None:
-            return False
-        seen.add(name)
-        return True
+        return self._exists(gateway_servers, name, self.current().servers)
 
     def has_destination(self, name: str) -> bool:
         """Whether the egress destination ``name`` exists (a removal moves the epoch)."""
-        seen = self.current().destinations
+        return self._exists(egress_destinations, name, self.current().destinations)
+
+    def _exists(self, table: Table, name: str, seen: set[str]) -> bool:
+        """Whether ``table`` holds a row named ``name``; one found is remembered in
+        ``seen`` (the snapshot's: a removal moves the epoch, and the snapshot with it)."""
         if name in seen:
             return True
         with self._store.read() as conn:
-            found = conn.execute(
-                select(egress_destinations.c.name).where(egress_destinations.c.name == name)
-            ).first()
+            found = conn.execute(select(table.c.name).where(table.c.name == name)).first()
         if found is None:
             return False
         seen.add(name)
