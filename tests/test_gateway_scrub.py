@@ -424,3 +424,31 @@ def test_scrubbing_never_raises_and_never_leaves_a_planted_secret(
     assert _values(dumped) == [], dumped
     assert {f.type for f in found} == set(kinds)
     assert sum(found.values()) >= len(kinds)
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "EdDSA"])
+def test_a_jwt_is_redacted_whole_signature_included(tmp_path: Path, algorithm: str) -> None:
+    """detect-secrets' JWT pattern may stop before the signature; the redaction takes the
+    whole token (header, payload and signature), under the fingerprint discovery gives it."""
+    import jwt
+
+    key: Any = (
+        "hmac-key-for-the-test-0123456789"
+        if algorithm == "HS256"
+        else ed25519.Ed25519PrivateKey.generate()
+    )
+    token = jwt.encode({"sub": "user-42", "aud": "https://api.example.com"}, key, algorithm)
+    header, payload, signature = token.split(".")
+    result = {
+        "content": [
+            {"type": "text", "text": f"Authorization: Bearer {token}"},
+            {"type": "text", "text": json.dumps({"access_token": token, "n": 1})},
+        ]
+    }
+    cleaned, found = scrub.scrub(result, tmp_path)
+    shown = json.dumps(cleaned)
+    for part in (header, payload, signature):
+        assert part not in shown
+    assert [f.type for f in found] == ["jwt"]
+    assert sum(found.values()) == 2
+    assert re.search(r"Bearer \[redacted:jwt:[0-9a-f]{12}\]\"", shown)

@@ -91,7 +91,10 @@ def redact_texts(texts: Sequence[str], mark: Mark) -> tuple[list[str], Counter[R
     found = [*_patterned(engine, source, False, pem=False), *_hinted(source)]
     first = {hit.value: hit for hit in reversed(found)}  # a value is judged once
     for hit in _filter(list(first.values()), source, file=False):
-        keys.setdefault(hit.value, Redaction(hit.type, fingerprint(hit.value)))
+        redaction = Redaction(hit.type, fingerprint(hit.value))
+        keys.setdefault(hit.value, redaction)
+        if hit.type == "jwt":  # the whole token, signature included (same fingerprint)
+            keys.setdefault(_whole_jwt(hit.value, source.text), redaction)
         _check(len(keys))
     for run, redaction in _encoded(candidates):
         keys.setdefault(run, redaction)
@@ -101,6 +104,15 @@ def redact_texts(texts: Sequence[str], mark: Mark) -> tuple[list[str], Counter[R
         return list(texts), Counter()
     replacer = _Replacer(keys, mark)
     return [replacer(text) for text in texts], replacer.counts
+
+
+def _whole_jwt(value: str, text: str) -> str:
+    """A JWT as it stands in ``text``: detect-secrets' pattern may end before the
+    signature (``header.payload.``), which would stay readable after the redaction; the
+    token's following base64url segments are taken with it."""
+    match = re.compile(re.escape(value) + r"[A-Za-z0-9_\-]{0,8192}(\.[A-Za-z0-9_\-]{1,8192}){0,3}")
+    found = match.search(text)
+    return found.group() if found is not None else value
 
 
 def _encoded(texts: Sequence[str]) -> Iterator[tuple[str, Redaction]]:
